@@ -1,1 +1,15 @@
+//! sosq: the client side of the sosq remote-support broker.
+//!
+//! - [`protocol`] and [`codec`]: the wire contract every client and the daemon speak.
+//! - [`code`]: session codes as people read and type them.
+//! - [`client`]: an async client library over QUIC.
+//! - [`tls`]: certificate pinning by SHA-256 fingerprint.
 
+pub mod client;
+pub mod code;
+pub mod codec;
+pub mod protocol;
+pub mod tls;
+
+pub use client::{Client, ClientError, ConnectOptions};
+pub use code::SessionCode;

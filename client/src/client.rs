@@ -1,0 +1,313 @@
+//! The async client library: connect to sosqd, say hello, send requests, receive events,
+//! and open or accept the relayed session streams.
+//!
+//! A background task reads the control stream and sorts what arrives into replies (answers
+//! to our requests, in order) and events (pushed by the server), so a caller can wait for an
+//! event while the connection keeps being read.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::QuicClientConfig;
+use tokio::sync::mpsc;
+
+use crate::codec::{self, FrameError};
+use crate::protocol::{
+    ClientMessage, ErrorReply, Event, Reply, Request, Role, ServerMessage, StreamKind, ALPN,
+    PROTOCOL_VERSION,
+};
+use crate::tls::{parse_fingerprint, PinnedServerCert};
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// `host:port` of the daemon.
+    pub server: String,
+    /// The server certificate's SHA-256 fingerprint to pin.
+    pub fingerprint: String,
+    /// An expert's or admin's token; none connects as a customer.
+    pub token: Option<String>,
+}
+
+/// Everything that can go wrong talking to sosqd.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The options are unusable.
+    #[error("{0}")]
+    Options(String),
+    /// The server address did not resolve.
+    #[error("cannot resolve server address {server:?}: {reason}")]
+    Resolve {
+        /// The address given.
+        server: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The server's certificate is not the pinned one.
+    #[error("server certificate fingerprint {actual} does not match the pinned {expected}; check --fingerprint / SOSQ_FINGERPRINT against `sosqd fingerprint`")]
+    FingerprintMismatch {
+        /// What the server presented.
+        actual: String,
+        /// What we pinned.
+        expected: String,
+    },
+    /// The QUIC connection could not be made or was lost.
+    #[error("connection to {server} failed: {reason}")]
+    Connect {
+        /// The address.
+        server: String,
+        /// Why.
+        reason: String,
+    },
+    /// The connection ended.
+    #[error("connection closed: {0}")]
+    Disconnected(String),
+    /// The server refused the request.
+    #[error("{0}")]
+    Refused(ErrorReply),
+    /// The server answered with something that does not fit the request.
+    #[error("unexpected answer from server: {0}")]
+    Unexpected(String),
+    /// A frame could not be written or read.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+}
+
+/// A connected, greeted sosq party.
+pub struct Client {
+    endpoint: quinn::Endpoint,
+    connection: quinn::Connection,
+    control: quinn::SendStream,
+    replies: mpsc::UnboundedReceiver<Reply>,
+    events: Option<mpsc::UnboundedReceiver<Event>>,
+    role: Role,
+    name: String,
+}
+
+impl Client {
+    /// Connects, pins the certificate, and says hello; the role comes from the token.
+    pub async fn connect(options: &ConnectOptions) -> Result<Client, ClientError> {
+        let fingerprint = parse_fingerprint(&options.fingerprint).map_err(ClientError::Options)?;
+        let addr = resolve(&options.server).await?;
+        let verifier = PinnedServerCert::new(fingerprint);
+        let endpoint = client_endpoint(addr, verifier.clone())?;
+        let connect_error = |reason: String| ClientError::Connect {
+            server: options.server.clone(),
+            reason,
+        };
+        let connecting = endpoint
+            .connect(addr, "sosqd")
+            .map_err(|e| connect_error(e.to_string()))?;
+        let connection = match connecting.await {
+            Ok(connection) => connection,
+            Err(e) => {
+                if let Some(actual) = verifier.seen().filter(|seen| seen != verifier.expected()) {
+                    return Err(ClientError::FingerprintMismatch {
+                        actual,
+                        expected: verifier.expected().to_string(),
+                    });
+                }
+                return Err(connect_error(e.to_string()));
+            }
+        };
+        let (control, recv) = connection
+            .open_bi()
+            .await
+            .map_err(|e| connect_error(e.to_string()))?;
+        let (reply_tx, replies) = mpsc::unbounded_channel();
+        let (event_tx, events) = mpsc::unbounded_channel();
+        tokio::spawn(read_control(recv, reply_tx, event_tx));
+        let mut client = Client {
+            endpoint,
+            connection,
+            control,
+            replies,
+            events: Some(events),
+            role: Role::Customer,
+            name: String::new(),
+        };
+        let hello = ClientMessage::Hello {
+            version: PROTOCOL_VERSION,
+            token: options.token.clone(),
+        };
+        match client.exchange(&hello).await? {
+            Reply::Welcome { role, name, .. } => {
+                client.role = role;
+                client.name = name;
+                Ok(client)
+            }
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// The role the server gave this connection.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The authenticated user's name (empty for customers).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The underlying QUIC connection.
+    pub fn connection(&self) -> &quinn::Connection {
+        &self.connection
+    }
+
+    /// Sends one request and waits for its reply; a refusal becomes [`ClientError::Refused`].
+    pub async fn request(&mut self, request: Request) -> Result<Reply, ClientError> {
+        self.exchange(&ClientMessage::Request(request)).await
+    }
+
+    async fn exchange(&mut self, message: &ClientMessage) -> Result<Reply, ClientError> {
+        if let Err(e) = codec::write_frame(&mut self.control, message).await {
+            return Err(self.lost(e.to_string()));
+        }
+        match self.replies.recv().await {
+            Some(Reply::Error(refusal)) => Err(ClientError::Refused(refusal)),
+            Some(reply) => Ok(reply),
+            None => Err(self.lost("the server closed the control stream".into())),
+        }
+    }
+
+    fn lost(&self, fallback: String) -> ClientError {
+        match self.connection.close_reason() {
+            Some(reason) => ClientError::Disconnected(describe_close(&reason)),
+            None => ClientError::Disconnected(fallback),
+        }
+    }
+
+    /// Takes the stream of server events; call once.
+    pub fn take_events(&mut self) -> Option<mpsc::UnboundedReceiver<Event>> {
+        self.events.take()
+    }
+
+    /// Opens a relayed stream to the paired party, announcing its kind.
+    pub async fn open_stream(
+        &self,
+        kind: StreamKind,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), ClientError> {
+        let (mut send, recv) = self
+            .connection
+            .open_bi()
+            .await
+            .map_err(|e| ClientError::Disconnected(e.to_string()))?;
+        send.write_all(&[kind as u8])
+            .await
+            .map_err(|e| ClientError::Disconnected(e.to_string()))?;
+        Ok((send, recv))
+    }
+
+    /// Waits for the paired party to open a relayed stream; returns it with its kind.
+    pub async fn accept_stream(
+        &self,
+    ) -> Result<(StreamKind, quinn::SendStream, quinn::RecvStream), ClientError> {
+        let (send, mut recv) = self
+            .connection
+            .accept_bi()
+            .await
+            .map_err(|e| ClientError::Disconnected(describe_connection_error(&e)))?;
+        let mut kind = [0u8; 1];
+        recv.read_exact(&mut kind)
+            .await
+            .map_err(|e| ClientError::Disconnected(e.to_string()))?;
+        let kind = StreamKind::from_byte(kind[0]).ok_or_else(|| {
+            ClientError::Unexpected(format!("stream of unknown kind {}", kind[0]))
+        })?;
+        Ok((kind, send, recv))
+    }
+
+    /// Closes the connection politely and waits (briefly) for the server to hear it.
+    pub async fn close(mut self) {
+        let _ = self.control.finish();
+        self.connection.close(0u32.into(), b"bye");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    }
+}
+
+/// Reads server messages until the stream ends, routing replies and events.
+async fn read_control(
+    mut recv: quinn::RecvStream,
+    replies: mpsc::UnboundedSender<Reply>,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    while let Ok(Some(message)) = codec::read_frame::<ServerMessage, _>(&mut recv).await {
+        let delivered = match message {
+            ServerMessage::Reply(reply) => replies.send(reply).is_ok(),
+            // Nobody listening for events is fine: the caller only wanted replies.
+            ServerMessage::Event(event) => {
+                let _ = events.send(event);
+                true
+            }
+        };
+        if !delivered {
+            break;
+        }
+    }
+}
+
+/// A human sentence for why a connection ended.
+pub fn describe_connection_error(error: &quinn::ConnectionError) -> String {
+    describe_close(error)
+}
+
+fn describe_close(reason: &quinn::ConnectionError) -> String {
+    match reason {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            let text = String::from_utf8_lossy(&close.reason);
+            if text.is_empty() {
+                format!("closed by server (code {})", close.error_code)
+            } else {
+                text.into_owned()
+            }
+        }
+        quinn::ConnectionError::ConnectionClosed(close) => {
+            format!("closed by server: {close}")
+        }
+        quinn::ConnectionError::TimedOut => "the server stopped answering (timed out)".into(),
+        other => other.to_string(),
+    }
+}
+
+async fn resolve(server: &str) -> Result<SocketAddr, ClientError> {
+    let resolve_error = |reason: String| ClientError::Resolve {
+        server: server.to_string(),
+        reason,
+    };
+    let mut addrs = tokio::net::lookup_host(server)
+        .await
+        .map_err(|e| resolve_error(e.to_string()))?;
+    addrs
+        .next()
+        .ok_or_else(|| resolve_error("no addresses found".into()))
+}
+
+fn client_endpoint(
+    server: SocketAddr,
+    verifier: Arc<PinnedServerCert>,
+) -> Result<quinn::Endpoint, ClientError> {
+    let options_error = |e: &dyn std::fmt::Display| ClientError::Options(e.to_string());
+    let mut tls = rustls::ClientConfig::builder_with_provider(crate::tls::crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| options_error(&e))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let quic_tls = QuicClientConfig::try_from(tls).map_err(|e| options_error(&e))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(quic_tls));
+    let mut transport = quinn::TransportConfig::default();
+    // Customers sit on bad networks and may wait a long time in the queue.
+    transport.keep_alive_interval(Some(Duration::from_secs(10)));
+    config.transport_config(Arc::new(transport));
+    let bind: SocketAddr = if server.is_ipv6() {
+        "[::]:0".parse().map_err(|e| options_error(&e))?
+    } else {
+        "0.0.0.0:0".parse().map_err(|e| options_error(&e))?
+    };
+    let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| options_error(&e))?;
+    endpoint.set_default_client_config(config);
+    Ok(endpoint)
+}

@@ -1,0 +1,138 @@
+//! A service case: its durable record, who is attached to it right now, and the lifecycle
+//! rules that say which state may follow which.
+
+use serde::{Deserialize, Serialize};
+use sosq::protocol::{CaseInfo, CaseOrigin, CaseState, HistoryEntry, Timestamp};
+use sosq::SessionCode;
+
+use super::error::BrokerError;
+
+/// Identifies one connected party (one QUIC connection) to the broker core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PartyId(pub u64);
+
+/// What the store keeps of a case: everything but who is connected right now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseRecord {
+    /// The session code, unique among all cases held.
+    pub code: SessionCode,
+    /// SOS button or created by an expert.
+    pub origin: CaseOrigin,
+    /// The customer's name.
+    pub customer: String,
+    /// What the customer needs help with.
+    pub description: String,
+    /// Current lifecycle state.
+    pub state: CaseState,
+    /// When the case was created.
+    pub created_at: Timestamp,
+    /// When the state last changed.
+    pub updated_at: Timestamp,
+    /// `created_at + case_ttl`: when an open case expires.
+    pub expires_at: Timestamp,
+    /// For SOS cases: when the customer started waiting (the queue order).
+    pub waiting_since: Option<Timestamp>,
+    /// SHA-256 (hex) of the customer's resume secret, once a customer has attached.
+    pub resume_secret_hash: Option<String>,
+    /// Every transition and event, oldest first.
+    pub history: Vec<HistoryEntry>,
+}
+
+impl CaseRecord {
+    /// Whether the lifecycle allows going from the current state to `to`.
+    pub fn may_become(&self, to: CaseState) -> bool {
+        use CaseState::*;
+        matches!(
+            (self.state, to),
+            (New, Pending | Closed | Expired)
+                | (Pending, InProgress | Closed | Expired)
+                | (InProgress, Pending | Closed | Expired)
+        )
+    }
+
+    /// Moves to `to`, recording `event` in the history; refuses illegal steps unchanged.
+    pub fn transition(
+        &mut self,
+        to: CaseState,
+        now: Timestamp,
+        event: impl Into<String>,
+        action: &'static str,
+    ) -> Result<(), BrokerError> {
+        if !self.may_become(to) {
+            return Err(BrokerError::IllegalTransition {
+                code: self.code,
+                from: self.state,
+                action,
+            });
+        }
+        self.state = to;
+        self.updated_at = now;
+        self.note(now, event);
+        Ok(())
+    }
+
+    /// Records an event that does not change the state (a partner left, for instance).
+    pub fn note(&mut self, now: Timestamp, event: impl Into<String>) {
+        self.history.push(HistoryEntry {
+            at: now,
+            state: self.state,
+            event: event.into(),
+        });
+    }
+
+    /// The client's view of this record, with the given live presence.
+    pub fn info(&self, customer_online: bool, expert: Option<String>) -> CaseInfo {
+        CaseInfo {
+            code: self.code,
+            state: self.state,
+            origin: self.origin.clone(),
+            customer: self.customer.clone(),
+            description: self.description.clone(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            expires_at: self.expires_at,
+            customer_online,
+            expert,
+            history: self.history.clone(),
+        }
+    }
+}
+
+/// The expert attached to a case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpertSeat {
+    /// The expert's connection.
+    pub party: PartyId,
+    /// The expert's user name.
+    pub name: String,
+}
+
+/// An open case as the broker holds it: the record plus who is connected.
+#[derive(Debug, Clone)]
+pub struct Case {
+    /// What is persisted.
+    pub record: CaseRecord,
+    /// The customer's connection, while connected.
+    pub customer: Option<PartyId>,
+    /// The expert, while connected.
+    pub expert: Option<ExpertSeat>,
+}
+
+impl Case {
+    /// The client's view, with live presence.
+    pub fn info(&self) -> CaseInfo {
+        self.record.info(
+            self.customer.is_some(),
+            self.expert.as_ref().map(|seat| seat.name.clone()),
+        )
+    }
+
+    /// Whether this case belongs in the queue: an SOS case whose customer is waiting online
+    /// with no expert.
+    pub fn is_waiting(&self) -> bool {
+        matches!(self.record.origin, CaseOrigin::Sos)
+            && self.record.state == CaseState::Pending
+            && self.customer.is_some()
+            && self.expert.is_none()
+    }
+}

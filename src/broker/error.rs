@@ -1,0 +1,66 @@
+//! Why the broker refused a command. A refused command has changed nothing.
+
+use sosq::code::BadCode;
+use sosq::protocol::{CaseState, ErrorKind};
+use sosq::SessionCode;
+
+/// A refusal from the broker core.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BrokerError {
+    /// The typed code is not a session code at all.
+    #[error(transparent)]
+    BadCode(#[from] BadCode),
+    /// No open case has this code.
+    #[error("no open case has code {0}; check the code, or ask for a new one")]
+    UnknownCode(SessionCode),
+    /// This connection already takes part in a case.
+    #[error(
+        "this connection is already attached to case {0}; use a new connection for another case"
+    )]
+    AlreadyAttached(SessionCode),
+    /// The customer's seat of the case is taken.
+    #[error("a customer is already connected to case {0}")]
+    CustomerAlreadyConnected(SessionCode),
+    /// The expert's seat of the case is taken.
+    #[error("another expert is already connected to case {0}")]
+    ExpertAlreadyConnected(SessionCode),
+    /// A customer tried to reach a case that is not its own.
+    #[error("case {0} belongs to another customer; to come back to your own case, give the resume secret you got when it was opened")]
+    NotYourCase(SessionCode),
+    /// The lifecycle does not allow this step from the case's state.
+    #[error("cannot {action} case {code}: it is {from}")]
+    IllegalTransition {
+        /// The case.
+        code: SessionCode,
+        /// Its current state.
+        from: CaseState,
+        /// What was attempted, as a verb ("close", "move to pending").
+        action: &'static str,
+    },
+    /// `pull` found nobody waiting.
+    #[error("no customer is waiting in the queue")]
+    QueueEmpty,
+    /// The broker holds as many open cases as it may.
+    #[error("the broker already holds its maximum of {0} open cases; try again later")]
+    TooManyCases(usize),
+    /// A field is empty, too long or otherwise unusable.
+    #[error("{0}")]
+    InvalidInput(String),
+}
+
+impl BrokerError {
+    /// The wire category of this refusal.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            BrokerError::BadCode(_) | BrokerError::UnknownCode(_) => ErrorKind::UnknownCode,
+            BrokerError::AlreadyAttached(_)
+            | BrokerError::CustomerAlreadyConnected(_)
+            | BrokerError::ExpertAlreadyConnected(_)
+            | BrokerError::TooManyCases(_) => ErrorKind::Conflict,
+            BrokerError::NotYourCase(_) => ErrorKind::Forbidden,
+            BrokerError::IllegalTransition { .. } => ErrorKind::IllegalTransition,
+            BrokerError::QueueEmpty => ErrorKind::QueueEmpty,
+            BrokerError::InvalidInput(_) => ErrorKind::InvalidInput,
+        }
+    }
+}
