@@ -1,8 +1,17 @@
 //! sosqd: the sosq remote-support session broker daemon.
 //!
-//! - [`broker`]: the pure core (cases, codes, queue, lifecycle, expiry).
+//! - [`broker`]: the pure core (cases, codes, queue, lifecycle, expiry). Start here.
+//! - [`server`]: the async shell that runs the core behind QUIC, one task per connection.
+//! - [`relay`]: splices session streams between paired parties.
 //! - [`store`]: where cases and users are kept.
-//! - [`server`]: the async shell that runs the core behind QUIC.
-//! - [`config`]: one validated configuration from file, flags and defaults.
+//! - [`transport`]: the QUIC endpoint and the TLS identity.
+//! - [`config`]: one validated configuration from defaults, file and flags.
 
 pub mod broker;
+pub mod clock;
+pub mod config;
+mod fsutil;
+pub mod relay;
+pub mod server;
+pub mod store;
+pub mod transport;

@@ -1,0 +1,233 @@
+//! One task per connection: accept the control stream, check the hello, then read requests
+//! one at a time and answer each; pushes from other tasks arrive through the outbox.
+//!
+//! Anything that is not the protocol (a garbage frame, an oversized length, a second hello)
+//! gets a clear error on the control stream and ends this connection only.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sosq::codec::{self, FrameError};
+use sosq::protocol::{
+    close_code, ClientMessage, ErrorKind, ErrorReply, Reply, Role, ServerMessage, PROTOCOL_VERSION,
+};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use super::dispatch::{self, Caller};
+use super::{PartyHandle, Shared, OUTBOX_CAPACITY};
+use crate::relay;
+
+/// How long a refused client gets to read the refusal before the connection is closed.
+const FAREWELL_GRACE: Duration = Duration::from_secs(2);
+
+/// Serves one incoming connection to its end.
+pub async fn serve(shared: Arc<Shared>, incoming: quinn::Incoming) {
+    let remote = incoming.remote_address();
+    let connection = match incoming.await {
+        Ok(connection) => connection,
+        Err(e) => {
+            tracing::debug!(%remote, error = %e, "handshake failed");
+            return;
+        }
+    };
+    let party = shared.next_party_id();
+    let span = tracing::info_span!("connection", party = party.0, %remote);
+    run(shared, party, connection).instrument(span).await;
+}
+
+async fn run(shared: Arc<Shared>, party: crate::broker::PartyId, connection: quinn::Connection) {
+    let hello_timeout = shared.config.hello_timeout;
+    let (send, mut recv) = match tokio::time::timeout(hello_timeout, connection.accept_bi()).await {
+        Ok(Ok(streams)) => streams,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "connection ended before its control stream");
+            return;
+        }
+        Err(_) => {
+            connection.close(
+                close_code::PROTOCOL_ERROR.into(),
+                b"no control stream in time",
+            );
+            return;
+        }
+    };
+    let (outbox, pending) = mpsc::channel(OUTBOX_CAPACITY);
+    let writer = tokio::spawn(write_outbox(send, pending));
+
+    let caller = match tokio::time::timeout(hello_timeout, codec::read_frame(&mut recv)).await {
+        Ok(Ok(Some(ClientMessage::Hello { version, token }))) => {
+            match greet(&shared, party, version, token) {
+                Ok(caller) => caller,
+                Err((kind, message, code)) => {
+                    return farewell(&connection, outbox, writer, kind, message, code).await;
+                }
+            }
+        }
+        Ok(Ok(Some(ClientMessage::Request(_)))) => {
+            let message = "the first message must be Hello".to_string();
+            let code = close_code::PROTOCOL_ERROR;
+            return farewell(
+                &connection,
+                outbox,
+                writer,
+                ErrorKind::BadFrame,
+                message,
+                code,
+            )
+            .await;
+        }
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            let (kind, message) = frame_refusal(&e);
+            let code = close_code::PROTOCOL_ERROR;
+            return farewell(&connection, outbox, writer, kind, message, code).await;
+        }
+        Err(_) => {
+            connection.close(close_code::PROTOCOL_ERROR.into(), b"no hello in time");
+            return;
+        }
+    };
+    tracing::info!(role = %caller.role, name = %caller.name, "connected");
+    let welcome = Reply::Welcome {
+        role: caller.role,
+        name: caller.name.clone(),
+        server: format!("sosqd {}", env!("CARGO_PKG_VERSION")),
+    };
+    if outbox.send(ServerMessage::Reply(welcome)).await.is_err() {
+        return;
+    }
+    shared.parties.insert(
+        party,
+        PartyHandle {
+            connection: connection.clone(),
+            outbox: outbox.clone(),
+        },
+    );
+    let streams = tokio::spawn(relay::accept_streams(
+        shared.relays.clone(),
+        party,
+        connection.clone(),
+    ));
+
+    let refusal = loop {
+        match codec::read_frame::<ClientMessage, _>(&mut recv).await {
+            Ok(Some(ClientMessage::Request(request))) => {
+                let reply = dispatch::handle(&shared, &caller, request).await;
+                if outbox.send(ServerMessage::Reply(reply)).await.is_err() {
+                    break None;
+                }
+            }
+            Ok(Some(ClientMessage::Hello { .. })) => {
+                break Some((ErrorKind::BadFrame, "hello sent twice".to_string()));
+            }
+            Ok(None) => break None,
+            Err(FrameError::Io(_)) => break None,
+            Err(e) => break Some(frame_refusal(&e)),
+        }
+    };
+    shared.party_left(party).await;
+    streams.abort();
+    match refusal {
+        Some((kind, message)) => {
+            tracing::info!(%message, "refused a malformed message; closing the connection");
+            farewell(
+                &connection,
+                outbox,
+                writer,
+                kind,
+                message,
+                close_code::PROTOCOL_ERROR,
+            )
+            .await;
+        }
+        None => {
+            drop(outbox);
+            let _ = tokio::time::timeout(FAREWELL_GRACE, writer).await;
+            connection.close(close_code::DONE.into(), b"bye");
+            tracing::info!("disconnected");
+        }
+    }
+}
+
+/// Checks the hello: protocol version, then the token if any.
+fn greet(
+    shared: &Shared,
+    party: crate::broker::PartyId,
+    version: u16,
+    token: Option<String>,
+) -> Result<Caller, (ErrorKind, String, u32)> {
+    if version != PROTOCOL_VERSION {
+        return Err((
+            ErrorKind::UnsupportedVersion,
+            format!("this server speaks sosq protocol {PROTOCOL_VERSION}, the client speaks {version}; update the client"),
+            close_code::PROTOCOL_ERROR,
+        ));
+    }
+    let Some(token) = token else {
+        return Ok(Caller {
+            party,
+            role: Role::Customer,
+            name: String::new(),
+        });
+    };
+    match shared.users.authenticate(&token) {
+        Ok(Some(user)) => Ok(Caller {
+            party,
+            role: user.role.role(),
+            name: user.name,
+        }),
+        Ok(None) => {
+            tracing::warn!("refused an unknown or revoked token");
+            Err((
+                ErrorKind::Unauthenticated,
+                "unknown or revoked access token".to_string(),
+                close_code::UNAUTHENTICATED,
+            ))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the users file");
+            Err((
+                ErrorKind::Internal,
+                "the server cannot check tokens right now".to_string(),
+                close_code::UNAUTHENTICATED,
+            ))
+        }
+    }
+}
+
+fn frame_refusal(error: &FrameError) -> (ErrorKind, String) {
+    (ErrorKind::BadFrame, format!("bad frame: {error}"))
+}
+
+/// Sends one refusal, gives the client a moment to read it, then closes with `code`.
+async fn farewell(
+    connection: &quinn::Connection,
+    outbox: mpsc::Sender<ServerMessage>,
+    writer: tokio::task::JoinHandle<()>,
+    kind: ErrorKind,
+    message: String,
+    code: u32,
+) {
+    let refusal = ServerMessage::Reply(Reply::Error(ErrorReply {
+        kind,
+        message: message.clone(),
+    }));
+    let _ = outbox.send(refusal).await;
+    drop(outbox);
+    let _ = tokio::time::timeout(FAREWELL_GRACE, writer).await;
+    connection.close(code.into(), message.as_bytes());
+}
+
+/// Writes queued messages to the control stream; when every sender is gone, finishes the
+/// stream and waits (bounded) for the peer to have it all.
+async fn write_outbox(mut send: quinn::SendStream, mut pending: mpsc::Receiver<ServerMessage>) {
+    while let Some(message) = pending.recv().await {
+        if codec::write_frame(&mut send, &message).await.is_err() {
+            return;
+        }
+    }
+    if send.finish().is_ok() {
+        let _ = tokio::time::timeout(FAREWELL_GRACE, send.stopped()).await;
+    }
+}

@@ -1,0 +1,246 @@
+//! From a request to a reply: the role check (who may ask what), then the core command,
+//! then the answer.
+
+use sosq::protocol::{CaseInfo, Reply, Request, Role};
+use sosq::SessionCode;
+
+use super::{deletion, ServerError, Shared};
+use crate::broker::{Attached, BrokerError, CaseSelection, Closer, PartyId};
+
+/// Who sent the request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The connection.
+    pub party: PartyId,
+    /// Its role, fixed at hello.
+    pub role: Role,
+    /// The staff member's name (empty for customers).
+    pub name: String,
+}
+
+/// Answers one request; refusals become [`Reply::Error`].
+pub async fn handle(shared: &Shared, caller: &Caller, request: Request) -> Reply {
+    let result = match authorize(caller.role, &request) {
+        Ok(()) => run(shared, caller, request).await,
+        Err(refusal) => Err(refusal),
+    };
+    result.unwrap_or_else(|e| Reply::Error(e.to_reply()))
+}
+
+/// The role matrix: which role may make which request. Ownership of a case (a customer
+/// reaches only its own) is checked by the core.
+pub fn authorize(role: Role, request: &Request) -> Result<(), ServerError> {
+    let (operation, allowed): (&str, &[Role]) = match request {
+        Request::OpenSos { .. } => ("requesting help", &[Role::Customer]),
+        Request::Join { .. } => ("joining a case as its customer", &[Role::Customer]),
+        Request::Queue => ("viewing the queue", &[Role::Expert]),
+        Request::Pull { .. } => ("pulling a case", &[Role::Expert]),
+        Request::Connect { .. } => ("connecting to a case by code", &[Role::Expert]),
+        Request::Create { .. } => ("creating a case", &[Role::Expert]),
+        Request::Close { .. } => ("closing a case", &[Role::Customer, Role::Expert]),
+        Request::Status { .. } => (
+            "viewing a case",
+            &[Role::Customer, Role::Expert, Role::Admin],
+        ),
+        Request::Cases { .. } => ("listing all cases", &[Role::Admin]),
+        Request::Delete(_) => ("deleting cases", &[Role::Admin]),
+    };
+    if allowed.contains(&role) {
+        return Ok(());
+    }
+    let who = allowed
+        .iter()
+        .map(|role| format!("{role}s"))
+        .collect::<Vec<_>>()
+        .join(" and ");
+    let hint = match role {
+        Role::Customer => " (staff connect with --token or SOSQ_TOKEN)",
+        _ => "",
+    };
+    Err(ServerError::Forbidden(format!(
+        "{operation} is for {who}; you are connected as {} {role}{hint}",
+        article(role)
+    )))
+}
+
+fn article(role: Role) -> &'static str {
+    match role {
+        Role::Admin | Role::Expert => "an",
+        Role::Customer => "a",
+    }
+}
+
+async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply, ServerError> {
+    let me = caller.party;
+    let name = caller.name.as_str();
+    let reply = match request {
+        Request::OpenSos {
+            customer,
+            description,
+        } => {
+            let (attached, _) = shared
+                .execute(|b, now, out| b.open_sos(now, me, &customer, &description, out))
+                .await?;
+            attached_reply(attached)
+        }
+        Request::Join {
+            code,
+            customer,
+            resume_secret,
+        } => {
+            let secret = resume_secret.as_deref();
+            let (attached, _) = shared
+                .execute(|b, now, out| b.join(now, me, &code, &customer, secret, out))
+                .await?;
+            attached_reply(attached)
+        }
+        Request::Queue => Reply::Queue(shared.broker().queue_view()),
+        Request::Pull { wait } => {
+            let (case, _) = shared
+                .execute(|b, now, out| b.pull(now, me, name, wait, out))
+                .await?;
+            match case {
+                Some(case) => Reply::Attached {
+                    case,
+                    resume_secret: None,
+                    position: None,
+                },
+                None => Reply::Waiting,
+            }
+        }
+        Request::Connect { code } => {
+            let (case, _) = shared
+                .execute(|b, now, out| b.connect(now, me, name, &code, out))
+                .await?;
+            Reply::Attached {
+                case,
+                resume_secret: None,
+                position: None,
+            }
+        }
+        Request::Create {
+            customer,
+            description,
+        } => {
+            let (case, _) = shared
+                .execute(|b, now, out| b.create(now, name, &customer, &description, out))
+                .await?;
+            Reply::Created(case)
+        }
+        Request::Close {
+            code,
+            resume_secret,
+        } => {
+            let closer = match caller.role {
+                Role::Expert => Closer::Expert(name),
+                _ => Closer::Customer {
+                    party: me,
+                    secret: resume_secret.as_deref(),
+                },
+            };
+            let closed = shared
+                .execute(|b, now, out| b.close(now, closer, &code, out))
+                .await;
+            match closed {
+                Ok((case, _)) => Reply::Case(case),
+                Err(ServerError::Broker(BrokerError::UnknownCode(code)))
+                    if caller.role != Role::Customer =>
+                {
+                    return Err(explain_unknown(shared, code, "close")?);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Request::Status {
+            code,
+            resume_secret,
+        } => {
+            if caller.role == Role::Customer {
+                Reply::Case(
+                    shared
+                        .broker()
+                        .customer_view(me, &code, resume_secret.as_deref())?,
+                )
+            } else {
+                Reply::Case(staff_view(shared, &code)?)
+            }
+        }
+        Request::Cases { state } => {
+            let selection = CaseSelection {
+                state,
+                created_before: None,
+            };
+            Reply::Cases(list_cases(shared, &selection).await?)
+        }
+        Request::Delete(selector) => {
+            let ((), report) = shared
+                .execute(|b, now, out| {
+                    let selection = deletion(&selector, now)?;
+                    b.delete(now, name, selection, out)
+                })
+                .await?;
+            tracing::info!(admin = %name, count = report.deleted.len(), "bulk delete");
+            Reply::Deleted {
+                count: report.deleted.len() as u64,
+            }
+        }
+    };
+    Ok(reply)
+}
+
+fn attached_reply(attached: Attached) -> Reply {
+    Reply::Attached {
+        case: attached.case,
+        resume_secret: attached.resume_secret,
+        position: attached.position,
+    }
+}
+
+/// For staff: a code that is not open may still be a closed or expired case; say so.
+fn explain_unknown(
+    shared: &Shared,
+    code: SessionCode,
+    action: &'static str,
+) -> Result<ServerError, ServerError> {
+    Ok(match shared.store.get(code)? {
+        Some(record) if !record.state.is_open() => {
+            ServerError::Broker(BrokerError::IllegalTransition {
+                code,
+                from: record.state,
+                action,
+            })
+        }
+        _ => ServerError::Broker(BrokerError::UnknownCode(code)),
+    })
+}
+
+fn staff_view(shared: &Shared, typed: &str) -> Result<CaseInfo, ServerError> {
+    let code: SessionCode = typed.parse().map_err(BrokerError::from)?;
+    if let Some(case) = shared.broker().case(code) {
+        return Ok(case.info());
+    }
+    match shared.store.get(code)? {
+        Some(record) => Ok(record.info(false, None)),
+        None => Err(BrokerError::UnknownCode(code).into()),
+    }
+}
+
+/// Stored cases with the live presence of the open ones.
+async fn list_cases(
+    shared: &Shared,
+    selection: &CaseSelection,
+) -> Result<Vec<CaseInfo>, ServerError> {
+    let store = shared.store.clone();
+    let wanted = selection.clone();
+    let records = tokio::task::spawn_blocking(move || store.list(&wanted))
+        .await
+        .map_err(|e| crate::store::StoreError::Backend(e.to_string()))??;
+    let broker = shared.broker();
+    Ok(records
+        .into_iter()
+        .map(|record| match broker.case(record.code) {
+            Some(case) => case.info(),
+            _ => record.info(false, None),
+        })
+        .collect())
+}

@@ -1,0 +1,241 @@
+//! Experts and admins: a small JSON file in the data dir holding names, roles and the
+//! SHA-256 of each access token (never the token itself).
+//!
+//! `sosqd user add` writes the file (atomically, owner-only) whether or not a daemon is
+//! running; a running daemon notices the change by the file's modification time and size
+//! and reloads before the next authentication.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sosq::protocol::{Role, Timestamp};
+
+use crate::broker::{hash_secret, secret_matches};
+
+/// The file name inside the data dir.
+pub const USERS_FILE: &str = "users.json";
+
+/// A staff role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StaffRole {
+    /// Works the queue.
+    Expert,
+    /// Runs the daemon.
+    Admin,
+}
+
+impl StaffRole {
+    /// The wire role.
+    pub fn role(self) -> Role {
+        match self {
+            StaffRole::Expert => Role::Expert,
+            StaffRole::Admin => Role::Admin,
+        }
+    }
+}
+
+/// One expert or admin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// Login name, shown to customers ("expert ana connected").
+    pub name: String,
+    /// What the user may do.
+    pub role: StaffRole,
+    /// SHA-256 (hex) of the access token.
+    pub token_hash: String,
+    /// When the user was added.
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct UsersFile {
+    users: Vec<User>,
+}
+
+/// Why the users file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    /// Reading or writing failed.
+    #[error("cannot access users file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a users file.
+    #[error("users file {path} is corrupt: {message}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// The name is taken.
+    #[error("a user named {0:?} already exists")]
+    Exists(String),
+    /// The name is unusable.
+    #[error("invalid user name {0:?}: use 1 to 64 letters, digits, '.', '_' or '-'")]
+    InvalidName(String),
+}
+
+#[derive(Default)]
+struct Cached {
+    stamp: Option<(SystemTime, u64)>,
+    users: Vec<User>,
+}
+
+/// The users file of one data dir, with a reload-on-change cache.
+pub struct UserDirectory {
+    path: PathBuf,
+    cache: Mutex<Cached>,
+}
+
+impl UserDirectory {
+    /// The directory kept in `data_dir`.
+    pub fn open(data_dir: &Path) -> UserDirectory {
+        UserDirectory {
+            path: data_dir.join(USERS_FILE),
+            cache: Mutex::new(Cached::default()),
+        }
+    }
+
+    /// Adds a user and returns its new access token: 256 random bits, shown once.
+    pub fn add(&self, name: &str, role: StaffRole) -> Result<String, UserError> {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !valid {
+            return Err(UserError::InvalidName(name.to_string()));
+        }
+        let mut file = self.read_file()?;
+        if file.users.iter().any(|user| user.name == name) {
+            return Err(UserError::Exists(name.to_string()));
+        }
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        let token = format!("sosq_{}", sosq::tls::hex(&bytes));
+        file.users.push(User {
+            name: name.to_string(),
+            role,
+            token_hash: hash_secret(&token),
+            created_at: Timestamp::now(),
+        });
+        self.write_file(&file)?;
+        Ok(token)
+    }
+
+    /// Every user, as stored.
+    pub fn list(&self) -> Result<Vec<User>, UserError> {
+        Ok(self.read_file()?.users)
+    }
+
+    /// The user holding `token`, if any; rereads the file when it changed.
+    pub fn authenticate(&self, token: &str) -> Result<Option<User>, UserError> {
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let stamp = file_stamp(&self.path);
+        if stamp != cache.stamp || stamp.is_none() {
+            cache.users = self.read_file()?.users;
+            cache.stamp = stamp;
+        }
+        Ok(cache
+            .users
+            .iter()
+            .find(|user| secret_matches(token, &user.token_hash))
+            .cloned())
+    }
+
+    fn read_file(&self) -> Result<UsersFile, UserError> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| UserError::Corrupt {
+                path: self.path.clone(),
+                message: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(UsersFile::default()),
+            Err(source) => Err(UserError::Io {
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
+
+    fn write_file(&self, file: &UsersFile) -> Result<(), UserError> {
+        let io = |source| UserError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        if let Some(dir) = self.path.parent() {
+            crate::fsutil::create_private_dir(dir).map_err(io)?;
+        }
+        let text = serde_json::to_vec_pretty(file).map_err(|e| UserError::Corrupt {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })?;
+        crate::fsutil::write_private_atomically(&self.path, &text).map_err(io)
+    }
+}
+
+fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_authenticate_their_user_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = UserDirectory::open(dir.path());
+        let ana = users.add("ana", StaffRole::Expert).unwrap();
+        let root = users.add("root", StaffRole::Admin).unwrap();
+        assert!(ana.starts_with("sosq_") && ana.len() == 5 + 64);
+        assert_eq!(users.authenticate(&ana).unwrap().unwrap().name, "ana");
+        assert_eq!(
+            users.authenticate(&root).unwrap().unwrap().role,
+            StaffRole::Admin
+        );
+        assert!(users.authenticate("sosq_nope").unwrap().is_none());
+        let stored = std::fs::read_to_string(dir.path().join(USERS_FILE)).unwrap();
+        assert!(
+            !stored.contains(&ana),
+            "the token itself must not be stored"
+        );
+    }
+
+    #[test]
+    fn names_are_unique_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = UserDirectory::open(dir.path());
+        users.add("ana", StaffRole::Expert).unwrap();
+        assert!(matches!(
+            users.add("ana", StaffRole::Admin),
+            Err(UserError::Exists(_))
+        ));
+        assert!(matches!(
+            users.add("ana maria", StaffRole::Admin),
+            Err(UserError::InvalidName(_))
+        ));
+    }
+
+    #[test]
+    fn a_second_directory_sees_users_added_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = UserDirectory::open(dir.path());
+        assert!(daemon.authenticate("sosq_x").unwrap().is_none());
+        let token = UserDirectory::open(dir.path())
+            .add("bo", StaffRole::Expert)
+            .unwrap();
+        assert_eq!(daemon.authenticate(&token).unwrap().unwrap().name, "bo");
+    }
+}

@@ -1,0 +1,61 @@
+//! QUIC plumbing: the server endpoint with its TLS and transport settings.
+
+pub mod tls;
+
+use std::sync::Arc;
+
+use quinn::crypto::rustls::QuicServerConfig;
+use sosq::protocol::ALPN;
+
+use crate::config::Config;
+pub use tls::{Identity, TlsError};
+
+/// Builds the QUIC server configuration: TLS 1.3 only, 0-RTT off (replayable requests
+/// would be a gift to attackers), and the stream and idle limits from the config.
+pub fn server_config(
+    config: &Config,
+    identity: &Identity,
+) -> Result<quinn::ServerConfig, TlsError> {
+    let mut tls = rustls::ServerConfig::builder_with_provider(sosq::tls::crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(vec![identity.cert.clone()], identity.key.clone_key())?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.max_early_data_size = 0;
+    let quic_tls = QuicServerConfig::try_from(tls)
+        .map_err(|e| TlsError::Generate(format!("QUIC cannot use this TLS setup: {e}")))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic_tls));
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_concurrent_bidi_streams(config.max_streams_per_connection.into());
+    transport.max_concurrent_uni_streams(0u32.into());
+    let idle = quinn::IdleTimeout::try_from(config.idle_timeout)
+        .map_err(|e| TlsError::Generate(format!("idle_timeout out of range: {e}")))?;
+    transport.max_idle_timeout(Some(idle));
+    server.transport_config(Arc::new(transport));
+    Ok(server)
+}
+
+/// Why the endpoint could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// TLS setup failed.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The UDP socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Socket {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Binds the endpoint on `config.listen`.
+pub fn bind(config: &Config, identity: &Identity) -> Result<quinn::Endpoint, TransportError> {
+    let server = server_config(config, identity)?;
+    quinn::Endpoint::server(server, config.listen).map_err(|source| TransportError::Socket {
+        addr: config.listen,
+        source,
+    })
+}
