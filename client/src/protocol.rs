@@ -46,6 +46,7 @@ impl Timestamp {
 
 /// Who a connection is: decided once, by the token (or its absence) in `Hello`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Anonymous: may open, join, see and close only its own case.
     Customer,
@@ -67,6 +68,7 @@ impl fmt::Display for Role {
 
 /// The lifecycle state of a service case (see DESIGN.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CaseState {
     /// Exists; neither partner has started the session.
     New,
@@ -131,6 +133,7 @@ impl std::str::FromStr for CaseState {
 
 /// How a case came to be.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CaseOrigin {
     /// A customer pressed the SOS button (`sosq request`); the case waits in the queue.
     Sos,

@@ -18,6 +18,9 @@ pub enum BrokerError {
         "this connection is already attached to case {0}; use a new connection for another case"
     )]
     AlreadyAttached(SessionCode),
+    /// This connection already waits for a case (`pull --wait`).
+    #[error("this connection is already waiting for a case")]
+    AlreadyWaiting,
     /// The customer's seat of the case is taken.
     #[error("a customer is already connected to case {0}")]
     CustomerAlreadyConnected(SessionCode),
@@ -54,6 +57,7 @@ impl BrokerError {
         match self {
             BrokerError::BadCode(_) | BrokerError::UnknownCode(_) => ErrorKind::UnknownCode,
             BrokerError::AlreadyAttached(_)
+            | BrokerError::AlreadyWaiting
             | BrokerError::CustomerAlreadyConnected(_)
             | BrokerError::ExpertAlreadyConnected(_)
             | BrokerError::TooManyCases(_) => ErrorKind::Conflict,

@@ -301,11 +301,6 @@ impl Broker {
         out: &mut Vec<Effect>,
     ) -> Result<Option<CaseInfo>, BrokerError> {
         self.ensure_unattached(party)?;
-        if self.idle_experts.iter().any(|seat| seat.party == party) {
-            return Err(BrokerError::InvalidInput(
-                "this connection is already waiting for a case".into(),
-            ));
-        }
         let seat = ExpertSeat {
             party,
             name: expert.to_string(),
@@ -399,11 +394,17 @@ impl Broker {
         out: &mut Vec<Effect>,
     ) -> Result<(), BrokerError> {
         let doomed: Vec<SessionCode> = match &selection {
-            Persist::Delete(codes) => codes
-                .iter()
-                .copied()
-                .filter(|code| self.cases.contains_key(code))
-                .collect(),
+            Persist::Delete(codes) => {
+                let mut open: Vec<SessionCode> = codes
+                    .iter()
+                    .copied()
+                    .filter(|code| self.cases.contains_key(code))
+                    .collect();
+                // An admin may name a code twice; end its session once.
+                open.sort_unstable();
+                open.dedup();
+                open
+            }
             Persist::DeleteWhere(filter) => self
                 .cases
                 .values()
@@ -525,11 +526,16 @@ impl Broker {
 
     // ----- internals -------------------------------------------------------------------
 
+    /// Refuses a party that already sits in a case or waits for one: one connection is
+    /// one party in at most one case.
     fn ensure_unattached(&self, party: PartyId) -> Result<(), BrokerError> {
-        match self.parties.get(&party) {
-            Some(code) => Err(BrokerError::AlreadyAttached(*code)),
-            None => Ok(()),
+        if let Some(code) = self.parties.get(&party) {
+            return Err(BrokerError::AlreadyAttached(*code));
         }
+        if self.idle_experts.iter().any(|seat| seat.party == party) {
+            return Err(BrokerError::AlreadyWaiting);
+        }
+        Ok(())
     }
 
     /// Parses a typed code and finds its open case.
@@ -720,7 +726,7 @@ impl Broker {
             .cases
             .remove(&code)
             .expect("callers look the case up first");
-        self.queue.remove(code);
+        self.queue.forget(code);
         self.deadlines.clear(code);
         if let Some(party) = case.customer {
             self.parties.remove(&party);

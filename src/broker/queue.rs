@@ -13,6 +13,9 @@ use sosq::SessionCode;
 pub struct Queue {
     order: BTreeMap<(Timestamp, u64), SessionCode>,
     place: HashMap<SessionCode, (Timestamp, u64)>,
+    /// Arrival number of every case that has ever been in line and is still open, so a
+    /// case that comes back keeps its turn even among same-millisecond arrivals.
+    arrival: HashMap<SessionCode, u64>,
     arrivals: u64,
 }
 
@@ -22,8 +25,12 @@ impl Queue {
         if self.place.contains_key(&code) {
             return;
         }
-        self.arrivals += 1;
-        let key = (waiting_since, self.arrivals);
+        let arrivals = &mut self.arrivals;
+        let arrival = *self.arrival.entry(code).or_insert_with(|| {
+            *arrivals += 1;
+            *arrivals
+        });
+        let key = (waiting_since, arrival);
         self.order.insert(key, code);
         self.place.insert(code, key);
     }
@@ -33,6 +40,12 @@ impl Queue {
         if let Some(key) = self.place.remove(&code) {
             self.order.remove(&key);
         }
+    }
+
+    /// Forgets `code` entirely (its case closed, expired or was deleted).
+    pub fn forget(&mut self, code: SessionCode) {
+        self.remove(code);
+        self.arrival.remove(&code);
     }
 
     /// The case the next pull takes.

@@ -1,0 +1,343 @@
+//! The `sosq` commands: one function per command, each a connection that does one thing.
+
+pub mod output;
+pub mod session;
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use sosq::protocol::{CaseFilter, CaseState, DeleteSelector, Reply, Request};
+use sosq::{Client, ClientError, ConnectOptions, SessionCode};
+
+use output::Output;
+use session::{Ended, Side};
+
+/// sosq: ask for remote support, work the support queue, or administer sosqd.
+#[derive(Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// Machine-readable output: JSON on stdout, JSON lines on stderr.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How to reach the daemon; every command takes these.
+#[derive(Args)]
+pub struct ConnectionArgs {
+    /// sosqd address, host:port.
+    #[arg(
+        long,
+        env = "SOSQ_SERVER",
+        default_value = "127.0.0.1:4433",
+        global = true
+    )]
+    pub server: String,
+    /// SHA-256 fingerprint of the server certificate (`sosqd fingerprint` prints it).
+    #[arg(long, env = "SOSQ_FINGERPRINT", global = true, hide_env_values = true)]
+    pub fingerprint: Option<String>,
+    /// Access token of an expert or admin; without one you are a customer.
+    #[arg(long, env = "SOSQ_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// The commands.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Customer: ask for help. Prints your session code, waits for an expert, then runs
+    /// the session (stdin to the expert, the expert to stdout).
+    Request {
+        /// Your name, as the expert will see it.
+        #[arg(long)]
+        name: String,
+        /// What you need help with.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Customer: join a case an expert created (or come back to yours with --secret).
+    Join {
+        /// The session code the expert gave you.
+        code: String,
+        /// Your name.
+        #[arg(long)]
+        name: String,
+        /// The resume secret printed when you first joined or asked for help.
+        #[arg(long, env = "SOSQ_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+    },
+    /// Expert: show the waiting cases.
+    Queue,
+    /// Expert: take the next waiting case and run the session.
+    Pull {
+        /// If nobody is waiting, wait for the next customer instead of failing.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Expert: connect to a case by its code and run the session.
+    Connect {
+        /// The session code.
+        code: String,
+    },
+    /// Expert: create a case and print its code to read to the customer.
+    Create {
+        /// The customer's name.
+        #[arg(long)]
+        customer: String,
+        /// What the case is about.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Expert, or the case's customer (with --secret): close a case.
+    Close {
+        /// The session code.
+        code: String,
+        /// Customers: the resume secret of your case.
+        #[arg(long, env = "SOSQ_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+    },
+    /// Show one case with its history (customers: your own, with --secret).
+    Status {
+        /// The session code.
+        code: String,
+        /// Customers: the resume secret of your case.
+        #[arg(long, env = "SOSQ_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+    },
+    /// Admin: list all cases with their state and times.
+    Cases {
+        /// Only cases in this state: new, pending, in_progress, closed, expired.
+        #[arg(long)]
+        state: Option<CaseState>,
+    },
+    /// Admin: delete cases by code, or in bulk by state and/or age. Deleting an active
+    /// case ends its session.
+    Delete {
+        /// Codes of the cases to delete.
+        codes: Vec<String>,
+        /// Delete every case in this state.
+        #[arg(long, conflicts_with = "codes")]
+        state: Option<CaseState>,
+        /// Delete cases created longer ago than this, e.g. "7d", "12h".
+        #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "codes")]
+        older_than: Option<Duration>,
+    },
+}
+
+/// Runs the command; `Err` carries the one-line reason.
+pub async fn run(cli: Cli) -> Result<(), ClientError> {
+    let out = Output { json: cli.json };
+    let options = ConnectOptions {
+        server: cli.connection.server.clone(),
+        fingerprint: cli.connection.fingerprint.clone().ok_or_else(|| {
+            ClientError::Options(
+                "no server fingerprint: pass --fingerprint or set SOSQ_FINGERPRINT (the admin gets it with `sosqd fingerprint`)".into(),
+            )
+        })?,
+        token: cli.connection.token.clone().filter(|t| !t.trim().is_empty()),
+    };
+    // Check what we can before touching the network.
+    let delete = match &cli.command {
+        Command::Delete {
+            codes,
+            state,
+            older_than,
+        } => Some(delete_selector(codes, *state, *older_than)?),
+        _ => None,
+    };
+    let mut client = Client::connect(&options).await?;
+    match cli.command {
+        Command::Request { name, description } => {
+            let reply = client
+                .request(Request::OpenSos {
+                    customer: name,
+                    description,
+                })
+                .await?;
+            report_attached(&out, &reply);
+            run_session(client, Side::Customer, out).await
+        }
+        Command::Join { code, name, secret } => {
+            let reply = client
+                .request(Request::Join {
+                    code,
+                    customer: name,
+                    resume_secret: secret,
+                })
+                .await?;
+            report_attached(&out, &reply);
+            run_session(client, Side::Customer, out).await
+        }
+        Command::Pull { wait } => {
+            let reply = client.request(Request::Pull { wait }).await?;
+            if let Reply::Waiting = reply {
+                out.status(
+                    "waiting",
+                    "nobody is waiting; you get the next customer who asks for help",
+                    json!({}),
+                );
+            }
+            report_attached(&out, &reply);
+            run_session(client, Side::Expert, out).await
+        }
+        Command::Connect { code } => {
+            let reply = client.request(Request::Connect { code }).await?;
+            report_attached(&out, &reply);
+            run_session(client, Side::Expert, out).await
+        }
+        Command::Queue => {
+            let Reply::Queue(entries) = client.request(Request::Queue).await? else {
+                return Err(unexpected());
+            };
+            out.print(output::queue_table(&entries), json!(entries));
+            client.close().await;
+            Ok(())
+        }
+        Command::Create {
+            customer,
+            description,
+        } => {
+            let reply = client
+                .request(Request::Create {
+                    customer,
+                    description,
+                })
+                .await?;
+            let Reply::Created(case) = reply else {
+                return Err(unexpected());
+            };
+            out.print(case.code.to_string(), json!(case));
+            client.close().await;
+            Ok(())
+        }
+        Command::Close { code, secret } => {
+            let reply = client
+                .request(Request::Close {
+                    code,
+                    resume_secret: secret,
+                })
+                .await?;
+            let Reply::Case(case) = reply else {
+                return Err(unexpected());
+            };
+            out.print(format!("closed case {}", case.code), json!(case));
+            client.close().await;
+            Ok(())
+        }
+        Command::Status { code, secret } => {
+            let reply = client
+                .request(Request::Status {
+                    code,
+                    resume_secret: secret,
+                })
+                .await?;
+            let Reply::Case(case) = reply else {
+                return Err(unexpected());
+            };
+            out.print(output::case_details(&case), json!(case));
+            client.close().await;
+            Ok(())
+        }
+        Command::Cases { state } => {
+            let Reply::Cases(cases) = client.request(Request::Cases { state }).await? else {
+                return Err(unexpected());
+            };
+            out.print(output::cases_table(&cases), json!(cases));
+            client.close().await;
+            Ok(())
+        }
+        Command::Delete { .. } => {
+            let selector = delete.ok_or_else(unexpected)?;
+            let Reply::Deleted { count } = client.request(Request::Delete(selector)).await? else {
+                return Err(unexpected());
+            };
+            let noun = if count == 1 { "case" } else { "cases" };
+            out.print(
+                format!("deleted {count} {noun}"),
+                json!({ "deleted": count }),
+            );
+            client.close().await;
+            Ok(())
+        }
+    }
+}
+
+fn delete_selector(
+    codes: &[String],
+    state: Option<CaseState>,
+    older_than: Option<Duration>,
+) -> Result<DeleteSelector, ClientError> {
+    if !codes.is_empty() {
+        let parsed = codes
+            .iter()
+            .map(|code| code.parse::<SessionCode>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ClientError::Options(e.to_string()))?;
+        return Ok(DeleteSelector::Codes(parsed));
+    }
+    if state.is_none() && older_than.is_none() {
+        return Err(ClientError::Options(
+            "say what to delete: codes, --state STATE and/or --older-than DURATION".into(),
+        ));
+    }
+    Ok(DeleteSelector::Filter(CaseFilter {
+        state,
+        older_than_ms: older_than.map(|d| d.as_millis() as u64),
+    }))
+}
+
+fn report_attached(out: &Output, reply: &Reply) {
+    let Reply::Attached {
+        case,
+        resume_secret,
+        position,
+    } = reply
+    else {
+        return;
+    };
+    let mut human = format!("case {} ({})", case.code, case.state);
+    if let Some(position) = position {
+        human = format!(
+            "your session code is {} - you are number {position} in the queue; an expert will be with you shortly",
+            case.code
+        );
+    } else if !case.customer.is_empty() {
+        human.push_str(&format!(": customer {}", case.customer));
+        if !case.description.is_empty() {
+            human.push_str(&format!(" - {}", case.description));
+        }
+    }
+    if let Some(secret) = resume_secret {
+        human.push_str(&format!(
+            "\nkeep this resume secret to come back to or close your case: {secret}"
+        ));
+    }
+    out.status(
+        "attached",
+        human,
+        json!({
+            "code": case.code,
+            "state": case.state,
+            "position": position,
+            "resume_secret": resume_secret,
+            "customer": case.customer,
+            "description": case.description,
+        }),
+    );
+}
+
+/// Runs the session, then closes the connection either way.
+async fn run_session(mut client: Client, side: Side, out: Output) -> Result<(), ClientError> {
+    let ended = session::run(&mut client, side, out).await;
+    client.close().await;
+    match ended? {
+        Ended::PeerFinished | Ended::ByServer => Ok(()),
+    }
+}
+
+fn unexpected() -> ClientError {
+    ClientError::Unexpected("the server answered something else".into())
+}

@@ -1,0 +1,150 @@
+//! What the CLI tells its user: one-line status messages on stderr (JSON lines with
+//! `--json`), and tables or JSON for listing commands on stdout.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use sosq::protocol::{CaseInfo, QueueEntry, Timestamp};
+
+/// Where and how to report.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    /// Machine-readable output.
+    pub json: bool,
+}
+
+impl Output {
+    /// A status line on stderr: `human` for people, `{"event": event, ..fields}` for programs.
+    pub fn status(&self, event: &str, human: impl AsRef<str>, fields: Value) {
+        if self.json {
+            let mut line = json!({ "event": event });
+            if let (Some(line), Value::Object(fields)) = (line.as_object_mut(), fields) {
+                line.extend(fields);
+            }
+            eprintln!("{line}");
+        } else {
+            eprintln!("{}", human.as_ref());
+        }
+    }
+
+    /// The one-line failure reason.
+    pub fn error(&self, message: &str) {
+        self.status(
+            "error",
+            format!("sosq: error: {message}"),
+            json!({ "message": message }),
+        );
+    }
+
+    /// Prints a listing result on stdout.
+    pub fn print(&self, human: String, value: Value) {
+        if self.json {
+            println!("{value}");
+        } else if !human.is_empty() {
+            println!("{}", human.trim_end());
+        }
+    }
+}
+
+/// `2026-11-25T20:14:03Z`.
+pub fn clock_time(at: Timestamp) -> String {
+    let time = UNIX_EPOCH + Duration::from_millis(at.0);
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// "3m 12s" since `at`, by this machine's clock.
+pub fn age(at: Timestamp) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    let seconds = now.saturating_sub(at.0) / 1000;
+    humantime::format_duration(Duration::from_secs(seconds)).to_string()
+}
+
+/// The queue as a table.
+pub fn queue_table(entries: &[QueueEntry]) -> String {
+    if entries.is_empty() {
+        return "the queue is empty".into();
+    }
+    let mut table = format!(
+        "{:<4} {:<13} {:<20} {:<12} {:<7} {}\n",
+        "POS", "CODE", "CUSTOMER", "WAITING", "ONLINE", "DESCRIPTION"
+    );
+    for e in entries {
+        table.push_str(&format!(
+            "{:<4} {:<13} {:<20} {:<12} {:<7} {}\n",
+            e.position,
+            e.code.to_string(),
+            truncate(&e.customer, 20),
+            age(e.waiting_since),
+            if e.online { "yes" } else { "no" },
+            e.description
+        ));
+    }
+    table
+}
+
+/// Cases as a table.
+pub fn cases_table(cases: &[CaseInfo]) -> String {
+    if cases.is_empty() {
+        return "no cases".into();
+    }
+    let mut table = format!(
+        "{:<13} {:<12} {:<20} {:<21} {:<21} {}\n",
+        "CODE", "STATE", "CUSTOMER", "CREATED", "UPDATED", "DESCRIPTION"
+    );
+    for c in cases {
+        table.push_str(&format!(
+            "{:<13} {:<12} {:<20} {:<21} {:<21} {}\n",
+            c.code.to_string(),
+            c.state.as_str(),
+            truncate(&c.customer, 20),
+            clock_time(c.created_at),
+            clock_time(c.updated_at),
+            c.description
+        ));
+    }
+    table
+}
+
+/// One case in full, history included.
+pub fn case_details(case: &CaseInfo) -> String {
+    let mut text = format!(
+        "case {}: {}\ncustomer: {}{}\ndescription: {}\ncreated: {}\nexpires: {}\n",
+        case.code,
+        case.state,
+        case.customer,
+        if case.customer_online {
+            " (online)"
+        } else {
+            ""
+        },
+        case.description,
+        clock_time(case.created_at),
+        clock_time(case.expires_at),
+    );
+    if let Some(expert) = &case.expert {
+        text.push_str(&format!("expert: {expert} (online)\n"));
+    }
+    text.push_str("history:\n");
+    for entry in &case.history {
+        text.push_str(&format!(
+            "  {}  {:<12} {}\n",
+            clock_time(entry.at),
+            entry.state.as_str(),
+            entry.event
+        ));
+    }
+    text
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        let mut short: String = text.chars().take(max - 1).collect();
+        short.push('…');
+        short
+    }
+}
