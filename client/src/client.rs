@@ -69,6 +69,9 @@ pub enum ClientError {
     /// The server answered with something that does not fit the request.
     #[error("unexpected answer from server: {0}")]
     Unexpected(String),
+    /// The user pressed Ctrl-C.
+    #[error("interrupted: you left the session")]
+    Interrupted,
     /// A frame could not be written or read.
     #[error(transparent)]
     Frame(#[from] FrameError),
@@ -88,28 +91,10 @@ pub struct Client {
 impl Client {
     /// Connects, pins the certificate, and says hello; the role comes from the token.
     pub async fn connect(options: &ConnectOptions) -> Result<Client, ClientError> {
-        let fingerprint = parse_fingerprint(&options.fingerprint).map_err(ClientError::Options)?;
-        let addr = resolve(&options.server).await?;
-        let verifier = PinnedServerCert::new(fingerprint);
-        let endpoint = client_endpoint(addr, verifier.clone())?;
+        let (endpoint, connection) = connect_quic(options).await?;
         let connect_error = |reason: String| ClientError::Connect {
             server: options.server.clone(),
             reason,
-        };
-        let connecting = endpoint
-            .connect(addr, "sosqd")
-            .map_err(|e| connect_error(e.to_string()))?;
-        let connection = match connecting.await {
-            Ok(connection) => connection,
-            Err(e) => {
-                if let Some(actual) = verifier.seen().filter(|seen| seen != verifier.expected()) {
-                    return Err(ClientError::FingerprintMismatch {
-                        actual,
-                        expected: verifier.expected().to_string(),
-                    });
-                }
-                return Err(connect_error(e.to_string()));
-            }
         };
         let (control, recv) = connection
             .open_bi()
@@ -224,6 +209,34 @@ impl Client {
         let _ = self.control.finish();
         self.connection.close(0u32.into(), b"bye");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    }
+}
+
+/// Makes the QUIC connection (certificate pinned, ALPN set) without saying hello; for
+/// tools and tests that speak the protocol themselves.
+pub async fn connect_quic(
+    options: &ConnectOptions,
+) -> Result<(quinn::Endpoint, quinn::Connection), ClientError> {
+    let fingerprint = parse_fingerprint(&options.fingerprint).map_err(ClientError::Options)?;
+    let addr = resolve(&options.server).await?;
+    let verifier = PinnedServerCert::new(fingerprint);
+    let endpoint = client_endpoint(addr, verifier.clone())?;
+    let connect_error = |reason: String| ClientError::Connect {
+        server: options.server.clone(),
+        reason,
+    };
+    let connecting = endpoint
+        .connect(addr, "sosqd")
+        .map_err(|e| connect_error(e.to_string()))?;
+    match connecting.await {
+        Ok(connection) => Ok((endpoint, connection)),
+        Err(e) => match verifier.seen().filter(|seen| seen != verifier.expected()) {
+            Some(actual) => Err(ClientError::FingerprintMismatch {
+                actual,
+                expected: verifier.expected().to_string(),
+            }),
+            None => Err(connect_error(e.to_string())),
+        },
     }
 }
 

@@ -335,6 +335,7 @@ async fn run_session(mut client: Client, side: Side, out: Output) -> Result<(), 
     client.close().await;
     match ended? {
         Ended::PeerFinished | Ended::ByServer => Ok(()),
+        Ended::Interrupted => Err(ClientError::Interrupted),
     }
 }
 

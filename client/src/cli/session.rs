@@ -28,6 +28,8 @@ pub enum Ended {
     PeerFinished,
     /// The server ended the session (case closed).
     ByServer,
+    /// The user pressed Ctrl-C.
+    Interrupted,
 }
 
 /// Runs sessions on `client` until one ends; errors carry the one-line reason.
@@ -37,10 +39,17 @@ pub async fn run(client: &mut Client, side: Side, out: Output) -> Result<Ended, 
         .ok_or_else(|| ClientError::Unexpected("events already taken".into()))?;
     let mut stdin = spawn_stdin_reader();
     let mut stdin_done = false;
+    // Ctrl-C leaves politely, so the broker knows at once instead of after a timeout.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     loop {
         // Wait to be paired.
         loop {
-            match events.recv().await {
+            let event = tokio::select! {
+                event = events.recv() => event,
+                _ = &mut interrupted => return Ok(Ended::Interrupted),
+            };
+            match event {
                 Some(Event::Paired {
                     code,
                     peer_role,
@@ -73,6 +82,7 @@ pub async fn run(client: &mut Client, side: Side, out: Output) -> Result<Ended, 
                     },
                     None => return Err(lost(client)),
                 },
+                _ = &mut interrupted => return Ok(Ended::Interrupted),
             },
         };
         let Some((mut send, mut recv)) = stream? else {
@@ -128,6 +138,7 @@ pub async fn run(client: &mut Client, side: Side, out: Output) -> Result<Ended, 
                     }
                     None => return Err(lost(client)),
                 },
+                _ = &mut interrupted => return Ok(Ended::Interrupted),
             }
         }
     }

@@ -1,0 +1,344 @@
+//! Test harness: a real `sosqd` process on 127.0.0.1 with a fresh data dir, and real `sosq`
+//! processes (or library clients) talking to it.
+//!
+//! Timeouts here only stop a broken test from hanging CI; no test asserts on how long
+//! anything took.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sosq::ConnectOptions;
+
+/// Generous guard against hangs; never a performance assertion.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A running daemon, killed on drop.
+pub struct Daemon {
+    child: Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// Certificate fingerprint as logged.
+    pub fingerprint: String,
+    /// The data dir.
+    pub dir: tempfile::TempDir,
+    log: Arc<Mutex<String>>,
+}
+
+/// Path of the `sosqd` binary under test.
+pub fn sosqd_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sosqd"))
+}
+
+/// Path of the `sosq` binary, built beside `sosqd` by `cargo test --workspace`.
+pub fn sosq_bin() -> PathBuf {
+    let path = sosqd_bin().with_file_name("sosq");
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`, which builds the client too",
+        path.display()
+    );
+    path
+}
+
+impl Daemon {
+    /// Starts `sosqd serve` on an ephemeral port with `extra` flags.
+    pub fn start(extra: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut child = Command::new(sosqd_bin())
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sosqd");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let log_writer = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let _ = ready_tx.send(rest.to_string());
+                }
+                let mut log = log_writer.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let ready = ready_rx
+            .recv_timeout(PATIENCE)
+            .expect("sosqd did not log its address");
+        // "127.0.0.1:PORT (certificate fingerprint HEX)"
+        let addr = ready.split_whitespace().next().unwrap().to_string();
+        let fingerprint = ready
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .trim_end_matches(')')
+            .to_string();
+        Daemon {
+            child,
+            addr,
+            fingerprint,
+            dir,
+            log,
+        }
+    }
+
+    /// What the daemon logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Whether the daemon process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Runs `sosqd` with a subcommand against this data dir.
+    pub fn admin_command(&self, args: &[&str]) -> Output {
+        Command::new(sosqd_bin())
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .output()
+            .expect("run sosqd")
+    }
+
+    /// Adds a user and returns its token.
+    pub fn add_user(&self, name: &str, role: &str) -> String {
+        let out = self.admin_command(&["user", "add", name, "--role", role]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// A `sosq` command pointed at this daemon, with `token` if given.
+    pub fn sosq(&self, token: Option<&str>) -> Command {
+        let mut cmd = Command::new(sosq_bin());
+        cmd.env("SOSQ_SERVER", &self.addr)
+            .env("SOSQ_FINGERPRINT", &self.fingerprint)
+            .env_remove("SOSQ_TOKEN")
+            .env_remove("SOSQ_SECRET");
+        if let Some(token) = token {
+            cmd.env("SOSQ_TOKEN", token);
+        }
+        cmd
+    }
+
+    /// Runs a short `sosq` command to completion.
+    pub fn run(&self, token: Option<&str>, args: &[&str]) -> Output {
+        let mut cmd = self.sosq(token);
+        cmd.args(args).stdin(Stdio::null());
+        run_with_patience(cmd)
+    }
+
+    /// Runs a short `sosq --json` command that must succeed; returns its stdout as JSON.
+    pub fn json(&self, token: Option<&str>, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.run(token, &all);
+        assert!(
+            out.status.success(),
+            "sosq {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("stdout is JSON")
+    }
+
+    /// Starts a long-running `sosq --json` session command.
+    pub fn session(&self, token: Option<&str>, args: &[&str]) -> Session {
+        let mut cmd = self.sosq(token);
+        cmd.arg("--json")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        Session::spawn(cmd)
+    }
+
+    /// Library connection options for a party with `token`.
+    pub fn options(&self, token: Option<&str>) -> ConnectOptions {
+        ConnectOptions {
+            server: self.addr.clone(),
+            fingerprint: self.fingerprint.clone(),
+            token: token.map(str::to_string),
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a command, killing it if it outlives [`PATIENCE`].
+pub fn run_with_patience(mut cmd: Command) -> Output {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "command did not finish: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A `sosq` session process: JSON status lines from stderr, bytes on stdin/stdout.
+pub struct Session {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Option<ChildStdout>,
+    events: mpsc::Receiver<Value>,
+    /// Every stderr line so far, for failure messages.
+    pub stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Session {
+    fn spawn(mut cmd: Command) -> Session {
+        let mut child = cmd.spawn().expect("spawn sosq");
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, events) = mpsc::channel();
+        let keep = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                keep.lock().unwrap().push(line.clone());
+                if let Ok(value) = serde_json::from_str::<Value>(&line) {
+                    let _ = tx.send(value);
+                }
+            }
+        });
+        Session {
+            stdin: child.stdin.take(),
+            stdout: child.stdout.take(),
+            child,
+            events,
+            stderr: lines,
+        }
+    }
+
+    /// Waits for the next status event named `name`, skipping others; returns it.
+    pub fn expect_event(&mut self, name: &str) -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(event) if event["event"] == name => return event,
+                Ok(_) => continue,
+                Err(_) => panic!(
+                    "no {name:?} event; stderr so far:\n{}",
+                    self.stderr.lock().unwrap().join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Writes bytes to the process's stdin.
+    pub fn send(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(bytes).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Sends Ctrl-C (SIGINT) to the process.
+    pub fn interrupt(&mut self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Closes stdin (EOF: half-close).
+    pub fn finish(&mut self) {
+        self.stdin.take();
+    }
+
+    /// Reads exactly `n` bytes of stdout.
+    pub fn receive(&mut self, n: usize) -> Vec<u8> {
+        let mut stdout = self.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; n];
+            let result = stdout.read_exact(&mut buf).map(|_| buf);
+            let _ = tx.send((result, stdout));
+        });
+        let (result, stdout) = rx.recv_timeout(PATIENCE).unwrap_or_else(|_| {
+            panic!(
+                "no {n} bytes on stdout; stderr:\n{}",
+                self.stderr.lock().unwrap().join("\n")
+            )
+        });
+        self.stdout = Some(stdout);
+        result.expect("read stdout")
+    }
+
+    /// Waits for the process to exit; returns its exit status and stderr.
+    pub fn wait(mut self) -> (std::process::ExitStatus, String) {
+        self.stdin.take();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the reader thread drain what is left.
+                std::thread::sleep(Duration::from_millis(50));
+                return (status, self.stderr.lock().unwrap().join("\n"));
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "session did not end; stderr:\n{}",
+                    self.stderr.lock().unwrap().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Deterministic pseudo-random bytes (every byte value appears).
+pub fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
