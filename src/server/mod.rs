@@ -96,6 +96,30 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The shared state of a daemon: a core loaded with every stored case.
+    pub fn new(
+        config: Config,
+        store: Arc<dyn CaseStore>,
+        clock: Clock,
+    ) -> Result<Shared, ServerError> {
+        let rng = rand::rngs::StdRng::from_os_rng();
+        let mut broker = Broker::new(config.broker(), Box::new(rng));
+        for record in store.load_all()? {
+            broker.restore(record);
+        }
+        Ok(Shared {
+            users: UserDirectory::open(&config.data_dir),
+            config,
+            broker: Mutex::new(broker),
+            store,
+            parties: DashMap::new(),
+            relays: Arc::new(Relays::default()),
+            expiry_wake: Notify::new(),
+            clock,
+            next_party: AtomicU64::new(1),
+        })
+    }
+
     fn broker(&self) -> MutexGuard<'_, Broker> {
         // The core only panics on a broken invariant; keep serving rather than cascade.
         self.broker
@@ -218,23 +242,8 @@ impl Server {
     ) -> Result<Server, ServerError> {
         let identity = Identity::load_or_create(&config.data_dir)?;
         let fingerprint = identity.fingerprint();
-        let rng = rand::rngs::StdRng::from_os_rng();
-        let mut broker = Broker::new(config.broker(), Box::new(rng));
-        for record in store.load_all()? {
-            broker.restore(record);
-        }
         let endpoint = transport::bind(&config, &identity)?;
-        let shared = Arc::new(Shared {
-            users: UserDirectory::open(&config.data_dir),
-            config,
-            broker: Mutex::new(broker),
-            store,
-            parties: DashMap::new(),
-            relays: Arc::new(Relays::default()),
-            expiry_wake: Notify::new(),
-            clock,
-            next_party: AtomicU64::new(1),
-        });
+        let shared = Arc::new(Shared::new(config, store, clock)?);
         Ok(Server {
             shared,
             endpoint,
