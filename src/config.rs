@@ -59,6 +59,27 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// The most bidirectional streams a peer may have open at once (control + relayed).
     pub max_streams_per_connection: u32,
+    /// Connections open at once, in total; more are refused before the handshake.
+    pub max_connections: usize,
+    /// Connections open at once from one IP address.
+    pub max_connections_per_address: usize,
+    /// A QUIC handshake must complete within this time.
+    #[serde(deserialize_with = "duration")]
+    pub handshake_timeout: Duration,
+    /// Above this many new handshakes per second, clients must first prove their address
+    /// with a QUIC Retry (one extra round trip), so spoofed floods cost us no crypto.
+    pub retry_above_handshakes_per_second: u32,
+    /// On SIGTERM/Ctrl-C: how long to wait for parties to leave and writes to commit.
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
+    /// Wrong session codes one address may try in a burst.
+    pub wrong_codes_per_address_burst: u32,
+    /// Wrong session codes per minute one address earns back after its burst.
+    pub wrong_codes_per_address_per_minute: u32,
+    /// Wrong session codes all addresses together may try in a burst.
+    pub wrong_codes_total_burst: u32,
+    /// Wrong session codes per minute all addresses together earn back.
+    pub wrong_codes_total_per_minute: u32,
 }
 
 impl Default for Config {
@@ -71,6 +92,15 @@ impl Default for Config {
             hello_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_streams_per_connection: 32,
+            max_connections: 50_000,
+            max_connections_per_address: 100,
+            handshake_timeout: Duration::from_secs(10),
+            retry_above_handshakes_per_second: 500,
+            shutdown_grace: Duration::from_secs(10),
+            wrong_codes_per_address_burst: 10,
+            wrong_codes_per_address_per_minute: 5,
+            wrong_codes_total_burst: 100,
+            wrong_codes_total_per_minute: 60,
         }
     }
 }
@@ -125,7 +155,7 @@ impl Config {
 
     /// Checks ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |option, message: &str| {
+        let invalid = |option: &'static str, message: &str| {
             Err(ConfigError::Invalid {
                 option,
                 message: message.to_string(),
@@ -143,8 +173,21 @@ impl Config {
                 &format!("must be between 1 and {max_cases}"),
             );
         }
-        if self.hello_timeout.is_zero() || self.idle_timeout.is_zero() {
-            return invalid("hello_timeout/idle_timeout", "must be longer than zero");
+        for (option, value) in [
+            ("hello_timeout", self.hello_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("handshake_timeout", self.handshake_timeout),
+            ("shutdown_grace", self.shutdown_grace),
+        ] {
+            if value.is_zero() {
+                return invalid(option, "must be longer than zero");
+            }
+        }
+        if self.max_connections == 0 || self.max_connections_per_address == 0 {
+            return invalid(
+                "max_connections/max_connections_per_address",
+                "must be at least 1",
+            );
         }
         if self.max_streams_per_connection < 2 {
             return invalid(
@@ -153,6 +196,25 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// The limits admission control enforces.
+    pub fn admission(&self) -> crate::server::AdmissionLimits {
+        crate::server::AdmissionLimits {
+            max_connections: self.max_connections,
+            max_connections_per_address: self.max_connections_per_address,
+            retry_above_handshakes_per_second: self.retry_above_handshakes_per_second,
+        }
+    }
+
+    /// The budgets for wrong session codes.
+    pub fn throttle(&self) -> crate::server::ThrottleLimits {
+        crate::server::ThrottleLimits {
+            per_address_burst: self.wrong_codes_per_address_burst,
+            per_address_per_minute: self.wrong_codes_per_address_per_minute,
+            total_burst: self.wrong_codes_total_burst,
+            total_per_minute: self.wrong_codes_total_per_minute,
+        }
     }
 
     /// The part of the configuration the broker core needs.

@@ -72,6 +72,15 @@ enum UserCommand {
         #[command(flatten)]
         data: DataDirArgs,
     },
+    /// List experts and admins (never their tokens).
+    List(DataDirArgs),
+    /// Revoke a user's token; open connections of that user are closed within a second.
+    Revoke {
+        /// The user's name.
+        name: String,
+        #[command(flatten)]
+        data: DataDirArgs,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -91,14 +100,45 @@ fn main() -> anyhow::Result<()> {
             let token = UserDirectory::open(&config.data_dir).add(&name, role)?;
             eprintln!(
                 "added {} {name}; the token is shown only now, store it safely:",
-                match role {
-                    StaffRole::Expert => "expert",
-                    StaffRole::Admin => "admin",
-                }
+                role_name(role)
             );
             println!("{token}");
             Ok(())
         }
+        Some(Command::User(UserCommand::List(data))) => {
+            let config = data_config(&data)?;
+            let users = UserDirectory::open(&config.data_dir).list()?;
+            if users.is_empty() {
+                eprintln!("no users yet; add one with `sosqd user add NAME --role expert`");
+            }
+            for user in users {
+                let since = std::time::UNIX_EPOCH + Duration::from_millis(user.created_at.0);
+                println!(
+                    "{:<24} {:<7} added {}",
+                    user.name,
+                    role_name(user.role),
+                    humantime::format_rfc3339_seconds(since)
+                );
+            }
+            Ok(())
+        }
+        Some(Command::User(UserCommand::Revoke { name, data })) => {
+            let config = data_config(&data)?;
+            let user = UserDirectory::open(&config.data_dir).revoke(&name)?;
+            eprintln!(
+                "revoked {} {}; a running sosqd closes its connections within a second",
+                role_name(user.role),
+                user.name
+            );
+            Ok(())
+        }
+    }
+}
+
+fn role_name(role: StaffRole) -> &'static str {
+    match role {
+        StaffRole::Expert => "expert",
+        StaffRole::Admin => "admin",
     }
 }
 

@@ -69,6 +69,17 @@ impl Relays {
         self.links.retain(|_, link| link.code != code);
     }
 
+    /// Forgets the pairing of `code` for new streams but lets the streams already spliced
+    /// run to their natural end (a party left; what it sent before still arrives).
+    pub fn unlink(&self, code: SessionCode) {
+        self.links.retain(|_, link| link.code != code);
+        if let Some((_, ended)) = self.sessions.remove(&code) {
+            // Keep the splices' receivers quiet: hand the sender to a task that drops it
+            // only when every splice is done with it.
+            tokio::spawn(async move { ended.closed().await });
+        }
+    }
+
     /// The link of a party, while it is paired.
     pub fn link(&self, party: PartyId) -> Option<Link> {
         self.links.get(&party).map(|link| link.clone())

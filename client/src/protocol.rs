@@ -413,6 +413,8 @@ pub enum ErrorKind {
     Conflict,
     /// A field is empty or too long.
     InvalidInput,
+    /// Too many wrong session codes from this address (or in total); wait and retry.
+    Throttled,
     /// The server failed; the request may be retried.
     Internal,
 }

@@ -14,20 +14,29 @@ use sosq::protocol::{
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use super::admission::AdmissionGuard;
 use super::dispatch::{self, Caller};
 use super::{PartyHandle, Shared, OUTBOX_CAPACITY};
 use crate::relay;
 
+/// What a staff member whose account was revoked is told.
+pub const REVOKED: &str = "your access token was revoked";
+
 /// How long a refused client gets to read the refusal before the connection is closed.
 const FAREWELL_GRACE: Duration = Duration::from_secs(2);
 
-/// Serves one incoming connection to its end.
-pub async fn serve(shared: Arc<Shared>, incoming: quinn::Incoming) {
+/// Serves one incoming connection to its end; `_place` holds its admission slot.
+pub async fn serve(shared: Arc<Shared>, incoming: quinn::Incoming, _place: AdmissionGuard) {
     let remote = incoming.remote_address();
-    let connection = match incoming.await {
-        Ok(connection) => connection,
-        Err(e) => {
+    let handshake = tokio::time::timeout(shared.config.handshake_timeout, incoming).await;
+    let connection = match handshake {
+        Ok(Ok(connection)) => connection,
+        Ok(Err(e)) => {
             tracing::debug!(%remote, error = %e, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "handshake timed out");
             return;
         }
     };
@@ -37,6 +46,7 @@ pub async fn serve(shared: Arc<Shared>, incoming: quinn::Incoming) {
 }
 
 async fn run(shared: Arc<Shared>, party: crate::broker::PartyId, connection: quinn::Connection) {
+    let address = connection.remote_address();
     let hello_timeout = shared.config.hello_timeout;
     let (send, mut recv) = match tokio::time::timeout(hello_timeout, connection.accept_bi()).await {
         Ok(Ok(streams)) => streams,
@@ -57,7 +67,7 @@ async fn run(shared: Arc<Shared>, party: crate::broker::PartyId, connection: qui
 
     let caller = match tokio::time::timeout(hello_timeout, codec::read_frame(&mut recv)).await {
         Ok(Ok(Some(ClientMessage::Hello { version, token }))) => {
-            match greet(&shared, party, version, token) {
+            match greet(&shared, party, address, version, token) {
                 Ok(caller) => caller,
                 Err((kind, message, code)) => {
                     return farewell(&connection, outbox, writer, kind, message, code).await;
@@ -102,6 +112,7 @@ async fn run(shared: Arc<Shared>, party: crate::broker::PartyId, connection: qui
         PartyHandle {
             connection: connection.clone(),
             outbox: outbox.clone(),
+            user: caller.user.clone(),
         },
     );
     let streams = tokio::spawn(relay::accept_streams(
@@ -113,6 +124,9 @@ async fn run(shared: Arc<Shared>, party: crate::broker::PartyId, connection: qui
     let refusal = loop {
         match codec::read_frame::<ClientMessage, _>(&mut recv).await {
             Ok(Some(ClientMessage::Request(request))) => {
+                if !shared.still_authorized(caller.user.as_ref()) {
+                    break Some((ErrorKind::Unauthenticated, REVOKED.to_string()));
+                }
                 let reply = dispatch::handle(&shared, &caller, request).await;
                 if outbox.send(ServerMessage::Reply(reply)).await.is_err() {
                     break None;
@@ -154,6 +168,7 @@ async fn run(shared: Arc<Shared>, party: crate::broker::PartyId, connection: qui
 fn greet(
     shared: &Shared,
     party: crate::broker::PartyId,
+    address: std::net::SocketAddr,
     version: u16,
     token: Option<String>,
 ) -> Result<Caller, (ErrorKind, String, u32)> {
@@ -169,13 +184,17 @@ fn greet(
             party,
             role: Role::Customer,
             name: String::new(),
+            user: None,
+            address,
         });
     };
     match shared.users.authenticate(&token) {
         Ok(Some(user)) => Ok(Caller {
             party,
             role: user.role.role(),
-            name: user.name,
+            name: user.name.clone(),
+            user: Some(user),
+            address,
         }),
         Ok(None) => {
             tracing::warn!("refused an unknown or revoked token");

@@ -16,15 +16,48 @@ pub struct Caller {
     pub role: Role,
     /// The staff member's name (empty for customers).
     pub name: String,
+    /// The staff account, to re-check it is not revoked.
+    pub user: Option<crate::store::users::User>,
+    /// Where the connection comes from.
+    pub address: std::net::SocketAddr,
 }
 
 /// Answers one request; refusals become [`Reply::Error`].
 pub async fn handle(shared: &Shared, caller: &Caller, request: Request) -> Reply {
     let result = match authorize(caller.role, &request) {
-        Ok(()) => run(shared, caller, request).await,
+        Ok(()) => throttled(shared, caller, request).await,
         Err(refusal) => Err(refusal),
     };
     result.unwrap_or_else(|e| Reply::Error(e.to_reply()))
+}
+
+/// Runs requests that look up a typed session code under the wrong-code budget of the
+/// caller's address: refused while the budget is spent, charged when the code is wrong.
+async fn throttled(
+    shared: &Shared,
+    caller: &Caller,
+    request: Request,
+) -> Result<Reply, ServerError> {
+    let looks_up_code = matches!(
+        request,
+        Request::Join { .. }
+            | Request::Connect { .. }
+            | Request::Close { .. }
+            | Request::Status { .. }
+    );
+    if !looks_up_code {
+        return run(shared, caller, request).await;
+    }
+    let ip = caller.address.ip();
+    shared.check_throttle(ip)?;
+    let result = run(shared, caller, request).await;
+    if let Err(ServerError::Broker(
+        BrokerError::UnknownCode(_) | BrokerError::BadCode(_) | BrokerError::NotYourCase(_),
+    )) = &result
+    {
+        shared.charge_wrong_code(ip);
+    }
+    result
 }
 
 /// The role matrix: which role may make which request. Ownership of a case (a customer

@@ -6,9 +6,14 @@
 //! pushes, disconnects), unlock, and only then wait for the store to commit before the
 //! caller replies. So a reply never announces a change the store has not kept.
 
+mod admission;
 mod connection;
 mod dispatch;
 mod expiry;
+mod throttle;
+
+pub use admission::{Admission, AdmissionLimits, Decision};
+pub use throttle::{Throttle, ThrottleLimits};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,6 +48,9 @@ pub enum ServerError {
     /// The role may not make this request.
     #[error("{0}")]
     Forbidden(String),
+    /// Too many wrong codes from this address or in total.
+    #[error("too many wrong session codes; wait {} and try again", crate::broker::humanize(Duration::from_secs(.0.as_secs() + 1)))]
+    Throttled(Duration),
     /// TLS identity problems.
     #[error(transparent)]
     Tls(#[from] TlsError),
@@ -58,6 +66,7 @@ impl ServerError {
         let (kind, message) = match self {
             ServerError::Broker(e) => (e.kind(), e.to_string()),
             ServerError::Forbidden(message) => (ErrorKind::Forbidden, message.clone()),
+            ServerError::Throttled(_) => (ErrorKind::Throttled, self.to_string()),
             other => {
                 tracing::error!(error = %other, "request failed inside the server");
                 (
@@ -76,6 +85,8 @@ pub struct PartyHandle {
     pub connection: quinn::Connection,
     /// Messages to write on its control stream.
     pub outbox: mpsc::Sender<ServerMessage>,
+    /// The staff account behind the connection (none for customers).
+    pub user: Option<crate::store::users::User>,
 }
 
 /// How many messages may wait for a party's control stream before it counts as stuck.
@@ -93,6 +104,7 @@ pub struct Shared {
     expiry_wake: Notify,
     clock: Clock,
     next_party: AtomicU64,
+    throttle: Mutex<Throttle>,
 }
 
 impl Shared {
@@ -103,6 +115,7 @@ impl Shared {
         clock: Clock,
     ) -> Result<Shared, ServerError> {
         let rng = rand::rngs::StdRng::from_os_rng();
+        let config_throttle = config.throttle();
         let mut broker = Broker::new(config.broker(), Box::new(rng));
         for record in store.load_all()? {
             broker.restore(record);
@@ -117,6 +130,7 @@ impl Shared {
             expiry_wake: Notify::new(),
             clock,
             next_party: AtomicU64::new(1),
+            throttle: Mutex::new(Throttle::new(config_throttle, tokio::time::Instant::now())),
         })
     }
 
@@ -150,7 +164,7 @@ impl Shared {
             for effect in effects {
                 match effect {
                     Effect::Persist(change) => changes.push(change),
-                    other => self.apply(other),
+                    other => self.apply(other, &broker),
                 }
             }
             let ticket = (!changes.is_empty()).then(|| self.store.submit(changes));
@@ -170,7 +184,7 @@ impl Shared {
     }
 
     /// Carries out one non-persist effect; never blocks.
-    fn apply(&self, effect: Effect) {
+    fn apply(&self, effect: Effect, broker: &Broker) {
         match effect {
             Effect::Persist(_) => {}
             Effect::Notify { party, event } => {
@@ -193,6 +207,10 @@ impl Shared {
                     self.relays.pair(code, (customer, c), (expert, e));
                 }
             }
+            // A case that is still open lost a party: let streams already spliced drain (what
+            // the party sent before leaving still arrives). A case that ended (closed,
+            // expired, deleted) cuts every stream at once.
+            Effect::Unpair { code } if broker.case(code).is_some() => self.relays.unlink(code),
             Effect::Unpair { code } => self.relays.unpair(code),
             Effect::Disconnect {
                 party,
@@ -202,6 +220,45 @@ impl Shared {
                 if let Some(handle) = self.parties.get(&party) {
                     handle.connection.close(code.into(), reason.as_bytes());
                 }
+            }
+        }
+    }
+
+    /// Whether a staff account (if any) still holds a valid token. An unreadable users file
+    /// counts as "no": failing closed is the safe side for access control.
+    fn still_authorized(&self, user: Option<&crate::store::users::User>) -> bool {
+        match user {
+            None => true,
+            Some(user) => self.users.still_valid(user).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot read the users file");
+                false
+            }),
+        }
+    }
+
+    /// `Err` if `address` must wait before trying another session code.
+    fn check_throttle(&self, address: std::net::IpAddr) -> Result<(), ServerError> {
+        let mut throttle = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
+        throttle
+            .check(address, tokio::time::Instant::now())
+            .map_err(ServerError::Throttled)
+    }
+
+    /// Charges a wrong session code to `address`.
+    fn charge_wrong_code(&self, address: std::net::IpAddr) {
+        let mut throttle = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
+        throttle.failed(address, tokio::time::Instant::now());
+    }
+
+    /// Closes every staff connection whose token was revoked since it connected.
+    fn drop_revoked(&self) {
+        for party in self.parties.iter() {
+            if !self.still_authorized(party.user.as_ref()) {
+                tracing::warn!(user = ?party.user.as_ref().map(|u| &u.name), "closing a revoked user's connection");
+                party.connection.close(
+                    close_code::UNAUTHENTICATED.into(),
+                    connection::REVOKED.as_bytes(),
+                );
             }
         }
     }
@@ -261,12 +318,31 @@ impl Server {
         &self.fingerprint
     }
 
-    /// Serves until `shutdown` completes, then tells every party and closes the endpoint.
+    /// Serves until `shutdown` completes, then shuts down gracefully: stop accepting, tell
+    /// every party why, wait (at most `shutdown_grace`) for their connections to end and
+    /// their last changes to commit, close the endpoint.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let expiry = tokio::spawn(expiry::run(self.shared.clone()));
+        let revocations = tokio::spawn(watch_revocations(self.shared.clone()));
+        let admission = Admission::new(self.shared.config.admission());
         let accept = async {
             while let Some(incoming) = self.endpoint.accept().await {
-                tokio::spawn(connection::serve(self.shared.clone(), incoming));
+                let remote = incoming.remote_address();
+                match admission.decide(remote.ip(), incoming.remote_address_validated()) {
+                    Decision::Accept(guard) => {
+                        tokio::spawn(connection::serve(self.shared.clone(), incoming, guard));
+                    }
+                    Decision::Retry => {
+                        if let Err(e) = incoming.retry() {
+                            // Already validated; a second Retry is not allowed.
+                            tracing::debug!(%remote, error = %e, "cannot send a Retry");
+                        }
+                    }
+                    Decision::Refuse(why) => {
+                        tracing::warn!(%remote, reason = why, "refused a connection");
+                        incoming.refuse();
+                    }
+                }
             }
         };
         tokio::select! {
@@ -274,9 +350,44 @@ impl Server {
             _ = shutdown => tracing::info!("shutting down"),
         }
         expiry.abort();
+        revocations.abort();
+        self.endpoint.set_server_config(None);
+        for party in self.shared.parties.iter() {
+            party.connection.close(
+                close_code::SHUTDOWN.into(),
+                b"sosqd is shutting down; your case is kept, connect again in a moment",
+            );
+        }
+        // Connection tasks record each party's departure; wait for them to finish.
+        let grace = self.shared.config.shutdown_grace;
+        let drained = tokio::time::timeout(grace, async {
+            while admission.open_connections() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                open = admission.open_connections(),
+                "shutdown grace period over with connections still open"
+            );
+        }
         self.endpoint
             .close(close_code::SHUTDOWN.into(), b"sosqd is shutting down");
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.endpoint.wait_idle()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        tracing::info!("stopped");
+    }
+}
+
+/// How often open staff connections are checked against the users file.
+const REVOCATION_CHECK: Duration = Duration::from_secs(1);
+
+/// Applies `sosqd user revoke` to open connections within [`REVOCATION_CHECK`].
+async fn watch_revocations(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(REVOCATION_CHECK);
+    loop {
+        tick.tick().await;
+        shared.drop_revoked();
     }
 }
 

@@ -78,6 +78,9 @@ pub enum UserError {
     /// The name is taken.
     #[error("a user named {0:?} already exists")]
     Exists(String),
+    /// No user has that name.
+    #[error("no user named {0:?}")]
+    NotFound(String),
     /// The name is unusable.
     #[error("invalid user name {0:?}: use 1 to 64 letters, digits, '.', '_' or '-'")]
     InvalidName(String),
@@ -138,6 +141,37 @@ impl UserDirectory {
 
     /// The user holding `token`, if any; rereads the file when it changed.
     pub fn authenticate(&self, token: &str) -> Result<Option<User>, UserError> {
+        let cache = self.fresh()?;
+        Ok(cache
+            .users
+            .iter()
+            .find(|user| secret_matches(token, &user.token_hash))
+            .cloned())
+    }
+
+    /// Whether `user` (as authenticated earlier) still holds a valid token: not revoked,
+    /// not re-created with a new token.
+    pub fn still_valid(&self, user: &User) -> Result<bool, UserError> {
+        let cache = self.fresh()?;
+        Ok(cache
+            .users
+            .iter()
+            .any(|current| current.name == user.name && current.token_hash == user.token_hash))
+    }
+
+    /// Removes a user; its token stops working, on open connections too.
+    pub fn revoke(&self, name: &str) -> Result<User, UserError> {
+        let mut file = self.read_file()?;
+        let Some(index) = file.users.iter().position(|user| user.name == name) else {
+            return Err(UserError::NotFound(name.to_string()));
+        };
+        let user = file.users.remove(index);
+        self.write_file(&file)?;
+        Ok(user)
+    }
+
+    /// The cache, reread first if the file changed since it was last read.
+    fn fresh(&self) -> Result<std::sync::MutexGuard<'_, Cached>, UserError> {
         let mut cache = self
             .cache
             .lock()
@@ -147,11 +181,7 @@ impl UserDirectory {
             cache.users = self.read_file()?.users;
             cache.stamp = stamp;
         }
-        Ok(cache
-            .users
-            .iter()
-            .find(|user| secret_matches(token, &user.token_hash))
-            .cloned())
+        Ok(cache)
     }
 
     fn read_file(&self) -> Result<UsersFile, UserError> {
@@ -211,6 +241,23 @@ mod tests {
             !stored.contains(&ana),
             "the token itself must not be stored"
         );
+    }
+
+    #[test]
+    fn a_revoked_user_is_no_longer_valid_and_its_token_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = UserDirectory::open(dir.path());
+        let admin = UserDirectory::open(dir.path());
+        let token = admin.add("ana", StaffRole::Expert).unwrap();
+        let ana = daemon.authenticate(&token).unwrap().unwrap();
+        assert!(daemon.still_valid(&ana).unwrap());
+        admin.revoke("ana").unwrap();
+        assert!(!daemon.still_valid(&ana).unwrap());
+        assert!(daemon.authenticate(&token).unwrap().is_none());
+        assert!(matches!(admin.revoke("ana"), Err(UserError::NotFound(_))));
+        // Re-adding the name gives a new token; the old one stays dead.
+        admin.add("ana", StaffRole::Expert).unwrap();
+        assert!(!daemon.still_valid(&ana).unwrap());
     }
 
     #[test]

@@ -107,6 +107,7 @@ pub async fn run(client: &mut Client, side: Side, out: Output) -> Result<Ended, 
                         stdin_done = true;
                         let _ = send.finish();
                         if peer_done {
+                            delivered(&mut send).await;
                             return Ok(Ended::PeerFinished);
                         }
                     }
@@ -120,6 +121,7 @@ pub async fn run(client: &mut Client, side: Side, out: Output) -> Result<Ended, 
                         peer_done = true;
                         out.status("peer_finished", "the other side has finished sending", json!({}));
                         if stdin_done {
+                            delivered(&mut send).await;
                             return Ok(Ended::PeerFinished);
                         }
                     }
@@ -142,6 +144,12 @@ pub async fn run(client: &mut Client, side: Side, out: Output) -> Result<Ended, 
             }
         }
     }
+}
+
+/// Waits (briefly) until the broker has everything we sent, so closing the connection
+/// right after cannot cut off the end of the conversation.
+async fn delivered(send: &mut quinn::SendStream) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), send.stopped()).await;
 }
 
 /// Reports an event; `Some` if it ends the session.
