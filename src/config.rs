@@ -99,8 +99,8 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             wrong_codes_per_address_burst: 10,
             wrong_codes_per_address_per_minute: 5,
-            wrong_codes_total_burst: 100,
-            wrong_codes_total_per_minute: 60,
+            wrong_codes_total_burst: 50,
+            wrong_codes_total_per_minute: 20,
         }
     }
 }

@@ -270,14 +270,16 @@ impl Broker {
         let customer = checked_name("customer name", customer)?;
         let code = self.open_code(code)?;
         let case = &self.cases[&code];
+        // Ownership first: a stranger learns nothing, not even whether the customer is online.
+        let bound = match (&case.record.resume_secret_hash, secret) {
+            (Some(hash), Some(given)) if secret_matches(given, hash) => true,
+            (Some(_), _) => return Err(BrokerError::NotYourCase(code)),
+            (None, _) => false,
+        };
         if case.customer.is_some() {
             return Err(BrokerError::CustomerAlreadyConnected(code));
         }
-        let new_secret = match (&case.record.resume_secret_hash, secret) {
-            (Some(hash), Some(given)) if secret_matches(given, hash) => None,
-            (Some(_), _) => return Err(BrokerError::NotYourCase(code)),
-            (None, _) => Some(self.codes.resume_secret()),
-        };
+        let new_secret = (!bound).then(|| self.codes.resume_secret());
         let case = self.case_mut(code);
         let event = match &new_secret {
             Some(secret) => {

@@ -1,0 +1,290 @@
+//! End to end against a real sosqd: the authorization matrix cell by cell, revocation of
+//! open connections, the wrong-code throttle, connection limits, a connection flood with
+//! Retry, and graceful shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Daemon;
+use sosq::protocol::{DeleteSelector, ErrorKind, Reply, Request};
+use sosq::{Client, ClientError};
+
+/// Writes a config file in a fresh dir and returns (dir, path).
+fn config_file(text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sosqd.toml");
+    std::fs::write(&path, text).unwrap();
+    let path = path.to_string_lossy().into_owned();
+    (dir, path)
+}
+
+/// What a principal may do, one row per request; `true` = not refused as forbidden.
+#[tokio::test]
+async fn the_authorization_matrix_holds_cell_by_cell() {
+    let daemon = Daemon::start(&[]);
+    let expert_token = daemon.add_user("ana", "expert");
+    let admin_token = daemon.add_user("root", "admin");
+    let revoked_token = daemon.add_user("gone", "expert");
+    let revoked = daemon.admin_command(&["user", "revoke", "gone"]);
+    assert!(revoked.status.success());
+
+    // A case of someone else's, so "own case or not" is exercised for customers.
+    let mut owner = Client::connect(&daemon.options(None)).await.unwrap();
+    let Reply::Attached { case, .. } = owner
+        .request(Request::OpenSos {
+            customer: "Owner".into(),
+            description: String::new(),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let code = case.code.to_string();
+
+    let requests = |code: &str| -> Vec<(&'static str, Request)> {
+        vec![
+            (
+                "request",
+                Request::OpenSos {
+                    customer: "x".into(),
+                    description: String::new(),
+                },
+            ),
+            (
+                "join other",
+                Request::Join {
+                    code: code.into(),
+                    customer: "x".into(),
+                    resume_secret: None,
+                },
+            ),
+            ("queue", Request::Queue),
+            ("pull", Request::Pull { wait: false }),
+            (
+                "connect",
+                Request::Connect {
+                    code: "s000-000-000".into(),
+                },
+            ),
+            (
+                "create",
+                Request::Create {
+                    customer: "x".into(),
+                    description: String::new(),
+                },
+            ),
+            (
+                "close other",
+                Request::Close {
+                    code: code.into(),
+                    resume_secret: None,
+                },
+            ),
+            (
+                "status other",
+                Request::Status {
+                    code: code.into(),
+                    resume_secret: None,
+                },
+            ),
+            ("cases", Request::Cases { state: None }),
+            (
+                "delete",
+                Request::Delete(DeleteSelector::Codes(vec!["s000-000-000".parse().unwrap()])),
+            ),
+        ]
+    };
+    // Columns: customer, expert, admin. For customers, "other" cases are refused as not
+    // theirs (Forbidden), which is the point of the matrix.
+    let allowed: [(&str, [bool; 3]); 10] = [
+        ("request", [true, false, false]),
+        ("join other", [false, false, false]),
+        ("queue", [false, true, false]),
+        ("pull", [false, true, false]),
+        ("connect", [false, true, false]),
+        ("create", [false, true, false]),
+        ("close other", [false, true, false]),
+        ("status other", [false, true, true]),
+        ("cases", [false, false, true]),
+        ("delete", [false, false, true]),
+    ];
+    for (column, token) in [None, Some(&expert_token), Some(&admin_token)]
+        .into_iter()
+        .enumerate()
+    {
+        for ((name, request), (row, expected)) in requests(&code).into_iter().zip(allowed) {
+            assert_eq!(name, row);
+            // A fresh connection per cell, so one cell's attachment cannot affect another.
+            let mut client = Client::connect(&daemon.options(token.map(String::as_str)))
+                .await
+                .unwrap();
+            let outcome = client.request(request).await;
+            let forbidden =
+                matches!(&outcome, Err(ClientError::Refused(r)) if r.kind == ErrorKind::Forbidden);
+            assert_eq!(
+                !forbidden,
+                expected[column],
+                "{name} as {}: {outcome:?}",
+                ["customer", "expert", "admin"][column]
+            );
+            client.close().await;
+        }
+    }
+    // The expert's "close other" above closed the owner's case; the owner was told.
+    // Revoked tokens get nowhere.
+    match Client::connect(&daemon.options(Some(&revoked_token))).await {
+        Err(ClientError::Refused(r)) => assert_eq!(r.kind, ErrorKind::Unauthenticated),
+        other => panic!("revoked token accepted: {:?}", other.err()),
+    }
+}
+
+#[tokio::test]
+async fn revoking_a_user_closes_its_open_connections() {
+    let daemon = Daemon::start(&[]);
+    let token = daemon.add_user("ana", "expert");
+    let mut expert = Client::connect(&daemon.options(Some(&token)))
+        .await
+        .unwrap();
+    assert!(expert.request(Request::Queue).await.is_ok());
+    let out = daemon.admin_command(&["user", "revoke", "ana"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reason = tokio::time::timeout(common::PATIENCE, expert.connection().closed())
+        .await
+        .expect("connection closed after revocation");
+    assert!(reason.to_string().contains("revoked"), "{reason}");
+    let listed = daemon.admin_command(&["user", "list"]);
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains("ana"));
+}
+
+#[tokio::test]
+async fn wrong_codes_are_throttled_per_address_with_a_wait() {
+    let (_dir, config) =
+        config_file("wrong_codes_per_address_burst = 3\nwrong_codes_per_address_per_minute = 1\n");
+    let daemon = Daemon::start(&["--config", &config]);
+    let expert = daemon.add_user("ana", "expert");
+    let created = daemon.json(Some(&expert), &["create", "--customer", "Bob"]);
+    let real_code = created["code"].as_str().unwrap().to_string();
+
+    let mut guesser = Client::connect(&daemon.options(None)).await.unwrap();
+    let guess = |code: &str| Request::Join {
+        code: code.into(),
+        customer: "Mallory".into(),
+        resume_secret: None,
+    };
+    for wrong in ["s000-000-001", "s000-000-002", "s000-000-003"] {
+        match guesser.request(guess(wrong)).await {
+            Err(ClientError::Refused(r)) => assert_eq!(r.kind, ErrorKind::UnknownCode),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Budget spent: even the right code is refused now, with a wait.
+    match guesser.request(guess(&real_code)).await {
+        Err(ClientError::Refused(r)) => {
+            assert_eq!(r.kind, ErrorKind::Throttled);
+            assert!(r.message.contains("wait"), "{}", r.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    // The case is untouched and still joinable once the wait is over (by its customer).
+    let status = daemon.json(Some(&expert), &["status", &real_code]);
+    assert_eq!(status["state"], "new");
+}
+
+#[tokio::test]
+async fn connections_beyond_the_per_address_limit_are_refused_before_the_handshake() {
+    let (_dir, config) = config_file("max_connections_per_address = 3\n");
+    let daemon = Daemon::start(&["--config", &config]);
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(Client::connect(&daemon.options(None)).await.unwrap());
+    }
+    match Client::connect(&daemon.options(None)).await {
+        Err(ClientError::Connect { reason, .. }) => {
+            assert!(reason.to_lowercase().contains("refused"), "{reason}")
+        }
+        other => panic!(
+            "expected a refusal, got {:?}",
+            other.err().map(|e| e.to_string())
+        ),
+    }
+    held.pop().unwrap().close().await;
+    // The freed place is taken again (the server notices the close within moments).
+    let mut again = None;
+    for _ in 0..100 {
+        if let Ok(client) = Client::connect(&daemon.options(None)).await {
+            again = Some(client);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(again.is_some(), "a freed place is usable again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_flood_leaves_the_daemon_up_and_a_connected_expert_working() {
+    let (_dir, config) =
+        config_file("retry_above_handshakes_per_second = 20\nmax_connections = 150\n");
+    let mut daemon = Daemon::start(&["--config", &config]);
+    let token = daemon.add_user("ana", "expert");
+    let mut expert = Client::connect(&daemon.options(Some(&token)))
+        .await
+        .unwrap();
+
+    // 400 connection attempts from as many source ports, most of them never saying hello.
+    let mut attempts = Vec::new();
+    for i in 0..400 {
+        let options = daemon.options(None);
+        attempts.push(tokio::spawn(async move {
+            let connected = sosq::client::connect_quic(&options).await;
+            if i % 10 == 0 {
+                // Some hold their connection a while without a hello.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            connected.is_ok()
+        }));
+    }
+    // The expert keeps being served during the flood.
+    for _ in 0..20 {
+        assert!(matches!(
+            expert.request(Request::Queue).await,
+            Ok(Reply::Queue(_))
+        ));
+    }
+    let mut succeeded = 0;
+    for attempt in attempts {
+        if attempt.await.unwrap() {
+            succeeded += 1;
+        }
+    }
+    assert!(succeeded > 0, "Retry still lets real clients in");
+    assert!(daemon.is_running());
+    assert!(matches!(
+        expert.request(Request::Queue).await,
+        Ok(Reply::Queue(_))
+    ));
+    let rss = daemon.rss_bytes();
+    assert!(
+        rss < 256 * 1024 * 1024,
+        "daemon RSS {rss} bytes after the flood"
+    );
+    assert!(daemon.log().contains("refused a connection") || succeeded <= 150);
+}
+
+#[test]
+fn sigterm_shuts_down_gracefully_telling_parties_why() {
+    let mut daemon = Daemon::start(&[]);
+    let mut customer = daemon.session(None, &["request", "--name", "Alice"]);
+    customer.expect_event("attached");
+    let status = daemon.terminate();
+    assert!(status.success(), "sosqd exits 0 on SIGTERM: {status:?}");
+    let (status, stderr) = customer.wait();
+    assert!(!status.success());
+    assert!(stderr.contains("shutting down"), "{stderr}");
+    assert!(daemon.log().contains("stopped"));
+}
