@@ -46,6 +46,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where the certificate, key and users live.
     pub data_dir: PathBuf,
+    /// An operator's certificate chain (PEM) instead of the self-signed one.
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// How long after creation an open case expires.
     #[serde(deserialize_with = "duration")]
     pub case_ttl: Duration,
@@ -87,6 +91,8 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 4433)),
             data_dir: PathBuf::from("sosqd-data"),
+            tls_cert: None,
+            tls_key: None,
             case_ttl: Duration::from_secs(24 * 60 * 60),
             max_open_cases: 200_000,
             hello_timeout: Duration::from_secs(10),
@@ -161,6 +167,9 @@ impl Config {
                 message: message.to_string(),
             })
         };
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return invalid("tls_cert/tls_key", "give both or neither");
+        }
         if self.case_ttl.is_zero() {
             return invalid("case_ttl", "must be longer than zero");
         }
@@ -196,6 +205,15 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// The server's TLS identity: the operator's files if configured, else the self-signed
+    /// certificate kept in (and on first start made in) the data dir.
+    pub fn identity(&self) -> Result<crate::transport::Identity, crate::transport::TlsError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => crate::transport::Identity::load(cert, key),
+            _ => crate::transport::Identity::load_or_create(&self.data_dir),
+        }
     }
 
     /// The limits admission control enforces.

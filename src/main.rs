@@ -11,7 +11,6 @@ use sosqd::config::{parse_duration, Config, Overrides};
 use sosqd::server::Server;
 use sosqd::store::users::{StaffRole, UserDirectory};
 use sosqd::store::MemoryStore;
-use sosqd::transport::Identity;
 
 /// sosqd: the sosq remote-support session broker.
 #[derive(Parser)]
@@ -91,7 +90,7 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Fingerprint(data)) => {
             let config = data_config(&data)?;
-            let identity = Identity::load_or_create(&config.data_dir)?;
+            let identity = config.identity()?;
             println!("{}", identity.fingerprint());
             Ok(())
         }

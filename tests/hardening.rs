@@ -288,3 +288,54 @@ fn sigterm_shuts_down_gracefully_telling_parties_why() {
     assert!(stderr.contains("shutting down"), "{stderr}");
     assert!(daemon.log().contains("stopped"));
 }
+
+/// Makes a CA and a certificate for 127.0.0.1 signed by it; returns (ca_pem, cert_pem, key_pem).
+fn operator_pki() -> (String, String, String) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    (ca.pem(), leaf.pem(), leaf_key.serialize_pem())
+}
+
+#[tokio::test]
+async fn an_operator_certificate_is_trusted_through_its_ca_and_a_foreign_ca_is_refused() {
+    let (ca, cert, key) = operator_pki();
+    let pki = tempfile::tempdir().unwrap();
+    let path = |name: &str| pki.path().join(name).to_string_lossy().into_owned();
+    std::fs::write(path("ca.pem"), &ca).unwrap();
+    std::fs::write(path("cert.pem"), &cert).unwrap();
+    std::fs::write(path("key.pem"), &key).unwrap();
+    let (_dir, config) = config_file(&format!(
+        "tls_cert = {:?}\ntls_key = {:?}\n",
+        path("cert.pem"),
+        path("key.pem")
+    ));
+    let daemon = Daemon::start(&["--config", &config]);
+
+    let mut options = daemon.options(None);
+    options.fingerprint = String::new();
+    options.ca = Some(path("ca.pem").into());
+    let client = Client::connect(&options)
+        .await
+        .expect("trusted through the CA");
+    assert_eq!(client.role(), sosq::protocol::Role::Customer);
+    client.close().await;
+    // Pinning the operator certificate's fingerprint works too.
+    assert!(Client::connect(&daemon.options(None)).await.is_ok());
+
+    let (foreign_ca, _, _) = operator_pki();
+    std::fs::write(path("foreign.pem"), foreign_ca).unwrap();
+    options.ca = Some(path("foreign.pem").into());
+    match Client::connect(&options).await {
+        Err(ClientError::Connect { reason, .. }) => {
+            assert!(reason.contains("certificate"), "{reason}")
+        }
+        other => panic!("a foreign CA was trusted: {:?}", other.err()),
+    }
+}

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quinn::crypto::rustls::QuicClientConfig;
+use rustls::client::danger::ServerCertVerifier;
 use tokio::sync::mpsc;
 
 use crate::codec::{self, FrameError};
@@ -20,14 +21,17 @@ use crate::protocol::{
 use crate::tls::{parse_fingerprint, PinnedServerCert};
 
 /// Where and how to connect.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ConnectOptions {
     /// `host:port` of the daemon.
     pub server: String,
-    /// The server certificate's SHA-256 fingerprint to pin.
+    /// The server certificate's SHA-256 fingerprint to pin (the default trust).
     pub fingerprint: String,
     /// An expert's or admin's token; none connects as a customer.
     pub token: Option<String>,
+    /// Trust the server through this CA bundle (PEM) instead of a pinned fingerprint, for an
+    /// operator's own certificate; the server name is then checked against `server`'s host.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 /// Everything that can go wrong talking to sosqd.
@@ -217,27 +221,54 @@ impl Client {
 pub async fn connect_quic(
     options: &ConnectOptions,
 ) -> Result<(quinn::Endpoint, quinn::Connection), ClientError> {
-    let fingerprint = parse_fingerprint(&options.fingerprint).map_err(ClientError::Options)?;
     let addr = resolve(&options.server).await?;
-    let verifier = PinnedServerCert::new(fingerprint);
-    let endpoint = client_endpoint(addr, verifier.clone())?;
+    let (verifier, pinned): (Arc<dyn ServerCertVerifier>, Option<Arc<PinnedServerCert>>) =
+        match &options.ca {
+            Some(ca) => (
+                crate::tls::ca_verifier(ca).map_err(ClientError::Options)?,
+                None,
+            ),
+            None => {
+                let fingerprint =
+                    parse_fingerprint(&options.fingerprint).map_err(ClientError::Options)?;
+                let pinned = PinnedServerCert::new(fingerprint);
+                (pinned.clone(), Some(pinned))
+            }
+        };
+    // A pinned certificate is trusted whatever its names; a CA-issued one must name the host.
+    let server_name = match &options.ca {
+        Some(_) => host_of(&options.server),
+        None => "sosqd",
+    };
+    let endpoint = client_endpoint(addr, verifier)?;
     let connect_error = |reason: String| ClientError::Connect {
         server: options.server.clone(),
         reason,
     };
     let connecting = endpoint
-        .connect(addr, "sosqd")
+        .connect(addr, server_name)
         .map_err(|e| connect_error(e.to_string()))?;
     match connecting.await {
         Ok(connection) => Ok((endpoint, connection)),
-        Err(e) => match verifier.seen().filter(|seen| seen != verifier.expected()) {
-            Some(actual) => Err(ClientError::FingerprintMismatch {
-                actual,
-                expected: verifier.expected().to_string(),
-            }),
-            None => Err(connect_error(e.to_string())),
-        },
+        Err(e) => {
+            let mismatch = pinned.as_ref().and_then(|pinned| {
+                let seen = pinned.seen()?;
+                (seen != pinned.expected()).then(|| (seen, pinned.expected().to_string()))
+            });
+            match mismatch {
+                Some((actual, expected)) => {
+                    Err(ClientError::FingerprintMismatch { actual, expected })
+                }
+                None => Err(connect_error(e.to_string())),
+            }
+        }
     }
+}
+
+/// The host part of `host:port` (brackets of an IPv6 literal removed).
+fn host_of(server: &str) -> &str {
+    let host = server.rsplit_once(':').map_or(server, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 /// Reads server messages until the stream ends, routing replies and events.
@@ -299,7 +330,7 @@ async fn resolve(server: &str) -> Result<SocketAddr, ClientError> {
 
 fn client_endpoint(
     server: SocketAddr,
-    verifier: Arc<PinnedServerCert>,
+    verifier: Arc<dyn ServerCertVerifier>,
 ) -> Result<quinn::Endpoint, ClientError> {
     let options_error = |e: &dyn std::fmt::Display| ClientError::Options(e.to_string());
     let mut tls = rustls::ClientConfig::builder_with_provider(crate::tls::crypto_provider())

@@ -50,6 +50,29 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// A verifier trusting the CA certificates in a PEM file (an operator's own PKI).
+pub fn ca_verifier(path: &std::path::Path) -> Result<Arc<dyn ServerCertVerifier>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let unusable =
+        |e: &dyn std::fmt::Display| format!("cannot use CA file {}: {e}", path.display());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| unusable(&e))? {
+        roots
+            .add(cert.map_err(|e| unusable(&e))?)
+            .map_err(|e| unusable(&e))?;
+    }
+    if roots.is_empty() {
+        return Err(unusable(&"it holds no certificate"));
+    }
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        crypto_provider(),
+    )
+    .build()
+    .map_err(|e| unusable(&e))?;
+    Ok(verifier)
+}
+
 /// Accepts exactly the server certificate whose fingerprint is pinned.
 #[derive(Debug)]
 pub struct PinnedServerCert {

@@ -31,7 +31,7 @@ use crate::config::Config;
 use crate::relay::Relays;
 use crate::store::users::{UserDirectory, UserError};
 use crate::store::{CaseStore, CommitReport, StoreError};
-use crate::transport::{self, Identity, TlsError, TransportError};
+use crate::transport::{self, TlsError, TransportError};
 
 /// Why the server could not start or a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -297,7 +297,7 @@ impl Server {
         store: Arc<dyn CaseStore>,
         clock: Clock,
     ) -> Result<Server, ServerError> {
-        let identity = Identity::load_or_create(&config.data_dir)?;
+        let identity = config.identity()?;
         let fingerprint = identity.fingerprint();
         let endpoint = transport::bind(&config, &identity)?;
         let shared = Arc::new(Shared::new(config, store, clock)?);

@@ -19,7 +19,7 @@ pub fn server_config(
     let mut tls = rustls::ServerConfig::builder_with_provider(sosq::tls::crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
-        .with_single_cert(vec![identity.cert.clone()], identity.key.clone_key())?;
+        .with_single_cert(identity.chain.clone(), identity.key.clone_key())?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     tls.max_early_data_size = 0;
     let quic_tls = QuicServerConfig::try_from(tls)

@@ -42,11 +42,11 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-/// A certificate with its key.
+/// A certificate chain with its key.
 #[derive(Debug)]
 pub struct Identity {
-    /// The certificate, DER.
-    pub cert: CertificateDer<'static>,
+    /// The certificate chain, DER, the server's own certificate first.
+    pub chain: Vec<CertificateDer<'static>>,
     /// Its private key.
     pub key: PrivateKeyDer<'static>,
 }
@@ -54,7 +54,10 @@ pub struct Identity {
 impl Identity {
     /// SHA-256 fingerprint of the certificate, as clients pin it.
     pub fn fingerprint(&self) -> String {
-        sosq::tls::fingerprint(&self.cert)
+        self.chain
+            .first()
+            .map(|cert| sosq::tls::fingerprint(cert))
+            .unwrap_or_default()
     }
 
     /// Loads the identity from `data_dir`, making a new self-signed one on first start.
@@ -67,19 +70,26 @@ impl Identity {
         Identity::load(&cert_path, &key_path)
     }
 
-    /// Loads a certificate and key from PEM files.
+    /// Loads a certificate chain and key from PEM files (an operator's own, or ours).
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<Identity, TlsError> {
-        let cert = CertificateDer::from_pem_file(cert_path).map_err(|e| TlsError::BadPem {
+        let bad_cert = |message: String| TlsError::BadPem {
             path: cert_path.to_path_buf(),
             what: "certificate",
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        let chain = CertificateDer::pem_file_iter(cert_path)
+            .map_err(|e| bad_cert(e.to_string()))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad_cert(e.to_string()))?;
+        if chain.is_empty() {
+            return Err(bad_cert("no certificate in the file".into()));
+        }
         let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| TlsError::BadPem {
             path: key_path.to_path_buf(),
             what: "private key",
             message: e.to_string(),
         })?;
-        Ok(Identity { cert, key })
+        Ok(Identity { chain, key })
     }
 
     fn create(data_dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {

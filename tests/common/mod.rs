@@ -212,6 +212,7 @@ impl Daemon {
             server: self.addr.clone(),
             fingerprint: self.fingerprint.clone(),
             token: token.map(str::to_string),
+            ca: None,
         }
     }
 }

@@ -40,6 +40,10 @@ pub struct ConnectionArgs {
     /// SHA-256 fingerprint of the server certificate (`sosqd fingerprint` prints it).
     #[arg(long, env = "SOSQ_FINGERPRINT", global = true, hide_env_values = true)]
     pub fingerprint: Option<String>,
+    /// CA certificate(s) (PEM) to trust instead of a fingerprint, when the daemon runs with
+    /// an operator's certificate.
+    #[arg(long, env = "SOSQ_CA", global = true, value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
     /// Access token of an expert or admin; without one you are a customer.
     #[arg(long, env = "SOSQ_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
@@ -130,14 +134,24 @@ pub enum Command {
 /// Runs the command; `Err` carries the one-line reason.
 pub async fn run(cli: Cli) -> Result<(), ClientError> {
     let out = Output { json: cli.json };
+    let fingerprint = match (&cli.connection.fingerprint, &cli.connection.ca) {
+        (Some(fingerprint), _) => fingerprint.clone(),
+        (None, Some(_)) => String::new(),
+        (None, None) => {
+            return Err(ClientError::Options(
+                "no server fingerprint: pass --fingerprint or set SOSQ_FINGERPRINT (the admin gets it with `sosqd fingerprint`), or --ca FILE for an operator's certificate".into(),
+            ))
+        }
+    };
     let options = ConnectOptions {
         server: cli.connection.server.clone(),
-        fingerprint: cli.connection.fingerprint.clone().ok_or_else(|| {
-            ClientError::Options(
-                "no server fingerprint: pass --fingerprint or set SOSQ_FINGERPRINT (the admin gets it with `sosqd fingerprint`)".into(),
-            )
-        })?,
-        token: cli.connection.token.clone().filter(|t| !t.trim().is_empty()),
+        fingerprint,
+        token: cli
+            .connection
+            .token
+            .clone()
+            .filter(|t| !t.trim().is_empty()),
+        ca: cli.connection.ca.clone(),
     };
     // Check what we can before touching the network.
     let delete = match &cli.command {
