@@ -192,6 +192,15 @@ impl Config {
                 return invalid(option, "must be longer than zero");
             }
         }
+        if self.idle_timeout < 2 * sosq::client::KEEP_ALIVE {
+            return invalid(
+                "idle_timeout",
+                &format!(
+                    "must be at least {} (twice the clients' keep-alive interval), or waiting customers would be dropped",
+                    crate::broker::humanize(2 * sosq::client::KEEP_ALIVE)
+                ),
+            );
+        }
         if self.max_connections == 0 || self.max_connections_per_address == 0 {
             return invalid(
                 "max_connections/max_connections_per_address",

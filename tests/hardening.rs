@@ -339,3 +339,154 @@ async fn an_operator_certificate_is_trusted_through_its_ca_and_a_foreign_ca_is_r
         other => panic!("a foreign CA was trusted: {:?}", other.err()),
     }
 }
+
+/// A client that answers nothing after its first flight: its certificate check blocks.
+#[derive(Debug)]
+struct StallingVerifier(Duration);
+
+impl rustls::client::danger::ServerCertVerifier for StallingVerifier {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        std::thread::sleep(self.0);
+        Err(rustls::Error::General("stalled on purpose".into()))
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("unused".into()))
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("unused".into()))
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        sosq::tls::crypto_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A bare quinn client endpoint with the given verifier and keep-alive.
+fn raw_endpoint(
+    verifier: std::sync::Arc<dyn rustls::client::danger::ServerCertVerifier>,
+    keep_alive: Option<Duration>,
+) -> quinn::Endpoint {
+    let mut tls = rustls::ClientConfig::builder_with_provider(sosq::tls::crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![sosq::protocol::ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut config = quinn::ClientConfig::new(std::sync::Arc::new(quic));
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(keep_alive);
+    config.transport_config(std::sync::Arc::new(transport));
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(config);
+    endpoint
+}
+
+#[test]
+fn a_stalled_handshake_is_abandoned_and_frees_its_place() {
+    let (_dir, config) = config_file("max_connections = 1\nhandshake_timeout = \"1s\"\n");
+    let daemon = Daemon::start_logging(&["--config", &config], "sosqd=debug,info");
+    let addr: std::net::SocketAddr = daemon.addr.parse().unwrap();
+    let stalled_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = stalled_done.clone();
+    // The stalling client runs on its own runtime, which its verifier blocks.
+    let stalled = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let endpoint = raw_endpoint(
+                std::sync::Arc::new(StallingVerifier(Duration::from_secs(20))),
+                None,
+            );
+            let _ = endpoint.connect(addr, "sosqd").unwrap().await;
+        });
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    daemon.wait_for_log("abandoned a handshake that timed out");
+    assert!(!stalled_done.load(std::sync::atomic::Ordering::SeqCst));
+    // Its place (the only one) is free again for a real client.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = Client::connect(&daemon.options(None)).await.unwrap();
+        let reply = client
+            .request(Request::OpenSos {
+                customer: "Alice".into(),
+                description: String::new(),
+            })
+            .await;
+        assert!(matches!(reply, Ok(Reply::Attached { .. })), "{reply:?}");
+    });
+    drop(stalled);
+}
+
+#[tokio::test]
+async fn idle_connections_time_out_but_keep_alives_hold_a_waiting_customer() {
+    let (_dir, config) = config_file("idle_timeout = \"10s\"\nhello_timeout = \"1m\"\n");
+    let daemon = Daemon::start(&["--config", &config]);
+    let mut customer = Client::connect(&daemon.options(None)).await.unwrap();
+    customer
+        .request(Request::OpenSos {
+            customer: "Patient".into(),
+            description: String::new(),
+        })
+        .await
+        .unwrap();
+
+    let pinned = sosq::tls::PinnedServerCert::new(daemon.fingerprint.clone());
+    let silent = raw_endpoint(pinned, None)
+        .connect(daemon.addr.parse().unwrap(), "sosqd")
+        .unwrap()
+        .await
+        .unwrap();
+    let reason = tokio::time::timeout(common::PATIENCE, silent.closed())
+        .await
+        .expect("the silent connection is dropped");
+    assert!(
+        matches!(reason, quinn::ConnectionError::TimedOut),
+        "{reason}"
+    );
+    // Longer than the idle timeout has passed; the customer with keep-alives is still there.
+    let status = customer
+        .request(Request::Status {
+            code: customer_code(&daemon).await,
+            resume_secret: None,
+        })
+        .await;
+    assert!(
+        matches!(status, Ok(Reply::Case(ref case)) if case.customer_online),
+        "{status:?}"
+    );
+}
+
+/// The code of the only waiting case, as an expert sees it.
+async fn customer_code(daemon: &Daemon) -> String {
+    let token = daemon.add_user("look", "expert");
+    let mut expert = Client::connect(&daemon.options(Some(&token)))
+        .await
+        .unwrap();
+    match expert.request(Request::Queue).await.unwrap() {
+        Reply::Queue(queue) => queue[0].code.to_string(),
+        other => panic!("{other:?}"),
+    }
+}

@@ -20,6 +20,10 @@ use crate::protocol::{
 };
 use crate::tls::{parse_fingerprint, PinnedServerCert};
 
+/// How often an idle client pings the server so a waiting customer is not timed out;
+/// the daemon's `idle_timeout` must be longer.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+
 /// Where and how to connect.
 #[derive(Debug, Clone, Default)]
 pub struct ConnectOptions {
@@ -344,7 +348,7 @@ fn client_endpoint(
     let mut config = quinn::ClientConfig::new(Arc::new(quic_tls));
     let mut transport = quinn::TransportConfig::default();
     // Customers sit on bad networks and may wait a long time in the queue.
-    transport.keep_alive_interval(Some(Duration::from_secs(10)));
+    transport.keep_alive_interval(Some(KEEP_ALIVE));
     config.transport_config(Arc::new(transport));
     let bind: SocketAddr = if server.is_ipv6() {
         "[::]:0".parse().map_err(|e| options_error(&e))?

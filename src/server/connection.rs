@@ -36,7 +36,7 @@ pub async fn serve(shared: Arc<Shared>, incoming: quinn::Incoming, _place: Admis
             return;
         }
         Err(_) => {
-            tracing::debug!(%remote, "handshake timed out");
+            tracing::debug!(%remote, "abandoned a handshake that timed out");
             return;
         }
     };

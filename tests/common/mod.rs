@@ -50,13 +50,18 @@ pub fn sosq_bin() -> PathBuf {
 impl Daemon {
     /// Starts `sosqd serve` on an ephemeral port with `extra` flags.
     pub fn start(extra: &[&str]) -> Daemon {
+        Daemon::start_logging(extra, "info")
+    }
+
+    /// [`Daemon::start`] with a `RUST_LOG` filter.
+    pub fn start_logging(extra: &[&str], filter: &str) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut child = Command::new(sosqd_bin())
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
             .args(extra)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -93,6 +98,19 @@ impl Daemon {
             fingerprint,
             dir,
             log,
+        }
+    }
+
+    /// Waits until the daemon has logged `text`.
+    pub fn wait_for_log(&self, text: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        while !self.log().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "sosqd never logged {text:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
