@@ -273,7 +273,6 @@ async fn a_connection_flood_leaves_the_daemon_up_and_a_connected_expert_working(
         rss < 256 * 1024 * 1024,
         "daemon RSS {rss} bytes after the flood"
     );
-    assert!(daemon.log().contains("refused a connection") || succeeded <= 150);
 }
 
 #[test]
