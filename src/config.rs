@@ -38,6 +38,16 @@ pub enum ConfigError {
     },
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
 /// Everything the daemon needs to run.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -46,6 +56,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where the certificate, key and users live.
     pub data_dir: PathBuf,
+    /// `text` or `json` log lines on stderr.
+    pub log_format: LogFormat,
     /// An operator's certificate chain (PEM) instead of the self-signed one.
     pub tls_cert: Option<PathBuf>,
     /// The private key (PEM) of `tls_cert`.
@@ -91,6 +103,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 4433)),
             data_dir: PathBuf::from("sosqd-data"),
+            log_format: LogFormat::Text,
             tls_cert: None,
             tls_key: None,
             case_ttl: Duration::from_secs(24 * 60 * 60),

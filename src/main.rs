@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use sosqd::config::{parse_duration, Config, Overrides};
+use sosqd::config::{parse_duration, Config, LogFormat, Overrides};
 use sosqd::server::Server;
 use sosqd::store::users::{StaffRole, UserDirectory};
 use sosqd::store::MemoryStore;
@@ -83,8 +83,17 @@ enum UserCommand {
 }
 
 fn main() -> anyhow::Result<()> {
+    let result = run();
+    if let Err(e) = &result {
+        // One line, with the causes, instead of anyhow's multi-line debug dump.
+        eprintln!("sosqd: error: {e:#}");
+        std::process::exit(1);
+    }
+    result
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging();
     match cli.command {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(args),
@@ -156,6 +165,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         case_ttl: args.case_ttl,
     };
     let config = Config::load(args.config.as_deref(), &overrides)?;
+    init_logging(config.log_format);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let data_dir = config.data_dir.clone();
@@ -195,13 +205,16 @@ async fn shutdown_signal() {
     }
 }
 
-fn init_logging() {
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`), as text or JSON lines.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().init(),
+    }
 }
