@@ -88,6 +88,18 @@ pub struct Config {
     /// On SIGTERM/Ctrl-C: how long to wait for parties to leave and writes to commit.
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
+    /// How soon an expert should pick up a waiting `critical` SOS case.
+    #[serde(deserialize_with = "duration")]
+    pub response_target_critical: Duration,
+    /// ... a `high` one.
+    #[serde(deserialize_with = "duration")]
+    pub response_target_high: Duration,
+    /// ... a `normal` one.
+    #[serde(deserialize_with = "duration")]
+    pub response_target_normal: Duration,
+    /// ... a `low` one.
+    #[serde(deserialize_with = "duration")]
+    pub response_target_low: Duration,
     /// Wrong session codes one address may try in a burst.
     pub wrong_codes_per_address_burst: u32,
     /// Wrong session codes per minute one address earns back after its burst.
@@ -116,6 +128,10 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             retry_above_handshakes_per_second: 500,
             shutdown_grace: Duration::from_secs(10),
+            response_target_critical: Duration::from_secs(2 * 60),
+            response_target_high: Duration::from_secs(5 * 60),
+            response_target_normal: Duration::from_secs(15 * 60),
+            response_target_low: Duration::from_secs(60 * 60),
             wrong_codes_per_address_burst: 10,
             wrong_codes_per_address_per_minute: 5,
             wrong_codes_total_burst: 50,
@@ -262,6 +278,12 @@ impl Config {
         BrokerConfig {
             case_ttl: self.case_ttl,
             max_open_cases: self.max_open_cases,
+            response_targets: crate::broker::ResponseTargets {
+                critical: self.response_target_critical,
+                high: self.response_target_high,
+                normal: self.response_target_normal,
+                low: self.response_target_low,
+            },
         }
     }
 }

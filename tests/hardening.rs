@@ -35,6 +35,7 @@ async fn the_authorization_matrix_holds_cell_by_cell() {
         .request(Request::OpenSos {
             customer: "Owner".into(),
             description: String::new(),
+            priority: Default::default(),
         })
         .await
         .unwrap()
@@ -50,6 +51,7 @@ async fn the_authorization_matrix_holds_cell_by_cell() {
                 Request::OpenSos {
                     customer: "x".into(),
                     description: String::new(),
+                    priority: Default::default(),
                 },
             ),
             (
@@ -432,6 +434,7 @@ fn a_stalled_handshake_is_abandoned_and_frees_its_place() {
             .request(Request::OpenSos {
                 customer: "Alice".into(),
                 description: String::new(),
+                priority: Default::default(),
             })
             .await;
         assert!(matches!(reply, Ok(Reply::Attached { .. })), "{reply:?}");
@@ -448,6 +451,7 @@ async fn idle_connections_time_out_but_keep_alives_hold_a_waiting_customer() {
         .request(Request::OpenSos {
             customer: "Patient".into(),
             description: String::new(),
+            priority: Default::default(),
         })
         .await
         .unwrap();

@@ -36,6 +36,7 @@ async fn every_role_is_refused_what_it_may_not_do() {
     let sos = || Request::OpenSos {
         customer: "x".into(),
         description: String::new(),
+        priority: Default::default(),
     };
     let staff_only = [
         Request::Queue,
@@ -104,6 +105,7 @@ async fn garbage_frames_get_an_error_and_other_clients_keep_working() {
         .request(Request::OpenSos {
             customer: "Alice".into(),
             description: String::new(),
+            priority: Default::default(),
         })
         .await
         .unwrap()
@@ -176,6 +178,7 @@ async fn concurrent_pulls_never_hand_out_the_same_case() {
             .request(Request::OpenSos {
                 customer: format!("customer {i}"),
                 description: String::new(),
+                priority: Default::default(),
             })
             .await
             .unwrap();

@@ -120,6 +120,7 @@ mod tests {
         let msg = ClientMessage::Request(Request::OpenSos {
             customer: "Ana".into(),
             description: "printer on fire".into(),
+            priority: Default::default(),
         });
         let frame = encode(&msg).unwrap();
         let mut reader = frame.as_slice();

@@ -131,6 +131,62 @@ impl std::str::FromStr for CaseState {
     }
 }
 
+/// How badly the customer's business is hurt; the queue serves higher priorities first.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// System down, business stopped.
+    Critical,
+    /// Significant impact.
+    High,
+    /// Minor impact (the default).
+    #[default]
+    Normal,
+    /// No impact: questions.
+    Low,
+}
+
+impl Priority {
+    /// Every priority, most urgent first.
+    pub const ALL: [Priority; 4] = [
+        Priority::Critical,
+        Priority::High,
+        Priority::Normal,
+        Priority::Low,
+    ];
+
+    /// The name used on the command line and in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Critical => "critical",
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+        }
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Priority {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim().to_ascii_lowercase();
+        Priority::ALL
+            .into_iter()
+            .find(|priority| priority.as_str() == wanted)
+            .ok_or_else(|| {
+                format!("unknown priority {s:?}; expected critical, high, normal or low")
+            })
+    }
+}
+
 /// How a case came to be.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -171,6 +227,14 @@ pub struct CaseInfo {
     pub updated_at: Timestamp,
     /// When the case expires if it is not closed first.
     pub expires_at: Timestamp,
+    /// How urgent the case is.
+    pub priority: Priority,
+    /// For SOS cases: when an expert should have picked it up (the response target).
+    pub response_due: Option<Timestamp>,
+    /// When an expert first connected to the customer.
+    pub first_response_at: Option<Timestamp>,
+    /// Whether that first response came within the target.
+    pub response_target_met: Option<bool>,
     /// Whether the customer is connected right now.
     pub customer_online: bool,
     /// The expert connected right now, if any.
@@ -192,6 +256,10 @@ pub struct QueueEntry {
     pub description: String,
     /// Since when the customer has been waiting.
     pub waiting_since: Timestamp,
+    /// How urgent the case is.
+    pub priority: Priority,
+    /// When an expert should have picked it up.
+    pub response_due: Timestamp,
     /// Whether the customer is connected (only online customers can be pulled).
     pub online: bool,
 }
@@ -237,6 +305,8 @@ pub enum Request {
         customer: String,
         /// What the customer needs help with.
         description: String,
+        /// How badly business is hurt.
+        priority: Priority,
     },
     /// Customer: attach to a case by its code (an expert-created case, or one's own with
     /// the resume secret).
@@ -280,6 +350,15 @@ pub enum Request {
         code: String,
         /// For a customer on another connection: the resume secret of the case.
         resume_secret: Option<String>,
+    },
+    /// Expert or admin: change a case's priority, with the reason (kept in the history).
+    Escalate {
+        /// The code as typed.
+        code: String,
+        /// The new priority.
+        priority: Priority,
+        /// Why, in words.
+        reason: String,
     },
     /// Admin: list cases, optionally in one state.
     Cases {

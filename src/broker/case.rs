@@ -2,7 +2,7 @@
 //! rules that say which state may follow which.
 
 use serde::{Deserialize, Serialize};
-use sosq::protocol::{CaseInfo, CaseOrigin, CaseState, HistoryEntry, Timestamp};
+use sosq::protocol::{CaseInfo, CaseOrigin, CaseState, HistoryEntry, Priority, Timestamp};
 use sosq::SessionCode;
 
 use super::error::BrokerError;
@@ -32,6 +32,12 @@ pub struct CaseRecord {
     pub expires_at: Timestamp,
     /// For SOS cases: when the customer started waiting (the queue order).
     pub waiting_since: Option<Timestamp>,
+    /// How urgent the case is.
+    pub priority: Priority,
+    /// For SOS cases: `waiting_since` plus the response target of its priority.
+    pub response_due: Option<Timestamp>,
+    /// When an expert first connected to the customer.
+    pub first_response_at: Option<Timestamp>,
     /// SHA-256 (hex) of the customer's resume secret, once a customer has attached.
     pub resume_secret_hash: Option<String>,
     /// Every transition and event, oldest first.
@@ -80,6 +86,12 @@ impl CaseRecord {
         });
     }
 
+    /// Whether the first response came within the target (unknown until it came).
+    pub fn response_target_met(&self) -> Option<bool> {
+        let due = self.response_due?;
+        self.first_response_at.map(|at| at <= due)
+    }
+
     /// The client's view of this record, with the given live presence.
     pub fn info(&self, customer_online: bool, expert: Option<String>) -> CaseInfo {
         CaseInfo {
@@ -91,6 +103,10 @@ impl CaseRecord {
             created_at: self.created_at,
             updated_at: self.updated_at,
             expires_at: self.expires_at,
+            priority: self.priority,
+            response_due: self.response_due,
+            first_response_at: self.first_response_at,
+            response_target_met: self.response_target_met(),
             customer_online,
             expert,
             history: self.history.clone(),

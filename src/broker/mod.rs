@@ -15,13 +15,15 @@ mod queue;
 mod selection;
 
 #[cfg(test)]
+mod priority_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use sosq::protocol::{
-    close_code, CaseInfo, CaseOrigin, CaseState, Event, QueueEntry, Role, Timestamp,
+    close_code, CaseInfo, CaseOrigin, CaseState, Event, Priority, QueueEntry, Role, Timestamp,
 };
 use sosq::SessionCode;
 
@@ -44,6 +46,8 @@ pub struct BrokerConfig {
     pub case_ttl: Duration,
     /// The most open cases held at once; keeps the code space sparse and memory bounded.
     pub max_open_cases: usize,
+    /// How soon an expert should pick up a waiting SOS case, by priority.
+    pub response_targets: ResponseTargets,
 }
 
 impl Default for BrokerConfig {
@@ -51,6 +55,44 @@ impl Default for BrokerConfig {
         BrokerConfig {
             case_ttl: Duration::from_secs(24 * 60 * 60),
             max_open_cases: 200_000,
+            response_targets: ResponseTargets::default(),
+        }
+    }
+}
+
+/// First-response targets per priority: a live queue's answer to the 2h/4h/8h severity
+/// targets of support contracts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseTargets {
+    /// For `critical` cases.
+    pub critical: Duration,
+    /// For `high` cases.
+    pub high: Duration,
+    /// For `normal` cases.
+    pub normal: Duration,
+    /// For `low` cases.
+    pub low: Duration,
+}
+
+impl Default for ResponseTargets {
+    fn default() -> Self {
+        ResponseTargets {
+            critical: Duration::from_secs(2 * 60),
+            high: Duration::from_secs(5 * 60),
+            normal: Duration::from_secs(15 * 60),
+            low: Duration::from_secs(60 * 60),
+        }
+    }
+}
+
+impl ResponseTargets {
+    /// The target for `priority`.
+    pub fn of(&self, priority: Priority) -> Duration {
+        match priority {
+            Priority::Critical => self.critical,
+            Priority::High => self.high,
+            Priority::Normal => self.normal,
+            Priority::Low => self.low,
         }
     }
 }
@@ -210,8 +252,7 @@ impl Broker {
         self.parties.get(&party).copied()
     }
 
-    /// The customer's SOS button: a new case, customer attached, `pending`, in the queue
-    /// (or straight to an expert who is waiting for one).
+    /// The customer's SOS button at `normal` priority; see [`Broker::open_sos_with`].
     pub fn open_sos(
         &mut self,
         now: Timestamp,
@@ -220,14 +261,31 @@ impl Broker {
         description: &str,
         out: &mut Vec<Effect>,
     ) -> Result<Attached, BrokerError> {
+        self.open_sos_with(now, party, customer, description, Priority::Normal, out)
+    }
+
+    /// The customer's SOS button: a new case, customer attached, `pending`, in the queue by
+    /// its priority and response deadline (or straight to an expert waiting for one).
+    pub fn open_sos_with(
+        &mut self,
+        now: Timestamp,
+        party: PartyId,
+        customer: &str,
+        description: &str,
+        priority: Priority,
+        out: &mut Vec<Effect>,
+    ) -> Result<Attached, BrokerError> {
         self.ensure_unattached(party)?;
         let customer = checked_name("customer name", customer)?;
         let description = checked_description(description)?;
         let code = self.new_case(now, CaseOrigin::Sos, customer, description)?;
         let secret = self.codes.resume_secret();
+        let response_due = now.plus(self.config.response_targets.of(priority));
         let case = self.case_mut(code);
         case.record.resume_secret_hash = Some(hash_secret(&secret));
         case.record.waiting_since = Some(now);
+        case.record.priority = priority;
+        case.record.response_due = Some(response_due);
         let event = format!("customer {} asked for help (SOS)", case.record.customer);
         self.seat_customer(now, code, party, event, out);
         Ok(self.attached(code, Some(secret)))
@@ -371,6 +429,48 @@ impl Broker {
             },
         });
         Ok(case.info())
+    }
+
+    /// Staff change a case's priority with a reason; a waiting case moves in the queue
+    /// (its response deadline follows the new priority's target).
+    pub fn escalate(
+        &mut self,
+        now: Timestamp,
+        who: &str,
+        code: &str,
+        priority: Priority,
+        reason: &str,
+        out: &mut Vec<Effect>,
+    ) -> Result<CaseInfo, BrokerError> {
+        let code = self.open_code(code)?;
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(BrokerError::InvalidInput(
+                "say why the priority changes (--reason)".into(),
+            ));
+        }
+        if reason.chars().count() > MAX_DESCRIPTION_CHARS {
+            return Err(BrokerError::InvalidInput(format!(
+                "the reason is longer than {MAX_DESCRIPTION_CHARS} characters"
+            )));
+        }
+        let target = self.config.response_targets.of(priority);
+        let case = self.case_mut(code);
+        let before = case.record.priority;
+        case.record.priority = priority;
+        if case.record.first_response_at.is_none() {
+            if let Some(since) = case.record.waiting_since {
+                case.record.response_due = Some(since.plus(target));
+            }
+        }
+        case.record.note(
+            now,
+            format!("priority {before} -> {priority} by {who}: {reason}"),
+        );
+        out.push(Effect::Persist(Persist::Save(case.record.clone())));
+        let info = case.info();
+        self.refresh_queue(code, now, out);
+        Ok(info)
     }
 
     /// A customer looks at its own case (attached, or with the resume secret).
@@ -520,6 +620,8 @@ impl Broker {
                     customer: case.record.customer.clone(),
                     description: case.record.description.clone(),
                     waiting_since: case.record.waiting_since.unwrap_or(case.record.created_at),
+                    priority: case.record.priority,
+                    response_due: case.record.response_due.unwrap_or(case.record.expires_at),
                     online: case.customer.is_some(),
                 })
             })
@@ -595,6 +697,9 @@ impl Broker {
             updated_at: now,
             expires_at,
             waiting_since: None,
+            priority: Priority::Normal,
+            response_due: None,
+            first_response_at: None,
             resume_secret_hash: None,
             history: Vec::new(),
         };
@@ -670,6 +775,20 @@ impl Broker {
                     "start the session of",
                 )
                 .expect("pending may always become in progress");
+            if case.record.first_response_at.is_none() {
+                case.record.first_response_at = Some(now);
+                if let Some(due) = case.record.response_due {
+                    let verdict = if now <= due {
+                        "first response within its target".to_string()
+                    } else {
+                        format!(
+                            "first response {} after its target",
+                            humanize(now.since(due))
+                        )
+                    };
+                    case.record.note(now, verdict);
+                }
+            }
             out.push(Effect::Persist(Persist::Save(case.record.clone())));
             out.push(Effect::Pair {
                 code,
@@ -715,10 +834,12 @@ impl Broker {
                 self.queue.remove(code);
                 self.seat_expert(now, code, seat, out);
             }
-            None => self.queue.push(
-                code,
-                case.record.waiting_since.unwrap_or(case.record.created_at),
-            ),
+            None => {
+                let record = &case.record;
+                let waiting_since = record.waiting_since.unwrap_or(record.created_at);
+                let due = record.response_due.unwrap_or(record.expires_at);
+                self.queue.push(code, record.priority, due, waiting_since);
+            }
         }
     }
 

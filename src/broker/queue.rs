@@ -1,18 +1,29 @@
-//! The queue of waiting SOS cases, oldest first.
-//!
-//! Ordered by when the customer started waiting, ties broken by arrival order; a case
+//! The queue of waiting SOS cases, in pull order: priority first, then the response
+//! deadline, then how long the customer has waited, ties broken by arrival order. A case
 //! whose expert drops goes back in at its original place, so nobody loses their turn.
 
 use std::collections::{BTreeMap, HashMap};
 
-use sosq::protocol::Timestamp;
+use sosq::protocol::{Priority, Timestamp};
 use sosq::SessionCode;
+
+/// Where a case stands in line; the derived order is the pull order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Place {
+    /// Most urgent first.
+    pub priority: Priority,
+    /// Earliest response deadline first.
+    pub response_due: Timestamp,
+    /// Longest waiting first.
+    pub waiting_since: Timestamp,
+    arrival: u64,
+}
 
 /// Waiting cases in pull order.
 #[derive(Debug, Default)]
 pub struct Queue {
-    order: BTreeMap<(Timestamp, u64), SessionCode>,
-    place: HashMap<SessionCode, (Timestamp, u64)>,
+    order: BTreeMap<Place, SessionCode>,
+    place: HashMap<SessionCode, Place>,
     /// Arrival number of every case that has ever been in line and is still open, so a
     /// case that comes back keeps its turn even among same-millisecond arrivals.
     arrival: HashMap<SessionCode, u64>,
@@ -20,17 +31,26 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// Puts `code` in line by its waiting time; no-op if it is already in line.
-    pub fn push(&mut self, code: SessionCode, waiting_since: Timestamp) {
-        if self.place.contains_key(&code) {
-            return;
-        }
+    /// Puts `code` in line (or moves it, if its priority or deadline changed).
+    pub fn push(
+        &mut self,
+        code: SessionCode,
+        priority: Priority,
+        response_due: Timestamp,
+        waiting_since: Timestamp,
+    ) {
+        self.remove(code);
         let arrivals = &mut self.arrivals;
         let arrival = *self.arrival.entry(code).or_insert_with(|| {
             *arrivals += 1;
             *arrivals
         });
-        let key = (waiting_since, arrival);
+        let key = Place {
+            priority,
+            response_due,
+            waiting_since,
+            arrival,
+        };
         self.order.insert(key, code);
         self.place.insert(code, key);
     }

@@ -17,8 +17,8 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{CryptoRng, RngCore, SeedableRng};
 use sosq::protocol::{
-    close_code, CaseFilter, CaseInfo, CaseOrigin, CaseState, Event, HistoryEntry, QueueEntry, Role,
-    Timestamp,
+    close_code, CaseFilter, CaseInfo, CaseOrigin, CaseState, Event, HistoryEntry, Priority,
+    QueueEntry, Role, Timestamp,
 };
 use sosq::SessionCode;
 
@@ -196,6 +196,9 @@ fn record_in(state: CaseState, code: SessionCode) -> CaseRecord {
         updated_at: T0,
         expires_at: T0.plus(DAY),
         waiting_since: Some(T0),
+        priority: Priority::Normal,
+        response_due: Some(T0.plus(Duration::from_secs(15 * 60))),
+        first_response_at: None,
         resume_secret_hash: None,
         history: vec![HistoryEntry {
             at: T0,
@@ -363,6 +366,8 @@ fn sos_case_is_pending_from_creation_with_customer_attached_and_queued() {
             customer: "Alice".into(),
             description: "printer on fire".into(),
             waiting_since: T0,
+            priority: Priority::Normal,
+            response_due: T0.plus(Duration::from_secs(15 * 60)),
             online: true,
         }]
     );
@@ -575,7 +580,8 @@ fn customer_coming_back_with_secret_is_paired_again() {
             .iter()
             .filter(|s| **s == CaseState::InProgress)
             .count(),
-        2
+        3,
+        "paired, first response within target, paired again"
     );
 }
 
@@ -1433,6 +1439,7 @@ fn pull_with_wait_pairs_the_next_sos_case_immediately() {
             CaseState::New,
             CaseState::Pending,
             CaseState::Pending,
+            CaseState::InProgress,
             CaseState::InProgress
         ]
     );

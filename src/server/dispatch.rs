@@ -66,6 +66,7 @@ async fn throttled(
 pub fn authorize(role: Role, request: &Request) -> Result<(), ServerError> {
     let (operation, allowed): (&str, &[Role]) = match request {
         Request::OpenSos { .. } => ("requesting help", &[Role::Customer]),
+        Request::Escalate { .. } => ("changing a case's priority", &[Role::Expert, Role::Admin]),
         Request::Join { .. } => ("joining a case as its customer", &[Role::Customer]),
         Request::Queue => ("viewing the queue", &[Role::Expert]),
         Request::Pull { .. } => ("pulling a case", &[Role::Expert]),
@@ -111,11 +112,25 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
         Request::OpenSos {
             customer,
             description,
+            priority,
         } => {
             let (attached, _) = shared
-                .execute(|b, now, out| b.open_sos(now, me, &customer, &description, out))
+                .execute(|b, now, out| {
+                    b.open_sos_with(now, me, &customer, &description, priority, out)
+                })
                 .await?;
             attached_reply(attached)
+        }
+        Request::Escalate {
+            code,
+            priority,
+            reason,
+        } => {
+            let who = format!("{} {name}", caller.role);
+            let (case, _) = shared
+                .execute(|b, now, out| b.escalate(now, &who, &code, priority, &reason, out))
+                .await?;
+            Reply::Case(case)
         }
         Request::Join {
             code,

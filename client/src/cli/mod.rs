@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
-use sosq::protocol::{CaseFilter, CaseState, DeleteSelector, Reply, Request};
+use sosq::protocol::{CaseFilter, CaseState, DeleteSelector, Priority, Reply, Request};
 use sosq::{Client, ClientError, ConnectOptions, SessionCode};
 
 use output::Output;
@@ -61,6 +61,9 @@ pub enum Command {
         /// What you need help with.
         #[arg(long, default_value = "")]
         description: String,
+        /// How badly business is hurt: critical, high, normal or low.
+        #[arg(long, default_value = "normal")]
+        priority: Priority,
     },
     /// Customer: join a case an expert created (or come back to yours with --secret).
     Join {
@@ -110,6 +113,17 @@ pub enum Command {
         /// Customers: the resume secret of your case.
         #[arg(long, env = "SOSQ_SECRET", hide_env_values = true)]
         secret: Option<String>,
+    },
+    /// Expert or admin: change a case's priority; the reason goes into its history.
+    Escalate {
+        /// The session code.
+        code: String,
+        /// The new priority: critical, high, normal or low.
+        #[arg(long)]
+        priority: Priority,
+        /// Why.
+        #[arg(long)]
+        reason: String,
     },
     /// Admin: list all cases with their state and times.
     Cases {
@@ -164,11 +178,16 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
     };
     let mut client = Client::connect(&options).await?;
     match cli.command {
-        Command::Request { name, description } => {
+        Command::Request {
+            name,
+            description,
+            priority,
+        } => {
             let reply = client
                 .request(Request::OpenSos {
                     customer: name,
                     description,
+                    priority,
                 })
                 .await?;
             report_attached(&out, &reply);
@@ -238,6 +257,28 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                 return Err(unexpected());
             };
             out.print(format!("closed case {}", case.code), json!(case));
+            client.close().await;
+            Ok(())
+        }
+        Command::Escalate {
+            code,
+            priority,
+            reason,
+        } => {
+            let reply = client
+                .request(Request::Escalate {
+                    code,
+                    priority,
+                    reason,
+                })
+                .await?;
+            let Reply::Case(case) = reply else {
+                return Err(unexpected());
+            };
+            out.print(
+                format!("case {} is now {}", case.code, case.priority),
+                json!(case),
+            );
             client.close().await;
             Ok(())
         }

@@ -62,22 +62,37 @@ pub fn age(at: Timestamp) -> String {
     humantime::format_duration(Duration::from_secs(seconds)).to_string()
 }
 
+/// "4m 10s" until `due`, or "overdue".
+pub fn time_left(due: Timestamp) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    if now >= due.0 {
+        "overdue".into()
+    } else {
+        humantime::format_duration(Duration::from_secs((due.0 - now) / 1000)).to_string()
+    }
+}
+
 /// The queue as a table.
 pub fn queue_table(entries: &[QueueEntry]) -> String {
     if entries.is_empty() {
         return "the queue is empty".into();
     }
     let mut table = format!(
-        "{:<4} {:<13} {:<20} {:<12} {:<7} {}\n",
-        "POS", "CODE", "CUSTOMER", "WAITING", "ONLINE", "DESCRIPTION"
+        "{:<4} {:<13} {:<9} {:<20} {:<12} {:<12} {:<7} {}\n",
+        "POS", "CODE", "PRIORITY", "CUSTOMER", "WAITING", "RESPOND IN", "ONLINE", "DESCRIPTION"
     );
     for e in entries {
         table.push_str(&format!(
-            "{:<4} {:<13} {:<20} {:<12} {:<7} {}\n",
+            "{:<4} {:<13} {:<9} {:<20} {:<12} {:<12} {:<7} {}\n",
             e.position,
             e.code.to_string(),
+            e.priority.as_str(),
             truncate(&e.customer, 20),
             age(e.waiting_since),
+            time_left(e.response_due),
             if e.online { "yes" } else { "no" },
             e.description
         ));
@@ -111,9 +126,10 @@ pub fn cases_table(cases: &[CaseInfo]) -> String {
 /// One case in full, history included.
 pub fn case_details(case: &CaseInfo) -> String {
     let mut text = format!(
-        "case {}: {}\ncustomer: {}{}\ndescription: {}\ncreated: {}\nexpires: {}\n",
+        "case {}: {} ({} priority)\ncustomer: {}{}\ndescription: {}\ncreated: {}\nexpires: {}\n",
         case.code,
         case.state,
+        case.priority,
         case.customer,
         if case.customer_online {
             " (online)"
@@ -124,6 +140,12 @@ pub fn case_details(case: &CaseInfo) -> String {
         clock_time(case.created_at),
         clock_time(case.expires_at),
     );
+    match (case.response_due, case.response_target_met) {
+        (Some(_), Some(true)) => text.push_str("response target: met\n"),
+        (Some(_), Some(false)) => text.push_str("response target: missed\n"),
+        (Some(due), None) => text.push_str(&format!("respond by: {}\n", clock_time(due))),
+        _ => {}
+    }
     if let Some(expert) = &case.expert {
         text.push_str(&format!("expert: {expert} (online)\n"));
     }
