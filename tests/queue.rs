@@ -102,3 +102,43 @@ fn an_escalated_case_jumps_the_queue_and_is_pulled_first() {
     );
     pull.expect_event("paired");
 }
+
+#[test]
+fn a_waiting_customers_position_updates_as_cases_ahead_are_pulled_and_watchers_see_it() {
+    let daemon = Daemon::start(&[]);
+    let expert = daemon.add_user("ana", "expert");
+    let mut watcher = daemon.session(Some(&expert), &["queue", "--watch"]);
+    let mut customers = Vec::new();
+    for name in ["First", "Second", "Third"] {
+        let mut customer = daemon.session(None, &["request", "--name", name]);
+        customer.expect_event("attached");
+        customers.push(customer);
+    }
+    let third = customers.last_mut().unwrap();
+    let mut pulls = Vec::new();
+    for expected in [2, 1] {
+        let mut pull = daemon.session(Some(&expert), &["pull"]);
+        pull.expect_event("paired");
+        pulls.push(pull);
+        // Skip intermediate positions a batch may have produced on the way.
+        loop {
+            let event = third.expect_event("queue_position");
+            if event["position"] == expected {
+                break;
+            }
+        }
+    }
+    // The watcher got the whole queue pushed; the last state has only Third waiting.
+    let watched = watcher.stdout_lines_until(|line| {
+        let queue: serde_json::Value = serde_json::from_str(line).unwrap();
+        queue
+            .as_array()
+            .map(|q| q.len() == 1 && q[0]["customer"] == "Third")
+            .unwrap_or(false)
+    });
+    assert!(
+        watched.len() >= 2,
+        "initial queue plus pushed changes: {watched:?}"
+    );
+    watcher.interrupt();
+}

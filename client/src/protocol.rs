@@ -320,6 +320,9 @@ pub enum Request {
     },
     /// Expert: list the waiting cases.
     Queue,
+    /// Expert: the waiting cases now (as `Queue`), then an [`Event::QueueChanged`] whenever
+    /// the queue changes, until the connection closes.
+    WatchQueue,
     /// Expert: take the oldest waiting case; with `wait`, wait for one if the queue is empty.
     Pull {
         /// Wait for a case instead of failing on an empty queue.
@@ -437,6 +440,11 @@ pub enum Event {
         code: SessionCode,
         /// Why, in words.
         reason: String,
+    },
+    /// For `WatchQueue`: the queue after a change, next first.
+    QueueChanged {
+        /// The waiting cases.
+        queue: Vec<QueueEntry>,
     },
     /// A waiting customer's place in the queue changed.
     QueuePosition {

@@ -607,6 +607,11 @@ impl Broker {
         due
     }
 
+    /// A number that changes whenever the queue's order or content does.
+    pub fn queue_version(&self) -> u64 {
+        self.queue.version()
+    }
+
     /// The waiting cases, next first.
     pub fn queue_view(&self) -> Vec<QueueEntry> {
         self.queue

@@ -28,6 +28,8 @@ pub struct Queue {
     /// case that comes back keeps its turn even among same-millisecond arrivals.
     arrival: HashMap<SessionCode, u64>,
     arrivals: u64,
+    /// Bumped on every change of order, so the shell can tell watchers only when needed.
+    version: u64,
 }
 
 impl Queue {
@@ -40,6 +42,7 @@ impl Queue {
         waiting_since: Timestamp,
     ) {
         self.remove(code);
+        self.version += 1;
         let arrivals = &mut self.arrivals;
         let arrival = *self.arrival.entry(code).or_insert_with(|| {
             *arrivals += 1;
@@ -59,6 +62,7 @@ impl Queue {
     pub fn remove(&mut self, code: SessionCode) {
         if let Some(key) = self.place.remove(&code) {
             self.order.remove(&key);
+            self.version += 1;
         }
     }
 
@@ -66,6 +70,11 @@ impl Queue {
     pub fn forget(&mut self, code: SessionCode) {
         self.remove(code);
         self.arrival.remove(&code);
+    }
+
+    /// A number that changes whenever the order does.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// The case the next pull takes.

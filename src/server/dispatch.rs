@@ -69,6 +69,7 @@ pub fn authorize(role: Role, request: &Request) -> Result<(), ServerError> {
         Request::Escalate { .. } => ("changing a case's priority", &[Role::Expert, Role::Admin]),
         Request::Join { .. } => ("joining a case as its customer", &[Role::Customer]),
         Request::Queue => ("viewing the queue", &[Role::Expert]),
+        Request::WatchQueue => ("watching the queue", &[Role::Expert]),
         Request::Pull { .. } => ("pulling a case", &[Role::Expert]),
         Request::Connect { .. } => ("connecting to a case by code", &[Role::Expert]),
         Request::Create { .. } => ("creating a case", &[Role::Expert]),
@@ -144,6 +145,13 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
             attached_reply(attached)
         }
         Request::Queue => Reply::Queue(shared.broker().queue_view()),
+        Request::WatchQueue => {
+            // Subscribe under the core lock, so no change between snapshot and subscription
+            // is missed.
+            let broker = shared.broker();
+            shared.queue_watchers.insert(me, ());
+            Reply::Queue(broker.queue_view())
+        }
         Request::Pull { wait } => {
             let (case, _) = shared
                 .execute(|b, now, out| b.pull(now, me, name, wait, out))

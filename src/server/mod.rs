@@ -10,6 +10,7 @@ mod admission;
 mod connection;
 mod dispatch;
 mod expiry;
+mod queue_updates;
 mod throttle;
 
 pub use admission::{Admission, AdmissionLimits, Decision};
@@ -105,6 +106,10 @@ pub struct Shared {
     clock: Clock,
     next_party: AtomicU64,
     throttle: Mutex<Throttle>,
+    /// Signalled when a command changed the queue.
+    queue_changed: Notify,
+    /// Experts watching the queue live.
+    queue_watchers: DashMap<PartyId, ()>,
 }
 
 impl Shared {
@@ -130,6 +135,8 @@ impl Shared {
             expiry_wake: Notify::new(),
             clock,
             next_party: AtomicU64::new(1),
+            queue_changed: Notify::new(),
+            queue_watchers: DashMap::new(),
             throttle: Mutex::new(Throttle::new(config_throttle, tokio::time::Instant::now())),
         })
     }
@@ -159,7 +166,11 @@ impl Shared {
             let mut broker = self.broker();
             let now = self.clock.now();
             let mut effects = Vec::new();
+            let queue_before = broker.queue_version();
             let value = command(&mut broker, now, &mut effects)?;
+            if broker.queue_version() != queue_before {
+                self.queue_changed.notify_one();
+            }
             let mut changes = Vec::new();
             for effect in effects {
                 match effect {
@@ -187,16 +198,7 @@ impl Shared {
     fn apply(&self, effect: Effect, broker: &Broker) {
         match effect {
             Effect::Persist(_) => {}
-            Effect::Notify { party, event } => {
-                if let Some(handle) = self.parties.get(&party) {
-                    if handle.outbox.try_send(ServerMessage::Event(event)).is_err() {
-                        handle.connection.close(
-                            close_code::PROTOCOL_ERROR.into(),
-                            b"too many unread messages on the control stream",
-                        );
-                    }
-                }
-            }
+            Effect::Notify { party, event } => self.push(party, event),
             Effect::Pair {
                 code,
                 customer,
@@ -263,9 +265,23 @@ impl Shared {
         }
     }
 
+    /// Pushes an event to a party; one that stopped reading its control stream is cut off
+    /// rather than buffered without bound.
+    fn push(&self, party: PartyId, event: sosq::protocol::Event) {
+        if let Some(handle) = self.parties.get(&party) {
+            if handle.outbox.try_send(ServerMessage::Event(event)).is_err() {
+                handle.connection.close(
+                    close_code::PROTOCOL_ERROR.into(),
+                    b"too many unread messages on the control stream",
+                );
+            }
+        }
+    }
+
     /// A party's connection ended: the core frees its seat.
     async fn party_left(&self, party: PartyId) {
         self.parties.remove(&party);
+        self.queue_watchers.remove(&party);
         let left = self
             .execute(|broker, now, out| {
                 broker.disconnect(now, party, out);
@@ -324,6 +340,7 @@ impl Server {
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let expiry = tokio::spawn(expiry::run(self.shared.clone()));
         let revocations = tokio::spawn(watch_revocations(self.shared.clone()));
+        let queue_updates = tokio::spawn(queue_updates::run(self.shared.clone()));
         let admission = Admission::new(self.shared.config.admission());
         let accept = async {
             while let Some(incoming) = self.endpoint.accept().await {
@@ -351,6 +368,7 @@ impl Server {
         }
         expiry.abort();
         revocations.abort();
+        queue_updates.abort();
         self.endpoint.set_server_config(None);
         for party in self.shared.parties.iter() {
             party.connection.close(

@@ -334,6 +334,27 @@ impl Session {
         self.stdin.take();
     }
 
+    /// Reads stdout lines until `done` accepts one; returns every line read.
+    pub fn stdout_lines_until(&mut self, done: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            loop {
+                let byte = self.receive(1)[0];
+                if byte == b'\n' {
+                    break;
+                }
+                line.push(byte);
+            }
+            let line = String::from_utf8(line).expect("utf-8 line");
+            let finished = done(&line);
+            lines.push(line);
+            if finished {
+                return lines;
+            }
+        }
+    }
+
     /// Reads exactly `n` bytes of stdout.
     pub fn receive(&mut self, n: usize) -> Vec<u8> {
         let mut stdout = self.stdout.take().expect("stdout");

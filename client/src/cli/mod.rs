@@ -77,7 +77,11 @@ pub enum Command {
         secret: Option<String>,
     },
     /// Expert: show the waiting cases.
-    Queue,
+    Queue {
+        /// Keep showing the queue as it changes (the server pushes every change).
+        #[arg(long)]
+        watch: bool,
+    },
     /// Expert: take the next waiting case and run the session.
     Pull {
         /// If nobody is waiting, wait for the next customer instead of failing.
@@ -221,7 +225,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             report_attached(&out, &reply);
             run_session(client, Side::Expert, out).await
         }
-        Command::Queue => {
+        Command::Queue { watch: false } => {
             let Reply::Queue(entries) = client.request(Request::Queue).await? else {
                 return Err(unexpected());
             };
@@ -229,6 +233,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             client.close().await;
             Ok(())
         }
+        Command::Queue { watch: true } => watch_queue(client, out).await,
         Command::Create {
             customer,
             description,
@@ -316,6 +321,40 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             );
             client.close().await;
             Ok(())
+        }
+    }
+}
+
+/// Prints the queue, then again every time the server pushes a change, until Ctrl-C.
+async fn watch_queue(mut client: Client, out: Output) -> Result<(), ClientError> {
+    let mut events = client.take_events().ok_or_else(unexpected)?;
+    let Reply::Queue(entries) = client.request(Request::WatchQueue).await? else {
+        return Err(unexpected());
+    };
+    out.print(output::queue_table(&entries), json!(entries));
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(sosq::protocol::Event::QueueChanged { queue }) => {
+                    let stamp = output::clock_time(sosq::protocol::Timestamp::now());
+                    out.print(format!("\n-- {stamp}\n{}", output::queue_table(&queue)), json!(queue));
+                }
+                Some(_) => {}
+                None => {
+                    let reason = client
+                        .connection()
+                        .close_reason()
+                        .map(|r| sosq::client::describe_connection_error(&r))
+                        .unwrap_or_else(|| "the server closed the connection".into());
+                    return Err(ClientError::Disconnected(reason));
+                }
+            },
+            _ = &mut interrupted => {
+                client.close().await;
+                return Ok(());
+            }
         }
     }
 }

@@ -179,7 +179,7 @@ fn report(out: &Output, event: Event) -> Option<Ended> {
             );
             None
         }
-        Event::Paired { .. } => None,
+        Event::Paired { .. } | Event::QueueChanged { .. } => None,
     }
 }
 
