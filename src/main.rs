@@ -31,6 +31,9 @@ enum Command {
     /// Manage experts and admins.
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage support teams (groups), each with its own queue.
+    #[command(subcommand)]
+    Group(GroupCommand),
 }
 
 #[derive(Args, Clone, Default)]
@@ -60,6 +63,19 @@ struct DataDirArgs {
 }
 
 #[derive(Subcommand)]
+enum GroupCommand {
+    /// Define a team; cases can then land in its queue and experts be put on it.
+    Add {
+        /// The team's name: letters, digits, '.', '_' or '-'.
+        name: String,
+        #[command(flatten)]
+        data: DataDirArgs,
+    },
+    /// List the teams.
+    List(DataDirArgs),
+}
+
+#[derive(Subcommand)]
 enum UserCommand {
     /// Add an expert or admin and print its access token (shown only this once).
     Add {
@@ -68,6 +84,9 @@ enum UserCommand {
         /// What the user may do.
         #[arg(long, value_enum)]
         role: StaffRole,
+        /// A team whose queue the expert works (repeat for several); default `general`.
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
         #[command(flatten)]
         data: DataDirArgs,
     },
@@ -103,14 +122,33 @@ fn run() -> anyhow::Result<()> {
             println!("{}", identity.fingerprint());
             Ok(())
         }
-        Some(Command::User(UserCommand::Add { name, role, data })) => {
+        Some(Command::User(UserCommand::Add {
+            name,
+            role,
+            groups,
+            data,
+        })) => {
             let config = data_config(&data)?;
-            let token = UserDirectory::open(&config.data_dir).add(&name, role)?;
+            let token =
+                UserDirectory::open(&config.data_dir).add_in_groups(&name, role, &groups)?;
             eprintln!(
                 "added {} {name}; the token is shown only now, store it safely:",
                 role_name(role)
             );
             println!("{token}");
+            Ok(())
+        }
+        Some(Command::Group(GroupCommand::Add { name, data })) => {
+            let config = data_config(&data)?;
+            UserDirectory::open(&config.data_dir).add_group(&name)?;
+            eprintln!("added group {name}; put experts on it with `sosqd user add NAME --role expert --group {name}`");
+            Ok(())
+        }
+        Some(Command::Group(GroupCommand::List(data))) => {
+            let config = data_config(&data)?;
+            for group in UserDirectory::open(&config.data_dir).groups()? {
+                println!("{group}");
+            }
             Ok(())
         }
         Some(Command::User(UserCommand::List(data))) => {
@@ -122,9 +160,10 @@ fn run() -> anyhow::Result<()> {
             for user in users {
                 let since = std::time::UNIX_EPOCH + Duration::from_millis(user.created_at.0);
                 println!(
-                    "{:<24} {:<7} added {}",
+                    "{:<24} {:<7} {:<24} added {}",
                     user.name,
                     role_name(user.role),
+                    user.teams().join(","),
                     humantime::format_rfc3339_seconds(since)
                 );
             }

@@ -36,6 +36,7 @@ async fn the_authorization_matrix_holds_cell_by_cell() {
             customer: "Owner".into(),
             description: String::new(),
             priority: Default::default(),
+            group: None,
         })
         .await
         .unwrap()
@@ -52,6 +53,7 @@ async fn the_authorization_matrix_holds_cell_by_cell() {
                     customer: "x".into(),
                     description: String::new(),
                     priority: Default::default(),
+                    group: None,
                 },
             ),
             (
@@ -103,7 +105,7 @@ async fn the_authorization_matrix_holds_cell_by_cell() {
     let allowed: [(&str, [bool; 3]); 10] = [
         ("request", [true, false, false]),
         ("join other", [false, false, false]),
-        ("queue", [false, true, false]),
+        ("queue", [false, true, true]),
         ("pull", [false, true, false]),
         ("connect", [false, true, false]),
         ("create", [false, true, false]),
@@ -435,6 +437,7 @@ fn a_stalled_handshake_is_abandoned_and_frees_its_place() {
                 customer: "Alice".into(),
                 description: String::new(),
                 priority: Default::default(),
+                group: None,
             })
             .await;
         assert!(matches!(reply, Ok(Reply::Attached { .. })), "{reply:?}");
@@ -452,6 +455,7 @@ async fn idle_connections_time_out_but_keep_alives_hold_a_waiting_customer() {
             customer: "Patient".into(),
             description: String::new(),
             priority: Default::default(),
+            group: None,
         })
         .await
         .unwrap();

@@ -142,3 +142,108 @@ fn a_waiting_customers_position_updates_as_cases_ahead_are_pulled_and_watchers_s
     );
     watcher.interrupt();
 }
+
+fn admin_ok(daemon: &Daemon, args: &[&str]) {
+    let out = daemon.admin_command(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn add_expert(daemon: &Daemon, name: &str, group: &str) -> String {
+    let out = daemon.admin_command(&["user", "add", name, "--role", "expert", "--group", group]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn two_teams_never_see_each_others_cases() {
+    let daemon = Daemon::start(&[]);
+    admin_ok(&daemon, &["group", "add", "billing"]);
+    admin_ok(&daemon, &["group", "add", "network"]);
+    let ana = add_expert(&daemon, "ana", "billing");
+    let bo = add_expert(&daemon, "bo", "network");
+    let admin = daemon.add_user("root", "admin");
+
+    let mut billing = daemon.session(None, &["request", "--name", "Payer", "--group", "billing"]);
+    let billing_code = billing.expect_event("attached")["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut network = daemon.session(None, &["request", "--name", "Router", "--group", "network"]);
+    let network_code = network.expect_event("attached")["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let unknown = daemon.run(None, &["request", "--name", "Lost", "--group", "nope"]);
+    assert!(!unknown.status.success());
+
+    let seen = |token: &str| -> Vec<String> {
+        daemon
+            .json(Some(token), &["queue"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["code"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(seen(&ana), vec![billing_code.clone()]);
+    assert_eq!(seen(&bo), vec![network_code.clone()]);
+    assert_eq!(seen(&admin).len(), 2, "admins see every queue");
+
+    let mut ana_pull = daemon.session(Some(&ana), &["pull"]);
+    assert_eq!(
+        ana_pull.expect_event("attached")["code"],
+        billing_code.as_str()
+    );
+    let mut bo_pull = daemon.session(Some(&bo), &["pull"]);
+    assert_eq!(
+        bo_pull.expect_event("attached")["code"],
+        network_code.as_str()
+    );
+}
+
+#[test]
+fn a_transfer_keeps_the_customer_connected_and_tells_them_who_takes_over() {
+    let daemon = Daemon::start(&[]);
+    let ana = daemon.add_user("ana", "expert");
+    let bo = daemon.add_user("bo", "expert");
+    let mut customer = daemon.session(None, &["request", "--name", "Alice"]);
+    let code = customer.expect_event("attached")["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut first = daemon.session(Some(&ana), &["pull"]);
+    first.expect_event("paired");
+    customer.expect_event("paired");
+    customer.send(b"hello ana\n");
+    assert_eq!(first.receive(10), b"hello ana\n");
+
+    let handed = daemon.json(Some(&ana), &["transfer", &code, "--expert", "bo"]);
+    assert_eq!(handed["assigned_to"], "bo");
+    first.expect_event("session_ended");
+    let left = customer.expect_event("peer_left");
+    assert!(
+        left["reason"].as_str().unwrap().contains("expert bo"),
+        "{left}"
+    );
+    // Only bo is offered the case now.
+    assert!(daemon
+        .json(Some(&ana), &["queue"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let mut second = daemon.session(Some(&bo), &["pull"]);
+    second.expect_event("paired");
+    assert_eq!(customer.expect_event("paired")["peer_name"], "bo");
+    customer.send(b"hello bo\n");
+    assert_eq!(second.receive(9), b"hello bo\n");
+    second.send(b"hi alice\n");
+    assert_eq!(customer.receive(9), b"hi alice\n");
+}

@@ -121,6 +121,7 @@ mod tests {
             customer: "Ana".into(),
             description: "printer on fire".into(),
             priority: Default::default(),
+            group: None,
         });
         let frame = encode(&msg).unwrap();
         let mut reader = frame.as_slice();

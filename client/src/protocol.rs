@@ -227,6 +227,10 @@ pub struct CaseInfo {
     pub updated_at: Timestamp,
     /// When the case expires if it is not closed first.
     pub expires_at: Timestamp,
+    /// The team queue the case belongs to.
+    pub group: String,
+    /// The expert the case is assigned to, if any.
+    pub assigned_to: Option<String>,
     /// How urgent the case is.
     pub priority: Priority,
     /// For SOS cases: when an expert should have picked it up (the response target).
@@ -260,8 +264,31 @@ pub struct QueueEntry {
     pub priority: Priority,
     /// When an expert should have picked it up.
     pub response_due: Timestamp,
+    /// The team queue it waits in.
+    pub group: String,
+    /// The expert it is assigned to, if any.
+    pub assigned_to: Option<String>,
     /// Whether the customer is connected (only online customers can be pulled).
     pub online: bool,
+}
+
+/// Whom a case is assigned or transferred to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Assignee {
+    /// One expert, by user name.
+    Expert(String),
+    /// A team queue, by group name.
+    Group(String),
+}
+
+impl fmt::Display for Assignee {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Assignee::Expert(name) => write!(f, "expert {name}"),
+            Assignee::Group(name) => write!(f, "group {name}"),
+        }
+    }
 }
 
 /// Which cases an admin's bulk delete removes.
@@ -307,6 +334,8 @@ pub enum Request {
         description: String,
         /// How badly business is hurt.
         priority: Priority,
+        /// The team queue to wait in (from a support profile); none means `general`.
+        group: Option<String>,
     },
     /// Customer: attach to a case by its code (an expert-created case, or one's own with
     /// the resume secret).
@@ -362,6 +391,21 @@ pub enum Request {
         priority: Priority,
         /// Why, in words.
         reason: String,
+    },
+    /// Expert or admin: route a case to one expert (offered only to them) or to a team.
+    Assign {
+        /// The code as typed.
+        code: String,
+        /// Where to.
+        to: Assignee,
+    },
+    /// Expert in a session: hand the case to another expert or team; the customer stays
+    /// connected and is told who takes over.
+    Transfer {
+        /// The code as typed.
+        code: String,
+        /// To whom.
+        to: Assignee,
     },
     /// Admin: list cases, optionally in one state.
     Cases {

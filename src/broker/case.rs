@@ -6,6 +6,7 @@ use sosq::protocol::{CaseInfo, CaseOrigin, CaseState, HistoryEntry, Priority, Ti
 use sosq::SessionCode;
 
 use super::error::BrokerError;
+use super::queue::QueueId;
 
 /// Identifies one connected party (one QUIC connection) to the broker core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -32,6 +33,10 @@ pub struct CaseRecord {
     pub expires_at: Timestamp,
     /// For SOS cases: when the customer started waiting (the queue order).
     pub waiting_since: Option<Timestamp>,
+    /// The team queue the case belongs to.
+    pub group: String,
+    /// The expert the case is assigned to: offered to that expert only.
+    pub assigned_to: Option<String>,
     /// How urgent the case is.
     pub priority: Priority,
     /// For SOS cases: `waiting_since` plus the response target of its priority.
@@ -86,6 +91,14 @@ impl CaseRecord {
         });
     }
 
+    /// The queue the case waits in while waiting: its expert's if assigned, else its team's.
+    pub fn queue_id(&self) -> QueueId {
+        match &self.assigned_to {
+            Some(expert) => QueueId::Expert(expert.clone()),
+            None => QueueId::Group(self.group.clone()),
+        }
+    }
+
     /// Whether the first response came within the target (unknown until it came).
     pub fn response_target_met(&self) -> Option<bool> {
         let due = self.response_due?;
@@ -103,6 +116,8 @@ impl CaseRecord {
             created_at: self.created_at,
             updated_at: self.updated_at,
             expires_at: self.expires_at,
+            group: self.group.clone(),
+            assigned_to: self.assigned_to.clone(),
             priority: self.priority,
             response_due: self.response_due,
             first_response_at: self.first_response_at,
@@ -121,6 +136,20 @@ pub struct ExpertSeat {
     pub party: PartyId,
     /// The expert's user name.
     pub name: String,
+    /// The team queues the expert pulls from.
+    pub groups: Vec<String>,
+}
+
+impl ExpertSeat {
+    /// The queues this expert is offered cases from: its teams' and its own.
+    pub fn queues(&self) -> Vec<QueueId> {
+        self.groups
+            .iter()
+            .cloned()
+            .map(QueueId::Group)
+            .chain(std::iter::once(QueueId::Expert(self.name.clone())))
+            .collect()
+    }
 }
 
 /// An open case as the broker holds it: the record plus who is connected.

@@ -17,13 +17,16 @@ mod selection;
 #[cfg(test)]
 mod priority_tests;
 #[cfg(test)]
+mod routing_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use sosq::protocol::{
-    close_code, CaseInfo, CaseOrigin, CaseState, Event, Priority, QueueEntry, Role, Timestamp,
+    close_code, Assignee, CaseInfo, CaseOrigin, CaseState, Event, Priority, QueueEntry, Role,
+    Timestamp,
 };
 use sosq::SessionCode;
 
@@ -31,7 +34,7 @@ pub use case::{Case, CaseRecord, ExpertSeat, PartyId};
 pub use codes::{hash_secret, secret_matches, CodeBook, SecureRandom};
 pub use deadlines::Deadlines;
 pub use error::BrokerError;
-pub use queue::Queue;
+pub use queue::{Queue, QueueId, GENERAL};
 pub use selection::CaseSelection;
 
 /// The longest customer name or expert name accepted, in characters.
@@ -264,8 +267,7 @@ impl Broker {
         self.open_sos_with(now, party, customer, description, Priority::Normal, out)
     }
 
-    /// The customer's SOS button: a new case, customer attached, `pending`, in the queue by
-    /// its priority and response deadline (or straight to an expert waiting for one).
+    /// The customer's SOS button in the `general` queue; see [`Broker::open_sos_in`].
     pub fn open_sos_with(
         &mut self,
         now: Timestamp,
@@ -275,13 +277,34 @@ impl Broker {
         priority: Priority,
         out: &mut Vec<Effect>,
     ) -> Result<Attached, BrokerError> {
+        let request = SosRequest {
+            customer,
+            description,
+            priority,
+            group: GENERAL,
+        };
+        self.open_sos_in(now, party, request, out)
+    }
+
+    /// The customer's SOS button: a new case, customer attached, `pending`, in its team's
+    /// queue by priority and response deadline (or straight to an expert waiting for one).
+    pub fn open_sos_in(
+        &mut self,
+        now: Timestamp,
+        party: PartyId,
+        request: SosRequest<'_>,
+        out: &mut Vec<Effect>,
+    ) -> Result<Attached, BrokerError> {
         self.ensure_unattached(party)?;
-        let customer = checked_name("customer name", customer)?;
-        let description = checked_description(description)?;
+        let customer = checked_name("customer name", request.customer)?;
+        let description = checked_description(request.description)?;
+        let group = checked_name("group", request.group)?;
+        let priority = request.priority;
         let code = self.new_case(now, CaseOrigin::Sos, customer, description)?;
         let secret = self.codes.resume_secret();
         let response_due = now.plus(self.config.response_targets.of(priority));
         let case = self.case_mut(code);
+        case.record.group = group;
         case.record.resume_secret_hash = Some(hash_secret(&secret));
         case.record.waiting_since = Some(now);
         case.record.priority = priority;
@@ -350,8 +373,7 @@ impl Broker {
         Ok(self.attached(code, new_secret))
     }
 
-    /// An expert takes the oldest waiting case. With `wait` and an empty queue the expert
-    /// waits (`Ok(None)`) and is paired with the next customer who arrives.
+    /// An expert of the `general` team takes the next case; see [`Broker::pull_from`].
     pub fn pull(
         &mut self,
         now: Timestamp,
@@ -360,12 +382,28 @@ impl Broker {
         wait: bool,
         out: &mut Vec<Effect>,
     ) -> Result<Option<CaseInfo>, BrokerError> {
+        self.pull_from(now, party, expert, &[GENERAL.to_string()], wait, out)
+    }
+
+    /// An expert takes the next waiting case from its teams' queues and its own. With
+    /// `wait` and nothing waiting, the expert waits (`Ok(None)`) and is paired with the next
+    /// customer who arrives in one of those queues.
+    pub fn pull_from(
+        &mut self,
+        now: Timestamp,
+        party: PartyId,
+        expert: &str,
+        groups: &[String],
+        wait: bool,
+        out: &mut Vec<Effect>,
+    ) -> Result<Option<CaseInfo>, BrokerError> {
         self.ensure_unattached(party)?;
         let seat = ExpertSeat {
             party,
             name: expert.to_string(),
+            groups: groups.to_vec(),
         };
-        match self.queue.front() {
+        match self.queue.front_among(&seat.queues()) {
             Some(code) => {
                 self.seat_expert(now, code, seat, out);
                 Ok(Some(self.cases[&code].info()))
@@ -376,6 +414,89 @@ impl Broker {
             }
             None => Err(BrokerError::QueueEmpty),
         }
+    }
+
+    /// Staff route a case: to one expert (offered only to them) or to a team's queue.
+    pub fn assign(
+        &mut self,
+        now: Timestamp,
+        who: &str,
+        code: &str,
+        to: &Assignee,
+        out: &mut Vec<Effect>,
+    ) -> Result<CaseInfo, BrokerError> {
+        let code = self.open_code(code)?;
+        let to = checked_assignee(to)?;
+        let case = self.case_mut(code);
+        route(&mut case.record, &to);
+        case.record.note(now, format!("assigned to {to} by {who}"));
+        out.push(Effect::Persist(Persist::Save(case.record.clone())));
+        let info = case.info();
+        self.refresh_queue(code, now, out);
+        Ok(info)
+    }
+
+    /// The expert in a session (by user name, from any of its connections) hands its case
+    /// to another expert or team: the expert's session ends, the customer stays connected, is told who takes over, and waits in the new
+    /// queue (or is paired at once with a waiting expert there).
+    pub fn transfer(
+        &mut self,
+        now: Timestamp,
+        expert: &str,
+        code: &str,
+        to: &Assignee,
+        out: &mut Vec<Effect>,
+    ) -> Result<CaseInfo, BrokerError> {
+        let to = checked_assignee(to)?;
+        let code = self.open_code(code)?;
+        let case = &self.cases[&code];
+        let Some(seat) = case.expert.clone().filter(|seat| seat.name == expert) else {
+            return Err(BrokerError::InvalidInput(format!(
+                "you are not the expert in a session on case {code}; only that expert can transfer it"
+            )));
+        };
+        let party = seat.party;
+        if to == Assignee::Expert(seat.name.clone()) {
+            return Err(BrokerError::InvalidInput(
+                "the case is already yours; transfer it to another expert or a group".into(),
+            ));
+        }
+        self.parties.remove(&party);
+        let case = self.case_mut(code);
+        case.expert = None;
+        route(&mut case.record, &to);
+        let event = format!("expert {} transferred the case to {to}", seat.name);
+        if case.record.state == CaseState::InProgress {
+            case.record
+                .transition(CaseState::Pending, now, event, "transfer")
+                .expect("in progress may always go back to pending");
+            out.push(Effect::Unpair { code });
+        } else {
+            case.record.note(now, event);
+        }
+        out.push(Effect::Persist(Persist::Save(case.record.clone())));
+        if let Some(customer) = case.customer {
+            out.push(Effect::Notify {
+                party: customer,
+                event: Event::PeerLeft {
+                    code,
+                    reason: format!(
+                        "expert {} handed your case to {to}; please stay connected",
+                        seat.name
+                    ),
+                },
+            });
+        }
+        out.push(Effect::Notify {
+            party,
+            event: Event::SessionEnded {
+                code,
+                reason: format!("you handed case {code} to {to}"),
+            },
+        });
+        let info = case.info();
+        self.refresh_queue(code, now, out);
+        Ok(info)
     }
 
     /// An expert attaches to a case by its code.
@@ -395,6 +516,7 @@ impl Broker {
         let seat = ExpertSeat {
             party,
             name: expert.to_string(),
+            groups: Vec::new(),
         };
         self.seat_expert(now, code, seat, out);
         Ok(self.cases[&code].info())
@@ -612,21 +734,49 @@ impl Broker {
         self.queue.version()
     }
 
-    /// The waiting cases, next first.
+    /// Every waiting case of every queue, next first (what admins see).
     pub fn queue_view(&self) -> Vec<QueueEntry> {
+        self.entries(self.queue.iter())
+    }
+
+    /// The waiting cases an expert of `groups` is offered, next first.
+    pub fn queue_view_for(&self, expert: &str, groups: &[String]) -> Vec<QueueEntry> {
+        let seat = ExpertSeat {
+            party: PartyId(0),
+            name: expert.to_string(),
+            groups: groups.to_vec(),
+        };
+        self.entries(self.queue.among(&seat.queues()).into_iter())
+    }
+
+    /// Each waiting case with its customer's connection and its position in its own queue.
+    pub fn waiting_positions(&self) -> Vec<(SessionCode, Option<PartyId>, u32)> {
         self.queue
-            .iter()
+            .positions()
+            .into_iter()
+            .map(|(code, position)| {
+                let customer = self.cases.get(&code).and_then(|case| case.customer);
+                (code, customer, position)
+            })
+            .collect()
+    }
+
+    fn entries(&self, codes: impl Iterator<Item = SessionCode>) -> Vec<QueueEntry> {
+        codes
             .enumerate()
             .filter_map(|(i, code)| {
                 let case = self.cases.get(&code)?;
+                let record = &case.record;
                 Some(QueueEntry {
                     position: i as u32 + 1,
                     code,
-                    customer: case.record.customer.clone(),
-                    description: case.record.description.clone(),
-                    waiting_since: case.record.waiting_since.unwrap_or(case.record.created_at),
-                    priority: case.record.priority,
-                    response_due: case.record.response_due.unwrap_or(case.record.expires_at),
+                    customer: record.customer.clone(),
+                    description: record.description.clone(),
+                    waiting_since: record.waiting_since.unwrap_or(record.created_at),
+                    priority: record.priority,
+                    response_due: record.response_due.unwrap_or(record.expires_at),
+                    group: record.group.clone(),
+                    assigned_to: record.assigned_to.clone(),
                     online: case.customer.is_some(),
                 })
             })
@@ -702,6 +852,8 @@ impl Broker {
             updated_at: now,
             expires_at,
             waiting_since: None,
+            group: GENERAL.to_string(),
+            assigned_to: None,
             priority: Priority::Normal,
             response_due: None,
             first_response_at: None,
@@ -834,7 +986,12 @@ impl Broker {
             self.queue.remove(code);
             return;
         }
-        match self.idle_experts.pop_front() {
+        let id = case.record.queue_id();
+        let idle = self
+            .idle_experts
+            .iter()
+            .position(|seat| seat.queues().contains(&id));
+        match idle.and_then(|i| self.idle_experts.remove(i)) {
             Some(seat) => {
                 self.queue.remove(code);
                 self.seat_expert(now, code, seat, out);
@@ -843,7 +1000,8 @@ impl Broker {
                 let record = &case.record;
                 let waiting_since = record.waiting_since.unwrap_or(record.created_at);
                 let due = record.response_due.unwrap_or(record.expires_at);
-                self.queue.push(code, record.priority, due, waiting_since);
+                self.queue
+                    .push(code, id, record.priority, due, waiting_since);
             }
         }
     }
@@ -903,6 +1061,37 @@ fn checked_name(what: &str, name: &str) -> Result<String, BrokerError> {
         )));
     }
     Ok(name.to_string())
+}
+
+/// The fields of an SOS request.
+#[derive(Debug, Clone, Copy)]
+pub struct SosRequest<'a> {
+    /// The customer's name.
+    pub customer: &'a str,
+    /// What the customer needs help with.
+    pub description: &'a str,
+    /// How urgent.
+    pub priority: Priority,
+    /// The team queue to wait in.
+    pub group: &'a str,
+}
+
+fn checked_assignee(to: &Assignee) -> Result<Assignee, BrokerError> {
+    Ok(match to {
+        Assignee::Expert(name) => Assignee::Expert(checked_name("expert name", name)?),
+        Assignee::Group(name) => Assignee::Group(checked_name("group", name)?),
+    })
+}
+
+/// Points a record at its new queue: an expert keeps the team, a team clears the expert.
+fn route(record: &mut CaseRecord, to: &Assignee) {
+    match to {
+        Assignee::Expert(name) => record.assigned_to = Some(name.clone()),
+        Assignee::Group(group) => {
+            record.group = group.clone();
+            record.assigned_to = None;
+        }
+    }
 }
 
 fn checked_description(description: &str) -> Result<String, BrokerError> {

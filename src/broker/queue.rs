@@ -1,11 +1,34 @@
-//! The queue of waiting SOS cases, in pull order: priority first, then the response
+//! The queues of waiting SOS cases: one per team (group), plus one per expert for cases
+//! assigned to that expert. Each is in pull order: priority first, then the response
 //! deadline, then how long the customer has waited, ties broken by arrival order. A case
 //! whose expert drops goes back in at its original place, so nobody loses their turn.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 
 use sosq::protocol::{Priority, Timestamp};
 use sosq::SessionCode;
+
+/// The team queue every case lands in unless it names another.
+pub const GENERAL: &str = "general";
+
+/// Which queue a case waits in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum QueueId {
+    /// A team's queue, by group name.
+    Group(String),
+    /// The cases assigned to one expert, by user name.
+    Expert(String),
+}
+
+impl fmt::Display for QueueId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            QueueId::Group(group) => write!(f, "group {group}"),
+            QueueId::Expert(expert) => write!(f, "expert {expert}"),
+        }
+    }
+}
 
 /// Where a case stands in line; the derived order is the pull order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -19,24 +42,32 @@ pub struct Place {
     arrival: u64,
 }
 
-/// Waiting cases in pull order.
+/// One queue in pull order.
+#[derive(Debug, Default)]
+struct Line {
+    order: BTreeMap<Place, SessionCode>,
+}
+
+/// Every queue, and which one each waiting case is in.
 #[derive(Debug, Default)]
 pub struct Queue {
-    order: BTreeMap<Place, SessionCode>,
-    place: HashMap<SessionCode, Place>,
+    lines: HashMap<QueueId, Line>,
+    place: HashMap<SessionCode, (QueueId, Place)>,
     /// Arrival number of every case that has ever been in line and is still open, so a
     /// case that comes back keeps its turn even among same-millisecond arrivals.
     arrival: HashMap<SessionCode, u64>,
     arrivals: u64,
-    /// Bumped on every change of order, so the shell can tell watchers only when needed.
+    /// Bumped on every change, so the shell can tell watchers only when needed.
     version: u64,
 }
 
 impl Queue {
-    /// Puts `code` in line (or moves it, if its priority or deadline changed).
+    /// Puts `code` in line in queue `id` (moving it if it waits elsewhere or its priority
+    /// or deadline changed).
     pub fn push(
         &mut self,
         code: SessionCode,
+        id: QueueId,
         priority: Priority,
         response_due: Timestamp,
         waiting_since: Timestamp,
@@ -48,20 +79,29 @@ impl Queue {
             *arrivals += 1;
             *arrivals
         });
-        let key = Place {
+        let place = Place {
             priority,
             response_due,
             waiting_since,
             arrival,
         };
-        self.order.insert(key, code);
-        self.place.insert(code, key);
+        self.lines
+            .entry(id.clone())
+            .or_default()
+            .order
+            .insert(place, code);
+        self.place.insert(code, (id, place));
     }
 
     /// Takes `code` out of line; no-op if it is not there.
     pub fn remove(&mut self, code: SessionCode) {
-        if let Some(key) = self.place.remove(&code) {
-            self.order.remove(&key);
+        if let Some((id, place)) = self.place.remove(&code) {
+            if let Some(line) = self.lines.get_mut(&id) {
+                line.order.remove(&place);
+                if line.order.is_empty() {
+                    self.lines.remove(&id);
+                }
+            }
             self.version += 1;
         }
     }
@@ -72,34 +112,82 @@ impl Queue {
         self.arrival.remove(&code);
     }
 
-    /// A number that changes whenever the order does.
+    /// A number that changes whenever any queue does.
     pub fn version(&self) -> u64 {
         self.version
     }
 
-    /// The case the next pull takes.
+    /// The case the next pull from these queues takes.
+    pub fn front_among(&self, ids: &[QueueId]) -> Option<SessionCode> {
+        ids.iter()
+            .filter_map(|id| self.lines.get(id)?.order.iter().next())
+            .min_by_key(|(place, _)| **place)
+            .map(|(_, code)| *code)
+    }
+
+    /// The case the next pull from any queue would take (for tests and admins).
     pub fn front(&self) -> Option<SessionCode> {
-        self.order.values().next().copied()
+        self.lines
+            .values()
+            .filter_map(|line| line.order.iter().next())
+            .min_by_key(|(place, _)| **place)
+            .map(|(_, code)| *code)
     }
 
-    /// 1-based position of `code`, if it is waiting.
+    /// The queue `code` waits in.
+    pub fn queue_of(&self, code: SessionCode) -> Option<&QueueId> {
+        self.place.get(&code).map(|(id, _)| id)
+    }
+
+    /// 1-based position of `code` in its own queue, if it is waiting.
     pub fn position(&self, code: SessionCode) -> Option<u32> {
-        let key = self.place.get(&code)?;
-        Some(self.order.range(..key).count() as u32 + 1)
+        let (id, place) = self.place.get(&code)?;
+        let line = self.lines.get(id)?;
+        Some(line.order.range(..place).count() as u32 + 1)
     }
 
-    /// Waiting cases, next first.
-    pub fn iter(&self) -> impl Iterator<Item = SessionCode> + '_ {
-        self.order.values().copied()
+    /// Waiting cases of these queues merged in pull order.
+    pub fn among(&self, ids: &[QueueId]) -> Vec<SessionCode> {
+        let mut merged: Vec<(Place, SessionCode)> = ids
+            .iter()
+            .filter_map(|id| self.lines.get(id))
+            .flat_map(|line| line.order.iter().map(|(place, code)| (*place, *code)))
+            .collect();
+        merged.sort_unstable();
+        merged.into_iter().map(|(_, code)| code).collect()
     }
 
-    /// Number of waiting cases.
+    /// Every waiting case of every queue, merged in pull order.
+    pub fn iter(&self) -> impl Iterator<Item = SessionCode> {
+        let mut merged: Vec<(Place, SessionCode)> = self
+            .place
+            .iter()
+            .map(|(code, (_, place))| (*place, *code))
+            .collect();
+        merged.sort_unstable();
+        merged.into_iter().map(|(_, code)| code)
+    }
+
+    /// Every waiting case with its queue and position in it.
+    pub fn positions(&self) -> Vec<(SessionCode, u32)> {
+        self.lines
+            .values()
+            .flat_map(|line| {
+                line.order
+                    .values()
+                    .enumerate()
+                    .map(|(i, code)| (*code, i as u32 + 1))
+            })
+            .collect()
+    }
+
+    /// Number of waiting cases in all queues.
     pub fn len(&self) -> usize {
-        self.order.len()
+        self.place.len()
     }
 
     /// Whether nobody waits.
     pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
+        self.place.is_empty()
     }
 }

@@ -196,6 +196,8 @@ fn record_in(state: CaseState, code: SessionCode) -> CaseRecord {
         updated_at: T0,
         expires_at: T0.plus(DAY),
         waiting_since: Some(T0),
+        group: GENERAL.to_string(),
+        assigned_to: None,
         priority: Priority::Normal,
         response_due: Some(T0.plus(Duration::from_secs(15 * 60))),
         first_response_at: None,
@@ -368,6 +370,8 @@ fn sos_case_is_pending_from_creation_with_customer_attached_and_queued() {
             waiting_since: T0,
             priority: Priority::Normal,
             response_due: T0.plus(Duration::from_secs(15 * 60)),
+            group: GENERAL.to_string(),
+            assigned_to: None,
             online: true,
         }]
     );

@@ -1,11 +1,11 @@
 //! From a request to a reply: the role check (who may ask what), then the core command,
 //! then the answer.
 
-use sosq::protocol::{CaseInfo, Reply, Request, Role};
+use sosq::protocol::{Assignee, CaseInfo, Reply, Request, Role};
 use sosq::SessionCode;
 
 use super::{deletion, ServerError, Shared};
-use crate::broker::{Attached, BrokerError, CaseSelection, Closer, PartyId};
+use crate::broker::{Attached, BrokerError, CaseSelection, Closer, PartyId, SosRequest, GENERAL};
 
 /// Who sent the request.
 #[derive(Debug, Clone)]
@@ -20,6 +20,16 @@ pub struct Caller {
     pub user: Option<crate::store::users::User>,
     /// Where the connection comes from.
     pub address: std::net::SocketAddr,
+}
+
+impl Caller {
+    /// The teams whose queues this caller works (`general` for experts without a group).
+    pub fn teams(&self) -> Vec<String> {
+        self.user
+            .as_ref()
+            .map(|user| user.teams())
+            .unwrap_or_else(|| vec![GENERAL.to_string()])
+    }
 }
 
 /// Answers one request; refusals become [`Reply::Error`].
@@ -68,8 +78,10 @@ pub fn authorize(role: Role, request: &Request) -> Result<(), ServerError> {
         Request::OpenSos { .. } => ("requesting help", &[Role::Customer]),
         Request::Escalate { .. } => ("changing a case's priority", &[Role::Expert, Role::Admin]),
         Request::Join { .. } => ("joining a case as its customer", &[Role::Customer]),
-        Request::Queue => ("viewing the queue", &[Role::Expert]),
-        Request::WatchQueue => ("watching the queue", &[Role::Expert]),
+        Request::Queue => ("viewing the queue", &[Role::Expert, Role::Admin]),
+        Request::WatchQueue => ("watching the queue", &[Role::Expert, Role::Admin]),
+        Request::Assign { .. } => ("assigning a case", &[Role::Expert, Role::Admin]),
+        Request::Transfer { .. } => ("transferring a case", &[Role::Expert]),
         Request::Pull { .. } => ("pulling a case", &[Role::Expert]),
         Request::Connect { .. } => ("connecting to a case by code", &[Role::Expert]),
         Request::Create { .. } => ("creating a case", &[Role::Expert]),
@@ -114,13 +126,40 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
             customer,
             description,
             priority,
+            group,
         } => {
+            let group = group.unwrap_or_else(|| GENERAL.to_string());
+            if !shared.users.group_exists(&group)? {
+                return Err(BrokerError::InvalidInput(format!(
+                    "there is no support team {group:?}; check your support profile"
+                ))
+                .into());
+            }
+            let request = SosRequest {
+                customer: &customer,
+                description: &description,
+                priority,
+                group: &group,
+            };
             let (attached, _) = shared
-                .execute(|b, now, out| {
-                    b.open_sos_with(now, me, &customer, &description, priority, out)
-                })
+                .execute(|b, now, out| b.open_sos_in(now, me, request, out))
                 .await?;
             attached_reply(attached)
+        }
+        Request::Assign { code, to } => {
+            check_assignee(shared, &to)?;
+            let who = format!("{} {name}", caller.role);
+            let (case, _) = shared
+                .execute(|b, now, out| b.assign(now, &who, &code, &to, out))
+                .await?;
+            Reply::Case(case)
+        }
+        Request::Transfer { code, to } => {
+            check_assignee(shared, &to)?;
+            let (case, _) = shared
+                .execute(|b, now, out| b.transfer(now, name, &code, &to, out))
+                .await?;
+            Reply::Case(case)
         }
         Request::Escalate {
             code,
@@ -144,17 +183,18 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
                 .await?;
             attached_reply(attached)
         }
-        Request::Queue => Reply::Queue(shared.broker().queue_view()),
+        Request::Queue => Reply::Queue(queue_for(shared, caller, &shared.broker())),
         Request::WatchQueue => {
             // Subscribe under the core lock, so no change between snapshot and subscription
             // is missed.
             let broker = shared.broker();
-            shared.queue_watchers.insert(me, ());
-            Reply::Queue(broker.queue_view())
+            shared.queue_watchers.insert(me, caller.clone());
+            Reply::Queue(queue_for(shared, caller, &broker))
         }
         Request::Pull { wait } => {
+            let teams = caller.teams();
             let (case, _) = shared
-                .execute(|b, now, out| b.pull(now, me, name, wait, out))
+                .execute(|b, now, out| b.pull_from(now, me, name, &teams, wait, out))
                 .await?;
             match case {
                 Some(case) => Reply::Attached {
@@ -243,6 +283,31 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
         }
     };
     Ok(reply)
+}
+
+/// The queue as `caller` may see it: admins everything, experts their teams' and their own.
+pub(super) fn queue_for(
+    _shared: &Shared,
+    caller: &Caller,
+    broker: &crate::broker::Broker,
+) -> Vec<sosq::protocol::QueueEntry> {
+    match caller.role {
+        Role::Admin => broker.queue_view(),
+        _ => broker.queue_view_for(&caller.name, &caller.teams()),
+    }
+}
+
+/// Refuses an assignment to an expert or team that does not exist.
+fn check_assignee(shared: &Shared, to: &Assignee) -> Result<(), ServerError> {
+    let exists = match to {
+        Assignee::Expert(name) => shared.users.expert(name)?.is_some(),
+        Assignee::Group(group) => shared.users.group_exists(group)?,
+    };
+    if exists {
+        Ok(())
+    } else {
+        Err(BrokerError::InvalidInput(format!("there is no {to}")).into())
+    }
 }
 
 fn attached_reply(attached: Attached) -> Reply {

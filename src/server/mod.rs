@@ -108,8 +108,8 @@ pub struct Shared {
     throttle: Mutex<Throttle>,
     /// Signalled when a command changed the queue.
     queue_changed: Notify,
-    /// Experts watching the queue live.
-    queue_watchers: DashMap<PartyId, ()>,
+    /// Staff watching the queue live, with what each may see.
+    queue_watchers: DashMap<PartyId, dispatch::Caller>,
 }
 
 impl Shared {

@@ -21,42 +21,33 @@ pub async fn run(shared: Arc<Shared>) {
     loop {
         shared.queue_changed.notified().await;
         tokio::time::sleep(BATCH).await;
-        let (version, queue, customers) = {
+        let (version, positions, views) = {
             let broker = shared.broker();
-            let queue = broker.queue_view();
-            let customers: Vec<_> = queue
+            let views: Vec<_> = shared
+                .queue_watchers
                 .iter()
-                .map(|entry| broker.case(entry.code).and_then(|case| case.customer))
+                .map(|watcher| {
+                    let queue = super::dispatch::queue_for(&shared, watcher.value(), &broker);
+                    (*watcher.key(), queue)
+                })
                 .collect();
-            (broker.queue_version(), queue, customers)
+            (broker.queue_version(), broker.waiting_positions(), views)
         };
         if last_version == Some(version) {
             continue;
         }
         last_version = Some(version);
-        let mut now_told = HashMap::with_capacity(queue.len());
-        for (entry, customer) in queue.iter().zip(customers) {
-            now_told.insert(entry.code, entry.position);
+        let mut now_told = HashMap::with_capacity(positions.len());
+        for (code, customer, position) in positions {
+            now_told.insert(code, position);
             let Some(customer) = customer else { continue };
-            if told.get(&entry.code) != Some(&entry.position) {
-                shared.push(
-                    customer,
-                    Event::QueuePosition {
-                        code: entry.code,
-                        position: entry.position,
-                    },
-                );
+            if told.get(&code) != Some(&position) {
+                shared.push(customer, Event::QueuePosition { code, position });
             }
         }
         told = now_told;
-        let watchers: Vec<_> = shared.queue_watchers.iter().map(|w| *w.key()).collect();
-        for watcher in watchers {
-            shared.push(
-                watcher,
-                Event::QueueChanged {
-                    queue: queue.clone(),
-                },
-            );
+        for (watcher, queue) in views {
+            shared.push(watcher, Event::QueueChanged { queue });
         }
     }
 }

@@ -49,11 +49,28 @@ pub struct User {
     pub token_hash: String,
     /// When the user was added.
     pub created_at: Timestamp,
+    /// The team queues an expert pulls from; none means the `general` team.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+impl User {
+    /// The teams whose queues this user works: its groups, or `general` if it has none.
+    pub fn teams(&self) -> Vec<String> {
+        if self.groups.is_empty() {
+            vec![crate::broker::GENERAL.to_string()]
+        } else {
+            self.groups.clone()
+        }
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct UsersFile {
     users: Vec<User>,
+    /// Team names besides the built-in `general`.
+    #[serde(default)]
+    groups: Vec<String>,
 }
 
 /// Why the users file could not be used.
@@ -82,14 +99,34 @@ pub enum UserError {
     #[error("no user named {0:?}")]
     NotFound(String),
     /// The name is unusable.
-    #[error("invalid user name {0:?}: use 1 to 64 letters, digits, '.', '_' or '-'")]
+    #[error("invalid name {0:?}: use 1 to 64 letters, digits, '.', '_' or '-'")]
     InvalidName(String),
+    /// The group is not defined.
+    #[error("no group named {0:?}; add it with `sosqd group add {0}`")]
+    NoSuchGroup(String),
+    /// The group is already defined.
+    #[error("a group named {0:?} already exists")]
+    GroupExists(String),
+}
+
+fn check_name(name: &str) -> Result<(), UserError> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(UserError::InvalidName(name.to_string()))
+    }
 }
 
 #[derive(Default)]
 struct Cached {
     stamp: Option<(SystemTime, u64)>,
     users: Vec<User>,
+    groups: Vec<String>,
 }
 
 /// The users file of one data dir, with a reload-on-change cache.
@@ -109,15 +146,23 @@ impl UserDirectory {
 
     /// Adds a user and returns its new access token: 256 random bits, shown once.
     pub fn add(&self, name: &str, role: StaffRole) -> Result<String, UserError> {
-        let valid = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-        if !valid {
-            return Err(UserError::InvalidName(name.to_string()));
-        }
+        self.add_in_groups(name, role, &[])
+    }
+
+    /// Adds a user working the given teams' queues; every group must exist.
+    pub fn add_in_groups(
+        &self,
+        name: &str,
+        role: StaffRole,
+        groups: &[String],
+    ) -> Result<String, UserError> {
+        check_name(name)?;
         let mut file = self.read_file()?;
+        for group in groups {
+            if group != crate::broker::GENERAL && !file.groups.contains(group) {
+                return Err(UserError::NoSuchGroup(group.clone()));
+            }
+        }
         if file.users.iter().any(|user| user.name == name) {
             return Err(UserError::Exists(name.to_string()));
         }
@@ -129,9 +174,44 @@ impl UserDirectory {
             role,
             token_hash: hash_secret(&token),
             created_at: Timestamp::now(),
+            groups: groups.to_vec(),
         });
         self.write_file(&file)?;
         Ok(token)
+    }
+
+    /// Defines a team (group) whose queue experts can be put on.
+    pub fn add_group(&self, name: &str) -> Result<(), UserError> {
+        check_name(name)?;
+        let mut file = self.read_file()?;
+        if name == crate::broker::GENERAL || file.groups.iter().any(|g| g == name) {
+            return Err(UserError::GroupExists(name.to_string()));
+        }
+        file.groups.push(name.to_string());
+        self.write_file(&file)
+    }
+
+    /// Every team, `general` first.
+    pub fn groups(&self) -> Result<Vec<String>, UserError> {
+        let cache = self.fresh()?;
+        Ok(std::iter::once(crate::broker::GENERAL.to_string())
+            .chain(cache.groups.iter().cloned())
+            .collect())
+    }
+
+    /// Whether a team exists.
+    pub fn group_exists(&self, name: &str) -> Result<bool, UserError> {
+        Ok(name == crate::broker::GENERAL || self.fresh()?.groups.iter().any(|g| g == name))
+    }
+
+    /// The expert with this name, if any.
+    pub fn expert(&self, name: &str) -> Result<Option<User>, UserError> {
+        Ok(self
+            .fresh()?
+            .users
+            .iter()
+            .find(|user| user.name == name && user.role == StaffRole::Expert)
+            .cloned())
     }
 
     /// Every user, as stored.
@@ -178,7 +258,9 @@ impl UserDirectory {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let stamp = file_stamp(&self.path);
         if stamp != cache.stamp || stamp.is_none() {
-            cache.users = self.read_file()?.users;
+            let file = self.read_file()?;
+            cache.users = file.users;
+            cache.groups = file.groups;
             cache.stamp = stamp;
         }
         Ok(cache)

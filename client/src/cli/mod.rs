@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
-use sosq::protocol::{CaseFilter, CaseState, DeleteSelector, Priority, Reply, Request};
+use sosq::protocol::{Assignee, CaseFilter, CaseState, DeleteSelector, Priority, Reply, Request};
 use sosq::{Client, ClientError, ConnectOptions, SessionCode};
 
 use output::Output;
@@ -49,6 +49,30 @@ pub struct ConnectionArgs {
     pub token: Option<String>,
 }
 
+/// An expert or a team, exactly one.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+pub struct AssigneeArgs {
+    /// An expert, by user name.
+    #[arg(long)]
+    expert: Option<String>,
+    /// A team queue, by group name.
+    #[arg(long)]
+    group: Option<String>,
+}
+
+impl AssigneeArgs {
+    fn assignee(self) -> Result<Assignee, ClientError> {
+        match (self.expert, self.group) {
+            (Some(expert), None) => Ok(Assignee::Expert(expert)),
+            (None, Some(group)) => Ok(Assignee::Group(group)),
+            _ => Err(ClientError::Options(
+                "give --expert NAME or --group NAME".into(),
+            )),
+        }
+    }
+}
+
 /// The commands.
 #[derive(Subcommand)]
 pub enum Command {
@@ -64,6 +88,9 @@ pub enum Command {
         /// How badly business is hurt: critical, high, normal or low.
         #[arg(long, default_value = "normal")]
         priority: Priority,
+        /// The support team to ask (from your support profile); default `general`.
+        #[arg(long)]
+        group: Option<String>,
     },
     /// Customer: join a case an expert created (or come back to yours with --secret).
     Join {
@@ -129,6 +156,21 @@ pub enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// Expert or admin: route a case to one expert (offered only to them) or a team queue.
+    Assign {
+        /// The session code.
+        code: String,
+        #[command(flatten)]
+        to: AssigneeArgs,
+    },
+    /// Expert in a session: hand the case to another expert or team; the customer stays
+    /// connected and is told who takes over.
+    Transfer {
+        /// The session code.
+        code: String,
+        #[command(flatten)]
+        to: AssigneeArgs,
+    },
     /// Admin: list all cases with their state and times.
     Cases {
         /// Only cases in this state: new, pending, in_progress, closed, expired.
@@ -186,12 +228,14 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             name,
             description,
             priority,
+            group,
         } => {
             let reply = client
                 .request(Request::OpenSos {
                     customer: name,
                     description,
                     priority,
+                    group,
                 })
                 .await?;
             report_attached(&out, &reply);
@@ -262,6 +306,39 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                 return Err(unexpected());
             };
             out.print(format!("closed case {}", case.code), json!(case));
+            client.close().await;
+            Ok(())
+        }
+        Command::Assign { code, to } => {
+            let to = to.assignee()?;
+            let reply = client.request(Request::Assign { code, to }).await?;
+            let Reply::Case(case) = reply else {
+                return Err(unexpected());
+            };
+            let whom = case
+                .assigned_to
+                .as_ref()
+                .map(|expert| format!("expert {expert}"))
+                .unwrap_or_else(|| format!("group {}", case.group));
+            out.print(
+                format!("case {} is now routed to {whom}", case.code),
+                json!(case),
+            );
+            client.close().await;
+            Ok(())
+        }
+        Command::Transfer { code, to } => {
+            let to = to.assignee()?;
+            let reply = client
+                .request(Request::Transfer {
+                    code,
+                    to: to.clone(),
+                })
+                .await?;
+            let Reply::Case(case) = reply else {
+                return Err(unexpected());
+            };
+            out.print(format!("handed case {} to {to}", case.code), json!(case));
             client.close().await;
             Ok(())
         }
