@@ -500,6 +500,9 @@ pub enum Event {
 }
 
 /// Everything the server sends on the control stream.
+// Messages live only between a read and a match; boxing the big replies would only make
+// every pattern on them clumsier.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ServerMessage {
     /// The answer to the oldest unanswered client message.
