@@ -101,6 +101,8 @@ impl ResponseTargets {
 }
 
 /// What the shell must do because of a command, in this order.
+// Effects live from a command to its application; boxing records would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     /// Make this change durable before anyone is told about it.
@@ -138,6 +140,7 @@ pub enum Effect {
 }
 
 /// A change to the case store.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Persist {
     /// Insert or replace this case.
