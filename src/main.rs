@@ -31,6 +31,24 @@ enum Command {
     /// Manage experts and admins.
     #[command(subcommand)]
     User(UserCommand),
+    /// Write a support profile: the file customers run `sosq request --profile FILE` with.
+    Profile {
+        /// Where to write it.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// The broker's address as customers reach it, host:port [default: the listen
+        /// address, if it is not a wildcard].
+        #[arg(long, value_name = "ADDR")]
+        server: Option<String>,
+        /// The team whose queue the customers land in.
+        #[arg(long)]
+        group: Option<String>,
+        /// Shown to customers while they wait.
+        #[arg(long)]
+        welcome: Option<String>,
+        #[command(flatten)]
+        data: DataDirArgs,
+    },
     /// Manage support teams (groups), each with its own queue.
     #[command(subcommand)]
     Group(GroupCommand),
@@ -136,6 +154,44 @@ fn run() -> anyhow::Result<()> {
                 role_name(role)
             );
             println!("{token}");
+            Ok(())
+        }
+        Some(Command::Profile {
+            out,
+            server,
+            group,
+            welcome,
+            data,
+        }) => {
+            let config = data_config(&data)?;
+            let users = UserDirectory::open(&config.data_dir);
+            if let Some(group) = &group {
+                if !users.group_exists(group)? {
+                    anyhow::bail!(
+                        "no group named {group:?}; add it with `sosqd group add {group}`"
+                    );
+                }
+            }
+            let server = match server {
+                Some(server) => server,
+                None if !config.listen.ip().is_unspecified() => config.listen.to_string(),
+                None => anyhow::bail!(
+                    "the daemon listens on {}, which customers cannot dial; give --server HOST:PORT",
+                    config.listen
+                ),
+            };
+            let profile = sosq::profile::SupportProfile {
+                server,
+                fingerprint: config.identity()?.fingerprint(),
+                group,
+                welcome,
+            };
+            profile.save(&out)?;
+            eprintln!(
+                "wrote {}; customers run: sosq request --profile {}",
+                out.display(),
+                out.display()
+            );
             Ok(())
         }
         Some(Command::Group(GroupCommand::Add { name, data })) => {

@@ -247,3 +247,55 @@ fn a_transfer_keeps_the_customer_connected_and_tells_them_who_takes_over() {
     second.send(b"hi alice\n");
     assert_eq!(customer.receive(9), b"hi alice\n");
 }
+
+#[test]
+fn a_support_profile_is_all_a_customer_needs() {
+    let daemon = Daemon::start(&[]);
+    admin_ok(&daemon, &["group", "add", "billing"]);
+    let ana = add_expert(&daemon, "ana", "billing");
+    let profile = daemon.dir.path().join("support.sosq");
+    let profile = profile.to_str().unwrap();
+    admin_ok(
+        &daemon,
+        &[
+            "profile",
+            "--out",
+            profile,
+            "--server",
+            &daemon.addr,
+            "--group",
+            "billing",
+            "--welcome",
+            "Welcome to Example support",
+        ],
+    );
+    // Nothing but the profile: no server, no fingerprint in the environment.
+    let mut cmd = std::process::Command::new(common::sosq_bin());
+    cmd.env_remove("SOSQ_SERVER")
+        .env_remove("SOSQ_FINGERPRINT")
+        .env_remove("SOSQ_TOKEN")
+        .args(["--json", "request", "--profile", profile, "--name", "Payer"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut customer = common::Session::from_command(cmd);
+    let attached = customer.expect_event("attached");
+    assert_eq!(
+        customer.expect_event("welcome")["text"],
+        "Welcome to Example support"
+    );
+    let queue = daemon.json(Some(&ana), &["queue"]);
+    assert_eq!(queue[0]["code"], attached["code"]);
+    assert_eq!(queue[0]["group"], "billing");
+
+    let bad = daemon.admin_command(&[
+        "profile",
+        "--out",
+        profile,
+        "--server",
+        &daemon.addr,
+        "--group",
+        "nope",
+    ]);
+    assert!(!bad.status.success());
+}

@@ -4,10 +4,12 @@
 //! - [`code`]: session codes as people read and type them.
 //! - [`client`]: an async client library over QUIC.
 //! - [`tls`]: certificate pinning by SHA-256 fingerprint.
+//! - [`profile`]: support profiles, the branded quick-support file.
 
 pub mod client;
 pub mod code;
 pub mod codec;
+pub mod profile;
 pub mod protocol;
 pub mod tls;
 

@@ -274,6 +274,11 @@ pub struct Session {
 }
 
 impl Session {
+    /// Wraps a prepared command (stdin, stdout and stderr piped) as a session.
+    pub fn from_command(cmd: Command) -> Session {
+        Session::spawn(cmd)
+    }
+
     fn spawn(mut cmd: Command) -> Session {
         let mut child = cmd.spawn().expect("spawn sosq");
         let stderr = child.stderr.take().unwrap();

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
+use sosq::profile::SupportProfile;
 use sosq::protocol::{Assignee, CaseFilter, CaseState, DeleteSelector, Priority, Reply, Request};
 use sosq::{Client, ClientError, ConnectOptions, SessionCode};
 
@@ -29,14 +30,9 @@ pub struct Cli {
 /// How to reach the daemon; every command takes these.
 #[derive(Args)]
 pub struct ConnectionArgs {
-    /// sosqd address, host:port.
-    #[arg(
-        long,
-        env = "SOSQ_SERVER",
-        default_value = "127.0.0.1:4433",
-        global = true
-    )]
-    pub server: String,
+    /// sosqd address, host:port [default: 127.0.0.1:4433, or the support profile's].
+    #[arg(long, env = "SOSQ_SERVER", global = true)]
+    pub server: Option<String>,
     /// SHA-256 fingerprint of the server certificate (`sosqd fingerprint` prints it).
     #[arg(long, env = "SOSQ_FINGERPRINT", global = true, hide_env_values = true)]
     pub fingerprint: Option<String>,
@@ -79,9 +75,13 @@ pub enum Command {
     /// Customer: ask for help. Prints your session code, waits for an expert, then runs
     /// the session (stdin to the expert, the expert to stdout).
     Request {
-        /// Your name, as the expert will see it.
+        /// Your name, as the expert will see it [default: your login name].
         #[arg(long)]
-        name: String,
+        name: Option<String>,
+        /// A support profile from your support team: server, certificate, team and
+        /// welcome text, so nothing else needs to be typed.
+        #[arg(long, value_name = "FILE")]
+        profile: Option<std::path::PathBuf>,
         /// What you need help with.
         #[arg(long, default_value = "")]
         description: String,
@@ -194,8 +194,21 @@ pub enum Command {
 /// Runs the command; `Err` carries the one-line reason.
 pub async fn run(cli: Cli) -> Result<(), ClientError> {
     let out = Output { json: cli.json };
-    let fingerprint = match (&cli.connection.fingerprint, &cli.connection.ca) {
-        (Some(fingerprint), _) => fingerprint.clone(),
+    // A support profile fills in whatever the flags and environment leave open.
+    let profile = match &cli.command {
+        Command::Request {
+            profile: Some(path),
+            ..
+        } => Some(SupportProfile::load(path).map_err(|e| ClientError::Options(e.to_string()))?),
+        _ => None,
+    };
+    let fingerprint = cli
+        .connection
+        .fingerprint
+        .clone()
+        .or_else(|| profile.as_ref().map(|p| p.fingerprint.clone()));
+    let fingerprint = match (fingerprint, &cli.connection.ca) {
+        (Some(fingerprint), _) => fingerprint,
         (None, Some(_)) => String::new(),
         (None, None) => {
             return Err(ClientError::Options(
@@ -203,8 +216,14 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             ))
         }
     };
+    let server = cli
+        .connection
+        .server
+        .clone()
+        .or_else(|| profile.as_ref().map(|p| p.server.clone()))
+        .unwrap_or_else(|| "127.0.0.1:4433".to_string());
     let options = ConnectOptions {
-        server: cli.connection.server.clone(),
+        server,
         fingerprint,
         token: cli
             .connection
@@ -229,7 +248,12 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             description,
             priority,
             group,
+            profile: _,
         } => {
+            let group = group.or_else(|| profile.as_ref().and_then(|p| p.group.clone()));
+            let name = name
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_else(|| "customer".into());
             let reply = client
                 .request(Request::OpenSos {
                     customer: name,
@@ -239,6 +263,9 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                 })
                 .await?;
             report_attached(&out, &reply);
+            if let Some(welcome) = profile.as_ref().and_then(|p| p.welcome.as_deref()) {
+                out.status("welcome", welcome, json!({ "text": welcome }));
+            }
             run_session(client, Side::Customer, out).await
         }
         Command::Join { code, name, secret } => {
