@@ -58,6 +58,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `text` or `json` log lines on stderr.
     pub log_format: LogFormat,
+    /// Where to serve Prometheus metrics over plain HTTP; off unless set.
+    pub metrics_listen: Option<SocketAddr>,
     /// An operator's certificate chain (PEM) instead of the self-signed one.
     pub tls_cert: Option<PathBuf>,
     /// The private key (PEM) of `tls_cert`.
@@ -116,6 +118,7 @@ impl Default for Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 4433)),
             data_dir: PathBuf::from("sosqd-data"),
             log_format: LogFormat::Text,
+            metrics_listen: None,
             tls_cert: None,
             tls_key: None,
             case_ttl: Duration::from_secs(24 * 60 * 60),

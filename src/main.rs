@@ -271,6 +271,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "listening on {addr} (certificate fingerprint {})",
             server.fingerprint()
         );
+        if let Some(metrics) = server.metrics_addr() {
+            tracing::info!("metrics on http://{metrics}/metrics");
+        }
         server.run(shutdown_signal()).await;
         Ok(())
     })

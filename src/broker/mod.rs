@@ -13,6 +13,7 @@ mod deadlines;
 mod error;
 mod queue;
 mod selection;
+mod stats;
 
 #[cfg(test)]
 mod priority_tests;
@@ -36,6 +37,7 @@ pub use deadlines::Deadlines;
 pub use error::BrokerError;
 pub use queue::{Queue, QueueId, GENERAL};
 pub use selection::CaseSelection;
+pub use stats::{priority_index, Histogram, Stats, RESPONSE_BUCKETS};
 
 /// The longest customer name or expert name accepted, in characters.
 pub const MAX_NAME_CHARS: usize = 100;
@@ -186,6 +188,7 @@ pub struct Broker {
     deadlines: Deadlines,
     /// Experts whose `pull --wait` found the queue empty, first come first served.
     idle_experts: VecDeque<ExpertSeat>,
+    stats: Stats,
 }
 
 impl Broker {
@@ -199,6 +202,7 @@ impl Broker {
             queue: Queue::default(),
             deadlines: Deadlines::default(),
             idle_experts: VecDeque::new(),
+            stats: Stats::default(),
         }
     }
 
@@ -246,6 +250,48 @@ impl Broker {
     /// Number of session codes held (open and stored cases).
     pub fn codes_held(&self) -> usize {
         self.codes.len()
+    }
+
+    /// Counters for the metrics endpoint.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Open cases by state: new, pending, in progress.
+    pub fn open_by_state(&self) -> [(CaseState, usize); 3] {
+        let mut counts = [
+            (CaseState::New, 0),
+            (CaseState::Pending, 0),
+            (CaseState::InProgress, 0),
+        ];
+        for case in self.cases.values() {
+            if let Some(slot) = counts
+                .iter_mut()
+                .find(|(state, _)| *state == case.record.state)
+            {
+                slot.1 += 1;
+            }
+        }
+        counts
+    }
+
+    /// Per queue: how many wait and since when the longest has waited.
+    pub fn queue_summary(&self) -> Vec<(QueueId, usize, Timestamp)> {
+        let mut summary: std::collections::BTreeMap<QueueId, (usize, Timestamp)> =
+            std::collections::BTreeMap::new();
+        for code in self.queue.iter() {
+            let (Some(case), Some(id)) = (self.cases.get(&code), self.queue.queue_of(code)) else {
+                continue;
+            };
+            let since = case.record.waiting_since.unwrap_or(case.record.created_at);
+            let entry = summary.entry(id.clone()).or_insert((0, since));
+            entry.0 += 1;
+            entry.1 = entry.1.min(since);
+        }
+        summary
+            .into_iter()
+            .map(|(id, (count, oldest))| (id, count, oldest))
+            .collect()
     }
 
     /// The open case with this code, if any.
@@ -545,6 +591,7 @@ impl Broker {
         case.record
             .transition(CaseState::Closed, now, format!("closed by {who}"), "close")
             .expect("open cases may always close");
+        self.stats.closed += 1;
         out.push(Effect::Persist(Persist::Save(case.record.clone())));
         self.end_sessions(&case, out, |party| Effect::Notify {
             party,
@@ -721,6 +768,7 @@ impl Broker {
                     "expire",
                 )
                 .expect("open cases may always expire");
+            self.stats.expired += 1;
             out.push(Effect::Persist(Persist::Save(case.record.clone())));
             let reason = format!("case {code} expired: it was not closed within {ttl}");
             self.end_sessions(&case, out, |party| Effect::Disconnect {
@@ -915,7 +963,10 @@ impl Broker {
     /// After someone sat down: `new` becomes `pending`; both seats taken becomes
     /// `in_progress` and pairs the two; the queue is brought up to date.
     fn after_seating(&mut self, now: Timestamp, code: SessionCode, out: &mut Vec<Effect>) {
-        let case = self.case_mut(code);
+        let case = self
+            .cases
+            .get_mut(&code)
+            .expect("callers look the case up first");
         if case.record.state == CaseState::New {
             case.record
                 .transition(
@@ -937,6 +988,13 @@ impl Broker {
                 .expect("pending may always become in progress");
             if case.record.first_response_at.is_none() {
                 case.record.first_response_at = Some(now);
+                let index = priority_index(case.record.priority);
+                if let Some(since) = case.record.waiting_since {
+                    self.stats.first_response[index].observe(now.since(since));
+                }
+                if case.record.response_due.is_some_and(|due| now > due) {
+                    self.stats.targets_missed[index] += 1;
+                }
                 if let Some(due) = case.record.response_due {
                     let verdict = if now <= due {
                         "first response within its target".to_string()
@@ -950,6 +1008,7 @@ impl Broker {
                 }
             }
             out.push(Effect::Persist(Persist::Save(case.record.clone())));
+            self.stats.pairings += 1;
             out.push(Effect::Pair {
                 code,
                 customer,

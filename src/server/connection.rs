@@ -197,6 +197,10 @@ fn greet(
             address,
         }),
         Ok(None) => {
+            shared
+                .counters
+                .failed_authentications
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!("refused an unknown or revoked token");
             Err((
                 ErrorKind::Unauthenticated,

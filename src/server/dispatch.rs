@@ -34,10 +34,16 @@ impl Caller {
 
 /// Answers one request; refusals become [`Reply::Error`].
 pub async fn handle(shared: &Shared, caller: &Caller, request: Request) -> Reply {
+    let started = tokio::time::Instant::now();
     let result = match authorize(caller.role, &request) {
         Ok(()) => throttled(shared, caller, request).await,
         Err(refusal) => Err(refusal),
     };
+    if let Ok(Reply::Attached { case, .. }) = &result {
+        if case.state == sosq::protocol::CaseState::InProgress {
+            shared.counters.observe_pairing(started.elapsed());
+        }
+    }
     result.unwrap_or_else(|e| Reply::Error(e.to_reply()))
 }
 

@@ -10,6 +10,7 @@ mod admission;
 mod connection;
 mod dispatch;
 mod expiry;
+pub mod metrics;
 mod queue_updates;
 mod throttle;
 
@@ -108,6 +109,8 @@ pub struct Shared {
     throttle: Mutex<Throttle>,
     /// Signalled when a command changed the queue.
     queue_changed: Notify,
+    /// Counters for the metrics endpoint.
+    pub counters: metrics::Counters,
     /// Staff watching the queue live, with what each may see.
     queue_watchers: DashMap<PartyId, dispatch::Caller>,
 }
@@ -136,6 +139,7 @@ impl Shared {
             clock,
             next_party: AtomicU64::new(1),
             queue_changed: Notify::new(),
+            counters: metrics::Counters::default(),
             queue_watchers: DashMap::new(),
             throttle: Mutex::new(Throttle::new(config_throttle, tokio::time::Instant::now())),
         })
@@ -299,6 +303,7 @@ pub struct Server {
     shared: Arc<Shared>,
     endpoint: quinn::Endpoint,
     fingerprint: String,
+    metrics: Option<std::net::TcpListener>,
 }
 
 impl Server {
@@ -316,17 +321,32 @@ impl Server {
         let identity = config.identity()?;
         let fingerprint = identity.fingerprint();
         let endpoint = transport::bind(&config, &identity)?;
+        let metrics = match config.metrics_listen {
+            Some(addr) => {
+                let listener = std::net::TcpListener::bind(addr)
+                    .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
+                    .map_err(|source| TransportError::Socket { addr, source })?;
+                Some(listener)
+            }
+            None => None,
+        };
         let shared = Arc::new(Shared::new(config, store, clock)?);
         Ok(Server {
             shared,
             endpoint,
             fingerprint,
+            metrics,
         })
     }
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.endpoint.local_addr()
+    }
+
+    /// The address of the metrics endpoint, if enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The certificate fingerprint clients pin.
@@ -337,10 +357,15 @@ impl Server {
     /// Serves until `shutdown` completes, then shuts down gracefully: stop accepting, tell
     /// every party why, wait (at most `shutdown_grace`) for their connections to end and
     /// their last changes to commit, close the endpoint.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
         let expiry = tokio::spawn(expiry::run(self.shared.clone()));
         let revocations = tokio::spawn(watch_revocations(self.shared.clone()));
         let queue_updates = tokio::spawn(queue_updates::run(self.shared.clone()));
+        let metrics = self
+            .metrics
+            .take()
+            .and_then(|listener| tokio::net::TcpListener::from_std(listener).ok())
+            .map(|listener| tokio::spawn(metrics::serve(self.shared.clone(), listener)));
         let admission = Admission::new(self.shared.config.admission());
         let accept = async {
             while let Some(incoming) = self.endpoint.accept().await {
@@ -356,6 +381,10 @@ impl Server {
                         }
                     }
                     Decision::Refuse(why) => {
+                        self.shared
+                            .counters
+                            .refused_connections
+                            .fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(%remote, reason = why, "refused a connection");
                         incoming.refuse();
                     }
@@ -369,6 +398,9 @@ impl Server {
         expiry.abort();
         revocations.abort();
         queue_updates.abort();
+        if let Some(metrics) = metrics {
+            metrics.abort();
+        }
         self.endpoint.set_server_config(None);
         for party in self.shared.parties.iter() {
             party.connection.close(
