@@ -59,6 +59,9 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// The most bidirectional streams a peer may have open at once (control + relayed).
     pub max_streams_per_connection: u32,
+    /// Closed and expired cases unchanged for this long are deleted by the daemon.
+    #[serde(deserialize_with = "duration")]
+    pub retention: Duration,
 }
 
 impl Default for Config {
@@ -71,6 +74,7 @@ impl Default for Config {
             hello_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_streams_per_connection: 32,
+            retention: Duration::from_secs(30 * 24 * 60 * 60),
         }
     }
 }
@@ -84,6 +88,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--case-ttl`.
     pub case_ttl: Option<Duration>,
+    /// `--retention`.
+    pub retention: Option<Duration>,
 }
 
 impl Config {
@@ -101,6 +107,9 @@ impl Config {
         }
         if let Some(ttl) = overrides.case_ttl {
             config.case_ttl = ttl;
+        }
+        if let Some(retention) = overrides.retention {
+            config.retention = retention;
         }
         config.validate()?;
         Ok(config)
@@ -142,6 +151,9 @@ impl Config {
                 "max_open_cases",
                 &format!("must be between 1 and {max_cases}"),
             );
+        }
+        if self.retention.is_zero() {
+            return invalid("retention", "must be longer than zero");
         }
         if self.hello_timeout.is_zero() || self.idle_timeout.is_zero() {
             return invalid("hello_timeout/idle_timeout", "must be longer than zero");

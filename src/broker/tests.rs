@@ -201,6 +201,8 @@ fn record_in(state: CaseState, code: SessionCode) -> CaseRecord {
             at: T0,
             state,
             event: "restored".into(),
+            actor: None,
+            address: None,
         }],
     }
 }
@@ -773,7 +775,9 @@ fn may_become_allows_exactly_the_lifecycle_table() {
                     Some(&HistoryEntry {
                         at: at(10),
                         state: to,
-                        event: "step".into()
+                        event: "step".into(),
+                        actor: None,
+                        address: None,
                     })
                 );
                 assert_eq!(record.history.len(), 2);

@@ -1,11 +1,15 @@
 //! From a request to a reply: the role check (who may ask what), then the core command,
 //! then the answer.
 
-use sosq::protocol::{CaseInfo, Reply, Request, Role};
+use std::net::SocketAddr;
+
+use sosq::protocol::{CaseInfo, DeleteSelector, Reply, Request, Role, Timestamp};
 use sosq::SessionCode;
 
 use super::{deletion, ServerError, Shared};
-use crate::broker::{Attached, BrokerError, CaseSelection, Closer, PartyId};
+use crate::broker::{
+    Actor, Attached, AuditEntry, BrokerError, CaseSelection, Closer, Effect, PartyId, Persist,
+};
 
 /// Who sent the request.
 #[derive(Debug, Clone)]
@@ -16,6 +20,22 @@ pub struct Caller {
     pub role: Role,
     /// The staff member's name (empty for customers).
     pub name: String,
+    /// Where the connection comes from.
+    pub address: SocketAddr,
+}
+
+impl Caller {
+    /// Who this caller is in a case's history: "expert ana", "admin root", "customer".
+    pub fn actor(&self) -> Actor {
+        let who = match self.role {
+            Role::Customer => "customer".to_string(),
+            role => format!("{role} {}", self.name),
+        };
+        Actor {
+            who,
+            address: Some(self.address.to_string()),
+        }
+    }
 }
 
 /// Answers one request; refusals become [`Reply::Error`].
@@ -44,6 +64,7 @@ pub fn authorize(role: Role, request: &Request) -> Result<(), ServerError> {
         ),
         Request::Cases { .. } => ("listing all cases", &[Role::Admin]),
         Request::Delete(_) => ("deleting cases", &[Role::Admin]),
+        Request::History { .. } => ("viewing a case's history", &[Role::Expert, Role::Admin]),
     };
     if allowed.contains(&role) {
         return Ok(());
@@ -73,13 +94,16 @@ fn article(role: Role) -> &'static str {
 async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply, ServerError> {
     let me = caller.party;
     let name = caller.name.as_str();
+    let actor = &caller.actor();
     let reply = match request {
         Request::OpenSos {
             customer,
             description,
         } => {
             let (attached, _) = shared
-                .execute(|b, now, out| b.open_sos(now, me, &customer, &description, out))
+                .execute(actor, |b, now, out| {
+                    b.open_sos(now, me, &customer, &description, out)
+                })
                 .await?;
             attached_reply(attached)
         }
@@ -90,14 +114,16 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
         } => {
             let secret = resume_secret.as_deref();
             let (attached, _) = shared
-                .execute(|b, now, out| b.join(now, me, &code, &customer, secret, out))
+                .execute(actor, |b, now, out| {
+                    b.join(now, me, &code, &customer, secret, out)
+                })
                 .await?;
             attached_reply(attached)
         }
         Request::Queue => Reply::Queue(shared.broker().queue_view()),
         Request::Pull { wait } => {
             let (case, _) = shared
-                .execute(|b, now, out| b.pull(now, me, name, wait, out))
+                .execute(actor, |b, now, out| b.pull(now, me, name, wait, out))
                 .await?;
             match case {
                 Some(case) => Reply::Attached {
@@ -110,7 +136,7 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
         }
         Request::Connect { code } => {
             let (case, _) = shared
-                .execute(|b, now, out| b.connect(now, me, name, &code, out))
+                .execute(actor, |b, now, out| b.connect(now, me, name, &code, out))
                 .await?;
             Reply::Attached {
                 case,
@@ -123,7 +149,9 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
             description,
         } => {
             let (case, _) = shared
-                .execute(|b, now, out| b.create(now, name, &customer, &description, out))
+                .execute(actor, |b, now, out| {
+                    b.create(now, name, &customer, &description, out)
+                })
                 .await?;
             Reply::Created(case)
         }
@@ -139,7 +167,7 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
                 },
             };
             let closed = shared
-                .execute(|b, now, out| b.close(now, closer, &code, out))
+                .execute(actor, |b, now, out| b.close(now, closer, &code, out))
                 .await;
             match closed {
                 Ok((case, _)) => Reply::Case(case),
@@ -174,9 +202,18 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
         }
         Request::Delete(selector) => {
             let ((), report) = shared
-                .execute(|b, now, out| {
+                .execute(actor, |b, now, out| {
                     let selection = deletion(&selector, now)?;
-                    b.delete(now, name, selection, out)
+                    b.delete(now, name, selection, out)?;
+                    out.push(Effect::Persist(Persist::Audit(AuditEntry {
+                        at: now,
+                        actor: actor.who.clone(),
+                        address: actor.address.clone(),
+                        action: "delete".into(),
+                        selector: describe_selector(&selector, now),
+                        count: 0,
+                    })));
+                    Ok(())
                 })
                 .await?;
             tracing::info!(admin = %name, count = report.deleted.len(), "bulk delete");
@@ -184,8 +221,40 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
                 count: report.deleted.len() as u64,
             }
         }
+        Request::History { code } => {
+            let case = staff_view(shared, &code)?;
+            Reply::History {
+                code: case.code,
+                state: case.state,
+                entries: case.history,
+            }
+        }
     };
     Ok(reply)
+}
+
+/// An admin's delete selector in words, for the audit log.
+fn describe_selector(selector: &DeleteSelector, now: Timestamp) -> String {
+    match selector {
+        DeleteSelector::Codes(codes) => {
+            let codes: Vec<String> = codes.iter().map(ToString::to_string).collect();
+            format!("codes {}", codes.join(" "))
+        }
+        DeleteSelector::Filter(filter) => {
+            let mut parts = Vec::new();
+            if let Some(state) = filter.state {
+                parts.push(format!("state {state}"));
+            }
+            if let Some(ms) = filter.older_than_ms {
+                parts.push(format!(
+                    "older than {} (created before {} ms since the epoch)",
+                    crate::broker::humanize(std::time::Duration::from_millis(ms)),
+                    now.0.saturating_sub(ms)
+                ));
+            }
+            parts.join(", ")
+        }
+    }
 }
 
 fn attached_reply(attached: Attached) -> Reply {
