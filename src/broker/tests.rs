@@ -2141,3 +2141,66 @@ fn typed_codes_are_accepted_in_any_usual_form() {
     b.connect(at(1), E1, "ben", &spaced, &mut out).unwrap();
     assert_eq!(b.attached_case(E1), Some(second));
 }
+
+// ----- restart and attribution ---------------------------------------------------------
+
+#[test]
+fn reserved_codes_are_never_issued_again() {
+    let code_a = code_for_draw(DRAW_A);
+    let code_b = code_for_draw(DRAW_B);
+    let (mut b, rng) = scripted_broker(&[DRAW_A, DRAW_B]);
+    b.reserve_code(code_a);
+    assert_eq!(b.open_cases(), 0);
+    assert_eq!(create(&mut b, T0, "ana", "Bob"), code_b);
+    assert_eq!(
+        rng.remaining(),
+        0,
+        "the reserved code was drawn and thrown away"
+    );
+}
+
+#[test]
+fn a_case_in_progress_at_a_restart_is_pending_until_its_partners_reconnect() {
+    let mut b = broker();
+    let busy = some_code(555_000_222);
+    let waiting = some_code(555_000_333);
+    b.restore(record_in(CaseState::InProgress, busy));
+    b.restore(record_in(CaseState::Pending, waiting));
+    let mut out = Vec::new();
+    b.resume_after_restart(at(5), &mut out);
+    let saved = saved_records(&out);
+    assert_eq!(saved.len(), 1, "only the case in progress changes");
+    assert_eq!(saved[0].code, busy);
+    assert_eq!(saved[0].state, CaseState::Pending);
+    assert_eq!(info(&b, busy).state, CaseState::Pending);
+
+    // Both partners come back: the session starts again (no illegal step on the way).
+    let mut out = Vec::new();
+    b.connect(at(6), E1, "ana", &busy.to_string(), &mut out)
+        .expect("expert reconnects by code");
+    assert_eq!(info(&b, busy).state, CaseState::Pending);
+}
+
+#[test]
+fn attribution_names_the_actor_on_the_entries_a_command_wrote_only() {
+    let mut b = broker();
+    let actor = Actor {
+        who: "expert ana".into(),
+        address: Some("192.0.2.1:9".into()),
+    };
+    let mut out = Vec::new();
+    let case = b.create(at(0), "ana", "Bob", "", &mut out).unwrap();
+    b.attribute(&actor, &mut out);
+    let mut out = Vec::new();
+    b.connect(at(1), E1, "ana", &case.code.to_string(), &mut out)
+        .unwrap();
+    b.attribute(&Actor::daemon(), &mut out);
+    let saved = saved_records(&out);
+    let history = &saved.last().unwrap().history;
+    assert_eq!(history[0].actor.as_deref(), Some("expert ana"));
+    assert_eq!(history[0].address.as_deref(), Some("192.0.2.1:9"));
+    assert!(history[1..]
+        .iter()
+        .all(|entry| entry.actor.as_deref() == Some("sosqd") && entry.address.is_none()));
+    assert_eq!(&info(&b, case.code).history, history, "the core's copy too");
+}
