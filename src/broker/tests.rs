@@ -2204,3 +2204,23 @@ fn attribution_names_the_actor_on_the_entries_a_command_wrote_only() {
         .all(|entry| entry.actor.as_deref() == Some("sosqd") && entry.address.is_none()));
     assert_eq!(&info(&b, case.code).history, history, "the core's copy too");
 }
+
+#[test]
+fn customers_coming_back_after_a_restart_get_their_original_places_in_the_queue() {
+    let mut b = broker();
+    let first = some_code(555_000_444);
+    let second = some_code(555_000_555);
+    for (code, waiting) in [(first, at(1)), (second, at(2))] {
+        let mut record = record_in(CaseState::Pending, code);
+        record.origin = CaseOrigin::Sos;
+        record.waiting_since = Some(waiting);
+        b.restore(record);
+    }
+    let mut out = Vec::new();
+    b.join(at(10), C2, &second.to_string(), "Second", None, &mut out)
+        .unwrap();
+    b.join(at(11), C1, &first.to_string(), "First", None, &mut out)
+        .unwrap();
+    let order: Vec<SessionCode> = b.queue_view().iter().map(|entry| entry.code).collect();
+    assert_eq!(order, vec![first, second], "by when they started waiting");
+}
