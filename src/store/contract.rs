@@ -36,7 +36,7 @@ fn case(n: u64, state: CaseState, created: u64, updated: u64) -> CaseRecord {
     }
     CaseRecord {
         code: code(n),
-        origin: if n % 2 == 0 {
+        origin: if n.is_multiple_of(2) {
             CaseOrigin::Sos
         } else {
             CaseOrigin::CreatedByExpert("ana".into())
@@ -47,8 +47,8 @@ fn case(n: u64, state: CaseState, created: u64, updated: u64) -> CaseRecord {
         created_at: Timestamp(created),
         updated_at: Timestamp(updated),
         expires_at: Timestamp(created + 86_400_000),
-        waiting_since: (n % 2 == 0).then_some(Timestamp(created)),
-        resume_secret_hash: (n % 2 == 0).then(|| "ab".repeat(32)),
+        waiting_since: (n.is_multiple_of(2)).then_some(Timestamp(created)),
+        resume_secret_hash: (n.is_multiple_of(2)).then(|| "ab".repeat(32)),
         history,
     }
 }

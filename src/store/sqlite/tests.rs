@@ -124,7 +124,7 @@ async fn a_full_disk_fails_the_batch_with_the_file_and_cause_and_keeps_the_rest(
     let store = SqliteStore::open_limited(&path, Some(pages as u64 + 2)).unwrap();
     store.submit(vec![Persist::Save(record(2))]).await.unwrap();
     let big: Vec<Persist> = (10..400).map(|n| Persist::Save(record(n))).collect();
-    let err = store.submit(big).await.err().expect("disk full");
+    let err = store.submit(big).await.expect_err("disk full");
     let text = err.to_string();
     assert!(matches!(err, StoreError::Io { .. }), "{text}");
     assert!(text.contains(&path.display().to_string()), "{text}");
