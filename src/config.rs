@@ -110,6 +110,9 @@ pub struct Config {
     pub wrong_codes_total_burst: u32,
     /// Wrong session codes per minute all addresses together earn back.
     pub wrong_codes_total_per_minute: u32,
+    /// Closed and expired cases unchanged for this long are deleted by the daemon.
+    #[serde(deserialize_with = "duration")]
+    pub retention: Duration,
 }
 
 impl Default for Config {
@@ -139,6 +142,7 @@ impl Default for Config {
             wrong_codes_per_address_per_minute: 5,
             wrong_codes_total_burst: 50,
             wrong_codes_total_per_minute: 20,
+            retention: Duration::from_secs(30 * 24 * 60 * 60),
         }
     }
 }
@@ -152,6 +156,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--case-ttl`.
     pub case_ttl: Option<Duration>,
+    /// `--retention`.
+    pub retention: Option<Duration>,
 }
 
 impl Config {
@@ -169,6 +175,9 @@ impl Config {
         }
         if let Some(ttl) = overrides.case_ttl {
             config.case_ttl = ttl;
+        }
+        if let Some(retention) = overrides.retention {
+            config.retention = retention;
         }
         config.validate()?;
         Ok(config)
@@ -238,6 +247,9 @@ impl Config {
                 "max_connections/max_connections_per_address",
                 "must be at least 1",
             );
+        }
+        if self.retention.is_zero() {
+            return invalid("retention", "must be longer than zero");
         }
         if self.max_streams_per_connection < 2 {
             return invalid(

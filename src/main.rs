@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use sosqd::config::{parse_duration, Config, LogFormat, Overrides};
 use sosqd::server::Server;
 use sosqd::store::users::{StaffRole, UserDirectory};
-use sosqd::store::MemoryStore;
+use sosqd::store::SqliteStore;
 
 /// sosqd: the sosq remote-support session broker.
 #[derive(Parser)]
@@ -62,12 +62,15 @@ struct ServeArgs {
     /// UDP address to listen on [default: 0.0.0.0:4433].
     #[arg(long, value_name = "ADDR")]
     listen: Option<std::net::SocketAddr>,
-    /// Directory for the certificate, key and users [default: sosqd-data].
+    /// Directory for the certificate, key, users and case store [default: sosqd-data].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// How long after creation an open case expires, e.g. "24h" [default: 24h].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     case_ttl: Option<Duration>,
+    /// How long closed and expired cases are kept, e.g. "30days" [default: 30days].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    retention: Option<Duration>,
 }
 
 #[derive(Args, Clone, Default)]
@@ -258,13 +261,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen,
         data_dir: args.data_dir.clone(),
         case_ttl: args.case_ttl,
+        retention: args.retention,
     };
     let config = Config::load(args.config.as_deref(), &overrides)?;
     init_logging(config.log_format);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let data_dir = config.data_dir.clone();
-        let server = Server::start(config, Arc::new(MemoryStore::new()))
+        let store = SqliteStore::open_in(&data_dir).context("cannot start sosqd")?;
+        tracing::info!(path = %store.path().display(), "case store open");
+        let server = Server::start(config, Arc::new(store))
             .with_context(|| format!("cannot start sosqd (data dir {})", data_dir.display()))?;
         let addr = server.local_addr()?;
         tracing::info!(

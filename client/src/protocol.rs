@@ -197,7 +197,8 @@ pub enum CaseOrigin {
     CreatedByExpert(String),
 }
 
-/// One entry of a case's history: what happened, when, and the state afterwards.
+/// One entry of a case's history: what happened, when, who did it from where, and the
+/// state afterwards.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
     /// When it happened.
@@ -206,6 +207,10 @@ pub struct HistoryEntry {
     pub state: CaseState,
     /// What happened, in words ("expert ana connected").
     pub event: String,
+    /// Who did it ("expert ana", "customer", "sosqd" for the daemon itself), when known.
+    pub actor: Option<String>,
+    /// The network address the actor was connected from, when it came over the network.
+    pub address: Option<String>,
 }
 
 /// A case as clients see it: everything but its secrets.
@@ -414,6 +419,11 @@ pub enum Request {
     },
     /// Admin: delete cases in bulk; active sessions among them end.
     Delete(DeleteSelector),
+    /// Expert or admin: the whole history of one case, open or not.
+    History {
+        /// The code as typed.
+        code: String,
+    },
 }
 
 /// The server's answer to one `Hello` or `Request`.
@@ -449,6 +459,15 @@ pub enum Reply {
     Case(CaseInfo),
     /// Cases matching the admin's filter.
     Cases(Vec<CaseInfo>),
+    /// The history of one case, oldest entry first.
+    History {
+        /// The case.
+        code: SessionCode,
+        /// Its state now.
+        state: CaseState,
+        /// Every transition and event, oldest first.
+        entries: Vec<HistoryEntry>,
+    },
     /// How many cases the bulk delete removed.
     Deleted {
         /// Number of cases removed.

@@ -88,6 +88,8 @@ impl CaseRecord {
             at: now,
             state: self.state,
             event: event.into(),
+            actor: None,
+            address: None,
         });
     }
 

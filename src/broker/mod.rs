@@ -7,6 +7,7 @@
 //! error and pushes nothing, so "an illegal transition changes nothing" holds by
 //! construction: every method checks first and mutates after.
 
+mod actor;
 mod case;
 mod codes;
 mod deadlines;
@@ -31,6 +32,7 @@ use sosq::protocol::{
 };
 use sosq::SessionCode;
 
+pub use actor::{Actor, AuditEntry};
 pub use case::{Case, CaseRecord, ExpertSeat, PartyId};
 pub use codes::{hash_secret, secret_matches, CodeBook, SecureRandom};
 pub use deadlines::Deadlines;
@@ -151,6 +153,9 @@ pub enum Persist {
     Delete(Vec<SessionCode>),
     /// Delete every case the selection matches.
     DeleteWhere(CaseSelection),
+    /// Append to the audit log; its `count` is set by the store to the number of cases the
+    /// deletes earlier in the same submission removed.
+    Audit(AuditEntry),
 }
 
 /// A party's place in a case after it attached.
@@ -225,6 +230,50 @@ impl Broker {
                     expert: None,
                 },
             );
+        }
+    }
+
+    /// Marks a stored code as held, so it is never handed out again (start-up loads every
+    /// stored code this way, without loading the closed cases themselves).
+    pub fn reserve_code(&mut self, code: SessionCode) {
+        self.codes.reserve(code);
+    }
+
+    /// After a restart nobody is connected: a case that was in progress goes back to
+    /// `pending` until its partners reconnect (the customer with its resume secret, the
+    /// expert by code). Call once, after every open case is restored.
+    pub fn resume_after_restart(&mut self, now: Timestamp, out: &mut Vec<Effect>) {
+        let mut interrupted: Vec<SessionCode> = self
+            .cases
+            .values()
+            .filter(|case| case.record.state == CaseState::InProgress)
+            .map(|case| case.record.code)
+            .collect();
+        interrupted.sort_unstable();
+        for code in interrupted {
+            let case = self.case_mut(code);
+            case.record
+                .transition(
+                    CaseState::Pending,
+                    now,
+                    "sosqd restarted; waiting for the partners to reconnect",
+                    "move to pending",
+                )
+                .expect("in progress may always go back to pending");
+            out.push(Effect::Persist(Persist::Save(case.record.clone())));
+        }
+    }
+
+    /// Names `actor` on every history entry the command just wrote: in the records it asks
+    /// the store to save, and in the open cases the core keeps.
+    pub fn attribute(&mut self, actor: &Actor, out: &mut [Effect]) {
+        for effect in out.iter_mut() {
+            if let Effect::Persist(Persist::Save(record)) = effect {
+                actor.stamp(&mut record.history);
+                if let Some(case) = self.cases.get_mut(&record.code) {
+                    actor.stamp(&mut case.record.history);
+                }
+            }
         }
     }
 
@@ -685,7 +734,7 @@ impl Broker {
                 .filter(|case| filter.matches(&case.record))
                 .map(|case| case.record.code)
                 .collect(),
-            Persist::Save(_) => {
+            Persist::Save(_) | Persist::Audit(_) => {
                 return Err(BrokerError::InvalidInput(
                     "a delete needs codes or a filter".into(),
                 ))

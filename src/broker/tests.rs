@@ -206,6 +206,8 @@ fn record_in(state: CaseState, code: SessionCode) -> CaseRecord {
             at: T0,
             state,
             event: "restored".into(),
+            actor: None,
+            address: None,
         }],
     }
 }
@@ -783,7 +785,9 @@ fn may_become_allows_exactly_the_lifecycle_table() {
                     Some(&HistoryEntry {
                         at: at(10),
                         state: to,
-                        event: "step".into()
+                        event: "step".into(),
+                        actor: None,
+                        address: None,
                     })
                 );
                 assert_eq!(record.history.len(), 2);
@@ -2147,4 +2151,87 @@ fn typed_codes_are_accepted_in_any_usual_form() {
     let spaced = second.to_string().to_uppercase().replace('-', " ");
     b.connect(at(1), E1, "ben", &spaced, &mut out).unwrap();
     assert_eq!(b.attached_case(E1), Some(second));
+}
+
+// ----- restart and attribution ---------------------------------------------------------
+
+#[test]
+fn reserved_codes_are_never_issued_again() {
+    let code_a = code_for_draw(DRAW_A);
+    let code_b = code_for_draw(DRAW_B);
+    let (mut b, rng) = scripted_broker(&[DRAW_A, DRAW_B]);
+    b.reserve_code(code_a);
+    assert_eq!(b.open_cases(), 0);
+    assert_eq!(create(&mut b, T0, "ana", "Bob"), code_b);
+    assert_eq!(
+        rng.remaining(),
+        0,
+        "the reserved code was drawn and thrown away"
+    );
+}
+
+#[test]
+fn a_case_in_progress_at_a_restart_is_pending_until_its_partners_reconnect() {
+    let mut b = broker();
+    let busy = some_code(555_000_222);
+    let waiting = some_code(555_000_333);
+    b.restore(record_in(CaseState::InProgress, busy));
+    b.restore(record_in(CaseState::Pending, waiting));
+    let mut out = Vec::new();
+    b.resume_after_restart(at(5), &mut out);
+    let saved = saved_records(&out);
+    assert_eq!(saved.len(), 1, "only the case in progress changes");
+    assert_eq!(saved[0].code, busy);
+    assert_eq!(saved[0].state, CaseState::Pending);
+    assert_eq!(info(&b, busy).state, CaseState::Pending);
+
+    // Both partners come back: the session starts again (no illegal step on the way).
+    let mut out = Vec::new();
+    b.connect(at(6), E1, "ana", &busy.to_string(), &mut out)
+        .expect("expert reconnects by code");
+    assert_eq!(info(&b, busy).state, CaseState::Pending);
+}
+
+#[test]
+fn attribution_names_the_actor_on_the_entries_a_command_wrote_only() {
+    let mut b = broker();
+    let actor = Actor {
+        who: "expert ana".into(),
+        address: Some("192.0.2.1:9".into()),
+    };
+    let mut out = Vec::new();
+    let case = b.create(at(0), "ana", "Bob", "", &mut out).unwrap();
+    b.attribute(&actor, &mut out);
+    let mut out = Vec::new();
+    b.connect(at(1), E1, "ana", &case.code.to_string(), &mut out)
+        .unwrap();
+    b.attribute(&Actor::daemon(), &mut out);
+    let saved = saved_records(&out);
+    let history = &saved.last().unwrap().history;
+    assert_eq!(history[0].actor.as_deref(), Some("expert ana"));
+    assert_eq!(history[0].address.as_deref(), Some("192.0.2.1:9"));
+    assert!(history[1..]
+        .iter()
+        .all(|entry| entry.actor.as_deref() == Some("sosqd") && entry.address.is_none()));
+    assert_eq!(&info(&b, case.code).history, history, "the core's copy too");
+}
+
+#[test]
+fn customers_coming_back_after_a_restart_get_their_original_places_in_the_queue() {
+    let mut b = broker();
+    let first = some_code(555_000_444);
+    let second = some_code(555_000_555);
+    for (code, waiting) in [(first, at(1)), (second, at(2))] {
+        let mut record = record_in(CaseState::Pending, code);
+        record.origin = CaseOrigin::Sos;
+        record.waiting_since = Some(waiting);
+        b.restore(record);
+    }
+    let mut out = Vec::new();
+    b.join(at(10), C2, &second.to_string(), "Second", None, &mut out)
+        .unwrap();
+    b.join(at(11), C1, &first.to_string(), "First", None, &mut out)
+        .unwrap();
+    let order: Vec<SessionCode> = b.queue_view().iter().map(|entry| entry.code).collect();
+    assert_eq!(order, vec![first, second], "by when they started waiting");
 }

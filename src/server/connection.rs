@@ -4,6 +4,7 @@
 //! Anything that is not the protocol (a garbage frame, an oversized length, a second hello)
 //! gets a clear error on the control stream and ends this connection only.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,11 +43,17 @@ pub async fn serve(shared: Arc<Shared>, incoming: quinn::Incoming, _place: Admis
     };
     let party = shared.next_party_id();
     let span = tracing::info_span!("connection", party = party.0, %remote);
-    run(shared, party, connection).instrument(span).await;
+    run(shared, party, remote, connection)
+        .instrument(span)
+        .await;
 }
 
-async fn run(shared: Arc<Shared>, party: crate::broker::PartyId, connection: quinn::Connection) {
-    let address = connection.remote_address();
+async fn run(
+    shared: Arc<Shared>,
+    party: crate::broker::PartyId,
+    remote: SocketAddr,
+    connection: quinn::Connection,
+) {
     let hello_timeout = shared.config.hello_timeout;
     let (send, mut recv) = match tokio::time::timeout(hello_timeout, connection.accept_bi()).await {
         Ok(Ok(streams)) => streams,
@@ -67,7 +74,7 @@ async fn run(shared: Arc<Shared>, party: crate::broker::PartyId, connection: qui
 
     let caller = match tokio::time::timeout(hello_timeout, codec::read_frame(&mut recv)).await {
         Ok(Ok(Some(ClientMessage::Hello { version, token }))) => {
-            match greet(&shared, party, address, version, token) {
+            match greet(&shared, party, remote, version, token) {
                 Ok(caller) => caller,
                 Err((kind, message, code)) => {
                     return farewell(&connection, outbox, writer, kind, message, code).await;
@@ -140,7 +147,7 @@ async fn run(shared: Arc<Shared>, party: crate::broker::PartyId, connection: qui
             Err(e) => break Some(frame_refusal(&e)),
         }
     };
-    shared.party_left(party).await;
+    shared.party_left(party, &caller.actor()).await;
     streams.abort();
     match refusal {
         Some((kind, message)) => {
@@ -168,7 +175,7 @@ async fn run(shared: Arc<Shared>, party: crate::broker::PartyId, connection: qui
 fn greet(
     shared: &Shared,
     party: crate::broker::PartyId,
-    address: std::net::SocketAddr,
+    address: SocketAddr,
     version: u16,
     token: Option<String>,
 ) -> Result<Caller, (ErrorKind, String, u32)> {

@@ -1,11 +1,16 @@
 //! From a request to a reply: the role check (who may ask what), then the core command,
 //! then the answer.
 
-use sosq::protocol::{Assignee, CaseInfo, Reply, Request, Role};
+use std::net::SocketAddr;
+
+use sosq::protocol::{Assignee, CaseInfo, DeleteSelector, Reply, Request, Role, Timestamp};
 use sosq::SessionCode;
 
 use super::{deletion, ServerError, Shared};
-use crate::broker::{Attached, BrokerError, CaseSelection, Closer, PartyId, SosRequest, GENERAL};
+use crate::broker::{
+    Actor, Attached, AuditEntry, BrokerError, CaseSelection, Closer, Effect, PartyId, Persist,
+    SosRequest, GENERAL,
+};
 
 /// Who sent the request.
 #[derive(Debug, Clone)]
@@ -19,7 +24,7 @@ pub struct Caller {
     /// The staff account, to re-check it is not revoked.
     pub user: Option<crate::store::users::User>,
     /// Where the connection comes from.
-    pub address: std::net::SocketAddr,
+    pub address: SocketAddr,
 }
 
 impl Caller {
@@ -29,6 +34,18 @@ impl Caller {
             .as_ref()
             .map(|user| user.teams())
             .unwrap_or_else(|| vec![GENERAL.to_string()])
+    }
+
+    /// Who this caller is in a case's history: "expert ana", "admin root", "customer".
+    pub fn actor(&self) -> Actor {
+        let who = match self.role {
+            Role::Customer => "customer".to_string(),
+            role => format!("{role} {}", self.name),
+        };
+        Actor {
+            who,
+            address: Some(self.address.to_string()),
+        }
     }
 }
 
@@ -98,6 +115,7 @@ pub fn authorize(role: Role, request: &Request) -> Result<(), ServerError> {
         ),
         Request::Cases { .. } => ("listing all cases", &[Role::Admin]),
         Request::Delete(_) => ("deleting cases", &[Role::Admin]),
+        Request::History { .. } => ("viewing a case's history", &[Role::Expert, Role::Admin]),
     };
     if allowed.contains(&role) {
         return Ok(());
@@ -127,6 +145,7 @@ fn article(role: Role) -> &'static str {
 async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply, ServerError> {
     let me = caller.party;
     let name = caller.name.as_str();
+    let actor = &caller.actor();
     let reply = match request {
         Request::OpenSos {
             customer,
@@ -148,7 +167,7 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
                 group: &group,
             };
             let (attached, _) = shared
-                .execute(|b, now, out| b.open_sos_in(now, me, request, out))
+                .execute(actor, |b, now, out| b.open_sos_in(now, me, request, out))
                 .await?;
             attached_reply(attached)
         }
@@ -156,14 +175,14 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
             check_assignee(shared, &to)?;
             let who = format!("{} {name}", caller.role);
             let (case, _) = shared
-                .execute(|b, now, out| b.assign(now, &who, &code, &to, out))
+                .execute(actor, |b, now, out| b.assign(now, &who, &code, &to, out))
                 .await?;
             Reply::Case(case)
         }
         Request::Transfer { code, to } => {
             check_assignee(shared, &to)?;
             let (case, _) = shared
-                .execute(|b, now, out| b.transfer(now, name, &code, &to, out))
+                .execute(actor, |b, now, out| b.transfer(now, name, &code, &to, out))
                 .await?;
             Reply::Case(case)
         }
@@ -174,7 +193,9 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
         } => {
             let who = format!("{} {name}", caller.role);
             let (case, _) = shared
-                .execute(|b, now, out| b.escalate(now, &who, &code, priority, &reason, out))
+                .execute(actor, |b, now, out| {
+                    b.escalate(now, &who, &code, priority, &reason, out)
+                })
                 .await?;
             Reply::Case(case)
         }
@@ -185,7 +206,9 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
         } => {
             let secret = resume_secret.as_deref();
             let (attached, _) = shared
-                .execute(|b, now, out| b.join(now, me, &code, &customer, secret, out))
+                .execute(actor, |b, now, out| {
+                    b.join(now, me, &code, &customer, secret, out)
+                })
                 .await?;
             attached_reply(attached)
         }
@@ -200,7 +223,9 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
         Request::Pull { wait } => {
             let teams = caller.teams();
             let (case, _) = shared
-                .execute(|b, now, out| b.pull_from(now, me, name, &teams, wait, out))
+                .execute(actor, |b, now, out| {
+                    b.pull_from(now, me, name, &teams, wait, out)
+                })
                 .await?;
             match case {
                 Some(case) => Reply::Attached {
@@ -213,7 +238,7 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
         }
         Request::Connect { code } => {
             let (case, _) = shared
-                .execute(|b, now, out| b.connect(now, me, name, &code, out))
+                .execute(actor, |b, now, out| b.connect(now, me, name, &code, out))
                 .await?;
             Reply::Attached {
                 case,
@@ -226,7 +251,9 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
             description,
         } => {
             let (case, _) = shared
-                .execute(|b, now, out| b.create(now, name, &customer, &description, out))
+                .execute(actor, |b, now, out| {
+                    b.create(now, name, &customer, &description, out)
+                })
                 .await?;
             Reply::Created(case)
         }
@@ -242,7 +269,7 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
                 },
             };
             let closed = shared
-                .execute(|b, now, out| b.close(now, closer, &code, out))
+                .execute(actor, |b, now, out| b.close(now, closer, &code, out))
                 .await;
             match closed {
                 Ok((case, _)) => Reply::Case(case),
@@ -277,14 +304,31 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
         }
         Request::Delete(selector) => {
             let ((), report) = shared
-                .execute(|b, now, out| {
+                .execute(actor, |b, now, out| {
                     let selection = deletion(&selector, now)?;
-                    b.delete(now, name, selection, out)
+                    b.delete(now, name, selection, out)?;
+                    out.push(Effect::Persist(Persist::Audit(AuditEntry {
+                        at: now,
+                        actor: actor.who.clone(),
+                        address: actor.address.clone(),
+                        action: "delete".into(),
+                        selector: describe_selector(&selector, now),
+                        count: 0,
+                    })));
+                    Ok(())
                 })
                 .await?;
             tracing::info!(admin = %name, count = report.deleted.len(), "bulk delete");
             Reply::Deleted {
                 count: report.deleted.len() as u64,
+            }
+        }
+        Request::History { code } => {
+            let case = staff_view(shared, &code)?;
+            Reply::History {
+                code: case.code,
+                state: case.state,
+                entries: case.history,
             }
         }
     };
@@ -313,6 +357,30 @@ fn check_assignee(shared: &Shared, to: &Assignee) -> Result<(), ServerError> {
         Ok(())
     } else {
         Err(BrokerError::InvalidInput(format!("there is no {to}")).into())
+    }
+}
+
+/// An admin's delete selector in words, for the audit log.
+fn describe_selector(selector: &DeleteSelector, now: Timestamp) -> String {
+    match selector {
+        DeleteSelector::Codes(codes) => {
+            let codes: Vec<String> = codes.iter().map(ToString::to_string).collect();
+            format!("codes {}", codes.join(" "))
+        }
+        DeleteSelector::Filter(filter) => {
+            let mut parts = Vec::new();
+            if let Some(state) = filter.state {
+                parts.push(format!("state {state}"));
+            }
+            if let Some(ms) = filter.older_than_ms {
+                parts.push(format!(
+                    "older than {} (created before {} ms since the epoch)",
+                    crate::broker::humanize(std::time::Duration::from_millis(ms)),
+                    now.0.saturating_sub(ms)
+                ));
+            }
+            parts.join(", ")
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::Shared;
+use crate::broker::Actor;
 
 /// Runs until aborted.
 pub async fn run(shared: Arc<Shared>) {
@@ -23,7 +24,9 @@ pub async fn run(shared: Arc<Shared>) {
             }
         }
         let expired = shared
-            .execute(|broker, now, out| Ok(broker.expire_due(now, out)))
+            .execute(&Actor::daemon(), |broker, now, out| {
+                Ok(broker.expire_due(now, out))
+            })
             .await;
         match expired {
             Ok((codes, _)) if !codes.is_empty() => {
@@ -68,7 +71,9 @@ mod tests {
         settle().await;
 
         let (case, _) = shared
-            .execute(|broker, now, out| broker.create(now, "ana", "Bob", "", out))
+            .execute(&crate::broker::Actor::daemon(), |broker, now, out| {
+                broker.create(now, "ana", "Bob", "", out)
+            })
             .await
             .unwrap();
         let state = || store.get(case.code).unwrap().unwrap().state;

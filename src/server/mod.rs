@@ -12,6 +12,7 @@ mod dispatch;
 mod expiry;
 pub mod metrics;
 mod queue_updates;
+mod retention;
 mod throttle;
 
 pub use admission::{Admission, AdmissionLimits, Decision};
@@ -27,7 +28,7 @@ use rand::SeedableRng;
 use sosq::protocol::{close_code, ErrorKind, ErrorReply, ServerMessage, Timestamp};
 use tokio::sync::{mpsc, Notify};
 
-use crate::broker::{Broker, BrokerError, Effect, PartyId, Persist};
+use crate::broker::{Actor, Broker, BrokerError, Effect, PartyId, Persist};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::relay::Relays;
@@ -116,7 +117,10 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// The shared state of a daemon: a core loaded with every stored case.
+    /// The shared state of a daemon, back where the store left it: every stored code held
+    /// (never handed out again), every open case restored with its queue place and expiry
+    /// deadline (one that passed while the daemon was down fires at once), and cases that
+    /// were in progress back to pending until their partners reconnect.
     pub fn new(
         config: Config,
         store: Arc<dyn CaseStore>,
@@ -125,9 +129,31 @@ impl Shared {
         let rng = rand::rngs::StdRng::from_os_rng();
         let config_throttle = config.throttle();
         let mut broker = Broker::new(config.broker(), Box::new(rng));
-        for record in store.load_all()? {
+        store.load_codes(&mut |code| broker.reserve_code(code))?;
+        let open = store.load_open()?;
+        let restored = open.len();
+        for record in open {
             broker.restore(record);
         }
+        let mut effects = Vec::new();
+        broker.resume_after_restart(clock.now(), &mut effects);
+        broker.attribute(&Actor::daemon(), &mut effects);
+        let changes: Vec<Persist> = effects
+            .into_iter()
+            .filter_map(|effect| match effect {
+                Effect::Persist(change) => Some(change),
+                _ => None,
+            })
+            .collect();
+        if !changes.is_empty() {
+            // Ordered before any command; nobody waits for it, nobody was told anything.
+            drop(store.submit(changes));
+        }
+        tracing::info!(
+            open = restored,
+            codes = broker.codes_held(),
+            "case store loaded"
+        );
         Ok(Shared {
             users: UserDirectory::open(&config.data_dir),
             config,
@@ -161,9 +187,11 @@ impl Shared {
         self.clock.now()
     }
 
-    /// Runs one command on the core and carries out its effects (see module docs).
+    /// Runs one command on the core for `actor` (named in the history entries it writes)
+    /// and carries out its effects (see module docs).
     pub async fn execute<T>(
         &self,
+        actor: &Actor,
         command: impl FnOnce(&mut Broker, Timestamp, &mut Vec<Effect>) -> Result<T, BrokerError>,
     ) -> Result<(T, CommitReport), ServerError> {
         let (value, ticket) = {
@@ -175,6 +203,7 @@ impl Shared {
             if broker.queue_version() != queue_before {
                 self.queue_changed.notify_one();
             }
+            broker.attribute(actor, &mut effects);
             let mut changes = Vec::new();
             for effect in effects {
                 match effect {
@@ -283,11 +312,11 @@ impl Shared {
     }
 
     /// A party's connection ended: the core frees its seat.
-    async fn party_left(&self, party: PartyId) {
+    async fn party_left(&self, party: PartyId, actor: &Actor) {
         self.parties.remove(&party);
         self.queue_watchers.remove(&party);
         let left = self
-            .execute(|broker, now, out| {
+            .execute(actor, |broker, now, out| {
                 broker.disconnect(now, party, out);
                 Ok(())
             })
@@ -367,6 +396,7 @@ impl Server {
             .and_then(|listener| tokio::net::TcpListener::from_std(listener).ok())
             .map(|listener| tokio::spawn(metrics::serve(self.shared.clone(), listener)));
         let admission = Admission::new(self.shared.config.admission());
+        let retention = tokio::spawn(retention::run(self.shared.clone()));
         let accept = async {
             while let Some(incoming) = self.endpoint.accept().await {
                 let remote = incoming.remote_address();
@@ -396,6 +426,7 @@ impl Server {
             _ = shutdown => tracing::info!("shutting down"),
         }
         expiry.abort();
+        retention.abort();
         revocations.abort();
         queue_updates.abort();
         if let Some(metrics) = metrics {

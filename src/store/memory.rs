@@ -1,17 +1,25 @@
-//! An in-memory [`CaseStore`]: correct ordering and acknowledgement, no durability.
+//! An in-memory [`CaseStore`]: correct ordering and acknowledgement, no durability. For
+//! tests, and the reference the contract suite holds every backend to.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
+use sosq::protocol::Timestamp;
 use sosq::SessionCode;
 
 use super::{CaseStore, CommitReport, CommitTicket, StoreError};
-use crate::broker::{CaseRecord, CaseSelection, Persist};
+use crate::broker::{AuditEntry, CaseRecord, CaseSelection, Persist};
+
+#[derive(Default)]
+struct Tables {
+    cases: BTreeMap<SessionCode, CaseRecord>,
+    audit: Vec<AuditEntry>,
+}
 
 /// Cases in a map behind a mutex; commits are immediate.
 #[derive(Default)]
 pub struct MemoryStore {
-    cases: Mutex<BTreeMap<SessionCode, CaseRecord>>,
+    tables: Mutex<Tables>,
 }
 
 impl MemoryStore {
@@ -20,10 +28,8 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn locked(
-        &self,
-    ) -> Result<std::sync::MutexGuard<'_, BTreeMap<SessionCode, CaseRecord>>, StoreError> {
-        self.cases
+    fn locked(&self) -> Result<MutexGuard<'_, Tables>, StoreError> {
+        self.tables
             .lock()
             .map_err(|_| StoreError::Backend("memory store lock poisoned".into()))
     }
@@ -31,28 +37,33 @@ impl MemoryStore {
 
 impl CaseStore for MemoryStore {
     fn submit(&self, ops: Vec<Persist>) -> CommitTicket {
-        let outcome = self.locked().map(|mut cases| {
+        let outcome = self.locked().map(|mut tables| {
+            let tables = &mut *tables;
             let mut report = CommitReport::default();
             for op in ops {
                 match op {
                     Persist::Save(record) => {
-                        cases.insert(record.code, record);
+                        tables.cases.insert(record.code, record);
                     }
                     Persist::Delete(codes) => {
                         for code in codes {
-                            if cases.remove(&code).is_some() {
+                            if tables.cases.remove(&code).is_some() {
                                 report.deleted.push(code);
                             }
                         }
                     }
                     Persist::DeleteWhere(selection) => {
-                        cases.retain(|code, record| {
+                        tables.cases.retain(|code, record| {
                             let doomed = selection.matches(record);
                             if doomed {
                                 report.deleted.push(*code);
                             }
                             !doomed
                         });
+                    }
+                    Persist::Audit(mut entry) => {
+                        entry.count = report.deleted.len() as u64;
+                        tables.audit.push(entry);
                     }
                 }
             }
@@ -62,12 +73,13 @@ impl CaseStore for MemoryStore {
     }
 
     fn get(&self, code: SessionCode) -> Result<Option<CaseRecord>, StoreError> {
-        Ok(self.locked()?.get(&code).cloned())
+        Ok(self.locked()?.cases.get(&code).cloned())
     }
 
     fn list(&self, selection: &CaseSelection) -> Result<Vec<CaseRecord>, StoreError> {
         let mut found: Vec<CaseRecord> = self
             .locked()?
+            .cases
             .values()
             .filter(|record| selection.matches(record))
             .cloned()
@@ -76,7 +88,42 @@ impl CaseStore for MemoryStore {
         Ok(found)
     }
 
-    fn load_all(&self) -> Result<Vec<CaseRecord>, StoreError> {
-        self.list(&CaseSelection::default())
+    fn load_open(&self) -> Result<Vec<CaseRecord>, StoreError> {
+        Ok(self
+            .locked()?
+            .cases
+            .values()
+            .filter(|record| record.state.is_open())
+            .cloned()
+            .collect())
+    }
+
+    fn load_codes(&self, each: &mut dyn FnMut(SessionCode)) -> Result<(), StoreError> {
+        self.locked()?.cases.keys().copied().for_each(each);
+        Ok(())
+    }
+
+    fn finished_before(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<SessionCode>, StoreError> {
+        let tables = self.locked()?;
+        let mut found: Vec<(Timestamp, SessionCode)> = tables
+            .cases
+            .values()
+            .filter(|record| !record.state.is_open() && record.updated_at < before)
+            .map(|record| (record.updated_at, record.code))
+            .collect();
+        found.sort_unstable();
+        Ok(found
+            .into_iter()
+            .take(limit)
+            .map(|(_, code)| code)
+            .collect())
+    }
+
+    fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        Ok(self.locked()?.audit.clone())
     }
 }

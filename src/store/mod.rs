@@ -2,22 +2,29 @@
 //!
 //! [`CaseStore`] is the contract every case backend meets: changes are submitted in the
 //! order the broker made them and acknowledged through a [`CommitTicket`] once durable, so
-//! the shell can hold back a reply until then. [`MemoryStore`] keeps cases in memory for
-//! now; a durable backend plugs in behind the same trait.
+//! the shell can hold back a reply until then. [`SqliteStore`] is the durable default (one
+//! file, group commit); [`MemoryStore`] keeps cases in memory for tests. Both pass the same
+//! contract suite (`contract`), and a future backend runs it too.
 
+#[cfg(test)]
+mod contract;
 mod memory;
+mod sqlite;
 pub mod users;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use sosq::protocol::Timestamp;
 use sosq::SessionCode;
 use tokio::sync::oneshot;
 
-use crate::broker::{CaseRecord, CaseSelection, Persist};
+use crate::broker::{AuditEntry, CaseRecord, CaseSelection, Persist};
 
 pub use memory::MemoryStore;
+pub use sqlite::{SqliteStore, SCHEMA_VERSION};
 
 /// Why the store failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -28,6 +35,47 @@ pub enum StoreError {
     /// The backend is gone (shut down) before acknowledging.
     #[error("case store stopped before the change was committed")]
     Stopped,
+    /// The store file could not be opened or set up (missing permissions, read-only
+    /// directory, corrupt file...).
+    #[error("cannot open case store {path}: {cause}")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// Why, as the system or SQLite said it.
+        cause: String,
+    },
+    /// The file exists but is not an SQLite database; it is left untouched.
+    #[error("{path} is not a sosqd case store (not an SQLite database); refusing to start over it: move it away or use another --data-dir")]
+    NotADatabase {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file is an SQLite database, but another program's.
+    #[error("{path} is an SQLite database of another program (it has tables {tables}); refusing to start over it: move it away or use another --data-dir")]
+    ForeignDatabase {
+        /// The file.
+        path: PathBuf,
+        /// The tables found, comma-separated.
+        tables: String,
+    },
+    /// The file was written by a newer sosqd.
+    #[error("case store {path} has schema version {found}, newer than this sosqd knows ({known}); run the newer sosqd or restore a backup")]
+    NewerSchema {
+        /// The file.
+        path: PathBuf,
+        /// The version in the file.
+        found: i64,
+        /// The newest version this build knows.
+        known: i64,
+    },
+    /// Reading or writing the file failed (disk full, I/O error, corruption).
+    #[error("case store {path} failed: {cause}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why, as the system or SQLite said it.
+        cause: String,
+    },
 }
 
 /// What a commit reports back.
@@ -77,9 +125,24 @@ pub trait CaseStore: Send + Sync + 'static {
     /// The stored case with this code.
     fn get(&self, code: SessionCode) -> Result<Option<CaseRecord>, StoreError>;
 
-    /// Stored cases the selection matches, oldest first.
+    /// Stored cases the selection matches, oldest first (by creation, then code).
     fn list(&self, selection: &CaseSelection) -> Result<Vec<CaseRecord>, StoreError>;
 
-    /// Every stored case, for start-up.
-    fn load_all(&self) -> Result<Vec<CaseRecord>, StoreError>;
+    /// Every open case (new, pending, in progress) with its history, for start-up.
+    fn load_open(&self) -> Result<Vec<CaseRecord>, StoreError>;
+
+    /// Calls `each` with the code of every stored case, open or not, so start-up can keep
+    /// them from being handed out again without loading the closed cases.
+    fn load_codes(&self, each: &mut dyn FnMut(SessionCode)) -> Result<(), StoreError>;
+
+    /// Up to `limit` codes of closed or expired cases last changed before `before`, the
+    /// oldest first: what retention deletes next.
+    fn finished_before(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<SessionCode>, StoreError>;
+
+    /// The audit log, oldest first.
+    fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError>;
 }

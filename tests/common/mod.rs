@@ -26,8 +26,8 @@ pub struct Daemon {
     pub addr: String,
     /// Certificate fingerprint as logged.
     pub fingerprint: String,
-    /// The data dir.
-    pub dir: tempfile::TempDir,
+    /// The data dir (shared, so a restarted daemon can use it again).
+    pub dir: Arc<tempfile::TempDir>,
     log: Arc<Mutex<String>>,
 }
 
@@ -48,14 +48,24 @@ pub fn sosq_bin() -> PathBuf {
 }
 
 impl Daemon {
-    /// Starts `sosqd serve` on an ephemeral port with `extra` flags.
+    /// Starts `sosqd serve` on an ephemeral port with a fresh data dir and `extra` flags.
     pub fn start(extra: &[&str]) -> Daemon {
         Daemon::start_logging(extra, "info")
     }
 
     /// [`Daemon::start`] with a `RUST_LOG` filter.
     pub fn start_logging(extra: &[&str], filter: &str) -> Daemon {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        Daemon::start_in_logging(dir, extra, filter)
+    }
+
+    /// Starts `sosqd serve` on an ephemeral port on an existing data dir (a restart).
+    pub fn start_in(dir: Arc<tempfile::TempDir>, extra: &[&str]) -> Daemon {
+        Daemon::start_in_logging(dir, extra, "info")
+    }
+
+    /// [`Daemon::start_in`] with a `RUST_LOG` filter.
+    pub fn start_in_logging(dir: Arc<tempfile::TempDir>, extra: &[&str], filter: &str) -> Daemon {
         let mut child = Command::new(sosqd_bin())
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
@@ -112,6 +122,14 @@ impl Daemon {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Kills the daemon with SIGKILL (`kill -9`: no shutdown, no flush) and waits for it to
+    /// be gone; returns its data dir for a restart.
+    pub fn kill9(mut self) -> Arc<tempfile::TempDir> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.dir.clone()
     }
 
     /// What the daemon logged so far.
@@ -240,6 +258,18 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `sosqd serve` on `dir` expecting it to refuse to start; returns its stderr.
+pub fn refused_start(dir: &std::path::Path) -> String {
+    let mut cmd = Command::new(sosqd_bin());
+    cmd.arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .stdin(Stdio::null());
+    let out = run_with_patience(cmd);
+    assert!(!out.status.success(), "sosqd started on {}", dir.display());
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Runs a command, killing it if it outlives [`PATIENCE`].

@@ -171,6 +171,12 @@ pub enum Command {
         #[command(flatten)]
         to: AssigneeArgs,
     },
+    /// Expert or admin: show the whole history of a case (open, closed or expired): every
+    /// transition and action with its time, who did it and from which address.
+    History {
+        /// The session code.
+        code: String,
+    },
     /// Admin: list all cases with their state and times.
     Cases {
         /// Only cases in this state: new, pending, in_progress, closed, expired.
@@ -402,6 +408,22 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                 return Err(unexpected());
             };
             out.print(output::case_details(&case), json!(case));
+            client.close().await;
+            Ok(())
+        }
+        Command::History { code } => {
+            let Reply::History {
+                code,
+                state,
+                entries,
+            } = client.request(Request::History { code }).await?
+            else {
+                return Err(unexpected());
+            };
+            out.print(
+                output::history_table(code, state, &entries),
+                json!({ "code": code, "state": state, "history": entries }),
+            );
             client.close().await;
             Ok(())
         }

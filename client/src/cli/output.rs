@@ -4,7 +4,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use sosq::protocol::{CaseInfo, QueueEntry, Timestamp};
+use sosq::protocol::{CaseInfo, CaseState, HistoryEntry, QueueEntry, Timestamp};
+use sosq::SessionCode;
 
 /// Where and how to report.
 #[derive(Debug, Clone, Copy)]
@@ -159,6 +160,25 @@ pub fn case_details(case: &CaseInfo) -> String {
         ));
     }
     text
+}
+
+/// A case's history as a table: when, state after, who, from where, what.
+pub fn history_table(code: SessionCode, state: CaseState, entries: &[HistoryEntry]) -> String {
+    let mut table = format!(
+        "case {code}: {state}\n{:<21} {:<12} {:<20} {:<22} {}\n",
+        "WHEN", "STATE", "WHO", "FROM", "WHAT"
+    );
+    for entry in entries {
+        table.push_str(&format!(
+            "{:<21} {:<12} {:<20} {:<22} {}\n",
+            clock_time(entry.at),
+            entry.state.as_str(),
+            truncate(entry.actor.as_deref().unwrap_or("-"), 20),
+            entry.address.as_deref().unwrap_or("-"),
+            entry.event
+        ));
+    }
+    table
 }
 
 fn truncate(text: &str, max: usize) -> String {

@@ -1,0 +1,307 @@
+//! The contract every [`CaseStore`] backend meets, as one suite run against each backend
+//! (a future PostgreSQL store adds one line at the bottom).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use sosq::protocol::{CaseOrigin, CaseState, HistoryEntry, Timestamp};
+use sosq::SessionCode;
+
+use super::{CaseStore, MemoryStore, SqliteStore};
+use crate::broker::{AuditEntry, CaseRecord, CaseSelection, Persist};
+
+/// Makes an empty store keeping its files (if any) under the given directory.
+type Make = fn(&Path) -> Arc<dyn CaseStore>;
+
+fn code(n: u64) -> SessionCode {
+    SessionCode::from_number(n).unwrap()
+}
+
+fn entry(at: u64, state: CaseState, event: &str) -> HistoryEntry {
+    HistoryEntry {
+        at: Timestamp(at),
+        state,
+        event: event.into(),
+        actor: Some("expert ana".into()),
+        address: Some("192.0.2.7:5000".into()),
+    }
+}
+
+/// A case created at `created` in `state`, last changed at `updated`, with a history that
+/// ends in that state.
+fn case(n: u64, state: CaseState, created: u64, updated: u64) -> CaseRecord {
+    let mut history = vec![entry(created, CaseState::New, "created by expert ana")];
+    if state != CaseState::New {
+        history.push(entry(updated, state, "moved on"));
+    }
+    CaseRecord {
+        code: code(n),
+        origin: if n.is_multiple_of(2) {
+            CaseOrigin::Sos
+        } else {
+            CaseOrigin::CreatedByExpert("ana".into())
+        },
+        customer: format!("customer {n}"),
+        description: "printer on fire".into(),
+        state,
+        created_at: Timestamp(created),
+        updated_at: Timestamp(updated),
+        expires_at: Timestamp(created + 86_400_000),
+        waiting_since: (n.is_multiple_of(2)).then_some(Timestamp(created)),
+        resume_secret_hash: (n.is_multiple_of(2)).then(|| "ab".repeat(32)),
+        // Every field takes a non-default value for some n, so a lost column shows.
+        group: if n.is_multiple_of(3) {
+            "billing".into()
+        } else {
+            crate::broker::GENERAL.into()
+        },
+        assigned_to: (n % 5 == 1).then(|| "bo".to_string()),
+        priority: sosq::protocol::Priority::ALL[(n % 4) as usize],
+        response_due: (n.is_multiple_of(2)).then_some(Timestamp(created + 900_000)),
+        first_response_at: (state == CaseState::InProgress).then_some(Timestamp(updated)),
+        history,
+    }
+}
+
+async fn commit(store: &Arc<dyn CaseStore>, ops: Vec<Persist>) -> Vec<SessionCode> {
+    let mut deleted = store.submit(ops).await.expect("commit").deleted;
+    deleted.sort_unstable();
+    deleted
+}
+
+fn codes(records: &[CaseRecord]) -> Vec<SessionCode> {
+    records.iter().map(|record| record.code).collect()
+}
+
+async fn saves_upserts_and_appends_history(make: Make) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = make(dir.path());
+    assert_eq!(store.get(code(1)).unwrap(), None);
+    let mut record = case(1, CaseState::New, 1_000, 1_000);
+    commit(&store, vec![Persist::Save(record.clone())]).await;
+    assert_eq!(store.get(code(1)).unwrap(), Some(record.clone()));
+
+    record.state = CaseState::Pending;
+    record.updated_at = Timestamp(2_000);
+    record.resume_secret_hash = Some("cd".repeat(32));
+    record.waiting_since = Some(Timestamp(2_000));
+    record.history.push(HistoryEntry {
+        actor: None,
+        address: None,
+        ..entry(2_000, CaseState::Pending, "customer Bob joined")
+    });
+    record
+        .history
+        .push(entry(2_001, CaseState::Pending, "noted"));
+    commit(&store, vec![Persist::Save(record.clone())]).await;
+    assert_eq!(store.get(code(1)).unwrap(), Some(record.clone()));
+    assert_eq!(store.list(&CaseSelection::default()).unwrap(), vec![record]);
+}
+
+async fn lists_by_selection_oldest_first(make: Make) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = make(dir.path());
+    let all = vec![
+        case(30, CaseState::Closed, 3_000, 3_500),
+        case(10, CaseState::Pending, 1_000, 1_500),
+        case(21, CaseState::Closed, 2_000, 2_500),
+        case(20, CaseState::Expired, 2_000, 2_600),
+    ];
+    commit(&store, all.into_iter().map(Persist::Save).collect()).await;
+    let every = store.list(&CaseSelection::default()).unwrap();
+    assert_eq!(codes(&every), vec![code(10), code(20), code(21), code(30)]);
+    let closed = CaseSelection {
+        state: Some(CaseState::Closed),
+        created_before: None,
+    };
+    assert_eq!(
+        codes(&store.list(&closed).unwrap()),
+        vec![code(21), code(30)]
+    );
+    let old = CaseSelection {
+        state: None,
+        created_before: Some(Timestamp(2_000)),
+    };
+    assert_eq!(codes(&store.list(&old).unwrap()), vec![code(10)]);
+    let both = CaseSelection {
+        state: Some(CaseState::Closed),
+        created_before: Some(Timestamp(3_000)),
+    };
+    assert_eq!(codes(&store.list(&both).unwrap()), vec![code(21)]);
+    assert_eq!(store.list(&both).unwrap()[0].history.len(), 2);
+}
+
+async fn deletes_by_code_and_by_selection_report_what_went(make: Make) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = make(dir.path());
+    let all: Vec<Persist> = (1..=6)
+        .map(|n| {
+            let state = if n <= 3 {
+                CaseState::Closed
+            } else {
+                CaseState::New
+            };
+            Persist::Save(case(n, state, n * 1_000, n * 1_000))
+        })
+        .collect();
+    commit(&store, all).await;
+    let deleted = commit(
+        &store,
+        vec![Persist::Delete(vec![code(1), code(99), code(1), code(4)])],
+    )
+    .await;
+    assert_eq!(
+        deleted,
+        vec![code(1), code(4)],
+        "absent ignored, twice once"
+    );
+    assert_eq!(store.get(code(1)).unwrap(), None);
+    let deleted = commit(
+        &store,
+        vec![Persist::DeleteWhere(CaseSelection {
+            state: Some(CaseState::Closed),
+            created_before: None,
+        })],
+    )
+    .await;
+    assert_eq!(deleted, vec![code(2), code(3)]);
+    let deleted = commit(
+        &store,
+        vec![Persist::DeleteWhere(CaseSelection {
+            state: None,
+            created_before: Some(Timestamp(6_000)),
+        })],
+    )
+    .await;
+    assert_eq!(deleted, vec![code(5)]);
+    assert_eq!(
+        codes(&store.list(&CaseSelection::default()).unwrap()),
+        vec![code(6)]
+    );
+    // A deleted case's history is gone with it: saving the code again starts afresh.
+    let again = case(1, CaseState::New, 9_000, 9_000);
+    commit(&store, vec![Persist::Save(again.clone())]).await;
+    assert_eq!(store.get(code(1)).unwrap(), Some(again));
+}
+
+async fn applies_batches_and_changes_in_submission_order(make: Make) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = make(dir.path());
+    // Submitted back to back without waiting: the tickets resolve, the order holds.
+    let first = store.submit(vec![Persist::Save(case(1, CaseState::New, 1, 1))]);
+    let second = store.submit(vec![Persist::Delete(vec![code(1)])]);
+    let third = store.submit(vec![
+        Persist::Save(case(2, CaseState::New, 2, 2)),
+        Persist::Delete(vec![code(2)]),
+        Persist::Save(case(2, CaseState::Pending, 3, 3)),
+    ]);
+    assert!(first.await.unwrap().deleted.is_empty());
+    assert_eq!(second.await.unwrap().deleted, vec![code(1)]);
+    assert_eq!(third.await.unwrap().deleted, vec![code(2)]);
+    assert_eq!(store.get(code(1)).unwrap(), None);
+    assert_eq!(
+        store.get(code(2)).unwrap().map(|record| record.state),
+        Some(CaseState::Pending)
+    );
+    // Many submitters at once: every ticket resolves and every change is there.
+    let tickets: Vec<_> = (100..400)
+        .map(|n| store.submit(vec![Persist::Save(case(n, CaseState::New, n, n))]))
+        .collect();
+    for ticket in tickets {
+        ticket.await.unwrap();
+    }
+    assert_eq!(store.list(&CaseSelection::default()).unwrap().len(), 301);
+}
+
+async fn loads_open_cases_and_every_code(make: Make) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = make(dir.path());
+    let open = [
+        case(1, CaseState::New, 1, 1),
+        case(2, CaseState::Pending, 2, 2),
+        case(3, CaseState::InProgress, 3, 3),
+    ];
+    let finished = [
+        case(4, CaseState::Closed, 4, 4),
+        case(5, CaseState::Expired, 5, 5),
+    ];
+    let saves = open.iter().chain(&finished).cloned().map(Persist::Save);
+    commit(&store, saves.collect()).await;
+    let mut loaded = store.load_open().unwrap();
+    loaded.sort_by_key(|record| record.code);
+    assert_eq!(loaded, open.to_vec(), "open cases come with their history");
+    let mut every = Vec::new();
+    store.load_codes(&mut |code| every.push(code)).unwrap();
+    every.sort_unstable();
+    assert_eq!(every, (1..=5).map(code).collect::<Vec<_>>());
+}
+
+async fn finds_finished_cases_for_retention_oldest_first(make: Make) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = make(dir.path());
+    let saves = vec![
+        case(1, CaseState::Closed, 100, 5_000),
+        case(2, CaseState::Expired, 100, 3_000),
+        case(3, CaseState::Pending, 100, 1_000),
+        case(4, CaseState::Closed, 100, 9_000),
+        case(5, CaseState::Closed, 100, 4_000),
+    ];
+    commit(&store, saves.into_iter().map(Persist::Save).collect()).await;
+    let due = store.finished_before(Timestamp(6_000), 10).unwrap();
+    assert_eq!(due, vec![code(2), code(5), code(1)], "open cases never");
+    let due = store.finished_before(Timestamp(6_000), 2).unwrap();
+    assert_eq!(due, vec![code(2), code(5)]);
+    assert!(store
+        .finished_before(Timestamp(3_000), 10)
+        .unwrap()
+        .is_empty());
+}
+
+async fn audits_admin_deletes_with_their_count(make: Make) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = make(dir.path());
+    let saves = (1..=3).map(|n| Persist::Save(case(n, CaseState::Closed, n, n)));
+    commit(&store, saves.collect()).await;
+    let note = AuditEntry {
+        at: Timestamp(7_000),
+        actor: "admin root".into(),
+        address: Some("192.0.2.9:4000".into()),
+        action: "delete".into(),
+        selector: "state closed".into(),
+        count: 0,
+    };
+    let deleted = commit(
+        &store,
+        vec![
+            Persist::Delete(vec![code(1), code(2), code(42)]),
+            Persist::Audit(note.clone()),
+        ],
+    )
+    .await;
+    assert_eq!(deleted.len(), 2);
+    assert_eq!(
+        store.audit_log().unwrap(),
+        vec![AuditEntry { count: 2, ..note }]
+    );
+}
+
+/// Runs the whole contract against one backend.
+async fn contract_suite(make: Make) {
+    saves_upserts_and_appends_history(make).await;
+    lists_by_selection_oldest_first(make).await;
+    deletes_by_code_and_by_selection_report_what_went(make).await;
+    applies_batches_and_changes_in_submission_order(make).await;
+    loads_open_cases_and_every_code(make).await;
+    finds_finished_cases_for_retention_oldest_first(make).await;
+    audits_admin_deletes_with_their_count(make).await;
+}
+
+#[tokio::test]
+async fn memory_store_meets_the_contract() {
+    contract_suite(|_| Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn sqlite_store_meets_the_contract() {
+    contract_suite(|dir| Arc::new(SqliteStore::open_in(dir).expect("open store"))).await;
+}

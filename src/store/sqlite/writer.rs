@@ -1,0 +1,228 @@
+//! The writer thread: the one connection that writes. It takes every batch queued since
+//! its last commit, applies them in submission order inside one transaction (each batch in
+//! its own savepoint, so a failing batch does not take the others down), commits once
+//! (WAL, `synchronous = FULL`: on disk when it returns) and then resolves every ticket.
+//! A burst of a thousand submissions costs a handful of fsyncs, not a thousand.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use super::rows::{code_column, code_from, millis, origin_columns};
+use crate::broker::{AuditEntry, CaseRecord, CaseSelection, Persist};
+use crate::store::{CommitReport, StoreError};
+
+/// The most batches committed in one transaction; bounds the latency of the first.
+const MAX_GROUP: usize = 4_096;
+
+/// One submission: its changes and where to report the outcome.
+pub struct Job {
+    /// The changes, in order.
+    pub ops: Vec<Persist>,
+    /// Resolved after the commit.
+    pub done: oneshot::Sender<Result<CommitReport, StoreError>>,
+}
+
+/// Runs until every sender is gone.
+pub fn run(mut conn: Connection, path: PathBuf, jobs: mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_group(&mut conn, &path, group);
+    }
+}
+
+fn io_error(path: &Path, cause: impl std::fmt::Display) -> StoreError {
+    StoreError::Io {
+        path: path.to_path_buf(),
+        cause: cause.to_string(),
+    }
+}
+
+/// Applies a group of jobs in one transaction and tells each how it went.
+fn commit_group(conn: &mut Connection, path: &Path, group: Vec<Job>) {
+    let committed = (|| -> Result<Vec<Result<CommitReport, StoreError>>, StoreError> {
+        let io = |e: rusqlite::Error| io_error(path, e);
+        let mut tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(io)?;
+        let mut outcomes = Vec::with_capacity(group.len());
+        for job in &group {
+            let savepoint = tx.savepoint().map_err(io)?;
+            match apply(&savepoint, &job.ops) {
+                Ok(report) => {
+                    savepoint.commit().map_err(io)?;
+                    outcomes.push(Ok(report));
+                }
+                // On a full disk or an I/O error SQLite may roll back the whole transaction:
+                // then every batch of the group is lost and all must hear it.
+                Err(e) if savepoint.is_autocommit() => return Err(io(e)),
+                Err(e) => {
+                    drop(savepoint); // rolls this batch back, keeps the others
+                    tracing::error!(path = %path.display(), error = %e, "a case store batch failed");
+                    outcomes.push(Err(io(e)));
+                }
+            }
+        }
+        tx.commit().map_err(io)?;
+        Ok(outcomes)
+    })();
+    match committed {
+        Ok(outcomes) => {
+            for (job, outcome) in group.into_iter().zip(outcomes) {
+                let _ = job.done.send(outcome);
+            }
+        }
+        Err(error) => {
+            tracing::error!(error = %error, "case store commit failed");
+            for job in group {
+                let _ = job.done.send(Err(error.clone()));
+            }
+        }
+    }
+}
+
+/// Applies one submission's changes in order.
+fn apply(conn: &Connection, ops: &[Persist]) -> rusqlite::Result<CommitReport> {
+    let mut report = CommitReport::default();
+    for op in ops {
+        match op {
+            Persist::Save(record) => save(conn, record)?,
+            Persist::Delete(codes) => {
+                for &code in codes {
+                    if delete(conn, code)? {
+                        report.deleted.push(code);
+                    }
+                }
+            }
+            Persist::DeleteWhere(selection) => {
+                for code in selected(conn, selection)? {
+                    if delete(conn, code)? {
+                        report.deleted.push(code);
+                    }
+                }
+            }
+            Persist::Audit(entry) => audit(conn, entry, report.deleted.len() as u64)?,
+        }
+    }
+    Ok(report)
+}
+
+/// Upserts the case row and appends the history entries not stored yet.
+fn save(conn: &Connection, record: &CaseRecord) -> rusqlite::Result<()> {
+    let code = code_column(record.code);
+    let stored: usize = conn
+        .prepare_cached("SELECT history_len FROM cases WHERE code = ?1")?
+        .query_row(params![code], |row| row.get::<_, i64>(0))
+        .optional()?
+        .map_or(0, |n| usize::try_from(n).unwrap_or(0));
+    let (origin, created_by) = origin_columns(&record.origin);
+    let history_len = stored.max(record.history.len());
+    conn.prepare_cached(
+        "INSERT INTO cases (code, origin, created_by, customer, description, state, created_at,
+             updated_at, expires_at, waiting_since, resume_secret_hash, history_len, team,
+             assigned_to, priority, response_due, first_response_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+         ON CONFLICT (code) DO UPDATE SET
+             team = excluded.team, assigned_to = excluded.assigned_to,
+             priority = excluded.priority, response_due = excluded.response_due,
+             first_response_at = excluded.first_response_at,
+             origin = excluded.origin, created_by = excluded.created_by,
+             customer = excluded.customer, description = excluded.description,
+             state = excluded.state, created_at = excluded.created_at,
+             updated_at = excluded.updated_at, expires_at = excluded.expires_at,
+             waiting_since = excluded.waiting_since,
+             resume_secret_hash = excluded.resume_secret_hash,
+             history_len = excluded.history_len",
+    )?
+    .execute(params![
+        code,
+        origin,
+        created_by,
+        record.customer,
+        record.description,
+        record.state.as_str(),
+        millis(record.created_at),
+        millis(record.updated_at),
+        millis(record.expires_at),
+        record.waiting_since.map(millis),
+        record.resume_secret_hash,
+        history_len as i64,
+        record.group,
+        record.assigned_to,
+        record.priority.as_str(),
+        record.response_due.map(millis),
+        record.first_response_at.map(millis),
+    ])?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO history (code, seq, at, state, event, actor, address)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for (seq, entry) in record.history.iter().enumerate().skip(stored) {
+        insert.execute(params![
+            code,
+            seq as i64,
+            millis(entry.at),
+            entry.state.as_str(),
+            entry.event,
+            entry.actor,
+            entry.address,
+        ])?;
+    }
+    Ok(())
+}
+
+/// Deletes a case and its history; whether there was one.
+fn delete(conn: &Connection, code: sosq::SessionCode) -> rusqlite::Result<bool> {
+    let code = code_column(code);
+    conn.prepare_cached("DELETE FROM history WHERE code = ?1")?
+        .execute(params![code])?;
+    let removed = conn
+        .prepare_cached("DELETE FROM cases WHERE code = ?1")?
+        .execute(params![code])?;
+    Ok(removed > 0)
+}
+
+/// Codes of the cases a selection matches.
+fn selected(
+    conn: &Connection,
+    selection: &CaseSelection,
+) -> rusqlite::Result<Vec<sosq::SessionCode>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT code FROM cases
+         WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR created_at < ?2)",
+    )?;
+    let codes = statement
+        .query_map(
+            params![
+                selection.state.map(|state| state.as_str()),
+                selection.created_before.map(millis)
+            ],
+            |row| code_from(row, 0),
+        )?
+        .collect();
+    codes
+}
+
+fn audit(conn: &Connection, entry: &AuditEntry, count: u64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO audit (at, actor, address, action, selector, count)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        millis(entry.at),
+        entry.actor,
+        entry.address,
+        entry.action,
+        entry.selector,
+        count as i64,
+    ])?;
+    Ok(())
+}
