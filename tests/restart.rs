@@ -186,3 +186,32 @@ fn a_data_dir_with_a_foreign_file_as_the_store_is_refused_and_left_alone() {
     assert!(stderr.contains("not an SQLite database"), "{stderr}");
     assert_eq!(std::fs::read(&path).unwrap(), b"not a database at all");
 }
+
+#[test]
+fn the_daemon_deletes_closed_cases_past_retention_and_keeps_open_ones() {
+    let daemon = Daemon::start(&["--retention", "1s"]);
+    let expert = daemon.add_user("ana", "expert");
+    let closed = daemon.json(Some(&expert), &["create", "--customer", "Bob"]);
+    let closed = closed["code"].as_str().unwrap().to_string();
+    daemon.json(Some(&expert), &["close", &closed]);
+    let open = daemon.json(Some(&expert), &["create", "--customer", "Carol"]);
+    let open = open["code"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + PATIENCE;
+    while daemon
+        .run(Some(&expert), &["history", &closed])
+        .status
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "retention never deleted {closed}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        daemon.json(Some(&expert), &["status", &open])["state"],
+        "new"
+    );
+    let log = daemon.log();
+    assert!(log.contains("retention deleted"), "{log}");
+}
