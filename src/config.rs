@@ -59,6 +59,17 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// The most bidirectional streams a peer may have open at once (control + relayed).
     pub max_streams_per_connection: u32,
+    /// The most relayed streams one session (one paired case) may have open at once.
+    pub max_streams_per_session: u32,
+    /// A relayed stream that carries no byte either way for this long is reset.
+    #[serde(deserialize_with = "duration")]
+    pub relay_idle_timeout: Duration,
+    /// Bytes a peer may send on one stream before the broker has read them (QUIC flow control).
+    pub stream_receive_window: u64,
+    /// Bytes a peer may send across all streams of its connection before the broker has read them.
+    pub receive_window: u64,
+    /// Bytes the broker keeps, per connection, of what it writes until the peer acknowledges it.
+    pub send_window: u64,
 }
 
 impl Default for Config {
@@ -71,6 +82,11 @@ impl Default for Config {
             hello_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_streams_per_connection: 32,
+            max_streams_per_session: 16,
+            relay_idle_timeout: Duration::from_secs(15 * 60),
+            stream_receive_window: 1024 * 1024,
+            receive_window: 4 * 1024 * 1024,
+            send_window: 4 * 1024 * 1024,
         }
     }
 }
@@ -152,7 +168,44 @@ impl Config {
                 "must be at least 2 (the control stream and one session stream)",
             );
         }
+        if self.max_streams_per_session == 0 {
+            return invalid("max_streams_per_session", "must be at least 1");
+        }
+        if self.relay_idle_timeout.is_zero() {
+            return invalid("relay_idle_timeout", "must be longer than zero");
+        }
+        // QUIC carries windows as variable-length integers below 2^62.
+        let most = (1u64 << 62) - 1;
+        if self.stream_receive_window == 0 || self.stream_receive_window > most {
+            return invalid("stream_receive_window", "must be between 1 and 2^62 - 1");
+        }
+        if self.receive_window < self.stream_receive_window || self.receive_window > most {
+            return invalid(
+                "receive_window",
+                "must be at least stream_receive_window and below 2^62",
+            );
+        }
+        if self.send_window == 0 {
+            return invalid("send_window", "must be longer than zero");
+        }
         Ok(())
+    }
+
+    /// The worst-case bytes the broker buffers for one party's connection: what the peer
+    /// may send unread, what we keep of what we write, and the relay's copy buffers of the
+    /// session's streams (README "Memory" explains the sum).
+    pub fn memory_bound_per_connection(&self) -> u64 {
+        let copy_buffers =
+            u64::from(self.max_streams_per_session) * 2 * crate::relay::COPY_BUFFER as u64;
+        self.receive_window + self.send_window + copy_buffers
+    }
+
+    /// The limits the relay enforces.
+    pub fn relay_limits(&self) -> crate::relay::RelayLimits {
+        crate::relay::RelayLimits {
+            max_streams_per_session: self.max_streams_per_session as usize,
+            idle_timeout: self.relay_idle_timeout,
+        }
     }
 
     /// The part of the configuration the broker core needs.

@@ -13,6 +13,7 @@ mod deadlines;
 mod error;
 mod queue;
 mod selection;
+mod traffic;
 
 #[cfg(test)]
 mod tests;
@@ -31,6 +32,7 @@ pub use deadlines::Deadlines;
 pub use error::BrokerError;
 pub use queue::Queue;
 pub use selection::CaseSelection;
+pub use traffic::SessionTraffic;
 
 /// The longest customer name or expert name accepted, in characters.
 pub const MAX_NAME_CHARS: usize = 100;

@@ -107,13 +107,14 @@ impl Shared {
         for record in store.load_all()? {
             broker.restore(record);
         }
+        let relay_limits = config.relay_limits();
         Ok(Shared {
             users: UserDirectory::open(&config.data_dir),
             config,
             broker: Mutex::new(broker),
             store,
             parties: DashMap::new(),
-            relays: Arc::new(Relays::default()),
+            relays: Arc::new(Relays::new(relay_limits)),
             expiry_wake: Notify::new(),
             clock,
             next_party: AtomicU64::new(1),
@@ -147,11 +148,22 @@ impl Shared {
             let mut effects = Vec::new();
             let value = command(&mut broker, now, &mut effects)?;
             let mut changes = Vec::new();
+            let mut ended_sessions = Vec::new();
             for effect in effects {
                 match effect {
                     Effect::Persist(change) => changes.push(change),
+                    Effect::Unpair { code } => {
+                        if let Some(traffic) = self.relays.unpair(code) {
+                            ended_sessions.push((code, traffic));
+                        }
+                    }
                     other => self.apply(other),
                 }
+            }
+            // The traffic goes into the same store batch as the change that ended the
+            // session, so a closed case's final record carries it.
+            for (code, traffic) in ended_sessions {
+                broker.record_traffic(now, code, traffic, &mut changes);
             }
             let ticket = (!changes.is_empty()).then(|| self.store.submit(changes));
             if broker.next_deadline().is_some() {
@@ -193,7 +205,9 @@ impl Shared {
                     self.relays.pair(code, (customer, c), (expert, e));
                 }
             }
-            Effect::Unpair { code } => self.relays.unpair(code),
+            Effect::Unpair { code } => {
+                self.relays.unpair(code);
+            }
             Effect::Disconnect {
                 party,
                 code,
