@@ -418,3 +418,86 @@ fn a_customer_who_shares_nothing_refuses_forwards_and_chat_still_works() {
     f.customer.send(b"yes\n");
     assert_eq!(f.expert.receive(4), b"yes\n");
 }
+
+#[tokio::test]
+async fn the_relay_enforces_the_session_stream_limit_and_the_idle_timeout() {
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("sosqd.toml");
+    std::fs::write(
+        &config,
+        "max_streams_per_session = 2\nrelay_idle_timeout = \"1s\"\n",
+    )
+    .unwrap();
+    let daemon = Daemon::start(&["--config", config.to_str().unwrap()]);
+    let token = daemon.add_user("ana", "expert");
+    let mut customer = Client::connect(&daemon.options(None)).await.unwrap();
+    customer
+        .request(Request::OpenSos {
+            customer: "Alice".into(),
+            description: String::new(),
+        })
+        .await
+        .unwrap();
+    let mut events = customer.take_events().unwrap();
+    let mut expert = Client::connect(&daemon.options(Some(&token)))
+        .await
+        .unwrap();
+    expert.request(Request::Pull { wait: false }).await.unwrap();
+    loop {
+        let event = tokio::time::timeout(PATIENCE, events.recv()).await.unwrap();
+        if matches!(event, Some(sosq::protocol::Event::Paired { .. })) {
+            break;
+        }
+    }
+
+    // Two streams fit; the customer gets both.
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let (send, recv) = expert.open_stream(StreamKind::Chat).await.unwrap();
+        let (_, c_send, c_recv) = tokio::time::timeout(PATIENCE, customer.accept_stream())
+            .await
+            .unwrap()
+            .unwrap();
+        open.push((send, recv, c_send, c_recv));
+    }
+    // A third is refused while they are open.
+    let (_send, mut recv) = expert.open_stream(StreamKind::Chat).await.unwrap();
+    let refused = tokio::time::timeout(PATIENCE, recv.read_to_end(16))
+        .await
+        .unwrap();
+    match refused {
+        Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(code))) => {
+            assert_eq!(code.into_inner(), u64::from(close_code::TOO_MANY_STREAMS))
+        }
+        other => panic!("expected TOO_MANY_STREAMS, got {other:?}"),
+    }
+
+    // Silent streams are reset once the idle timeout passes, on both sides.
+    for (_send, mut recv, _c_send, mut c_recv) in open {
+        for side in [&mut recv, &mut c_recv] {
+            let idle = tokio::time::timeout(PATIENCE, side.read_to_end(16))
+                .await
+                .unwrap();
+            match idle {
+                Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(code))) => {
+                    assert_eq!(code.into_inner(), u64::from(close_code::STREAM_IDLE))
+                }
+                other => panic!("expected STREAM_IDLE, got {other:?}"),
+            }
+        }
+    }
+
+    // Their places are free again: a new stream carries bytes.
+    let (mut send, _recv) = expert.open_stream(StreamKind::Chat).await.unwrap();
+    send.write_all(b"again").await.unwrap();
+    send.finish().unwrap();
+    let (_, _c_send, mut c_recv) = tokio::time::timeout(PATIENCE, customer.accept_stream())
+        .await
+        .unwrap()
+        .unwrap();
+    let got = tokio::time::timeout(PATIENCE, c_recv.read_to_end(16))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, b"again");
+}
