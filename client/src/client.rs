@@ -218,9 +218,10 @@ pub async fn accept_relayed(
         .await
         .map_err(|e| ClientError::Disconnected(describe_connection_error(&e)))?;
     let mut kind = [0u8; 1];
-    recv.read_exact(&mut kind)
-        .await
-        .map_err(|e| ClientError::Disconnected(e.to_string()))?;
+    // A stream that ends before its kind byte is one stream's trouble, not the connection's.
+    recv.read_exact(&mut kind).await.map_err(|e| {
+        ClientError::Unexpected(format!("a relayed stream ended before its kind: {e}"))
+    })?;
     match StreamKind::from_byte(kind[0]) {
         Some(known) => Ok((known, send, recv)),
         None => {

@@ -49,6 +49,11 @@ pub fn transport_config(config: &Config) -> Result<quinn::TransportConfig, TlsEr
     )?);
     transport.receive_window(window(config.receive_window, "receive_window")?);
     transport.send_window(config.send_window);
+    // Ask peers to acknowledge every tenth packet rather than every second: the broker
+    // relays bulk data, and every ACK it receives is a datagram to decrypt and process.
+    let mut acks = quinn::AckFrequencyConfig::default();
+    acks.ack_eliciting_threshold(9u32.into());
+    transport.ack_frequency_config(Some(acks));
     Ok(transport)
 }
 
