@@ -235,6 +235,8 @@ async fn splice(
     let activity = Activity::new();
     let mut ended = link.ended.clone();
     let reset_code = tokio::select! {
+        // A stream that finished cleanly stays finished even if the session ends now.
+        biased;
         _ = async {
             tokio::join!(
                 pipe(&mut a_recv, &mut b_send, sent, &activity),

@@ -159,6 +159,9 @@ pub async fn run(
         let mut buf = vec![0u8; 16 * 1024];
         let mut stdout = tokio::io::stdout();
         let mut peer_done = false;
+        // The peer left, but what it sent before leaving (its end-of-stream included) may
+        // still be on the way; the broker ends the stream either way, so read on until then.
+        let mut peer_left = false;
         // Copy until both sides have finished (done) or the peer leaves (wait for it again).
         loop {
             tokio::select! {
@@ -172,6 +175,7 @@ pub async fn run(
                         stdin_done = true;
                         let _ = send.finish();
                         if peer_done && !keep_open {
+                            delivered(&mut send).await;
                             return Ok(Ended::PeerFinished);
                         }
                     }
@@ -185,7 +189,11 @@ pub async fn run(
                         peer_done = true;
                         out.status("peer_finished", "the other side has finished sending", json!({}));
                         if stdin_done && !keep_open {
+                            delivered(&mut send).await;
                             return Ok(Ended::PeerFinished);
+                        }
+                        if peer_left {
+                            break;
                         }
                     }
                     // Reset or connection trouble: the control stream says what happened.
@@ -197,9 +205,10 @@ pub async fn run(
                         if let Some(ended) = report(&out, event) {
                             return Ok(ended);
                         }
-                        if left {
+                        if left && peer_done {
                             break;
                         }
+                        peer_left |= left;
                     }
                     None => return Err(lost(client)),
                 },
@@ -207,6 +216,12 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Waits (briefly) until the broker has our finished chat stream, so closing the
+/// connection right after cannot discard the end-of-stream the peer waits for.
+async fn delivered(send: &mut quinn::SendStream) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), send.stopped()).await;
 }
 
 /// Counts forwarded connections, for the lines that report them.
