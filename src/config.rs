@@ -260,4 +260,27 @@ mod tests {
         };
         assert!(zero.validate().is_err());
     }
+
+    #[test]
+    fn relay_limits_and_windows_are_checked() {
+        let narrow = Config {
+            receive_window: 1024,
+            stream_receive_window: 4096,
+            ..Config::default()
+        };
+        assert!(
+            narrow.validate().is_err(),
+            "a stream window past the connection's"
+        );
+        let no_streams = Config {
+            max_streams_per_session: 0,
+            ..Config::default()
+        };
+        assert!(no_streams.validate().is_err());
+        // 4 MiB + 4 MiB + 16 streams x 2 x 64 KiB, as config/sosqd.toml documents.
+        assert_eq!(
+            Config::default().memory_bound_per_connection(),
+            10 * 1024 * 1024
+        );
+    }
 }

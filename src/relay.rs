@@ -177,13 +177,6 @@ impl Relays {
     pub fn link(&self, party: PartyId) -> Option<Link> {
         self.links.get(&party).map(|link| link.clone())
     }
-
-    /// Relayed streams open right now in the session of `code`.
-    pub fn open_streams(&self, code: SessionCode) -> usize {
-        self.sessions
-            .get(&code)
-            .map_or(0, |s| s.counters.open.load(Ordering::Acquire))
-    }
 }
 
 /// Accepts the streams a party opens after its control stream and splices each to its

@@ -501,3 +501,38 @@ async fn the_relay_enforces_the_session_stream_limit_and_the_idle_timeout() {
         .unwrap();
     assert_eq!(got, b"again");
 }
+
+#[test]
+fn deleting_the_case_cuts_the_forwarded_connections() {
+    let daemon = Daemon::start(&[]);
+    let admin = daemon.add_user("root", "admin");
+    let shared = share(Service::Echo);
+    let f = forwarded(&daemon, Some(shared.addr));
+    let mut tcp = connect(f.local);
+    tcp.write_all(b"ping").unwrap();
+    let mut echo = [0u8; 4];
+    tcp.read_exact(&mut echo).unwrap();
+
+    daemon.json(Some(&admin), &["delete", &f.code]);
+    let mut rest = [0u8; 16];
+    match tcp.read(&mut rest) {
+        Ok(0) => {}
+        Err(e) => assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "the connection stayed open: {e}"
+        ),
+        Ok(n) => panic!("{n} unexpected bytes"),
+    }
+    assert!(matches!(
+        shared.reports.recv_timeout(PATIENCE),
+        Ok(Report::Ended)
+    ));
+    let (status, _) = f.customer.wait();
+    assert!(
+        !status.success(),
+        "a deleted case ends the customer's session with an error"
+    );
+}
