@@ -536,3 +536,34 @@ fn deleting_the_case_cuts_the_forwarded_connections() {
         "a deleted case ends the customer's session with an error"
     );
 }
+
+#[test]
+fn the_customer_ends_a_forwarding_session_with_ctrl_c() {
+    let daemon = Daemon::start(&[]);
+    let shared = share(Service::Echo);
+    let mut f = forwarded(&daemon, Some(shared.addr));
+    let mut tcp = connect(f.local);
+    tcp.write_all(b"ping").unwrap();
+    let mut echo = [0u8; 4];
+    tcp.read_exact(&mut echo).unwrap();
+    let opened = f.customer.expect_event("forward_opened");
+    assert_eq!(opened["open"], 1);
+
+    f.customer.interrupt();
+    f.expert.expect_event("peer_left");
+    let mut rest = [0u8; 16];
+    match tcp.read(&mut rest) {
+        Ok(0) => {}
+        Err(e) => assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "the connection stayed open: {e}"
+        ),
+        Ok(n) => panic!("{n} unexpected bytes"),
+    }
+    let (status, stderr) = f.customer.wait();
+    assert!(!status.success(), "Ctrl-C exits non-zero: {stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+}

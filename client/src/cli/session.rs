@@ -312,6 +312,8 @@ async fn forward_connections(
                     format!("cannot accept a local connection: {e}"),
                     json!({"reason": e.to_string()}),
                 );
+                // Out of file descriptors and such: do not spin.
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 continue;
             }
         };
