@@ -113,6 +113,17 @@ pub struct Config {
     /// Closed and expired cases unchanged for this long are deleted by the daemon.
     #[serde(deserialize_with = "duration")]
     pub retention: Duration,
+    /// The most relayed streams one session (one paired case) may have open at once.
+    pub max_streams_per_session: u32,
+    /// A relayed stream that carries no byte either way for this long is reset.
+    #[serde(deserialize_with = "duration")]
+    pub relay_idle_timeout: Duration,
+    /// Bytes a peer may send on one stream before the broker has read them (QUIC flow control).
+    pub stream_receive_window: u64,
+    /// Bytes a peer may send across all streams of its connection before the broker has read them.
+    pub receive_window: u64,
+    /// Bytes the broker keeps, per connection, of what it writes until the peer acknowledges it.
+    pub send_window: u64,
 }
 
 impl Default for Config {
@@ -143,6 +154,11 @@ impl Default for Config {
             wrong_codes_total_burst: 50,
             wrong_codes_total_per_minute: 20,
             retention: Duration::from_secs(30 * 24 * 60 * 60),
+            max_streams_per_session: 16,
+            relay_idle_timeout: Duration::from_secs(15 * 60),
+            stream_receive_window: 1024 * 1024,
+            receive_window: 4 * 1024 * 1024,
+            send_window: 4 * 1024 * 1024,
         }
     }
 }
@@ -257,6 +273,26 @@ impl Config {
                 "must be at least 2 (the control stream and one session stream)",
             );
         }
+        if self.max_streams_per_session == 0 {
+            return invalid("max_streams_per_session", "must be at least 1");
+        }
+        if self.relay_idle_timeout.is_zero() {
+            return invalid("relay_idle_timeout", "must be longer than zero");
+        }
+        // QUIC carries windows as variable-length integers below 2^62.
+        let most = (1u64 << 62) - 1;
+        if self.stream_receive_window == 0 || self.stream_receive_window > most {
+            return invalid("stream_receive_window", "must be between 1 and 2^62 - 1");
+        }
+        if self.receive_window < self.stream_receive_window || self.receive_window > most {
+            return invalid(
+                "receive_window",
+                "must be at least stream_receive_window and below 2^62",
+            );
+        }
+        if self.send_window == 0 {
+            return invalid("send_window", "must be longer than zero");
+        }
         Ok(())
     }
 
@@ -285,6 +321,23 @@ impl Config {
             per_address_per_minute: self.wrong_codes_per_address_per_minute,
             total_burst: self.wrong_codes_total_burst,
             total_per_minute: self.wrong_codes_total_per_minute,
+        }
+    }
+
+    /// The worst-case bytes the broker buffers for one party's connection: what the peer
+    /// may send unread, what we keep of what we write, and the relay's copy buffers of the
+    /// session's streams (README "Memory" explains the sum).
+    pub fn memory_bound_per_connection(&self) -> u64 {
+        let copy_buffers =
+            u64::from(self.max_streams_per_session) * 2 * crate::relay::COPY_BUFFER as u64;
+        self.receive_window + self.send_window + copy_buffers
+    }
+
+    /// The limits the relay enforces.
+    pub fn relay_limits(&self) -> crate::relay::RelayLimits {
+        crate::relay::RelayLimits {
+            max_streams_per_session: self.max_streams_per_session as usize,
+            idle_timeout: self.relay_idle_timeout,
         }
     }
 
@@ -345,5 +398,28 @@ mod tests {
             ..Config::default()
         };
         assert!(zero.validate().is_err());
+    }
+
+    #[test]
+    fn relay_limits_and_windows_are_checked() {
+        let narrow = Config {
+            receive_window: 1024,
+            stream_receive_window: 4096,
+            ..Config::default()
+        };
+        assert!(
+            narrow.validate().is_err(),
+            "a stream window past the connection's"
+        );
+        let no_streams = Config {
+            max_streams_per_session: 0,
+            ..Config::default()
+        };
+        assert!(no_streams.validate().is_err());
+        // 4 MiB + 4 MiB + 16 streams x 2 x 64 KiB, as config/sosqd.toml documents.
+        assert_eq!(
+            Config::default().memory_bound_per_connection(),
+            10 * 1024 * 1024
+        );
     }
 }

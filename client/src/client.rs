@@ -182,34 +182,14 @@ impl Client {
         &self,
         kind: StreamKind,
     ) -> Result<(quinn::SendStream, quinn::RecvStream), ClientError> {
-        let (mut send, recv) = self
-            .connection
-            .open_bi()
-            .await
-            .map_err(|e| ClientError::Disconnected(e.to_string()))?;
-        send.write_all(&[kind as u8])
-            .await
-            .map_err(|e| ClientError::Disconnected(e.to_string()))?;
-        Ok((send, recv))
+        open_relayed(&self.connection, kind).await
     }
 
     /// Waits for the paired party to open a relayed stream; returns it with its kind.
     pub async fn accept_stream(
         &self,
     ) -> Result<(StreamKind, quinn::SendStream, quinn::RecvStream), ClientError> {
-        let (send, mut recv) = self
-            .connection
-            .accept_bi()
-            .await
-            .map_err(|e| ClientError::Disconnected(describe_connection_error(&e)))?;
-        let mut kind = [0u8; 1];
-        recv.read_exact(&mut kind)
-            .await
-            .map_err(|e| ClientError::Disconnected(e.to_string()))?;
-        let kind = StreamKind::from_byte(kind[0]).ok_or_else(|| {
-            ClientError::Unexpected(format!("stream of unknown kind {}", kind[0]))
-        })?;
-        Ok((kind, send, recv))
+        accept_relayed(&self.connection).await
     }
 
     /// Closes the connection politely and waits (briefly) for the server to hear it.
@@ -217,6 +197,50 @@ impl Client {
         let _ = self.control.finish();
         self.connection.close(0u32.into(), b"bye");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    }
+}
+
+/// Opens a relayed stream of `kind` on a party's connection (see [`Client::open_stream`]);
+/// for tasks that hold a clone of the connection rather than the client.
+pub async fn open_relayed(
+    connection: &quinn::Connection,
+    kind: StreamKind,
+) -> Result<(quinn::SendStream, quinn::RecvStream), ClientError> {
+    let (mut send, recv) = connection
+        .open_bi()
+        .await
+        .map_err(|e| ClientError::Disconnected(describe_connection_error(&e)))?;
+    send.write_all(&[kind as u8])
+        .await
+        .map_err(|e| ClientError::Disconnected(e.to_string()))?;
+    Ok((send, recv))
+}
+
+/// Accepts the next relayed stream on a party's connection and reads its kind (see
+/// [`Client::accept_stream`]). A stream of an unknown kind is stopped and reported.
+pub async fn accept_relayed(
+    connection: &quinn::Connection,
+) -> Result<(StreamKind, quinn::SendStream, quinn::RecvStream), ClientError> {
+    let (mut send, mut recv) = connection
+        .accept_bi()
+        .await
+        .map_err(|e| ClientError::Disconnected(describe_connection_error(&e)))?;
+    let mut kind = [0u8; 1];
+    // A stream that ends before its kind byte is one stream's trouble, not the connection's.
+    recv.read_exact(&mut kind).await.map_err(|e| {
+        ClientError::Unexpected(format!("a relayed stream ended before its kind: {e}"))
+    })?;
+    match StreamKind::from_byte(kind[0]) {
+        Some(known) => Ok((known, send, recv)),
+        None => {
+            let code = crate::protocol::close_code::PROTOCOL_ERROR;
+            let _ = send.reset(code.into());
+            let _ = recv.stop(code.into());
+            Err(ClientError::Unexpected(format!(
+                "stream of unknown kind {}",
+                kind[0]
+            )))
+        }
     }
 }
 

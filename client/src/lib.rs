@@ -3,12 +3,14 @@
 //! - [`protocol`] and [`codec`]: the wire contract every client and the daemon speak.
 //! - [`code`]: session codes as people read and type them.
 //! - [`client`]: an async client library over QUIC.
+//! - [`forward`]: TCP forwarding over relayed streams (`--share`, `--forward`).
 //! - [`tls`]: certificate pinning by SHA-256 fingerprint.
 //! - [`profile`]: support profiles, the branded quick-support file.
 
 pub mod client;
 pub mod code;
 pub mod codec;
+pub mod forward;
 pub mod profile;
 pub mod protocol;
 pub mod tls;

@@ -578,6 +578,9 @@ pub enum ErrorKind {
 pub enum StreamKind {
     /// The stdin/stdout conversation of `sosq`.
     Chat = 1,
+    /// One forwarded TCP connection: opened by the expert (a connection to its `--forward`
+    /// port), accepted by the customer, who connects it to its `--share` address only.
+    Forward = 2,
 }
 
 impl StreamKind {
@@ -585,6 +588,7 @@ impl StreamKind {
     pub fn from_byte(b: u8) -> Option<StreamKind> {
         match b {
             1 => Some(StreamKind::Chat),
+            2 => Some(StreamKind::Forward),
             _ => None,
         }
     }
@@ -608,4 +612,12 @@ pub mod close_code {
     pub const NOT_PAIRED: u32 = 6;
     /// A relayed stream ended because the session ended.
     pub const SESSION_ENDED: u32 = 7;
+    /// A relayed stream was refused: the session already has its most streams open.
+    pub const TOO_MANY_STREAMS: u32 = 8;
+    /// A relayed stream carried nothing either way for the relay idle timeout.
+    pub const STREAM_IDLE: u32 = 9;
+    /// A forward stream was refused: the customer shares no TCP service.
+    pub const NOTHING_SHARED: u32 = 10;
+    /// A forwarded TCP connection failed (could not connect, or was reset).
+    pub const FORWARD_FAILED: u32 = 11;
 }

@@ -15,6 +15,7 @@ mod error;
 mod queue;
 mod selection;
 mod stats;
+mod traffic;
 
 #[cfg(test)]
 mod priority_tests;
@@ -40,6 +41,7 @@ pub use error::BrokerError;
 pub use queue::{Queue, QueueId, GENERAL};
 pub use selection::CaseSelection;
 pub use stats::{priority_index, Histogram, Stats, RESPONSE_BUCKETS};
+pub use traffic::SessionTraffic;
 
 /// The longest customer name or expert name accepted, in characters.
 pub const MAX_NAME_CHARS: usize = 100;

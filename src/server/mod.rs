@@ -154,13 +154,14 @@ impl Shared {
             codes = broker.codes_held(),
             "case store loaded"
         );
+        let relay_limits = config.relay_limits();
         Ok(Shared {
             users: UserDirectory::open(&config.data_dir),
             config,
             broker: Mutex::new(broker),
             store,
             parties: DashMap::new(),
-            relays: Arc::new(Relays::default()),
+            relays: Arc::new(Relays::new(relay_limits)),
             expiry_wake: Notify::new(),
             clock,
             next_party: AtomicU64::new(1),
@@ -205,11 +206,33 @@ impl Shared {
             }
             broker.attribute(actor, &mut effects);
             let mut changes = Vec::new();
+            let mut ended_sessions = Vec::new();
             for effect in effects {
                 match effect {
                     Effect::Persist(change) => changes.push(change),
+                    Effect::Unpair { code } => {
+                        // A case still open lost a party: let what was already spliced
+                        // drain. A case that ended cuts every stream at once.
+                        let traffic = if broker.case(code).is_some() {
+                            self.relays.unlink(code)
+                        } else {
+                            self.relays.unpair(code)
+                        };
+                        if let Some(traffic) = traffic {
+                            ended_sessions.push((code, traffic));
+                        }
+                    }
                     other => self.apply(other, &broker),
                 }
+            }
+            // The traffic goes into the same store batch as the change that ended the
+            // session, so a closed case's final record carries it.
+            for (code, traffic) in ended_sessions {
+                self.counters.relayed_bytes.fetch_add(
+                    traffic.customer_to_expert + traffic.expert_to_customer,
+                    Ordering::Relaxed,
+                );
+                broker.record_traffic(now, code, traffic, &mut changes);
             }
             let ticket = (!changes.is_empty()).then(|| self.store.submit(changes));
             if broker.next_deadline().is_some() {
@@ -242,11 +265,12 @@ impl Shared {
                     self.relays.pair(code, (customer, c), (expert, e));
                 }
             }
-            // A case that is still open lost a party: let streams already spliced drain (what
-            // the party sent before leaving still arrives). A case that ended (closed,
-            // expired, deleted) cuts every stream at once.
-            Effect::Unpair { code } if broker.case(code).is_some() => self.relays.unlink(code),
-            Effect::Unpair { code } => self.relays.unpair(code),
+            Effect::Unpair { code } if broker.case(code).is_some() => {
+                self.relays.unlink(code);
+            }
+            Effect::Unpair { code } => {
+                self.relays.unpair(code);
+            }
             Effect::Disconnect {
                 party,
                 code,

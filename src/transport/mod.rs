@@ -25,14 +25,36 @@ pub fn server_config(
     let quic_tls = QuicServerConfig::try_from(tls)
         .map_err(|e| TlsError::Generate(format!("QUIC cannot use this TLS setup: {e}")))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic_tls));
+    let transport = transport_config(config)?;
+    server.transport_config(Arc::new(transport));
+    Ok(server)
+}
+
+/// The QUIC transport settings of every broker connection: stream count and idle limits,
+/// and the flow-control windows that bound what the broker buffers per connection.
+pub fn transport_config(config: &Config) -> Result<quinn::TransportConfig, TlsError> {
     let mut transport = quinn::TransportConfig::default();
     transport.max_concurrent_bidi_streams(config.max_streams_per_connection.into());
     transport.max_concurrent_uni_streams(0u32.into());
     let idle = quinn::IdleTimeout::try_from(config.idle_timeout)
         .map_err(|e| TlsError::Generate(format!("idle_timeout out of range: {e}")))?;
     transport.max_idle_timeout(Some(idle));
-    server.transport_config(Arc::new(transport));
-    Ok(server)
+    let window = |value: u64, name: &str| {
+        quinn::VarInt::from_u64(value)
+            .map_err(|e| TlsError::Generate(format!("{name} out of range: {e}")))
+    };
+    transport.stream_receive_window(window(
+        config.stream_receive_window,
+        "stream_receive_window",
+    )?);
+    transport.receive_window(window(config.receive_window, "receive_window")?);
+    transport.send_window(config.send_window);
+    // Ask peers to acknowledge every tenth packet rather than every second: the broker
+    // relays bulk data, and every ACK it receives is a datagram to decrypt and process.
+    let mut acks = quinn::AckFrequencyConfig::default();
+    acks.ack_eliciting_threshold(9u32.into());
+    transport.ack_frequency_config(Some(acks));
+    Ok(transport)
 }
 
 /// Why the endpoint could not be set up.

@@ -132,6 +132,11 @@ impl Daemon {
         self.dir.clone()
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What the daemon logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()

@@ -3,6 +3,7 @@
 pub mod output;
 pub mod session;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -12,7 +13,7 @@ use sosq::protocol::{Assignee, CaseFilter, CaseState, DeleteSelector, Priority, 
 use sosq::{Client, ClientError, ConnectOptions, SessionCode};
 
 use output::Output;
-use session::{Ended, Side};
+use session::{Ended, Forwarding, Side};
 
 /// sosq: ask for remote support, work the support queue, or administer sosqd.
 #[derive(Parser)]
@@ -91,6 +92,10 @@ pub enum Command {
         /// The support team to ask (from your support profile); default `general`.
         #[arg(long)]
         group: Option<String>,
+        /// Let the expert reach this one local TCP service (e.g. 127.0.0.1:5900 for your
+        /// VNC server); nothing else on your machine is reachable. Ctrl-C ends the session.
+        #[arg(long, value_name = "ADDR")]
+        share: Option<SocketAddr>,
     },
     /// Customer: join a case an expert created (or come back to yours with --secret).
     Join {
@@ -102,6 +107,10 @@ pub enum Command {
         /// The resume secret printed when you first joined or asked for help.
         #[arg(long, env = "SOSQ_SECRET", hide_env_values = true)]
         secret: Option<String>,
+        /// Let the expert reach this one local TCP service (e.g. 127.0.0.1:5900 for your
+        /// VNC server); nothing else on your machine is reachable. Ctrl-C ends the session.
+        #[arg(long, value_name = "ADDR")]
+        share: Option<SocketAddr>,
     },
     /// Expert: show the waiting cases.
     Queue {
@@ -114,11 +123,19 @@ pub enum Command {
         /// If nobody is waiting, wait for the next customer instead of failing.
         #[arg(long)]
         wait: bool,
+        /// Listen on this local address; every TCP connection to it is forwarded to the
+        /// service the customer shares (e.g. 127.0.0.1:15900).
+        #[arg(long, value_name = "ADDR")]
+        forward: Option<SocketAddr>,
     },
     /// Expert: connect to a case by its code and run the session.
     Connect {
         /// The session code.
         code: String,
+        /// Listen on this local address; every TCP connection to it is forwarded to the
+        /// service the customer shares (e.g. 127.0.0.1:15900).
+        #[arg(long, value_name = "ADDR")]
+        forward: Option<SocketAddr>,
     },
     /// Expert: create a case and print its code to read to the customer.
     Create {
@@ -247,6 +264,29 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
         } => Some(delete_selector(codes, *state, *older_than)?),
         _ => None,
     };
+    // Bind the expert's port first, so a busy port fails before anyone is paired.
+    let listener = match &cli.command {
+        Command::Pull {
+            forward: Some(addr),
+            ..
+        }
+        | Command::Connect {
+            forward: Some(addr),
+            ..
+        } => {
+            let listener = sosq::forward::listen(*addr)
+                .await
+                .map_err(|e| ClientError::Options(e.to_string()))?;
+            let bound = listener.local_addr().unwrap_or(*addr);
+            out.status(
+                "forwarding",
+                format!("forwarding connections to {bound} to the customer's shared service"),
+                json!({"listen": bound}),
+            );
+            Some(listener)
+        }
+        _ => None,
+    };
     let mut client = Client::connect(&options).await?;
     match cli.command {
         Command::Request {
@@ -255,6 +295,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             priority,
             group,
             profile: _,
+            share,
         } => {
             let group = group.or_else(|| profile.as_ref().and_then(|p| p.group.clone()));
             let name = name
@@ -272,9 +313,18 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             if let Some(welcome) = profile.as_ref().and_then(|p| p.welcome.as_deref()) {
                 out.status("welcome", welcome, json!({ "text": welcome }));
             }
-            run_session(client, Side::Customer, out).await
+            let forwarding = Forwarding {
+                share,
+                listener: None,
+            };
+            run_session(client, Side::Customer, out, forwarding).await
         }
-        Command::Join { code, name, secret } => {
+        Command::Join {
+            code,
+            name,
+            secret,
+            share,
+        } => {
             let reply = client
                 .request(Request::Join {
                     code,
@@ -283,9 +333,13 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                 })
                 .await?;
             report_attached(&out, &reply);
-            run_session(client, Side::Customer, out).await
+            let forwarding = Forwarding {
+                share,
+                listener: None,
+            };
+            run_session(client, Side::Customer, out, forwarding).await
         }
-        Command::Pull { wait } => {
+        Command::Pull { wait, .. } => {
             let reply = client.request(Request::Pull { wait }).await?;
             if let Reply::Waiting = reply {
                 out.status(
@@ -295,12 +349,20 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                 );
             }
             report_attached(&out, &reply);
-            run_session(client, Side::Expert, out).await
+            let forwarding = Forwarding {
+                share: None,
+                listener,
+            };
+            run_session(client, Side::Expert, out, forwarding).await
         }
-        Command::Connect { code } => {
+        Command::Connect { code, .. } => {
             let reply = client.request(Request::Connect { code }).await?;
             report_attached(&out, &reply);
-            run_session(client, Side::Expert, out).await
+            let forwarding = Forwarding {
+                share: None,
+                listener,
+            };
+            run_session(client, Side::Expert, out, forwarding).await
         }
         Command::Queue { watch: false } => {
             let Reply::Queue(entries) = client.request(Request::Queue).await? else {
@@ -550,8 +612,13 @@ fn report_attached(out: &Output, reply: &Reply) {
 }
 
 /// Runs the session, then closes the connection either way.
-async fn run_session(mut client: Client, side: Side, out: Output) -> Result<(), ClientError> {
-    let ended = session::run(&mut client, side, out).await;
+async fn run_session(
+    mut client: Client,
+    side: Side,
+    out: Output,
+    forwarding: Forwarding,
+) -> Result<(), ClientError> {
+    let ended = session::run(&mut client, side, out, forwarding).await;
     client.close().await;
     match ended? {
         Ended::PeerFinished | Ended::ByServer => Ok(()),

@@ -4,12 +4,25 @@
 //! other side still has to say). If the peer's connection drops, we wait for it to
 //! come back (the case is pending again) instead of giving up on a customer with a bad
 //! network.
+//!
+//! With forwarding (`--share` on the customer, `--forward` on the expert) the session also
+//! carries TCP connections (see [`sosq::forward`]); each one opening and closing is reported
+//! on stderr, and the session then lasts until Ctrl-C or the case ends, whatever the chat
+//! does.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use serde_json::json;
+use sosq::client::accept_relayed;
+use sosq::forward::{self, ForwardError, ForwardStats};
 use sosq::protocol::{Event, StreamKind};
 use sosq::{Client, ClientError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::output::Output;
 
@@ -20,6 +33,21 @@ pub enum Side {
     Expert,
     /// Accepts the stream.
     Customer,
+}
+
+/// What a session forwards besides the chat.
+#[derive(Default)]
+pub struct Forwarding {
+    /// Customer: the one local TCP service the expert may reach.
+    pub share: Option<SocketAddr>,
+    /// Expert: the bound local port whose connections are forwarded.
+    pub listener: Option<TcpListener>,
+}
+
+impl Forwarding {
+    fn is_active(&self) -> bool {
+        self.share.is_some() || self.listener.is_some()
+    }
 }
 
 /// How a session ended well.
@@ -33,10 +61,38 @@ pub enum Ended {
 }
 
 /// Runs sessions on `client` until one ends; errors carry the one-line reason.
-pub async fn run(client: &mut Client, side: Side, out: Output) -> Result<Ended, ClientError> {
+pub async fn run(
+    client: &mut Client,
+    side: Side,
+    out: Output,
+    forwarding: Forwarding,
+) -> Result<Ended, ClientError> {
     let mut events = client
         .take_events()
         .ok_or_else(|| ClientError::Unexpected("events already taken".into()))?;
+    let keep_open = forwarding.is_active();
+    let tally = Arc::new(Tally::default());
+    let share = forwarding.share;
+    // The customer accepts every stream the expert opens: chats go to this loop, forwarded
+    // connections to the shared service (or are refused).
+    let (chats, mut chat_streams) = mpsc::channel(4);
+    let _acceptor = (side == Side::Customer).then(|| {
+        AbortOnDrop(tokio::spawn(accept_streams(
+            client.connection().clone(),
+            share,
+            chats,
+            tally.clone(),
+            out,
+        )))
+    });
+    let _forwarder = forwarding.listener.map(|listener| {
+        AbortOnDrop(tokio::spawn(forward_connections(
+            listener,
+            client.connection().clone(),
+            tally.clone(),
+            out,
+        )))
+    });
     let mut stdin = spawn_stdin_reader();
     let mut stdin_done = false;
     // Ctrl-C leaves politely, so the broker knows at once instead of after a timeout.
@@ -55,10 +111,16 @@ pub async fn run(client: &mut Client, side: Side, out: Output) -> Result<Ended, 
                     peer_role,
                     peer_name,
                 }) => {
+                    let mut human = format!("connected to {peer_role} {peer_name} (case {code})");
+                    if let Some(share) = share {
+                        human.push_str(&format!(
+                            "; they can reach {share}, the one service you share; press Ctrl-C to end the session"
+                        ));
+                    }
                     out.status(
                         "paired",
-                        format!("connected to {peer_role} {peer_name} (case {code})"),
-                        json!({"code": code, "peer_role": peer_role.to_string(), "peer_name": peer_name}),
+                        human,
+                        json!({"code": code, "peer_role": peer_role.to_string(), "peer_name": peer_name, "share": share}),
                     );
                     break;
                 }
@@ -74,7 +136,10 @@ pub async fn run(client: &mut Client, side: Side, out: Output) -> Result<Ended, 
         let stream = match side {
             Side::Expert => client.open_stream(StreamKind::Chat).await.map(Some),
             Side::Customer => tokio::select! {
-                accepted = client.accept_stream() => accepted.map(|(_, send, recv)| Some((send, recv))),
+                accepted = chat_streams.recv() => match accepted {
+                    Some(stream) => Ok(Some(stream)),
+                    None => return Err(lost(client)),
+                },
                 event = events.recv() => match event {
                     Some(event) => match report(&out, event) {
                         Some(ended) => return Ok(ended),
@@ -94,6 +159,9 @@ pub async fn run(client: &mut Client, side: Side, out: Output) -> Result<Ended, 
         let mut buf = vec![0u8; 16 * 1024];
         let mut stdout = tokio::io::stdout();
         let mut peer_done = false;
+        // The peer left, but what it sent before leaving (its end-of-stream included) may
+        // still be on the way; the broker ends the stream either way, so read on until then.
+        let mut peer_left = false;
         // Copy until both sides have finished (done) or the peer leaves (wait for it again).
         loop {
             tokio::select! {
@@ -106,7 +174,7 @@ pub async fn run(client: &mut Client, side: Side, out: Output) -> Result<Ended, 
                     None => {
                         stdin_done = true;
                         let _ = send.finish();
-                        if peer_done {
+                        if peer_done && !keep_open {
                             delivered(&mut send).await;
                             return Ok(Ended::PeerFinished);
                         }
@@ -120,9 +188,12 @@ pub async fn run(client: &mut Client, side: Side, out: Output) -> Result<Ended, 
                     Ok(None) => {
                         peer_done = true;
                         out.status("peer_finished", "the other side has finished sending", json!({}));
-                        if stdin_done {
+                        if stdin_done && !keep_open {
                             delivered(&mut send).await;
                             return Ok(Ended::PeerFinished);
+                        }
+                        if peer_left {
+                            break;
                         }
                     }
                     // Reset or connection trouble: the control stream says what happened.
@@ -134,9 +205,10 @@ pub async fn run(client: &mut Client, side: Side, out: Output) -> Result<Ended, 
                         if let Some(ended) = report(&out, event) {
                             return Ok(ended);
                         }
-                        if left {
+                        if left && peer_done {
                             break;
                         }
+                        peer_left |= left;
                     }
                     None => return Err(lost(client)),
                 },
@@ -146,10 +218,142 @@ pub async fn run(client: &mut Client, side: Side, out: Output) -> Result<Ended, 
     }
 }
 
-/// Waits (briefly) until the broker has everything we sent, so closing the connection
-/// right after cannot cut off the end of the conversation.
+/// Waits (briefly) until the broker has our finished chat stream, so closing the
+/// connection right after cannot discard the end-of-stream the peer waits for.
 async fn delivered(send: &mut quinn::SendStream) {
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), send.stopped()).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), send.stopped()).await;
+}
+
+/// Counts forwarded connections, for the lines that report them.
+#[derive(Default)]
+struct Tally {
+    opened: AtomicU64,
+    open: AtomicUsize,
+}
+
+impl Tally {
+    /// Counts one more open connection; returns its number.
+    fn open(&self) -> u64 {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        self.opened.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Counts one connection closed; returns how many stay open.
+    fn close(&self) -> usize {
+        self.open.fetch_sub(1, Ordering::Relaxed).saturating_sub(1)
+    }
+}
+
+/// Aborts a background task when the session that started it ends.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Customer: accepts the expert's streams until the connection ends.
+async fn accept_streams(
+    connection: quinn::Connection,
+    share: Option<SocketAddr>,
+    chats: mpsc::Sender<(quinn::SendStream, quinn::RecvStream)>,
+    tally: Arc<Tally>,
+    out: Output,
+) {
+    loop {
+        match accept_relayed(&connection).await {
+            Ok((StreamKind::Chat, send, recv)) => {
+                if chats.send((send, recv)).await.is_err() {
+                    return;
+                }
+            }
+            Ok((StreamKind::Forward, send, recv)) => {
+                if share.is_none() {
+                    out.status(
+                        "forward_refused",
+                        "the expert tried to open a connection, but you share nothing (no --share); refused",
+                        json!({}),
+                    );
+                    let _ = forward::serve_shared(None, send, recv).await;
+                    continue;
+                }
+                let tally = tally.clone();
+                tokio::spawn(async move {
+                    let id = tally.open();
+                    report_opened(&out, id, &tally, "the expert");
+                    let result = forward::serve_shared(share, send, recv).await;
+                    report_closed(&out, id, &tally, result);
+                });
+            }
+            Err(ClientError::Disconnected(_)) => return,
+            Err(e) => out.status(
+                "stream_refused",
+                format!("refused a stream: {e}"),
+                json!({"reason": e.to_string()}),
+            ),
+        }
+    }
+}
+
+/// Expert: forwards every connection to the local port until the session ends.
+async fn forward_connections(
+    listener: TcpListener,
+    connection: quinn::Connection,
+    tally: Arc<Tally>,
+    out: Output,
+) {
+    loop {
+        let (tcp, from) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                out.status(
+                    "forward_failed",
+                    format!("cannot accept a local connection: {e}"),
+                    json!({"reason": e.to_string()}),
+                );
+                // Out of file descriptors and such: do not spin.
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let connection = connection.clone();
+        let tally = tally.clone();
+        tokio::spawn(async move {
+            let id = tally.open();
+            report_opened(&out, id, &tally, &from.to_string());
+            let result = forward::forward_connection(&connection, tcp).await;
+            report_closed(&out, id, &tally, result);
+        });
+    }
+}
+
+fn report_opened(out: &Output, id: u64, tally: &Tally, from: &str) {
+    let open = tally.open.load(Ordering::Relaxed);
+    out.status(
+        "forward_opened",
+        format!("forwarded connection {id} opened by {from} ({open} open)"),
+        json!({"id": id, "from": from, "open": open}),
+    );
+}
+
+fn report_closed(out: &Output, id: u64, tally: &Tally, result: Result<ForwardStats, ForwardError>) {
+    let open = tally.close();
+    match result {
+        Ok(stats) => out.status(
+            "forward_closed",
+            format!(
+                "forwarded connection {id} closed: {} bytes sent, {} received ({open} open)",
+                stats.sent, stats.received
+            ),
+            json!({"id": id, "sent": stats.sent, "received": stats.received, "open": open}),
+        ),
+        Err(e) => out.status(
+            "forward_failed",
+            format!("forwarded connection {id} failed: {e} ({open} open)"),
+            json!({"id": id, "reason": e.to_string(), "open": open}),
+        ),
+    }
 }
 
 /// Reports an event; `Some` if it ends the session.

@@ -1,0 +1,206 @@
+//! TCP forwarding through the broker, so existing tools (VNC, SSH, ...) run over a session.
+//!
+//! The expert listens on a local port (`--forward`); every TCP connection it accepts becomes
+//! one relayed [`StreamKind::Forward`] stream. The customer accepts such a stream and
+//! connects it to the one address it shares (`--share`), and to nothing else; without a
+//! share it refuses the stream with [`close_code::NOTHING_SHARED`]. Bytes are copied both
+//! ways with half-close (TCP shutdown ↔ QUIC finish); a reset on either side resets the
+//! other (a TCP RST ↔ a QUIC stream reset).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::client::open_relayed;
+use crate::protocol::{close_code, StreamKind};
+
+/// Bytes of the buffer each direction of a forwarded connection copies through.
+const COPY_BUFFER: usize = 64 * 1024;
+
+/// How long the customer waits for its shared service to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a forwarded connection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// The expert's local port could not be opened.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The customer's shared service did not accept the connection.
+    #[error("cannot reach the shared service {addr}: {reason}")]
+    Connect {
+        /// The shared address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// The relayed stream could not be opened.
+    #[error("cannot open a relayed stream: {0}")]
+    Open(String),
+    /// The other side (or the broker) reset the relayed stream.
+    #[error("{}", describe_reset(*.0))]
+    Reset(u64),
+    /// The relayed stream failed otherwise (the connection was lost).
+    #[error("the relayed stream failed: {0}")]
+    Stream(String),
+    /// The local TCP connection failed.
+    #[error("the local TCP connection failed: {0}")]
+    Tcp(std::io::Error),
+}
+
+/// A sentence for a stream reset code.
+pub fn describe_reset(code: u64) -> String {
+    let reason = match u32::try_from(code) {
+        Ok(close_code::NOT_PAIRED) => "not connected to a partner (not paired)",
+        Ok(close_code::SESSION_ENDED) => "the session ended",
+        Ok(close_code::TOO_MANY_STREAMS) => "the session has too many connections open",
+        Ok(close_code::STREAM_IDLE) => "idle for too long",
+        Ok(close_code::NOTHING_SHARED) => "the customer shares no service (no --share)",
+        Ok(close_code::FORWARD_FAILED) => "the other side's TCP connection failed",
+        _ => "reset by the other side",
+    };
+    format!("{reason} (code {code})")
+}
+
+/// What one forwarded connection carried.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForwardStats {
+    /// Bytes read from the local TCP connection and sent through the broker.
+    pub sent: u64,
+    /// Bytes received through the broker and written to the local TCP connection.
+    pub received: u64,
+}
+
+/// The expert's local port: binds `addr` (before the session starts, so a busy port is
+/// reported at once).
+pub async fn listen(addr: SocketAddr) -> Result<TcpListener, ForwardError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ForwardError::Listen { addr, source })
+}
+
+/// Expert side: relays one accepted TCP connection as a new `Forward` stream.
+pub async fn forward_connection(
+    connection: &quinn::Connection,
+    tcp: TcpStream,
+) -> Result<ForwardStats, ForwardError> {
+    let (send, recv) = match open_relayed(connection, StreamKind::Forward).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            let _ = tcp.set_zero_linger();
+            return Err(ForwardError::Open(e.to_string()));
+        }
+    };
+    splice_tcp(tcp, send, recv).await
+}
+
+/// Customer side: serves one `Forward` stream by connecting it to `share`; without a share
+/// the stream is refused with `NOTHING_SHARED`, and a service that cannot be reached with
+/// `FORWARD_FAILED`.
+pub async fn serve_shared(
+    share: Option<SocketAddr>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) -> Result<ForwardStats, ForwardError> {
+    let refuse = |send: &mut quinn::SendStream, recv: &mut quinn::RecvStream, code: u32| {
+        let _ = send.reset(code.into());
+        let _ = recv.stop(code.into());
+    };
+    let Some(addr) = share else {
+        refuse(&mut send, &mut recv, close_code::NOTHING_SHARED);
+        return Err(ForwardError::Reset(close_code::NOTHING_SHARED.into()));
+    };
+    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => {
+            refuse(&mut send, &mut recv, close_code::FORWARD_FAILED);
+            return Err(ForwardError::Connect {
+                addr,
+                reason: e.to_string(),
+            });
+        }
+        Err(_) => {
+            refuse(&mut send, &mut recv, close_code::FORWARD_FAILED);
+            return Err(ForwardError::Connect {
+                addr,
+                reason: "timed out".into(),
+            });
+        }
+    };
+    splice_tcp(tcp, send, recv).await
+}
+
+/// Copies a TCP connection and a relayed stream both ways until both directions have ended.
+/// TCP EOF finishes the stream, stream EOF shuts down the TCP write half; a failure on
+/// either side resets the other (RST on TCP, a reset and a stop on the stream).
+pub async fn splice_tcp(
+    mut tcp: TcpStream,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) -> Result<ForwardStats, ForwardError> {
+    let _ = tcp.set_nodelay(true);
+    let (mut tcp_read, mut tcp_write) = tcp.split();
+    let outbound = async {
+        let mut buf = vec![0u8; COPY_BUFFER];
+        let mut sent = 0u64;
+        loop {
+            let n = tcp_read.read(&mut buf).await.map_err(ForwardError::Tcp)?;
+            if n == 0 {
+                let _ = send.finish();
+                return Ok(sent);
+            }
+            send.write_all(&buf[..n]).await.map_err(|e| match e {
+                quinn::WriteError::Stopped(code) => ForwardError::Reset(code.into_inner()),
+                other => ForwardError::Stream(other.to_string()),
+            })?;
+            sent += n as u64;
+        }
+    };
+    let inbound = async {
+        let mut buf = vec![0u8; COPY_BUFFER];
+        let mut received = 0u64;
+        loop {
+            match recv.read(&mut buf).await {
+                Ok(Some(n)) => {
+                    tcp_write
+                        .write_all(&buf[..n])
+                        .await
+                        .map_err(ForwardError::Tcp)?;
+                    received += n as u64;
+                }
+                Ok(None) => {
+                    let _ = tcp_write.shutdown().await;
+                    return Ok(received);
+                }
+                Err(quinn::ReadError::Reset(code)) => {
+                    return Err(ForwardError::Reset(code.into_inner()))
+                }
+                Err(e) => return Err(ForwardError::Stream(e.to_string())),
+            }
+        }
+    };
+    match tokio::try_join!(outbound, inbound) {
+        Ok((sent, received)) => Ok(ForwardStats { sent, received }),
+        Err(e) => {
+            // Pass a reset on with its code, so the far end learns why.
+            let code = match e {
+                ForwardError::Reset(code) => {
+                    quinn::VarInt::from_u64(code).unwrap_or(close_code::FORWARD_FAILED.into())
+                }
+                _ => close_code::FORWARD_FAILED.into(),
+            };
+            let _ = send.reset(code);
+            let _ = recv.stop(code);
+            // Dropping with a zero linger sends RST: the TCP side sees the failure too.
+            let _ = tcp.set_zero_linger();
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,571 @@
+//! TCP forwarding through a real sosqd with real `sosq` processes: the customer shares a
+//! local TCP service the test runs (`request --share`), the expert forwards a local port
+//! (`pull --forward`), and the test's TCP clients talk through the broker.
+//!
+//! Concurrent checksummed transfers both ways; a stalled reader does not grow the daemon's
+//! memory past the documented bound; closing the case cuts the connections; an unpaired
+//! party cannot open streams; a customer who shares nothing refuses forwards, chat works.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{payload, Daemon, Session, PATIENCE};
+use sosq::protocol::{close_code, Reply, Request, StreamKind};
+use sosq::Client;
+
+/// FNV-1a, the checksum both ends compute.
+fn checksum(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    })
+}
+
+/// What the shared service does with each connection.
+#[derive(Clone, Copy)]
+enum Service {
+    /// Reads a header (length, seed) and `length` bytes, reports their checksum, and
+    /// meanwhile sends `payload(length, seed + 1000)` back, then closes.
+    Exchange,
+    /// Writes a counting pattern (byte i is i % 251) forever, never reads.
+    Flood,
+    /// Echoes until the connection ends, then reports how it ended.
+    Echo,
+}
+
+/// What the shared service reports per connection.
+#[derive(Debug)]
+enum Report {
+    Exchanged { seed: u64, checksum: u64 },
+    Ended,
+}
+
+/// The customer's local service: its address, its reports, and bytes flooded so far.
+struct Shared {
+    addr: SocketAddr,
+    reports: mpsc::Receiver<Report>,
+    flooded: Arc<AtomicU64>,
+}
+
+fn share(service: Service) -> Shared {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, reports) = mpsc::channel();
+    let flooded = Arc::new(AtomicU64::new(0));
+    let counter = flooded.clone();
+    thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(tcp) = tcp else { return };
+            let tx = tx.clone();
+            let counter = counter.clone();
+            thread::spawn(move || serve(service, tcp, tx, counter));
+        }
+    });
+    Shared {
+        addr,
+        reports,
+        flooded,
+    }
+}
+
+fn serve(service: Service, mut tcp: TcpStream, tx: mpsc::Sender<Report>, flooded: Arc<AtomicU64>) {
+    match service {
+        Service::Exchange => {
+            let mut header = [0u8; 16];
+            if tcp.read_exact(&mut header).is_err() {
+                return;
+            }
+            let len = u64::from_be_bytes(header[..8].try_into().unwrap()) as usize;
+            let seed = u64::from_be_bytes(header[8..].try_into().unwrap());
+            let mut writer = tcp.try_clone().unwrap();
+            let sender = thread::spawn(move || {
+                writer.write_all(&payload(len, seed + 1000)).unwrap();
+                writer.shutdown(Shutdown::Write).unwrap();
+            });
+            let mut got = vec![0u8; len];
+            tcp.read_exact(&mut got).unwrap();
+            sender.join().unwrap();
+            let _ = tx.send(Report::Exchanged {
+                seed,
+                checksum: checksum(&got),
+            });
+        }
+        Service::Flood => {
+            let pattern: Vec<u8> = (0..251 * 256).map(|i| (i % 251) as u8).collect();
+            while tcp.write_all(&pattern).is_ok() {
+                flooded.fetch_add(pattern.len() as u64, Ordering::Relaxed);
+            }
+        }
+        Service::Echo => {
+            let mut buf = [0u8; 4096];
+            loop {
+                match tcp.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tcp.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = tx.send(Report::Ended);
+        }
+    }
+}
+
+/// A customer sharing `service` and an expert forwarding a local port, paired; returns
+/// both sessions, the case code and the expert's local address.
+struct Forwarded {
+    customer: Session,
+    expert: Session,
+    code: String,
+    local: SocketAddr,
+    token: String,
+}
+
+fn forwarded(daemon: &Daemon, share_addr: Option<SocketAddr>) -> Forwarded {
+    let token = daemon.add_user("ana", "expert");
+    let share_arg = share_addr.map(|a| a.to_string());
+    let mut args = vec!["request", "--name", "Alice"];
+    if let Some(addr) = &share_arg {
+        args.extend(["--share", addr.as_str()]);
+    }
+    let mut customer = daemon.session(None, &args);
+    let code = customer.expect_event("attached")["code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut expert = daemon.session(Some(&token), &["pull", "--forward", "127.0.0.1:0"]);
+    let local: SocketAddr = expert.expect_event("forwarding")["listen"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    expert.expect_event("paired");
+    let paired = customer.expect_event("paired");
+    assert_eq!(paired["peer_name"], "ana");
+    Forwarded {
+        customer,
+        expert,
+        code,
+        local,
+        token,
+    }
+}
+
+fn connect(local: SocketAddr) -> TcpStream {
+    let tcp = TcpStream::connect(local).unwrap();
+    tcp.set_read_timeout(Some(PATIENCE)).unwrap();
+    tcp
+}
+
+#[test]
+fn concurrent_forwarded_connections_carry_megabytes_both_ways_intact() {
+    let daemon = Daemon::start(&[]);
+    let shared = share(Service::Exchange);
+    let mut f = forwarded(&daemon, Some(shared.addr));
+
+    const CONNECTIONS: u64 = 5;
+    const LEN: usize = 3 * 1024 * 1024;
+    let clients: Vec<_> = (0..CONNECTIONS)
+        .map(|seed| {
+            let local = f.local;
+            thread::spawn(move || {
+                let mut tcp = connect(local);
+                let mut writer = tcp.try_clone().unwrap();
+                let sender = thread::spawn(move || {
+                    writer.write_all(&(LEN as u64).to_be_bytes()).unwrap();
+                    writer.write_all(&seed.to_be_bytes()).unwrap();
+                    writer.write_all(&payload(LEN, seed)).unwrap();
+                    writer.shutdown(Shutdown::Write).unwrap();
+                });
+                let mut got = Vec::with_capacity(LEN);
+                tcp.read_to_end(&mut got).unwrap();
+                sender.join().unwrap();
+                assert_eq!(got.len(), LEN, "connection {seed}: every byte, then EOF");
+                assert_eq!(
+                    checksum(&got),
+                    checksum(&payload(LEN, seed + 1000)),
+                    "connection {seed}: bytes from the customer's service intact"
+                );
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("a forwarded connection failed");
+    }
+    let mut seen = Vec::new();
+    for _ in 0..CONNECTIONS {
+        match shared.reports.recv_timeout(PATIENCE).unwrap() {
+            Report::Exchanged {
+                seed,
+                checksum: sum,
+            } => {
+                assert_eq!(sum, checksum(&payload(LEN, seed)), "connection {seed}");
+                seen.push(seed);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..CONNECTIONS).collect::<Vec<_>>());
+    f.customer.expect_event("forward_opened");
+    f.customer.expect_event("forward_closed");
+
+    // The session's traffic goes into the history when the case is closed.
+    daemon.json(Some(&f.token), &["close", &f.code]);
+    f.customer.expect_event("session_ended");
+    let case = daemon.json(Some(&f.token), &["status", &f.code]);
+    let history: Vec<String> = case["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_string())
+        .collect();
+    let line = history
+        .iter()
+        .find(|e| e.starts_with("session relayed"))
+        .unwrap_or_else(|| panic!("no traffic in the history: {history:?}"));
+    let numbers: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    // "session relayed N streams: A bytes customer to expert, B bytes expert to customer"
+    let (streams, to_expert, to_customer) = (numbers[0], numbers[1], numbers[2]);
+    assert!(streams > CONNECTIONS, "chat + forwards: {line}");
+    let least = CONNECTIONS * LEN as u64;
+    assert!(to_expert >= least && to_customer >= least, "{line}");
+    assert_eq!(case["state"], "closed");
+}
+
+#[test]
+fn a_stalled_reader_does_not_grow_the_daemon_memory_past_the_bound() {
+    let daemon = Daemon::start(&[]);
+    let shared = share(Service::Flood);
+    let f = forwarded(&daemon, Some(shared.addr));
+    let bound = 2 * sosqd::config::Config::default().memory_bound_per_connection();
+    let before = daemon.rss_bytes();
+
+    // Some flood read in full first: the relay is known to work.
+    let mut tcp = connect(f.local);
+    let mut expected = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    let check = |bytes: &[u8], expected: &mut u64| {
+        for b in bytes {
+            assert_eq!(*b as u64, *expected % 251, "byte {expected} of the flood");
+            *expected += 1;
+        }
+    };
+    while expected < 8 * 1024 * 1024 {
+        let n = tcp.read(&mut buf).unwrap();
+        assert!(n > 0);
+        check(&buf[..n], &mut expected);
+    }
+
+    // Stop reading: the flood must stall once every window and socket buffer is full.
+    let deadline = Instant::now() + PATIENCE;
+    let mut last = shared.flooded.load(Ordering::Relaxed);
+    loop {
+        thread::sleep(Duration::from_millis(700));
+        let now = shared.flooded.load(Ordering::Relaxed);
+        if now == last {
+            break;
+        }
+        last = now;
+        assert!(Instant::now() < deadline, "the flood never stalled");
+    }
+    let during = daemon.rss_bytes();
+    let growth = during.saturating_sub(before);
+    let in_flight = last - expected;
+    eprintln!("stalled with {in_flight} bytes in flight; daemon RSS grew by {growth} bytes (bound {bound})");
+    assert!(
+        growth < bound,
+        "daemon RSS grew by {growth} bytes while stalled (bound {bound}; {in_flight} bytes in flight)"
+    );
+
+    // Nothing was dropped: reading again gets the stream on, byte for byte.
+    let target = last.min(expected + 32 * 1024 * 1024);
+    while expected < target {
+        let n = tcp.read(&mut buf).unwrap();
+        assert!(n > 0);
+        check(&buf[..n], &mut expected);
+    }
+}
+
+#[test]
+fn closing_the_case_cuts_the_forwarded_connections() {
+    let daemon = Daemon::start(&[]);
+    let shared = share(Service::Echo);
+    let mut f = forwarded(&daemon, Some(shared.addr));
+    let mut tcps: Vec<TcpStream> = (0..3).map(|_| connect(f.local)).collect();
+    for tcp in &mut tcps {
+        tcp.write_all(b"hello").unwrap();
+        let mut echo = [0u8; 5];
+        tcp.read_exact(&mut echo).unwrap();
+        assert_eq!(&echo, b"hello");
+    }
+
+    daemon.json(Some(&f.token), &["close", &f.code]);
+    f.customer.expect_event("session_ended");
+    f.expert.expect_event("session_ended");
+    for tcp in &mut tcps {
+        let mut rest = [0u8; 16];
+        // EOF or a reset, but never a timeout and never more data.
+        match tcp.read(&mut rest) {
+            Ok(0) => {}
+            Err(e) => assert!(
+                !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+                "the connection stayed open: {e}"
+            ),
+            Ok(n) => panic!("{n} unexpected bytes"),
+        }
+    }
+    for _ in 0..3 {
+        let report = shared.reports.recv_timeout(PATIENCE);
+        assert!(
+            matches!(report, Ok(Report::Ended)),
+            "the customer's side of a connection stayed open: {report:?}"
+        );
+    }
+    let (status, stderr) = f.customer.wait();
+    assert!(status.success(), "{stderr}");
+}
+
+#[tokio::test]
+async fn an_expert_cannot_open_streams_to_a_case_it_is_not_paired_with() {
+    let daemon = Daemon::start(&[]);
+    let shared = share(Service::Echo);
+    let f = forwarded(&daemon, Some(shared.addr));
+
+    // A second expert, attached to a case of its own that has no customer yet.
+    let other_token = daemon.add_user("bob", "expert");
+    let mut other = Client::connect(&daemon.options(Some(&other_token)))
+        .await
+        .unwrap();
+    let Reply::Created(case) = other
+        .request(Request::Create {
+            customer: "Carol".into(),
+            description: String::new(),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("no case")
+    };
+    other
+        .request(Request::Connect {
+            code: case.code.to_string(),
+        })
+        .await
+        .unwrap();
+    // And a third expert attached to nothing at all.
+    let loose = Client::connect(&daemon.options(Some(&other_token)))
+        .await
+        .unwrap();
+
+    for client in [&other, &loose] {
+        let (mut send, mut recv) = client.open_stream(StreamKind::Forward).await.unwrap();
+        let _ = send.write_all(b"let me in").await;
+        let read = tokio::time::timeout(PATIENCE, recv.read_to_end(1024))
+            .await
+            .expect("the broker answers");
+        match read {
+            Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(code))) => {
+                assert_eq!(code.into_inner(), u64::from(close_code::NOT_PAIRED))
+            }
+            other => panic!("expected a NOT_PAIRED reset, got {other:?}"),
+        }
+    }
+    // The paired customer's service never heard of any of it.
+    assert!(shared
+        .reports
+        .recv_timeout(Duration::from_millis(300))
+        .is_err());
+    drop(f);
+}
+
+#[test]
+fn a_customer_who_shares_nothing_refuses_forwards_and_chat_still_works() {
+    let daemon = Daemon::start(&[]);
+    let mut f = forwarded(&daemon, None);
+
+    let mut tcp = connect(f.local);
+    let mut rest = [0u8; 16];
+    match tcp.read(&mut rest) {
+        Ok(0) | Err(_) => {}
+        Ok(n) => panic!("{n} bytes from nowhere"),
+    }
+    f.customer.expect_event("forward_refused");
+    let failed = f.expert.expect_event("forward_failed");
+    assert!(
+        failed["reason"]
+            .as_str()
+            .unwrap()
+            .contains("shares no service"),
+        "{failed}"
+    );
+
+    f.expert.send(b"can you see my messages?\n");
+    assert_eq!(f.customer.receive(25), b"can you see my messages?\n");
+    f.customer.send(b"yes\n");
+    assert_eq!(f.expert.receive(4), b"yes\n");
+}
+
+#[tokio::test]
+async fn the_relay_enforces_the_session_stream_limit_and_the_idle_timeout() {
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("sosqd.toml");
+    std::fs::write(
+        &config,
+        "max_streams_per_session = 2\nrelay_idle_timeout = \"1s\"\n",
+    )
+    .unwrap();
+    let daemon = Daemon::start(&["--config", config.to_str().unwrap()]);
+    let token = daemon.add_user("ana", "expert");
+    let mut customer = Client::connect(&daemon.options(None)).await.unwrap();
+    customer
+        .request(Request::OpenSos {
+            customer: "Alice".into(),
+            description: String::new(),
+            priority: Default::default(),
+            group: None,
+        })
+        .await
+        .unwrap();
+    let mut events = customer.take_events().unwrap();
+    let mut expert = Client::connect(&daemon.options(Some(&token)))
+        .await
+        .unwrap();
+    expert.request(Request::Pull { wait: false }).await.unwrap();
+    loop {
+        let event = tokio::time::timeout(PATIENCE, events.recv()).await.unwrap();
+        if matches!(event, Some(sosq::protocol::Event::Paired { .. })) {
+            break;
+        }
+    }
+
+    // Two streams fit; the customer gets both.
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let (send, recv) = expert.open_stream(StreamKind::Chat).await.unwrap();
+        let (_, c_send, c_recv) = tokio::time::timeout(PATIENCE, customer.accept_stream())
+            .await
+            .unwrap()
+            .unwrap();
+        open.push((send, recv, c_send, c_recv));
+    }
+    // A third is refused while they are open.
+    let (_send, mut recv) = expert.open_stream(StreamKind::Chat).await.unwrap();
+    let refused = tokio::time::timeout(PATIENCE, recv.read_to_end(16))
+        .await
+        .unwrap();
+    match refused {
+        Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(code))) => {
+            assert_eq!(code.into_inner(), u64::from(close_code::TOO_MANY_STREAMS))
+        }
+        other => panic!("expected TOO_MANY_STREAMS, got {other:?}"),
+    }
+
+    // Silent streams are reset once the idle timeout passes, on both sides.
+    for (_send, mut recv, _c_send, mut c_recv) in open {
+        for side in [&mut recv, &mut c_recv] {
+            let idle = tokio::time::timeout(PATIENCE, side.read_to_end(16))
+                .await
+                .unwrap();
+            match idle {
+                Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(code))) => {
+                    assert_eq!(code.into_inner(), u64::from(close_code::STREAM_IDLE))
+                }
+                other => panic!("expected STREAM_IDLE, got {other:?}"),
+            }
+        }
+    }
+
+    // Their places are free again: a new stream carries bytes.
+    let (mut send, _recv) = expert.open_stream(StreamKind::Chat).await.unwrap();
+    send.write_all(b"again").await.unwrap();
+    send.finish().unwrap();
+    let (_, _c_send, mut c_recv) = tokio::time::timeout(PATIENCE, customer.accept_stream())
+        .await
+        .unwrap()
+        .unwrap();
+    let got = tokio::time::timeout(PATIENCE, c_recv.read_to_end(16))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, b"again");
+}
+
+#[test]
+fn deleting_the_case_cuts_the_forwarded_connections() {
+    let daemon = Daemon::start(&[]);
+    let admin = daemon.add_user("root", "admin");
+    let shared = share(Service::Echo);
+    let f = forwarded(&daemon, Some(shared.addr));
+    let mut tcp = connect(f.local);
+    tcp.write_all(b"ping").unwrap();
+    let mut echo = [0u8; 4];
+    tcp.read_exact(&mut echo).unwrap();
+
+    daemon.json(Some(&admin), &["delete", &f.code]);
+    let mut rest = [0u8; 16];
+    match tcp.read(&mut rest) {
+        Ok(0) => {}
+        Err(e) => assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "the connection stayed open: {e}"
+        ),
+        Ok(n) => panic!("{n} unexpected bytes"),
+    }
+    assert!(matches!(
+        shared.reports.recv_timeout(PATIENCE),
+        Ok(Report::Ended)
+    ));
+    let (status, _) = f.customer.wait();
+    assert!(
+        !status.success(),
+        "a deleted case ends the customer's session with an error"
+    );
+}
+
+#[test]
+fn the_customer_ends_a_forwarding_session_with_ctrl_c() {
+    let daemon = Daemon::start(&[]);
+    let shared = share(Service::Echo);
+    let mut f = forwarded(&daemon, Some(shared.addr));
+    let mut tcp = connect(f.local);
+    tcp.write_all(b"ping").unwrap();
+    let mut echo = [0u8; 4];
+    tcp.read_exact(&mut echo).unwrap();
+    let opened = f.customer.expect_event("forward_opened");
+    assert_eq!(opened["open"], 1);
+
+    f.customer.interrupt();
+    f.expert.expect_event("peer_left");
+    let mut rest = [0u8; 16];
+    match tcp.read(&mut rest) {
+        Ok(0) => {}
+        Err(e) => assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "the connection stayed open: {e}"
+        ),
+        Ok(n) => panic!("{n} unexpected bytes"),
+    }
+    let (status, stderr) = f.customer.wait();
+    assert!(!status.success(), "Ctrl-C exits non-zero: {stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+}
