@@ -230,6 +230,24 @@ async fn connections_beyond_the_per_address_limit_are_refused_before_the_handsha
     assert!(again.is_some(), "a freed place is usable again");
 }
 
+#[tokio::test]
+async fn connections_beyond_the_total_limit_are_refused_and_counted() {
+    let (_dir, config) = config_file("max_connections = 2\n");
+    let daemon = Daemon::start(&["--config", &config]);
+    let _first = Client::connect(&daemon.options(None)).await.unwrap();
+    let _second = Client::connect(&daemon.options(None)).await.unwrap();
+    match Client::connect(&daemon.options(None)).await {
+        Err(ClientError::Connect { reason, .. }) => {
+            assert!(reason.to_lowercase().contains("refused"), "{reason}")
+        }
+        other => panic!(
+            "expected a refusal, got {:?}",
+            other.err().map(|e| e.to_string())
+        ),
+    }
+    daemon.wait_for_log("the server is at its connection limit");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_flood_leaves_the_daemon_up_and_a_connected_expert_working() {
     let (_dir, config) =
