@@ -16,6 +16,8 @@ mod selection;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod proptests;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
