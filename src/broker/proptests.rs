@@ -49,6 +49,8 @@ const WRONG_SECRET: &str = "00000000000000000000000000000000";
 /// How a test types a code.
 #[derive(Debug, Clone)]
 enum CodeChoice {
+    /// The n-th open case of the model (modulo how many), in one of the typed forms.
+    Open(usize, u8),
     /// The n-th code the model has seen (modulo how many), in one of the typed forms.
     Known(usize, u8),
     /// A well-formed code, probably never issued.
@@ -136,7 +138,8 @@ enum Op {
 
 fn code_choice() -> impl Strategy<Value = CodeChoice> {
     prop_oneof![
-        12 => (any::<usize>(), 0u8..4).prop_map(|(i, form)| CodeChoice::Known(i, form)),
+        10 => (any::<usize>(), 0u8..4).prop_map(|(i, form)| CodeChoice::Open(i, form)),
+        5 => (any::<usize>(), 0u8..4).prop_map(|(i, form)| CodeChoice::Known(i, form)),
         1 => Just(CodeChoice::Strange),
         1 => Just(CodeChoice::Malformed),
     ]
@@ -360,7 +363,9 @@ enum Answer {
 
 fn name_ok(name: &str) -> bool {
     let name = name.trim();
-    !name.is_empty() && name.chars().count() <= MAX_NAME_CHARS && !name.chars().any(char::is_control)
+    !name.is_empty()
+        && name.chars().count() <= MAX_NAME_CHARS
+        && !name.chars().any(char::is_control)
 }
 
 impl Model {
@@ -470,7 +475,11 @@ impl Model {
                 if case.customer.is_some() && case.expert.is_some() {
                     fx.unpairs.push(case.code);
                 }
-                for party in case.customer.into_iter().chain(case.expert.as_ref().map(|e| e.0)) {
+                for party in case
+                    .customer
+                    .into_iter()
+                    .chain(case.expert.as_ref().map(|e| e.0))
+                {
                     fx.disconnects.push((party, close_code::DELETED));
                 }
             }
@@ -522,8 +531,15 @@ struct Typed {
 }
 
 fn typed(model: &Model, choice: &CodeChoice) -> Typed {
+    let open: Vec<SessionCode> = model
+        .cases
+        .iter()
+        .filter(|c| c.open())
+        .map(|c| c.code)
+        .collect();
     let known = match choice {
-        CodeChoice::Known(i, form) if !model.seen.is_empty() => {
+        CodeChoice::Open(i, form) if !open.is_empty() => Some((open[i % open.len()], *form)),
+        CodeChoice::Known(i, form) | CodeChoice::Open(i, form) if !model.seen.is_empty() => {
             Some((model.seen[i % model.seen.len()], *form))
         }
         CodeChoice::Malformed => {
@@ -545,7 +561,12 @@ fn typed(model: &Model, choice: &CodeChoice) -> Typed {
         0 => code.to_string(),
         1 => format!("{n:09}"),
         2 => code.to_string().to_uppercase(),
-        _ => format!(" {:03} {:03} {:03} ", n / 1_000_000, (n / 1_000) % 1_000, n % 1_000),
+        _ => format!(
+            " {:03} {:03} {:03} ",
+            n / 1_000_000,
+            (n / 1_000) % 1_000,
+            n % 1_000
+        ),
     };
     Typed {
         text,
@@ -562,7 +583,11 @@ fn secret(model: &Model, typed: &Typed, choice: &SecretChoice) -> Option<String>
             .and_then(|c| c.secret.clone()),
         SecretChoice::Wrong => Some(WRONG_SECRET.to_string()),
         SecretChoice::Other(i) => {
-            let bound: Vec<&String> = model.cases.iter().filter_map(|c| c.secret.as_ref()).collect();
+            let bound: Vec<&String> = model
+                .cases
+                .iter()
+                .filter_map(|c| c.secret.as_ref())
+                .collect();
             if bound.is_empty() {
                 None
             } else {
@@ -704,14 +729,9 @@ impl Harness {
                 let typed = typed(&self.model, code);
                 let given = secret(&self.model, &typed, s);
                 let name = name(n);
-                let core = self.broker.join(
-                    now,
-                    party,
-                    &typed.text,
-                    &name,
-                    given.as_deref(),
-                    &mut out,
-                );
+                let core =
+                    self.broker
+                        .join(now, party, &typed.text, &name, given.as_deref(), &mut out);
                 let model = (|| {
                     self.model.unattached(party)?;
                     if !name_ok(&name) {
@@ -808,7 +828,10 @@ impl Harness {
                 self.broker.disconnect(now, party, &mut out);
                 self.model.idle.retain(|(p, _)| *p != party);
                 if let Some(code) = self.model.attached_of(party) {
-                    let i = self.model.find_open(code).expect("attached to an open case");
+                    let i = self
+                        .model
+                        .find_open(code)
+                        .expect("attached to an open case");
                     let case = &mut self.model.cases[i];
                     let was_paired = case.state == CaseState::InProgress;
                     let peer = if case.customer == Some(party) {
@@ -905,9 +928,7 @@ impl Harness {
                     .filter_map(|choice| typed(&self.model, choice).code)
                     .collect();
                 let selection = Persist::Delete(typed.clone());
-                let core = self
-                    .broker
-                    .delete(now, "root", selection.clone(), &mut out);
+                let core = self.broker.delete(now, "root", selection.clone(), &mut out);
                 prop_assert_eq!(out.first(), Some(&Effect::Persist(selection)));
                 let deleted = self.model.delete(|c| typed.contains(&c.code), &mut fx);
                 self.broker.release_codes(&deleted);
@@ -939,7 +960,8 @@ impl Harness {
             }
             Op::DeleteNothing => {
                 let some = self.model.seen.first().copied();
-                let record_of = some.and_then(|code| self.broker.case(code).map(|c| c.record.clone()));
+                let record_of =
+                    some.and_then(|code| self.broker.case(code).map(|c| c.record.clone()));
                 match record_of {
                     Some(record) => {
                         let core = self
@@ -955,7 +977,10 @@ impl Harness {
         match (&core, &model) {
             (Ok(core), Ok(model)) => prop_assert_eq!(core, model, "answers differ"),
             (Err(core), Err(model)) => {
-                prop_assert!(model.matches(core), "refusals differ: core {core:?}, model {model:?}");
+                prop_assert!(
+                    model.matches(core),
+                    "refusals differ: core {core:?}, model {model:?}"
+                );
                 prop_assert!(out.is_empty(), "a refused command pushed {out:?}");
             }
             _ => prop_assert!(false, "core {core:?} but model {model:?}"),
@@ -1022,7 +1047,12 @@ impl Harness {
             prop_assert_eq!(r.expires_at, case.expires_at);
             prop_assert_eq!(matches!(r.origin, CaseOrigin::Sos), case.sos);
             prop_assert_eq!(&r.customer, &case.customer_name);
-            prop_assert_eq!(core.customer, case.customer, "customer seat of {}", case.code);
+            prop_assert_eq!(
+                core.customer,
+                case.customer,
+                "customer seat of {}",
+                case.code
+            );
             prop_assert_eq!(
                 core.expert.as_ref().map(|e| (e.party, e.name.clone())),
                 case.expert.clone(),
