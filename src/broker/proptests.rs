@@ -619,7 +619,18 @@ struct Harness {
     broker: Broker,
     model: Model,
     now: Timestamp,
-    log: Vec<String>,
+}
+
+/// Everything observable about the core, for "a refused command changes nothing": every
+/// case record (history included) with its seats, the queue, the deadline, the codes held
+/// and every party's attachment.
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    cases: Vec<(CaseRecord, Option<PartyId>, Option<ExpertSeat>)>,
+    queue: Vec<sosq::protocol::QueueEntry>,
+    next_deadline: Option<Timestamp>,
+    codes_held: usize,
+    attached: Vec<Option<SessionCode>>,
 }
 
 /// What a step of the core answered, reduced to what the model predicts.
@@ -641,13 +652,32 @@ impl Harness {
             broker: Broker::new(config, Box::new(StdRng::seed_from_u64(seed))),
             model: Model::default(),
             now: Timestamp(T0),
-            log: Vec::new(),
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            cases: self
+                .model
+                .seen
+                .iter()
+                .filter_map(|code| self.broker.case(*code))
+                .map(|case| (case.record.clone(), case.customer, case.expert.clone()))
+                .collect(),
+            queue: self.broker.queue_view(),
+            next_deadline: self.broker.next_deadline(),
+            codes_held: self.broker.codes_held(),
+            attached: CUSTOMERS
+                .iter()
+                .chain(EXPERTS.iter())
+                .map(|party| self.broker.attached_case(*party))
+                .collect(),
         }
     }
 
     /// Runs one operation on both sides and compares everything.
     fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
-        self.log.push(format!("{op:?}"));
+        let before = self.snapshot();
         let now = self.now;
         let mut out = Vec::new();
         let mut fx = Fx::default();
@@ -982,6 +1012,10 @@ impl Harness {
                     "refusals differ: core {core:?}, model {model:?}"
                 );
                 prop_assert!(out.is_empty(), "a refused command pushed {out:?}");
+                prop_assert!(
+                    self.snapshot() == before,
+                    "a refused command changed the core"
+                );
             }
             _ => prop_assert!(false, "core {core:?} but model {model:?}"),
         }
