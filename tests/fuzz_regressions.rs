@@ -107,6 +107,26 @@ fn control_handler_regressions_never_panic() {
             "too_many_cases" => {
                 assert!(errors.contains(&ErrorKind::Conflict), "{name}: {errors:?}");
             }
+            "resume_with_secret_then_close" => {
+                assert!(errors.is_empty(), "{name}: {:?}", sim.replies);
+                assert_eq!(sim.replies.len(), 5, "{name}: {:?}", sim.replies);
+            }
+            "create_join_close_delete" => {
+                assert!(errors.is_empty(), "{name}: {:?}", sim.replies);
+                assert!(
+                    sim.replies.contains(&Reply::Deleted { count: 1 }),
+                    "{name}: {:?}",
+                    sim.replies
+                );
+            }
+            "stranger_cannot_close" => {
+                assert_eq!(
+                    errors,
+                    vec![ErrorKind::Forbidden, ErrorKind::Conflict],
+                    "{name}: {:?}",
+                    sim.replies
+                );
+            }
             "request_before_hello" => {
                 assert_eq!(errors, vec![ErrorKind::InvalidInput], "{name}");
             }

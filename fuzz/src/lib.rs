@@ -247,7 +247,9 @@ pub struct Sim {
     next_party: u64,
     connections: Vec<Connection>,
     current: Option<usize>,
-    /// Replies sent, by kind (for the regression test's curiosity).
+    /// Resume secrets handed out, by case, so that inputs can say "the right secret".
+    secrets: Vec<(SessionCode, String)>,
+    /// Every reply sent, in order.
     pub replies: Vec<Reply>,
 }
 
@@ -271,6 +273,7 @@ impl Sim {
             next_party: 1,
             connections: Vec::new(),
             current: None,
+            secrets: Vec::new(),
             replies: Vec::new(),
         }
     }
@@ -362,6 +365,7 @@ impl Sim {
         if !allowed(caller.role, &request) {
             return error_reply(sosq::protocol::ErrorKind::Forbidden, "forbidden");
         }
+        let request = self.resolve(request);
         let now = self.now;
         let me = caller.party;
         let name = caller.name.as_str();
@@ -465,12 +469,107 @@ impl Sim {
         }
         let deleted = self.apply(&out);
         self.check(&out);
+        if let Ok(Reply::Attached {
+            case,
+            resume_secret: Some(secret),
+            ..
+        }) = &result
+        {
+            self.secrets.push((case.code, secret.clone()));
+        }
         match result {
             Ok(Reply::Deleted { .. }) => Reply::Deleted {
                 count: deleted as u64,
             },
             Ok(reply) => reply,
             Err(e) => error_reply(e.kind(), &e.to_string()),
+        }
+    }
+
+    /// Replaces the stand-ins (`@N` codes, `@` secrets, small codes in deletes).
+    fn resolve(&self, request: Request) -> Request {
+        match request {
+            Request::Join {
+                code,
+                customer,
+                resume_secret,
+            } => {
+                let code = self.code(&code);
+                let resume_secret = self.secret(&code, resume_secret);
+                Request::Join {
+                    code,
+                    customer,
+                    resume_secret,
+                }
+            }
+            Request::Connect { code } => Request::Connect {
+                code: self.code(&code),
+            },
+            Request::Close {
+                code,
+                resume_secret,
+            } => {
+                let code = self.code(&code);
+                let resume_secret = self.secret(&code, resume_secret);
+                Request::Close {
+                    code,
+                    resume_secret,
+                }
+            }
+            Request::Status {
+                code,
+                resume_secret,
+            } => {
+                let code = self.code(&code);
+                let resume_secret = self.secret(&code, resume_secret);
+                Request::Status {
+                    code,
+                    resume_secret,
+                }
+            }
+            Request::Delete(DeleteSelector::Codes(codes)) => {
+                Request::Delete(DeleteSelector::Codes(self.codes(&codes)))
+            }
+            other => other,
+        }
+    }
+
+    /// Codes are random, so a fuzzer cannot guess them: a typed code `@N` stands for the
+    /// code of the N-th stored case (modulo their number). Anything else goes through as
+    /// typed.
+    fn code(&self, typed: &str) -> String {
+        match typed.strip_prefix('@').map(str::parse::<usize>) {
+            Some(Ok(n)) if !self.store.is_empty() => {
+                self.store[n % self.store.len()].code.to_string()
+            }
+            _ => typed.to_string(),
+        }
+    }
+
+    /// A session code below 8 in a delete stands for the code of a stored case.
+    fn codes(&self, codes: &[SessionCode]) -> Vec<SessionCode> {
+        codes
+            .iter()
+            .map(|code| match code.number() {
+                n @ 0..8 if !self.store.is_empty() => {
+                    self.store[n as usize % self.store.len()].code
+                }
+                _ => *code,
+            })
+            .collect()
+    }
+
+    /// A resume secret `@` stands for the secret handed out for the case typed.
+    fn secret(&self, typed_code: &str, secret: Option<String>) -> Option<String> {
+        match secret.as_deref() {
+            Some("@") => {
+                let code: SessionCode = typed_code.parse().ok()?;
+                self.secrets
+                    .iter()
+                    .find(|(c, _)| *c == code)
+                    .map(|(_, s)| s.clone())
+            }
+            _ => secret,
         }
     }
 
