@@ -20,6 +20,8 @@ mod traffic;
 #[cfg(test)]
 mod priority_tests;
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod routing_tests;
 #[cfg(test)]
 mod tests;

@@ -16,6 +16,7 @@ mod retention;
 mod throttle;
 
 pub use admission::{Admission, AdmissionLimits, Decision};
+pub use dispatch::authorize;
 pub use throttle::{Throttle, ThrottleLimits};
 
 use std::net::SocketAddr;
