@@ -163,6 +163,23 @@ mod tests {
     }
 
     #[test]
+    fn a_tiny_frame_announcing_a_huge_code_list_is_refused_without_reserving_for_it() {
+        use crate::protocol::{DeleteSelector, MAX_CODES_PER_DELETE};
+        let empty = ClientMessage::Request(Request::Delete(DeleteSelector::Codes(vec![])));
+        let frame = encode(&empty).unwrap();
+        let mut payload = frame[4..frame.len() - 1].to_vec();
+        payload.push(253);
+        payload.extend_from_slice(&(1u64 << 62).to_le_bytes());
+        assert!(decode::<ClientMessage>(&payload).is_err());
+
+        let too_many = vec![crate::SessionCode::from_number(1).unwrap(); MAX_CODES_PER_DELETE + 1];
+        let message = ClientMessage::Request(Request::Delete(DeleteSelector::Codes(too_many)));
+        let frame = encode(&message).unwrap();
+        let err = decode::<ClientMessage>(&frame[4..]).unwrap_err();
+        assert!(err.to_string().contains("more than"), "{err}");
+    }
+
+    #[test]
     fn refuses_trailing_bytes() {
         let frame = encode(&ClientMessage::Request(Request::Queue)).unwrap();
         let mut payload = frame[4..].to_vec();

@@ -299,10 +299,45 @@ impl fmt::Display for Assignee {
 /// Which cases an admin's bulk delete removes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DeleteSelector {
-    /// These codes exactly.
+    /// These codes exactly (at most [`MAX_CODES_PER_DELETE`]).
+    #[serde(deserialize_with = "bounded_codes")]
     Codes(Vec<SessionCode>),
     /// Every case matching the filter.
     Filter(CaseFilter),
+}
+
+/// The most codes one delete may name; more is a malformed request.
+pub const MAX_CODES_PER_DELETE: usize = 4_096;
+
+/// Reads a list of codes one by one, never trusting the announced length: serde would
+/// otherwise reserve room for up to a megabyte of codes on the word of a 15-byte frame.
+fn bounded_codes<'de, D>(deserializer: D) -> Result<Vec<SessionCode>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Codes;
+    impl<'de> serde::de::Visitor<'de> for Codes {
+        type Value = Vec<SessionCode>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "at most {MAX_CODES_PER_DELETE} session codes")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut codes = Vec::new();
+            while let Some(code) = seq.next_element()? {
+                if codes.len() == MAX_CODES_PER_DELETE {
+                    return Err(serde::de::Error::custom(format!(
+                        "more than {MAX_CODES_PER_DELETE} codes in one delete"
+                    )));
+                }
+                codes.push(code);
+            }
+            Ok(codes)
+        }
+    }
+    deserializer.deserialize_seq(Codes)
 }
 
 /// A filter over cases; every given field must match.

@@ -37,11 +37,11 @@ use tokio::io::{AsyncRead, ReadBuf};
 
 // ----- allocation accounting -----------------------------------------------------------
 
-/// The most bytes that decoding one frame may hold at once: the payload buffer, plus
-/// serde's pre-allocation cap for a sequence (1 MiB, reachable from a length field alone),
-/// plus room for what the payload itself can spell out (a 64 KiB payload of one-byte codes
-/// is 64 Ki codes of 8 bytes each, in a vector that grows by doubling).
-pub const ALLOC_BOUND: usize = MAX_FRAME_LEN + (1 << 20) + 16 * MAX_FRAME_LEN;
+/// The most bytes that decoding one frame may hold at once: the payload buffer, plus what
+/// the payload itself can spell out (strings of up to a frame each; lists of codes are
+/// read one by one, capped at `MAX_CODES_PER_DELETE`, never reserved from a length field),
+/// with room for vectors that grow by doubling.
+pub const ALLOC_BOUND: usize = 8 * MAX_FRAME_LEN;
 
 thread_local! {
     static LIVE: Cell<isize> = const { Cell::new(0) };
