@@ -223,3 +223,42 @@ fn the_daemon_deletes_closed_cases_past_retention_and_keeps_open_ones() {
     let log = daemon.log();
     assert!(log.contains("retention deleted"), "{log}");
 }
+
+/// Whether this machine lets us make a private mount namespace (root, as CI runs).
+fn can_mount() -> bool {
+    std::process::Command::new("unshare")
+        .args(["-m", "true"])
+        .status()
+        .map(|status| status.success())
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_read_only_data_dir_stops_the_daemon_with_the_file_and_the_cause() {
+    if !can_mount() {
+        eprintln!("skipped: needs `unshare -m` (root) to mount the data dir read-only");
+        return;
+    }
+    let daemon = Daemon::start(&[]);
+    let dir = daemon.kill9();
+    let data = dir.path().to_string_lossy().into_owned();
+    let sosqd = common::sosqd_bin().to_string_lossy().into_owned();
+    // In a private mount namespace, the data dir becomes a read-only bind mount of itself;
+    // SQLite would quietly open the store read-only there, and the first commit would fail.
+    let script = format!(
+        "mount --bind '{data}' '{data}' && mount -o remount,bind,ro '{data}' && \
+         exec '{sosqd}' serve --listen 127.0.0.1:0 --data-dir '{data}'"
+    );
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["-m", "sh", "-c", &script]);
+    let out = common::run_with_patience(cmd);
+    assert!(
+        !out.status.success(),
+        "sosqd served from a read-only data dir"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cases.sqlite3") && stderr.contains("read-only"),
+        "{stderr}"
+    );
+}

@@ -52,6 +52,7 @@ impl SqliteStore {
     pub fn open_limited(path: &Path, max_pages: Option<u64>) -> Result<SqliteStore, StoreError> {
         schema::check_file(path)?;
         let mut conn = Connection::open(path).map_err(|e| open_error(path, e))?;
+        ensure_writable(&conn, path)?;
         schema::configure_writer(&conn, path)?;
         schema::migrate(&mut conn, path)?;
         if let Some(pages) = max_pages {
@@ -105,6 +106,26 @@ impl SqliteStore {
             cause: e.to_string(),
         })
     }
+}
+
+/// SQLite quietly opens a file it cannot write read-only, and the first commit would fail
+/// much later; refuse at start instead, naming the file.
+fn ensure_writable(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let read_only = || StoreError::Open {
+        path: path.to_path_buf(),
+        cause: "it is read-only (the file, its directory or its file system cannot be \
+                written); sosqd must be able to write its case store"
+            .into(),
+    };
+    if conn.is_readonly(c"main").unwrap_or(true) {
+        return Err(read_only());
+    }
+    // Taking the write lock is what a commit needs first; a read-only file system refuses it.
+    conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
+        .map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::ReadOnly) => read_only(),
+            _ => open_error(path, e),
+        })
 }
 
 impl Drop for SqliteStore {
