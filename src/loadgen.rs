@@ -297,6 +297,8 @@ pub struct PairingReport {
     /// From each expert's pull to the customer holding the relayed stream the expert
     /// opened after `Event::Paired`.
     pub latencies: Vec<Duration>,
+    /// When each pull of `latencies` started, in the same order.
+    pub pulled_at: Vec<Instant>,
     /// Pairings that did not complete (with the first few errors).
     pub failures: usize,
     /// Up to five errors.
@@ -341,7 +343,7 @@ pub async fn pairing(fleet: Arc<Fleet>, expert_token: &str, plan: PairingPlan) -
     let marks = Arc::new(Mutex::new(Marks::default()));
     let interval = Duration::from_secs_f64(1.0 / plan.per_second.max(0.001));
     let lead = plan.customer_lead.max(interval);
-    let start = tokio::time::Instant::now() + lead + Duration::from_millis(200);
+    let start = tokio::time::Instant::now() + lead * 5 + Duration::from_millis(200);
     let mut tasks = Vec::with_capacity(plan.pairings * 2);
     for i in 0..plan.pairings {
         let slot = start + interval * i as u32;
@@ -359,7 +361,8 @@ pub async fn pairing(fleet: Arc<Fleet>, expert_token: &str, plan: PairingPlan) -
             let marks = marks.clone();
             let token = expert_token.to_string();
             tokio::spawn(async move {
-                tokio::time::sleep_until(slot - lead).await;
+                // Connected well before its pull: the handshake is not part of pairing.
+                tokio::time::sleep_until(slot - lead * 5).await;
                 pulling_expert(&fleet, &token, slot, &marks).await
             })
         };
@@ -391,6 +394,7 @@ pub async fn pairing(fleet: Arc<Fleet>, expert_token: &str, plan: PairingPlan) -
             report
                 .latencies
                 .push(accepted.saturating_duration_since(*pulled));
+            report.pulled_at.push(*pulled);
         }
     }
     let last = marks.accepted.values().max().copied();
@@ -489,14 +493,13 @@ async fn pulling_expert(
     Ok(None)
 }
 
-/// An admin's bulk delete of every closed case created more than `older_than` ago;
-/// returns how many the daemon deleted and how long the request took.
+/// An admin's bulk delete of every closed case created more than `older_than` ago, on
+/// the admin's connection (made beforehand, so a busy daemon's handshake queue is not
+/// part of it); returns how many the daemon deleted and how long the request took.
 pub async fn delete_closed(
-    fleet: &Fleet,
-    admin_token: &str,
+    mut admin: Client,
     older_than: Duration,
 ) -> Result<(u64, Duration), LoadError> {
-    let mut admin = fleet.party(Some(admin_token)).await?;
     let filter = CaseFilter {
         state: Some(CaseState::Closed),
         older_than_ms: Some(older_than.as_millis() as u64),

@@ -75,7 +75,8 @@ async fn load_generator_at_small_scale() {
         };
         tokio::spawn(async move { loadgen::pairing(fleet, &expert, plan).await })
     };
-    let (deleted, _took) = loadgen::delete_closed(&fleet, &admin, Duration::from_secs(3600))
+    let admin = fleet.party(Some(&admin)).await.expect("admin connects");
+    let (deleted, _took) = loadgen::delete_closed(admin, Duration::from_secs(3600))
         .await
         .expect("bulk delete");
     assert_eq!(deleted, SEEDED);

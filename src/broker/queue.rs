@@ -140,10 +140,26 @@ impl Queue {
     }
 
     /// 1-based position of `code` in its own queue, if it is waiting.
+    ///
+    /// Walks from both ends of the line at once and stops at whichever reaches `code`
+    /// first, so it costs the distance to the nearer end: a new SOS case, which lands at
+    /// (or near) the back, is placed in O(log n) instead of counting everyone before it.
     pub fn position(&self, code: SessionCode) -> Option<u32> {
         let (id, place) = self.place.get(&code)?;
         let line = self.lines.get(id)?;
-        Some(line.order.range(..place).count() as u32 + 1)
+        let mut before = line.order.range(..*place);
+        let mut after = line.order.range(*place..).skip(1);
+        let mut steps = 0usize;
+        loop {
+            if before.next().is_none() {
+                return Some(steps as u32 + 1);
+            }
+            if after.next().is_none() {
+                let behind = steps;
+                return Some((line.order.len() - behind) as u32);
+            }
+            steps += 1;
+        }
     }
 
     /// Waiting cases of these queues merged in pull order.
@@ -189,5 +205,41 @@ impl Queue {
     /// Whether nobody waits.
     pub fn is_empty(&self) -> bool {
         self.place.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The two-ended walk agrees with counting everyone before, wherever a case lands.
+    #[test]
+    fn position_counts_from_the_nearer_end() {
+        let mut queue = Queue::default();
+        let id = QueueId::Group(GENERAL.into());
+        let priorities = [
+            Priority::Normal,
+            Priority::Critical,
+            Priority::Low,
+            Priority::High,
+        ];
+        let mut codes = Vec::new();
+        for n in 0..41u64 {
+            let code = SessionCode::from_number(n).expect("code");
+            let priority = priorities[(n * 7 % 4) as usize];
+            queue.push(code, id.clone(), priority, Timestamp(n % 5), Timestamp(n));
+            codes.push(code);
+            for code in &codes {
+                let (line_id, place) = queue.place[code];
+                let counted = queue.lines[&line_id].order.range(..place).count() as u32 + 1;
+                assert_eq!(queue.position(*code), Some(counted));
+            }
+        }
+        queue.remove(codes[3]);
+        assert_eq!(queue.position(codes[3]), None);
+        let order = queue.positions();
+        for (code, position) in order {
+            assert_eq!(queue.position(code), Some(position));
+        }
     }
 }
