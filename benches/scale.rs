@@ -76,16 +76,16 @@ async fn bare_server_process() -> anyhow::Result<()> {
     };
     let identity = Identity::load_or_create(dir.path())?;
     let endpoint = transport::bind(&config, &identity)?;
-    println!(
-        "bare {} {}",
-        endpoint.local_addr()?,
-        identity.fingerprint()
-    );
+    println!("bare {} {}", endpoint.local_addr()?, identity.fingerprint());
     std::io::stdout().flush()?;
     let server = tokio::spawn(loadgen::serve_bare(endpoint.clone()));
     let stdin_closed = tokio::task::spawn_blocking(|| {
         let mut line = String::new();
-        while std::io::stdin().read_line(&mut line).map(|n| n > 0).unwrap_or(false) {}
+        while std::io::stdin()
+            .read_line(&mut line)
+            .map(|n| n > 0)
+            .unwrap_or(false)
+        {}
     });
     let _ = tokio::time::timeout(Duration::from_secs(1800), stdin_closed).await;
     server.abort();
@@ -127,8 +127,13 @@ async fn run() -> anyhow::Result<()> {
             let b_failed = b.failures;
             drop(b);
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let s = loadgen::intake(fleet.clone(), intake_count, concurrency, Some("intake".into()))
-                .await;
+            let s = loadgen::intake(
+                fleet.clone(),
+                intake_count,
+                concurrency,
+                Some("intake".into()),
+            )
+            .await;
             let s_rate = s.per_second();
             if s.failures > 0 {
                 println!("   sosqd failures: {} e.g. {:?}", s.failures, s.errors);
@@ -219,8 +224,18 @@ async fn run() -> anyhow::Result<()> {
         );
     }
 
+    fleet.close().await;
+    bare_fleet.close().await;
+    drop((daemon, bare));
+
     if wanted("held") && !held_steps.is_empty() {
-        println!("\n4. Waiting customers held (idle, keep-alive every 5 s)");
+        println!("\n4. Waiting customers held (idle, keep-alive every 5 s), fresh processes");
+        // Fresh processes, so neither carries memory from the figures before.
+        let daemon = Daemon::start(0).await?;
+        let bare = BareServer::start()?;
+        let fleet = Arc::new(Fleet::open(&daemon.options(), endpoints, &sources()).await?);
+        let bare_fleet = Arc::new(Fleet::open(&bare.options(), endpoints, &sources()).await?);
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let concurrency = concurrency.max(128);
         // Bare quinn first, the same steps measured the same way.
         let base = rss(bare.child.id())?;
@@ -230,7 +245,10 @@ async fn run() -> anyhow::Result<()> {
             let more = step.saturating_sub(held.len());
             let batch = loadgen::bare_intake(bare_fleet.clone(), more, concurrency).await;
             if batch.failures > 0 {
-                println!("   bare: {} failed, e.g. {:?}", batch.failures, batch.errors);
+                println!(
+                    "   bare: {} failed, e.g. {:?}",
+                    batch.failures, batch.errors
+                );
             }
             held.extend(batch.done);
             tokio::time::sleep(Duration::from_secs(3)).await;
@@ -256,7 +274,10 @@ async fn run() -> anyhow::Result<()> {
             let batch =
                 loadgen::intake(fleet.clone(), more, concurrency, Some("held".into())).await;
             if batch.failures > 0 {
-                println!("   sosqd: {} failed, e.g. {:?}", batch.failures, batch.errors);
+                println!(
+                    "   sosqd: {} failed, e.g. {:?}",
+                    batch.failures, batch.errors
+                );
             }
             let took = started.elapsed();
             waiting.extend(batch.done);
@@ -272,8 +293,8 @@ async fn run() -> anyhow::Result<()> {
             );
         }
         drop(waiting);
+        fleet.close().await;
     }
-    fleet.close().await;
     println!("\nload after the run: {}", load_average());
     Ok(())
 }
@@ -287,7 +308,12 @@ fn errors_hint(errors: &[String]) -> String {
 
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
-        .map(|text| text.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .unwrap_or_default()
 }
 
@@ -311,8 +337,7 @@ impl Daemon {
         let dir = tempfile::tempdir()?;
         if seeded > 0 {
             let started = Instant::now();
-            loadgen::seed_closed_cases(dir.path(), seeded, Duration::from_secs(2 * 3600))
-                .await?;
+            loadgen::seed_closed_cases(dir.path(), seeded, Duration::from_secs(2 * 3600)).await?;
             println!(
                 "seeded {seeded} closed cases through the store API in {:.1?}",
                 started.elapsed()
@@ -370,7 +395,11 @@ impl Daemon {
                 let _ = writeln!(log, "{line}");
             }
         });
-        let addr = ready.split_whitespace().next().context("address")?.to_string();
+        let addr = ready
+            .split_whitespace()
+            .next()
+            .context("address")?
+            .to_string();
         let fingerprint = ready
             .rsplit(' ')
             .next()

@@ -9,10 +9,10 @@
 //! - [`loadgen`]: the load generator of the scale benchmark and its smoke test.
 
 pub mod broker;
-pub mod loadgen;
 pub mod clock;
 pub mod config;
 mod fsutil;
+pub mod loadgen;
 pub mod relay;
 pub mod server;
 pub mod store;

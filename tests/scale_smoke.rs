@@ -36,7 +36,11 @@ async fn load_generator_at_small_scale() {
     let config = config.to_str().expect("utf-8 path").to_string();
     let daemon = Daemon::start_in_logging(dir, &["--config", &config], "warn,sosqd=info");
     let out = daemon.admin_command(&["group", "add", "intake"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let expert = daemon.add_user("load-expert", "expert");
     let admin = daemon.add_user("load-admin", "admin");
 
@@ -102,7 +106,11 @@ async fn load_generator_at_small_scale() {
         ca: None,
     };
     let server = tokio::spawn(loadgen::serve_bare(endpoint.clone()));
-    let bare_fleet = Arc::new(Fleet::open(&options, 2, &sources[..1]).await.expect("fleet"));
+    let bare_fleet = Arc::new(
+        Fleet::open(&options, 2, &sources[..1])
+            .await
+            .expect("fleet"),
+    );
     let bare = loadgen::bare_intake(bare_fleet.clone(), 50, 16).await;
     assert_eq!(bare.failures, 0, "bare errors: {:?}", bare.errors);
     assert_eq!(bare.done.len(), 50);

@@ -155,8 +155,9 @@ pub enum Persist {
     Delete(Vec<SessionCode>),
     /// Delete every case the selection matches.
     DeleteWhere(CaseSelection),
-    /// Append to the audit log; its `count` is set by the store to the number of cases the
-    /// deletes earlier in the same submission removed.
+    /// Append to the audit log; the store records its `count` (cases removed by earlier
+    /// steps of the same delete, else 0) plus the number of cases the deletes earlier in the
+    /// same submission removed.
     Audit(AuditEntry),
 }
 
@@ -706,6 +707,15 @@ impl Broker {
         let code = self.open_code(code)?;
         self.check_customer_owns(party, code, secret)?;
         Ok(self.cases[&code].info())
+    }
+
+    /// The open cases `selection` matches (a bulk delete by filter ends their sessions).
+    pub fn open_matching(&self, selection: &CaseSelection) -> Vec<SessionCode> {
+        self.cases
+            .values()
+            .filter(|case| selection.matches(&case.record))
+            .map(|case| case.record.code)
+            .collect()
     }
 
     /// Admin bulk delete, open-case side: ends the sessions of the open cases selected and

@@ -230,8 +230,8 @@ mod tests {
             queue.push(code, id.clone(), priority, Timestamp(n % 5), Timestamp(n));
             codes.push(code);
             for code in &codes {
-                let (line_id, place) = queue.place[code];
-                let counted = queue.lines[&line_id].order.range(..place).count() as u32 + 1;
+                let (line_id, place) = &queue.place[code];
+                let counted = queue.lines[line_id].order.range(..*place).count() as u32 + 1;
                 assert_eq!(queue.position(*code), Some(counted));
             }
         }
