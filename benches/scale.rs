@@ -18,7 +18,7 @@
 //! `SOSQ_SCALE_PAIRINGS` (5000), `SOSQ_SCALE_RATE` pairings/s (1000), `SOSQ_SCALE_HELD`
 //! steps ("1000,10000,100000"), `SOSQ_SCALE_DELETE` closed cases (100000),
 //! `SOSQ_SCALE_ENDPOINTS` client endpoints (8), `SOSQ_SCALE_ONLY` a comma list of
-//! `intake,pairing,delete,held` (all). Raise `ulimit -n` first for the big steps.
+//! `intake,pairing,delete,held` (all; `held-bare` or `held-sosqd` for one side of it). Raise `ulimit -n` first for the big steps.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::IpAddr;
@@ -166,6 +166,7 @@ async fn run() -> anyhow::Result<()> {
             per_second: rate,
             customer_lead: Duration::from_millis(20),
             group: None,
+            pacing: None,
         };
         let report = loadgen::pairing(fleet.clone(), &daemon.expert, plan).await;
         let (p50, p99, max) = loadgen::percentiles(&report.latencies);
@@ -181,17 +182,21 @@ async fn run() -> anyhow::Result<()> {
     if wanted("delete") {
         println!("\n3. Bulk delete of {to_delete} closed cases while pairing at {rate:.0}/s");
         let during_pairings = (rate * 8.0) as usize;
+        let pacing = Arc::new(tokio::sync::Notify::new());
         let plan = PairingPlan {
             pairings: during_pairings,
             per_second: rate,
             customer_lead: Duration::from_millis(20),
             group: None,
+            pacing: Some(pacing.clone()),
         };
         let admin = fleet.party(Some(&daemon.admin)).await?;
         let pairing = {
             let (fleet, expert) = (fleet.clone(), daemon.expert.clone());
             tokio::spawn(async move { loadgen::pairing(fleet, &expert, plan).await })
         };
+        // Start the delete two seconds into the paced pairings.
+        pacing.notified().await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let started = Instant::now();
         let (count, took) = loadgen::delete_closed(admin, Duration::from_secs(3600)).await?;
@@ -228,7 +233,9 @@ async fn run() -> anyhow::Result<()> {
     bare_fleet.close().await;
     drop((daemon, bare));
 
-    if wanted("held") && !held_steps.is_empty() {
+    let held_bare = wanted("held") || wanted("held-bare");
+    let held_sosqd = wanted("held") || wanted("held-sosqd");
+    if (held_bare || held_sosqd) && !held_steps.is_empty() {
         println!("\n4. Waiting customers held (idle, keep-alive every 5 s), fresh processes");
         // Fresh processes, so neither carries memory from the figures before.
         let daemon = Daemon::start(0).await?;
@@ -241,7 +248,7 @@ async fn run() -> anyhow::Result<()> {
         let base = rss(bare.child.id())?;
         let mut held = Vec::new();
         let mut bare_per = Vec::new();
-        for &step in &held_steps {
+        for &step in held_steps.iter().filter(|_| held_bare) {
             let more = step.saturating_sub(held.len());
             let batch = loadgen::bare_intake(bare_fleet.clone(), more, concurrency).await;
             if batch.failures > 0 {
@@ -268,7 +275,7 @@ async fn run() -> anyhow::Result<()> {
 
         let base = rss(daemon.child.id())?;
         let mut waiting = Vec::new();
-        for (i, &step) in held_steps.iter().enumerate() {
+        for (i, &step) in held_steps.iter().enumerate().filter(|_| held_sosqd) {
             let more = step.saturating_sub(waiting.len());
             let started = Instant::now();
             let batch =

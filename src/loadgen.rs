@@ -296,6 +296,8 @@ pub struct PairingPlan {
     pub customer_lead: Duration,
     /// The team queue to use (none: `general`).
     pub group: Option<String>,
+    /// Notified when every party is connected and the paced pulls begin.
+    pub pacing: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// What a pairing run measured.
@@ -369,6 +371,9 @@ pub async fn pairing(fleet: Arc<Fleet>, expert_token: &str, plan: PairingPlan) -
     let interval = Duration::from_secs_f64(1.0 / plan.per_second.max(0.001));
     let lead = plan.customer_lead.max(interval);
     let start = tokio::time::Instant::now() + lead + Duration::from_millis(100);
+    if let Some(pacing) = &plan.pacing {
+        pacing.notify_one();
+    }
     let mut tasks = Vec::with_capacity(plan.pairings * 2);
     let pairs = customers.done.into_iter().zip(experts.done);
     for (i, (customer, expert)) in pairs.enumerate() {

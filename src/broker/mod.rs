@@ -862,6 +862,24 @@ impl Broker {
     }
 
     /// Each waiting case with its customer's connection and its position in its own queue.
+    /// Waiting cases whose queue position may have changed since the last call, with
+    /// their customer (if connected) and position, and the cases that left the queue; see
+    /// [`Queue::take_moved`](queue::Queue::take_moved).
+    #[allow(clippy::type_complexity)]
+    pub fn take_moved_positions(
+        &mut self,
+    ) -> (Vec<(SessionCode, Option<PartyId>, u32)>, Vec<SessionCode>) {
+        let (moved, removed) = self.queue.take_moved();
+        let moved = moved
+            .into_iter()
+            .map(|(code, position)| {
+                let customer = self.cases.get(&code).and_then(|case| case.customer);
+                (code, customer, position)
+            })
+            .collect();
+        (moved, removed)
+    }
+
     pub fn waiting_positions(&self) -> Vec<(SessionCode, Option<PartyId>, u32)> {
         self.queue
             .positions()

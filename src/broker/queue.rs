@@ -59,7 +59,18 @@ pub struct Queue {
     arrivals: u64,
     /// Bumped on every change, so the shell can tell watchers only when needed.
     version: u64,
+    /// Per line, the earliest place where a case went in or out since the last
+    /// [`Queue::take_moved`]: only cases at or behind it may have a new position.
+    changed_from: HashMap<QueueId, Place>,
+    /// Cases taken out of line since the last [`Queue::take_moved`] (at most
+    /// [`MAX_REMOVED`] are kept).
+    removed: Vec<SessionCode>,
 }
+
+/// The most removals [`Queue::take_moved`] reports; past it (only a core that nobody
+/// asks, as in benchmarks) the oldest are kept and the rest dropped, which costs at most
+/// a repeated position message.
+const MAX_REMOVED: usize = 1 << 16;
 
 impl Queue {
     /// Puts `code` in line in queue `id` (moving it if it waits elsewhere or its priority
@@ -90,6 +101,7 @@ impl Queue {
             .or_default()
             .order
             .insert(place, code);
+        self.mark_changed(&id, place);
         self.place.insert(code, (id, place));
     }
 
@@ -102,8 +114,43 @@ impl Queue {
                     self.lines.remove(&id);
                 }
             }
+            self.mark_changed(&id, place);
+            if self.removed.len() < MAX_REMOVED {
+                self.removed.push(code);
+            }
             self.version += 1;
         }
+    }
+
+    fn mark_changed(&mut self, id: &QueueId, place: Place) {
+        match self.changed_from.get_mut(id) {
+            Some(from) => *from = (*from).min(place),
+            None => {
+                self.changed_from.insert(id.clone(), place);
+            }
+        }
+    }
+
+    /// What changed since the last call: every waiting case whose position may have moved
+    /// (those at or behind the earliest place where a case went in or out of its line),
+    /// with its position now, and the cases that left a line. Costs the cases behind that
+    /// place, not the whole queue: a new arrival at the back costs one.
+    pub fn take_moved(&mut self) -> (Vec<(SessionCode, u32)>, Vec<SessionCode>) {
+        let mut moved = Vec::new();
+        for (id, from) in std::mem::take(&mut self.changed_from) {
+            let Some(line) = self.lines.get(&id) else {
+                continue;
+            };
+            let behind = line.order.range(from..).count();
+            let ahead = line.order.len() - behind;
+            moved.extend(
+                line.order
+                    .range(from..)
+                    .enumerate()
+                    .map(|(i, (_, code))| (*code, (ahead + i + 1) as u32)),
+            );
+        }
+        (moved, std::mem::take(&mut self.removed))
     }
 
     /// Forgets `code` entirely (its case closed, expired or was deleted).
@@ -240,6 +287,37 @@ mod tests {
         let order = queue.positions();
         for (code, position) in order {
             assert_eq!(queue.position(code), Some(position));
+        }
+    }
+
+    /// `take_moved` reports every case whose position changed, with the right position.
+    #[test]
+    fn take_moved_covers_every_changed_position() {
+        let mut queue = Queue::default();
+        let id = QueueId::Group(GENERAL.into());
+        let mut known: HashMap<SessionCode, u32> = HashMap::new();
+        for n in 0..60u64 {
+            let code = SessionCode::from_number(n).expect("code");
+            let priority = if n % 9 == 0 {
+                Priority::Critical
+            } else {
+                Priority::Normal
+            };
+            queue.push(code, id.clone(), priority, Timestamp(0), Timestamp(n));
+            if n % 7 == 3 {
+                if let Some(front) = queue.front() {
+                    queue.remove(front);
+                }
+            }
+            let (moved, removed) = queue.take_moved();
+            for code in removed {
+                known.remove(&code);
+            }
+            for (code, position) in moved {
+                known.insert(code, position);
+            }
+            let truth: HashMap<_, _> = queue.positions().into_iter().collect();
+            assert_eq!(known, truth);
         }
     }
 }
