@@ -393,15 +393,13 @@ pub async fn pairing(fleet: Arc<Fleet>, expert_token: &str, plan: PairingPlan) -
         tasks.push(customer);
         tasks.push(expert);
     }
-    let mut finished = Vec::with_capacity(tasks.len());
     for task in tasks {
         let outcome = match task.await {
             Ok(outcome) => outcome,
             Err(e) => Err(LoadError::Unexpected(e.to_string())),
         };
         match outcome {
-            Ok(Some(at)) => finished.push(at),
-            Ok(None) => {}
+            Ok(()) => {}
             Err(e) => {
                 report.failures += 1;
                 if report.errors.len() < 5 {
@@ -427,12 +425,12 @@ pub async fn pairing(fleet: Arc<Fleet>, expert_token: &str, plan: PairingPlan) -
     report
 }
 
-/// The customer of one pairing; returns when it accepted the stream (None: not timed).
+/// The customer of one pairing: marks when it accepted the expert's stream.
 async fn paired_customer(
     client: Client,
     group: Option<&str>,
     marks: &Mutex<Marks>,
-) -> Result<Option<Instant>, LoadError> {
+) -> Result<(), LoadError> {
     let mut waiting = open_sos_on(client, group).await?;
     within("waiting to be paired", async {
         loop {
@@ -463,7 +461,7 @@ async fn paired_customer(
     })
     .await?;
     waiting.client.close().await;
-    Ok(None)
+    Ok(())
 }
 
 /// The expert of one pairing: connected beforehand, pulls at `slot`.
@@ -471,7 +469,7 @@ async fn pulling_expert(
     mut expert: Client,
     slot: tokio::time::Instant,
     marks: &Mutex<Marks>,
-) -> Result<Option<Instant>, LoadError> {
+) -> Result<(), LoadError> {
     let mut events = expert
         .take_events()
         .ok_or_else(|| LoadError::Unexpected("events already taken".into()))?;
@@ -511,7 +509,7 @@ async fn pulling_expert(
     })
     .await?;
     expert.close().await;
-    Ok(None)
+    Ok(())
 }
 
 /// An admin's bulk delete of every closed case created more than `older_than` ago, on
@@ -543,7 +541,7 @@ pub async fn delete_closed(
 /// Writes `count` closed SOS cases, created `age` before `now`, straight into the case
 /// store in `data_dir` (before the daemon starts on it): far faster than opening and
 /// closing each through the protocol, and the rows are the same a closed case leaves.
-/// Codes are spread over the code space from `first_code`.
+/// Codes are spread over the code space.
 pub async fn seed_closed_cases(
     data_dir: &std::path::Path,
     count: u64,
