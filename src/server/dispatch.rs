@@ -429,7 +429,6 @@ fn staff_view(shared: &Shared, typed: &str) -> Result<CaseInfo, ServerError> {
     }
 }
 
-/// Stored cases with the live presence of the open ones.
 /// How many cases one step of a bulk delete by filter removes. Each step is its own
 /// store commit, so pairing and intake commits queue behind at most one step, not behind
 /// the whole delete (100,000 cases took the store writer about 18 s in one transaction).
@@ -470,7 +469,16 @@ async fn delete_by_filter(
         let last = steps.peek().is_none();
         let ((), report) = shared
             .execute(actor, |b, now, out| {
-                b.delete(now, name, Persist::Delete(step.to_vec()), out)?;
+                // An open case is judged by the core's live state, not the store's.
+                let still: Vec<SessionCode> = step
+                    .iter()
+                    .copied()
+                    .filter(|code| {
+                        b.case(*code)
+                            .is_none_or(|case| selection.matches(&case.record))
+                    })
+                    .collect();
+                b.delete(now, name, Persist::Delete(still), out)?;
                 if last {
                     out.push(Effect::Persist(Persist::Audit(AuditEntry {
                         at: now,
@@ -491,6 +499,7 @@ async fn delete_by_filter(
     }
 }
 
+/// Stored cases with the live presence of the open ones.
 async fn list_cases(
     shared: &Shared,
     selection: &CaseSelection,
