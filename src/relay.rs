@@ -25,6 +25,9 @@ use crate::broker::{PartyId, SessionTraffic};
 /// Bytes of the buffer each direction of a spliced stream copies through.
 pub const COPY_BUFFER: usize = 64 * 1024;
 
+/// What a copy buffer starts at before a full read grows it to [`COPY_BUFFER`].
+const FIRST_COPY_BUFFER: usize = 4 * 1024;
+
 /// What the relay allows a session.
 #[derive(Debug, Clone, Copy)]
 pub struct RelayLimits {
@@ -300,11 +303,16 @@ async fn pipe(
     counter: &AtomicU64,
     activity: &Activity,
 ) {
-    let mut buf = vec![0u8; COPY_BUFFER];
+    // Start small and grow to COPY_BUFFER only once a read fills the buffer: a chat or an
+    // idle forwarded connection never pays for (and zeroes) 64 KiB per direction.
+    let mut buf = vec![0u8; FIRST_COPY_BUFFER];
     loop {
         match from.read(&mut buf).await {
             Ok(Some(n)) => {
                 activity.touch();
+                if n == buf.len() && buf.len() < COPY_BUFFER {
+                    buf.resize(COPY_BUFFER, 0);
+                }
                 if let Err(e) = to.write_all(&buf[..n]).await {
                     let code = match e {
                         quinn::WriteError::Stopped(code) => code,

@@ -88,6 +88,8 @@ pub enum ClientError {
 /// A connected, greeted sosq party.
 pub struct Client {
     endpoint: quinn::Endpoint,
+    /// Whether the endpoint is this client's alone (so closing waits for it to go idle).
+    owns_endpoint: bool,
     connection: quinn::Connection,
     control: quinn::SendStream,
     replies: mpsc::UnboundedReceiver<Reply>,
@@ -100,8 +102,43 @@ impl Client {
     /// Connects, pins the certificate, and says hello; the role comes from the token.
     pub async fn connect(options: &ConnectOptions) -> Result<Client, ClientError> {
         let (endpoint, connection) = connect_quic(options).await?;
+        Client::greet(
+            endpoint,
+            connection,
+            &options.server,
+            options.token.clone(),
+            true,
+        )
+        .await
+    }
+
+    /// Connects through an endpoint shared with other parties (see [`SharedEndpoint`]) and
+    /// says hello with `token` (none: a customer). For load tools that hold thousands of
+    /// parties in one process.
+    pub async fn connect_on(
+        shared: &SharedEndpoint,
+        token: Option<String>,
+    ) -> Result<Client, ClientError> {
+        let connection = shared.connect().await?;
+        Client::greet(
+            shared.endpoint.clone(),
+            connection,
+            &shared.server,
+            token,
+            false,
+        )
+        .await
+    }
+
+    async fn greet(
+        endpoint: quinn::Endpoint,
+        connection: quinn::Connection,
+        server: &str,
+        token: Option<String>,
+        owns_endpoint: bool,
+    ) -> Result<Client, ClientError> {
         let connect_error = |reason: String| ClientError::Connect {
-            server: options.server.clone(),
+            server: server.to_string(),
             reason,
         };
         let (control, recv) = connection
@@ -113,6 +150,7 @@ impl Client {
         tokio::spawn(read_control(recv, reply_tx, event_tx));
         let mut client = Client {
             endpoint,
+            owns_endpoint,
             connection,
             control,
             replies,
@@ -122,7 +160,7 @@ impl Client {
         };
         let hello = ClientMessage::Hello {
             version: PROTOCOL_VERSION,
-            token: options.token.clone(),
+            token,
         };
         match client.exchange(&hello).await? {
             Reply::Welcome { role, name, .. } => {
@@ -196,7 +234,9 @@ impl Client {
     pub async fn close(mut self) {
         let _ = self.control.finish();
         self.connection.close(0u32.into(), b"bye");
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        if self.owns_endpoint {
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        }
     }
 }
 
@@ -293,6 +333,65 @@ pub async fn connect_quic(
     }
 }
 
+/// One client QUIC endpoint (one UDP socket) that many connections to the same daemon
+/// share, with the same TLS and transport settings as [`connect_quic`]: quinn multiplexes
+/// any number of connections over one endpoint. Load tools use a few of these to hold
+/// thousands of parties in one process.
+#[derive(Clone)]
+pub struct SharedEndpoint {
+    endpoint: quinn::Endpoint,
+    addr: SocketAddr,
+    server: String,
+    server_name: String,
+}
+
+impl SharedEndpoint {
+    /// Binds a client endpoint on `bind` (port 0 for any) for the daemon in `options`.
+    pub async fn open(
+        options: &ConnectOptions,
+        bind: SocketAddr,
+    ) -> Result<SharedEndpoint, ClientError> {
+        let addr = resolve(&options.server).await?;
+        let verifier: Arc<dyn ServerCertVerifier> = match &options.ca {
+            Some(ca) => crate::tls::ca_verifier(ca).map_err(ClientError::Options)?,
+            None => {
+                let fingerprint =
+                    parse_fingerprint(&options.fingerprint).map_err(ClientError::Options)?;
+                PinnedServerCert::new(fingerprint)
+            }
+        };
+        let server_name = match &options.ca {
+            Some(_) => host_of(&options.server).to_string(),
+            None => "sosqd".to_string(),
+        };
+        let endpoint = client_endpoint_on(bind, verifier)?;
+        Ok(SharedEndpoint {
+            endpoint,
+            addr,
+            server: options.server.clone(),
+            server_name,
+        })
+    }
+
+    /// Makes one more QUIC connection to the daemon (no hello).
+    pub async fn connect(&self) -> Result<quinn::Connection, ClientError> {
+        let connect_error = |reason: String| ClientError::Connect {
+            server: self.server.clone(),
+            reason,
+        };
+        self.endpoint
+            .connect(self.addr, &self.server_name)
+            .map_err(|e| connect_error(e.to_string()))?
+            .await
+            .map_err(|e| connect_error(e.to_string()))
+    }
+
+    /// The underlying endpoint.
+    pub fn endpoint(&self) -> &quinn::Endpoint {
+        &self.endpoint
+    }
+}
+
 /// The host part of `host:port` (brackets of an IPv6 literal removed).
 fn host_of(server: &str) -> &str {
     let host = server.rsplit_once(':').map_or(server, |(host, _)| host);
@@ -361,6 +460,19 @@ fn client_endpoint(
     verifier: Arc<dyn ServerCertVerifier>,
 ) -> Result<quinn::Endpoint, ClientError> {
     let options_error = |e: &dyn std::fmt::Display| ClientError::Options(e.to_string());
+    let bind: SocketAddr = if server.is_ipv6() {
+        "[::]:0".parse().map_err(|e| options_error(&e))?
+    } else {
+        "0.0.0.0:0".parse().map_err(|e| options_error(&e))?
+    };
+    client_endpoint_on(bind, verifier)
+}
+
+fn client_endpoint_on(
+    bind: SocketAddr,
+    verifier: Arc<dyn ServerCertVerifier>,
+) -> Result<quinn::Endpoint, ClientError> {
+    let options_error = |e: &dyn std::fmt::Display| ClientError::Options(e.to_string());
     let mut tls = rustls::ClientConfig::builder_with_provider(crate::tls::crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| options_error(&e))?
@@ -374,11 +486,6 @@ fn client_endpoint(
     // Customers sit on bad networks and may wait a long time in the queue.
     transport.keep_alive_interval(Some(KEEP_ALIVE));
     config.transport_config(Arc::new(transport));
-    let bind: SocketAddr = if server.is_ipv6() {
-        "[::]:0".parse().map_err(|e| options_error(&e))?
-    } else {
-        "0.0.0.0:0".parse().map_err(|e| options_error(&e))?
-    };
     let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| options_error(&e))?;
     endpoint.set_default_client_config(config);
     Ok(endpoint)

@@ -15,5 +15,5 @@ pub mod profile;
 pub mod protocol;
 pub mod tls;
 
-pub use client::{Client, ClientError, ConnectOptions};
+pub use client::{Client, ClientError, ConnectOptions, SharedEndpoint};
 pub use code::SessionCode;

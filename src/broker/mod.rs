@@ -157,8 +157,9 @@ pub enum Persist {
     Delete(Vec<SessionCode>),
     /// Delete every case the selection matches.
     DeleteWhere(CaseSelection),
-    /// Append to the audit log; its `count` is set by the store to the number of cases the
-    /// deletes earlier in the same submission removed.
+    /// Append to the audit log; the store records its `count` (cases removed by earlier
+    /// steps of the same delete, else 0) plus the number of cases the deletes earlier in the
+    /// same submission removed.
     Audit(AuditEntry),
 }
 
@@ -710,6 +711,15 @@ impl Broker {
         Ok(self.cases[&code].info())
     }
 
+    /// The open cases `selection` matches (a bulk delete by filter ends their sessions).
+    pub fn open_matching(&self, selection: &CaseSelection) -> Vec<SessionCode> {
+        self.cases
+            .values()
+            .filter(|case| selection.matches(&case.record))
+            .map(|case| case.record.code)
+            .collect()
+    }
+
     /// Admin bulk delete, open-case side: ends the sessions of the open cases selected and
     /// asks the store to delete every selected case. Codes are released once the store
     /// reports which cases it deleted ([`Broker::release_codes`]).
@@ -854,6 +864,24 @@ impl Broker {
     }
 
     /// Each waiting case with its customer's connection and its position in its own queue.
+    /// Waiting cases whose queue position may have changed since the last call, with
+    /// their customer (if connected) and position, and the cases that left the queue; see
+    /// [`Queue::take_moved`](queue::Queue::take_moved).
+    #[allow(clippy::type_complexity)]
+    pub fn take_moved_positions(
+        &mut self,
+    ) -> (Vec<(SessionCode, Option<PartyId>, u32)>, Vec<SessionCode>) {
+        let (moved, removed) = self.queue.take_moved();
+        let moved = moved
+            .into_iter()
+            .map(|(code, position)| {
+                let customer = self.cases.get(&code).and_then(|case| case.customer);
+                (code, customer, position)
+            })
+            .collect();
+        (moved, removed)
+    }
+
     pub fn waiting_positions(&self) -> Vec<(SessionCode, Option<PartyId>, u32)> {
         self.queue
             .positions()

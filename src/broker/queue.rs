@@ -59,7 +59,18 @@ pub struct Queue {
     arrivals: u64,
     /// Bumped on every change, so the shell can tell watchers only when needed.
     version: u64,
+    /// Per line, the earliest place where a case went in or out since the last
+    /// [`Queue::take_moved`]: only cases at or behind it may have a new position.
+    changed_from: HashMap<QueueId, Place>,
+    /// Cases taken out of line since the last [`Queue::take_moved`] (at most
+    /// [`MAX_REMOVED`] are kept).
+    removed: Vec<SessionCode>,
 }
+
+/// The most removals [`Queue::take_moved`] reports; past it (only a core that nobody
+/// asks, as in benchmarks) the oldest are kept and the rest dropped, which costs at most
+/// a repeated position message.
+const MAX_REMOVED: usize = 1 << 16;
 
 impl Queue {
     /// Puts `code` in line in queue `id` (moving it if it waits elsewhere or its priority
@@ -90,6 +101,7 @@ impl Queue {
             .or_default()
             .order
             .insert(place, code);
+        self.mark_changed(&id, place);
         self.place.insert(code, (id, place));
     }
 
@@ -102,8 +114,43 @@ impl Queue {
                     self.lines.remove(&id);
                 }
             }
+            self.mark_changed(&id, place);
+            if self.removed.len() < MAX_REMOVED {
+                self.removed.push(code);
+            }
             self.version += 1;
         }
+    }
+
+    fn mark_changed(&mut self, id: &QueueId, place: Place) {
+        match self.changed_from.get_mut(id) {
+            Some(from) => *from = (*from).min(place),
+            None => {
+                self.changed_from.insert(id.clone(), place);
+            }
+        }
+    }
+
+    /// What changed since the last call: every waiting case whose position may have moved
+    /// (those at or behind the earliest place where a case went in or out of its line),
+    /// with its position now, and the cases that left a line. Costs the cases behind that
+    /// place, not the whole queue: a new arrival at the back costs one.
+    pub fn take_moved(&mut self) -> (Vec<(SessionCode, u32)>, Vec<SessionCode>) {
+        let mut moved = Vec::new();
+        for (id, from) in std::mem::take(&mut self.changed_from) {
+            let Some(line) = self.lines.get(&id) else {
+                continue;
+            };
+            let behind = line.order.range(from..).count();
+            let ahead = line.order.len() - behind;
+            moved.extend(
+                line.order
+                    .range(from..)
+                    .enumerate()
+                    .map(|(i, (_, code))| (*code, (ahead + i + 1) as u32)),
+            );
+        }
+        (moved, std::mem::take(&mut self.removed))
     }
 
     /// Forgets `code` entirely (its case closed, expired or was deleted).
@@ -140,10 +187,26 @@ impl Queue {
     }
 
     /// 1-based position of `code` in its own queue, if it is waiting.
+    ///
+    /// Walks from both ends of the line at once and stops at whichever reaches `code`
+    /// first, so it costs the distance to the nearer end: a new SOS case, which lands at
+    /// (or near) the back, is placed in O(log n) instead of counting everyone before it.
     pub fn position(&self, code: SessionCode) -> Option<u32> {
         let (id, place) = self.place.get(&code)?;
         let line = self.lines.get(id)?;
-        Some(line.order.range(..place).count() as u32 + 1)
+        let mut before = line.order.range(..*place);
+        let mut after = line.order.range(*place..).skip(1);
+        let mut steps = 0usize;
+        loop {
+            if before.next().is_none() {
+                return Some(steps as u32 + 1);
+            }
+            if after.next().is_none() {
+                let behind = steps;
+                return Some((line.order.len() - behind) as u32);
+            }
+            steps += 1;
+        }
     }
 
     /// Waiting cases of these queues merged in pull order.
@@ -189,5 +252,72 @@ impl Queue {
     /// Whether nobody waits.
     pub fn is_empty(&self) -> bool {
         self.place.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The two-ended walk agrees with counting everyone before, wherever a case lands.
+    #[test]
+    fn position_counts_from_the_nearer_end() {
+        let mut queue = Queue::default();
+        let id = QueueId::Group(GENERAL.into());
+        let priorities = [
+            Priority::Normal,
+            Priority::Critical,
+            Priority::Low,
+            Priority::High,
+        ];
+        let mut codes = Vec::new();
+        for n in 0..41u64 {
+            let code = SessionCode::from_number(n).expect("code");
+            let priority = priorities[(n * 7 % 4) as usize];
+            queue.push(code, id.clone(), priority, Timestamp(n % 5), Timestamp(n));
+            codes.push(code);
+            for code in &codes {
+                let (line_id, place) = &queue.place[code];
+                let counted = queue.lines[line_id].order.range(..*place).count() as u32 + 1;
+                assert_eq!(queue.position(*code), Some(counted));
+            }
+        }
+        queue.remove(codes[3]);
+        assert_eq!(queue.position(codes[3]), None);
+        let order = queue.positions();
+        for (code, position) in order {
+            assert_eq!(queue.position(code), Some(position));
+        }
+    }
+
+    /// `take_moved` reports every case whose position changed, with the right position.
+    #[test]
+    fn take_moved_covers_every_changed_position() {
+        let mut queue = Queue::default();
+        let id = QueueId::Group(GENERAL.into());
+        let mut known: HashMap<SessionCode, u32> = HashMap::new();
+        for n in 0..60u64 {
+            let code = SessionCode::from_number(n).expect("code");
+            let priority = if n % 9 == 0 {
+                Priority::Critical
+            } else {
+                Priority::Normal
+            };
+            queue.push(code, id.clone(), priority, Timestamp(0), Timestamp(n));
+            if n % 7 == 3 {
+                if let Some(front) = queue.front() {
+                    queue.remove(front);
+                }
+            }
+            let (moved, removed) = queue.take_moved();
+            for code in removed {
+                known.remove(&code);
+            }
+            for (code, position) in moved {
+                known.insert(code, position);
+            }
+            let truth: HashMap<_, _> = queue.positions().into_iter().collect();
+            assert_eq!(known, truth);
+        }
     }
 }

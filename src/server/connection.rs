@@ -111,7 +111,11 @@ async fn run(
         name: caller.name.clone(),
         server: format!("sosqd {}", env!("CARGO_PKG_VERSION")),
     };
-    if outbox.send(ServerMessage::Reply(welcome)).await.is_err() {
+    if outbox
+        .send(Box::new(ServerMessage::Reply(welcome)))
+        .await
+        .is_err()
+    {
         return;
     }
     shared.parties.insert(
@@ -135,7 +139,11 @@ async fn run(
                     break Some((ErrorKind::Unauthenticated, REVOKED.to_string()));
                 }
                 let reply = dispatch::handle(&shared, &caller, request).await;
-                if outbox.send(ServerMessage::Reply(reply)).await.is_err() {
+                if outbox
+                    .send(Box::new(ServerMessage::Reply(reply)))
+                    .await
+                    .is_err()
+                {
                     break None;
                 }
             }
@@ -233,7 +241,7 @@ fn frame_refusal(error: &FrameError) -> (ErrorKind, String) {
 /// Sends one refusal, gives the client a moment to read it, then closes with `code`.
 async fn farewell(
     connection: &quinn::Connection,
-    outbox: mpsc::Sender<ServerMessage>,
+    outbox: mpsc::Sender<Box<ServerMessage>>,
     writer: tokio::task::JoinHandle<()>,
     kind: ErrorKind,
     message: String,
@@ -243,7 +251,7 @@ async fn farewell(
         kind,
         message: message.clone(),
     }));
-    let _ = outbox.send(refusal).await;
+    let _ = outbox.send(Box::new(refusal)).await;
     drop(outbox);
     let _ = tokio::time::timeout(FAREWELL_GRACE, writer).await;
     connection.close(code.into(), message.as_bytes());
@@ -251,7 +259,10 @@ async fn farewell(
 
 /// Writes queued messages to the control stream; when every sender is gone, finishes the
 /// stream and waits (bounded) for the peer to have it all.
-async fn write_outbox(mut send: quinn::SendStream, mut pending: mpsc::Receiver<ServerMessage>) {
+async fn write_outbox(
+    mut send: quinn::SendStream,
+    mut pending: mpsc::Receiver<Box<ServerMessage>>,
+) {
     while let Some(message) = pending.recv().await {
         if codec::write_frame(&mut send, &message).await.is_err() {
             return;

@@ -302,6 +302,14 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
             };
             Reply::Cases(list_cases(shared, &selection).await?)
         }
+        Request::Delete(DeleteSelector::Filter(filter))
+            if filter.state.is_some() || filter.older_than_ms.is_some() =>
+        {
+            let selector = DeleteSelector::Filter(filter);
+            let count = delete_by_filter(shared, actor, name, &selector).await?;
+            tracing::info!(admin = %name, count, "bulk delete");
+            Reply::Deleted { count }
+        }
         Request::Delete(selector) => {
             let ((), report) = shared
                 .execute(actor, |b, now, out| {
@@ -418,6 +426,76 @@ fn staff_view(shared: &Shared, typed: &str) -> Result<CaseInfo, ServerError> {
     match shared.store.get(code)? {
         Some(record) => Ok(record.info(false, None)),
         None => Err(BrokerError::UnknownCode(code).into()),
+    }
+}
+
+/// How many cases one step of a bulk delete by filter removes. Each step is its own
+/// store commit, so pairing and intake commits queue behind at most one step, not behind
+/// the whole delete (100,000 cases took the store writer about 18 s in one transaction).
+const DELETE_STEP: usize = 500;
+
+/// A bulk delete by filter, in steps of [`DELETE_STEP`] cases: the matching codes are read
+/// once (from the store's read connection, plus open cases the core holds), then each step
+/// ends the sessions of the open cases among its codes and deletes them. The audit entry
+/// goes with the last step and counts every step. A crash part-way leaves the steps
+/// already committed deleted, like retention's batches.
+async fn delete_by_filter(
+    shared: &Shared,
+    actor: &Actor,
+    name: &str,
+    selector: &DeleteSelector,
+) -> Result<u64, ServerError> {
+    let selection = match deletion(selector, shared.now())? {
+        Persist::DeleteWhere(selection) => selection,
+        _ => {
+            return Err(
+                BrokerError::InvalidInput("a bulk delete by filter needs a filter".into()).into(),
+            )
+        }
+    };
+    let store = shared.store.clone();
+    let wanted = selection.clone();
+    let mut codes = tokio::task::spawn_blocking(move || store.codes(&wanted))
+        .await
+        .map_err(|e| crate::store::StoreError::Backend(e.to_string()))??;
+    codes.extend(shared.broker().open_matching(&selection));
+    codes.sort_unstable();
+    codes.dedup();
+    let described = describe_selector(selector, shared.now());
+    let mut deleted = 0u64;
+    let mut steps = codes.chunks(DELETE_STEP).peekable();
+    loop {
+        let step = steps.next().unwrap_or(&[]);
+        let last = steps.peek().is_none();
+        let ((), report) = shared
+            .execute(actor, |b, now, out| {
+                // An open case is judged by the core's live state, not the store's.
+                let still: Vec<SessionCode> = step
+                    .iter()
+                    .copied()
+                    .filter(|code| {
+                        b.case(*code)
+                            .is_none_or(|case| selection.matches(&case.record))
+                    })
+                    .collect();
+                b.delete(now, name, Persist::Delete(still), out)?;
+                if last {
+                    out.push(Effect::Persist(Persist::Audit(AuditEntry {
+                        at: now,
+                        actor: actor.who.clone(),
+                        address: actor.address.clone(),
+                        action: "delete".into(),
+                        selector: described.clone(),
+                        count: deleted,
+                    })));
+                }
+                Ok(())
+            })
+            .await?;
+        deleted += report.deleted.len() as u64;
+        if last {
+            return Ok(deleted);
+        }
     }
 }
 

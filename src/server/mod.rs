@@ -87,8 +87,10 @@ impl ServerError {
 pub struct PartyHandle {
     /// The QUIC connection.
     pub connection: quinn::Connection,
-    /// Messages to write on its control stream.
-    pub outbox: mpsc::Sender<ServerMessage>,
+    /// Messages to write on its control stream. Boxed: the channel allocates its slots in
+    /// blocks of 32, and 32 unboxed messages (the largest reply is a few hundred bytes) made
+    /// the biggest part of what an idle waiting customer costs beyond quinn's own state.
+    pub outbox: mpsc::Sender<Box<ServerMessage>>,
     /// The staff account behind the connection (none for customers).
     pub user: Option<crate::store::users::User>,
 }
@@ -327,7 +329,11 @@ impl Shared {
     /// rather than buffered without bound.
     fn push(&self, party: PartyId, event: sosq::protocol::Event) {
         if let Some(handle) = self.parties.get(&party) {
-            if handle.outbox.try_send(ServerMessage::Event(event)).is_err() {
+            if handle
+                .outbox
+                .try_send(Box::new(ServerMessage::Event(event)))
+                .is_err()
+            {
                 handle.connection.close(
                     close_code::PROTOCOL_ERROR.into(),
                     b"too many unread messages on the control stream",

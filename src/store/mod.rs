@@ -128,6 +128,15 @@ pub trait CaseStore: Send + Sync + 'static {
     /// Stored cases the selection matches, oldest first (by creation, then code).
     fn list(&self, selection: &CaseSelection) -> Result<Vec<CaseRecord>, StoreError>;
 
+    /// The codes of the stored cases the selection matches (a bulk delete's work list).
+    fn codes(&self, selection: &CaseSelection) -> Result<Vec<SessionCode>, StoreError> {
+        Ok(self
+            .list(selection)?
+            .into_iter()
+            .map(|record| record.code)
+            .collect())
+    }
+
     /// Every open case (new, pending, in progress) with its history, for start-up.
     fn load_open(&self) -> Result<Vec<CaseRecord>, StoreError>;
 

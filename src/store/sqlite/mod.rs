@@ -184,6 +184,10 @@ impl CaseStore for SqliteStore {
         })
     }
 
+    fn codes(&self, selection: &CaseSelection) -> Result<Vec<SessionCode>, StoreError> {
+        self.read(|conn| writer::selected(conn, selection))
+    }
+
     fn load_open(&self) -> Result<Vec<CaseRecord>, StoreError> {
         self.read(|conn| {
             let sql = format!(

@@ -109,7 +109,7 @@ fn apply(conn: &Connection, ops: &[Persist]) -> rusqlite::Result<CommitReport> {
                     }
                 }
             }
-            Persist::Audit(entry) => audit(conn, entry, report.deleted.len() as u64)?,
+            Persist::Audit(entry) => audit(conn, entry, entry.count + report.deleted.len() as u64)?,
         }
     }
     Ok(report)
@@ -191,7 +191,7 @@ fn delete(conn: &Connection, code: sosq::SessionCode) -> rusqlite::Result<bool> 
 }
 
 /// Codes of the cases a selection matches.
-fn selected(
+pub(super) fn selected(
     conn: &Connection,
     selection: &CaseSelection,
 ) -> rusqlite::Result<Vec<sosq::SessionCode>> {

@@ -1,0 +1,633 @@
+//! The load generator behind `cargo bench --bench scale` and the scale smoke test: many
+//! simulated customers, experts and an admin driving a running sosqd from one process,
+//! plus the bare-quinn baseline (a trivial server with sosqd's own TLS and transport
+//! settings, and the client side of its one round trip).
+//!
+//! Connections are spread over a few [`SharedEndpoint`]s (one UDP socket each), the way
+//! one quinn endpoint carries many connections. Every loop here is bounded in count, and
+//! every network wait in time ([`PATIENCE`]), so a broken daemon ends a run with errors
+//! rather than a hang. Nothing here judges a figure: callers print or check counts.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sosq::protocol::{
+    CaseFilter, CaseOrigin, CaseState, DeleteSelector, Event, HistoryEntry, Priority, Reply,
+    Request, StreamKind, Timestamp,
+};
+use sosq::{Client, ClientError, ConnectOptions, SessionCode, SharedEndpoint};
+use tokio::sync::mpsc;
+
+use crate::broker::{CaseRecord, Persist, GENERAL};
+use crate::store::{CaseStore, SqliteStore, StoreError};
+
+/// The longest any single network step of the generator may take before it counts as a
+/// failure; a guard against hangs, not a performance figure.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Why a simulated party failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The client library failed (connect, hello, a refusal, a lost connection).
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// A bare-quinn step failed.
+    #[error("bare quinn: {0}")]
+    Quinn(String),
+    /// The daemon answered something the scenario does not expect.
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
+    /// A step took longer than [`PATIENCE`].
+    #[error("timed out while {0}")]
+    TimedOut(&'static str),
+    /// Seeding the store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+async fn within<T>(
+    what: &'static str,
+    step: impl std::future::Future<Output = Result<T, LoadError>>,
+) -> Result<T, LoadError> {
+    tokio::time::timeout(PATIENCE, step)
+        .await
+        .map_err(|_| LoadError::TimedOut(what))?
+}
+
+/// A few client endpoints to one daemon; connections go round-robin over them.
+pub struct Fleet {
+    endpoints: Vec<SharedEndpoint>,
+    next: AtomicUsize,
+}
+
+impl Fleet {
+    /// Opens `endpoints` client endpoints to the daemon in `options`, bound round-robin on
+    /// the `sources` addresses (each on an ephemeral port). Loopback load may spread over
+    /// 127.0.0.1, 127.0.0.2, ... so per-address limits see several addresses.
+    pub async fn open(
+        options: &ConnectOptions,
+        endpoints: usize,
+        sources: &[IpAddr],
+    ) -> Result<Fleet, LoadError> {
+        let mut opened = Vec::with_capacity(endpoints.max(1));
+        for i in 0..endpoints.max(1) {
+            let ip = sources
+                .get(i % sources.len().max(1))
+                .copied()
+                .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+            opened.push(SharedEndpoint::open(options, SocketAddr::new(ip, 0)).await?);
+        }
+        Ok(Fleet {
+            endpoints: opened,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    fn pick(&self) -> &SharedEndpoint {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        &self.endpoints[i % self.endpoints.len()]
+    }
+
+    /// Connects and greets one party (`token` none: a customer).
+    pub async fn party(&self, token: Option<&str>) -> Result<Client, LoadError> {
+        let endpoint = self.pick();
+        within("connecting", async move {
+            Ok(Client::connect_on(endpoint, token.map(str::to_string)).await?)
+        })
+        .await
+    }
+
+    /// The bare baseline's client step: connect, open a stream, one byte there and back.
+    /// Returns the connection and its stream, held open for as long as the caller keeps
+    /// them (an idle connection, kept alive like a waiting customer's).
+    pub async fn bare_round_trip(&self) -> Result<BareConnection, LoadError> {
+        let endpoint = self.pick();
+        within("a bare round trip", async move {
+            let connection = endpoint.connect().await?;
+            let quinn = |e: &dyn std::fmt::Display| LoadError::Quinn(e.to_string());
+            let (mut send, mut recv) = connection.open_bi().await.map_err(|e| quinn(&e))?;
+            send.write_all(&[1]).await.map_err(|e| quinn(&e))?;
+            let mut answer = [0u8; 1];
+            recv.read_exact(&mut answer).await.map_err(|e| quinn(&e))?;
+            Ok(BareConnection {
+                connection,
+                _streams: (send, recv),
+            })
+        })
+        .await
+    }
+
+    /// Closes every endpoint's connections and waits (bounded) for them to go idle.
+    pub async fn close(&self) {
+        for shared in &self.endpoints {
+            shared.endpoint().close(0u32.into(), b"load run over");
+        }
+        for shared in &self.endpoints {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), shared.endpoint().wait_idle()).await;
+        }
+    }
+}
+
+/// A baseline connection held open by the load generator.
+pub struct BareConnection {
+    /// The connection.
+    pub connection: quinn::Connection,
+    _streams: (quinn::SendStream, quinn::RecvStream),
+}
+
+/// A customer that opened an SOS case and waits in its queue.
+pub struct WaitingCustomer {
+    /// The connected party.
+    pub client: Client,
+    /// The case's session code.
+    pub code: SessionCode,
+    /// The events the daemon pushes to it (queue position, pairing).
+    pub events: mpsc::UnboundedReceiver<Event>,
+}
+
+/// One SOS request: connect, hello, open a durable case in `group`'s queue (none:
+/// `general`), receive its code.
+pub async fn open_sos(fleet: &Fleet, group: Option<&str>) -> Result<WaitingCustomer, LoadError> {
+    let client = fleet.party(None).await?;
+    open_sos_on(client, group).await
+}
+
+/// An SOS request on an already greeted customer connection.
+pub async fn open_sos_on(
+    mut client: Client,
+    group: Option<&str>,
+) -> Result<WaitingCustomer, LoadError> {
+    let events = client
+        .take_events()
+        .ok_or_else(|| LoadError::Unexpected("events already taken".into()))?;
+    let request = Request::OpenSos {
+        customer: "load customer".into(),
+        description: "scale benchmark".into(),
+        priority: Priority::Normal,
+        group: group.map(str::to_string),
+    };
+    let reply = within("opening an SOS case", async {
+        Ok(client.request(request).await?)
+    })
+    .await?;
+    match reply {
+        Reply::Attached { case, .. } => Ok(WaitingCustomer {
+            client,
+            code: case.code,
+            events,
+        }),
+        other => Err(LoadError::Unexpected(format!("{other:?}"))),
+    }
+}
+
+/// What a batch of connection attempts gave.
+pub struct Batch<T> {
+    /// What succeeded, in no particular order.
+    pub done: Vec<T>,
+    /// Attempts that failed, with the first few errors.
+    pub failures: usize,
+    /// Up to five of the errors, for the report.
+    pub errors: Vec<String>,
+    /// Wall time from the first attempt to the last answer.
+    pub elapsed: Duration,
+}
+
+impl<T> Batch<T> {
+    /// Successes per second over the batch.
+    pub fn per_second(&self) -> f64 {
+        self.done.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Runs `count` attempts of `attempt`, `concurrency` at a time, and keeps what they return.
+pub async fn run_many<T, F, Fut>(count: usize, concurrency: usize, attempt: F) -> Batch<T>
+where
+    T: Send + 'static,
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<T, LoadError>> + Send,
+{
+    let attempt = Arc::new(attempt);
+    let issued = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency.clamp(1, count.max(1)))
+        .map(|_| {
+            let attempt = attempt.clone();
+            let issued = issued.clone();
+            tokio::spawn(async move {
+                let mut done = Vec::new();
+                let mut errors = Vec::new();
+                while issued.fetch_add(1, Ordering::Relaxed) < count {
+                    match attempt().await {
+                        Ok(value) => done.push(value),
+                        Err(e) => errors.push(e.to_string()),
+                    }
+                }
+                (done, errors)
+            })
+        })
+        .collect();
+    let mut batch = Batch {
+        done: Vec::with_capacity(count),
+        failures: 0,
+        errors: Vec::new(),
+        elapsed: Duration::ZERO,
+    };
+    for worker in workers {
+        match worker.await {
+            Ok((done, errors)) => {
+                batch.done.extend(done);
+                batch.failures += errors.len();
+                batch
+                    .errors
+                    .extend(errors.into_iter().take(5 - batch.errors.len().min(5)));
+            }
+            Err(e) => {
+                batch.failures += 1;
+                batch.errors.push(e.to_string());
+            }
+        }
+    }
+    batch.elapsed = started.elapsed();
+    batch
+}
+
+/// SOS intake: `count` customers, `concurrency` at a time, each connecting, greeting and
+/// opening a case in `group`; the customers stay connected and waiting in the result.
+pub async fn intake(
+    fleet: Arc<Fleet>,
+    count: usize,
+    concurrency: usize,
+    group: Option<String>,
+) -> Batch<WaitingCustomer> {
+    run_many(count, concurrency, move || {
+        let fleet = fleet.clone();
+        let group = group.clone();
+        async move { open_sos(&fleet, group.as_deref()).await }
+    })
+    .await
+}
+
+/// The baseline of intake: `count` bare connections with one round trip each.
+pub async fn bare_intake(
+    fleet: Arc<Fleet>,
+    count: usize,
+    concurrency: usize,
+) -> Batch<BareConnection> {
+    run_many(count, concurrency, move || {
+        let fleet = fleet.clone();
+        async move { fleet.bare_round_trip().await }
+    })
+    .await
+}
+
+/// How a pairing run is paced.
+#[derive(Debug, Clone)]
+pub struct PairingPlan {
+    /// Pairings to make.
+    pub pairings: usize,
+    /// Pulls started per second.
+    pub per_second: f64,
+    /// How far ahead of its expert's pull each customer opens its case, so the queue is
+    /// not empty when the pull comes.
+    pub customer_lead: Duration,
+    /// The team queue to use (none: `general`).
+    pub group: Option<String>,
+    /// Notified when every party is connected and the paced pulls begin.
+    pub pacing: Option<Arc<tokio::sync::Notify>>,
+}
+
+/// What a pairing run measured.
+#[derive(Debug, Default)]
+pub struct PairingReport {
+    /// From each expert's pull to the customer holding the relayed stream the expert
+    /// opened after `Event::Paired`.
+    pub latencies: Vec<Duration>,
+    /// When each pull of `latencies` started, in the same order.
+    pub pulled_at: Vec<Instant>,
+    /// Pairings that did not complete (with the first few errors).
+    pub failures: usize,
+    /// Up to five errors.
+    pub errors: Vec<String>,
+    /// From the first pull to the last pairing.
+    pub elapsed: Duration,
+}
+
+impl PairingReport {
+    /// Pairings completed per second.
+    pub fn per_second(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// p50, p99 and max of a set of durations (zero when empty).
+pub fn percentiles(samples: &[Duration]) -> (Duration, Duration, Duration) {
+    let mut sorted = samples.to_vec();
+    sorted.sort_unstable();
+    let at = |q: f64| {
+        if sorted.is_empty() {
+            Duration::ZERO
+        } else {
+            sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+        }
+    };
+    (at(0.50), at(0.99), at(1.0))
+}
+
+#[derive(Default)]
+struct Marks {
+    pulled: HashMap<SessionCode, Instant>,
+    accepted: HashMap<SessionCode, Instant>,
+}
+
+/// Pairing at a steady pace. First every party is connected and greeted (not timed:
+/// a handshake is intake's cost, and a 2-core box cannot do two handshakes per pairing
+/// at 1,000 pairings/s besides). Then, for pairing `i`, a customer opens an SOS case
+/// `customer_lead` before slot `i`; an expert pulls at slot `i` and opens a chat stream
+/// on `Event::Paired`; the customer accepts it, which ends the measured span, then closes
+/// its case. Pulls take the queue's front, so pull and customer are matched by session
+/// code afterwards.
+pub async fn pairing(fleet: Arc<Fleet>, expert_token: &str, plan: PairingPlan) -> PairingReport {
+    let mut report = PairingReport::default();
+    let connect = |token: Option<String>| {
+        let fleet = fleet.clone();
+        run_many(plan.pairings, 64, move || {
+            let fleet = fleet.clone();
+            let token = token.clone();
+            async move { fleet.party(token.as_deref()).await }
+        })
+    };
+    let customers = connect(None).await;
+    let experts = connect(Some(expert_token.to_string())).await;
+    for batch in [&customers.errors, &experts.errors] {
+        report.errors.extend(batch.iter().take(2).cloned());
+    }
+    report.failures += customers.failures + experts.failures;
+
+    let marks = Arc::new(Mutex::new(Marks::default()));
+    let interval = Duration::from_secs_f64(1.0 / plan.per_second.max(0.001));
+    let lead = plan.customer_lead.max(interval);
+    let start = tokio::time::Instant::now() + lead + Duration::from_millis(100);
+    if let Some(pacing) = &plan.pacing {
+        pacing.notify_one();
+    }
+    let mut tasks = Vec::with_capacity(plan.pairings * 2);
+    let pairs = customers.done.into_iter().zip(experts.done);
+    for (i, (customer, expert)) in pairs.enumerate() {
+        let slot = start + interval * i as u32;
+        let customer = {
+            let marks = marks.clone();
+            let group = plan.group.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(slot - lead).await;
+                paired_customer(customer, group.as_deref(), &marks).await
+            })
+        };
+        let expert = {
+            let marks = marks.clone();
+            tokio::spawn(async move { pulling_expert(expert, slot, &marks).await })
+        };
+        tasks.push(customer);
+        tasks.push(expert);
+    }
+    for task in tasks {
+        let outcome = match task.await {
+            Ok(outcome) => outcome,
+            Err(e) => Err(LoadError::Unexpected(e.to_string())),
+        };
+        match outcome {
+            Ok(()) => {}
+            Err(e) => {
+                report.failures += 1;
+                if report.errors.len() < 5 {
+                    report.errors.push(e.to_string());
+                }
+            }
+        }
+    }
+    let marks = marks.lock().unwrap_or_else(|p| p.into_inner());
+    let first = marks.pulled.values().min().copied();
+    for (code, pulled) in &marks.pulled {
+        if let Some(accepted) = marks.accepted.get(code) {
+            report
+                .latencies
+                .push(accepted.saturating_duration_since(*pulled));
+            report.pulled_at.push(*pulled);
+        }
+    }
+    let last = marks.accepted.values().max().copied();
+    if let (Some(first), Some(last)) = (first, last) {
+        report.elapsed = last.saturating_duration_since(first);
+    }
+    report
+}
+
+/// The customer of one pairing: marks when it accepted the expert's stream.
+async fn paired_customer(
+    client: Client,
+    group: Option<&str>,
+    marks: &Mutex<Marks>,
+) -> Result<(), LoadError> {
+    let mut waiting = open_sos_on(client, group).await?;
+    within("waiting to be paired", async {
+        loop {
+            match waiting.events.recv().await {
+                Some(Event::Paired { .. }) => break Ok(()),
+                Some(_) => continue,
+                None => break Err(LoadError::Unexpected("disconnected before pairing".into())),
+            }
+        }
+    })
+    .await?;
+    let (_kind, _send, _recv) = within("accepting the expert's stream", async {
+        Ok(waiting.client.accept_stream().await?)
+    })
+    .await?;
+    let accepted = Instant::now();
+    marks
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .accepted
+        .insert(waiting.code, accepted);
+    let close = Request::Close {
+        code: waiting.code.to_string(),
+        resume_secret: None,
+    };
+    within("closing the case", async {
+        Ok(waiting.client.request(close).await?)
+    })
+    .await?;
+    waiting.client.close().await;
+    Ok(())
+}
+
+/// The expert of one pairing: connected beforehand, pulls at `slot`.
+async fn pulling_expert(
+    mut expert: Client,
+    slot: tokio::time::Instant,
+    marks: &Mutex<Marks>,
+) -> Result<(), LoadError> {
+    let mut events = expert
+        .take_events()
+        .ok_or_else(|| LoadError::Unexpected("events already taken".into()))?;
+    tokio::time::sleep_until(slot).await;
+    let pulled = Instant::now();
+    let reply = within("pulling", async {
+        Ok(expert.request(Request::Pull { wait: true }).await?)
+    })
+    .await?;
+    if !matches!(reply, Reply::Attached { .. } | Reply::Waiting) {
+        return Err(LoadError::Unexpected(format!("{reply:?}")));
+    }
+    let code = within("waiting for Paired", async {
+        loop {
+            match events.recv().await {
+                Some(Event::Paired { code, .. }) => break Ok(code),
+                Some(_) => continue,
+                None => break Err(LoadError::Unexpected("disconnected before pairing".into())),
+            }
+        }
+    })
+    .await?;
+    marks
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .pulled
+        .insert(code, pulled);
+    let (_send, _recv) = expert.open_stream(StreamKind::Chat).await?;
+    // The customer closes the case once it holds the stream; the session then ends.
+    within("waiting for the session to end", async {
+        loop {
+            match events.recv().await {
+                Some(Event::SessionEnded { .. }) | None => break Ok(()),
+                Some(_) => continue,
+            }
+        }
+    })
+    .await?;
+    expert.close().await;
+    Ok(())
+}
+
+/// An admin's bulk delete of every closed case created more than `older_than` ago, on
+/// the admin's connection (made beforehand, so a busy daemon's handshake queue is not
+/// part of it); returns how many the daemon deleted and how long the request took.
+pub async fn delete_closed(
+    mut admin: Client,
+    older_than: Duration,
+) -> Result<(u64, Duration), LoadError> {
+    let filter = CaseFilter {
+        state: Some(CaseState::Closed),
+        older_than_ms: Some(older_than.as_millis() as u64),
+    };
+    let started = Instant::now();
+    let reply = tokio::time::timeout(
+        PATIENCE * 10,
+        admin.request(Request::Delete(DeleteSelector::Filter(filter))),
+    )
+    .await
+    .map_err(|_| LoadError::TimedOut("deleting"))??;
+    let took = started.elapsed();
+    admin.close().await;
+    match reply {
+        Reply::Deleted { count } => Ok((count, took)),
+        other => Err(LoadError::Unexpected(format!("{other:?}"))),
+    }
+}
+
+/// Writes `count` closed SOS cases, created `age` before `now`, straight into the case
+/// store in `data_dir` (before the daemon starts on it): far faster than opening and
+/// closing each through the protocol, and the rows are the same a closed case leaves.
+/// Codes are spread over the code space.
+pub async fn seed_closed_cases(
+    data_dir: &std::path::Path,
+    count: u64,
+    age: Duration,
+) -> Result<(), LoadError> {
+    let store = SqliteStore::open_in(data_dir)?;
+    let now = Timestamp::now();
+    let created = Timestamp(now.0.saturating_sub(age.as_millis() as u64));
+    let mut tickets = Vec::new();
+    let mut n = 0;
+    while n < count {
+        let end = (n + 10_000).min(count);
+        let batch = (n..end)
+            .filter_map(|n| closed_record(n, created, now))
+            .map(Persist::Save)
+            .collect();
+        tickets.push(store.submit(batch));
+        n = end;
+    }
+    for ticket in tickets {
+        ticket.await?;
+    }
+    Ok(())
+}
+
+fn closed_record(n: u64, created: Timestamp, now: Timestamp) -> Option<CaseRecord> {
+    let entry = |state, event: &str| HistoryEntry {
+        at: created,
+        state,
+        event: event.into(),
+        actor: Some("expert load".into()),
+        address: Some("127.0.0.1:50000".into()),
+    };
+    Some(CaseRecord {
+        // A stride coprime to 10^9 spreads the codes like drawn ones and keeps them unique.
+        code: SessionCode::from_number(n * 997 % 1_000_000_000)?,
+        origin: CaseOrigin::Sos,
+        customer: format!("customer {n}"),
+        description: "seeded by the load generator".into(),
+        state: CaseState::Closed,
+        created_at: created,
+        updated_at: created,
+        expires_at: now.plus(Duration::from_secs(3_600)),
+        waiting_since: Some(created),
+        resume_secret_hash: None,
+        group: GENERAL.into(),
+        assigned_to: None,
+        priority: Priority::Normal,
+        response_due: Some(created.plus(Duration::from_secs(900))),
+        first_response_at: Some(created),
+        history: vec![
+            entry(CaseState::New, "created by customer"),
+            entry(CaseState::Closed, "closed by expert load"),
+        ],
+    })
+}
+
+/// Serves the bare baseline: accepts every connection, answers one byte on its first
+/// stream, then holds the connection until the peer goes. Runs until the endpoint closes.
+pub async fn serve_bare(endpoint: quinn::Endpoint) {
+    while let Some(incoming) = endpoint.accept().await {
+        tokio::spawn(async move {
+            let Ok(connection) = incoming.await else {
+                return;
+            };
+            let Ok((mut send, mut recv)) = connection.accept_bi().await else {
+                return;
+            };
+            let mut byte = [0u8; 1];
+            if recv.read_exact(&mut byte).await.is_ok() {
+                let _ = send.write_all(&byte).await;
+            }
+            connection.closed().await;
+        });
+    }
+}
+
+/// Resident memory of process `pid` in bytes (VmRSS from /proc), if readable.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
