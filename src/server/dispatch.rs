@@ -222,8 +222,8 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
         }
         Request::Pull { wait } => {
             let teams = caller.teams();
-            let (case, _) = shared
-                .execute(actor, |b, now, out| {
+            let case = shared
+                .execute_pairing(actor, |b, now, out| {
                     b.pull_from(now, me, name, &teams, wait, out)
                 })
                 .await?;
@@ -237,8 +237,8 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
             }
         }
         Request::Connect { code } => {
-            let (case, _) = shared
-                .execute(actor, |b, now, out| b.connect(now, me, name, &code, out))
+            let case = shared
+                .execute_pairing(actor, |b, now, out| b.connect(now, me, name, &code, out))
                 .await?;
             Reply::Attached {
                 case,

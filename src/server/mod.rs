@@ -34,7 +34,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::relay::Relays;
 use crate::store::users::{UserDirectory, UserError};
-use crate::store::{CaseStore, CommitReport, StoreError};
+use crate::store::{CaseStore, CommitReport, CommitTicket, StoreError};
 use crate::transport::{self, TlsError, TransportError};
 
 /// Why the server could not start or a request failed.
@@ -191,6 +191,27 @@ impl Shared {
         self.clock.now()
     }
 
+    /// Runs a command whose outcome needs no durability before the reply: pairing an
+    /// expert with a waiting customer. An `in_progress` case goes back to `pending` on a
+    /// restart anyway, so waiting for the fsync would only add its latency to every
+    /// pairing. The change is still handed to the store in order, so any later
+    /// acknowledged change of the same case (a close) implies it is on disk too.
+    pub async fn execute_pairing<T>(
+        &self,
+        actor: &Actor,
+        command: impl FnOnce(&mut Broker, Timestamp, &mut Vec<Effect>) -> Result<T, BrokerError>,
+    ) -> Result<T, ServerError> {
+        let (value, ticket) = self.run_command(actor, command)?;
+        if let Some(ticket) = ticket {
+            tokio::spawn(async move {
+                if let Err(e) = ticket.await {
+                    tracing::error!(error = %e, "could not store a pairing");
+                }
+            });
+        }
+        Ok(value)
+    }
+
     /// Runs one command on the core for `actor` (named in the history entries it writes)
     /// and carries out its effects (see module docs).
     pub async fn execute<T>(
@@ -198,6 +219,24 @@ impl Shared {
         actor: &Actor,
         command: impl FnOnce(&mut Broker, Timestamp, &mut Vec<Effect>) -> Result<T, BrokerError>,
     ) -> Result<(T, CommitReport), ServerError> {
+        let (value, ticket) = self.run_command(actor, command)?;
+        let report = match ticket {
+            Some(ticket) => ticket.await?,
+            None => CommitReport::default(),
+        };
+        if !report.deleted.is_empty() {
+            self.broker().release_codes(&report.deleted);
+        }
+        Ok((value, report))
+    }
+
+    /// The synchronous part of a command: the core under its lock, the store changes
+    /// submitted in order, the other effects applied; returns the store's ticket.
+    fn run_command<T>(
+        &self,
+        actor: &Actor,
+        command: impl FnOnce(&mut Broker, Timestamp, &mut Vec<Effect>) -> Result<T, BrokerError>,
+    ) -> Result<(T, Option<CommitTicket>), ServerError> {
         let (value, ticket) = {
             let mut broker = self.broker();
             let now = self.clock.now();
@@ -243,14 +282,7 @@ impl Shared {
             }
             (value, ticket)
         };
-        let report = match ticket {
-            Some(ticket) => ticket.await?,
-            None => CommitReport::default(),
-        };
-        if !report.deleted.is_empty() {
-            self.broker().release_codes(&report.deleted);
-        }
-        Ok((value, report))
+        Ok((value, ticket))
     }
 
     /// Carries out one non-persist effect; never blocks.
