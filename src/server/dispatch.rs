@@ -212,13 +212,13 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
                 .await?;
             attached_reply(attached)
         }
-        Request::Queue => Reply::Queue(queue_for(shared, caller, &shared.broker())),
+        Request::Queue => Reply::Queue(queue_for(caller, &shared.broker())),
         Request::WatchQueue => {
             // Subscribe under the core lock, so no change between snapshot and subscription
             // is missed.
             let broker = shared.broker();
             shared.queue_watchers.insert(me, caller.clone());
-            Reply::Queue(queue_for(shared, caller, &broker))
+            Reply::Queue(queue_for(caller, &broker))
         }
         Request::Pull { wait } => {
             let teams = caller.teams();
@@ -345,7 +345,6 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
 
 /// The queue as `caller` may see it: admins everything, experts their teams' and their own.
 pub(super) fn queue_for(
-    _shared: &Shared,
     caller: &Caller,
     broker: &crate::broker::Broker,
 ) -> Vec<sosq::protocol::QueueEntry> {

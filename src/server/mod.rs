@@ -242,6 +242,7 @@ impl Shared {
             let now = self.clock.now();
             let mut effects = Vec::new();
             let queue_before = broker.queue_version();
+            let deadline_before = broker.next_deadline();
             let value = command(&mut broker, now, &mut effects)?;
             if broker.queue_version() != queue_before {
                 self.queue_changed.notify_one();
@@ -255,16 +256,12 @@ impl Shared {
                     Effect::Unpair { code } => {
                         // A case still open lost a party: let what was already spliced
                         // drain. A case that ended cuts every stream at once.
-                        let traffic = if broker.case(code).is_some() {
-                            self.relays.unlink(code)
-                        } else {
-                            self.relays.unpair(code)
-                        };
-                        if let Some(traffic) = traffic {
+                        let still_open = broker.case(code).is_some();
+                        if let Some(traffic) = self.end_pairing(code, still_open) {
                             ended_sessions.push((code, traffic));
                         }
                     }
-                    other => self.apply(other, &broker),
+                    other => self.apply(other),
                 }
             }
             // The traffic goes into the same store batch as the change that ended the
@@ -277,7 +274,8 @@ impl Shared {
                 broker.record_traffic(now, code, traffic, &mut changes);
             }
             let ticket = (!changes.is_empty()).then(|| self.store.submit(changes));
-            if broker.next_deadline().is_some() {
+            // The timer sleeps until the earliest deadline; only a new earliest one wakes it.
+            if broker.next_deadline() != deadline_before {
                 self.expiry_wake.notify_one();
             }
             (value, ticket)
@@ -285,10 +283,25 @@ impl Shared {
         Ok((value, ticket))
     }
 
-    /// Carries out one non-persist effect; never blocks.
-    fn apply(&self, effect: Effect, broker: &Broker) {
+    /// Ends the relay of a pairing: drains it if the case is still open, cuts it if not;
+    /// returns what it carried.
+    fn end_pairing(
+        &self,
+        code: sosq::SessionCode,
+        still_open: bool,
+    ) -> Option<crate::broker::SessionTraffic> {
+        if still_open {
+            self.relays.unlink(code)
+        } else {
+            self.relays.unpair(code)
+        }
+    }
+
+    /// Carries out one effect that needs neither the store nor the core; never blocks.
+    /// (`Persist` and `Unpair` are handled by [`Shared::run_command`].)
+    fn apply(&self, effect: Effect) {
         match effect {
-            Effect::Persist(_) => {}
+            Effect::Persist(_) | Effect::Unpair { .. } => {}
             Effect::Notify { party, event } => self.push(party, event),
             Effect::Pair {
                 code,
@@ -299,12 +312,6 @@ impl Shared {
                 if let (Some(c), Some(e)) = (connection_of(customer), connection_of(expert)) {
                     self.relays.pair(code, (customer, c), (expert, e));
                 }
-            }
-            Effect::Unpair { code } if broker.case(code).is_some() => {
-                self.relays.unlink(code);
-            }
-            Effect::Unpair { code } => {
-                self.relays.unpair(code);
             }
             Effect::Disconnect {
                 party,

@@ -29,7 +29,7 @@ pub async fn run(shared: Arc<Shared>) {
                 .queue_watchers
                 .iter()
                 .map(|watcher| {
-                    let queue = super::dispatch::queue_for(&shared, watcher.value(), &broker);
+                    let queue = super::dispatch::queue_for(watcher.value(), &broker);
                     (*watcher.key(), queue)
                 })
                 .collect();
