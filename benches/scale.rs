@@ -386,10 +386,10 @@ impl Daemon {
             .spawn()?;
         let stderr = child.stderr.take().context("stderr")?;
         let mut lines = BufReader::new(stderr).lines();
-        let ready = loop {
+        let (addr, fingerprint) = loop {
             let line = lines.next().context("sosqd exited")??;
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                break rest.to_string();
+            if let Some(ready) = sosqd::server::parse_listening_line(&line) {
+                break ready;
             }
         };
         // Keep draining the log (into a file, for refusals and errors) so the daemon never
@@ -402,17 +402,6 @@ impl Daemon {
                 let _ = writeln!(log, "{line}");
             }
         });
-        let addr = ready
-            .split_whitespace()
-            .next()
-            .context("address")?
-            .to_string();
-        let fingerprint = ready
-            .rsplit(' ')
-            .next()
-            .context("fingerprint")?
-            .trim_end_matches(')')
-            .to_string();
         Ok(Daemon {
             child,
             addr,

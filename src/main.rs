@@ -274,8 +274,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot start sosqd (data dir {})", data_dir.display()))?;
         let addr = server.local_addr()?;
         tracing::info!(
-            "listening on {addr} (certificate fingerprint {})",
-            server.fingerprint()
+            "{}",
+            sosqd::server::listening_line(addr, server.fingerprint())
         );
         if let Some(metrics) = server.metrics_addr() {
             tracing::info!("metrics on http://{metrics}/metrics");

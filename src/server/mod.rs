@@ -530,6 +530,25 @@ impl Server {
     }
 }
 
+/// The log line that says the daemon is up: where it listens and the certificate to pin.
+/// Tests and benchmarks find the daemon by it, through [`parse_listening_line`].
+pub fn listening_line(addr: SocketAddr, fingerprint: &str) -> String {
+    format!("listening on {addr} (certificate fingerprint {fingerprint})")
+}
+
+/// The address and fingerprint from a log line containing [`listening_line`].
+pub fn parse_listening_line(line: &str) -> Option<(String, String)> {
+    let rest = line.split("listening on ").nth(1)?;
+    let addr = rest.split_whitespace().next()?.to_string();
+    let fingerprint = rest
+        .split("certificate fingerprint ")
+        .nth(1)?
+        .trim_end()
+        .trim_end_matches(')')
+        .to_string();
+    Some((addr, fingerprint))
+}
+
 /// How often open staff connections are checked against the users file.
 const REVOCATION_CHECK: Duration = Duration::from_secs(1);
 
@@ -565,5 +584,22 @@ pub(crate) fn deletion(
         DeleteSelector::Filter(filter) => {
             Ok(Persist::DeleteWhere(CaseSelection::resolve(filter, now)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_listening_line_reads_back_behind_a_log_prefix() {
+        let addr = "127.0.0.1:4433".parse().unwrap();
+        let line = format!(
+            "2026-11-25 INFO sosqd: {}",
+            super::listening_line(addr, "ab12")
+        );
+        assert_eq!(
+            super::parse_listening_line(&line),
+            Some(("127.0.0.1:4433".to_string(), "ab12".to_string()))
+        );
+        assert_eq!(super::parse_listening_line("case store open"), None);
     }
 }

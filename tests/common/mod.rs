@@ -83,25 +83,17 @@ impl Daemon {
         let log_writer = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let _ = ready_tx.send(rest.to_string());
+                if let Some(ready) = sosqd::server::parse_listening_line(&line) {
+                    let _ = ready_tx.send(ready);
                 }
                 let mut log = log_writer.lock().unwrap();
                 log.push_str(&line);
                 log.push('\n');
             }
         });
-        let ready = ready_rx
+        let (addr, fingerprint) = ready_rx
             .recv_timeout(PATIENCE)
             .expect("sosqd did not log its address");
-        // "127.0.0.1:PORT (certificate fingerprint HEX)"
-        let addr = ready.split_whitespace().next().unwrap().to_string();
-        let fingerprint = ready
-            .rsplit(' ')
-            .next()
-            .unwrap()
-            .trim_end_matches(')')
-            .to_string();
         Daemon {
             child,
             addr,
