@@ -2,7 +2,7 @@
 //!
 //! Every bidirectional stream a paired party opens (after its control stream) is matched by
 //! a stream the broker opens to the other party, and bytes are copied both ways. Copying
-//! goes through one [`COPY_BUFFER`] per direction, so QUIC flow control is the
+//! goes through at most [`COPY_BUFFER`] bytes per direction, so QUIC flow control is the
 //! back-pressure: a slow reader slows its writer and nothing piles up here. EOF finishes the
 //! far side, a reset resets it. A session may have at most
 //! [`RelayLimits::max_streams_per_session`] streams open; a stream silent both ways for
@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
 use sosq::protocol::close_code;
 use sosq::SessionCode;
@@ -22,11 +23,14 @@ use tokio::time::Instant;
 
 use crate::broker::{PartyId, SessionTraffic};
 
-/// Bytes of the buffer each direction of a spliced stream copies through.
+/// Most bytes one direction of a spliced stream holds between reading and writing them.
 pub const COPY_BUFFER: usize = 64 * 1024;
 
-/// What a copy buffer starts at before a full read grows it to [`COPY_BUFFER`].
-const FIRST_COPY_BUFFER: usize = 4 * 1024;
+/// Received chunks one direction takes per read; a chunk is at most one datagram's payload
+/// (quinn's default ceiling, 1,472 bytes), so a round stays within [`COPY_BUFFER`].
+const CHUNKS_PER_READ: usize = 32;
+
+const _: () = assert!(CHUNKS_PER_READ * 1472 <= COPY_BUFFER);
 
 /// What the relay allows a session.
 #[derive(Debug, Clone, Copy)]
@@ -297,23 +301,31 @@ impl Activity {
 }
 
 /// Copies one direction: EOF finishes the far side, a reset resets it, a stop stops us.
+///
+/// Each round takes up to [`CHUNKS_PER_READ`] received chunks under one lock of the
+/// connection and copies them once into a fresh buffer that the far side's send stream then
+/// owns. That is one copy per byte (a plain `read` + `write` costs two), and the received
+/// chunks are dropped at once: handing them over as they are would pin whole receive
+/// batches in the far side's send buffer until acknowledged, and break the memory bound.
 async fn pipe(
     from: &mut quinn::RecvStream,
     to: &mut quinn::SendStream,
     counter: &AtomicU64,
     activity: &Activity,
 ) {
-    // Start small and grow to COPY_BUFFER only once a read fills the buffer: a chat or an
-    // idle forwarded connection never pays for (and zeroes) 64 KiB per direction.
-    let mut buf = vec![0u8; FIRST_COPY_BUFFER];
+    let mut chunks: [Bytes; CHUNKS_PER_READ] = Default::default();
     loop {
-        match from.read(&mut buf).await {
+        match from.read_chunks(&mut chunks).await {
             Ok(Some(n)) => {
                 activity.touch();
-                if n == buf.len() && buf.len() < COPY_BUFFER {
-                    buf.resize(COPY_BUFFER, 0);
+                let received = &mut chunks[..n];
+                let len = received.iter().map(Bytes::len).sum();
+                let mut batch = BytesMut::with_capacity(len);
+                for chunk in received {
+                    batch.extend_from_slice(chunk);
+                    *chunk = Bytes::new();
                 }
-                if let Err(e) = to.write_all(&buf[..n]).await {
+                if let Err(e) = to.write_chunk(batch.freeze()).await {
                     let code = match e {
                         quinn::WriteError::Stopped(code) => code,
                         _ => close_code::SESSION_ENDED.into(),
@@ -321,7 +333,7 @@ async fn pipe(
                     let _ = from.stop(code);
                     return;
                 }
-                counter.fetch_add(n as u64, Ordering::Relaxed);
+                counter.fetch_add(len as u64, Ordering::Relaxed);
             }
             Ok(None) => {
                 let _ = to.finish();
