@@ -15,7 +15,8 @@
 //!
 //! Scale (environment): `SOSQ_SCALE_INTAKE` customers per intake round (5000),
 //! `SOSQ_SCALE_ROUNDS` (3), `SOSQ_SCALE_CONCURRENCY` handshakes in flight (64),
-//! `SOSQ_SCALE_PAIRINGS` (5000), `SOSQ_SCALE_RATE` pairings/s (1000), `SOSQ_SCALE_HELD`
+//! `SOSQ_SCALE_PAIRINGS` (5000), `SOSQ_SCALE_RATE` pairings/s (1000), `SOSQ_SCALE_EXPERTS`
+//! experts on shift taking the pairings in turn (100; 0 gives each pairing its own), `SOSQ_SCALE_HELD`
 //! steps ("1000,10000,100000"), `SOSQ_SCALE_DELETE` closed cases (100000),
 //! `SOSQ_SCALE_ENDPOINTS` client endpoints (8), `SOSQ_SCALE_ONLY` a comma list of
 //! `intake,pairing,delete,held` (all; `held-bare` or `held-sosqd` for one side of it). Raise `ulimit -n` first for the big steps.
@@ -100,6 +101,7 @@ async fn run() -> anyhow::Result<()> {
     let rate = env_or("SOSQ_SCALE_RATE", 1000) as f64;
     let to_delete = env_or("SOSQ_SCALE_DELETE", 100_000) as u64;
     let endpoints = env_or("SOSQ_SCALE_ENDPOINTS", 8);
+    let experts = env_or("SOSQ_SCALE_EXPERTS", 100);
     let held_steps: Vec<usize> = std::env::var("SOSQ_SCALE_HELD")
         .unwrap_or_else(|_| "1000,10000,100000".into())
         .split(',')
@@ -161,14 +163,41 @@ async fn run() -> anyhow::Result<()> {
 
     if wanted("pairing") {
         println!("\n2. Pairing latency ({pairings} pairings paced at {rate:.0}/s)");
+        let pacing = Arc::new(tokio::sync::Notify::new());
         let plan = PairingPlan {
             pairings,
             per_second: rate,
             customer_lead: Duration::from_millis(20),
             group: None,
-            pacing: None,
+            experts,
+            pacing: Some(pacing.clone()),
         };
+        // CPU of both processes while paced (not while the parties connect beforehand).
+        let daemon_pid = daemon.child.id();
+        let cpu_at_start = tokio::spawn(async move {
+            pacing.notified().await;
+            let at = (
+                loadgen::cpu_seconds(daemon_pid),
+                loadgen::cpu_seconds(std::process::id()),
+            );
+            (at, std::time::Instant::now())
+        });
         let report = loadgen::pairing(fleet.clone(), &daemon.expert, plan).await;
+        let ((daemon_cpu, own_cpu), started) = cpu_at_start.await?;
+        let paced = started.elapsed().as_secs_f64();
+        let share = |before: Option<f64>, pid: u32| {
+            let used = loadgen::cpu_seconds(pid)
+                .zip(before)
+                .map(|(now, then)| now - then);
+            used.map_or("?".to_string(), |cpu| {
+                format!("{:.0}%", 100.0 * cpu / paced)
+            })
+        };
+        println!(
+            "   CPU while paced ({paced:.1} s): sosqd {}, load generator {} (of 200%)",
+            share(daemon_cpu, daemon_pid),
+            share(own_cpu, std::process::id())
+        );
         let (p50, p99, max) = loadgen::percentiles(&report.latencies);
         println!(
             "   {} paired ({} failed{}), achieved {:.0}/s: p50 {p50:.2?}, p99 {p99:.2?}, max {max:.2?}",
@@ -177,6 +206,10 @@ async fn run() -> anyhow::Result<()> {
             errors_hint(&report.errors),
             report.per_second()
         );
+        for (name, samples) in loadgen::PAIRING_STAGES.iter().zip(&report.stages) {
+            let (p50, p99, max) = loadgen::percentiles(samples);
+            println!("     {name:<34} p50 {p50:>9.2?}, p99 {p99:>9.2?}, max {max:>9.2?}");
+        }
     }
 
     if wanted("delete") {
@@ -188,6 +221,7 @@ async fn run() -> anyhow::Result<()> {
             per_second: rate,
             customer_lead: Duration::from_millis(20),
             group: None,
+            experts,
             pacing: Some(pacing.clone()),
         };
         let admin = fleet.party(Some(&daemon.admin)).await?;

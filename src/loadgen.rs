@@ -296,9 +296,23 @@ pub struct PairingPlan {
     pub customer_lead: Duration,
     /// The team queue to use (none: `general`).
     pub group: Option<String>,
+    /// Experts on shift: expert `j` takes slots `j`, `j + experts`, ... one session after
+    /// another on the same connection, as staff working the queue do. `0` (or as many as
+    /// `pairings`) gives every pairing an expert of its own that leaves after it.
+    pub experts: usize,
     /// Notified when every party is connected and the paced pulls begin.
     pub pacing: Option<Arc<tokio::sync::Notify>>,
 }
+
+/// The names of [`PairingReport::stages`]: the expert's pull until its reply, the reply
+/// until the expert's `Paired` event, the pull until the customer's `Paired` event, and
+/// the expert's `Paired` until the customer accepted the expert's stream.
+pub const PAIRING_STAGES: [&str; 4] = [
+    "pull -> reply",
+    "reply -> expert Paired",
+    "pull -> customer Paired",
+    "expert Paired -> stream accepted",
+];
 
 /// What a pairing run measured.
 #[derive(Debug, Default)]
@@ -308,6 +322,8 @@ pub struct PairingReport {
     pub latencies: Vec<Duration>,
     /// When each pull of `latencies` started, in the same order.
     pub pulled_at: Vec<Instant>,
+    /// Where the time went, per pairing: see [`PAIRING_STAGES`].
+    pub stages: [Vec<Duration>; 4],
     /// Pairings that did not complete (with the first few errors).
     pub failures: usize,
     /// Up to five errors.
@@ -340,28 +356,35 @@ pub fn percentiles(samples: &[Duration]) -> (Duration, Duration, Duration) {
 #[derive(Default)]
 struct Marks {
     pulled: HashMap<SessionCode, Instant>,
+    replied: HashMap<SessionCode, Instant>,
+    expert_paired: HashMap<SessionCode, Instant>,
+    customer_paired: HashMap<SessionCode, Instant>,
     accepted: HashMap<SessionCode, Instant>,
 }
 
 /// Pairing at a steady pace. First every party is connected and greeted (not timed:
 /// a handshake is intake's cost, and a 2-core box cannot do two handshakes per pairing
 /// at 1,000 pairings/s besides). Then, for pairing `i`, a customer opens an SOS case
-/// `customer_lead` before slot `i`; an expert pulls at slot `i` and opens a chat stream
-/// on `Event::Paired`; the customer accepts it, which ends the measured span, then closes
-/// its case. Pulls take the queue's front, so pull and customer are matched by session
-/// code afterwards.
+/// `customer_lead` before slot `i`; the expert whose turn slot `i` is pulls at that slot
+/// and opens a chat stream on `Event::Paired`; the customer accepts it, which ends the
+/// measured span, then closes its case and leaves. Pulls take the queue's front, so pull
+/// and customer are matched by session code afterwards.
 pub async fn pairing(fleet: Arc<Fleet>, expert_token: &str, plan: PairingPlan) -> PairingReport {
     let mut report = PairingReport::default();
-    let connect = |token: Option<String>| {
+    let experts_on_shift = match plan.experts {
+        0 => plan.pairings,
+        n => n.min(plan.pairings),
+    };
+    let connect = |count: usize, token: Option<String>| {
         let fleet = fleet.clone();
-        run_many(plan.pairings, 64, move || {
+        run_many(count, 64, move || {
             let fleet = fleet.clone();
             let token = token.clone();
             async move { fleet.party(token.as_deref()).await }
         })
     };
-    let customers = connect(None).await;
-    let experts = connect(Some(expert_token.to_string())).await;
+    let customers = connect(plan.pairings, None).await;
+    let experts = connect(experts_on_shift, Some(expert_token.to_string())).await;
     for batch in [&customers.errors, &experts.errors] {
         report.errors.extend(batch.iter().take(2).cloned());
     }
@@ -374,24 +397,26 @@ pub async fn pairing(fleet: Arc<Fleet>, expert_token: &str, plan: PairingPlan) -
     if let Some(pacing) = &plan.pacing {
         pacing.notify_one();
     }
-    let mut tasks = Vec::with_capacity(plan.pairings * 2);
-    let pairs = customers.done.into_iter().zip(experts.done);
-    for (i, (customer, expert)) in pairs.enumerate() {
+    let mut tasks = Vec::with_capacity(plan.pairings + experts_on_shift);
+    for (i, customer) in customers.done.into_iter().enumerate() {
         let slot = start + interval * i as u32;
-        let customer = {
-            let marks = marks.clone();
-            let group = plan.group.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep_until(slot - lead).await;
-                paired_customer(customer, group.as_deref(), &marks).await
-            })
-        };
-        let expert = {
-            let marks = marks.clone();
-            tokio::spawn(async move { pulling_expert(expert, slot, &marks).await })
-        };
-        tasks.push(customer);
-        tasks.push(expert);
+        let marks = marks.clone();
+        let group = plan.group.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(slot - lead).await;
+            paired_customer(customer, group.as_deref(), &marks).await
+        }));
+    }
+    let shift = experts.done.len().max(1);
+    for (j, expert) in experts.done.into_iter().enumerate() {
+        let slots: Vec<_> = (j..plan.pairings)
+            .step_by(shift)
+            .map(|i| start + interval * i as u32)
+            .collect();
+        let marks = marks.clone();
+        tasks.push(tokio::spawn(async move {
+            pulling_expert(expert, slots, &marks).await
+        }));
     }
     for task in tasks {
         let outcome = match task.await {
@@ -416,6 +441,18 @@ pub async fn pairing(fleet: Arc<Fleet>, expert_token: &str, plan: PairingPlan) -
                 .latencies
                 .push(accepted.saturating_duration_since(*pulled));
             report.pulled_at.push(*pulled);
+            let mark = |at: &HashMap<SessionCode, Instant>| at.get(code).copied();
+            let stages = [
+                (Some(*pulled), mark(&marks.replied)),
+                (mark(&marks.replied), mark(&marks.expert_paired)),
+                (Some(*pulled), mark(&marks.customer_paired)),
+                (mark(&marks.expert_paired), Some(*accepted)),
+            ];
+            for (samples, stage) in report.stages.iter_mut().zip(stages) {
+                if let (Some(from), Some(to)) = stage {
+                    samples.push(to.saturating_duration_since(from));
+                }
+            }
         }
     }
     let last = marks.accepted.values().max().copied();
@@ -442,16 +479,17 @@ async fn paired_customer(
         }
     })
     .await?;
+    let paired = Instant::now();
     let (_kind, _send, _recv) = within("accepting the expert's stream", async {
         Ok(waiting.client.accept_stream().await?)
     })
     .await?;
     let accepted = Instant::now();
-    marks
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .accepted
-        .insert(waiting.code, accepted);
+    {
+        let mut marks = marks.lock().unwrap_or_else(|p| p.into_inner());
+        marks.accepted.insert(waiting.code, accepted);
+        marks.customer_paired.insert(waiting.code, paired);
+    }
     let close = Request::Close {
         code: waiting.code.to_string(),
         resume_secret: None,
@@ -464,50 +502,57 @@ async fn paired_customer(
     Ok(())
 }
 
-/// The expert of one pairing: connected beforehand, pulls at `slot`.
+/// An expert on shift: connected beforehand, pulls at each of its `slots` and runs that
+/// session to its end before the next.
 async fn pulling_expert(
     mut expert: Client,
-    slot: tokio::time::Instant,
+    slots: Vec<tokio::time::Instant>,
     marks: &Mutex<Marks>,
 ) -> Result<(), LoadError> {
     let mut events = expert
         .take_events()
         .ok_or_else(|| LoadError::Unexpected("events already taken".into()))?;
-    tokio::time::sleep_until(slot).await;
-    let pulled = Instant::now();
-    let reply = within("pulling", async {
-        Ok(expert.request(Request::Pull { wait: true }).await?)
-    })
-    .await?;
-    if !matches!(reply, Reply::Attached { .. } | Reply::Waiting) {
-        return Err(LoadError::Unexpected(format!("{reply:?}")));
+    for slot in slots {
+        tokio::time::sleep_until(slot).await;
+        let pulled = Instant::now();
+        let reply = within("pulling", async {
+            Ok(expert.request(Request::Pull { wait: true }).await?)
+        })
+        .await?;
+        let replied = Instant::now();
+        if !matches!(reply, Reply::Attached { .. } | Reply::Waiting) {
+            return Err(LoadError::Unexpected(format!("{reply:?}")));
+        }
+        let code = within("waiting for Paired", async {
+            loop {
+                match events.recv().await {
+                    Some(Event::Paired { code, .. }) => break Ok(code),
+                    Some(_) => continue,
+                    None => break Err(LoadError::Unexpected("disconnected before pairing".into())),
+                }
+            }
+        })
+        .await?;
+        let paired = Instant::now();
+        {
+            let mut marks = marks.lock().unwrap_or_else(|p| p.into_inner());
+            marks.pulled.insert(code, pulled);
+            marks.replied.insert(code, replied);
+            marks.expert_paired.insert(code, paired);
+        }
+        let (_send, _recv) = expert.open_stream(StreamKind::Chat).await?;
+        // The customer closes the case once it holds the stream; the session then ends.
+        within("waiting for the session to end", async {
+            loop {
+                match events.recv().await {
+                    Some(Event::SessionEnded { code: ended, .. }) if ended == code => break Ok(()),
+                    Some(_) => continue,
+                    None => break Err(LoadError::Unexpected("disconnected in a session".into())),
+                }
+            }
+        })
+        .await?;
     }
-    let code = within("waiting for Paired", async {
-        loop {
-            match events.recv().await {
-                Some(Event::Paired { code, .. }) => break Ok(code),
-                Some(_) => continue,
-                None => break Err(LoadError::Unexpected("disconnected before pairing".into())),
-            }
-        }
-    })
-    .await?;
-    marks
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .pulled
-        .insert(code, pulled);
-    let (_send, _recv) = expert.open_stream(StreamKind::Chat).await?;
-    // The customer closes the case once it holds the stream; the session then ends.
-    within("waiting for the session to end", async {
-        loop {
-            match events.recv().await {
-                Some(Event::SessionEnded { .. }) | None => break Ok(()),
-                Some(_) => continue,
-            }
-        }
-    })
-    .await?;
     expert.close().await;
     Ok(())
 }
@@ -630,4 +675,16 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
         .parse()
         .ok()?;
     Some(kb * 1024)
+}
+
+/// CPU time process `pid` has used so far (utime + stime from /proc), if readable.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the ")" that ends the command name: state is field 3, utime 14.
+    let after = stat.rsplit(')').next()?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // Linux reports clock ticks of USER_HZ, which is 100 on x86 and ARM.
+    Some((utime + stime) / 100.0)
 }

@@ -64,6 +64,7 @@ async fn load_generator_at_small_scale() {
         per_second: 200.0,
         customer_lead: Duration::from_millis(50),
         group: None,
+        experts: 10,
         pacing: None,
     };
     let pairing = loadgen::pairing(fleet.clone(), &expert, plan.clone()).await;
