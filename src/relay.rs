@@ -112,6 +112,8 @@ struct Session {
     /// Dropping it wakes every splice of the session.
     _ended: watch::Sender<()>,
     counters: Arc<Counters>,
+    /// The customer and the expert, whose links go with the session.
+    parties: [PartyId; 2],
 }
 
 /// All live pairings.
@@ -147,6 +149,7 @@ impl Relays {
             Session {
                 _ended: ended_tx,
                 counters: counters.clone(),
+                parties: [customer, expert],
             },
         );
         self.links.insert(
@@ -174,23 +177,31 @@ impl Relays {
     /// Ends the pairing of `code` and every stream spliced for it; returns what the
     /// session carried, if it was paired.
     pub fn unpair(&self, code: SessionCode) -> Option<SessionTraffic> {
-        self.links.retain(|_, link| link.code != code);
         // Dropping the sender wakes every splice of the session.
-        let (_, session) = self.sessions.remove(&code)?;
+        let session = self.end(code)?;
         Some(session.counters.traffic())
     }
 
     /// Forgets the pairing of `code` for new streams but lets the streams already spliced
     /// run to their natural end (a party left; what it sent before still arrives).
     pub fn unlink(&self, code: SessionCode) -> Option<SessionTraffic> {
-        self.links.retain(|_, link| link.code != code);
-        let (_, session) = self.sessions.remove(&code)?;
+        let session = self.end(code)?;
         let traffic = session.counters.traffic();
         let Session { _ended: ended, .. } = session;
         // Keep the splices' receivers quiet: hand the sender to a task that drops it only
         // when every splice is done with it.
         tokio::spawn(async move { ended.closed().await });
         Some(traffic)
+    }
+
+    /// Forgets the session of `code` and its parties' links; hands back the session.
+    fn end(&self, code: SessionCode) -> Option<Session> {
+        let (_, session) = self.sessions.remove(&code)?;
+        for party in session.parties {
+            // A party re-paired to another case since keeps that link.
+            self.links.remove_if(&party, |_, link| link.code == code);
+        }
+        Some(session)
     }
 
     /// The link of a party, while it is paired.

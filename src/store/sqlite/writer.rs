@@ -25,8 +25,15 @@ pub struct Job {
     pub done: oneshot::Sender<Result<CommitReport, StoreError>>,
 }
 
+/// The writer's nice value. Its work comes in bursts (a commit's pages and fsync, about a
+/// millisecond of CPU every few) that would otherwise delay the connection threads
+/// sharing its core; what waits for it already waits for a disk. Pairing p99 at
+/// 1,000/s on 2 cores went from about 2.2-3.0 to 2.0-2.1 ms with it (README "Scale").
+const WRITER_NICENESS: i32 = 10;
+
 /// Runs until every sender is gone.
 pub fn run(mut conn: Connection, path: PathBuf, jobs: mpsc::Receiver<Job>) {
+    yield_to_connections();
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -36,6 +43,22 @@ pub fn run(mut conn: Connection, path: PathBuf, jobs: mpsc::Receiver<Job>) {
             }
         }
         commit_group(&mut conn, &path, group);
+    }
+}
+
+/// Lowers this thread's priority to [`WRITER_NICENESS`] (Linux only; raising a nice value
+/// needs no privilege). Failing leaves it at the daemon's own, which is merely slower.
+fn yield_to_connections() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain syscalls on this thread's own id; no memory is shared with them.
+        let failed = unsafe {
+            let me = libc::gettid() as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, me, WRITER_NICENESS) != 0
+        };
+        if failed {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "could not lower the store writer's priority");
+        }
     }
 }
 
