@@ -129,8 +129,7 @@ async fn direct_transfer(bytes: u64) -> anyhow::Result<Duration> {
         ..Config::default()
     };
     let identity = Identity::load_or_create(dir.path())?;
-    let server = transport::server_config(&config, &identity)?;
-    let endpoint = quinn::Endpoint::server(server, config.listen)?;
+    let endpoint = transport::bind(&config, &identity)?;
     let addr = endpoint.local_addr()?;
     let sink = tokio::spawn(async move {
         let incoming = endpoint

@@ -124,6 +124,10 @@ pub struct Config {
     pub receive_window: u64,
     /// Bytes the broker keeps, per connection, of what it writes until the peer acknowledges it.
     pub send_window: u64,
+    /// Bytes of the UDP socket's receive buffer asked of the kernel (Linux caps it at
+    /// `net.core.rmem_max`): datagrams that arrive while every thread is busy wait here
+    /// instead of being dropped and resent a round trip later.
+    pub udp_receive_buffer: usize,
 }
 
 impl Default for Config {
@@ -159,6 +163,7 @@ impl Default for Config {
             stream_receive_window: 1024 * 1024,
             receive_window: 4 * 1024 * 1024,
             send_window: 4 * 1024 * 1024,
+            udp_receive_buffer: 4 * 1024 * 1024,
         }
     }
 }
@@ -289,6 +294,9 @@ impl Config {
                 "receive_window",
                 "must be at least stream_receive_window and below 2^62",
             );
+        }
+        if self.udp_receive_buffer == 0 {
+            return invalid("udp_receive_buffer", "must be more than zero");
         }
         if self.send_window == 0 {
             return invalid("send_window", "must be longer than zero");

@@ -2,6 +2,7 @@
 
 pub mod tls;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use quinn::crypto::rustls::QuicServerConfig;
@@ -73,11 +74,51 @@ pub enum TransportError {
     },
 }
 
-/// Binds the endpoint on `config.listen`.
+/// Binds the endpoint on `config.listen`, with the receive buffer `config.udp_receive_buffer`
+/// asked of the kernel.
 pub fn bind(config: &Config, identity: &Identity) -> Result<quinn::Endpoint, TransportError> {
     let server = server_config(config, identity)?;
-    quinn::Endpoint::server(server, config.listen).map_err(|source| TransportError::Socket {
-        addr: config.listen,
-        source,
-    })
+    let addr = config.listen;
+    let socket_error = |source| TransportError::Socket { addr, source };
+    let socket = udp_socket(addr, config.udp_receive_buffer).map_err(socket_error)?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| socket_error(std::io::Error::other("no async runtime is running")))?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        runtime,
+    )
+    .map_err(socket_error)
+}
+
+/// A UDP socket bound to `addr` whose receive buffer is as near `receive_buffer` as the
+/// kernel allows; says in the log what it got.
+fn udp_socket(addr: SocketAddr, receive_buffer: usize) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // `[::]` takes IPv4 as well, whatever the system's default.
+        let _ = socket.set_only_v6(false);
+    }
+    if let Err(e) = socket.set_recv_buffer_size(receive_buffer) {
+        tracing::warn!(error = %e, "could not size the UDP receive buffer");
+    }
+    // Linux reports twice what it grants (the other half is its bookkeeping).
+    let granted = socket.recv_buffer_size().unwrap_or(0);
+    let granted = if cfg!(target_os = "linux") {
+        granted / 2
+    } else {
+        granted
+    };
+    if granted < receive_buffer {
+        tracing::info!(
+            granted,
+            asked = receive_buffer,
+            "the kernel granted a smaller UDP receive buffer than udp_receive_buffer \
+             (Linux: raise net.core.rmem_max)"
+        );
+    }
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
