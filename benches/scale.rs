@@ -124,11 +124,14 @@ async fn run() -> anyhow::Result<()> {
         let mut ratios = Vec::new();
         let (mut best_bare, mut best_sosqd) = (0f64, 0f64);
         for round in 1..=rounds {
+            let cpu = CpuMeter::start(bare.child.id());
             let b = loadgen::bare_intake(bare_fleet.clone(), intake_count, concurrency).await;
+            let b_cpu = cpu.per_item(b.done.len());
             let b_rate = b.per_second();
             let b_failed = b.failures;
             drop(b);
             tokio::time::sleep(Duration::from_millis(500)).await;
+            let cpu = CpuMeter::start(daemon.child.id());
             let s = loadgen::intake(
                 fleet.clone(),
                 intake_count,
@@ -136,6 +139,7 @@ async fn run() -> anyhow::Result<()> {
                 Some("intake".into()),
             )
             .await;
+            let s_cpu = cpu.per_item(s.done.len());
             let s_rate = s.per_second();
             if s.failures > 0 {
                 println!("   sosqd failures: {} e.g. {:?}", s.failures, s.errors);
@@ -146,6 +150,9 @@ async fn run() -> anyhow::Result<()> {
             println!(
                 "   round {round}: bare quinn {b_rate:.0}/s ({b_failed} failed), sosqd {s_rate:.0}/s ({s_failed} failed), ratio {:.2}",
                 s_rate / b_rate
+            );
+            println!(
+                "      CPU per connection (server, load generator): bare {b_cpu}, sosqd {s_cpu}"
             );
             ratios.push(s_rate / b_rate);
             best_bare = best_bare.max(b_rate);
@@ -358,6 +365,41 @@ fn load_average() -> String {
         .unwrap_or_default()
 }
 
+/// CPU time a server process and this load generator spend over one measured step.
+struct CpuMeter {
+    server: u32,
+    at_start: (Option<f64>, Option<f64>),
+}
+
+impl CpuMeter {
+    fn start(server: u32) -> CpuMeter {
+        CpuMeter {
+            server,
+            at_start: (
+                loadgen::cpu_seconds(server),
+                loadgen::cpu_seconds(std::process::id()),
+            ),
+        }
+    }
+
+    /// Microseconds of each process's CPU per item done since the start, as text.
+    fn per_item(&self, items: usize) -> String {
+        let spent = |pid: u32, before: Option<f64>| {
+            let used = loadgen::cpu_seconds(pid)
+                .zip(before)
+                .map(|(now, then)| now - then);
+            used.map_or("?".into(), |cpu| {
+                format!("{:.0} µs", cpu * 1e6 / items.max(1) as f64)
+            })
+        };
+        format!(
+            "{} + {}",
+            spent(self.server, self.at_start.0),
+            spent(std::process::id(), self.at_start.1)
+        )
+    }
+}
+
 fn rss(pid: u32) -> anyhow::Result<u64> {
     loadgen::rss_bytes(pid).context("read VmRSS")
 }
@@ -414,6 +456,10 @@ impl Daemon {
             .arg("--data-dir")
             .arg(dir.path())
             .env("RUST_LOG", "warn,sosqd::server=warn,sosqd=info")
+            .env(
+                "TOKIO_WORKER_THREADS",
+                std::env::var("DAEMON_WORKERS").unwrap_or("2".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

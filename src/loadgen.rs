@@ -149,11 +149,16 @@ pub struct WaitingCustomer {
     pub events: mpsc::UnboundedReceiver<Event>,
 }
 
-/// One SOS request: connect, hello, open a durable case in `group`'s queue (none:
-/// `general`), receive its code.
+/// One SOS request as `sosq request` makes it: connect, then hello and the request of a
+/// durable case in `group`'s queue (none: `general`) in one flight, and its code back.
 pub async fn open_sos(fleet: &Fleet, group: Option<&str>) -> Result<WaitingCustomer, LoadError> {
-    let client = fleet.party(None).await?;
-    open_sos_on(client, group).await
+    let endpoint = fleet.pick();
+    let request = sos_request(group);
+    let (client, reply) = within("connecting and opening an SOS case", async move {
+        Ok(Client::connect_on_with(endpoint, None, Some(request)).await?)
+    })
+    .await?;
+    waiting_customer(client, reply)
 }
 
 /// An SOS request on an already greeted customer connection.
@@ -161,21 +166,33 @@ pub async fn open_sos_on(
     mut client: Client,
     group: Option<&str>,
 ) -> Result<WaitingCustomer, LoadError> {
-    let events = client
-        .take_events()
-        .ok_or_else(|| LoadError::Unexpected("events already taken".into()))?;
-    let request = Request::OpenSos {
-        customer: "load customer".into(),
-        description: "scale benchmark".into(),
-        priority: Priority::Normal,
-        group: group.map(str::to_string),
-    };
+    let request = sos_request(group);
     let reply = within("opening an SOS case", async {
         Ok(client.request(request).await?)
     })
     .await?;
+    waiting_customer(client, Some(reply))
+}
+
+fn sos_request(group: Option<&str>) -> Request {
+    Request::OpenSos {
+        customer: "load customer".into(),
+        description: "scale benchmark".into(),
+        priority: Priority::Normal,
+        group: group.map(str::to_string),
+    }
+}
+
+/// The waiting customer an SOS `reply` on `client` made.
+fn waiting_customer(
+    mut client: Client,
+    reply: Option<Reply>,
+) -> Result<WaitingCustomer, LoadError> {
+    let events = client
+        .take_events()
+        .ok_or_else(|| LoadError::Unexpected("events already taken".into()))?;
     match reply {
-        Reply::Attached { case, .. } => Ok(WaitingCustomer {
+        Some(Reply::Attached { case, .. }) => Ok(WaitingCustomer {
             client,
             code: case.code,
             events,

@@ -1179,11 +1179,17 @@ impl Broker {
         }
     }
 
-    fn attached(&self, code: SessionCode, resume_secret: Option<String>) -> Attached {
+    /// The reply to a customer that opened or joined `code`; its position is in it, so the
+    /// live updates need not repeat it.
+    fn attached(&mut self, code: SessionCode, resume_secret: Option<String>) -> Attached {
+        let position = self.queue.position(code);
+        if position.is_some() {
+            self.queue.told(code);
+        }
         Attached {
             case: self.cases[&code].info(),
             resume_secret,
-            position: self.queue.position(code),
+            position,
         }
     }
 }

@@ -131,6 +131,35 @@ impl Queue {
         }
     }
 
+    /// `code`'s party has just been told its position in a reply (a new SOS, a join):
+    /// unless a case ahead of it also changed, [`Queue::take_moved`] starts behind it, so
+    /// a new arrival at the back costs no message at all.
+    pub fn told(&mut self, code: SessionCode) {
+        let Some((id, place)) = self.place.get(&code) else {
+            return;
+        };
+        if self.changed_from.get(id) != Some(place) {
+            return;
+        }
+        let next = self.lines.get(id).and_then(|line| {
+            line.order
+                .range((
+                    std::ops::Bound::Excluded(*place),
+                    std::ops::Bound::Unbounded,
+                ))
+                .next()
+                .map(|(next, _)| *next)
+        });
+        match next {
+            Some(next) => {
+                self.changed_from.insert(id.clone(), next);
+            }
+            None => {
+                self.changed_from.remove(id);
+            }
+        }
+    }
+
     /// What changed since the last call: every waiting case whose position may have moved
     /// (those at or behind the earliest place where a case went in or out of its line),
     /// with its position now, and the cases that left a line. Costs the cases behind that
@@ -288,6 +317,35 @@ mod tests {
         for (code, position) in order {
             assert_eq!(queue.position(code), Some(position));
         }
+    }
+
+    /// A case told its position directly is not reported again unless it moves.
+    #[test]
+    fn a_told_arrival_is_reported_only_when_it_moves() {
+        let mut queue = Queue::default();
+        let id = QueueId::Group(GENERAL.into());
+        let code = |n| SessionCode::from_number(n).expect("code");
+        let push = |queue: &mut Queue, n: u64, priority| {
+            queue.push(code(n), id.clone(), priority, Timestamp(0), Timestamp(n));
+        };
+        push(&mut queue, 1, Priority::Normal);
+        push(&mut queue, 2, Priority::Normal);
+        let _ = queue.take_moved();
+        // At the back: nobody moved, nobody to tell.
+        push(&mut queue, 3, Priority::Normal);
+        queue.told(code(3));
+        assert_eq!(queue.take_moved().0, vec![]);
+        // Ahead of others: those behind it moved, it did not.
+        push(&mut queue, 4, Priority::Critical);
+        queue.told(code(4));
+        let moved = queue.take_moved().0;
+        assert_eq!(moved, vec![(code(1), 2), (code(2), 3), (code(3), 4)]);
+        // Told, but a case ahead left in the same batch: it is reported with its new place.
+        push(&mut queue, 5, Priority::Normal);
+        queue.remove(code(4));
+        queue.told(code(5));
+        let moved = queue.take_moved().0;
+        assert!(moved.contains(&(code(5), 4)), "{moved:?}");
     }
 
     /// `take_moved` reports every case whose position changed, with the right position.

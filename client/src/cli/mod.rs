@@ -287,28 +287,14 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
         }
         _ => None,
     };
-    let mut client = Client::connect(&options).await?;
+    // A customer's request travels with the hello: one round trip less on a slow network.
+    let first = customer_request(&cli.command, profile.as_ref());
+    let (mut client, first_reply) = Client::connect_with(&options, first).await?;
+    let first_reply =
+        || first_reply.ok_or_else(|| ClientError::Unexpected("no reply to the request".into()));
     match cli.command {
-        Command::Request {
-            name,
-            description,
-            priority,
-            group,
-            profile: _,
-            share,
-        } => {
-            let group = group.or_else(|| profile.as_ref().and_then(|p| p.group.clone()));
-            let name = name
-                .or_else(|| std::env::var("USER").ok())
-                .unwrap_or_else(|| "customer".into());
-            let reply = client
-                .request(Request::OpenSos {
-                    customer: name,
-                    description,
-                    priority,
-                    group,
-                })
-                .await?;
+        Command::Request { share, .. } => {
+            let reply = first_reply()?;
             report_attached(&out, &reply);
             if let Some(welcome) = profile.as_ref().and_then(|p| p.welcome.as_deref()) {
                 out.status("welcome", welcome, json!({ "text": welcome }));
@@ -319,19 +305,8 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             };
             run_session(client, Side::Customer, out, forwarding).await
         }
-        Command::Join {
-            code,
-            name,
-            secret,
-            share,
-        } => {
-            let reply = client
-                .request(Request::Join {
-                    code,
-                    customer: name,
-                    resume_secret: secret,
-                })
-                .await?;
+        Command::Join { share, .. } => {
+            let reply = first_reply()?;
             report_attached(&out, &reply);
             let forwarding = Forwarding {
                 share,
@@ -569,6 +544,37 @@ fn delete_selector(
         state,
         older_than_ms: older_than.map(|d| d.as_millis() as u64),
     }))
+}
+
+/// The request a customer command sends with its hello (`request`, `join`); none for staff.
+fn customer_request(command: &Command, profile: Option<&SupportProfile>) -> Option<Request> {
+    match command {
+        Command::Request {
+            name,
+            description,
+            priority,
+            group,
+            ..
+        } => Some(Request::OpenSos {
+            customer: name
+                .clone()
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_else(|| "customer".into()),
+            description: description.clone(),
+            priority: *priority,
+            group: group
+                .clone()
+                .or_else(|| profile.and_then(|p| p.group.clone())),
+        }),
+        Command::Join {
+            code, name, secret, ..
+        } => Some(Request::Join {
+            code: code.clone(),
+            customer: name.clone(),
+            resume_secret: secret.clone(),
+        }),
+        _ => None,
+    }
 }
 
 fn report_attached(out: &Output, reply: &Reply) {
