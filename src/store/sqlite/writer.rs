@@ -73,22 +73,26 @@ fn io_error(path: &Path, cause: impl std::fmt::Display) -> StoreError {
 fn commit_group(conn: &mut Connection, path: &Path, group: Vec<Job>) {
     let committed = (|| -> Result<Vec<Result<CommitReport, StoreError>>, StoreError> {
         let io = |e: rusqlite::Error| io_error(path, e);
-        let mut tx = conn
+        let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(io)?;
         let mut outcomes = Vec::with_capacity(group.len());
         for job in &group {
-            let savepoint = tx.savepoint().map_err(io)?;
-            match apply(&savepoint, &job.ops) {
+            // Each job in its own savepoint, through cached statements: rusqlite's own
+            // savepoints parse their SQL anew each time, twice per job.
+            run_cached(&tx, "SAVEPOINT job").map_err(io)?;
+            match apply(&tx, &job.ops) {
                 Ok(report) => {
-                    savepoint.commit().map_err(io)?;
+                    run_cached(&tx, "RELEASE job").map_err(io)?;
                     outcomes.push(Ok(report));
                 }
                 // On a full disk or an I/O error SQLite may roll back the whole transaction:
                 // then every batch of the group is lost and all must hear it.
-                Err(e) if savepoint.is_autocommit() => return Err(io(e)),
+                Err(e) if tx.is_autocommit() => return Err(io(e)),
                 Err(e) => {
-                    drop(savepoint); // rolls this batch back, keeps the others
+                    // Roll this job back and keep the others.
+                    run_cached(&tx, "ROLLBACK TO job").map_err(io)?;
+                    run_cached(&tx, "RELEASE job").map_err(io)?;
                     tracing::error!(path = %path.display(), error = %e, "a case store batch failed");
                     outcomes.push(Err(io(e)));
                 }
@@ -110,6 +114,12 @@ fn commit_group(conn: &mut Connection, path: &Path, group: Vec<Job>) {
             }
         }
     }
+}
+
+/// Runs one statement without parameters or rows, prepared once per connection.
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
 }
 
 /// Applies one submission's changes in order.
