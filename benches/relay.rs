@@ -215,10 +215,6 @@ impl Daemon {
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
             .env("RUST_LOG", "warn,sosqd=info")
-            .env(
-                "TOKIO_WORKER_THREADS",
-                std::env::var("DAEMON_WORKERS").unwrap_or("2".into()),
-            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

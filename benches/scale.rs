@@ -456,10 +456,6 @@ impl Daemon {
             .arg("--data-dir")
             .arg(dir.path())
             .env("RUST_LOG", "warn,sosqd::server=warn,sosqd=info")
-            .env(
-                "TOKIO_WORKER_THREADS",
-                std::env::var("DAEMON_WORKERS").unwrap_or("2".into()),
-            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

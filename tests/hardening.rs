@@ -144,6 +144,36 @@ async fn the_authorization_matrix_holds_cell_by_cell() {
     }
 }
 
+/// A request sent right behind the hello (as `sosq request` does) is carried out only
+/// after the hello is accepted: behind a refused one it never runs.
+#[tokio::test]
+async fn a_request_pipelined_behind_a_refused_hello_is_never_run() {
+    let daemon = Daemon::start(&[]);
+    let admin_token = daemon.add_user("root", "admin");
+    let create = || Request::Create {
+        customer: "pipelined".into(),
+        description: String::new(),
+    };
+    let bad = daemon.options(Some("not-a-token"));
+    match Client::connect_with(&bad, Some(create())).await {
+        Err(ClientError::Refused(r)) => assert_eq!(r.kind, ErrorKind::Unauthenticated),
+        other => panic!("a bad token was accepted: {:?}", other.err()),
+    }
+    let mut admin = Client::connect(&daemon.options(Some(&admin_token)))
+        .await
+        .expect("admin");
+    match admin.request(Request::Cases { state: None }).await {
+        Ok(Reply::Cases(cases)) => assert!(cases.is_empty(), "{cases:?}"),
+        other => panic!("{other:?}"),
+    }
+    // With a good hello the same flight creates the case and answers both.
+    let good = daemon.options(Some(&admin_token));
+    let (_client, reply) = Client::connect_with(&good, Some(create()))
+        .await
+        .expect("pipelined create");
+    assert!(matches!(reply, Some(Reply::Created(_))), "{reply:?}");
+}
+
 #[tokio::test]
 async fn revoking_a_user_closes_its_open_connections() {
     let daemon = Daemon::start(&[]);
