@@ -77,28 +77,29 @@ async fn run(
             match greet(&shared, party, remote, version, token) {
                 Ok(caller) => caller,
                 Err((kind, message, code)) => {
-                    return farewell(&connection, outbox, writer, kind, message, code).await;
+                    return Box::pin(farewell(&connection, outbox, writer, kind, message, code))
+                        .await;
                 }
             }
         }
         Ok(Ok(Some(ClientMessage::Request(_)))) => {
             let message = "the first message must be Hello".to_string();
             let code = close_code::PROTOCOL_ERROR;
-            return farewell(
+            return Box::pin(farewell(
                 &connection,
                 outbox,
                 writer,
                 ErrorKind::BadFrame,
                 message,
                 code,
-            )
+            ))
             .await;
         }
         Ok(Ok(None)) => return,
         Ok(Err(e)) => {
             let (kind, message) = frame_refusal(&e);
             let code = close_code::PROTOCOL_ERROR;
-            return farewell(&connection, outbox, writer, kind, message, code).await;
+            return Box::pin(farewell(&connection, outbox, writer, kind, message, code)).await;
         }
         Err(_) => {
             connection.close(close_code::PROTOCOL_ERROR.into(), b"no hello in time");
@@ -138,7 +139,9 @@ async fn run(
                 if !shared.still_authorized(caller.user.as_ref()) {
                     break Some((ErrorKind::Unauthenticated, REVOKED.to_string()));
                 }
-                let reply = dispatch::handle(&shared, &caller, request).await;
+                // Boxed: an idle connection's task then does not carry room for the
+                // largest request's state (about 1 KiB) while it waits (README "Scale").
+                let reply = Box::pin(dispatch::handle(&shared, &caller, request)).await;
                 if outbox
                     .send(Box::new(ServerMessage::Reply(reply)))
                     .await
@@ -155,19 +158,19 @@ async fn run(
             Err(e) => break Some(frame_refusal(&e)),
         }
     };
-    shared.party_left(party, &caller.actor()).await;
+    Box::pin(shared.party_left(party, &caller.actor())).await;
     streams.abort();
     match refusal {
         Some((kind, message)) => {
             tracing::info!(%message, "refused a malformed message; closing the connection");
-            farewell(
+            Box::pin(farewell(
                 &connection,
                 outbox,
                 writer,
                 kind,
                 message,
                 close_code::PROTOCOL_ERROR,
-            )
+            ))
             .await;
         }
         None => {
