@@ -150,6 +150,7 @@ async fn the_authorization_matrix_holds_cell_by_cell() {
 async fn a_request_pipelined_behind_a_refused_hello_is_never_run() {
     let daemon = Daemon::start(&[]);
     let admin_token = daemon.add_user("root", "admin");
+    let expert_token = daemon.add_user("ana", "expert");
     let create = || Request::Create {
         customer: "pipelined".into(),
         description: String::new(),
@@ -167,7 +168,7 @@ async fn a_request_pipelined_behind_a_refused_hello_is_never_run() {
         other => panic!("{other:?}"),
     }
     // With a good hello the same flight creates the case and answers both.
-    let good = daemon.options(Some(&admin_token));
+    let good = daemon.options(Some(&expert_token));
     let (_client, reply) = Client::connect_with(&good, Some(create()))
         .await
         .expect("pipelined create");
