@@ -128,6 +128,9 @@ pub struct Config {
     /// `net.core.rmem_max`): datagrams that arrive while every thread is busy wait here
     /// instead of being dropped and resent a round trip later.
     pub udp_receive_buffer: usize,
+    /// Threads running connections and the relay; 0: one per CPU core (or what the
+    /// `TOKIO_WORKER_THREADS` environment variable says).
+    pub worker_threads: usize,
 }
 
 impl Default for Config {
@@ -164,6 +167,7 @@ impl Default for Config {
             receive_window: 4 * 1024 * 1024,
             send_window: 4 * 1024 * 1024,
             udp_receive_buffer: 4 * 1024 * 1024,
+            worker_threads: 0,
         }
     }
 }

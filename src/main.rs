@@ -271,7 +271,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let config = Config::load(args.config.as_deref(), &overrides)?;
     init_logging(config.log_format);
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if config.worker_threads > 0 {
+        runtime.worker_threads(config.worker_threads);
+    }
+    let runtime = runtime.build().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let data_dir = config.data_dir.clone();
         let store = SqliteStore::open_in(&data_dir).context("cannot start sosqd")?;
