@@ -553,11 +553,7 @@ fn a_daemon_on_one_worker_thread_pairs_and_relays() {
     let (_dir, config) = config_file("worker_threads = 1\n");
     let daemon = Daemon::start(&["--config", &config]);
     let expert = daemon.add_user("ana", "expert");
-    let mut customer = daemon.session(None, &["request", "--name", "Alice"]);
-    customer.expect_event("attached");
-    let mut pull = daemon.session(Some(&expert), &["pull"]);
-    pull.expect_event("paired");
-    customer.expect_event("paired");
+    let (mut customer, mut pull) = daemon.paired_sessions(&expert);
     customer.send(b"hello over one thread\n");
     assert_eq!(pull.receive(22), b"hello over one thread\n");
 }

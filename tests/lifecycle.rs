@@ -98,11 +98,7 @@ fn sos_request_is_queued_pulled_relayed_both_ways_and_closed() {
 fn half_close_lets_the_other_side_finish_before_both_exit() {
     let daemon = Daemon::start(&[]);
     let expert = daemon.add_user("ana", "expert");
-    let mut customer = daemon.session(None, &["request", "--name", "Alice"]);
-    customer.expect_event("attached");
-    let mut pull = daemon.session(Some(&expert), &["pull"]);
-    pull.expect_event("paired");
-    customer.expect_event("paired");
+    let (mut customer, mut pull) = daemon.paired_sessions(&expert);
 
     customer.send(b"question?\n");
     customer.finish();

@@ -239,6 +239,17 @@ impl Daemon {
         Session::spawn(cmd)
     }
 
+    /// Customer Alice asks for help and the expert with `expert_token` pulls her case;
+    /// returns both sessions once each has seen `paired`: (customer, expert).
+    pub fn paired_sessions(&self, expert_token: &str) -> (Session, Session) {
+        let mut customer = self.session(None, &["request", "--name", "Alice"]);
+        customer.expect_event("attached");
+        let mut expert = self.session(Some(expert_token), &["pull"]);
+        expert.expect_event("paired");
+        customer.expect_event("paired");
+        (customer, expert)
+    }
+
     /// Library connection options for a party with `token`.
     pub fn options(&self, token: Option<&str>) -> ConnectOptions {
         ConnectOptions {
