@@ -195,7 +195,8 @@ impl Shared {
     /// expert with a waiting customer. An `in_progress` case goes back to `pending` on a
     /// restart anyway, so waiting for the fsync would only add its latency to every
     /// pairing. The change is still handed to the store in order, so any later
-    /// acknowledged change of the same case (a close) implies it is on disk too.
+    /// acknowledged change (a close, anyone's new case) implies it is on disk too. What a
+    /// crash in between loses is the pairing's history line, not the case.
     pub async fn execute_pairing<T>(
         &self,
         actor: &Actor,
