@@ -9,14 +9,14 @@
 //! `SOSQ_BENCH_MB` sets the transfer size (default 1024 MiB), `SOSQ_BENCH_ROUNDS` the
 //! rounds of each (default 3; the best round of each is reported).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use sosq::protocol::{Event, Reply, Request, StreamKind};
 use sosq::{Client, ConnectOptions};
 use sosqd::config::Config;
+use sosqd::loadgen::{self, sosqd_command, DaemonProcess};
 use sosqd::transport::{self, Identity};
 
 const CHUNK: usize = 64 * 1024;
@@ -36,7 +36,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         let daemon = Daemon::start()?;
-        println!("sosqd pid {} (release build)", daemon.child.id());
+        println!("sosqd pid {} (release build)", daemon.process.child.id());
         let mut direct_best = 0f64;
         let mut relayed_best = 0f64;
         let mut cpu_per_gb = Vec::new();
@@ -192,9 +192,7 @@ async fn relayed_transfer(daemon: &Daemon, bytes: u64) -> anyhow::Result<(Durati
 
 /// A real sosqd (release build) with one expert.
 struct Daemon {
-    child: std::process::Child,
-    addr: String,
-    fingerprint: String,
+    process: DaemonProcess,
     token: String,
     _dir: tempfile::TempDir,
 }
@@ -202,60 +200,26 @@ struct Daemon {
 impl Daemon {
     fn start() -> anyhow::Result<Daemon> {
         let dir = tempfile::tempdir()?;
-        let bin = env!("CARGO_BIN_EXE_sosqd");
-        let user = Command::new(bin)
-            .args(["user", "add", "bench", "--role", "expert", "--data-dir"])
-            .arg(dir.path())
-            .output()?;
-        if !user.status.success() {
-            bail!("user add: {}", String::from_utf8_lossy(&user.stderr));
-        }
-        let token = String::from_utf8(user.stdout)?.trim().to_string();
-        let mut child = Command::new(bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path())
-            .env("RUST_LOG", "warn,sosqd=info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let stderr = child.stderr.take().context("stderr")?;
-        let mut lines = BufReader::new(stderr).lines();
-        let (addr, fingerprint) = loop {
-            let line = lines.next().context("sosqd exited")??;
-            if let Some(ready) = sosqd::server::parse_listening_line(&line) {
-                break ready;
-            }
-        };
-        // Keep draining the log so the daemon never blocks on it.
-        std::thread::spawn(move || for _ in lines.by_ref() {});
+        let bin = Path::new(env!("CARGO_BIN_EXE_sosqd"));
+        let token = sosqd_command(
+            bin,
+            dir.path(),
+            &["user", "add", "bench", "--role", "expert"],
+        )?;
+        let process = DaemonProcess::start(bin, dir.path(), &[], "warn,sosqd=info", None)?;
         Ok(Daemon {
-            child,
-            addr,
-            fingerprint,
+            process,
             token,
             _dir: dir,
         })
     }
 
     fn options(&self, token: Option<&str>) -> ConnectOptions {
-        ConnectOptions {
-            server: self.addr.clone(),
-            fingerprint: self.fingerprint.clone(),
-            token: token.map(str::to_string),
-            ca: None,
-        }
+        self.process.options(token)
     }
 
     /// utime + stime of the daemon, in seconds.
     fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        sosqd::loadgen::cpu_seconds(self.child.id()).context("reading the daemon's CPU time")
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        loadgen::cpu_seconds(self.process.child.id()).context("reading the daemon's CPU time")
     }
 }

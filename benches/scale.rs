@@ -23,14 +23,15 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::IpAddr;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use sosq::ConnectOptions;
 use sosqd::config::Config;
-use sosqd::loadgen::{self, Fleet, PairingPlan};
+use sosqd::loadgen::{self, sosqd_command, DaemonProcess, Fleet, PairingPlan};
 use sosqd::transport::{self, Identity};
 
 const BARE_ROLE: &str = "SOSQ_SCALE_BARE_SERVER";
@@ -112,7 +113,7 @@ async fn run() -> anyhow::Result<()> {
     let bare = BareServer::start()?;
     println!(
         "sosqd pid {}, bare quinn pid {} (release builds); load {}",
-        daemon.child.id(),
+        daemon.pid(),
         bare.child.id(),
         load_average()
     );
@@ -131,7 +132,7 @@ async fn run() -> anyhow::Result<()> {
             let b_failed = b.failures;
             drop(b);
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let cpu = CpuMeter::start(daemon.child.id());
+            let cpu = CpuMeter::start(daemon.pid());
             let s = loadgen::intake(
                 fleet.clone(),
                 intake_count,
@@ -180,7 +181,7 @@ async fn run() -> anyhow::Result<()> {
             pacing: Some(pacing.clone()),
         };
         // CPU of both processes while paced (not while the parties connect beforehand).
-        let daemon_pid = daemon.child.id();
+        let daemon_pid = daemon.pid();
         let cpu_at_start = tokio::spawn(async move {
             pacing.notified().await;
             let at = (
@@ -314,7 +315,7 @@ async fn run() -> anyhow::Result<()> {
         bare_fleet.close().await;
         tokio::time::sleep(Duration::from_secs(2)).await;
 
-        let base = rss(daemon.child.id())?;
+        let base = rss(daemon.pid())?;
         let mut waiting = Vec::new();
         for (i, &step) in held_steps.iter().enumerate().filter(|_| held_sosqd) {
             let more = step.saturating_sub(waiting.len());
@@ -330,7 +331,7 @@ async fn run() -> anyhow::Result<()> {
             let took = started.elapsed();
             waiting.extend(batch.done);
             tokio::time::sleep(Duration::from_secs(3)).await;
-            let now = rss(daemon.child.id())?;
+            let now = rss(daemon.pid())?;
             let per = now.saturating_sub(base) as f64 / waiting.len().max(1) as f64;
             println!(
                 "   sosqd: {} waiting customers (last {more} added in {took:.1?}), RSS {} MiB, {:.1} KiB per customer, {:.2}x bare",
@@ -407,9 +408,7 @@ fn rss(pid: u32) -> anyhow::Result<u64> {
 /// A real sosqd (release build) with an expert, an admin, the `intake` and `held` teams
 /// (queues nobody pulls), limits raised for loopback load, and `seeded` closed cases.
 struct Daemon {
-    child: Child,
-    addr: String,
-    fingerprint: String,
+    process: DaemonProcess,
     expert: String,
     admin: String,
     _dir: tempfile::TempDir,
@@ -434,54 +433,26 @@ impl Daemon {
              max_open_cases = 1000000\n\
              retry_above_handshakes_per_second = 1000000\n",
         )?;
-        let bin = env!("CARGO_BIN_EXE_sosqd");
-        let admin = |args: &[&str]| -> anyhow::Result<String> {
-            let out = Command::new(bin)
-                .args(args)
-                .arg("--data-dir")
-                .arg(dir.path())
-                .output()?;
-            if !out.status.success() {
-                bail!("{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-            }
-            Ok(String::from_utf8(out.stdout)?.trim().to_string())
-        };
+        let bin = Path::new(env!("CARGO_BIN_EXE_sosqd"));
+        let admin = |args: &[&str]| sosqd_command(bin, dir.path(), args);
         admin(&["group", "add", "intake"])?;
         admin(&["group", "add", "held"])?;
         let expert = admin(&["user", "add", "load-expert", "--role", "expert"])?;
         let admin_token = admin(&["user", "add", "load-admin", "--role", "admin"])?;
-        let mut child = Command::new(bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .env("RUST_LOG", "warn,sosqd::server=warn,sosqd=info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        let stderr = child.stderr.take().context("stderr")?;
-        let mut lines = BufReader::new(stderr).lines();
-        let (addr, fingerprint) = loop {
-            let line = lines.next().context("sosqd exited")??;
-            if let Some(ready) = sosqd::server::parse_listening_line(&line) {
-                break ready;
-            }
-        };
-        // Keep draining the log (into a file, for refusals and errors) so the daemon never
-        // blocks on it.
-        let log_path = std::env::temp_dir().join(format!("sosqd-scale-{}.log", child.id()));
-        let mut log = std::fs::File::create(&log_path)?;
-        println!("sosqd log: {}", log_path.display());
-        std::thread::spawn(move || {
-            for line in lines.by_ref().map_while(Result::ok) {
-                let _ = writeln!(log, "{line}");
-            }
-        });
+        // The log goes to a file, for refusals and errors.
+        let run = dir.path().file_name().unwrap_or_default().to_string_lossy();
+        let log = std::env::temp_dir().join(format!("sosqd-scale-{run}.log"));
+        let config = config.to_string_lossy();
+        let process = DaemonProcess::start(
+            bin,
+            dir.path(),
+            &["--config", &config],
+            "warn,sosqd::server=warn,sosqd=info",
+            Some(log.clone()),
+        )?;
+        println!("sosqd log: {}", log.display());
         Ok(Daemon {
-            child,
-            addr,
-            fingerprint,
+            process,
             expert,
             admin: admin_token,
             _dir: dir,
@@ -489,19 +460,11 @@ impl Daemon {
     }
 
     fn options(&self) -> ConnectOptions {
-        ConnectOptions {
-            server: self.addr.clone(),
-            fingerprint: self.fingerprint.clone(),
-            token: None,
-            ca: None,
-        }
+        self.process.options(None)
     }
-}
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn pid(&self) -> u32 {
+        self.process.child.id()
     }
 }
 

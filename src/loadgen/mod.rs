@@ -21,6 +21,10 @@ use sosq::protocol::{
 use sosq::{Client, ClientError, ConnectOptions, SessionCode, SharedEndpoint};
 use tokio::sync::mpsc;
 
+pub mod process;
+
+pub use process::{cpu_seconds, rss_bytes, sosqd_command, DaemonProcess};
+
 use crate::broker::{CaseRecord, Persist, GENERAL};
 use crate::store::{CaseStore, SqliteStore, StoreError};
 
@@ -679,29 +683,4 @@ pub async fn serve_bare(endpoint: quinn::Endpoint) {
             connection.closed().await;
         });
     }
-}
-
-/// Resident memory of process `pid` in bytes (VmRSS from /proc), if readable.
-pub fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
-}
-
-/// CPU time process `pid` has used so far (utime + stime from /proc), if readable.
-pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The fields after the ")" that ends the command name: state is field 3, utime 14.
-    let after = stat.rsplit(')').next()?;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    // Linux reports clock ticks of USER_HZ, which is 100 on x86 and ARM.
-    Some((utime + stime) / 100.0)
 }
