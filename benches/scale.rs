@@ -182,29 +182,14 @@ async fn run() -> anyhow::Result<()> {
         };
         // CPU of both processes while paced (not while the parties connect beforehand).
         let daemon_pid = daemon.pid();
-        let cpu_at_start = tokio::spawn(async move {
+        let cpu = tokio::spawn(async move {
             pacing.notified().await;
-            let at = (
-                loadgen::cpu_seconds(daemon_pid),
-                loadgen::cpu_seconds(std::process::id()),
-            );
-            (at, std::time::Instant::now())
+            CpuMeter::start(daemon_pid)
         });
         let report = loadgen::pairing(fleet.clone(), &daemon.expert, plan).await;
-        let ((daemon_cpu, own_cpu), started) = cpu_at_start.await?;
-        let paced = started.elapsed().as_secs_f64();
-        let share = |before: Option<f64>, pid: u32| {
-            let used = loadgen::cpu_seconds(pid)
-                .zip(before)
-                .map(|(now, then)| now - then);
-            used.map_or("?".to_string(), |cpu| {
-                format!("{:.0}%", 100.0 * cpu / paced)
-            })
-        };
+        let ([daemon_cpu, own_cpu], paced) = cpu.await?.shares();
         println!(
-            "   CPU while paced ({paced:.1} s): sosqd {}, load generator {} (of 200%)",
-            share(daemon_cpu, daemon_pid),
-            share(own_cpu, std::process::id())
+            "   CPU while paced ({paced:.1} s): sosqd {daemon_cpu}, load generator {own_cpu} (of 200%)"
         );
         let (p50, p99, max) = loadgen::percentiles(&report.latencies);
         println!(
@@ -369,35 +354,48 @@ fn load_average() -> String {
 /// CPU time a server process and this load generator spend over one measured step.
 struct CpuMeter {
     server: u32,
-    at_start: (Option<f64>, Option<f64>),
+    at_start: [Option<f64>; 2],
+    started: Instant,
 }
 
 impl CpuMeter {
     fn start(server: u32) -> CpuMeter {
         CpuMeter {
             server,
-            at_start: (
+            at_start: [
                 loadgen::cpu_seconds(server),
                 loadgen::cpu_seconds(std::process::id()),
-            ),
+            ],
+            started: Instant::now(),
         }
+    }
+
+    /// CPU seconds the server and this process used since the start (none: unreadable).
+    fn used(&self) -> [Option<f64>; 2] {
+        let pids = [self.server, std::process::id()];
+        std::array::from_fn(|i| {
+            let now = loadgen::cpu_seconds(pids[i]);
+            now.zip(self.at_start[i]).map(|(now, then)| now - then)
+        })
     }
 
     /// Microseconds of each process's CPU per item done since the start, as text.
     fn per_item(&self, items: usize) -> String {
-        let spent = |pid: u32, before: Option<f64>| {
-            let used = loadgen::cpu_seconds(pid)
-                .zip(before)
-                .map(|(now, then)| now - then);
+        let [server, own] = self.used().map(|used| {
             used.map_or("?".into(), |cpu| {
                 format!("{:.0} µs", cpu * 1e6 / items.max(1) as f64)
             })
-        };
-        format!(
-            "{} + {}",
-            spent(self.server, self.at_start.0),
-            spent(std::process::id(), self.at_start.1)
-        )
+        });
+        format!("{server} + {own}")
+    }
+
+    /// Each process's CPU as a share of one core since the start, and the seconds elapsed.
+    fn shares(&self) -> ([String; 2], f64) {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let shares = self
+            .used()
+            .map(|used| used.map_or("?".into(), |cpu| format!("{:.0}%", 100.0 * cpu / elapsed)));
+        (shares, elapsed)
     }
 }
 

@@ -374,14 +374,17 @@ pub fn percentiles(samples: &[Duration]) -> (Duration, Duration, Duration) {
     (at(0.50), at(0.99), at(1.0))
 }
 
+/// When each side of one pairing reached each step; each side writes its own at once.
 #[derive(Default)]
-struct Marks {
-    pulled: HashMap<SessionCode, Instant>,
-    replied: HashMap<SessionCode, Instant>,
-    expert_paired: HashMap<SessionCode, Instant>,
-    customer_paired: HashMap<SessionCode, Instant>,
-    accepted: HashMap<SessionCode, Instant>,
+struct PairingMarks {
+    /// The expert's pull sent, its reply, and the expert's `Paired`.
+    expert: Option<[Instant; 3]>,
+    /// The customer's `Paired`, and the customer holding the expert's stream.
+    customer: Option<[Instant; 2]>,
 }
+
+/// The marks of every pairing of a run, by session code.
+type Marks = HashMap<SessionCode, PairingMarks>;
 
 /// Pairing at a steady pace. First every party is connected and greeted (not timed:
 /// a handshake is intake's cost, and a 2-core box cannot do two handshakes per pairing
@@ -455,28 +458,36 @@ pub async fn pairing(fleet: Arc<Fleet>, expert_token: &str, plan: PairingPlan) -
         }
     }
     let marks = marks.lock().unwrap_or_else(|p| p.into_inner());
-    let first = marks.pulled.values().min().copied();
-    for (code, pulled) in &marks.pulled {
-        if let Some(accepted) = marks.accepted.get(code) {
-            report
-                .latencies
-                .push(accepted.saturating_duration_since(*pulled));
-            report.pulled_at.push(*pulled);
-            let mark = |at: &HashMap<SessionCode, Instant>| at.get(code).copied();
-            let stages = [
-                (Some(*pulled), mark(&marks.replied)),
-                (mark(&marks.replied), mark(&marks.expert_paired)),
-                (Some(*pulled), mark(&marks.customer_paired)),
-                (mark(&marks.expert_paired), Some(*accepted)),
-            ];
-            for (samples, stage) in report.stages.iter_mut().zip(stages) {
-                if let (Some(from), Some(to)) = stage {
-                    samples.push(to.saturating_duration_since(from));
-                }
-            }
+    let first = marks
+        .values()
+        .filter_map(|m| m.expert)
+        .map(|[pulled, ..]| pulled)
+        .min();
+    let last = marks
+        .values()
+        .filter_map(|m| m.customer)
+        .map(|[_, accepted]| accepted)
+        .max();
+    for pairing in marks.values() {
+        let (Some([pulled, replied, expert_paired]), Some([customer_paired, accepted])) =
+            (pairing.expert, pairing.customer)
+        else {
+            continue;
+        };
+        report
+            .latencies
+            .push(accepted.saturating_duration_since(pulled));
+        report.pulled_at.push(pulled);
+        let stages = [
+            (pulled, replied),
+            (replied, expert_paired),
+            (pulled, customer_paired),
+            (expert_paired, accepted),
+        ];
+        for (samples, (from, to)) in report.stages.iter_mut().zip(stages) {
+            samples.push(to.saturating_duration_since(from));
         }
     }
-    let last = marks.accepted.values().max().copied();
     if let (Some(first), Some(last)) = (first, last) {
         report.elapsed = last.saturating_duration_since(first);
     }
@@ -508,8 +519,7 @@ async fn paired_customer(
     let accepted = Instant::now();
     {
         let mut marks = marks.lock().unwrap_or_else(|p| p.into_inner());
-        marks.accepted.insert(waiting.code, accepted);
-        marks.customer_paired.insert(waiting.code, paired);
+        marks.entry(waiting.code).or_default().customer = Some([paired, accepted]);
     }
     let close = Request::Close {
         code: waiting.code.to_string(),
@@ -557,9 +567,7 @@ async fn pulling_expert(
         let paired = Instant::now();
         {
             let mut marks = marks.lock().unwrap_or_else(|p| p.into_inner());
-            marks.pulled.insert(code, pulled);
-            marks.replied.insert(code, replied);
-            marks.expert_paired.insert(code, paired);
+            marks.entry(code).or_default().expert = Some([pulled, replied, paired]);
         }
         let (_send, _recv) = expert.open_stream(StreamKind::Chat).await?;
         // The customer closes the case once it holds the stream; the session then ends.
