@@ -222,11 +222,9 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
         }
         Request::Pull { wait } => {
             let teams = caller.teams();
-            let case = shared
-                .execute_pairing(actor, |b, now, out| {
-                    b.pull_from(now, me, name, &teams, wait, out)
-                })
-                .await?;
+            let case = shared.execute_pairing(actor, |b, now, out| {
+                b.pull_from(now, me, name, &teams, wait, out)
+            })?;
             match case {
                 Some(case) => Reply::Attached {
                     case,
@@ -238,8 +236,7 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
         }
         Request::Connect { code } => {
             let case = shared
-                .execute_pairing(actor, |b, now, out| b.connect(now, me, name, &code, out))
-                .await?;
+                .execute_pairing(actor, |b, now, out| b.connect(now, me, name, &code, out))?;
             Reply::Attached {
                 case,
                 resume_secret: None,
