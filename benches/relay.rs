@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use sosq::protocol::{Event, Reply, Request, StreamKind};
 use sosq::{Client, ConnectOptions};
-use sosqd::config::Config;
 use sosqd::loadgen::{self, sosqd_command, DaemonProcess};
-use sosqd::transport::{self, Identity};
 
 const CHUNK: usize = 64 * 1024;
 
@@ -123,13 +121,7 @@ async fn receive_all(
 /// (a) client → in-process server, same TLS and transport settings as sosqd.
 async fn direct_transfer(bytes: u64) -> anyhow::Result<Duration> {
     let dir = tempfile::tempdir()?;
-    let config = Config {
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: dir.path().to_path_buf(),
-        ..Config::default()
-    };
-    let identity = Identity::load_or_create(dir.path())?;
-    let endpoint = transport::bind(&config, &identity)?;
+    let (endpoint, fingerprint) = loadgen::bare_endpoint(dir.path())?;
     let addr = endpoint.local_addr()?;
     let sink = tokio::spawn(async move {
         let incoming = endpoint
@@ -144,7 +136,7 @@ async fn direct_transfer(bytes: u64) -> anyhow::Result<Duration> {
     });
     let options = ConnectOptions {
         server: addr.to_string(),
-        fingerprint: identity.fingerprint(),
+        fingerprint,
         token: None,
         ca: None,
     };

@@ -30,9 +30,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use sosq::ConnectOptions;
-use sosqd::config::Config;
 use sosqd::loadgen::{self, sosqd_command, DaemonProcess, Fleet, PairingPlan};
-use sosqd::transport::{self, Identity};
 
 const BARE_ROLE: &str = "SOSQ_SCALE_BARE_SERVER";
 
@@ -71,14 +69,8 @@ fn main() -> anyhow::Result<()> {
 /// serves until stdin closes (the bench ends) or 30 minutes pass.
 async fn bare_server_process() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let config = Config {
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: dir.path().to_path_buf(),
-        ..Config::default()
-    };
-    let identity = Identity::load_or_create(dir.path())?;
-    let endpoint = transport::bind(&config, &identity)?;
-    println!("bare {} {}", endpoint.local_addr()?, identity.fingerprint());
+    let (endpoint, fingerprint) = loadgen::bare_endpoint(dir.path())?;
+    println!("bare {} {fingerprint}", endpoint.local_addr()?);
     std::io::stdout().flush()?;
     let server = tokio::spawn(loadgen::serve_bare(endpoint.clone()));
     let stdin_closed = tokio::task::spawn_blocking(|| {

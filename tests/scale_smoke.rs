@@ -12,9 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::Daemon;
-use sosqd::config::Config;
 use sosqd::loadgen::{self, Fleet, PairingPlan};
-use sosqd::transport::{self, Identity};
 
 const CUSTOMERS: usize = 200;
 const PAIRINGS: usize = 100;
@@ -94,16 +92,10 @@ async fn load_generator_at_small_scale() {
 
     // 4. The bare-quinn baseline: same TLS and transport settings, one round trip each.
     let bare_dir = tempfile::tempdir().expect("temp dir");
-    let bare_config = Config {
-        listen: "127.0.0.1:0".parse().expect("address"),
-        data_dir: bare_dir.path().to_path_buf(),
-        ..Config::default()
-    };
-    let identity = Identity::load_or_create(bare_dir.path()).expect("identity");
-    let endpoint = transport::bind(&bare_config, &identity).expect("bare endpoint");
+    let (endpoint, fingerprint) = loadgen::bare_endpoint(bare_dir.path()).expect("bare endpoint");
     let options = sosq::ConnectOptions {
         server: endpoint.local_addr().expect("address").to_string(),
-        fingerprint: identity.fingerprint(),
+        fingerprint,
         token: None,
         ca: None,
     };

@@ -673,6 +673,22 @@ fn closed_record(n: u64, created: Timestamp, now: Timestamp) -> Option<CaseRecor
     })
 }
 
+/// The bare baseline's endpoint: sosqd's own TLS and transport settings
+/// (`transport::bind` with the default config) on a loopback port, with a fresh
+/// self-signed identity in `dir`. Returns it with its certificate's fingerprint.
+pub fn bare_endpoint(
+    dir: &std::path::Path,
+) -> Result<(quinn::Endpoint, String), crate::transport::TransportError> {
+    let config = crate::config::Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir: dir.to_path_buf(),
+        ..crate::config::Config::default()
+    };
+    let identity = crate::transport::Identity::load_or_create(dir)?;
+    let endpoint = crate::transport::bind(&config, &identity)?;
+    Ok((endpoint, identity.fingerprint()))
+}
+
 /// Serves the bare baseline: accepts every connection, answers one byte on its first
 /// stream, then holds the connection until the peer goes. Runs until the endpoint closes.
 pub async fn serve_bare(endpoint: quinn::Endpoint) {
