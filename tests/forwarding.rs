@@ -430,16 +430,7 @@ async fn the_relay_enforces_the_session_stream_limit_and_the_idle_timeout() {
     .unwrap();
     let daemon = Daemon::start(&["--config", config.to_str().unwrap()]);
     let token = daemon.add_user("ana", "expert");
-    let mut customer = Client::connect(&daemon.options(None)).await.unwrap();
-    customer
-        .request(Request::OpenSos {
-            customer: "Alice".into(),
-            description: String::new(),
-            priority: Default::default(),
-            group: None,
-        })
-        .await
-        .unwrap();
+    let (mut customer, _) = daemon.sos_customer("Alice").await;
     let mut events = customer.take_events().unwrap();
     let mut expert = Client::connect(&daemon.options(Some(&token)))
         .await

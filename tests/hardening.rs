@@ -30,19 +30,7 @@ async fn the_authorization_matrix_holds_cell_by_cell() {
     assert!(revoked.status.success());
 
     // A case of someone else's, so "own case or not" is exercised for customers.
-    let mut owner = Client::connect(&daemon.options(None)).await.unwrap();
-    let Reply::Attached { case, .. } = owner
-        .request(Request::OpenSos {
-            customer: "Owner".into(),
-            description: String::new(),
-            priority: Default::default(),
-            group: None,
-        })
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
+    let (_owner, case) = daemon.sos_customer("Owner").await;
     let code = case.code.to_string();
 
     let requests = |code: &str| -> Vec<(&'static str, Request)> {
@@ -498,16 +486,7 @@ fn a_stalled_handshake_is_abandoned_and_frees_its_place() {
 async fn idle_connections_time_out_but_keep_alives_hold_a_waiting_customer() {
     let (_dir, config) = config_file("idle_timeout = \"10s\"\nhello_timeout = \"1m\"\n");
     let daemon = Daemon::start(&["--config", &config]);
-    let mut customer = Client::connect(&daemon.options(None)).await.unwrap();
-    customer
-        .request(Request::OpenSos {
-            customer: "Patient".into(),
-            description: String::new(),
-            priority: Default::default(),
-            group: None,
-        })
-        .await
-        .unwrap();
+    let (mut customer, _) = daemon.sos_customer("Patient").await;
 
     let pinned = sosq::tls::PinnedServerCert::new(daemon.fingerprint.clone());
     let silent = raw_endpoint(pinned, None)

@@ -101,19 +101,7 @@ async fn garbage_frames_get_an_error_and_other_clients_keep_working() {
     let mut expert = Client::connect(&daemon.options(Some(&expert_token)))
         .await
         .unwrap();
-    let mut customer = Client::connect(&daemon.options(None)).await.unwrap();
-    let Reply::Attached { case, .. } = customer
-        .request(Request::OpenSos {
-            customer: "Alice".into(),
-            description: String::new(),
-            priority: Default::default(),
-            group: None,
-        })
-        .await
-        .unwrap()
-    else {
-        panic!("no case")
-    };
+    let (_customer, case) = daemon.sos_customer("Alice").await;
 
     let garbage: [&[u8]; 4] = [
         // A length, then bytes that are no message.
@@ -175,19 +163,7 @@ async fn concurrent_pulls_never_hand_out_the_same_case() {
     let mut customers = Vec::new();
     let mut opened = HashSet::new();
     for i in 0..CUSTOMERS {
-        let mut customer = Client::connect(&daemon.options(None)).await.unwrap();
-        let reply = customer
-            .request(Request::OpenSos {
-                customer: format!("customer {i}"),
-                description: String::new(),
-                priority: Default::default(),
-                group: None,
-            })
-            .await
-            .unwrap();
-        let Reply::Attached { case, .. } = reply else {
-            panic!("{reply:?}")
-        };
+        let (customer, case) = daemon.sos_customer(&format!("customer {i}")).await;
         opened.insert(case.code);
         customers.push(customer);
     }

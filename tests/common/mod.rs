@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sosq::ConnectOptions;
+use sosq::protocol::{CaseInfo, Reply, Request};
+use sosq::{Client, ConnectOptions};
 
 /// Generous guard against hangs; never a performance assertion.
 pub const PATIENCE: Duration = Duration::from_secs(30);
@@ -248,6 +249,26 @@ impl Daemon {
         expert.expect_event("paired");
         customer.expect_event("paired");
         (customer, expert)
+    }
+
+    /// A library customer named `customer` that asked for help (general queue, no
+    /// description); panics unless the daemon attached it to a new case.
+    pub async fn sos_customer(&self, customer: &str) -> (Client, CaseInfo) {
+        let mut client = Client::connect(&self.options(None))
+            .await
+            .expect("customer connects");
+        let reply = client
+            .request(Request::OpenSos {
+                customer: customer.into(),
+                description: String::new(),
+                priority: Default::default(),
+                group: None,
+            })
+            .await;
+        match reply {
+            Ok(Reply::Attached { case, .. }) => (client, case),
+            other => panic!("no case for {customer}: {other:?}"),
+        }
     }
 
     /// Library connection options for a party with `token`.
