@@ -97,6 +97,20 @@ fn disconnect(b: &mut Broker, now: Timestamp, party: PartyId) -> Vec<Effect> {
     out
 }
 
+/// A paired party left `code`: exactly the relay unpaired, `told` (the other party) hears
+/// `PeerLeft`, and the case saved.
+fn assert_peer_left(b: &Broker, out: &[Effect], code: SessionCode, told: PartyId) {
+    assert_eq!(out.len(), 3, "{out:?}");
+    assert_eq!(out[0], Effect::Unpair { code });
+    assert!(
+        matches!(&out[1], Effect::Notify { party, event: Event::PeerLeft { code: c, .. } }
+            if *party == told && *c == code),
+        "{:?}",
+        out[1]
+    );
+    assert_eq!(out[2], saved(b, code));
+}
+
 fn info(b: &Broker, code: SessionCode) -> CaseInfo {
     b.case(code).expect("an open case").info()
 }
@@ -505,15 +519,7 @@ fn expert_disconnect_returns_paired_case_to_pending_with_unpair_and_peer_left() 
 
     let out = disconnect(&mut b, at(5), E1);
 
-    assert_eq!(out.len(), 3, "{out:?}");
-    assert_eq!(out[0], Effect::Unpair { code });
-    assert!(
-        matches!(&out[1], Effect::Notify { party, event: Event::PeerLeft { code: c, .. } }
-            if *party == C1 && *c == code),
-        "{:?}",
-        out[1]
-    );
-    assert_eq!(out[2], saved(&b, code));
+    assert_peer_left(&b, &out, code, C1);
 
     let case = info(&b, code);
     assert_eq!(case.state, CaseState::Pending);
@@ -535,15 +541,7 @@ fn customer_disconnect_returns_paired_case_to_pending_with_unpair_and_peer_left(
 
     let out = disconnect(&mut b, at(5), C1);
 
-    assert_eq!(out.len(), 3, "{out:?}");
-    assert_eq!(out[0], Effect::Unpair { code });
-    assert!(
-        matches!(&out[1], Effect::Notify { party, event: Event::PeerLeft { code: c, .. } }
-            if *party == E1 && *c == code),
-        "{:?}",
-        out[1]
-    );
-    assert_eq!(out[2], saved(&b, code));
+    assert_peer_left(&b, &out, code, E1);
 
     let case = info(&b, code);
     assert_eq!(case.state, CaseState::Pending);
