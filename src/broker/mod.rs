@@ -291,9 +291,18 @@ impl Broker {
         }
     }
 
-    /// When the next open case expires; the shell sleeps until then.
+    /// When the next open case expires, on the monotonic clock (see
+    /// [`Broker::set_clock_skew`]); the shell sleeps until then.
     pub fn next_deadline(&self) -> Option<Timestamp> {
         self.deadlines.next()
+    }
+
+    /// Tells the core how far the wall clock (the `now` every command gets, which goes into
+    /// histories) is ahead of the monotonic clock, in milliseconds. Expiry runs on the
+    /// monotonic clock, so a stepped system clock never expires a case early or late; the
+    /// shell calls this before every command (0 until the clock is stepped).
+    pub fn set_clock_skew(&mut self, skew_ms: i64) {
+        self.deadlines.set_clock_skew(skew_ms);
     }
 
     /// Number of open cases.

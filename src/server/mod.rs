@@ -132,6 +132,7 @@ impl Shared {
         let rng = rand::rngs::StdRng::from_os_rng();
         let config_throttle = config.throttle();
         let mut broker = Broker::new(config.broker(), Box::new(rng));
+        broker.set_clock_skew(clock.skew_ms());
         store.load_codes(&mut |code| broker.reserve_code(code))?;
         let open = store.load_open()?;
         let restored = open.len();
@@ -236,6 +237,7 @@ impl Shared {
         let (value, ticket) = {
             let mut broker = self.broker();
             let now = self.clock.now();
+            broker.set_clock_skew(self.clock.skew_ms());
             let mut effects = Vec::new();
             let queue_before = broker.queue_version();
             let deadline_before = broker.next_deadline();

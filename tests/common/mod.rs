@@ -67,7 +67,19 @@ impl Daemon {
 
     /// [`Daemon::start_in`] with a `RUST_LOG` filter.
     pub fn start_in_logging(dir: Arc<tempfile::TempDir>, extra: &[&str], filter: &str) -> Daemon {
+        Daemon::start_with_env(dir, extra, filter, &[])
+    }
+
+    /// Starts `sosqd serve` on `dir` with extra environment variables (an `LD_PRELOAD`ed
+    /// fake clock, say).
+    pub fn start_with_env(
+        dir: Arc<tempfile::TempDir>,
+        extra: &[&str],
+        filter: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let mut child = Command::new(sosqd_bin())
+            .envs(env.iter().copied())
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
