@@ -136,12 +136,16 @@ async fn a_stepped_system_clock_shows_in_histories_and_expires_nothing_early() {
 
 /// The (time, event) pairs of a case's history.
 async fn history_of(expert: &mut Client, code: &str) -> Vec<(Timestamp, String)> {
-    let Reply::History { entries, .. } = expert
-        .request(Request::History { code: code.into() })
+    let Reply::History(page) = expert
+        .request(Request::History {
+            code: code.into(),
+            from: 0,
+            limit: 0,
+        })
         .await
         .unwrap()
     else {
         panic!("no history");
     };
-    entries.into_iter().map(|e| (e.at, e.event)).collect()
+    page.entries.into_iter().map(|e| (e.at, e.event)).collect()
 }

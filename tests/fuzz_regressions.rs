@@ -249,7 +249,11 @@ fn regenerate_structured_seeds() {
                 state: Some(CaseState::Pending),
                 older_than_ms: None,
             }))),
-            req(Request::Cases { state: None }),
+            req(Request::Cases {
+                state: None,
+                after: None,
+                limit: 0,
+            }),
             req(Request::Delete(DeleteSelector::Codes(vec![]))),
         ]),
     );
@@ -265,7 +269,11 @@ fn regenerate_structured_seeds() {
             hello(Some("ad")),
             status("@0", None),
             req(Request::Delete(DeleteSelector::Codes(vec![code(0)]))),
-            req(Request::Cases { state: None }),
+            req(Request::Cases {
+                state: None,
+                after: None,
+                limit: 0,
+            }),
         ]),
     );
     write(
@@ -286,9 +294,19 @@ fn regenerate_structured_seeds() {
         ]),
     );
     let mut expiry = vec![hello(None), sos("Ana", "x")];
-    expiry.extend((0..12).map(|_| req(Request::Queue)));
+    expiry.extend((0..12).map(|_| {
+        req(Request::Queue {
+            after: None,
+            limit: 0,
+        })
+    }));
     expiry.push(hello(Some("e")));
-    expiry.extend((0..12).map(|_| req(Request::Queue)));
+    expiry.extend((0..12).map(|_| {
+        req(Request::Queue {
+            after: None,
+            limit: 0,
+        })
+    }));
     write(ch, "expiry", script(expiry));
     let mut garbage = script(vec![hello(None), sos("Ana", "x")]);
     garbage.extend_from_slice(&[0, 0, 0, 5, 255, 255, 255, 255, 255]);
@@ -310,7 +328,14 @@ fn regenerate_structured_seeds() {
     write(
         ch,
         "request_before_hello",
-        script(vec![req(Request::Queue), hello(None), sos("", "")]),
+        script(vec![
+            req(Request::Queue {
+                after: None,
+                limit: 0,
+            }),
+            hello(None),
+            sos("", ""),
+        ]),
     );
     write(
         ch,
@@ -334,7 +359,10 @@ fn regenerate_structured_seeds() {
             hello(None),
             sos("Ana", "printer on fire"),
             hello(Some("e")),
-            req(Request::Queue),
+            req(Request::Queue {
+                after: None,
+                limit: 0,
+            }),
             req(Request::Pull { wait: false }),
             old_hello(),
             old_hello(),
@@ -365,7 +393,10 @@ fn regenerate_structured_seeds() {
             req(Request::Pull { wait: true }),
             req(Request::Delete(DeleteSelector::Codes(vec![code(5)]))),
             hello(Some("bad")),
-            req(Request::Queue),
+            req(Request::Queue {
+                after: None,
+                limit: 0,
+            }),
         ]),
     );
 

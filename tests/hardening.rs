@@ -52,7 +52,13 @@ async fn the_authorization_matrix_holds_cell_by_cell() {
                     resume_secret: None,
                 },
             ),
-            ("queue", Request::Queue),
+            (
+                "queue",
+                Request::Queue {
+                    after: None,
+                    limit: 0,
+                },
+            ),
             ("pull", Request::Pull { wait: false }),
             (
                 "connect",
@@ -81,7 +87,14 @@ async fn the_authorization_matrix_holds_cell_by_cell() {
                     resume_secret: None,
                 },
             ),
-            ("cases", Request::Cases { state: None }),
+            (
+                "cases",
+                Request::Cases {
+                    state: None,
+                    after: None,
+                    limit: 0,
+                },
+            ),
             (
                 "delete",
                 Request::Delete(DeleteSelector::Codes(vec!["s000-000-000".parse().unwrap()])),
@@ -151,8 +164,15 @@ async fn a_request_pipelined_behind_a_refused_hello_is_never_run() {
     let mut admin = Client::connect(&daemon.options(Some(&admin_token)))
         .await
         .expect("admin");
-    match admin.request(Request::Cases { state: None }).await {
-        Ok(Reply::Cases(cases)) => assert!(cases.is_empty(), "{cases:?}"),
+    match admin
+        .request(Request::Cases {
+            state: None,
+            after: None,
+            limit: 0,
+        })
+        .await
+    {
+        Ok(Reply::Cases(page)) => assert!(page.cases.is_empty(), "{page:?}"),
         other => panic!("{other:?}"),
     }
     // With a good hello the same flight creates the case and answers both.
@@ -170,7 +190,13 @@ async fn revoking_a_user_closes_its_open_connections() {
     let mut expert = Client::connect(&daemon.options(Some(&token)))
         .await
         .unwrap();
-    assert!(expert.request(Request::Queue).await.is_ok());
+    assert!(expert
+        .request(Request::Queue {
+            after: None,
+            limit: 0
+        })
+        .await
+        .is_ok());
     let out = daemon.admin_command(&["user", "revoke", "ana"]);
     assert!(
         out.status.success(),
@@ -293,7 +319,12 @@ async fn a_connection_flood_leaves_the_daemon_up_and_a_connected_expert_working(
     // The expert keeps being served during the flood.
     for _ in 0..20 {
         assert!(matches!(
-            expert.request(Request::Queue).await,
+            expert
+                .request(Request::Queue {
+                    after: None,
+                    limit: 0
+                })
+                .await,
             Ok(Reply::Queue(_))
         ));
     }
@@ -306,7 +337,12 @@ async fn a_connection_flood_leaves_the_daemon_up_and_a_connected_expert_working(
     assert!(succeeded > 0, "Retry still lets real clients in");
     assert!(daemon.is_running());
     assert!(matches!(
-        expert.request(Request::Queue).await,
+        expert
+            .request(Request::Queue {
+                after: None,
+                limit: 0
+            })
+            .await,
         Ok(Reply::Queue(_))
     ));
     let rss = daemon.rss_bytes();
@@ -520,8 +556,15 @@ async fn customer_code(daemon: &Daemon) -> String {
     let mut expert = Client::connect(&daemon.options(Some(&token)))
         .await
         .unwrap();
-    match expert.request(Request::Queue).await.unwrap() {
-        Reply::Queue(queue) => queue[0].code.to_string(),
+    match expert
+        .request(Request::Queue {
+            after: None,
+            limit: 0,
+        })
+        .await
+        .unwrap()
+    {
+        Reply::Queue(queue) => queue.entries[0].code.to_string(),
         other => panic!("{other:?}"),
     }
 }

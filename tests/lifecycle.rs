@@ -37,7 +37,7 @@ fn sos_request_is_queued_pulled_relayed_both_ways_and_closed() {
     assert_eq!(attached["state"], "pending");
     assert!(attached["resume_secret"].as_str().unwrap().len() >= 32);
 
-    let queue = daemon.json(Some(&expert), &["queue"]);
+    let queue = daemon.json(Some(&expert), &["queue"])["entries"].clone();
     assert_eq!(codes_of(&queue), vec![code.clone()]);
     assert_eq!(queue[0]["customer"], "Alice");
     assert_eq!(queue[0]["online"], true);
@@ -52,7 +52,10 @@ fn sos_request_is_queued_pulled_relayed_both_ways_and_closed() {
     );
     assert_eq!(pull.expect_event("paired")["peer_name"], "Alice");
     assert_eq!(customer.expect_event("paired")["peer_name"], "ana");
-    assert_eq!(daemon.json(Some(&expert), &["queue"]), Value::Array(vec![]));
+    assert_eq!(
+        daemon.json(Some(&expert), &["queue"])["entries"].clone(),
+        Value::Array(vec![])
+    );
 
     // Byte for byte, both ways, including every byte value and more than one chunk.
     let to_expert = payload(200_000, 1);
@@ -62,7 +65,7 @@ fn sos_request_is_queued_pulled_relayed_both_ways_and_closed() {
     pull.send(&to_customer);
     assert_eq!(customer.receive(to_customer.len()), to_customer);
 
-    let listed = daemon.json(Some(&admin), &["cases", "--state", "in_progress"]);
+    let listed = daemon.json(Some(&admin), &["cases", "--state", "in_progress"])["cases"].clone();
     assert_eq!(codes_of(&listed), vec![code.clone()]);
     assert_eq!(listed[0]["expert"], "ana");
 
@@ -75,9 +78,10 @@ fn sos_request_is_queued_pulled_relayed_both_ways_and_closed() {
     let (status, stderr) = pull.wait();
     assert!(status.success(), "{stderr}");
 
-    let all = daemon.json(Some(&admin), &["cases"]);
+    let all = daemon.json(Some(&admin), &["cases"])["cases"].clone();
     assert_eq!(all[0]["state"], "closed");
-    let states: Vec<&str> = all[0]["history"]
+    let history = daemon.json(Some(&admin), &["history", &code]);
+    let states: Vec<&str> = history["history"]
         .as_array()
         .unwrap()
         .iter()
@@ -126,7 +130,10 @@ fn expert_created_case_is_joined_by_code_and_bound_to_that_customer() {
     let code = created["code"].as_str().unwrap().to_string();
     assert_eq!(created["state"], "new");
     // Expert-created cases are not in the SOS queue.
-    assert_eq!(daemon.json(Some(&expert), &["queue"]), Value::Array(vec![]));
+    assert_eq!(
+        daemon.json(Some(&expert), &["queue"])["entries"].clone(),
+        Value::Array(vec![])
+    );
 
     let mut connect = daemon.session(Some(&expert), &["connect", &code]);
     assert_eq!(connect.expect_event("attached")["state"], "pending");
@@ -187,7 +194,7 @@ fn a_case_not_closed_within_the_ttl_expires_and_its_connections_drop() {
     assert!(!status.success());
     assert!(stderr.contains("expired"), "{stderr}");
 
-    let expired = daemon.json(Some(&admin), &["cases", "--state", "expired"]);
+    let expired = daemon.json(Some(&admin), &["cases", "--state", "expired"])["cases"].clone();
     assert_eq!(codes_of(&expired), vec![code.clone()]);
     let join = daemon.run(None, &["join", &code, "--name", "Carla"]);
     assert!(!join.status.success());
@@ -220,7 +227,7 @@ fn admin_bulk_delete_by_filter_and_by_code_ends_active_sessions() {
 
     let deleted = daemon.json(Some(&admin), &["delete", "--state", "new"]);
     assert_eq!(deleted["deleted"], 2);
-    let left = codes_of(&daemon.json(Some(&admin), &["cases"]));
+    let left = codes_of(&daemon.json(Some(&admin), &["cases"])["cases"].clone());
     assert_eq!(left.len(), 2);
     assert!(left.contains(&new_cases[2]) && left.contains(&waiting_code));
 
@@ -239,5 +246,8 @@ fn admin_bulk_delete_by_filter_and_by_code_ends_active_sessions() {
         String::from_utf8_lossy(&text.stdout).trim(),
         "deleted 1 case"
     );
-    assert_eq!(daemon.json(Some(&admin), &["cases"]), Value::Array(vec![]));
+    assert_eq!(
+        daemon.json(Some(&admin), &["cases"])["cases"].clone(),
+        Value::Array(vec![])
+    );
 }

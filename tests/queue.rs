@@ -29,8 +29,8 @@ fn an_escalated_case_jumps_the_queue_and_is_pulled_first() {
         customers.push(customer);
     }
     let order = |daemon: &Daemon| -> Vec<String> {
-        daemon
-            .json(Some(&expert), &["queue"])
+        daemon.json(Some(&expert), &["queue"])["entries"]
+            .clone()
             .as_array()
             .unwrap()
             .iter()
@@ -42,7 +42,7 @@ fn an_escalated_case_jumps_the_queue_and_is_pulled_first() {
         order(&daemon),
         vec![di.clone(), ann.clone(), ben.clone(), cy.clone()]
     );
-    let queue = daemon.json(Some(&expert), &["queue"]);
+    let queue = daemon.json(Some(&expert), &["queue"])["entries"].clone();
     assert_eq!(queue[0]["priority"], "high");
     assert!(queue[0]["response_due"].as_u64().is_some());
 
@@ -130,8 +130,8 @@ fn a_waiting_customers_position_updates_as_cases_ahead_are_pulled_and_watchers_s
     }
     // The watcher got the whole queue pushed; the last state has only Third waiting.
     let watched = watcher.stdout_lines_until(|line| {
-        let queue: serde_json::Value = serde_json::from_str(line).unwrap();
-        queue
+        let page: serde_json::Value = serde_json::from_str(line).unwrap();
+        page["entries"]
             .as_array()
             .map(|q| q.len() == 1 && q[0]["customer"] == "Third")
             .unwrap_or(false)
@@ -185,8 +185,8 @@ fn two_teams_never_see_each_others_cases() {
     assert!(!unknown.status.success());
 
     let seen = |token: &str| -> Vec<String> {
-        daemon
-            .json(Some(token), &["queue"])
+        daemon.json(Some(token), &["queue"])["entries"]
+            .clone()
             .as_array()
             .unwrap()
             .iter()
@@ -234,8 +234,8 @@ fn a_transfer_keeps_the_customer_connected_and_tells_them_who_takes_over() {
         "{left}"
     );
     // Only bo is offered the case now.
-    assert!(daemon
-        .json(Some(&ana), &["queue"])
+    assert!(daemon.json(Some(&ana), &["queue"])["entries"]
+        .clone()
         .as_array()
         .unwrap()
         .is_empty());
@@ -284,7 +284,7 @@ fn a_support_profile_is_all_a_customer_needs() {
         customer.expect_event("welcome")["text"],
         "Welcome to Example support"
     );
-    let queue = daemon.json(Some(&ana), &["queue"]);
+    let queue = daemon.json(Some(&ana), &["queue"])["entries"].clone();
     assert_eq!(queue[0]["code"], attached["code"]);
     assert_eq!(queue[0]["group"], "billing");
 

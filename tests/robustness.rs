@@ -40,7 +40,10 @@ async fn every_role_is_refused_what_it_may_not_do() {
         group: None,
     };
     let staff_only = [
-        Request::Queue,
+        Request::Queue {
+            after: None,
+            limit: 0,
+        },
         Request::Pull { wait: false },
         Request::Create {
             customer: "x".into(),
@@ -49,7 +52,11 @@ async fn every_role_is_refused_what_it_may_not_do() {
         Request::Connect {
             code: "s000-000-001".into(),
         },
-        Request::Cases { state: None },
+        Request::Cases {
+            state: None,
+            after: None,
+            limit: 0,
+        },
         Request::Delete(sosq::protocol::DeleteSelector::Codes(vec![])),
     ];
     for request in staff_only {
@@ -58,14 +65,27 @@ async fn every_role_is_refused_what_it_may_not_do() {
             ErrorKind::Forbidden
         );
     }
-    for request in [sos(), Request::Cases { state: None }] {
+    for request in [
+        sos(),
+        Request::Cases {
+            state: None,
+            after: None,
+            limit: 0,
+        },
+    ] {
         assert_eq!(refusal(expert.request(request).await), ErrorKind::Forbidden);
     }
     for request in [sos(), Request::Pull { wait: false }] {
         assert_eq!(refusal(admin.request(request).await), ErrorKind::Forbidden);
     }
     // The message says who may and who you are.
-    match customer.request(Request::Queue).await {
+    match customer
+        .request(Request::Queue {
+            after: None,
+            limit: 0,
+        })
+        .await
+    {
         Err(ClientError::Refused(r)) => {
             assert!(
                 r.message.contains("experts") && r.message.contains("customer"),
@@ -76,9 +96,11 @@ async fn every_role_is_refused_what_it_may_not_do() {
         other => panic!("{other:?}"),
     }
     // A refused request changed nothing, and the connections still work.
-    assert!(matches!(expert.request(Request::Queue).await, Ok(Reply::Queue(q)) if q.is_empty()));
     assert!(
-        matches!(admin.request(Request::Cases { state: None }).await, Ok(Reply::Cases(c)) if c.is_empty())
+        matches!(expert.request(Request::Queue { after: None, limit: 0 }).await, Ok(Reply::Queue(q)) if q.entries.is_empty())
+    );
+    assert!(
+        matches!(admin.request(Request::Cases { state: None, after: None, limit: 0 }).await, Ok(Reply::Cases(c)) if c.cases.is_empty())
     );
 
     // An unknown token is refused at hello.
@@ -109,7 +131,11 @@ async fn garbage_frames_get_an_error_and_other_clients_keep_working() {
         // A length far past the frame limit.
         &[0x7f, 0xff, 0xff, 0xff],
         // A request before hello.
-        &codec::encode(&ClientMessage::Request(Request::Queue)).unwrap(),
+        &codec::encode(&ClientMessage::Request(Request::Queue {
+            after: None,
+            limit: 0,
+        }))
+        .unwrap(),
         // Hello from a future protocol.
         &codec::encode(&ClientMessage::Hello {
             version: PROTOCOL_VERSION + 1,
@@ -143,8 +169,15 @@ async fn garbage_frames_get_an_error_and_other_clients_keep_working() {
     }
 
     // Everyone else is still served, and the acknowledged case is still there.
-    match expert.request(Request::Queue).await.unwrap() {
-        Reply::Queue(queue) => assert_eq!(queue[0].code, case.code),
+    match expert
+        .request(Request::Queue {
+            after: None,
+            limit: 0,
+        })
+        .await
+        .unwrap()
+    {
+        Reply::Queue(queue) => assert_eq!(queue.entries[0].code, case.code),
         other => panic!("{other:?}"),
     }
     assert!(matches!(
@@ -245,7 +278,7 @@ fn sosqd_fingerprint_and_user_add_work_beside_a_running_daemon() {
     // A user added while the daemon runs can connect at once.
     let token = daemon.add_user("late", "expert");
     assert_eq!(token.len(), "sosq_".len() + 64);
-    let queue = daemon.json(Some(&token), &["queue"]);
+    let queue = daemon.json(Some(&token), &["queue"])["entries"].clone();
     assert!(queue.as_array().unwrap().is_empty());
     let users = std::fs::read_to_string(daemon.dir.path().join("users.json")).unwrap();
     assert!(

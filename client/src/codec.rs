@@ -1,8 +1,12 @@
 //! Control-stream framing: a 4-byte big-endian length, then one bincode 2 message.
 //!
-//! The length is checked against [`MAX_FRAME_LEN`] before a single payload byte is read, and
-//! the payload is decoded with bincode's own size limit, so a peer can never make us
-//! allocate more than one frame's worth. This is the only module that touches bincode.
+//! The length is checked against [`MAX_FRAME_LEN`] before a single payload byte is read, the
+//! payload buffer grows with what actually arrives (a peer announcing 64 KiB and sending one
+//! byte holds one byte, not 64 KiB), a frame that has begun must be complete within a
+//! deadline ([`read_frame_within`]), and the payload is decoded with bincode's own size
+//! limit, so a peer can never make us hold more than one frame's worth, nor hold it for
+//! ever. [`PageBudget`] lets a sender fill a page of a list up to what one frame can carry.
+//! This is the only module that touches bincode.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -32,6 +36,9 @@ pub enum FrameError {
     /// The stream ended in the middle of a frame.
     #[error("stream ended in the middle of a frame")]
     Truncated,
+    /// A frame was begun but not finished within the deadline.
+    #[error("a frame was begun but not finished within {}s", .0.as_secs())]
+    Stalled(std::time::Duration),
     /// Reading or writing the stream failed.
     #[error("stream error: {0}")]
     Io(#[from] std::io::Error),
@@ -66,17 +73,57 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
     Ok(msg)
 }
 
-/// Reads one frame; `Ok(None)` when the stream ends cleanly between frames.
+/// How long a frame may take from its first byte to its last on the daemon's side:
+/// generous for a bad network (a full 64 KiB frame at 10 KiB/s takes under 7 s), short
+/// enough that a peer dripping bytes cannot hold a connection and its buffer for ever.
+pub const FRAME_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads one frame, however long it takes; `Ok(None)` when the stream ends cleanly
+/// between frames. For reading a peer one trusts to finish its frames (the daemon);
+/// the daemon reads its clients with [`read_frame_within`].
 pub async fn read_frame<T, R>(reader: &mut R) -> Result<Option<T>, FrameError>
 where
     T: DeserializeOwned,
     R: AsyncRead + Unpin,
 {
-    let mut prefix = [0u8; 4];
-    let mut filled = 0;
+    let mut first = [0u8; 1];
+    if reader.read(&mut first).await? == 0 {
+        return Ok(None);
+    }
+    let payload = read_rest(reader, first[0]).await?;
+    decode(&payload).map(Some)
+}
+
+/// Reads one frame; `Ok(None)` when the stream ends cleanly between frames. Waiting for a
+/// frame to begin takes as long as it takes (a party may stay quiet between requests), but
+/// once its first byte is in, the rest must arrive within `deadline` or the read fails
+/// with [`FrameError::Stalled`]. Needs a tokio runtime with time enabled.
+pub async fn read_frame_within<T, R>(
+    reader: &mut R,
+    deadline: std::time::Duration,
+) -> Result<Option<T>, FrameError>
+where
+    T: DeserializeOwned,
+    R: AsyncRead + Unpin,
+{
+    let mut first = [0u8; 1];
+    if reader.read(&mut first).await? == 0 {
+        return Ok(None);
+    }
+    let payload = tokio::time::timeout(deadline, read_rest(reader, first[0]))
+        .await
+        .map_err(|_| FrameError::Stalled(deadline))??;
+    decode(&payload).map(Some)
+}
+
+/// The rest of a frame whose first byte was `first`: the length prefix, checked before any
+/// payload is read, then the payload in a buffer that grows with what arrives rather than
+/// to what the prefix announces.
+async fn read_rest<R: AsyncRead + Unpin>(reader: &mut R, first: u8) -> Result<Vec<u8>, FrameError> {
+    let mut prefix = [first, 0, 0, 0];
+    let mut filled = 1;
     while filled < prefix.len() {
         match reader.read(&mut prefix[filled..]).await? {
-            0 if filled == 0 => return Ok(None),
             0 => return Err(FrameError::Truncated),
             n => filled += n,
         }
@@ -88,15 +135,61 @@ where
             max: MAX_FRAME_LEN,
         });
     }
-    let mut payload = vec![0u8; len];
-    reader.read_exact(&mut payload).await.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            FrameError::Truncated
-        } else {
-            FrameError::Io(e)
+    let mut payload = Vec::with_capacity(len.min(4096));
+    let read = (&mut *reader)
+        .take(len as u64)
+        .read_to_end(&mut payload)
+        .await?;
+    if read < len {
+        return Err(FrameError::Truncated);
+    }
+    Ok(payload)
+}
+
+/// The bytes `value` takes encoded (inside a frame, without the length prefix).
+pub fn encoded_len<T: Serialize>(value: &T) -> usize {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    match bincode::serde::encode_into_writer(value, &mut size, config()) {
+        Ok(()) => size.bytes_written,
+        // Only a value past the frame limit fails to encode; it fits no page.
+        Err(_) => usize::MAX,
+    }
+}
+
+/// Fills one page of a list: admits items while their encoded size stays within
+/// [`crate::protocol::MAX_PAGE_BYTES`] and the count within the page's item limit. The
+/// first item is always admitted, so a page always makes progress (every item is far
+/// below the budget; `tests` in the daemon check the largest one of each kind).
+#[derive(Debug)]
+pub struct PageBudget {
+    items: usize,
+    max_items: usize,
+    bytes: usize,
+}
+
+impl PageBudget {
+    /// A budget for at most `max_items` items.
+    pub fn new(max_items: usize) -> PageBudget {
+        PageBudget {
+            items: 0,
+            max_items: max_items.max(1),
+            bytes: 0,
         }
-    })?;
-    decode(&payload).map(Some)
+    }
+
+    /// Whether `item` still fits on this page; if so it is counted.
+    pub fn admit<T: Serialize>(&mut self, item: &T) -> bool {
+        if self.items >= self.max_items {
+            return false;
+        }
+        let len = encoded_len(item);
+        if self.items > 0 && self.bytes.saturating_add(len) > crate::protocol::MAX_PAGE_BYTES {
+            return false;
+        }
+        self.items += 1;
+        self.bytes = self.bytes.saturating_add(len);
+        true
+    }
 }
 
 /// Writes `msg` as one frame.
@@ -129,6 +222,54 @@ mod tests {
         assert_eq!(back, Some(msg));
         let end: Option<ClientMessage> = read_frame(&mut reader).await.unwrap();
         assert_eq!(end, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_begun_and_not_finished_in_time_stalls() {
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        // Announce 64 KiB, send one byte of it, then nothing.
+        client
+            .write_all(&(MAX_FRAME_LEN as u32).to_be_bytes())
+            .await
+            .unwrap();
+        client.write_all(&[0]).await.unwrap();
+        let err = read_frame_within::<ClientMessage, _>(&mut server, FRAME_DEADLINE)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, FrameError::Stalled(_)), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_peer_between_frames_is_not_a_stall() {
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        let read = tokio::spawn(async move {
+            read_frame_within::<ClientMessage, _>(&mut server, FRAME_DEADLINE).await
+        });
+        tokio::time::sleep(FRAME_DEADLINE * 3).await;
+        let frame = encode(&ClientMessage::Request(Request::Queue {
+            after: None,
+            limit: 0,
+        }))
+        .unwrap();
+        client.write_all(&frame).await.unwrap();
+        assert!(read.await.unwrap().unwrap().is_some());
+    }
+
+    #[test]
+    fn a_page_stops_at_its_item_limit_or_its_byte_budget() {
+        let mut budget = PageBudget::new(3);
+        assert!((0..3).all(|_| budget.admit(&"small")));
+        assert!(!budget.admit(&"small"), "item limit");
+        let big = "x".repeat(crate::protocol::MAX_PAGE_BYTES / 2);
+        let mut budget = PageBudget::new(100);
+        assert!(budget.admit(&big));
+        assert!(!budget.admit(&big), "byte budget");
+        assert!(budget.admit(&"tiny"), "a smaller item may still fit");
+        let huge = "x".repeat(crate::protocol::MAX_PAGE_BYTES * 2);
+        assert!(
+            PageBudget::new(5).admit(&huge),
+            "the first item always goes in"
+        );
     }
 
     #[tokio::test]
@@ -181,7 +322,11 @@ mod tests {
 
     #[test]
     fn refuses_trailing_bytes() {
-        let frame = encode(&ClientMessage::Request(Request::Queue)).unwrap();
+        let frame = encode(&ClientMessage::Request(Request::Queue {
+            after: None,
+            limit: 0,
+        }))
+        .unwrap();
         let mut payload = frame[4..].to_vec();
         payload.push(0);
         assert!(decode::<ClientMessage>(&payload).is_err());

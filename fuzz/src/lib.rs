@@ -25,13 +25,13 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use sosq::codec::{self, FrameError, MAX_FRAME_LEN};
 use sosq::protocol::{
-    CaseInfo, CaseState, ClientMessage, DeleteSelector, Reply, Request, Role, ServerMessage,
-    Timestamp, PROTOCOL_VERSION,
+    page_items, CaseInfo, CaseState, CasesCursor, CasesPage, ClientMessage, DeleteSelector,
+    HistoryPage, Reply, Request, Role, ServerMessage, Timestamp, PROTOCOL_VERSION,
 };
 use sosq::SessionCode;
 use sosqd::broker::{
     Broker, BrokerConfig, BrokerError, CaseRecord, CaseSelection, Closer, Effect, PartyId, Persist,
-    SosRequest, GENERAL,
+    QueueViewer, SosRequest, GENERAL,
 };
 use tokio::io::{AsyncRead, ReadBuf};
 
@@ -200,6 +200,7 @@ pub fn frame_decoder(data: &[u8]) -> DecodeReport {
                 report.error = Some(e.to_string());
                 break;
             }
+            Err(FrameError::Stalled(_)) => panic!("reading without a deadline stalled"),
             Err(FrameError::Io(e)) => panic!("reading from memory failed: {e}"),
         }
     }
@@ -415,7 +416,16 @@ impl Sim {
                     resume_secret: a.resume_secret,
                     position: a.position,
                 }),
-            Request::Queue | Request::WatchQueue => Ok(Reply::Queue(self.broker.queue_view())),
+            Request::Queue { after, limit } => Ok(Reply::Queue(self.broker.queue_page(
+                QueueViewer::Everyone,
+                after.as_ref(),
+                page_items(limit),
+            ))),
+            Request::WatchQueue { limit } => Ok(Reply::Queue(self.broker.queue_page(
+                QueueViewer::Everyone,
+                None,
+                page_items(limit),
+            ))),
             Request::Escalate {
                 code,
                 priority,
@@ -432,11 +442,24 @@ impl Sim {
                 .broker
                 .transfer(now, name, &code, &to, &mut out)
                 .map(Reply::Case),
-            Request::History { code } => self.staff_view(&code).map(|case| Reply::History {
-                code: case.code,
-                state: case.state,
-                entries: case.history,
-            }),
+            Request::History { code, from, limit } => {
+                self.history(&code).map(|(code, state, history)| {
+                    let start = (from as usize).min(history.len());
+                    let entries: Vec<_> = history[start..]
+                        .iter()
+                        .take(page_items(limit))
+                        .cloned()
+                        .collect();
+                    let end = start + entries.len();
+                    Reply::History(HistoryPage {
+                        code,
+                        state,
+                        total: history.len() as u32,
+                        next: (end < history.len()).then_some(end as u32),
+                        entries,
+                    })
+                })
+            }
             Request::Pull { wait } => {
                 self.broker
                     .pull(now, me, name, wait, &mut out)
@@ -490,7 +513,25 @@ impl Sim {
                     .map(Reply::Case),
                 _ => self.staff_view(&code).map(Reply::Case),
             },
-            Request::Cases { state } => Ok(Reply::Cases(self.list(state))),
+            Request::Cases {
+                state,
+                after,
+                limit,
+            } => {
+                let mut cases = self.list(state);
+                if let Some(after) = after {
+                    cases.retain(|case| {
+                        (case.created_at, case.code) > (after.created_at, after.code)
+                    });
+                }
+                let more = cases.len() > page_items(limit);
+                cases.truncate(page_items(limit));
+                let next = cases.last().filter(|_| more).map(|last| CasesCursor {
+                    created_at: last.created_at,
+                    code: last.code,
+                });
+                Ok(Reply::Cases(CasesPage { cases, next }))
+            }
             Request::Delete(selector) => match deletion(&selector, now) {
                 Ok(selection) => self
                     .broker
@@ -620,6 +661,21 @@ impl Sim {
             .ok_or(BrokerError::UnknownCode(code))
     }
 
+    fn history(
+        &self,
+        typed: &str,
+    ) -> Result<(SessionCode, CaseState, Vec<sosq::protocol::HistoryEntry>), BrokerError> {
+        let code: SessionCode = typed.parse()?;
+        if let Some(case) = self.broker.case(code) {
+            return Ok((code, case.record.state, case.record.history.clone()));
+        }
+        self.store
+            .iter()
+            .find(|r| r.code == code)
+            .map(|r| (code, r.state, r.history.clone()))
+            .ok_or(BrokerError::UnknownCode(code))
+    }
+
     fn list(&self, state: Option<CaseState>) -> Vec<CaseInfo> {
         let selection = CaseSelection {
             state,
@@ -723,7 +779,7 @@ impl Sim {
         assert_eq!(seated.len(), all, "a party sits in two cases");
         let queue = self.broker.queue_view();
         for (i, entry) in queue.iter().enumerate() {
-            assert_eq!(entry.position as usize, i + 1);
+            assert_eq!(entry.position, Some(i as u32 + 1));
             let case = self.broker.case(entry.code).expect("queued cases are open");
             assert!(case.customer.is_some() && case.expert.is_none());
         }

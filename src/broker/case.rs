@@ -83,11 +83,33 @@ impl CaseRecord {
     }
 
     /// Records an event that does not change the state (a partner left, for instance).
+    ///
+    /// A history holds at most [`MAX_HISTORY_ENTRIES`]: what a party can make the daemon
+    /// keep is bounded (a customer rejoining with its secret over and over costs nothing
+    /// else). Past that, the last entry folds every later event into itself: it says how
+    /// many were folded and what the latest was, with its time, state and actor, so the
+    /// history still ends in the case's current state.
     pub fn note(&mut self, now: Timestamp, event: impl Into<String>) {
+        let event = event.into();
+        if self.history.len() >= MAX_HISTORY_ENTRIES {
+            if let Some(last) = self.history.last_mut() {
+                let folded = folded_count(&last.event).unwrap_or(1) + 1;
+                *last = HistoryEntry {
+                    at: now,
+                    state: self.state,
+                    event: format!(
+                        "{folded} {FOLD_MARK} (a case keeps {MAX_HISTORY_ENTRIES}); the latest: {event}"
+                    ),
+                    actor: None,
+                    address: None,
+                };
+                return;
+            }
+        }
         self.history.push(HistoryEntry {
             at: now,
             state: self.state,
-            event: event.into(),
+            event,
             actor: None,
             address: None,
         });
@@ -126,9 +148,22 @@ impl CaseRecord {
             response_target_met: self.response_target_met(),
             customer_online,
             expert,
-            history: self.history.clone(),
         }
     }
+}
+
+/// The most entries a case's history keeps; later events fold into the last one (see
+/// [`CaseRecord::note`]). A normal case writes about ten; 256 leaves room for a long,
+/// eventful one, and bounds what an open case costs in memory and on the wire.
+pub const MAX_HISTORY_ENTRIES: usize = 256;
+
+/// The words that mark a folding history entry.
+pub const FOLD_MARK: &str = "events folded into this last entry";
+
+/// How many events a folding entry holds, if `event` is one.
+fn folded_count(event: &str) -> Option<u64> {
+    let (count, rest) = event.split_once(' ')?;
+    rest.starts_with(FOLD_MARK).then(|| count.parse().ok())?
 }
 
 /// The expert attached to a case.

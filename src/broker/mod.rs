@@ -16,6 +16,7 @@ mod queue;
 mod selection;
 mod stats;
 mod traffic;
+mod views;
 
 #[cfg(test)]
 mod priority_tests;
@@ -30,13 +31,12 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use sosq::protocol::{
-    close_code, Assignee, CaseInfo, CaseOrigin, CaseState, Event, Priority, QueueEntry, Role,
-    Timestamp,
+    close_code, Assignee, CaseInfo, CaseOrigin, CaseState, Event, Priority, Role, Timestamp,
 };
 use sosq::SessionCode;
 
 pub use actor::{Actor, AuditEntry};
-pub use case::{Case, CaseRecord, ExpertSeat, PartyId};
+pub use case::{Case, CaseRecord, ExpertSeat, PartyId, FOLD_MARK, MAX_HISTORY_ENTRIES};
 pub use codes::{hash_secret, secret_matches, CodeBook, SecureRandom};
 pub use deadlines::Deadlines;
 pub use error::BrokerError;
@@ -44,6 +44,7 @@ pub use queue::{Queue, QueueId, GENERAL};
 pub use selection::CaseSelection;
 pub use stats::{priority_index, Histogram, Stats, RESPONSE_BUCKETS};
 pub use traffic::SessionTraffic;
+pub use views::QueueViewer;
 
 /// The longest customer name or expert name accepted, in characters.
 pub const MAX_NAME_CHARS: usize = 100;
@@ -850,78 +851,6 @@ impl Broker {
             });
         }
         due
-    }
-
-    /// A number that changes whenever the queue's order or content does.
-    pub fn queue_version(&self) -> u64 {
-        self.queue.version()
-    }
-
-    /// Every waiting case of every queue, next first (what admins see).
-    pub fn queue_view(&self) -> Vec<QueueEntry> {
-        self.entries(self.queue.iter())
-    }
-
-    /// The waiting cases an expert of `groups` is offered, next first.
-    pub fn queue_view_for(&self, expert: &str, groups: &[String]) -> Vec<QueueEntry> {
-        let seat = ExpertSeat {
-            party: PartyId(0),
-            name: expert.to_string(),
-            groups: groups.to_vec(),
-        };
-        self.entries(self.queue.among(&seat.queues()).into_iter())
-    }
-
-    /// Each waiting case with its customer's connection and its position in its own queue.
-    /// Waiting cases whose queue position may have changed since the last call, with
-    /// their customer (if connected) and position, and the cases that left the queue; see
-    /// [`Queue::take_moved`](queue::Queue::take_moved).
-    #[allow(clippy::type_complexity)]
-    pub fn take_moved_positions(
-        &mut self,
-    ) -> (Vec<(SessionCode, Option<PartyId>, u32)>, Vec<SessionCode>) {
-        let (moved, removed) = self.queue.take_moved();
-        let moved = moved
-            .into_iter()
-            .map(|(code, position)| {
-                let customer = self.cases.get(&code).and_then(|case| case.customer);
-                (code, customer, position)
-            })
-            .collect();
-        (moved, removed)
-    }
-
-    pub fn waiting_positions(&self) -> Vec<(SessionCode, Option<PartyId>, u32)> {
-        self.queue
-            .positions()
-            .into_iter()
-            .map(|(code, position)| {
-                let customer = self.cases.get(&code).and_then(|case| case.customer);
-                (code, customer, position)
-            })
-            .collect()
-    }
-
-    fn entries(&self, codes: impl Iterator<Item = SessionCode>) -> Vec<QueueEntry> {
-        codes
-            .enumerate()
-            .filter_map(|(i, code)| {
-                let case = self.cases.get(&code)?;
-                let record = &case.record;
-                Some(QueueEntry {
-                    position: i as u32 + 1,
-                    code,
-                    customer: record.customer.clone(),
-                    description: record.description.clone(),
-                    waiting_since: record.waiting_since.unwrap_or(record.created_at),
-                    priority: record.priority,
-                    response_due: record.response_due.unwrap_or(record.expires_at),
-                    group: record.group.clone(),
-                    assigned_to: record.assigned_to.clone(),
-                    online: case.customer.is_some(),
-                })
-            })
-            .collect()
     }
 
     // ----- internals -------------------------------------------------------------------

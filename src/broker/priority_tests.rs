@@ -81,7 +81,8 @@ fn an_escalated_case_jumps_the_queue_and_the_reason_is_kept() {
         out.as_slice(),
         [Effect::Persist(Persist::Save(_))]
     ));
-    let last = info.history.last().unwrap();
+    let history = &b.case(info.code).unwrap().record.history;
+    let last = history.last().unwrap();
     assert!(
         last.event.contains("normal -> critical") && last.event.contains("server room flooded")
     );
@@ -136,7 +137,10 @@ fn whether_the_first_response_target_was_met_is_recorded() {
         .unwrap();
     let info = b.case(slow).unwrap().info();
     assert_eq!(info.response_target_met, Some(false));
-    assert!(info
+    assert!(b
+        .case(slow)
+        .unwrap()
+        .record
         .history
         .iter()
         .any(|h| h.event.contains("after its target")));

@@ -1137,7 +1137,7 @@ impl Harness {
             "queue order"
         );
         for (i, entry) in queue.iter().enumerate() {
-            prop_assert_eq!(entry.position, i as u32 + 1);
+            prop_assert_eq!(entry.position, Some(i as u32 + 1));
             prop_assert!(entry.online);
             let case = m.cases.iter().find(|c| c.code == entry.code);
             prop_assert_eq!(Some(entry.waiting_since), case.map(|c| c.created_at));

@@ -3,10 +3,12 @@
 //! deadline, then how long the customer has waited, ties broken by arrival order. A case
 //! whose expert drops goes back in at its original place, so nobody loses their turn.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{btree_map, BTreeMap, BinaryHeap, HashMap};
 use std::fmt;
+use std::ops::Bound;
 
-use sosq::protocol::{Priority, Timestamp};
+use sosq::protocol::{Priority, QueueCursor, Timestamp};
 use sosq::SessionCode;
 
 /// The team queue every case lands in unless it names another.
@@ -40,6 +42,31 @@ pub struct Place {
     /// Longest waiting first.
     pub waiting_since: Timestamp,
     arrival: u64,
+}
+
+impl Place {
+    /// The page cursor that continues after this place, with `position` online cases
+    /// shown up to here.
+    pub fn cursor(&self, position: u32) -> QueueCursor {
+        QueueCursor {
+            priority: self.priority,
+            response_due: self.response_due,
+            waiting_since: self.waiting_since,
+            arrival: self.arrival,
+            position,
+        }
+    }
+
+    /// The place a page cursor names (the case there may have left the line since; the
+    /// next page starts behind where it was, all the same).
+    pub fn of_cursor(cursor: &QueueCursor) -> Place {
+        Place {
+            priority: cursor.priority,
+            response_due: cursor.response_due,
+            waiting_since: cursor.waiting_since,
+            arrival: cursor.arrival,
+        }
+    }
 }
 
 /// One queue in pull order.
@@ -238,6 +265,43 @@ impl Queue {
         }
     }
 
+    /// Waiting cases of the queues `ids` (every queue with `None`) merged in pull order,
+    /// starting right after `after`. Lazy: a page of k entries costs k steps (times the log
+    /// of the number of queues), not the length of the queue.
+    pub fn walk(&self, ids: Option<&[QueueId]>, after: Option<Place>) -> Walk<'_> {
+        let lines: Vec<&Line> = match ids {
+            Some(ids) => ids.iter().filter_map(|id| self.lines.get(id)).collect(),
+            None => self.lines.values().collect(),
+        };
+        let start = match after {
+            Some(place) => Bound::Excluded(place),
+            None => Bound::Unbounded,
+        };
+        let mut ranges: Vec<_> = lines
+            .into_iter()
+            .map(|line| line.order.range((start, Bound::Unbounded)))
+            .collect();
+        let mut heads = BinaryHeap::new();
+        for (i, range) in ranges.iter_mut().enumerate() {
+            if let Some((place, code)) = range.next() {
+                heads.push(Reverse((*place, *code, i)));
+            }
+        }
+        Walk { ranges, heads }
+    }
+
+    /// How many cases wait in the queues `ids` (every queue with `None`).
+    pub fn count(&self, ids: Option<&[QueueId]>) -> usize {
+        match ids {
+            Some(ids) => ids
+                .iter()
+                .filter_map(|id| self.lines.get(id))
+                .map(|line| line.order.len())
+                .sum(),
+            None => self.place.len(),
+        }
+    }
+
     /// Waiting cases of these queues merged in pull order.
     pub fn among(&self, ids: &[QueueId]) -> Vec<SessionCode> {
         let mut merged: Vec<(Place, SessionCode)> = ids
@@ -281,6 +345,24 @@ impl Queue {
     /// Whether nobody waits.
     pub fn is_empty(&self) -> bool {
         self.place.is_empty()
+    }
+}
+
+/// Waiting cases of several lines in pull order (see [`Queue::walk`]).
+pub struct Walk<'a> {
+    ranges: Vec<btree_map::Range<'a, Place, SessionCode>>,
+    heads: BinaryHeap<Reverse<(Place, SessionCode, usize)>>,
+}
+
+impl Iterator for Walk<'_> {
+    type Item = (Place, SessionCode);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let Reverse((place, code, line)) = self.heads.pop()?;
+        if let Some((next_place, next_code)) = self.ranges[line].next() {
+            self.heads.push(Reverse((*next_place, *next_code, line)));
+        }
+        Some((place, code))
     }
 }
 
@@ -346,6 +428,37 @@ mod tests {
         queue.told(code(5));
         let moved = queue.take_moved().0;
         assert!(moved.contains(&(code(5), 4)), "{moved:?}");
+    }
+
+    /// Walking several lines from any cursor gives the merged order from there on.
+    #[test]
+    fn a_walk_merges_lines_in_pull_order_from_a_cursor() {
+        let mut queue = Queue::default();
+        let ids = [
+            QueueId::Group(GENERAL.into()),
+            QueueId::Group("billing".into()),
+            QueueId::Expert("ana".into()),
+        ];
+        for n in 0..30u64 {
+            let code = SessionCode::from_number(n).expect("code");
+            let priority = Priority::ALL[(n % 4) as usize];
+            let id = ids[(n % 3) as usize].clone();
+            queue.push(code, id, priority, Timestamp(n % 7), Timestamp(n));
+        }
+        let merged = queue.among(&ids[..2]);
+        let walked: Vec<SessionCode> = queue.walk(Some(&ids[..2]), None).map(|(_, c)| c).collect();
+        assert_eq!(walked, merged);
+        assert_eq!(queue.count(Some(&ids[..2])), merged.len());
+        for cut in 0..merged.len() {
+            let after = queue.place[&merged[cut]].1;
+            let rest: Vec<SessionCode> = queue
+                .walk(Some(&ids[..2]), Some(after))
+                .map(|(_, c)| c)
+                .collect();
+            assert_eq!(rest, merged[cut + 1..].to_vec());
+        }
+        let everything: Vec<SessionCode> = queue.walk(None, None).map(|(_, c)| c).collect();
+        assert_eq!(everything, queue.iter().collect::<Vec<_>>());
     }
 
     /// `take_moved` reports every case whose position changed, with the right position.

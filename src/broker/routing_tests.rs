@@ -164,7 +164,10 @@ fn transfer_keeps_the_customer_connected_tells_both_and_requeues_for_the_new_exp
         Effect::Notify { party, event: Event::SessionEnded { .. } } if *party == ANA)
     });
     assert!(told_expert, "{out:?}");
-    assert!(info
+    assert!(b
+        .case(code)
+        .unwrap()
+        .record
         .history
         .last()
         .unwrap()

@@ -72,7 +72,12 @@ async fn run(
     let (outbox, pending) = mpsc::channel(OUTBOX_CAPACITY);
     let writer = tokio::spawn(write_outbox(send, pending));
 
-    let caller = match tokio::time::timeout(hello_timeout, codec::read_frame(&mut recv)).await {
+    let caller = match tokio::time::timeout(
+        hello_timeout,
+        codec::read_frame_within(&mut recv, codec::FRAME_DEADLINE),
+    )
+    .await
+    {
         Ok(Ok(Some(ClientMessage::Hello { version, token }))) => {
             match greet(&shared, party, remote, version, token) {
                 Ok(caller) => caller,
@@ -134,7 +139,7 @@ async fn run(
     ));
 
     let refusal = loop {
-        match codec::read_frame::<ClientMessage, _>(&mut recv).await {
+        match codec::read_frame_within::<ClientMessage, _>(&mut recv, codec::FRAME_DEADLINE).await {
             Ok(Some(ClientMessage::Request(request))) => {
                 if !shared.still_authorized(caller.user.as_ref()) {
                     break Some((ErrorKind::Unauthenticated, REVOKED.to_string()));
@@ -179,6 +184,46 @@ async fn run(
             connection.close(close_code::DONE.into(), b"bye");
             tracing::info!("disconnected");
         }
+    }
+}
+
+/// What to send instead of a message that cannot be framed (a reply past the frame limit
+/// would close the connection, and the client would never know why): it is logged, a reply
+/// becomes a clear error, an event is dropped. Pages are filled to fit a frame, so this is a
+/// bug caught, not a path taken.
+fn fits_instead(message: &ServerMessage, error: &FrameError) -> Option<Vec<u8>> {
+    let kind = match message {
+        ServerMessage::Reply(reply) => reply_kind(reply),
+        ServerMessage::Event(_) => "event",
+    };
+    tracing::error!(%error, kind, "a message did not fit one frame and was not sent");
+    match message {
+        ServerMessage::Reply(_) => {
+            let refusal = ServerMessage::Reply(Reply::Error(ErrorReply {
+                kind: ErrorKind::Internal,
+                message: format!(
+                    "the answer ({kind}) was too large to send ({error}); the daemon logged it"
+                ),
+            }));
+            codec::encode(&refusal).ok()
+        }
+        ServerMessage::Event(_) => None,
+    }
+}
+
+/// The name of a reply, for logs.
+fn reply_kind(reply: &Reply) -> &'static str {
+    match reply {
+        Reply::Welcome { .. } => "welcome",
+        Reply::Attached { .. } => "attached",
+        Reply::Waiting => "waiting",
+        Reply::Created(_) => "created",
+        Reply::Queue(_) => "queue",
+        Reply::Case(_) => "case",
+        Reply::Cases(_) => "cases",
+        Reply::History(_) => "history",
+        Reply::Deleted { .. } => "deleted",
+        Reply::Error(_) => "error",
     }
 }
 
@@ -267,7 +312,14 @@ async fn write_outbox(
     mut pending: mpsc::Receiver<Box<ServerMessage>>,
 ) {
     while let Some(message) = pending.recv().await {
-        if codec::write_frame(&mut send, &message).await.is_err() {
+        let frame = match codec::encode(&message) {
+            Ok(frame) => frame,
+            Err(e) => match fits_instead(&message, &e) {
+                Some(frame) => frame,
+                None => continue,
+            },
+        };
+        if send.write_all(&frame).await.is_err() {
             return;
         }
     }

@@ -3,13 +3,17 @@
 
 use std::net::SocketAddr;
 
-use sosq::protocol::{Assignee, CaseInfo, DeleteSelector, Reply, Request, Role, Timestamp};
+use sosq::codec::PageBudget;
+use sosq::protocol::{
+    page_items, Assignee, CaseInfo, CasesCursor, CasesPage, DeleteSelector, HistoryPage,
+    QueueCursor, QueuePage, Reply, Request, Role, Timestamp,
+};
 use sosq::SessionCode;
 
 use super::{deletion, ServerError, Shared};
 use crate::broker::{
     Actor, Attached, AuditEntry, BrokerError, CaseSelection, Closer, Effect, PartyId, Persist,
-    SosRequest, GENERAL,
+    QueueViewer, SosRequest, GENERAL,
 };
 
 /// Who sent the request.
@@ -101,8 +105,8 @@ pub fn authorize(role: Role, request: &Request) -> Result<(), ServerError> {
         Request::OpenSos { .. } => ("requesting help", &[Role::Customer]),
         Request::Escalate { .. } => ("changing a case's priority", &[Role::Expert, Role::Admin]),
         Request::Join { .. } => ("joining a case as its customer", &[Role::Customer]),
-        Request::Queue => ("viewing the queue", &[Role::Expert, Role::Admin]),
-        Request::WatchQueue => ("watching the queue", &[Role::Expert, Role::Admin]),
+        Request::Queue { .. } => ("viewing the queue", &[Role::Expert, Role::Admin]),
+        Request::WatchQueue { .. } => ("watching the queue", &[Role::Expert, Role::Admin]),
         Request::Assign { .. } => ("assigning a case", &[Role::Expert, Role::Admin]),
         Request::Transfer { .. } => ("transferring a case", &[Role::Expert]),
         Request::Pull { .. } => ("pulling a case", &[Role::Expert]),
@@ -212,13 +216,15 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
                 .await?;
             attached_reply(attached)
         }
-        Request::Queue => Reply::Queue(queue_for(caller, &shared.broker())),
-        Request::WatchQueue => {
+        Request::Queue { after, limit } => {
+            Reply::Queue(queue_for(caller, &shared.broker(), after.as_ref(), limit))
+        }
+        Request::WatchQueue { limit } => {
             // Subscribe under the core lock, so no change between snapshot and subscription
             // is missed.
             let broker = shared.broker();
-            shared.queue_watchers.insert(me, caller.clone());
-            Reply::Queue(queue_for(caller, &broker))
+            shared.queue_watchers.insert(me, (caller.clone(), limit));
+            Reply::Queue(queue_for(caller, &broker, None, limit))
         }
         Request::Pull { wait } => {
             let teams = caller.teams();
@@ -292,12 +298,16 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
                 Reply::Case(staff_view(shared, &code)?)
             }
         }
-        Request::Cases { state } => {
+        Request::Cases {
+            state,
+            after,
+            limit,
+        } => {
             let selection = CaseSelection {
                 state,
                 created_before: None,
             };
-            Reply::Cases(list_cases(shared, &selection).await?)
+            Reply::Cases(list_cases(shared, &selection, after, limit).await?)
         }
         Request::Delete(DeleteSelector::Filter(filter))
             if filter.state.is_some() || filter.older_than_ms.is_some() =>
@@ -328,27 +338,30 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
                 count: report.deleted.len() as u64,
             }
         }
-        Request::History { code } => {
-            let case = staff_view(shared, &code)?;
-            Reply::History {
-                code: case.code,
-                state: case.state,
-                entries: case.history,
-            }
+        Request::History { code, from, limit } => {
+            Reply::History(history_page(shared, &code, from, limit)?)
         }
     };
     Ok(reply)
 }
 
-/// The queue as `caller` may see it: admins everything, experts their teams' and their own.
+/// A page of the queue as `caller` may see it: admins everything, experts their teams' and
+/// their own.
 pub(super) fn queue_for(
     caller: &Caller,
     broker: &crate::broker::Broker,
-) -> Vec<sosq::protocol::QueueEntry> {
-    match caller.role {
-        Role::Admin => broker.queue_view(),
-        _ => broker.queue_view_for(&caller.name, &caller.teams()),
-    }
+    after: Option<&QueueCursor>,
+    limit: u32,
+) -> QueuePage {
+    let teams = caller.teams();
+    let viewer = match caller.role {
+        Role::Admin => QueueViewer::Everyone,
+        _ => QueueViewer::Expert {
+            name: &caller.name,
+            teams: &teams,
+        },
+    };
+    broker.queue_page(viewer, after, page_items(limit))
 }
 
 /// Refuses an assignment to an expert or team that does not exist.
@@ -495,22 +508,75 @@ async fn delete_by_filter(
     }
 }
 
-/// Stored cases with the live presence of the open ones.
+/// One page of the stored cases, with the live presence of the open ones.
 async fn list_cases(
     shared: &Shared,
     selection: &CaseSelection,
-) -> Result<Vec<CaseInfo>, ServerError> {
+    after: Option<CasesCursor>,
+    limit: u32,
+) -> Result<CasesPage, ServerError> {
     let store = shared.store.clone();
     let wanted = selection.clone();
-    let records = tokio::task::spawn_blocking(move || store.list(&wanted))
+    let items = page_items(limit);
+    // One more than the page holds tells whether there is a next page.
+    let after = after.map(|cursor| (cursor.created_at, cursor.code));
+    let records = tokio::task::spawn_blocking(move || store.page(&wanted, after, items + 1))
         .await
         .map_err(|e| crate::store::StoreError::Backend(e.to_string()))??;
     let broker = shared.broker();
-    Ok(records
-        .into_iter()
-        .map(|record| match broker.case(record.code) {
+    let mut budget = PageBudget::new(items);
+    let mut cases = Vec::new();
+    let mut more = false;
+    for record in records {
+        let info = match broker.case(record.code) {
             Some(case) => case.info(),
             _ => record.info(false, None),
-        })
-        .collect())
+        };
+        if !budget.admit(&info) {
+            more = true;
+            break;
+        }
+        cases.push(info);
+    }
+    let next = cases.last().filter(|_| more).map(|last| CasesCursor {
+        created_at: last.created_at,
+        code: last.code,
+    });
+    Ok(CasesPage { cases, next })
+}
+
+/// One page of a case's history (open, closed or expired), for staff.
+fn history_page(
+    shared: &Shared,
+    typed: &str,
+    from: u32,
+    limit: u32,
+) -> Result<HistoryPage, ServerError> {
+    let code: SessionCode = typed.parse().map_err(BrokerError::from)?;
+    let open = shared
+        .broker()
+        .case(code)
+        .map(|case| (case.record.state, case.record.history.clone()));
+    let (state, history) = match open {
+        Some(open) => open,
+        None => match shared.store.get(code)? {
+            Some(record) => (record.state, record.history),
+            None => return Err(BrokerError::UnknownCode(code).into()),
+        },
+    };
+    let mut budget = PageBudget::new(page_items(limit));
+    let start = (from as usize).min(history.len());
+    let entries: Vec<_> = history[start..]
+        .iter()
+        .take_while(|entry| budget.admit(entry))
+        .cloned()
+        .collect();
+    let end = start + entries.len();
+    Ok(HistoryPage {
+        code,
+        state,
+        total: u32::try_from(history.len()).unwrap_or(u32::MAX),
+        next: (end < history.len()).then(|| u32::try_from(end).unwrap_or(u32::MAX)),
+        entries,
+    })
 }

@@ -115,8 +115,9 @@ pub struct Shared {
     queue_changed: Notify,
     /// Counters for the metrics endpoint.
     pub counters: metrics::Counters,
-    /// Staff watching the queue live, with what each may see.
-    queue_watchers: DashMap<PartyId, dispatch::Caller>,
+    /// Staff watching the queue live, with what each may see and how many entries each
+    /// update carries.
+    queue_watchers: DashMap<PartyId, (dispatch::Caller, u32)>,
 }
 
 impl Shared {

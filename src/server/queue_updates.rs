@@ -29,8 +29,9 @@ pub async fn run(shared: Arc<Shared>) {
                 .queue_watchers
                 .iter()
                 .map(|watcher| {
-                    let queue = super::dispatch::queue_for(watcher.value(), &broker);
-                    (*watcher.key(), queue)
+                    let (caller, limit) = watcher.value();
+                    let page = super::dispatch::queue_for(caller, &broker, None, *limit);
+                    (*watcher.key(), page)
                 })
                 .collect();
             (broker.queue_version(), broker.take_moved_positions(), views)
@@ -50,8 +51,8 @@ pub async fn run(shared: Arc<Shared>) {
             continue;
         }
         last_version = Some(version);
-        for (watcher, queue) in views {
-            shared.push(watcher, Event::QueueChanged { queue });
+        for (watcher, page) in views {
+            shared.push(watcher, Event::QueueChanged(page));
         }
     }
 }

@@ -131,6 +131,40 @@ async fn lists_by_selection_oldest_first(make: Make) {
     assert_eq!(store.list(&both).unwrap()[0].history.len(), 2);
 }
 
+async fn pages_in_creation_order_from_a_cursor(make: Make) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = make(dir.path());
+    // Two cases share a creation time: the code breaks the tie.
+    let cases = vec![
+        case(30, CaseState::Closed, 300, 310),
+        case(12, CaseState::New, 100, 100),
+        case(11, CaseState::Closed, 100, 150),
+        case(20, CaseState::Closed, 200, 250),
+    ];
+    commit(&store, cases.into_iter().map(Persist::Save).collect()).await;
+    let all = CaseSelection::default();
+    let first = store.page(&all, None, 2).unwrap();
+    assert_eq!(codes(&first), vec![code(11), code(12)]);
+    assert!(first.iter().all(|record| record.history.is_empty()));
+    let last = &first[1];
+    let rest = store
+        .page(&all, Some((last.created_at, last.code)), 10)
+        .unwrap();
+    assert_eq!(codes(&rest), vec![code(20), code(30)]);
+    let closed = CaseSelection {
+        state: Some(CaseState::Closed),
+        ..CaseSelection::default()
+    };
+    let after_11 = store
+        .page(&closed, Some((Timestamp(100), code(11))), 10)
+        .unwrap();
+    assert_eq!(codes(&after_11), vec![code(20), code(30)]);
+    assert!(store
+        .page(&all, Some((Timestamp(300), code(30))), 10)
+        .unwrap()
+        .is_empty());
+}
+
 async fn deletes_by_code_and_by_selection_report_what_went(make: Make) {
     let dir = tempfile::tempdir().unwrap();
     let store = make(dir.path());
@@ -289,6 +323,7 @@ async fn audits_admin_deletes_with_their_count(make: Make) {
 async fn contract_suite(make: Make) {
     saves_upserts_and_appends_history(make).await;
     lists_by_selection_oldest_first(make).await;
+    pages_in_creation_order_from_a_cursor(make).await;
     deletes_by_code_and_by_selection_report_what_went(make).await;
     applies_batches_and_changes_in_submission_order(make).await;
     loads_open_cases_and_every_code(make).await;

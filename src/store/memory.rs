@@ -88,6 +88,28 @@ impl CaseStore for MemoryStore {
         Ok(found)
     }
 
+    fn page(
+        &self,
+        selection: &CaseSelection,
+        after: Option<(Timestamp, SessionCode)>,
+        limit: usize,
+    ) -> Result<Vec<CaseRecord>, StoreError> {
+        let mut found: Vec<CaseRecord> = self
+            .locked()?
+            .cases
+            .values()
+            .filter(|record| selection.matches(record))
+            .filter(|record| after.is_none_or(|after| (record.created_at, record.code) > after))
+            .map(|record| CaseRecord {
+                history: Vec::new(),
+                ..record.clone()
+            })
+            .collect();
+        found.sort_by_key(|record| (record.created_at, record.code));
+        found.truncate(limit);
+        Ok(found)
+    }
+
     fn load_open(&self) -> Result<Vec<CaseRecord>, StoreError> {
         Ok(self
             .locked()?

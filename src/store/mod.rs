@@ -125,8 +125,20 @@ pub trait CaseStore: Send + Sync + 'static {
     /// The stored case with this code.
     fn get(&self, code: SessionCode) -> Result<Option<CaseRecord>, StoreError>;
 
-    /// Stored cases the selection matches, oldest first (by creation, then code).
+    /// Every stored case the selection matches, oldest first (by creation, then code),
+    /// with histories. Its size grows with the store: for tests and tools, never for a
+    /// reply (the daemon lists with [`CaseStore::page`]).
     fn list(&self, selection: &CaseSelection) -> Result<Vec<CaseRecord>, StoreError>;
+
+    /// At most `limit` stored cases the selection matches, in creation order (then code),
+    /// starting right after `after` (a case's creation time and code); their histories are
+    /// left empty. One page of `sosq cases`: it costs the page, not the store.
+    fn page(
+        &self,
+        selection: &CaseSelection,
+        after: Option<(Timestamp, SessionCode)>,
+        limit: usize,
+    ) -> Result<Vec<CaseRecord>, StoreError>;
 
     /// The codes of the stored cases the selection matches (a bulk delete's work list).
     fn codes(&self, selection: &CaseSelection) -> Result<Vec<SessionCode>, StoreError> {

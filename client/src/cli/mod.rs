@@ -1,7 +1,9 @@
 //! The `sosq` commands: one function per command, each a connection that does one thing.
 
+pub mod lists;
 pub mod output;
 pub mod session;
+pub mod signals;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -112,11 +114,14 @@ pub enum Command {
         #[arg(long, value_name = "ADDR")]
         share: Option<SocketAddr>,
     },
-    /// Expert: show the waiting cases.
+    /// Expert: show the waiting cases, a page at a time (customers who dropped are shown
+    /// offline, in their place).
     Queue {
-        /// Keep showing the queue as it changes (the server pushes every change).
-        #[arg(long)]
+        /// Keep showing the first page as the queue changes (the server pushes every change).
+        #[arg(long, conflicts_with_all = ["after", "all"])]
         watch: bool,
+        #[command(flatten)]
+        paging: lists::Paging,
     },
     /// Expert: take the next waiting case and run the session.
     Pull {
@@ -194,11 +199,13 @@ pub enum Command {
         /// The session code.
         code: String,
     },
-    /// Admin: list all cases with their state and times.
+    /// Admin: list the cases with their state and times, oldest first, a page at a time.
     Cases {
         /// Only cases in this state: new, pending, in_progress, closed, expired.
         #[arg(long)]
         state: Option<CaseState>,
+        #[command(flatten)]
+        paging: lists::Paging,
     },
     /// Admin: delete cases by code, or in bulk by state and/or age. Deleting an active
     /// case ends its session.
@@ -339,15 +346,18 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             };
             run_session(client, Side::Expert, out, forwarding).await
         }
-        Command::Queue { watch: false } => {
-            let Reply::Queue(entries) = client.request(Request::Queue).await? else {
-                return Err(unexpected());
-            };
-            out.print(output::queue_table(&entries), json!(entries));
+        Command::Queue {
+            watch: false,
+            paging,
+        } => {
+            lists::queue(&mut client, &out, paging).await?;
             client.close().await;
             Ok(())
         }
-        Command::Queue { watch: true } => watch_queue(client, out).await,
+        Command::Queue {
+            watch: true,
+            paging,
+        } => lists::watch_queue(client, out, paging.limit).await,
         Command::Create {
             customer,
             description,
@@ -435,40 +445,17 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             Ok(())
         }
         Command::Status { code, secret } => {
-            let reply = client
-                .request(Request::Status {
-                    code,
-                    resume_secret: secret,
-                })
-                .await?;
-            let Reply::Case(case) = reply else {
-                return Err(unexpected());
-            };
-            out.print(output::case_details(&case), json!(case));
+            lists::status(&mut client, &out, code, secret).await?;
             client.close().await;
             Ok(())
         }
         Command::History { code } => {
-            let Reply::History {
-                code,
-                state,
-                entries,
-            } = client.request(Request::History { code }).await?
-            else {
-                return Err(unexpected());
-            };
-            out.print(
-                output::history_table(code, state, &entries),
-                json!({ "code": code, "state": state, "history": entries }),
-            );
+            lists::history(&mut client, &out, code).await?;
             client.close().await;
             Ok(())
         }
-        Command::Cases { state } => {
-            let Reply::Cases(cases) = client.request(Request::Cases { state }).await? else {
-                return Err(unexpected());
-            };
-            out.print(output::cases_table(&cases), json!(cases));
+        Command::Cases { state, paging } => {
+            lists::cases(&mut client, &out, state, paging).await?;
             client.close().await;
             Ok(())
         }
@@ -484,40 +471,6 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             );
             client.close().await;
             Ok(())
-        }
-    }
-}
-
-/// Prints the queue, then again every time the server pushes a change, until Ctrl-C.
-async fn watch_queue(mut client: Client, out: Output) -> Result<(), ClientError> {
-    let mut events = client.take_events().ok_or_else(unexpected)?;
-    let Reply::Queue(entries) = client.request(Request::WatchQueue).await? else {
-        return Err(unexpected());
-    };
-    out.print(output::queue_table(&entries), json!(entries));
-    let interrupted = tokio::signal::ctrl_c();
-    tokio::pin!(interrupted);
-    loop {
-        tokio::select! {
-            event = events.recv() => match event {
-                Some(sosq::protocol::Event::QueueChanged { queue }) => {
-                    let stamp = output::clock_time(sosq::protocol::Timestamp::now());
-                    out.print(format!("\n-- {stamp}\n{}", output::queue_table(&queue)), json!(queue));
-                }
-                Some(_) => {}
-                None => {
-                    let reason = client
-                        .connection()
-                        .close_reason()
-                        .map(|r| sosq::client::describe_connection_error(&r))
-                        .unwrap_or_else(|| "the server closed the connection".into());
-                    return Err(ClientError::Disconnected(reason));
-                }
-            },
-            _ = &mut interrupted => {
-                client.close().await;
-                return Ok(());
-            }
         }
     }
 }
@@ -632,6 +585,7 @@ async fn run_session(
     }
 }
 
-fn unexpected() -> ClientError {
+/// The error for a reply that does not fit the request.
+pub(crate) fn unexpected() -> ClientError {
     ClientError::Unexpected("the server answered something else".into())
 }

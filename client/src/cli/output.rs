@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use sosq::protocol::{CaseInfo, CaseState, HistoryEntry, QueueEntry, Timestamp};
+use sosq::protocol::{CaseInfo, CaseState, HistoryEntry, QueueEntry, QueuePage, Timestamp};
 use sosq::SessionCode;
 
 /// Where and how to report.
@@ -76,19 +76,36 @@ pub fn time_left(due: Timestamp) -> String {
     }
 }
 
-/// The queue as a table.
-pub fn queue_table(entries: &[QueueEntry]) -> String {
-    if entries.is_empty() {
-        return "the queue is empty".into();
+/// One page of the queue as a table, with how many wait online and offline.
+pub fn queue_table(page: &QueuePage) -> String {
+    if page.entries.is_empty() {
+        return match page.offline {
+            0 => "the queue is empty".into(),
+            n => format!("nobody is waiting online ({n} offline)"),
+        };
     }
-    let mut table = format!(
-        "{:<4} {:<13} {:<9} {:<20} {:<12} {:<12} {:<7} {}\n",
-        "POS", "CODE", "PRIORITY", "CUSTOMER", "WAITING", "RESPOND IN", "ONLINE", "DESCRIPTION"
-    );
+    let mut table = queue_rows(&page.entries, true);
+    table.push_str(&format!(
+        "{} waiting online, {} offline\n",
+        page.online, page.offline
+    ));
+    table
+}
+
+/// Queue entries as table rows, with the header line if `header`.
+pub fn queue_rows(entries: &[QueueEntry], header: bool) -> String {
+    let mut table = String::new();
+    if header {
+        table.push_str(&format!(
+            "{:<4} {:<13} {:<9} {:<20} {:<12} {:<12} {:<7} {}\n",
+            "POS", "CODE", "PRIORITY", "CUSTOMER", "WAITING", "RESPOND IN", "ONLINE", "DESCRIPTION"
+        ));
+    }
     for e in entries {
         table.push_str(&format!(
             "{:<4} {:<13} {:<9} {:<20} {:<12} {:<12} {:<7} {}\n",
-            e.position,
+            e.position
+                .map_or_else(|| "-".to_string(), |p| p.to_string()),
             e.code.to_string(),
             e.priority.as_str(),
             truncate(&e.customer, 20),
@@ -106,10 +123,18 @@ pub fn cases_table(cases: &[CaseInfo]) -> String {
     if cases.is_empty() {
         return "no cases".into();
     }
-    let mut table = format!(
-        "{:<13} {:<12} {:<20} {:<21} {:<21} {}\n",
-        "CODE", "STATE", "CUSTOMER", "CREATED", "UPDATED", "DESCRIPTION"
-    );
+    cases_rows(cases, true)
+}
+
+/// Cases as table rows, with the header line if `header`.
+pub fn cases_rows(cases: &[CaseInfo], header: bool) -> String {
+    let mut table = String::new();
+    if header {
+        table.push_str(&format!(
+            "{:<13} {:<12} {:<20} {:<21} {:<21} {}\n",
+            "CODE", "STATE", "CUSTOMER", "CREATED", "UPDATED", "DESCRIPTION"
+        ));
+    }
     for c in cases {
         table.push_str(&format!(
             "{:<13} {:<12} {:<20} {:<21} {:<21} {}\n",
@@ -124,8 +149,8 @@ pub fn cases_table(cases: &[CaseInfo]) -> String {
     table
 }
 
-/// One case in full, history included.
-pub fn case_details(case: &CaseInfo) -> String {
+/// One case in full, with `history` (empty: not shown).
+pub fn case_details(case: &CaseInfo, history: &[HistoryEntry]) -> String {
     let mut text = format!(
         "case {}: {} ({} priority)\ncustomer: {}{}\ndescription: {}\ncreated: {}\nexpires: {}\n",
         case.code,
@@ -150,8 +175,11 @@ pub fn case_details(case: &CaseInfo) -> String {
     if let Some(expert) = &case.expert {
         text.push_str(&format!("expert: {expert} (online)\n"));
     }
+    if history.is_empty() {
+        return text;
+    }
     text.push_str("history:\n");
-    for entry in &case.history {
+    for entry in history {
         text.push_str(&format!(
             "  {}  {:<12} {}\n",
             clock_time(entry.at),

@@ -95,8 +95,9 @@ pub async fn run(
     });
     let mut stdin = spawn_stdin_reader();
     let mut stdin_done = false;
-    // Ctrl-C leaves politely, so the broker knows at once instead of after a timeout.
-    let interrupted = tokio::signal::ctrl_c();
+    // Ctrl-C, SIGTERM and a closed terminal leave politely, so the broker knows at once
+    // instead of after a timeout.
+    let interrupted = super::signals::interrupted();
     tokio::pin!(interrupted);
     loop {
         // Wait to be paired.

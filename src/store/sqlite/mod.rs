@@ -184,6 +184,42 @@ impl CaseStore for SqliteStore {
         })
     }
 
+    fn page(
+        &self,
+        selection: &CaseSelection,
+        after: Option<(Timestamp, SessionCode)>,
+        limit: usize,
+    ) -> Result<Vec<CaseRecord>, StoreError> {
+        // The row-value comparison walks the creation index from the cursor on, so a page
+        // deep into a million cases costs the page, not the cases before it.
+        let sql = format!(
+            "SELECT {CASE_COLUMNS} FROM cases
+             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR created_at < ?2)
+               AND (created_at, code) > (?3, ?4)
+             ORDER BY created_at, code LIMIT ?5"
+        );
+        let (after_at, after_code) = match after {
+            Some((at, code)) => (millis(at), code_column(code)),
+            None => (i64::MIN, i64::MIN),
+        };
+        self.read(|conn| {
+            let mut statement = conn.prepare_cached(&sql)?;
+            let records = statement
+                .query_map(
+                    params![
+                        selection.state.map(|state| state.as_str()),
+                        selection.created_before.map(millis),
+                        after_at,
+                        after_code,
+                        i64::try_from(limit).unwrap_or(i64::MAX)
+                    ],
+                    case_from_row,
+                )?
+                .collect();
+            records
+        })
+    }
+
     fn codes(&self, selection: &CaseSelection) -> Result<Vec<SessionCode>, StoreError> {
         self.read(|conn| writer::selected(conn, selection))
     }

@@ -148,7 +148,8 @@ fn apply(conn: &Connection, ops: &[Persist]) -> rusqlite::Result<CommitReport> {
     Ok(report)
 }
 
-/// Upserts the case row and appends the history entries not stored yet.
+/// Upserts the case row and appends the history entries not stored yet (rewriting the
+/// folding last entry of a full history).
 fn save(conn: &Connection, record: &CaseRecord) -> rusqlite::Result<()> {
     let code = code_column(record.code);
     let stored: usize = conn
@@ -194,11 +195,18 @@ fn save(conn: &Connection, record: &CaseRecord) -> rusqlite::Result<()> {
         record.response_due.map(millis),
         record.first_response_at.map(millis),
     ])?;
+    // A full history's last entry folds every later event into itself (see
+    // `CaseRecord::note`), so it is written again whenever it changed.
+    let first_new = if record.history.len() >= crate::broker::MAX_HISTORY_ENTRIES {
+        stored.min(record.history.len() - 1)
+    } else {
+        stored
+    };
     let mut insert = conn.prepare_cached(
-        "INSERT INTO history (code, seq, at, state, event, actor, address)
+        "INSERT OR REPLACE INTO history (code, seq, at, state, event, actor, address)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
-    for (seq, entry) in record.history.iter().enumerate().skip(stored) {
+    for (seq, entry) in record.history.iter().enumerate().skip(first_new) {
         insert.execute(params![
             code,
             seq as i64,

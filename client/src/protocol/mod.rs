@@ -1,0 +1,340 @@
+//! The wire protocol every sosq client speaks: the messages on the control stream.
+//!
+//! One QUIC connection is one party. The client opens the first bidirectional stream (the
+//! control stream), sends [`ClientMessage::Hello`], and then one [`Request`] at a time; the
+//! server answers each with exactly one [`Reply`] and may push [`Event`]s at any moment.
+//! Frames are encoded by [`crate::codec`]. After pairing, every further stream is relayed to
+//! the other party and starts with a [`StreamKind`] byte so the receiver knows its purpose.
+
+mod case;
+mod paging;
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use crate::code::SessionCode;
+
+pub use case::*;
+pub use paging::*;
+
+/// Version of this protocol; the server refuses a `Hello` with any other.
+/// 2: lists are paged, cases carry no history, liveness settings in the welcome.
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// ALPN identifier negotiated during the TLS handshake.
+pub const ALPN: &[u8] = b"sosq/1";
+
+/// Every message a client sends on its control stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientMessage {
+    /// The first message: protocol version and, for staff, the access token.
+    Hello {
+        /// Must equal [`PROTOCOL_VERSION`].
+        version: u16,
+        /// An expert's or admin's token; none makes the connection a customer.
+        token: Option<String>,
+    },
+    /// Any later message.
+    Request(Request),
+}
+
+/// What a party asks the broker to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Customer: open an SOS case and wait in the queue.
+    OpenSos {
+        /// The customer's name.
+        customer: String,
+        /// What the customer needs help with.
+        description: String,
+        /// How badly business is hurt.
+        priority: Priority,
+        /// The team queue to wait in (from a support profile); none means `general`.
+        group: Option<String>,
+    },
+    /// Customer: attach to a case by its code (an expert-created case, or one's own with
+    /// the resume secret).
+    Join {
+        /// The code as typed; dashes and case do not matter.
+        code: String,
+        /// The customer's name.
+        customer: String,
+        /// The secret handed out when this customer first attached, to come back.
+        resume_secret: Option<String>,
+    },
+    /// Expert or admin: one page of the waiting cases, next first.
+    Queue {
+        /// Start after this place (from the previous page's `next`); none: from the front.
+        after: Option<QueueCursor>,
+        /// Most entries wanted (0: the default; see [`page_items`]).
+        limit: u32,
+    },
+    /// Expert or admin: the first page of the waiting cases now (as `Queue`), then an
+    /// [`Event::QueueChanged`] with the first page again whenever the queue changes, until
+    /// the connection closes.
+    WatchQueue {
+        /// Most entries per update (0: the default).
+        limit: u32,
+    },
+    /// Expert: take the oldest waiting case; with `wait`, wait for one if the queue is empty.
+    Pull {
+        /// Wait for a case instead of failing on an empty queue.
+        wait: bool,
+    },
+    /// Expert: attach to a case by its code.
+    Connect {
+        /// The code as typed.
+        code: String,
+    },
+    /// Expert: create a case for a customer who will join by code.
+    Create {
+        /// The customer's name.
+        customer: String,
+        /// What the customer needs help with.
+        description: String,
+    },
+    /// Expert, or the case's own customer: close a case.
+    Close {
+        /// The code as typed.
+        code: String,
+        /// For a customer on another connection: the resume secret of the case.
+        resume_secret: Option<String>,
+    },
+    /// The case's own customer (or an expert/admin): show one case.
+    Status {
+        /// The code as typed.
+        code: String,
+        /// For a customer on another connection: the resume secret of the case.
+        resume_secret: Option<String>,
+    },
+    /// Expert or admin: change a case's priority, with the reason (kept in the history).
+    Escalate {
+        /// The code as typed.
+        code: String,
+        /// The new priority.
+        priority: Priority,
+        /// Why, in words.
+        reason: String,
+    },
+    /// Expert or admin: route a case to one expert (offered only to them) or to a team.
+    Assign {
+        /// The code as typed.
+        code: String,
+        /// Where to.
+        to: Assignee,
+    },
+    /// Expert in a session: hand the case to another expert or team; the customer stays
+    /// connected and is told who takes over.
+    Transfer {
+        /// The code as typed.
+        code: String,
+        /// To whom.
+        to: Assignee,
+    },
+    /// Admin: one page of the stored cases, oldest first, optionally in one state.
+    Cases {
+        /// Only cases in this state.
+        state: Option<CaseState>,
+        /// Start after this case (from the previous page's `next`); none: from the oldest.
+        after: Option<CasesCursor>,
+        /// Most cases wanted (0: the default; see [`page_items`]).
+        limit: u32,
+    },
+    /// Admin: delete cases in bulk; active sessions among them end.
+    Delete(DeleteSelector),
+    /// Expert or admin: one page of the history of one case, open or not.
+    History {
+        /// The code as typed.
+        code: String,
+        /// Index of the first entry wanted (0: the oldest).
+        from: u32,
+        /// Most entries wanted (0: the default; see [`page_items`]).
+        limit: u32,
+    },
+}
+
+/// The server's answer to one `Hello` or `Request`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// `Hello` accepted.
+    Welcome {
+        /// The role the connection has from now on.
+        role: Role,
+        /// The user's name for staff; empty for customers.
+        name: String,
+        /// The daemon's version string.
+        server: String,
+    },
+    /// The case this party is now attached to, with the customer's resume secret (customers
+    /// only, shown once) and its queue position (SOS cases only).
+    Attached {
+        /// The case.
+        case: CaseInfo,
+        /// Secret to resume the case after a disconnect; never sent to experts.
+        resume_secret: Option<String>,
+        /// Position in the queue, 1 = next.
+        position: Option<u32>,
+    },
+    /// `Pull { wait: true }` found the queue empty: the expert is waiting, and an
+    /// [`Event::Paired`] follows when a customer arrives.
+    Waiting,
+    /// A case was created by an expert (nobody is attached yet).
+    Created(CaseInfo),
+    /// A page of the waiting cases, next first.
+    Queue(QueuePage),
+    /// One case.
+    Case(CaseInfo),
+    /// A page of the cases matching the admin's filter.
+    Cases(CasesPage),
+    /// A page of the history of one case, oldest entry first.
+    History(HistoryPage),
+    /// How many cases the bulk delete removed.
+    Deleted {
+        /// Number of cases removed.
+        count: u64,
+    },
+    /// The request was refused; nothing changed.
+    Error(ErrorReply),
+}
+
+/// Something the server tells a party without being asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// Both partners are connected: session streams can flow.
+    Paired {
+        /// The case.
+        code: SessionCode,
+        /// The other party's role.
+        peer_role: Role,
+        /// The other party's name.
+        peer_name: String,
+    },
+    /// The other party's connection dropped; the case is pending until it comes back.
+    PeerLeft {
+        /// The case.
+        code: SessionCode,
+        /// Why, in words.
+        reason: String,
+    },
+    /// The session is over for this party (case closed, expired or deleted); the server
+    /// closes the connection after this.
+    SessionEnded {
+        /// The case.
+        code: SessionCode,
+        /// Why, in words.
+        reason: String,
+    },
+    /// For `WatchQueue`: the first page of the queue after a change, next first.
+    QueueChanged(QueuePage),
+    /// A waiting customer's place in the queue changed.
+    QueuePosition {
+        /// The case.
+        code: SessionCode,
+        /// 1 = next.
+        position: u32,
+    },
+}
+
+/// Everything the server sends on the control stream.
+// Messages live only between a read and a match; boxing the big replies would only make
+// every pattern on them clumsier.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerMessage {
+    /// The answer to the oldest unanswered client message.
+    Reply(Reply),
+    /// A push notification.
+    Event(Event),
+}
+
+/// A refusal: a category for programs and a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    /// The category.
+    pub kind: ErrorKind,
+    /// One line for the user.
+    pub message: String,
+}
+
+impl fmt::Display for ErrorReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Categories of refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// The frame could not be read (too long, not a message, out of order).
+    BadFrame,
+    /// The client speaks another protocol version.
+    UnsupportedVersion,
+    /// The token is unknown or revoked.
+    Unauthenticated,
+    /// The role may not do this, or the case is not the customer's own.
+    Forbidden,
+    /// No open case has this code (or the code is malformed).
+    UnknownCode,
+    /// The case's state does not allow this.
+    IllegalTransition,
+    /// Nobody is waiting in the queue.
+    QueueEmpty,
+    /// The party is already attached to a case, or the slot is taken.
+    Conflict,
+    /// A field is empty or too long.
+    InvalidInput,
+    /// Too many wrong session codes from this address (or in total); wait and retry.
+    Throttled,
+    /// The server failed; the request may be retried.
+    Internal,
+}
+
+/// The first byte of every relayed stream, written by the party that opens it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum StreamKind {
+    /// The stdin/stdout conversation of `sosq`.
+    Chat = 1,
+    /// One forwarded TCP connection: opened by the expert (a connection to its `--forward`
+    /// port), accepted by the customer, who connects it to its `--share` address only.
+    Forward = 2,
+}
+
+impl StreamKind {
+    /// Reads the kind back from its byte.
+    pub fn from_byte(b: u8) -> Option<StreamKind> {
+        match b {
+            1 => Some(StreamKind::Chat),
+            2 => Some(StreamKind::Forward),
+            _ => None,
+        }
+    }
+}
+
+/// QUIC application close codes used by the daemon.
+pub mod close_code {
+    /// Normal end (case closed, session over).
+    pub const DONE: u32 = 0;
+    /// The peer sent something that is not the protocol.
+    pub const PROTOCOL_ERROR: u32 = 1;
+    /// Authentication failed.
+    pub const UNAUTHENTICATED: u32 = 2;
+    /// The case expired.
+    pub const EXPIRED: u32 = 3;
+    /// The case was deleted by an admin.
+    pub const DELETED: u32 = 4;
+    /// The daemon is shutting down.
+    pub const SHUTDOWN: u32 = 5;
+    /// A relayed stream was refused because the connection is not paired.
+    pub const NOT_PAIRED: u32 = 6;
+    /// A relayed stream ended because the session ended.
+    pub const SESSION_ENDED: u32 = 7;
+    /// A relayed stream was refused: the session already has its most streams open.
+    pub const TOO_MANY_STREAMS: u32 = 8;
+    /// A relayed stream carried nothing either way for the relay idle timeout.
+    pub const STREAM_IDLE: u32 = 9;
+    /// A forward stream was refused: the customer shares no TCP service.
+    pub const NOTHING_SHARED: u32 = 10;
+    /// A forwarded TCP connection failed (could not connect, or was reset).
+    pub const FORWARD_FAILED: u32 = 11;
+}
