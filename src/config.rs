@@ -102,7 +102,11 @@ pub struct Config {
     /// ... a `low` one.
     #[serde(deserialize_with = "duration")]
     pub response_target_low: Duration,
-    /// Wrong session codes one address may try in a burst.
+    /// Wrong session codes one connection (one party) may try in a burst.
+    pub wrong_codes_per_connection_burst: u32,
+    /// Wrong session codes per minute one connection earns back after its burst.
+    pub wrong_codes_per_connection_per_minute: u32,
+    /// Wrong session codes one address (an IPv6 address's whole /64) may try in a burst.
     pub wrong_codes_per_address_burst: u32,
     /// Wrong session codes per minute one address earns back after its burst.
     pub wrong_codes_per_address_per_minute: u32,
@@ -156,8 +160,19 @@ impl Default for Config {
             response_target_high: Duration::from_secs(5 * 60),
             response_target_normal: Duration::from_secs(15 * 60),
             response_target_low: Duration::from_secs(60 * 60),
-            wrong_codes_per_address_burst: 10,
-            wrong_codes_per_address_per_minute: 5,
+            // The total budget sets the guessing odds (README "Guessing odds, computed").
+            // A connection is one party: 5 at once covers a person's typos, then one
+            // retry every 30 s is plenty for a person and little for a script. An address
+            // can be an office NAT with dozens of customers, and `sosq join` connects anew
+            // for every attempt, so there every typo costs the address: 30 at once is six
+            // connections' whole bursts, one person's typos (5 on a connection) leave 25
+            // to everyone else, and one comes back every 6 s. The address budget does not
+            // loosen the odds: two addresses guessing already reach the total (20 a
+            // minute), and one alone gets half of it.
+            wrong_codes_per_connection_burst: 5,
+            wrong_codes_per_connection_per_minute: 2,
+            wrong_codes_per_address_burst: 30,
+            wrong_codes_per_address_per_minute: 10,
             wrong_codes_total_burst: 50,
             wrong_codes_total_per_minute: 20,
             retention: Duration::from_secs(30 * 24 * 60 * 60),
@@ -273,6 +288,35 @@ impl Config {
                 "must be at least 1",
             );
         }
+        // A burst of 0 would refuse every look-up, right codes too; nothing earned back
+        // would lock a party, an address or everyone out for good after one burst.
+        for (option, value) in [
+            (
+                "wrong_codes_per_connection_burst",
+                self.wrong_codes_per_connection_burst,
+            ),
+            (
+                "wrong_codes_per_address_burst",
+                self.wrong_codes_per_address_burst,
+            ),
+            ("wrong_codes_total_burst", self.wrong_codes_total_burst),
+            (
+                "wrong_codes_per_connection_per_minute",
+                self.wrong_codes_per_connection_per_minute,
+            ),
+            (
+                "wrong_codes_per_address_per_minute",
+                self.wrong_codes_per_address_per_minute,
+            ),
+            (
+                "wrong_codes_total_per_minute",
+                self.wrong_codes_total_per_minute,
+            ),
+        ] {
+            if value == 0 {
+                return invalid(option, "must be at least 1");
+            }
+        }
         if self.retention.is_zero() {
             return invalid("retention", "must be longer than zero");
         }
@@ -328,11 +372,20 @@ impl Config {
 
     /// The budgets for wrong session codes.
     pub fn throttle(&self) -> crate::server::ThrottleLimits {
+        use crate::server::Budget;
         crate::server::ThrottleLimits {
-            per_address_burst: self.wrong_codes_per_address_burst,
-            per_address_per_minute: self.wrong_codes_per_address_per_minute,
-            total_burst: self.wrong_codes_total_burst,
-            total_per_minute: self.wrong_codes_total_per_minute,
+            per_connection: Budget {
+                burst: self.wrong_codes_per_connection_burst,
+                per_minute: self.wrong_codes_per_connection_per_minute,
+            },
+            per_address: Budget {
+                burst: self.wrong_codes_per_address_burst,
+                per_minute: self.wrong_codes_per_address_per_minute,
+            },
+            total: Budget {
+                burst: self.wrong_codes_total_burst,
+                per_minute: self.wrong_codes_total_per_minute,
+            },
         }
     }
 
@@ -410,6 +463,34 @@ mod tests {
             ..Config::default()
         };
         assert!(zero.validate().is_err());
+    }
+
+    #[test]
+    fn wrong_code_budgets_must_allow_a_failure_and_earn_it_back() {
+        let no_burst = Config {
+            wrong_codes_per_connection_burst: 0,
+            ..Config::default()
+        };
+        let err = no_burst.validate().unwrap_err().to_string();
+        assert!(err.contains("wrong_codes_per_connection_burst"), "{err}");
+        let no_refill = Config {
+            wrong_codes_per_address_per_minute: 0,
+            ..Config::default()
+        };
+        assert!(no_refill.validate().is_err());
+        let limits = Config::default().throttle();
+        assert_eq!(
+            (
+                limits.per_connection.burst,
+                limits.per_connection.per_minute
+            ),
+            (5, 2)
+        );
+        assert_eq!(
+            (limits.per_address.burst, limits.per_address.per_minute),
+            (30, 10)
+        );
+        assert_eq!((limits.total.burst, limits.total.per_minute), (50, 20));
     }
 
     #[test]

@@ -1,23 +1,14 @@
 //! End to end against a real sosqd: the authorization matrix cell by cell, revocation of
-//! open connections, the wrong-code throttle, connection limits, a connection flood with
-//! Retry, and graceful shutdown.
+//! open connections, the wrong-code throttle of one connection (`tests/throttle.rs` has
+//! the rest), connection limits, a connection flood with Retry, and graceful shutdown.
 
 mod common;
 
 use std::time::Duration;
 
-use common::Daemon;
+use common::{config_file, Daemon};
 use sosq::protocol::{DeleteSelector, ErrorKind, Reply, Request};
 use sosq::{Client, ClientError};
-
-/// Writes a config file in a fresh dir and returns (dir, path).
-fn config_file(text: &str) -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("sosqd.toml");
-    std::fs::write(&path, text).unwrap();
-    let path = path.to_string_lossy().into_owned();
-    (dir, path)
-}
 
 /// What a principal may do, one row per request; `true` = not refused as forbidden.
 #[tokio::test]
@@ -211,10 +202,13 @@ async fn revoking_a_user_closes_its_open_connections() {
     assert!(!String::from_utf8_lossy(&listed.stdout).contains("ana"));
 }
 
+/// A connection that spent its wrong-code budget is refused even the right code, with a
+/// wait; the case is untouched, and another party behind the same address still gets in.
 #[tokio::test]
-async fn wrong_codes_are_throttled_per_address_with_a_wait() {
-    let (_dir, config) =
-        config_file("wrong_codes_per_address_burst = 3\nwrong_codes_per_address_per_minute = 1\n");
+async fn wrong_codes_are_throttled_per_connection_with_a_wait() {
+    let (_dir, config) = config_file(
+        "wrong_codes_per_connection_burst = 3\nwrong_codes_per_connection_per_minute = 1\n",
+    );
     let daemon = Daemon::start(&["--config", &config]);
     let expert = daemon.add_user("ana", "expert");
     let created = daemon.json(Some(&expert), &["create", "--customer", "Bob"]);
@@ -240,9 +234,18 @@ async fn wrong_codes_are_throttled_per_address_with_a_wait() {
         }
         other => panic!("{other:?}"),
     }
-    // The case is untouched and still joinable once the wait is over (by its customer).
+    // The case is untouched, and Bob, from the same address, joins it.
     let status = daemon.json(Some(&expert), &["status", &real_code]);
     assert_eq!(status["state"], "new");
+    let mut bob = Client::connect(&daemon.options(None)).await.unwrap();
+    let joined = bob
+        .request(Request::Join {
+            code: real_code.clone(),
+            customer: "Bob".into(),
+            resume_secret: None,
+        })
+        .await;
+    assert!(matches!(joined, Ok(Reply::Attached { .. })), "{joined:?}");
 }
 
 #[tokio::test]

@@ -68,8 +68,9 @@ pub async fn handle(shared: &Shared, caller: &Caller, request: Request) -> Reply
     result.unwrap_or_else(|e| Reply::Error(e.to_reply()))
 }
 
-/// Runs requests that look up a typed session code under the wrong-code budget of the
-/// caller's address: refused while the budget is spent, charged when the code is wrong.
+/// Runs requests that look up a typed session code under the wrong-code budgets of the
+/// caller's connection, its address and the broker: refused while any of them is spent,
+/// charged to all three when the code is wrong.
 async fn throttled(
     shared: &Shared,
     caller: &Caller,
@@ -87,13 +88,13 @@ async fn throttled(
         return run(shared, caller, request).await;
     }
     let ip = caller.address.ip();
-    shared.check_throttle(ip)?;
+    shared.check_throttle(caller.party, ip)?;
     let result = run(shared, caller, request).await;
     if let Err(ServerError::Broker(
         BrokerError::UnknownCode(_) | BrokerError::BadCode(_) | BrokerError::NotYourCase(_),
     )) = &result
     {
-        shared.charge_wrong_code(ip);
+        shared.charge_wrong_code(caller.party, ip);
     }
     result
 }

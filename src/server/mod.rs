@@ -17,7 +17,7 @@ mod throttle;
 
 pub use admission::{Admission, AdmissionLimits, Decision};
 pub use dispatch::authorize;
-pub use throttle::{Throttle, ThrottleLimits};
+pub use throttle::{Budget, Throttle, ThrottleLimits};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,7 +52,7 @@ pub enum ServerError {
     /// The role may not make this request.
     #[error("{0}")]
     Forbidden(String),
-    /// Too many wrong codes from this address or in total.
+    /// Too many wrong codes from this connection, its address, or in total.
     #[error("too many wrong session codes; wait {} and try again", crate::broker::humanize(Duration::from_secs(.0.as_secs() + 1)))]
     Throttled(Duration),
     /// TLS identity problems.
@@ -336,18 +336,23 @@ impl Shared {
         }
     }
 
-    /// `Err` if `address` must wait before trying another session code.
-    fn check_throttle(&self, address: std::net::IpAddr) -> Result<(), ServerError> {
-        let mut throttle = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
-        throttle
-            .check(address, tokio::time::Instant::now())
+    /// The wrong-code budgets; a panic elsewhere leaves them usable.
+    fn throttle(&self) -> MutexGuard<'_, Throttle> {
+        self.throttle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `Err` if `party`, connected from `address`, must wait before trying another
+    /// session code.
+    fn check_throttle(&self, party: PartyId, address: std::net::IpAddr) -> Result<(), ServerError> {
+        self.throttle()
+            .check(party, address, tokio::time::Instant::now())
             .map_err(ServerError::Throttled)
     }
 
-    /// Charges a wrong session code to `address`.
-    fn charge_wrong_code(&self, address: std::net::IpAddr) {
-        let mut throttle = self.throttle.lock().unwrap_or_else(|p| p.into_inner());
-        throttle.failed(address, tokio::time::Instant::now());
+    /// Charges a wrong session code to `party`, its `address` and the total.
+    fn charge_wrong_code(&self, party: PartyId, address: std::net::IpAddr) {
+        self.throttle()
+            .failed(party, address, tokio::time::Instant::now());
     }
 
     /// Closes every staff connection whose token was revoked since it connected.
@@ -380,10 +385,11 @@ impl Shared {
         }
     }
 
-    /// A party's connection ended: the core frees its seat.
+    /// A party's connection ended: the core frees its seat, the throttle its budget.
     async fn party_left(&self, party: PartyId, actor: &Actor) {
         self.parties.remove(&party);
         self.queue_watchers.remove(&party);
+        self.throttle().forget(party);
         let left = self
             .execute(actor, |broker, now, out| {
                 broker.disconnect(now, party, out);

@@ -32,6 +32,15 @@ pub struct Daemon {
     log: Arc<Mutex<String>>,
 }
 
+/// Writes a config file (for `sosqd serve --config`) in a fresh dir; returns (dir, path).
+pub fn config_file(text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sosqd.toml");
+    std::fs::write(&path, text).unwrap();
+    let path = path.to_string_lossy().into_owned();
+    (dir, path)
+}
+
 /// Path of the `sosqd` binary under test.
 pub fn sosqd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_sosqd"))
