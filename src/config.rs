@@ -349,7 +349,7 @@ impl Config {
     pub fn relay_limits(&self) -> crate::relay::RelayLimits {
         crate::relay::RelayLimits {
             max_streams_per_session: self.max_streams_per_session as usize,
-            idle_timeout: self.relay_idle_timeout,
+            idle_timeout: Some(self.relay_idle_timeout),
         }
     }
 

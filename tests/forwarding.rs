@@ -419,16 +419,12 @@ fn a_customer_who_shares_nothing_refuses_forwards_and_chat_still_works() {
     assert_eq!(f.expert.receive(4), b"yes\n");
 }
 
-#[tokio::test]
-async fn the_relay_enforces_the_session_stream_limit_and_the_idle_timeout() {
+/// A library customer and a library expert, paired, on a daemon started with `config`.
+async fn library_pair(config: &str) -> (Daemon, Client, Client) {
     let config_dir = tempfile::tempdir().unwrap();
-    let config = config_dir.path().join("sosqd.toml");
-    std::fs::write(
-        &config,
-        "max_streams_per_session = 2\nrelay_idle_timeout = \"1s\"\n",
-    )
-    .unwrap();
-    let daemon = Daemon::start(&["--config", config.to_str().unwrap()]);
+    let path = config_dir.path().join("sosqd.toml");
+    std::fs::write(&path, config).unwrap();
+    let daemon = Daemon::start(&["--config", path.to_str().unwrap()]);
     let token = daemon.add_user("ana", "expert");
     let (mut customer, _) = daemon.sos_customer("Alice").await;
     let mut events = customer.take_events().unwrap();
@@ -442,46 +438,90 @@ async fn the_relay_enforces_the_session_stream_limit_and_the_idle_timeout() {
             break;
         }
     }
+    (daemon, customer, expert)
+}
 
-    // Two streams fit; the customer gets both.
+/// Waits for `recv` to be reset by the broker with `code`.
+async fn expect_reset(recv: &mut quinn::RecvStream, code: u32) {
+    let read = tokio::time::timeout(PATIENCE, recv.read_to_end(64))
+        .await
+        .expect("the broker answers");
+    match read {
+        Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(got))) => {
+            assert_eq!(got.into_inner(), u64::from(code))
+        }
+        other => panic!("expected a reset with code {code}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_relay_limits_forwards_per_session_and_counts_chats_apart() {
+    let (_daemon, customer, expert) = library_pair("max_streams_per_session = 2\n").await;
+
+    // Two forwarded connections fit, and the chats have places of their own beside them;
+    // the customer gets each stream with its kind.
+    let mut open = Vec::new();
+    for kind in [
+        StreamKind::Forward,
+        StreamKind::Forward,
+        StreamKind::Chat,
+        StreamKind::Chat,
+    ] {
+        let (send, recv) = expert.open_stream(kind).await.unwrap();
+        let (got, c_send, c_recv) = tokio::time::timeout(PATIENCE, customer.accept_stream())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, kind, "the relay passes the stream's kind on");
+        open.push((send, recv, c_send, c_recv));
+    }
+    // One more of either kind finds no place, waits the grace, and is refused.
+    for kind in [StreamKind::Forward, StreamKind::Chat] {
+        let (_send, mut recv) = expert.open_stream(kind).await.unwrap();
+        expect_reset(&mut recv, close_code::TOO_MANY_STREAMS).await;
+    }
+    // Streams that are not the protocol: an unknown kind, and one that ends before its kind.
+    let (mut send, mut recv) = expert.connection().open_bi().await.unwrap();
+    send.write_all(&[77, 1, 2, 3]).await.unwrap();
+    expect_reset(&mut recv, close_code::PROTOCOL_ERROR).await;
+    let (mut send, mut recv) = expert.connection().open_bi().await.unwrap();
+    send.finish().unwrap();
+    expect_reset(&mut recv, close_code::PROTOCOL_ERROR).await;
+
+    // The streams that got in carry bytes, and only those: no kind byte of the opener's.
+    for (send, _recv, _c_send, c_recv) in &mut open {
+        send.write_all(b"still here").await.unwrap();
+        send.finish().unwrap();
+        let got = tokio::time::timeout(PATIENCE, c_recv.read_to_end(64))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, b"still here");
+    }
+}
+
+#[tokio::test]
+async fn an_explicit_relay_idle_timeout_resets_silent_streams_and_frees_their_places() {
+    let (_daemon, customer, expert) =
+        library_pair("max_streams_per_session = 2\nrelay_idle_timeout = \"1s\"\n").await;
     let mut open = Vec::new();
     for _ in 0..2 {
-        let (send, recv) = expert.open_stream(StreamKind::Chat).await.unwrap();
+        let (send, recv) = expert.open_stream(StreamKind::Forward).await.unwrap();
         let (_, c_send, c_recv) = tokio::time::timeout(PATIENCE, customer.accept_stream())
             .await
             .unwrap()
             .unwrap();
         open.push((send, recv, c_send, c_recv));
     }
-    // A third is refused while they are open.
-    let (_send, mut recv) = expert.open_stream(StreamKind::Chat).await.unwrap();
-    let refused = tokio::time::timeout(PATIENCE, recv.read_to_end(16))
-        .await
-        .unwrap();
-    match refused {
-        Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(code))) => {
-            assert_eq!(code.into_inner(), u64::from(close_code::TOO_MANY_STREAMS))
-        }
-        other => panic!("expected TOO_MANY_STREAMS, got {other:?}"),
-    }
 
     // Silent streams are reset once the idle timeout passes, on both sides.
     for (_send, mut recv, _c_send, mut c_recv) in open {
-        for side in [&mut recv, &mut c_recv] {
-            let idle = tokio::time::timeout(PATIENCE, side.read_to_end(16))
-                .await
-                .unwrap();
-            match idle {
-                Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(code))) => {
-                    assert_eq!(code.into_inner(), u64::from(close_code::STREAM_IDLE))
-                }
-                other => panic!("expected STREAM_IDLE, got {other:?}"),
-            }
-        }
+        expect_reset(&mut recv, close_code::STREAM_IDLE).await;
+        expect_reset(&mut c_recv, close_code::STREAM_IDLE).await;
     }
 
     // Their places are free again: a new stream carries bytes.
-    let (mut send, _recv) = expert.open_stream(StreamKind::Chat).await.unwrap();
+    let (mut send, _recv) = expert.open_stream(StreamKind::Forward).await.unwrap();
     send.write_all(b"again").await.unwrap();
     send.finish().unwrap();
     let (_, _c_send, mut c_recv) = tokio::time::timeout(PATIENCE, customer.accept_stream())
