@@ -7,7 +7,7 @@
 //! what the applications sent, so the case history says exactly that. A stream of an
 //! unknown kind, or one that ends before its kind, is refused with `PROTOCOL_ERROR`.
 //!
-//! Places ([`slots`]): a session may have [`RelayLimits::max_streams_per_session`]
+//! Places (`relay/slots.rs`): a session may have [`RelayLimits::max_streams_per_session`]
 //! forwarded connections and [`CHATS_PER_SESSION`] chats open, counted apart. A stream that
 //! finds every place of its kind taken waits up to [`SLOT_GRACE`] for one, then is refused
 //! with `TOO_MANY_STREAMS`. A stream gives its place back the moment it ends: when both
