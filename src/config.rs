@@ -75,7 +75,8 @@ pub struct Config {
     /// A connection silent for this long is dropped (clients send keep-alives).
     #[serde(deserialize_with = "duration")]
     pub idle_timeout: Duration,
-    /// The most bidirectional streams a peer may have open at once (control + relayed).
+    /// The most bidirectional streams a peer may have open at once (QUIC's own limit): the
+    /// control stream plus the relayed ones, so it must exceed what a session may use.
     pub max_streams_per_connection: u32,
     /// Connections open at once, in total; more are refused before the handshake.
     pub max_connections: usize,
@@ -117,9 +118,11 @@ pub struct Config {
     /// Closed and expired cases unchanged for this long are deleted by the daemon.
     #[serde(deserialize_with = "duration")]
     pub retention: Duration,
-    /// The most relayed streams one session (one paired case) may have open at once.
+    /// The most forwarded TCP connections one session (one paired case) may have open at
+    /// once; chats have [`crate::relay::CHATS_PER_SESSION`] places of their own.
     pub max_streams_per_session: u32,
-    /// A relayed stream that carries no byte either way for this long is reset.
+    /// A relayed stream that carries no byte either way for this long is reset; zero (the
+    /// default): never.
     #[serde(deserialize_with = "duration")]
     pub relay_idle_timeout: Duration,
     /// Bytes a peer may send on one stream before the broker has read them (QUIC flow control).
@@ -177,7 +180,7 @@ impl Default for Config {
             wrong_codes_total_per_minute: 20,
             retention: Duration::from_secs(30 * 24 * 60 * 60),
             max_streams_per_session: 16,
-            relay_idle_timeout: Duration::from_secs(15 * 60),
+            relay_idle_timeout: Duration::ZERO,
             stream_receive_window: 1024 * 1024,
             receive_window: 4 * 1024 * 1024,
             send_window: 4 * 1024 * 1024,
@@ -320,17 +323,25 @@ impl Config {
         if self.retention.is_zero() {
             return invalid("retention", "must be longer than zero");
         }
-        if self.max_streams_per_connection < 2 {
-            return invalid(
-                "max_streams_per_connection",
-                "must be at least 2 (the control stream and one session stream)",
-            );
-        }
         if self.max_streams_per_session == 0 {
             return invalid("max_streams_per_session", "must be at least 1");
         }
-        if self.relay_idle_timeout.is_zero() {
-            return invalid("relay_idle_timeout", "must be longer than zero");
+        // QUIC holds a party to this many streams before the relay sees them: past it, a
+        // new forwarded connection would wait silently for QUIC credit instead of being
+        // refused by the relay with a reason. So leave room for everything one party may
+        // legitimately have open (all of the session's streams may be its own), plus one.
+        let session_streams =
+            u64::from(self.max_streams_per_session) + crate::relay::CHATS_PER_SESSION as u64;
+        let least = 1 + session_streams + 1;
+        if u64::from(self.max_streams_per_connection) < least {
+            return invalid(
+                "max_streams_per_connection",
+                &format!(
+                    "must be at least {least}: the control stream, max_streams_per_session ({}) forwarded connections and {} chats, and one more so a stream over the session limit is refused with a reason",
+                    self.max_streams_per_session,
+                    crate::relay::CHATS_PER_SESSION
+                ),
+            );
         }
         // QUIC carries windows as variable-length integers below 2^62.
         let most = (1u64 << 62) - 1;
@@ -391,10 +402,12 @@ impl Config {
 
     /// The worst-case bytes the broker buffers for one party's connection: what the peer
     /// may send unread, what we keep of what we write, and the relay's copy buffers of the
-    /// session's streams (README "Memory" explains the sum).
+    /// session's streams, forwarded connections and chats (README "Limits and memory"
+    /// explains the sum).
     pub fn memory_bound_per_connection(&self) -> u64 {
-        let copy_buffers =
-            u64::from(self.max_streams_per_session) * 2 * crate::relay::COPY_BUFFER as u64;
+        let streams =
+            u64::from(self.max_streams_per_session) + crate::relay::CHATS_PER_SESSION as u64;
+        let copy_buffers = streams * 2 * crate::relay::COPY_BUFFER as u64;
         self.receive_window + self.send_window + copy_buffers
     }
 
@@ -402,7 +415,7 @@ impl Config {
     pub fn relay_limits(&self) -> crate::relay::RelayLimits {
         crate::relay::RelayLimits {
             max_streams_per_session: self.max_streams_per_session as usize,
-            idle_timeout: self.relay_idle_timeout,
+            idle_timeout: (!self.relay_idle_timeout.is_zero()).then_some(self.relay_idle_timeout),
         }
     }
 
@@ -509,10 +522,37 @@ mod tests {
             ..Config::default()
         };
         assert!(no_streams.validate().is_err());
-        // 4 MiB + 4 MiB + 16 streams x 2 x 64 KiB, as config/sosqd.toml documents.
+        // A session needs the control stream, its forwards and chats, and one spare.
+        let cramped = Config {
+            max_streams_per_connection: 19,
+            ..Config::default()
+        };
+        assert!(cramped.validate().is_err(), "16 forwards + 2 chats + 2");
+        let roomy = Config {
+            max_streams_per_connection: 20,
+            ..Config::default()
+        };
+        assert!(roomy.validate().is_ok());
+        // 4 MiB + 4 MiB + (16 forwards + 2 chats) x 2 x 64 KiB, as config/sosqd.toml
+        // documents.
         assert_eq!(
             Config::default().memory_bound_per_connection(),
-            10 * 1024 * 1024
+            10 * 1024 * 1024 + 256 * 1024
+        );
+    }
+
+    #[test]
+    fn the_relay_idle_timeout_is_off_unless_set() {
+        let defaults = Config::default();
+        assert!(defaults.validate().is_ok());
+        assert_eq!(defaults.relay_limits().idle_timeout, None);
+        let never = Config::from_toml("relay_idle_timeout = \"0s\"").unwrap();
+        assert!(never.validate().is_ok());
+        assert_eq!(never.relay_limits().idle_timeout, None);
+        let set = Config::from_toml("relay_idle_timeout = \"15m\"").unwrap();
+        assert_eq!(
+            set.relay_limits().idle_timeout,
+            Some(Duration::from_secs(15 * 60))
         );
     }
 }

@@ -1,27 +1,45 @@
 //! Splices session streams between the two paired parties of a case.
 //!
-//! Every bidirectional stream a paired party opens (after its control stream) is matched by
-//! a stream the broker opens to the other party, and bytes are copied both ways. Copying
-//! goes through at most [`COPY_BUFFER`] bytes per direction, so QUIC flow control is the
-//! back-pressure: a slow reader slows its writer and nothing piles up here. EOF finishes the
-//! far side, a reset resets it. A session may have at most
-//! [`RelayLimits::max_streams_per_session`] streams open; a stream silent both ways for
-//! [`RelayLimits::idle_timeout`] is reset. When the pairing ends (close, expiry, deletion, a
-//! party leaving) every spliced stream is reset at once, and [`Relays::unpair`] hands back
-//! the bytes the session carried each way.
+//! Every bidirectional stream a paired party opens (after its control stream) starts with
+//! one [`StreamKind`] byte. The relay reads it, takes a place for the stream, opens a
+//! matching stream to the other party, writes the kind there, and copies the rest both
+//! ways. The kind byte is the relay's business, not the session's: the counters see only
+//! what the applications sent, so the case history says exactly that. A stream of an
+//! unknown kind, or one that ends before its kind, is refused with `PROTOCOL_ERROR`.
+//!
+//! Places (`relay/slots.rs`): a session may have [`RelayLimits::max_streams_per_session`]
+//! forwarded connections and [`CHATS_PER_SESSION`] chats open, counted apart. A stream that
+//! finds every place of its kind taken waits up to [`SLOT_GRACE`] for one, then is refused
+//! with `TOO_MANY_STREAMS`. A stream gives its place back the moment it ends: when both
+//! directions have finished, or as soon as either is reset or stopped; then all four halves
+//! (both parties' send and receive sides) are reset or stopped with that code at once,
+//! without waiting for the other direction to wind down.
+//!
+//! Copying goes through at most [`COPY_BUFFER`] bytes per direction, so QUIC flow control is
+//! the back-pressure: a slow reader slows its writer and nothing piles up here. EOF
+//! finishes the far side. A stream silent both ways for [`RelayLimits::idle_timeout`] is
+//! reset, if the operator set one; by default nothing is: the party's QUIC connection, kept
+//! alive by the client, already proves both parties are there, and an idle stream on it is
+//! a person thinking (an SSH session), not a leak. When the pairing ends (close, expiry,
+//! deletion, a party leaving) every spliced stream is reset at once, and
+//! [`Relays::unpair`] hands back the bytes the session carried each way.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+mod slots;
+
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
-use sosq::protocol::close_code;
+use sosq::protocol::{close_code, StreamKind};
 use sosq::SessionCode;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::broker::{PartyId, SessionTraffic};
+use slots::{Slot, Slots};
+pub use slots::{CHATS_PER_SESSION, SLOT_GRACE};
 
 /// Most bytes one direction of a spliced stream holds between reading and writing them.
 pub const COPY_BUFFER: usize = 64 * 1024;
@@ -35,49 +53,40 @@ const _: () = assert!(CHUNKS_PER_READ * 1472 <= COPY_BUFFER);
 /// What the relay allows a session.
 #[derive(Debug, Clone, Copy)]
 pub struct RelayLimits {
-    /// Relayed streams open at once per session; one more is reset with `TOO_MANY_STREAMS`.
+    /// Forwarded connections open at once per session; one more waits [`SLOT_GRACE`] for a
+    /// place, then is reset with `TOO_MANY_STREAMS`. Chats do not count here (they have
+    /// [`CHATS_PER_SESSION`] places of their own).
     pub max_streams_per_session: usize,
-    /// A stream with no byte either way for this long is reset with `STREAM_IDLE`.
-    pub idle_timeout: Duration,
+    /// A stream with no byte either way for this long is reset with `STREAM_IDLE`; `None`:
+    /// never.
+    pub idle_timeout: Option<Duration>,
 }
 
-/// The live counters of one pairing.
-#[derive(Default)]
+/// The live counters and the stream places of one pairing.
 struct Counters {
     customer_to_expert: AtomicU64,
     expert_to_customer: AtomicU64,
-    opened: AtomicU64,
-    open: AtomicUsize,
+    /// Streams spliced to the other party, chats and forwarded connections alike.
+    relayed: AtomicU64,
+    slots: Slots,
 }
 
 impl Counters {
+    fn new(limits: &RelayLimits) -> Counters {
+        Counters {
+            customer_to_expert: AtomicU64::new(0),
+            expert_to_customer: AtomicU64::new(0),
+            relayed: AtomicU64::new(0),
+            slots: Slots::new(limits.max_streams_per_session),
+        }
+    }
+
     fn traffic(&self) -> SessionTraffic {
         SessionTraffic {
             customer_to_expert: self.customer_to_expert.load(Ordering::Relaxed),
             expert_to_customer: self.expert_to_customer.load(Ordering::Relaxed),
-            streams: self.opened.load(Ordering::Relaxed),
+            streams: self.relayed.load(Ordering::Relaxed),
         }
-    }
-}
-
-/// A claimed place among the session's open streams; given back on drop.
-struct StreamSlot(Arc<Counters>);
-
-impl StreamSlot {
-    fn claim(counters: &Arc<Counters>, max: usize) -> Option<StreamSlot> {
-        let before = counters.open.fetch_add(1, Ordering::AcqRel);
-        if before >= max {
-            counters.open.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        counters.opened.fetch_add(1, Ordering::Relaxed);
-        Some(StreamSlot(counters.clone()))
-    }
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -143,7 +152,7 @@ impl Relays {
     ) {
         self.unpair(code);
         let (ended_tx, ended) = watch::channel(());
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(Counters::new(&self.limits));
         self.sessions.insert(
             code,
             Session {
@@ -210,34 +219,90 @@ impl Relays {
     }
 }
 
-/// Accepts the streams a party opens after its control stream and splices each to its
-/// peer; streams opened while unpaired are refused with `NOT_PAIRED`, streams beyond the
-/// session's limit with `TOO_MANY_STREAMS`.
+/// Accepts the streams a party opens after its control stream and relays each to its
+/// peer; streams opened while unpaired are refused with `NOT_PAIRED`.
 pub async fn accept_streams(relays: Arc<Relays>, party: PartyId, connection: quinn::Connection) {
     while let Ok((send, recv)) = connection.accept_bi().await {
         let Some(link) = relays.link(party) else {
             refuse(send, recv, close_code::NOT_PAIRED);
             continue;
         };
-        let max = relays.limits.max_streams_per_session;
-        let Some(slot) = StreamSlot::claim(&link.counters, max) else {
-            tracing::info!(code = %link.code, max, "refused a stream over the session limit");
-            refuse(send, recv, close_code::TOO_MANY_STREAMS);
-            continue;
-        };
-        let idle_timeout = relays.limits.idle_timeout;
-        tokio::spawn(async move {
-            let _slot = slot;
-            let mut ended = link.ended.clone();
-            let opened = tokio::select! {
-                opened = link.peer.open_bi() => opened.ok(),
-                _ = ended.changed() => None,
-            };
-            match opened {
-                Some(peer) => splice(&link, (send, recv), peer, idle_timeout).await,
-                None => refuse(send, recv, close_code::SESSION_ENDED),
-            }
-        });
+        // Its own task at once: reading the kind and waiting for a place must not hold up
+        // the streams behind it.
+        tokio::spawn(relay_stream(link, relays.limits.idle_timeout, send, recv));
+    }
+}
+
+/// Admits one stream a paired party opened (its kind, a place), opens its match to the
+/// peer, and splices the two until the stream ends; the place is given back on return.
+async fn relay_stream(
+    link: Link,
+    idle_timeout: Option<Duration>,
+    send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let mut ended = link.ended.clone();
+    let admitted = tokio::select! {
+        admitted = admit(&link, &mut recv) => admitted,
+        _ = ended.changed() => Err(close_code::SESSION_ENDED),
+    };
+    let (kind, _slot) = match admitted {
+        Ok(admitted) => admitted,
+        Err(code) => return refuse(send, recv, code),
+    };
+    let opened = tokio::select! {
+        opened = open_to_peer(&link.peer, kind) => opened,
+        _ = ended.changed() => Err(close_code::SESSION_ENDED),
+    };
+    match opened {
+        Ok(peer) => {
+            link.counters.relayed.fetch_add(1, Ordering::Relaxed);
+            splice(&link, (send, recv), peer, idle_timeout).await;
+        }
+        Err(code) => refuse(send, recv, code),
+    }
+}
+
+/// Reads a new stream's kind and takes a place for it; the refusal code if either fails.
+async fn admit(link: &Link, recv: &mut quinn::RecvStream) -> Result<(StreamKind, Slot), u32> {
+    // The opener writes its kind with the stream's first bytes. A stream that never sends
+    // it waits here until the session or the connection ends; there are at most
+    // `max_streams_per_connection` such streams per connection, and they hold no buffer.
+    let mut byte = [0u8; 1];
+    if recv.read_exact(&mut byte).await.is_err() {
+        tracing::info!(code = %link.code, "refused a stream that ended before its kind");
+        return Err(close_code::PROTOCOL_ERROR);
+    }
+    let Some(kind) = StreamKind::from_byte(byte[0]) else {
+        tracing::info!(code = %link.code, kind = byte[0], "refused a stream of an unknown kind");
+        return Err(close_code::PROTOCOL_ERROR);
+    };
+    match link.counters.slots.claim(kind).await {
+        Some(slot) => Ok((kind, slot)),
+        None => {
+            tracing::info!(code = %link.code, ?kind, "refused a stream over the session limit");
+            Err(close_code::TOO_MANY_STREAMS)
+        }
+    }
+}
+
+/// Opens the peer's side of a stream and announces its kind there; the code to refuse the
+/// opener's side with if that fails.
+async fn open_to_peer(
+    peer: &quinn::Connection,
+    kind: StreamKind,
+) -> Result<(quinn::SendStream, quinn::RecvStream), u32> {
+    let (mut send, recv) = peer
+        .open_bi()
+        .await
+        .map_err(|_| close_code::SESSION_ENDED)?;
+    match send.write_all(&[kind as u8]).await {
+        Ok(()) => Ok((send, recv)),
+        // The peer stopped it at once: pass its reason on.
+        Err(quinn::WriteError::Stopped(code)) => {
+            Err(u32::try_from(code.into_inner()).unwrap_or(close_code::SESSION_ENDED))
+        }
+        Err(_) => Err(close_code::SESSION_ENDED),
     }
 }
 
@@ -246,36 +311,54 @@ fn refuse(mut send: quinn::SendStream, mut recv: quinn::RecvStream, code: u32) {
     let _ = recv.stop(code.into());
 }
 
-/// Copies both directions until both are done, the session ends or the stream idles; an
-/// ended or idle stream has every half still open reset (a dropped quinn stream would
-/// finish cleanly, which would look like a normal end to the reader).
+/// Copies both directions until both have finished, or until the stream must end at once:
+/// either direction is reset or stopped, the session ends, or the stream idles. Then every
+/// half is reset or stopped with the one code (a dropped quinn stream would finish cleanly,
+/// which would look like a normal end to the reader), and the stream's place is free.
 async fn splice(
     link: &Link,
     (mut a_send, mut a_recv): (quinn::SendStream, quinn::RecvStream),
     (mut b_send, mut b_recv): (quinn::SendStream, quinn::RecvStream),
-    idle_timeout: Duration,
+    idle_timeout: Option<Duration>,
 ) {
     let (sent, received) = link.directions();
     let activity = Activity::new();
     let mut ended = link.ended.clone();
+    // A stop arrives on a send side, which a direction waiting for bytes to read would
+    // notice only at its next write; watch for it on its own so the stream ends at once.
+    let a_stopped = stop_code(&a_send);
+    let b_stopped = stop_code(&b_send);
     let reset_code = tokio::select! {
         // A stream that finished cleanly stays finished even if the session ends now.
         biased;
-        _ = async {
-            tokio::join!(
+        done = async {
+            tokio::try_join!(
                 pipe(&mut a_recv, &mut b_send, sent, &activity),
                 pipe(&mut b_recv, &mut a_send, received, &activity),
             )
-        } => None,
-        _ = ended.changed() => Some(close_code::SESSION_ENDED),
-        _ = activity.idle(idle_timeout) => Some(close_code::STREAM_IDLE),
+        } => done.err(),
+        _ = ended.changed() => Some(close_code::SESSION_ENDED.into()),
+        code = a_stopped => Some(code),
+        code = b_stopped => Some(code),
+        _ = activity.idle(idle_timeout) => Some(close_code::STREAM_IDLE.into()),
     };
     if let Some(code) = reset_code {
-        let code = quinn::VarInt::from_u32(code);
         let _ = a_send.reset(code);
         let _ = b_send.reset(code);
         let _ = a_recv.stop(code);
         let _ = b_recv.stop(code);
+    }
+}
+
+/// Completes with the code if the receiver of `send` stops it; never completes otherwise
+/// (a stream finished and acknowledged needs nothing more).
+fn stop_code(send: &quinn::SendStream) -> impl std::future::Future<Output = quinn::VarInt> {
+    let stopped = send.stopped();
+    async move {
+        match stopped.await {
+            Ok(Some(code)) => code,
+            _ => std::future::pending().await,
+        }
     }
 }
 
@@ -298,8 +381,11 @@ impl Activity {
         self.last_ms.store(ms, Ordering::Relaxed);
     }
 
-    /// Completes once nothing moved for `timeout`.
-    async fn idle(&self, timeout: Duration) {
+    /// Completes once nothing moved for `timeout`; never without one.
+    async fn idle(&self, timeout: Option<Duration>) {
+        let Some(timeout) = timeout else {
+            return std::future::pending().await;
+        };
         loop {
             let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
             let deadline = self.started + last + timeout;
@@ -311,7 +397,8 @@ impl Activity {
     }
 }
 
-/// Copies one direction: EOF finishes the far side, a reset resets it, a stop stops us.
+/// Copies one direction until EOF, which finishes the far side; a reset of `from` or a stop
+/// of `to` is an error with its code, for [`splice`] to end the whole stream with.
 ///
 /// Each round takes up to [`CHUNKS_PER_READ`] received chunks under one lock of the
 /// connection and copies them once into a fresh buffer that the far side's send stream then
@@ -323,7 +410,7 @@ async fn pipe(
     to: &mut quinn::SendStream,
     counter: &AtomicU64,
     activity: &Activity,
-) {
+) -> Result<(), quinn::VarInt> {
     let mut chunks: [Bytes; CHUNKS_PER_READ] = Default::default();
     loop {
         match from.read_chunks(&mut chunks).await {
@@ -336,28 +423,18 @@ async fn pipe(
                     batch.extend_from_slice(chunk);
                     *chunk = Bytes::new();
                 }
-                if let Err(e) = to.write_chunk(batch.freeze()).await {
-                    let code = match e {
-                        quinn::WriteError::Stopped(code) => code,
-                        _ => close_code::SESSION_ENDED.into(),
-                    };
-                    let _ = from.stop(code);
-                    return;
-                }
+                to.write_chunk(batch.freeze()).await.map_err(|e| match e {
+                    quinn::WriteError::Stopped(code) => code,
+                    _ => close_code::SESSION_ENDED.into(),
+                })?;
                 counter.fetch_add(len as u64, Ordering::Relaxed);
             }
             Ok(None) => {
                 let _ = to.finish();
-                return;
+                return Ok(());
             }
-            Err(quinn::ReadError::Reset(code)) => {
-                let _ = to.reset(code);
-                return;
-            }
-            Err(_) => {
-                let _ = to.reset(close_code::SESSION_ENDED.into());
-                return;
-            }
+            Err(quinn::ReadError::Reset(code)) => return Err(code),
+            Err(_) => return Err(close_code::SESSION_ENDED.into()),
         }
     }
 }

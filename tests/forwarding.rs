@@ -164,6 +164,39 @@ fn connect(local: SocketAddr) -> TcpStream {
     tcp
 }
 
+/// Waits until `tcp` is cut: EOF or a reset, but never a timeout and never more data.
+fn expect_cut(tcp: &mut TcpStream) {
+    let mut rest = [0u8; 16];
+    match tcp.read(&mut rest) {
+        Ok(0) => {}
+        Err(e) => assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "the connection stayed open: {e}"
+        ),
+        Ok(n) => panic!("{n} unexpected bytes"),
+    }
+}
+
+/// Sends `message` through an echoed connection and reads it back: it is through.
+fn round_trip(tcp: &mut TcpStream, message: &[u8]) {
+    tcp.write_all(message).unwrap();
+    let mut echo = vec![0u8; message.len()];
+    tcp.read_exact(&mut echo)
+        .unwrap_or_else(|e| panic!("no echo of {:?}: {e}", String::from_utf8_lossy(message)));
+    assert_eq!(echo, message);
+}
+
+/// A line each way over the chat, so the session's chat stream is surely open.
+fn chat_both_ways(f: &mut Forwarded) {
+    f.expert.send(b"hello from ana\n");
+    assert_eq!(f.customer.receive(15), b"hello from ana\n");
+    f.customer.send(b"hi\n");
+    assert_eq!(f.expert.receive(3), b"hi\n");
+}
+
 #[test]
 fn concurrent_forwarded_connections_carry_megabytes_both_ways_intact() {
     let daemon = Daemon::start(&[]);
@@ -221,12 +254,20 @@ fn concurrent_forwarded_connections_carry_megabytes_both_ways_intact() {
     daemon.json(Some(&f.token), &["close", &f.code]);
     f.customer.expect_event("session_ended");
     let case = daemon.json(Some(&f.token), &["status", &f.code]);
-    let history: Vec<String> = case["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["event"].as_str().unwrap().to_string())
-        .collect();
+    let history = history(&daemon, &f);
+    let (streams, to_expert, to_customer) = traffic_line(&history);
+    assert!(streams > CONNECTIONS, "chat + forwards: {history:?}");
+    // The chat carried nothing; each connection carried its header and payload one way,
+    // the service's payload the other, and not one byte more.
+    assert_eq!(to_expert, CONNECTIONS * LEN as u64, "{history:?}");
+    assert_eq!(to_customer, CONNECTIONS * (16 + LEN as u64), "{history:?}");
+    assert_eq!(case["state"], "closed");
+}
+
+/// The numbers of the history's traffic line: (streams, customer to expert, expert to
+/// customer), from "session relayed N streams (...): A bytes customer to expert, B bytes
+/// expert to customer".
+fn traffic_line(history: &[String]) -> (u64, u64, u64) {
     let line = history
         .iter()
         .find(|e| e.starts_with("session relayed"))
@@ -235,12 +276,19 @@ fn concurrent_forwarded_connections_carry_megabytes_both_ways_intact() {
         .split(|c: char| !c.is_ascii_digit())
         .filter_map(|n| n.parse().ok())
         .collect();
-    // "session relayed N streams: A bytes customer to expert, B bytes expert to customer"
-    let (streams, to_expert, to_customer) = (numbers[0], numbers[1], numbers[2]);
-    assert!(streams > CONNECTIONS, "chat + forwards: {line}");
-    let least = CONNECTIONS * LEN as u64;
-    assert!(to_expert >= least && to_customer >= least, "{line}");
-    assert_eq!(case["state"], "closed");
+    assert_eq!(numbers.len(), 3, "{line}");
+    (numbers[0], numbers[1], numbers[2])
+}
+
+/// The events of a case's history, once its session has ended.
+fn history(daemon: &Daemon, f: &Forwarded) -> Vec<String> {
+    let case = daemon.json(Some(&f.token), &["status", &f.code]);
+    case["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[test]
@@ -314,19 +362,7 @@ fn closing_the_case_cuts_the_forwarded_connections() {
     f.customer.expect_event("session_ended");
     f.expert.expect_event("session_ended");
     for tcp in &mut tcps {
-        let mut rest = [0u8; 16];
-        // EOF or a reset, but never a timeout and never more data.
-        match tcp.read(&mut rest) {
-            Ok(0) => {}
-            Err(e) => assert!(
-                !matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ),
-                "the connection stayed open: {e}"
-            ),
-            Ok(n) => panic!("{n} unexpected bytes"),
-        }
+        expect_cut(tcp);
     }
     for _ in 0..3 {
         let report = shared.reports.recv_timeout(PATIENCE);
@@ -419,16 +455,12 @@ fn a_customer_who_shares_nothing_refuses_forwards_and_chat_still_works() {
     assert_eq!(f.expert.receive(4), b"yes\n");
 }
 
-#[tokio::test]
-async fn the_relay_enforces_the_session_stream_limit_and_the_idle_timeout() {
+/// A library customer and a library expert, paired, on a daemon started with `config`.
+async fn library_pair(config: &str) -> (Daemon, Client, Client) {
     let config_dir = tempfile::tempdir().unwrap();
-    let config = config_dir.path().join("sosqd.toml");
-    std::fs::write(
-        &config,
-        "max_streams_per_session = 2\nrelay_idle_timeout = \"1s\"\n",
-    )
-    .unwrap();
-    let daemon = Daemon::start(&["--config", config.to_str().unwrap()]);
+    let path = config_dir.path().join("sosqd.toml");
+    std::fs::write(&path, config).unwrap();
+    let daemon = Daemon::start(&["--config", path.to_str().unwrap()]);
     let token = daemon.add_user("ana", "expert");
     let (mut customer, _) = daemon.sos_customer("Alice").await;
     let mut events = customer.take_events().unwrap();
@@ -442,46 +474,90 @@ async fn the_relay_enforces_the_session_stream_limit_and_the_idle_timeout() {
             break;
         }
     }
+    (daemon, customer, expert)
+}
 
-    // Two streams fit; the customer gets both.
+/// Waits for `recv` to be reset by the broker with `code`.
+async fn expect_reset(recv: &mut quinn::RecvStream, code: u32) {
+    let read = tokio::time::timeout(PATIENCE, recv.read_to_end(64))
+        .await
+        .expect("the broker answers");
+    match read {
+        Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(got))) => {
+            assert_eq!(got.into_inner(), u64::from(code))
+        }
+        other => panic!("expected a reset with code {code}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_relay_limits_forwards_per_session_and_counts_chats_apart() {
+    let (_daemon, customer, expert) = library_pair("max_streams_per_session = 2\n").await;
+
+    // Two forwarded connections fit, and the chats have places of their own beside them;
+    // the customer gets each stream with its kind.
+    let mut open = Vec::new();
+    for kind in [
+        StreamKind::Forward,
+        StreamKind::Forward,
+        StreamKind::Chat,
+        StreamKind::Chat,
+    ] {
+        let (send, recv) = expert.open_stream(kind).await.unwrap();
+        let (got, c_send, c_recv) = tokio::time::timeout(PATIENCE, customer.accept_stream())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, kind, "the relay passes the stream's kind on");
+        open.push((send, recv, c_send, c_recv));
+    }
+    // One more of either kind finds no place, waits the grace, and is refused.
+    for kind in [StreamKind::Forward, StreamKind::Chat] {
+        let (_send, mut recv) = expert.open_stream(kind).await.unwrap();
+        expect_reset(&mut recv, close_code::TOO_MANY_STREAMS).await;
+    }
+    // Streams that are not the protocol: an unknown kind, and one that ends before its kind.
+    let (mut send, mut recv) = expert.connection().open_bi().await.unwrap();
+    send.write_all(&[77, 1, 2, 3]).await.unwrap();
+    expect_reset(&mut recv, close_code::PROTOCOL_ERROR).await;
+    let (mut send, mut recv) = expert.connection().open_bi().await.unwrap();
+    send.finish().unwrap();
+    expect_reset(&mut recv, close_code::PROTOCOL_ERROR).await;
+
+    // The streams that got in carry bytes, and only those: no kind byte of the opener's.
+    for (send, _recv, _c_send, c_recv) in &mut open {
+        send.write_all(b"still here").await.unwrap();
+        send.finish().unwrap();
+        let got = tokio::time::timeout(PATIENCE, c_recv.read_to_end(64))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, b"still here");
+    }
+}
+
+#[tokio::test]
+async fn an_explicit_relay_idle_timeout_resets_silent_streams_and_frees_their_places() {
+    let (_daemon, customer, expert) =
+        library_pair("max_streams_per_session = 2\nrelay_idle_timeout = \"1s\"\n").await;
     let mut open = Vec::new();
     for _ in 0..2 {
-        let (send, recv) = expert.open_stream(StreamKind::Chat).await.unwrap();
+        let (send, recv) = expert.open_stream(StreamKind::Forward).await.unwrap();
         let (_, c_send, c_recv) = tokio::time::timeout(PATIENCE, customer.accept_stream())
             .await
             .unwrap()
             .unwrap();
         open.push((send, recv, c_send, c_recv));
     }
-    // A third is refused while they are open.
-    let (_send, mut recv) = expert.open_stream(StreamKind::Chat).await.unwrap();
-    let refused = tokio::time::timeout(PATIENCE, recv.read_to_end(16))
-        .await
-        .unwrap();
-    match refused {
-        Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(code))) => {
-            assert_eq!(code.into_inner(), u64::from(close_code::TOO_MANY_STREAMS))
-        }
-        other => panic!("expected TOO_MANY_STREAMS, got {other:?}"),
-    }
 
     // Silent streams are reset once the idle timeout passes, on both sides.
     for (_send, mut recv, _c_send, mut c_recv) in open {
-        for side in [&mut recv, &mut c_recv] {
-            let idle = tokio::time::timeout(PATIENCE, side.read_to_end(16))
-                .await
-                .unwrap();
-            match idle {
-                Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(code))) => {
-                    assert_eq!(code.into_inner(), u64::from(close_code::STREAM_IDLE))
-                }
-                other => panic!("expected STREAM_IDLE, got {other:?}"),
-            }
-        }
+        expect_reset(&mut recv, close_code::STREAM_IDLE).await;
+        expect_reset(&mut c_recv, close_code::STREAM_IDLE).await;
     }
 
     // Their places are free again: a new stream carries bytes.
-    let (mut send, _recv) = expert.open_stream(StreamKind::Chat).await.unwrap();
+    let (mut send, _recv) = expert.open_stream(StreamKind::Forward).await.unwrap();
     send.write_all(b"again").await.unwrap();
     send.finish().unwrap();
     let (_, _c_send, mut c_recv) = tokio::time::timeout(PATIENCE, customer.accept_stream())
@@ -507,18 +583,7 @@ fn deleting_the_case_cuts_the_forwarded_connections() {
     tcp.read_exact(&mut echo).unwrap();
 
     daemon.json(Some(&admin), &["delete", &f.code]);
-    let mut rest = [0u8; 16];
-    match tcp.read(&mut rest) {
-        Ok(0) => {}
-        Err(e) => assert!(
-            !matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ),
-            "the connection stayed open: {e}"
-        ),
-        Ok(n) => panic!("{n} unexpected bytes"),
-    }
+    expect_cut(&mut tcp);
     assert!(matches!(
         shared.reports.recv_timeout(PATIENCE),
         Ok(Report::Ended)
@@ -544,19 +609,153 @@ fn the_customer_ends_a_forwarding_session_with_ctrl_c() {
 
     f.customer.interrupt();
     f.expert.expect_event("peer_left");
-    let mut rest = [0u8; 16];
-    match tcp.read(&mut rest) {
-        Ok(0) => {}
-        Err(e) => assert!(
-            !matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ),
-            "the connection stayed open: {e}"
-        ),
-        Ok(n) => panic!("{n} unexpected bytes"),
-    }
+    expect_cut(&mut tcp);
     let (status, stderr) = f.customer.wait();
     assert!(!status.success(), "Ctrl-C exits non-zero: {stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
+}
+
+#[test]
+fn sixteen_forwarded_connections_fit_beside_the_chat_and_the_seventeenth_is_told_why_not() {
+    let daemon = Daemon::start(&[]);
+    let shared = share(Service::Echo);
+    let mut f = forwarded(&daemon, Some(shared.addr));
+    chat_both_ways(&mut f);
+
+    let max = sosqd::config::Config::default().max_streams_per_session;
+    assert_eq!(max, 16);
+    let mut held: Vec<TcpStream> = (0..max)
+        .map(|i| {
+            let mut tcp = connect(f.local);
+            round_trip(&mut tcp, format!("connection {i}").as_bytes());
+            tcp
+        })
+        .collect();
+
+    // One more: the broker holds it for its grace, then refuses it.
+    let mut extra = connect(f.local);
+    expect_cut(&mut extra);
+    let failed = f.expert.expect_event("forward_failed");
+    assert_eq!(failed["id"], max + 1, "{failed}");
+    assert_eq!(failed["refused_by"], "sosqd", "{failed}");
+    assert_eq!(
+        failed["reason"],
+        "the session already has 16 forwarded connections open (max_streams_per_session)"
+    );
+
+    // The sixteen, and the chat, carry on.
+    for (i, tcp) in held.iter_mut().enumerate() {
+        round_trip(tcp, format!("still {i}").as_bytes());
+    }
+    chat_both_ways(&mut f);
+}
+
+#[test]
+fn a_place_freed_by_a_reset_or_an_early_close_is_taken_by_the_next_connection() {
+    let daemon = Daemon::start(&[]);
+    let shared = share(Service::Echo);
+    let mut f = forwarded(&daemon, Some(shared.addr));
+    chat_both_ways(&mut f);
+
+    // 15 held, the 16th place goes round: closed one way or the other, and at once a new
+    // connection in its place. The new one may reach the broker before the old one's end.
+    let mut held: Vec<TcpStream> = (0..15)
+        .map(|i| {
+            let mut tcp = connect(f.local);
+            round_trip(&mut tcp, format!("held {i}").as_bytes());
+            tcp
+        })
+        .collect();
+    let mut current = connect(f.local);
+    round_trip(&mut current, b"round 0");
+    for round in 1..=40 {
+        if round % 2 == 0 {
+            // A TCP reset: closing with a zero linger sends RST.
+            socket2::SockRef::from(&current)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+        } else {
+            // An early close: the echo of most of this is still on its way back.
+            current.write_all(&[b'x'; 64 * 1024]).unwrap();
+            let mut first = [0u8; 1024];
+            current.read_exact(&mut first).unwrap();
+            current.shutdown(Shutdown::Write).unwrap();
+        }
+        drop(current);
+        current = connect(f.local);
+        round_trip(&mut current, format!("round {round}").as_bytes());
+    }
+    for (i, tcp) in held.iter_mut().enumerate() {
+        round_trip(tcp, format!("still {i}").as_bytes());
+    }
+    let stderr = f.expert.stderr.lock().unwrap().join("\n");
+    assert!(!stderr.contains("refused_by"), "{stderr}");
+}
+
+#[test]
+fn the_case_history_counts_exactly_the_bytes_the_applications_sent() {
+    let daemon = Daemon::start(&[]);
+    let shared = share(Service::Exchange);
+    let mut f = forwarded(&daemon, Some(shared.addr));
+
+    // The chat: 1,000 bytes to the customer, 333 to the expert.
+    let to_customer = vec![b'a'; 1000];
+    let to_expert = vec![b'b'; 333];
+    f.expert.send(&to_customer);
+    assert_eq!(f.customer.receive(to_customer.len()), to_customer);
+    f.customer.send(&to_expert);
+    assert_eq!(f.expert.receive(to_expert.len()), to_expert);
+
+    // Three forwarded connections, one after the other: a 16-byte header and `len` bytes
+    // to the service, `len` bytes back.
+    let lens = [1usize, 10_000, 123_457];
+    for (seed, len) in lens.iter().enumerate() {
+        let mut tcp = connect(f.local);
+        tcp.write_all(&(*len as u64).to_be_bytes()).unwrap();
+        tcp.write_all(&(seed as u64).to_be_bytes()).unwrap();
+        tcp.write_all(&payload(*len, seed as u64)).unwrap();
+        tcp.shutdown(Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        tcp.read_to_end(&mut got).unwrap();
+        assert_eq!(got.len(), *len);
+        assert!(matches!(
+            shared.reports.recv_timeout(PATIENCE),
+            Ok(Report::Exchanged { .. })
+        ));
+    }
+
+    daemon.json(Some(&f.token), &["close", &f.code]);
+    f.customer.expect_event("session_ended");
+    let (streams, c2e, e2c) = traffic_line(&history(&daemon, &f));
+    let forwarded: u64 = lens.iter().map(|len| *len as u64).sum();
+    assert_eq!(
+        streams,
+        1 + lens.len() as u64,
+        "the chat and the three forwards"
+    );
+    assert_eq!(c2e, to_expert.len() as u64 + forwarded);
+    assert_eq!(
+        e2c,
+        to_customer.len() as u64 + forwarded + 16 * lens.len() as u64
+    );
+}
+
+#[test]
+fn an_idle_forwarded_connection_is_never_cut_with_the_shipped_config() {
+    // config/sosqd.toml has relay_idle_timeout = "0s"; the explicit-timeout test above
+    // sees a silent stream reset after 1s, so a few seconds' silence here would be cut.
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config/sosqd.toml");
+    let daemon = Daemon::start(&["--config", shipped]);
+    let shared = share(Service::Echo);
+    let mut f = forwarded(&daemon, Some(shared.addr));
+    let mut tcp = connect(f.local);
+    round_trip(&mut tcp, b"before a pause");
+    thread::sleep(Duration::from_secs(3));
+    round_trip(&mut tcp, b"after a pause");
+    drop(tcp);
+    let closed = f.expert.expect_event("forward_closed");
+    assert_eq!(
+        closed["id"], 1,
+        "the same connection, closed by us: {closed}"
+    );
 }

@@ -60,7 +60,10 @@ pub fn describe_reset(code: u64) -> String {
     let reason = match u32::try_from(code) {
         Ok(close_code::NOT_PAIRED) => "not connected to a partner (not paired)",
         Ok(close_code::SESSION_ENDED) => "the session ended",
-        Ok(close_code::TOO_MANY_STREAMS) => "the session has too many connections open",
+        Ok(close_code::TOO_MANY_STREAMS) => {
+            "refused by sosqd: the session already has the most forwarded connections open that it allows (max_streams_per_session)"
+        }
+        Ok(close_code::PROTOCOL_ERROR) => "refused: not a stream of the sosq protocol",
         Ok(close_code::STREAM_IDLE) => "idle for too long",
         Ok(close_code::NOTHING_SHARED) => "the customer shares no service (no --share)",
         Ok(close_code::FORWARD_FAILED) => "the other side's TCP connection failed",

@@ -1,24 +1,30 @@
 //! What a session carried: the relay counts the bytes of each direction, and when the
-//! pairing ends the totals go into the case history.
+//! pairing ends the totals go into the case history. The bytes are what the applications
+//! sent (chat and forwarded connections); the kind byte that opens each stream is the
+//! protocol's, not theirs, and is not counted.
 
 use sosq::protocol::Timestamp;
 use sosq::SessionCode;
 
 use super::{Broker, Persist};
 
-/// The bytes one pairing of a case relayed, in each direction.
+/// The bytes one pairing of a case relayed, in each direction: payload only, the same
+/// streams' bytes as [`SessionTraffic::streams`] counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SessionTraffic {
     /// Bytes the customer sent to the expert.
     pub customer_to_expert: u64,
     /// Bytes the expert sent to the customer.
     pub expert_to_customer: u64,
-    /// Relayed streams opened during the pairing.
+    /// Streams relayed during the pairing, of every kind: chats and forwarded connections
+    /// alike (the bytes above are theirs, all of them). Streams the relay refused carried
+    /// nothing and are not counted.
     pub streams: u64,
 }
 
 impl SessionTraffic {
-    /// The history line: "session relayed 3 streams: 1.2 MB customer→expert, ...".
+    /// The history line: "session relayed 3 streams (chats and forwarded connections):
+    /// 1200 bytes customer to expert, 35 bytes expert to customer".
     pub fn describe(&self) -> String {
         let noun = if self.streams == 1 {
             "stream"
@@ -26,7 +32,7 @@ impl SessionTraffic {
             "streams"
         };
         format!(
-            "session relayed {} {noun}: {} bytes customer to expert, {} bytes expert to customer",
+            "session relayed {} {noun} (chats and forwarded connections): {} bytes customer to expert, {} bytes expert to customer",
             self.streams, self.customer_to_expert, self.expert_to_customer
         )
     }

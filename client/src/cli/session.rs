@@ -17,7 +17,7 @@ use std::sync::Arc;
 use serde_json::json;
 use sosq::client::accept_relayed;
 use sosq::forward::{self, ForwardError, ForwardStats};
-use sosq::protocol::{Event, StreamKind};
+use sosq::protocol::{close_code, Event, StreamKind};
 use sosq::{Client, ClientError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -341,6 +341,18 @@ fn report_opened(out: &Output, id: u64, tally: &Tally, from: &str) {
 fn report_closed(out: &Output, id: u64, tally: &Tally, result: Result<ForwardStats, ForwardError>) {
     let open = tally.close();
     match result {
+        // The broker's limit: say which limit, and how many connections it is counting
+        // (the ones this side has open are the session's: only the expert forwards).
+        Err(ForwardError::Reset(code)) if code == u64::from(close_code::TOO_MANY_STREAMS) => {
+            let reason = format!(
+                "the session already has {open} forwarded connections open (max_streams_per_session)"
+            );
+            out.status(
+                "forward_failed",
+                format!("forwarded connection {id} refused by sosqd: {reason}"),
+                json!({"id": id, "refused_by": "sosqd", "reason": reason, "code": code, "open": open}),
+            );
+        }
         Ok(stats) => out.status(
             "forward_closed",
             format!(
