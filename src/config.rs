@@ -72,7 +72,12 @@ pub struct Config {
     /// How long a new connection has to say hello.
     #[serde(deserialize_with = "duration")]
     pub hello_timeout: Duration,
-    /// A connection silent for this long is dropped (clients send keep-alives).
+    /// How often the daemon pings a quiet connection (and asks clients to), so a party
+    /// that is alive is heard from at least this often.
+    #[serde(deserialize_with = "duration")]
+    pub keep_alive: Duration,
+    /// A connection not heard from for this long is dropped: how soon a vanished party is
+    /// noticed (clients are told at hello and use the same figure).
     #[serde(deserialize_with = "duration")]
     pub idle_timeout: Duration,
     /// The most bidirectional streams a peer may have open at once (QUIC's own limit): the
@@ -152,7 +157,8 @@ impl Default for Config {
             case_ttl: Duration::from_secs(24 * 60 * 60),
             max_open_cases: 200_000,
             hello_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
+            keep_alive: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(6),
             max_streams_per_connection: 32,
             max_connections: 50_000,
             max_connections_per_address: 100,
@@ -276,12 +282,16 @@ impl Config {
                 return invalid(option, "must be longer than zero");
             }
         }
-        if self.idle_timeout < 2 * sosq::client::KEEP_ALIVE {
+        if self.keep_alive.is_zero() {
+            return invalid("keep_alive", "must be longer than zero");
+        }
+        // One lost keep-alive (and its retransmission) must not drop a live party.
+        if self.idle_timeout < 2 * self.keep_alive {
             return invalid(
                 "idle_timeout",
                 &format!(
-                    "must be at least {} (twice the clients' keep-alive interval), or waiting customers would be dropped",
-                    crate::broker::humanize(2 * sosq::client::KEEP_ALIVE)
+                    "must be at least twice keep_alive ({}), or one lost keep-alive would drop a live party",
+                    crate::broker::humanize(2 * self.keep_alive)
                 ),
             );
         }

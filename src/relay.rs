@@ -125,6 +125,23 @@ struct Session {
     parties: [PartyId; 2],
 }
 
+/// A pairing that ended while its streams still carry what was sent before (see
+/// [`Relays::unlink`]).
+pub struct Draining {
+    /// Kept, not dropped: dropping it would reset the streams still draining.
+    ended: watch::Sender<()>,
+    counters: Arc<Counters>,
+}
+
+impl Draining {
+    /// Waits until every stream of the session has ended, then returns what the session
+    /// carried in all, the drained bytes included.
+    pub async fn finished(self) -> SessionTraffic {
+        self.ended.closed().await;
+        self.counters.traffic()
+    }
+}
+
 /// All live pairings.
 pub struct Relays {
     limits: RelayLimits,
@@ -192,15 +209,15 @@ impl Relays {
     }
 
     /// Forgets the pairing of `code` for new streams but lets the streams already spliced
-    /// run to their natural end (a party left; what it sent before still arrives).
-    pub fn unlink(&self, code: SessionCode) -> Option<SessionTraffic> {
-        let session = self.end(code)?;
-        let traffic = session.counters.traffic();
-        let Session { _ended: ended, .. } = session;
-        // Keep the splices' receivers quiet: hand the sender to a task that drops it only
-        // when every splice is done with it.
-        tokio::spawn(async move { ended.closed().await });
-        Some(traffic)
+    /// run to their natural end (a party left on purpose; what it sent before still
+    /// arrives); the returned [`Draining`] tells what the session carried once they have.
+    pub fn unlink(&self, code: SessionCode) -> Option<Draining> {
+        let Session {
+            _ended: ended,
+            counters,
+            ..
+        } = self.end(code)?;
+        Some(Draining { ended, counters })
     }
 
     /// Forgets the session of `code` and its parties' links; hands back the session.
@@ -328,19 +345,34 @@ async fn splice(
     // notice only at its next write; watch for it on its own so the stream ends at once.
     let a_stopped = stop_code(&a_send);
     let b_stopped = stop_code(&b_send);
-    let reset_code = tokio::select! {
-        // A stream that finished cleanly stays finished even if the session ends now.
-        biased;
-        done = async {
-            tokio::try_join!(
-                pipe(&mut a_recv, &mut b_send, sent, &activity),
-                pipe(&mut b_recv, &mut a_send, received, &activity),
-            )
-        } => done.err(),
-        _ = ended.changed() => Some(close_code::SESSION_ENDED.into()),
-        code = a_stopped => Some(code),
-        code = b_stopped => Some(code),
-        _ = activity.idle(idle_timeout) => Some(close_code::STREAM_IDLE.into()),
+    // The copies borrow the four halves; they end with this block, before the resets.
+    let reset_code = {
+        let a_to_b = pipe(&mut a_recv, &mut b_send, sent, &activity);
+        let b_to_a = pipe(&mut b_recv, &mut a_send, received, &activity);
+        tokio::pin!(a_to_b, b_to_a, a_stopped, b_stopped);
+        let (mut a_to_b_done, mut b_to_a_done) = (false, false);
+        loop {
+            if a_to_b_done && b_to_a_done {
+                break None;
+            }
+            let code = tokio::select! {
+                // A stream that finished cleanly stays finished even if the session ends now.
+                biased;
+                done = &mut a_to_b, if !a_to_b_done => match done {
+                    Ok(()) => { a_to_b_done = true; continue; }
+                    Err(code) => code,
+                },
+                done = &mut b_to_a, if !b_to_a_done => match done {
+                    Ok(()) => { b_to_a_done = true; continue; }
+                    Err(code) => code,
+                },
+                _ = ended.changed() => close_code::SESSION_ENDED.into(),
+                code = &mut a_stopped => code,
+                code = &mut b_stopped => code,
+                _ = activity.idle(idle_timeout) => close_code::STREAM_IDLE.into(),
+            };
+            break Some(code);
+        }
     };
     if let Some(code) = reset_code {
         let _ = a_send.reset(code);
@@ -398,7 +430,10 @@ impl Activity {
 }
 
 /// Copies one direction until EOF, which finishes the far side; a reset of `from` or a stop
-/// of `to` is an error with its code, for [`splice`] to end the whole stream with.
+/// of `to` is an error with its code, for [`splice`] to end the whole stream with. So is
+/// `from`'s connection ending before its EOF: what it sent is cut, and the far reader must
+/// see a reset, not an end. A far side whose connection is gone ends this direction
+/// quietly: the other direction may still be draining what the leaver sent.
 ///
 /// Each round takes up to [`CHUNKS_PER_READ`] received chunks under one lock of the
 /// connection and copies them once into a fresh buffer that the far side's send stream then
@@ -423,10 +458,17 @@ async fn pipe(
                     batch.extend_from_slice(chunk);
                     *chunk = Bytes::new();
                 }
-                to.write_chunk(batch.freeze()).await.map_err(|e| match e {
-                    quinn::WriteError::Stopped(code) => code,
-                    _ => close_code::SESSION_ENDED.into(),
-                })?;
+                match to.write_chunk(batch.freeze()).await {
+                    Ok(()) => {}
+                    Err(quinn::WriteError::Stopped(code)) => return Err(code),
+                    // The reader's connection is gone (it left): nobody is left to take
+                    // this direction, but the other one may still be draining to its
+                    // peer, so this direction just ends.
+                    Err(_) => {
+                        let _ = from.stop(close_code::SESSION_ENDED.into());
+                        return Ok(());
+                    }
+                }
                 counter.fetch_add(len as u64, Ordering::Relaxed);
             }
             Ok(None) => {

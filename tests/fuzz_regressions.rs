@@ -284,6 +284,7 @@ fn regenerate_structured_seeds() {
             create("Chloe", "mail"),
             req(Request::Connect {
                 code: text("s123-456-789"),
+                working_queue: false,
             }),
             hello(None),
             join(
@@ -348,7 +349,10 @@ fn regenerate_structured_seeds() {
             join("@0", "Ana", Some("@")),
             status("@0", None),
             hello(Some("e")),
-            req(Request::Connect { code: text("@0") }),
+            req(Request::Connect {
+                code: text("@0"),
+                working_queue: false,
+            }),
             close("@0", None),
         ]),
     );

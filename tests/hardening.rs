@@ -55,6 +55,7 @@ async fn the_authorization_matrix_holds_cell_by_cell() {
                 "connect",
                 Request::Connect {
                     code: "s000-000-000".into(),
+                    working_queue: false,
                 },
             ),
             (
@@ -362,10 +363,17 @@ fn sigterm_shuts_down_gracefully_telling_parties_why() {
     customer.expect_event("attached");
     let status = daemon.terminate();
     assert!(status.success(), "sosqd exits 0 on SIGTERM: {status:?}");
-    let (status, stderr) = customer.wait();
-    assert!(!status.success());
-    assert!(stderr.contains("shutting down"), "{stderr}");
+    // The customer is told why, and keeps trying to come back (the case is kept).
+    let lost = customer.expect_event("reconnecting");
+    assert!(
+        lost["reason"].as_str().unwrap().contains("shutting down"),
+        "{lost}"
+    );
     assert!(daemon.log().contains("stopped"));
+    customer.interrupt();
+    let (status, stderr) = customer.wait();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("stays open"), "{stderr}");
 }
 
 /// Makes a CA and a certificate for 127.0.0.1 signed by it; returns (ca_pem, cert_pem, key_pem).
@@ -522,28 +530,61 @@ fn a_stalled_handshake_is_abandoned_and_frees_its_place() {
 }
 
 #[tokio::test]
-async fn idle_connections_time_out_but_keep_alives_hold_a_waiting_customer() {
-    let (_dir, config) = config_file("idle_timeout = \"10s\"\nhello_timeout = \"1m\"\n");
+async fn a_party_the_network_cuts_off_is_dropped_after_the_idle_timeout_a_quiet_one_is_not() {
+    let (_dir, config) = config_file("keep_alive = \"1s\"\nidle_timeout = \"3s\"\n");
     let daemon = Daemon::start(&["--config", &config]);
-    let (mut customer, _) = daemon.sos_customer("Patient").await;
-
-    let pinned = sosq::tls::PinnedServerCert::new(daemon.fingerprint.clone());
-    let silent = raw_endpoint(pinned, None)
-        .connect(daemon.addr.parse().unwrap(), "sosqd")
-        .unwrap()
+    let (mut quiet, quiet_case) = daemon.sos_customer("Patient").await;
+    assert_eq!(
+        quiet.liveness().idle_timeout,
+        Duration::from_secs(3),
+        "clients learn the daemon's figures at hello"
+    );
+    // Another customer reaches the daemon through a relay that the test then cuts.
+    let proxy = common::proxy::UdpProxy::start(daemon.addr.parse().unwrap());
+    let mut options = daemon.options(None);
+    options.server = proxy.addr.to_string();
+    let mut cut_off = Client::connect(&options).await.unwrap();
+    let Ok(Reply::Attached { case, .. }) = cut_off
+        .request(Request::OpenSos {
+            customer: "Gone".into(),
+            description: String::new(),
+            priority: Default::default(),
+            group: None,
+        })
+        .await
+    else {
+        panic!("no case for the second customer");
+    };
+    proxy.cut();
+    // The daemon notices within its idle timeout: the customer shows offline.
+    let token = daemon.add_user("look", "expert");
+    let mut expert = Client::connect(&daemon.options(Some(&token)))
         .await
         .unwrap();
-    let reason = tokio::time::timeout(common::PATIENCE, silent.closed())
-        .await
-        .expect("the silent connection is dropped");
-    assert!(
-        matches!(reason, quinn::ConnectionError::TimedOut),
-        "{reason}"
-    );
-    // Longer than the idle timeout has passed; the customer with keep-alives is still there.
-    let status = customer
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    loop {
+        let Ok(Reply::Queue(page)) = expert
+            .request(Request::Queue {
+                after: None,
+                limit: 0,
+            })
+            .await
+        else {
+            panic!("no queue");
+        };
+        let gone = page.entries.iter().find(|e| e.code == case.code).unwrap();
+        if !gone.online {
+            assert_eq!(gone.position, None);
+            assert_eq!(page.offline, 1);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never noticed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Longer than the idle timeout has passed; the quiet customer, kept alive, is there.
+    let status = quiet
         .request(Request::Status {
-            code: customer_code(&daemon).await,
+            code: quiet_case.code.to_string(),
             resume_secret: None,
         })
         .await;
@@ -551,25 +592,6 @@ async fn idle_connections_time_out_but_keep_alives_hold_a_waiting_customer() {
         matches!(status, Ok(Reply::Case(ref case)) if case.customer_online),
         "{status:?}"
     );
-}
-
-/// The code of the only waiting case, as an expert sees it.
-async fn customer_code(daemon: &Daemon) -> String {
-    let token = daemon.add_user("look", "expert");
-    let mut expert = Client::connect(&daemon.options(Some(&token)))
-        .await
-        .unwrap();
-    match expert
-        .request(Request::Queue {
-            after: None,
-            limit: 0,
-        })
-        .await
-        .unwrap()
-    {
-        Reply::Queue(queue) => queue.entries[0].code.to_string(),
-        other => panic!("{other:?}"),
-    }
 }
 
 /// `worker_threads` sizes the daemon's runtime; one thread still serves a whole session.

@@ -51,6 +51,7 @@ async fn every_role_is_refused_what_it_may_not_do() {
         },
         Request::Connect {
             code: "s000-000-001".into(),
+            working_queue: false,
         },
         Request::Cases {
             state: None,

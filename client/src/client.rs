@@ -20,9 +20,14 @@ use crate::protocol::{
 };
 use crate::tls::{parse_fingerprint, PinnedServerCert};
 
-/// How often an idle client pings the server so a waiting customer is not timed out;
-/// the daemon's `idle_timeout` must be longer.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// How often an idle client pings the daemon before it knows the daemon's own figure (the
+/// daemon pings too, at its `keep_alive`, and tells it at hello); whichever side is quiet
+/// first sends the ping, so a live party is heard from at least this often.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(2);
+
+/// How long a client waits for the daemon to answer a new connection before it says there
+/// is no answer (every address the name resolves to is tried within it).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where and how to connect.
 #[derive(Debug, Clone, Default)]
@@ -59,6 +64,16 @@ pub enum ClientError {
         actual: String,
         /// What we pinned.
         expected: String,
+    },
+    /// Nothing answered at any address of the server within [`CONNECT_TIMEOUT`].
+    #[error(
+        "no answer from sosqd at {server} ({tried}) over UDP: is it running, is the port open?"
+    )]
+    NoAnswer {
+        /// The address given.
+        server: String,
+        /// The addresses tried, comma-separated.
+        tried: String,
     },
     /// The QUIC connection could not be made or was lost.
     #[error("connection to {server} failed: {reason}")]
@@ -106,6 +121,18 @@ pub struct Client {
     events: Option<mpsc::UnboundedReceiver<Event>>,
     role: Role,
     name: String,
+    /// The daemon's liveness settings, from its welcome.
+    liveness: Liveness,
+}
+
+/// How the daemon keeps connections alive, as it said at hello.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Liveness {
+    /// How often a quiet connection is pinged.
+    pub keep_alive: Duration,
+    /// After how long without a word a connection is dropped (both sides): how soon a
+    /// vanished party is noticed.
+    pub idle_timeout: Duration,
 }
 
 impl Client {
@@ -191,6 +218,10 @@ impl Client {
             events: Some(events),
             role: Role::Customer,
             name: String::new(),
+            liveness: Liveness {
+                keep_alive: KEEP_ALIVE,
+                idle_timeout: Duration::ZERO,
+            },
         };
         let hello = ClientMessage::Hello {
             version: PROTOCOL_VERSION,
@@ -204,17 +235,46 @@ impl Client {
             flight.extend_from_slice(&codec::encode(&ClientMessage::Request(request))?);
         }
         if let Err(e) = client.control.write_all(&flight).await {
-            return Err(client.lost(e.to_string()));
+            let lost = client.lost(e.to_string());
+            client.close().await;
+            return Err(lost);
         }
-        match client.next_reply().await? {
-            Reply::Welcome { role, name, .. } => {
+        let welcome = match client.next_reply().await {
+            Ok(welcome) => welcome,
+            Err(e) => {
+                // Say goodbye even when refused, so the daemon frees the connection at once.
+                client.close().await;
+                return Err(e);
+            }
+        };
+        match welcome {
+            Reply::Welcome {
+                role,
+                name,
+                keep_alive_ms,
+                idle_timeout_ms,
+                ..
+            } => {
                 client.role = role;
                 client.name = name;
+                client.liveness = Liveness {
+                    keep_alive: Duration::from_millis(keep_alive_ms),
+                    idle_timeout: Duration::from_millis(idle_timeout_ms),
+                };
             }
-            other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+            other => {
+                client.close().await;
+                return Err(ClientError::Unexpected(format!("{other:?}")));
+            }
         }
         let first_reply = if sent_first {
-            Some(client.next_reply().await?)
+            match client.next_reply().await {
+                Ok(reply) => Some(reply),
+                Err(e) => {
+                    client.close().await;
+                    return Err(e);
+                }
+            }
         } else {
             None
         };
@@ -234,6 +294,17 @@ impl Client {
     /// The underlying QUIC connection.
     pub fn connection(&self) -> &quinn::Connection {
         &self.connection
+    }
+
+    /// The client endpoint the connection runs on (a program that must leave at once can
+    /// close it, which closes every connection on it, and wait for it to go idle).
+    pub fn endpoint(&self) -> &quinn::Endpoint {
+        &self.endpoint
+    }
+
+    /// The daemon's liveness settings, as it told at hello.
+    pub fn liveness(&self) -> Liveness {
+        self.liveness
     }
 
     /// Sends one request and waits for its reply; a refusal becomes [`ClientError::Refused`].
@@ -284,7 +355,8 @@ impl Client {
         accept_relayed(&self.connection).await
     }
 
-    /// Closes the connection politely and waits (briefly) for the server to hear it.
+    /// Closes the connection politely (code `DONE`: the party left on purpose, after what
+    /// it sent was delivered) and waits (briefly) for the server to hear it.
     pub async fn close(mut self) {
         let _ = self.control.finish();
         self.connection.close(0u32.into(), b"bye");
@@ -340,10 +412,14 @@ pub async fn accept_relayed(
 
 /// Makes the QUIC connection (certificate pinned, ALPN set) without saying hello; for
 /// tools and tests that speak the protocol themselves.
+///
+/// Every address the server's name resolves to is tried (IPv6 and IPv4, a quarter second
+/// apart, the first to answer wins); if none answers within [`CONNECT_TIMEOUT`], the error
+/// says so ([`ClientError::NoAnswer`]) instead of waiting for ever on a silent port.
 pub async fn connect_quic(
     options: &ConnectOptions,
 ) -> Result<(quinn::Endpoint, quinn::Connection), ClientError> {
-    let addr = resolve(&options.server).await?;
+    let addrs = resolve_all(&options.server).await?;
     let (verifier, pinned): (Arc<dyn ServerCertVerifier>, Option<Arc<PinnedServerCert>>) =
         match &options.ca {
             Some(ca) => (
@@ -362,28 +438,57 @@ pub async fn connect_quic(
         Some(_) => host_of(&options.server),
         None => "sosqd",
     };
-    let endpoint = client_endpoint(addr, verifier)?;
-    let connect_error = |reason: String| ClientError::Connect {
-        server: options.server.clone(),
-        reason,
-    };
-    let connecting = endpoint
-        .connect(addr, server_name)
-        .map_err(|e| connect_error(e.to_string()))?;
-    match connecting.await {
-        Ok(connection) => Ok((endpoint, connection)),
-        Err(e) => {
-            let mismatch = pinned.as_ref().and_then(|pinned| {
-                let seen = pinned.seen()?;
-                (seen != pinned.expected()).then(|| (seen, pinned.expected().to_string()))
-            });
-            match mismatch {
-                Some((actual, expected)) => {
-                    Err(ClientError::FingerprintMismatch { actual, expected })
-                }
-                None => Err(connect_error(e.to_string())),
+    let mut attempts = tokio::task::JoinSet::new();
+    for (i, addr) in addrs.iter().copied().enumerate() {
+        let endpoint = client_endpoint(addr, verifier.clone())?;
+        let connecting = endpoint
+            .connect(addr, server_name)
+            .map_err(|e| ClientError::Connect {
+                server: options.server.clone(),
+                reason: e.to_string(),
+            })?;
+        attempts.spawn(async move {
+            // Happy eyeballs, simply: later addresses start a little later.
+            tokio::time::sleep(Duration::from_millis(250) * i as u32).await;
+            (endpoint, connecting.await)
+        });
+    }
+    let mut last_failure = None;
+    let answered = tokio::time::timeout(CONNECT_TIMEOUT, async {
+        while let Some(attempt) = attempts.join_next().await {
+            match attempt {
+                Ok((endpoint, Ok(connection))) => return Some((endpoint, connection)),
+                Ok((_, Err(e))) => last_failure = Some(e),
+                Err(_) => {}
             }
         }
+        None
+    })
+    .await;
+    if let Ok(Some(connected)) = answered {
+        return Ok(connected);
+    }
+    let mismatch = pinned.as_ref().and_then(|pinned| {
+        let seen = pinned.seen()?;
+        (seen != pinned.expected()).then(|| (seen, pinned.expected().to_string()))
+    });
+    if let Some((actual, expected)) = mismatch {
+        return Err(ClientError::FingerprintMismatch { actual, expected });
+    }
+    match last_failure {
+        // Something answered and refused (a closed endpoint, a version mismatch).
+        Some(e) if !matches!(e, quinn::ConnectionError::TimedOut) => Err(ClientError::Connect {
+            server: options.server.clone(),
+            reason: e.to_string(),
+        }),
+        _ => Err(ClientError::NoAnswer {
+            server: options.server.clone(),
+            tried: addrs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
     }
 }
 
@@ -497,16 +602,36 @@ fn describe_close(reason: &quinn::ConnectionError) -> String {
 }
 
 async fn resolve(server: &str) -> Result<SocketAddr, ClientError> {
+    let addrs = resolve_all(server).await?;
+    Ok(addrs[0])
+}
+
+/// Every address `server` resolves to, IPv6 and IPv4 alternating (as the resolver ranks
+/// them within each family), never empty.
+async fn resolve_all(server: &str) -> Result<Vec<SocketAddr>, ClientError> {
     let resolve_error = |reason: String| ClientError::Resolve {
         server: server.to_string(),
         reason,
     };
-    let mut addrs = tokio::net::lookup_host(server)
+    let found: Vec<SocketAddr> = tokio::net::lookup_host(server)
         .await
-        .map_err(|e| resolve_error(e.to_string()))?;
-    addrs
-        .next()
-        .ok_or_else(|| resolve_error("no addresses found".into()))
+        .map_err(|e| resolve_error(e.to_string()))?
+        .collect();
+    let (v6, v4): (Vec<SocketAddr>, Vec<SocketAddr>) =
+        found.into_iter().partition(SocketAddr::is_ipv6);
+    let mut addrs = Vec::with_capacity(v6.len() + v4.len());
+    let (mut v6, mut v4) = (v6.into_iter(), v4.into_iter());
+    loop {
+        match (v6.next(), v4.next()) {
+            (None, None) => break,
+            (a, b) => addrs.extend(a.into_iter().chain(b)),
+        }
+    }
+    if addrs.is_empty() {
+        return Err(resolve_error("no addresses found".into()));
+    }
+    addrs.dedup();
+    Ok(addrs)
 }
 
 fn client_endpoint(
@@ -539,6 +664,10 @@ fn client_endpoint_on(
     let mut transport = quinn::TransportConfig::default();
     // Customers sit on bad networks and may wait a long time in the queue.
     transport.keep_alive_interval(Some(KEEP_ALIVE));
+    // No idle timeout of our own: the connection then uses the daemon's (QUIC takes the
+    // smaller of the two), so both sides notice a silent peer after the same time, the one
+    // the daemon announces at hello. Connecting is bounded by CONNECT_TIMEOUT instead.
+    transport.max_idle_timeout(None);
     config.transport_config(Arc::new(transport));
     let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| options_error(&e))?;
     endpoint.set_default_client_config(config);

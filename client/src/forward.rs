@@ -6,12 +6,18 @@
 //! share it refuses the stream with [`close_code::NOTHING_SHARED`]. Bytes are copied both
 //! ways with half-close (TCP shutdown ↔ QUIC finish); a reset on either side resets the
 //! other (a TCP RST ↔ a QUIC stream reset).
+//!
+//! How a session ends decides how its connections end ([`Leave`]): cut short (the case
+//! closed, the connection lost), every one is reset at once, the TCP side with an RST, so
+//! no reader takes what it got for complete; left on purpose (Ctrl-C), what each has
+//! already taken in still reaches the other side first.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 use crate::client::open_relayed;
 use crate::protocol::{close_code, StreamKind};
@@ -53,6 +59,22 @@ pub enum ForwardError {
     /// The local TCP connection failed.
     #[error("the local TCP connection failed: {0}")]
     Tcp(std::io::Error),
+    /// The session ended before this connection did: it was reset on both sides.
+    #[error("cut: the session ended before this connection did (reset on both sides)")]
+    Cut,
+}
+
+/// How a session wants its forwarded connections to behave as it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leave {
+    /// Keep copying.
+    Stay,
+    /// The party leaves on purpose: a connection whose local side has finished sending,
+    /// and whose every byte the broker has acknowledged, is done (it will all arrive); the
+    /// others keep copying until they are, or until the session cuts them.
+    Drain,
+    /// Reset the relayed stream and the TCP connection (RST) at once.
+    Cut,
 }
 
 /// A sentence for a stream reset code.
@@ -89,10 +111,12 @@ pub async fn listen(addr: SocketAddr) -> Result<TcpListener, ForwardError> {
         .map_err(|source| ForwardError::Listen { addr, source })
 }
 
-/// Expert side: relays one accepted TCP connection as a new `Forward` stream.
+/// Expert side: relays one accepted TCP connection as a new `Forward` stream, until it ends
+/// or `leave` says otherwise (see [`splice_tcp`]).
 pub async fn forward_connection(
     connection: &quinn::Connection,
     tcp: TcpStream,
+    leave: watch::Receiver<Leave>,
 ) -> Result<ForwardStats, ForwardError> {
     let (send, recv) = match open_relayed(connection, StreamKind::Forward).await {
         Ok(stream) => stream,
@@ -101,16 +125,17 @@ pub async fn forward_connection(
             return Err(ForwardError::Open(e.to_string()));
         }
     };
-    splice_tcp(tcp, send, recv).await
+    splice_tcp(tcp, send, recv, leave).await
 }
 
 /// Customer side: serves one `Forward` stream by connecting it to `share`; without a share
 /// the stream is refused with `NOTHING_SHARED`, and a service that cannot be reached with
-/// `FORWARD_FAILED`.
+/// `FORWARD_FAILED`. It then runs until it ends or `leave` says otherwise.
 pub async fn serve_shared(
     share: Option<SocketAddr>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
+    leave: watch::Receiver<Leave>,
 ) -> Result<ForwardStats, ForwardError> {
     let refuse = |send: &mut quinn::SendStream, recv: &mut quinn::RecvStream, code: u32| {
         let _ = send.reset(code.into());
@@ -137,66 +162,171 @@ pub async fn serve_shared(
             });
         }
     };
-    splice_tcp(tcp, send, recv).await
+    splice_tcp(tcp, send, recv, leave).await
+}
+
+/// The socket behind `tcp`, to ask the kernel about it while the copies hold its halves.
+#[cfg(target_os = "linux")]
+fn raw_fd(tcp: &TcpStream) -> std::os::fd::RawFd {
+    use std::os::fd::AsRawFd;
+    tcp.as_raw_fd()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn raw_fd(_tcp: &TcpStream) {}
+
+/// Whether the local peer of the socket `fd` has finished sending (its FIN has arrived: the
+/// socket is in CLOSE_WAIT), even if we have not read all it sent yet. Only Linux can
+/// tell; elsewhere a connection counts as still sending.
+#[cfg(target_os = "linux")]
+fn finished_sending(fd: std::os::fd::RawFd) -> bool {
+    // `struct tcp_info` starts with `tcpi_state`; TCP_CLOSE_WAIT is 8 in linux/tcp.h.
+    const TCP_CLOSE_WAIT: u8 = 8;
+    let mut info = [0u8; 256];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY: `fd` is the open socket of a TcpStream the caller owns for the whole call;
+    // the buffer is writable for `len` bytes, and the kernel writes at most `len` bytes of
+    // `struct tcp_info` into it and sets `len` to what it wrote.
+    let done = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    done == 0 && len > 0 && info[0] == TCP_CLOSE_WAIT
+}
+
+#[cfg(not(target_os = "linux"))]
+fn finished_sending(_fd: ()) -> bool {
+    false
 }
 
 /// Copies a TCP connection and a relayed stream both ways until both directions have ended.
-/// TCP EOF finishes the stream, stream EOF shuts down the TCP write half; a failure on
-/// either side resets the other (RST on TCP, a reset and a stop on the stream).
+/// TCP EOF finishes the stream (and the direction is done once the broker acknowledged every
+/// byte), stream EOF shuts down the TCP write half; a failure on either side resets the
+/// other (RST on TCP, a reset and a stop on the stream).
+///
+/// `leave` ends it early: [`Leave::Cut`] resets both sides at once. Under [`Leave::Drain`]
+/// a connection whose local side had already finished sending goes on until all of it has
+/// reached the broker (the reader far away gets every byte and then the end), and is done
+/// then; an inbound direction still open is reset, since its reader would otherwise take a
+/// cut stream for a complete one. A connection still live when told to drain (a VNC or SSH
+/// session: its end is not in sight) is cut at once.
 pub async fn splice_tcp(
     mut tcp: TcpStream,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
+    mut leave: watch::Receiver<Leave>,
 ) -> Result<ForwardStats, ForwardError> {
     let _ = tcp.set_nodelay(true);
-    let (mut tcp_read, mut tcp_write) = tcp.split();
-    let outbound = async {
-        let mut buf = vec![0u8; COPY_BUFFER];
-        let mut sent = 0u64;
-        loop {
-            let n = tcp_read.read(&mut buf).await.map_err(ForwardError::Tcp)?;
-            if n == 0 {
-                let _ = send.finish();
-                return Ok(sent);
+    let fd = raw_fd(&tcp);
+    // The copies borrow both sides; they end with this block, before the resets.
+    let (ended, stats) = {
+        let (mut tcp_read, mut tcp_write) = tcp.split();
+        let send = &mut send;
+        let outbound = async {
+            let mut buf = vec![0u8; COPY_BUFFER];
+            let mut sent = 0u64;
+            loop {
+                let n = tcp_read.read(&mut buf).await.map_err(ForwardError::Tcp)?;
+                if n == 0 {
+                    let _ = send.finish();
+                    // Done once the broker has it all: leaving then loses nothing.
+                    return match send.stopped().await {
+                        Ok(None) => Ok(sent),
+                        Ok(Some(code)) => Err(ForwardError::Reset(code.into_inner())),
+                        Err(e) => Err(ForwardError::Stream(e.to_string())),
+                    };
+                }
+                send.write_all(&buf[..n]).await.map_err(|e| match e {
+                    quinn::WriteError::Stopped(code) => ForwardError::Reset(code.into_inner()),
+                    other => ForwardError::Stream(other.to_string()),
+                })?;
+                sent += n as u64;
             }
-            send.write_all(&buf[..n]).await.map_err(|e| match e {
-                quinn::WriteError::Stopped(code) => ForwardError::Reset(code.into_inner()),
-                other => ForwardError::Stream(other.to_string()),
-            })?;
-            sent += n as u64;
-        }
-    };
-    let inbound = async {
-        let mut buf = vec![0u8; COPY_BUFFER];
-        let mut received = 0u64;
-        loop {
-            match recv.read(&mut buf).await {
-                Ok(Some(n)) => {
-                    tcp_write
-                        .write_all(&buf[..n])
-                        .await
-                        .map_err(ForwardError::Tcp)?;
-                    received += n as u64;
+        };
+        let inbound = async {
+            let mut buf = vec![0u8; COPY_BUFFER];
+            let mut received = 0u64;
+            loop {
+                match recv.read(&mut buf).await {
+                    Ok(Some(n)) => {
+                        tcp_write
+                            .write_all(&buf[..n])
+                            .await
+                            .map_err(ForwardError::Tcp)?;
+                        received += n as u64;
+                    }
+                    Ok(None) => {
+                        let _ = tcp_write.shutdown().await;
+                        return Ok(received);
+                    }
+                    Err(quinn::ReadError::Reset(code)) => {
+                        return Err(ForwardError::Reset(code.into_inner()))
+                    }
+                    Err(e) => return Err(ForwardError::Stream(e.to_string())),
                 }
-                Ok(None) => {
-                    let _ = tcp_write.shutdown().await;
-                    return Ok(received);
-                }
-                Err(quinn::ReadError::Reset(code)) => {
-                    return Err(ForwardError::Reset(code.into_inner()))
-                }
-                Err(e) => return Err(ForwardError::Stream(e.to_string())),
             }
-        }
+        };
+        tokio::pin!(outbound, inbound);
+        let (mut sent, mut received) = (None, None);
+        // Whether, when told to drain, this connection's local side had already finished
+        // sending: only then is there a known end to deliver; a live one is cut at once.
+        let mut draining = false;
+        let ended = loop {
+            let mode = *leave.borrow_and_update();
+            match (mode, sent, received) {
+                (Leave::Cut, _, _) => break Err(ForwardError::Cut),
+                (_, Some(_), Some(_)) => break Ok(true),
+                (Leave::Drain, Some(_), None) => break Ok(false),
+                (Leave::Drain, None, _) if !draining => {
+                    if !finished_sending(fd) {
+                        break Err(ForwardError::Cut);
+                    }
+                    draining = true;
+                }
+                _ => {}
+            }
+            tokio::select! {
+                done = &mut outbound, if sent.is_none() => match done {
+                    Ok(n) => sent = Some(n),
+                    Err(e) => break Err(e),
+                },
+                done = &mut inbound, if received.is_none() => match done {
+                    Ok(n) => received = Some(n),
+                    Err(e) => break Err(e),
+                },
+                // The session is gone: nobody is left to say otherwise.
+                changed = leave.changed() => if changed.is_err() {
+                    break Err(ForwardError::Cut);
+                },
+            }
+        };
+        let stats = ForwardStats {
+            sent: sent.unwrap_or(0),
+            received: received.unwrap_or(0),
+        };
+        (ended, stats)
     };
-    match tokio::try_join!(outbound, inbound) {
-        Ok((sent, received)) => Ok(ForwardStats { sent, received }),
+    match ended {
+        Ok(true) => Ok(stats),
+        Ok(false) => {
+            // Drained: what we sent is delivered; what we were still receiving is cut.
+            let code = close_code::SESSION_ENDED.into();
+            let _ = recv.stop(code);
+            let _ = tcp.set_zero_linger();
+            Ok(stats)
+        }
         Err(e) => {
             // Pass a reset on with its code, so the far end learns why.
             let code = match e {
                 ForwardError::Reset(code) => {
                     quinn::VarInt::from_u64(code).unwrap_or(close_code::FORWARD_FAILED.into())
                 }
+                ForwardError::Cut => close_code::SESSION_ENDED.into(),
                 _ => close_code::FORWARD_FAILED.into(),
             };
             let _ = send.reset(code);

@@ -18,7 +18,22 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let result = runtime.block_on(cli::run(cli));
+    // Session commands and `queue --watch` end on a signal by themselves (politely, saying
+    // how to come back); any other command is cut short by one, and then, like every
+    // command however it ends, closes its connections before the process exits.
+    let own_signals = cli.command.handles_signals();
+    let result = runtime.block_on(async {
+        let result = if own_signals {
+            cli::run(cli).await
+        } else {
+            tokio::select! {
+                result = cli::run(cli) => result,
+                _ = cli::signals::interrupted() => Err(sosq::ClientError::Interrupted),
+            }
+        };
+        cli::endpoints::close_all().await;
+        result
+    });
     let code = match result {
         Ok(()) => 0,
         Err(e) => {

@@ -30,8 +30,8 @@ use sosq::protocol::{
 };
 use sosq::SessionCode;
 use sosqd::broker::{
-    Broker, BrokerConfig, BrokerError, CaseRecord, CaseSelection, Closer, Effect, PartyId, Persist,
-    QueueViewer, SosRequest, GENERAL,
+    Broker, BrokerConfig, BrokerError, CaseRecord, CaseSelection, Closer, Departure, Effect,
+    PartyId, Persist, QueueViewer, SosRequest, GENERAL,
 };
 use tokio::io::{AsyncRead, ReadBuf};
 
@@ -332,7 +332,8 @@ impl Sim {
         };
         let connection = self.connections.remove(current);
         let mut out = Vec::new();
-        self.broker.disconnect(self.now, connection.party, &mut out);
+        self.broker
+            .disconnect(self.now, connection.party, Departure::Lost, &mut out);
         self.apply(&out);
         self.check(&out);
         self.current = self.connections.len().checked_sub(1);
@@ -472,15 +473,17 @@ impl Sim {
                         None => Reply::Waiting,
                     })
             }
-            Request::Connect { code } => {
-                self.broker
-                    .connect(now, me, name, &code, &mut out)
-                    .map(|case| Reply::Attached {
-                        case,
-                        resume_secret: None,
-                        position: None,
-                    })
-            }
+            Request::Connect {
+                code,
+                working_queue,
+            } => self
+                .broker
+                .connect(now, me, name, &code, working_queue, &mut out)
+                .map(|case| Reply::Attached {
+                    case,
+                    resume_secret: None,
+                    position: None,
+                }),
             Request::Create {
                 customer,
                 description,
@@ -578,8 +581,12 @@ impl Sim {
                     resume_secret,
                 }
             }
-            Request::Connect { code } => Request::Connect {
+            Request::Connect {
+                code,
+                working_queue,
+            } => Request::Connect {
                 code: self.code(&code),
+                working_queue,
             },
             Request::Close {
                 code,
@@ -777,11 +784,19 @@ impl Sim {
         seated.sort();
         seated.dedup();
         assert_eq!(seated.len(), all, "a party sits in two cases");
+        // Online customers are numbered in order; offline ones keep their place unnumbered.
         let queue = self.broker.queue_view();
-        for (i, entry) in queue.iter().enumerate() {
-            assert_eq!(entry.position, Some(i as u32 + 1));
+        let mut position = 0;
+        for entry in &queue {
             let case = self.broker.case(entry.code).expect("queued cases are open");
-            assert!(case.customer.is_some() && case.expert.is_none());
+            assert!(case.expert.is_none());
+            assert_eq!(entry.online, case.customer.is_some());
+            if entry.online {
+                position += 1;
+                assert_eq!(entry.position, Some(position));
+            } else {
+                assert_eq!(entry.position, None);
+            }
         }
     }
 }

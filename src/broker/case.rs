@@ -175,6 +175,10 @@ pub struct ExpertSeat {
     pub name: String,
     /// The team queues the expert pulls from.
     pub groups: Vec<String>,
+    /// Whether the expert took the case from the queue (`pull`) rather than by its code:
+    /// a pulling expert whose customer vanishes is let go to take the next case, one who
+    /// came for this case by code waits for its customer to come back.
+    pub pulled: bool,
 }
 
 impl ExpertSeat {
@@ -209,12 +213,22 @@ impl Case {
         )
     }
 
-    /// Whether this case belongs in the queue: an SOS case whose customer is waiting online
-    /// with no expert.
+    /// Whether this case belongs in the queue, to be handed out: an SOS case whose customer
+    /// is waiting online with no expert.
     pub fn is_waiting(&self) -> bool {
+        self.is_unserved_sos() && self.customer.is_some()
+    }
+
+    /// Whether this case keeps its place in the queue while its customer is offline: an SOS
+    /// case with no expert whose customer dropped (or has not come back since a restart).
+    /// Experts see it, marked offline; nobody can pull it until the customer is back.
+    pub fn is_waiting_offline(&self) -> bool {
+        self.is_unserved_sos() && self.customer.is_none()
+    }
+
+    fn is_unserved_sos(&self) -> bool {
         matches!(self.record.origin, CaseOrigin::Sos)
             && self.record.state == CaseState::Pending
-            && self.customer.is_some()
             && self.expert.is_none()
     }
 }

@@ -43,6 +43,10 @@ pub enum BrokerError {
     /// `pull` found nobody waiting.
     #[error("no customer is waiting in the queue")]
     QueueEmpty,
+    /// `pull` found nobody waiting online; these many wait offline (their connection
+    /// dropped), to be handed out when they are back.
+    #[error("no customer is waiting online in your queues ({0} waiting offline: their connection dropped; they are handed out when they come back)")]
+    NobodyOnline(usize),
     /// The broker holds as many open cases as it may.
     #[error("the broker already holds its maximum of {0} open cases; try again later")]
     TooManyCases(usize),
@@ -63,7 +67,7 @@ impl BrokerError {
             | BrokerError::TooManyCases(_) => ErrorKind::Conflict,
             BrokerError::NotYourCase(_) => ErrorKind::Forbidden,
             BrokerError::IllegalTransition { .. } => ErrorKind::IllegalTransition,
-            BrokerError::QueueEmpty => ErrorKind::QueueEmpty,
+            BrokerError::QueueEmpty | BrokerError::NobodyOnline(_) => ErrorKind::QueueEmpty,
             BrokerError::InvalidInput(_) => ErrorKind::InvalidInput,
         }
     }

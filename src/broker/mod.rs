@@ -12,6 +12,7 @@ mod case;
 mod codes;
 mod deadlines;
 mod error;
+mod presence;
 mod queue;
 mod selection;
 mod stats;
@@ -40,6 +41,7 @@ pub use case::{Case, CaseRecord, ExpertSeat, PartyId, FOLD_MARK, MAX_HISTORY_ENT
 pub use codes::{hash_secret, secret_matches, CodeBook, SecureRandom};
 pub use deadlines::Deadlines;
 pub use error::BrokerError;
+pub use presence::Departure;
 pub use queue::{Queue, QueueId, GENERAL};
 pub use selection::CaseSelection;
 pub use stats::{priority_index, Histogram, Stats, RESPONSE_BUCKETS};
@@ -132,10 +134,15 @@ pub enum Effect {
         /// The expert's connection.
         expert: PartyId,
     },
-    /// Stop relaying for a case and end its streams.
+    /// Stop relaying for a case.
     Unpair {
         /// The case.
         code: SessionCode,
+        /// Let what was already relayed run to its end (a party left on purpose, after
+        /// finishing what it sent) instead of resetting every stream at once (the case
+        /// ended, or a party's connection was lost, so a reader never takes cut data for
+        /// complete).
+        drain: bool,
     },
     /// Close a party's connection, telling it why.
     Disconnect {
@@ -195,6 +202,7 @@ pub struct Broker {
     cases: HashMap<SessionCode, Case>,
     parties: HashMap<PartyId, SessionCode>,
     codes: CodeBook,
+    /// Waiting SOS cases: online ones `pull` hands out, offline ones shown in their place.
     queue: Queue,
     deadlines: Deadlines,
     /// Experts whose `pull --wait` found the queue empty, first come first served.
@@ -267,6 +275,24 @@ impl Broker {
                 )
                 .expect("in progress may always go back to pending");
             out.push(Effect::Persist(Persist::Save(case.record.clone())));
+        }
+        // Every waiting SOS case takes its place again, offline until its customer is back,
+        // in the order the customers first asked (ties by code, so restarts agree).
+        let mut waiting: Vec<(Timestamp, SessionCode)> = self
+            .cases
+            .values()
+            .filter(|case| case.is_waiting_offline())
+            .map(|case| {
+                let record = &case.record;
+                (
+                    record.waiting_since.unwrap_or(record.created_at),
+                    record.code,
+                )
+            })
+            .collect();
+        waiting.sort_unstable();
+        for (_, code) in waiting {
+            self.refresh_queue(code, now, out);
         }
     }
 
@@ -470,8 +496,12 @@ impl Broker {
             (Some(_), _) => return Err(BrokerError::NotYourCase(code)),
             (None, _) => false,
         };
-        if case.customer.is_some() {
-            return Err(BrokerError::CustomerAlreadyConnected(code));
+        match case.customer {
+            // Proven by its secret: the new connection takes over at once from the old
+            // one (half-alive, or a window the customer forgot).
+            Some(old) if bound => self.replace_party(now, code, old, out),
+            Some(_) => return Err(BrokerError::CustomerAlreadyConnected(code)),
+            None => {}
         }
         let new_secret = (!bound).then(|| self.codes.resume_secret());
         let case = self.case_mut(code);
@@ -515,8 +545,10 @@ impl Broker {
             party,
             name: expert.to_string(),
             groups: groups.to_vec(),
+            pulled: true,
         };
-        match self.queue.front_among(&seat.queues()) {
+        let queues = seat.queues();
+        match self.queue.front_among(&queues) {
             Some(code) => {
                 self.seat_expert(now, code, seat, out);
                 Ok(Some(self.cases[&code].info()))
@@ -525,7 +557,10 @@ impl Broker {
                 self.idle_experts.push_back(seat);
                 Ok(None)
             }
-            None => Err(BrokerError::QueueEmpty),
+            None => match self.queue.count_away(Some(&queues)) {
+                0 => Err(BrokerError::QueueEmpty),
+                offline => Err(BrokerError::NobodyOnline(offline)),
+            },
         }
     }
 
@@ -583,7 +618,7 @@ impl Broker {
             case.record
                 .transition(CaseState::Pending, now, event, "transfer")
                 .expect("in progress may always go back to pending");
-            out.push(Effect::Unpair { code });
+            out.push(Effect::Unpair { code, drain: true });
         } else {
             case.record.note(now, event);
         }
@@ -612,24 +647,40 @@ impl Broker {
         Ok(info)
     }
 
-    /// An expert attaches to a case by its code.
+    /// An expert attaches to a case by its code. The same expert connecting again (its old
+    /// connection half-alive or gone) takes over at once. `working_queue`: the expert works
+    /// the queue (a `pull` coming back on a new connection) and is let go for the next case
+    /// if the customer vanishes, as after a pull.
     pub fn connect(
         &mut self,
         now: Timestamp,
         party: PartyId,
         expert: &str,
         code: &str,
+        working_queue: bool,
         out: &mut Vec<Effect>,
     ) -> Result<CaseInfo, BrokerError> {
         self.ensure_unattached(party)?;
         let code = self.open_code(code)?;
-        if self.cases[&code].expert.is_some() {
-            return Err(BrokerError::ExpertAlreadyConnected(code));
-        }
-        let seat = ExpertSeat {
-            party,
-            name: expert.to_string(),
-            groups: Vec::new(),
+        let seat = match &self.cases[&code].expert {
+            // The same expert again: its new connection takes over at once (its old one
+            // is half-alive or gone), keeping how it came to the case.
+            Some(seat) if seat.name == expert => {
+                let old = seat.clone();
+                self.replace_party(now, code, old.party, out);
+                ExpertSeat {
+                    party,
+                    pulled: old.pulled || working_queue,
+                    ..old
+                }
+            }
+            Some(_) => return Err(BrokerError::ExpertAlreadyConnected(code)),
+            None => ExpertSeat {
+                party,
+                name: expert.to_string(),
+                groups: Vec::new(),
+                pulled: working_queue,
+            },
         };
         self.seat_expert(now, code, seat, out);
         Ok(self.cases[&code].info())
@@ -776,54 +827,6 @@ impl Broker {
             });
         }
         Ok(())
-    }
-
-    /// A party's connection is gone: free its seat; a case with both partners drops back
-    /// to `pending`, and an SOS customer whose expert left goes back in the queue.
-    pub fn disconnect(&mut self, now: Timestamp, party: PartyId, out: &mut Vec<Effect>) {
-        self.idle_experts.retain(|seat| seat.party != party);
-        let Some(code) = self.parties.remove(&party) else {
-            return;
-        };
-        let Some(case) = self.cases.get_mut(&code) else {
-            return;
-        };
-        let was_paired = case.record.state == CaseState::InProgress;
-        let (event, peer, peer_reason) = if case.customer == Some(party) {
-            case.customer = None;
-            let peer = case.expert.as_ref().map(|seat| seat.party);
-            (
-                "customer disconnected".to_string(),
-                peer,
-                "the customer disconnected; waiting for them to come back".to_string(),
-            )
-        } else {
-            let name = case.expert.take().map(|seat| seat.name).unwrap_or_default();
-            (
-                format!("expert {name} disconnected"),
-                case.customer,
-                format!("expert {name} disconnected; you are waiting for an expert again"),
-            )
-        };
-        if was_paired {
-            case.record
-                .transition(CaseState::Pending, now, event, "move to pending")
-                .expect("in progress may always go back to pending");
-            out.push(Effect::Unpair { code });
-            if let Some(peer) = peer {
-                out.push(Effect::Notify {
-                    party: peer,
-                    event: Event::PeerLeft {
-                        code,
-                        reason: peer_reason,
-                    },
-                });
-            }
-        } else {
-            case.record.note(now, event);
-        }
-        out.push(Effect::Persist(Persist::Save(case.record.clone())));
-        self.refresh_queue(code, now, out);
     }
 
     /// Expires every open case whose deadline is at or before `now`: its code stops working
@@ -1063,6 +1066,14 @@ impl Broker {
             self.queue.remove(code);
             return;
         };
+        if case.is_waiting_offline() {
+            let record = &case.record;
+            let waiting_since = record.waiting_since.unwrap_or(record.created_at);
+            let due = record.response_due.unwrap_or(record.expires_at);
+            self.queue
+                .push_away(code, record.queue_id(), record.priority, due, waiting_since);
+            return;
+        }
         if !case.is_waiting() {
             self.queue.remove(code);
             return;
@@ -1110,6 +1121,7 @@ impl Broker {
         if case.customer.is_some() && expert.is_some() {
             out.push(Effect::Unpair {
                 code: case.record.code,
+                drain: false,
             });
         }
         for party in case.customer.into_iter().chain(expert) {

@@ -146,7 +146,12 @@ fn whether_the_first_response_target_was_met_is_recorded() {
         .any(|h| h.event.contains("after its target")));
 
     // A later re-pairing does not rewrite the first response.
-    b.disconnect(at(1000), PartyId(101), &mut out);
+    b.disconnect(
+        at(1000),
+        PartyId(101),
+        crate::broker::Departure::Lost,
+        &mut out,
+    );
     b.pull(at(1001), PartyId(102), "cy", false, &mut out)
         .unwrap();
     assert_eq!(

@@ -226,6 +226,8 @@ struct MCase {
     expires_at: Timestamp,
     customer: Option<PartyId>,
     expert: Option<(PartyId, String)>,
+    /// Whether the seated expert came from the queue (let go if the customer vanishes).
+    pulled: bool,
     /// The customer's resume secret, once one was handed out.
     secret: Option<String>,
     /// When this case first stood in line (for ties between same-millisecond arrivals).
@@ -242,10 +244,16 @@ impl MCase {
 
     /// An SOS case whose customer waits online for an expert.
     fn waiting(&self) -> bool {
-        self.sos
-            && self.state == CaseState::Pending
-            && self.customer.is_some()
-            && self.expert.is_none()
+        self.unserved() && self.customer.is_some()
+    }
+
+    /// An SOS case whose customer is offline: in line, shown, never handed out.
+    fn waiting_offline(&self) -> bool {
+        self.unserved() && self.customer.is_none()
+    }
+
+    fn unserved(&self) -> bool {
+        self.sos && self.state == CaseState::Pending && self.expert.is_none()
     }
 
     fn set_state(&mut self, to: CaseState, now: Timestamp) {
@@ -265,6 +273,7 @@ enum MErr {
     ExpertTaken(SessionCode),
     NotYours(SessionCode),
     QueueEmpty,
+    NobodyOnline(usize),
     TooMany,
     InvalidInput,
 }
@@ -280,6 +289,7 @@ impl MErr {
             (MErr::ExpertTaken(a), BrokerError::ExpertAlreadyConnected(b)) => a == b,
             (MErr::NotYours(a), BrokerError::NotYourCase(b)) => a == b,
             (MErr::QueueEmpty, BrokerError::QueueEmpty) => true,
+            (MErr::NobodyOnline(a), BrokerError::NobodyOnline(b)) => a == b,
             (MErr::TooMany, BrokerError::TooManyCases(n)) => *n == MAX_OPEN,
             (MErr::InvalidInput, BrokerError::InvalidInput(_)) => true,
             _ => false,
@@ -301,6 +311,8 @@ struct Fx {
     peer_left: Vec<PartyId>,
     /// Parties told that their session is over (sorted).
     ended: Vec<PartyId>,
+    /// Pulling experts let go because their customer vanished (sorted).
+    released: Vec<PartyId>,
 }
 
 impl Fx {
@@ -313,7 +325,7 @@ impl Fx {
                     customer,
                     expert,
                 } => fx.pairs.push((*code, *customer, *expert)),
-                Effect::Unpair { code } => fx.unpairs.push(*code),
+                Effect::Unpair { code, .. } => fx.unpairs.push(*code),
                 Effect::Disconnect { party, code, .. } => fx.disconnects.push((*party, *code)),
                 Effect::Notify {
                     party,
@@ -323,6 +335,10 @@ impl Fx {
                     party,
                     event: Event::SessionEnded { .. },
                 } => fx.ended.push(*party),
+                Effect::Notify {
+                    party,
+                    event: Event::Released { .. },
+                } => fx.released.push(*party),
                 _ => {}
             }
         }
@@ -334,6 +350,7 @@ impl Fx {
         self.disconnects.sort();
         self.peer_left.sort();
         self.ended.sort();
+        self.released.sort();
         self
     }
 }
@@ -402,6 +419,40 @@ impl Model {
         waiting.into_iter().map(|c| c.code).collect()
     }
 
+    /// The queue as experts see it: online and offline customers in one order.
+    fn view(&self) -> Vec<(SessionCode, bool)> {
+        let mut shown: Vec<&MCase> = self
+            .cases
+            .iter()
+            .filter(|c| c.waiting() || c.waiting_offline())
+            .collect();
+        shown.sort_by_key(|c| (c.created_at, c.arrival));
+        shown
+            .into_iter()
+            .map(|c| (c.code, c.customer.is_some()))
+            .collect()
+    }
+
+    fn offline_count(&self) -> usize {
+        self.cases.iter().filter(|c| c.waiting_offline()).count()
+    }
+
+    /// A new connection takes over a seat of case `i` that `old` still holds: the old one is
+    /// closed as replaced, and a session it was in ends (cut).
+    fn replace(&mut self, i: usize, old: PartyId, now: Timestamp, fx: &mut Fx) {
+        let case = &mut self.cases[i];
+        if case.customer == Some(old) {
+            case.customer = None;
+        } else {
+            case.expert = None;
+        }
+        if case.state == CaseState::InProgress {
+            case.set_state(CaseState::Pending, now);
+            fx.unpairs.push(case.code);
+        }
+        fx.disconnects.push((old, close_code::REPLACED));
+    }
+
     fn position(&self, code: SessionCode) -> Option<u32> {
         self.queue()
             .iter()
@@ -430,12 +481,20 @@ impl Model {
     }
 
     fn refresh(&mut self, i: usize, now: Timestamp, fx: &mut Fx) {
+        if self.cases[i].waiting_offline() {
+            if self.cases[i].arrival.is_none() {
+                self.arrivals += 1;
+                self.cases[i].arrival = Some(self.arrivals);
+            }
+            return;
+        }
         if !self.cases[i].waiting() {
             return;
         }
         match self.idle.pop_front() {
             Some(seat) => {
                 self.cases[i].expert = Some(seat);
+                self.cases[i].pulled = true;
                 self.after_seat(i, now, fx);
             }
             None => {
@@ -516,6 +575,7 @@ impl Model {
             expires_at: Timestamp(now.0 + TTL_MS),
             customer: None,
             expert: None,
+            pulled: false,
             secret: None,
             arrival: None,
         });
@@ -777,13 +837,17 @@ impl Harness {
                         (Some(_), _) => return Err(MErr::NotYours(case.code)),
                         (None, _) => true,
                     };
-                    if case.customer.is_some() {
-                        return Err(MErr::CustomerTaken(case.code));
+                    match case.customer {
+                        Some(old) if !fresh => Ok((i, fresh, Some(old))),
+                        Some(_) => Err(MErr::CustomerTaken(case.code)),
+                        None => Ok((i, fresh, None)),
                     }
-                    Ok((i, fresh))
                 })();
                 let model = match model {
-                    Ok((i, fresh)) => {
+                    Ok((i, fresh, old)) => {
+                        if let Some(old) = old {
+                            self.model.replace(i, old, now, &mut fx);
+                        }
                         if fresh {
                             self.model.cases[i].secret =
                                 core.as_ref().ok().and_then(|a| a.resume_secret.clone());
@@ -809,6 +873,7 @@ impl Harness {
                         Some(code) => {
                             let i = self.model.find_open(code).expect("queued cases are open");
                             self.model.cases[i].expert = Some((party, expert.clone()));
+                            self.model.cases[i].pulled = true;
                             self.model.after_seat(i, now, &mut fx);
                             Ok(Answer::Case(code))
                         }
@@ -816,7 +881,10 @@ impl Harness {
                             self.model.idle.push_back((party, expert.clone()));
                             Ok(Answer::Waiting)
                         }
-                        None => Err(MErr::QueueEmpty),
+                        None => match self.model.offline_count() {
+                            0 => Err(MErr::QueueEmpty),
+                            offline => Err(MErr::NobodyOnline(offline)),
+                        },
                     }
                 });
                 if let Ok(Some(info)) = &core {
@@ -834,14 +902,22 @@ impl Harness {
                 let typed = typed(&self.model, code);
                 let core = self
                     .broker
-                    .connect(now, party, &expert, &typed.text, &mut out);
+                    .connect(now, party, &expert, &typed.text, false, &mut out);
                 let model = (|| {
                     self.model.unattached(party)?;
                     let i = self.model.lookup(&typed)?;
-                    if self.model.cases[i].expert.is_some() {
-                        return Err(MErr::ExpertTaken(self.model.cases[i].code));
-                    }
+                    let pulled = match self.model.cases[i].expert.clone() {
+                        // The same expert again takes over, keeping how it came.
+                        Some((old, name)) if name == expert => {
+                            let pulled = self.model.cases[i].pulled;
+                            self.model.replace(i, old, now, &mut fx);
+                            pulled
+                        }
+                        Some(_) => return Err(MErr::ExpertTaken(self.model.cases[i].code)),
+                        None => false,
+                    };
                     self.model.cases[i].expert = Some((party, expert.clone()));
+                    self.model.cases[i].pulled = pulled;
                     self.model.after_seat(i, now, &mut fx);
                     Ok(Answer::Case(self.model.cases[i].code))
                 })();
@@ -857,7 +933,8 @@ impl Harness {
                     .nth(*party)
                     .copied()
                     .expect("a party of the pool");
-                self.broker.disconnect(now, party, &mut out);
+                self.broker
+                    .disconnect(now, party, Departure::Lost, &mut out);
                 self.model.idle.retain(|(p, _)| *p != party);
                 if let Some(code) = self.model.attached_of(party) {
                     let i = self
@@ -866,9 +943,18 @@ impl Harness {
                         .expect("attached to an open case");
                     let case = &mut self.model.cases[i];
                     let was_paired = case.state == CaseState::InProgress;
+                    let mut released = None;
                     let peer = if case.customer == Some(party) {
                         case.customer = None;
-                        case.expert.as_ref().map(|e| e.0)
+                        match case.expert.clone() {
+                            // A pulling expert is let go for the next case.
+                            Some((expert, _)) if case.pulled => {
+                                case.expert = None;
+                                released = Some(expert);
+                                None
+                            }
+                            seat => seat.map(|e| e.0),
+                        }
                     } else {
                         case.expert = None;
                         case.customer
@@ -878,6 +964,7 @@ impl Harness {
                         fx.unpairs.push(code);
                         fx.peer_left.extend(peer);
                     }
+                    fx.released.extend(released);
                     self.model.refresh(i, now, &mut fx);
                 }
                 (Ok(Answer::Done), Ok(Answer::Done))
@@ -1132,16 +1219,22 @@ impl Harness {
         let queue = b.queue_view();
         let expected = m.queue();
         prop_assert_eq!(
-            queue.iter().map(|e| e.code).collect::<Vec<_>>(),
-            expected.clone(),
-            "queue order"
+            queue.iter().map(|e| (e.code, e.online)).collect::<Vec<_>>(),
+            m.view(),
+            "queue order, offline customers in their place"
         );
-        for (i, entry) in queue.iter().enumerate() {
-            prop_assert_eq!(entry.position, Some(i as u32 + 1));
-            prop_assert!(entry.online);
+        let mut position = 0;
+        for entry in &queue {
+            if entry.online {
+                position += 1;
+                prop_assert_eq!(entry.position, Some(position));
+            } else {
+                prop_assert_eq!(entry.position, None);
+            }
             let case = m.cases.iter().find(|c| c.code == entry.code);
             prop_assert_eq!(Some(entry.waiting_since), case.map(|c| c.created_at));
         }
+        prop_assert_eq!(position as usize, expected.len());
         if !m.idle.is_empty() {
             prop_assert!(expected.is_empty(), "experts wait while customers wait");
         }

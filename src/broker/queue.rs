@@ -2,6 +2,10 @@
 //! assigned to that expert. Each is in pull order: priority first, then the response
 //! deadline, then how long the customer has waited, ties broken by arrival order. A case
 //! whose expert drops goes back in at its original place, so nobody loses their turn.
+//!
+//! A waiting customer whose connection dropped keeps its place too, set apart ("away"):
+//! experts see it in line, marked offline, but nobody can pull it and it counts for no one's
+//! position until the customer is back.
 
 use std::cmp::Reverse;
 use std::collections::{btree_map, BTreeMap, BinaryHeap, HashMap};
@@ -80,6 +84,10 @@ struct Line {
 pub struct Queue {
     lines: HashMap<QueueId, Line>,
     place: HashMap<SessionCode, (QueueId, Place)>,
+    /// The cases whose customer is offline, in the same order (and sharing the arrival
+    /// numbers) as the lines they are shown in.
+    away: HashMap<QueueId, Line>,
+    away_place: HashMap<SessionCode, (QueueId, Place)>,
     /// Arrival number of every case that has ever been in line and is still open, so a
     /// case that comes back keeps its turn even among same-millisecond arrivals.
     arrival: HashMap<SessionCode, u64>,
@@ -132,8 +140,48 @@ impl Queue {
         self.place.insert(code, (id, place));
     }
 
-    /// Takes `code` out of line; no-op if it is not there.
+    /// Puts `code` in line in queue `id` as offline: shown in its place, never handed out,
+    /// and behind nobody's position (moving it if it was online).
+    pub fn push_away(
+        &mut self,
+        code: SessionCode,
+        id: QueueId,
+        priority: Priority,
+        response_due: Timestamp,
+        waiting_since: Timestamp,
+    ) {
+        self.remove(code);
+        self.version += 1;
+        let arrivals = &mut self.arrivals;
+        let arrival = *self.arrival.entry(code).or_insert_with(|| {
+            *arrivals += 1;
+            *arrivals
+        });
+        let place = Place {
+            priority,
+            response_due,
+            waiting_since,
+            arrival,
+        };
+        self.away
+            .entry(id.clone())
+            .or_default()
+            .order
+            .insert(place, code);
+        self.away_place.insert(code, (id, place));
+    }
+
+    /// Takes `code` out of line (online or away); no-op if it is not there.
     pub fn remove(&mut self, code: SessionCode) {
+        if let Some((id, place)) = self.away_place.remove(&code) {
+            if let Some(line) = self.away.get_mut(&id) {
+                line.order.remove(&place);
+                if line.order.is_empty() {
+                    self.away.remove(&id);
+                }
+            }
+            self.version += 1;
+        }
         if let Some((id, place)) = self.place.remove(&code) {
             if let Some(line) = self.lines.get_mut(&id) {
                 line.order.remove(&place);
@@ -266,13 +314,14 @@ impl Queue {
     }
 
     /// Waiting cases of the queues `ids` (every queue with `None`) merged in pull order,
-    /// starting right after `after`. Lazy: a page of k entries costs k steps (times the log
-    /// of the number of queues), not the length of the queue.
-    pub fn walk(&self, ids: Option<&[QueueId]>, after: Option<Place>) -> Walk<'_> {
-        let lines: Vec<&Line> = match ids {
-            Some(ids) => ids.iter().filter_map(|id| self.lines.get(id)).collect(),
-            None => self.lines.values().collect(),
-        };
+    /// starting right after `after`, the offline ones among them when `with_away`. Lazy: a
+    /// page of k entries costs k steps (times the log of the number of queues), not the
+    /// length of the queue.
+    pub fn walk(&self, ids: Option<&[QueueId]>, after: Option<Place>, with_away: bool) -> Walk<'_> {
+        let mut lines = pick(&self.lines, ids);
+        if with_away {
+            lines.extend(pick(&self.away, ids));
+        }
         let start = match after {
             Some(place) => Bound::Excluded(place),
             None => Bound::Unbounded,
@@ -290,7 +339,19 @@ impl Queue {
         Walk { ranges, heads }
     }
 
-    /// How many cases wait in the queues `ids` (every queue with `None`).
+    /// How many offline cases wait in the queues `ids` (every queue with `None`).
+    pub fn count_away(&self, ids: Option<&[QueueId]>) -> usize {
+        match ids {
+            Some(ids) => ids
+                .iter()
+                .filter_map(|id| self.away.get(id))
+                .map(|line| line.order.len())
+                .sum(),
+            None => self.away_place.len(),
+        }
+    }
+
+    /// How many online cases wait in the queues `ids` (every queue with `None`).
     pub fn count(&self, ids: Option<&[QueueId]>) -> usize {
         match ids {
             Some(ids) => ids
@@ -345,6 +406,14 @@ impl Queue {
     /// Whether nobody waits.
     pub fn is_empty(&self) -> bool {
         self.place.is_empty()
+    }
+}
+
+/// The lines of `ids` (all with `None`) among `lines`.
+fn pick<'a>(lines: &'a HashMap<QueueId, Line>, ids: Option<&[QueueId]>) -> Vec<&'a Line> {
+    match ids {
+        Some(ids) => ids.iter().filter_map(|id| lines.get(id)).collect(),
+        None => lines.values().collect(),
     }
 }
 
@@ -446,18 +515,21 @@ mod tests {
             queue.push(code, id, priority, Timestamp(n % 7), Timestamp(n));
         }
         let merged = queue.among(&ids[..2]);
-        let walked: Vec<SessionCode> = queue.walk(Some(&ids[..2]), None).map(|(_, c)| c).collect();
+        let walked: Vec<SessionCode> = queue
+            .walk(Some(&ids[..2]), None, false)
+            .map(|(_, c)| c)
+            .collect();
         assert_eq!(walked, merged);
         assert_eq!(queue.count(Some(&ids[..2])), merged.len());
         for cut in 0..merged.len() {
             let after = queue.place[&merged[cut]].1;
             let rest: Vec<SessionCode> = queue
-                .walk(Some(&ids[..2]), Some(after))
+                .walk(Some(&ids[..2]), Some(after), false)
                 .map(|(_, c)| c)
                 .collect();
             assert_eq!(rest, merged[cut + 1..].to_vec());
         }
-        let everything: Vec<SessionCode> = queue.walk(None, None).map(|(_, c)| c).collect();
+        let everything: Vec<SessionCode> = queue.walk(None, None, true).map(|(_, c)| c).collect();
         assert_eq!(everything, queue.iter().collect::<Vec<_>>());
     }
 

@@ -152,7 +152,7 @@ fn transfer_keeps_the_customer_connected_tells_both_and_requeues_for_the_new_exp
     assert!(info.customer_online, "the customer stays connected");
     assert_eq!(b.attached_case(ANA), None);
     assert_eq!(b.attached_case(CUSTOMER), Some(code));
-    assert!(out.contains(&Effect::Unpair { code }));
+    assert!(out.contains(&Effect::Unpair { code, drain: true }));
     let told_customer = out.iter().any(|e| {
         matches!(e,
         Effect::Notify { party, event: Event::PeerLeft { reason, .. } }

@@ -79,7 +79,7 @@ fn join(b: &mut Broker, now: Timestamp, party: PartyId, code: SessionCode) -> At
 
 fn connect(b: &mut Broker, now: Timestamp, party: PartyId, expert: &str, code: SessionCode) {
     let mut out = Vec::new();
-    b.connect(now, party, expert, &code.to_string(), &mut out)
+    b.connect(now, party, expert, &code.to_string(), false, &mut out)
         .expect("connect");
 }
 
@@ -93,7 +93,7 @@ fn pull(b: &mut Broker, now: Timestamp, party: PartyId, expert: &str) -> Session
 
 fn disconnect(b: &mut Broker, now: Timestamp, party: PartyId) -> Vec<Effect> {
     let mut out = Vec::new();
-    b.disconnect(now, party, &mut out);
+    b.disconnect(now, party, Departure::Lost, &mut out);
     out
 }
 
@@ -101,7 +101,7 @@ fn disconnect(b: &mut Broker, now: Timestamp, party: PartyId) -> Vec<Effect> {
 /// `PeerLeft`, and the case saved.
 fn assert_peer_left(b: &Broker, out: &[Effect], code: SessionCode, told: PartyId) {
     assert_eq!(out.len(), 3, "{out:?}");
-    assert_eq!(out[0], Effect::Unpair { code });
+    assert_eq!(out[0], Effect::Unpair { code, drain: false });
     assert!(
         matches!(&out[1], Effect::Notify { party, event: Event::PeerLeft { code: c, .. } }
             if *party == told && *c == code),
@@ -458,7 +458,7 @@ fn expert_connect_moves_new_case_to_pending() {
     let code = create(&mut b, T0, "ana", "Bob");
     let mut out = Vec::new();
     let case = b
-        .connect(at(5), E1, "ben", &code.to_string(), &mut out)
+        .connect(at(5), E1, "ben", &code.to_string(), false, &mut out)
         .unwrap();
 
     assert_eq!(case.state, CaseState::Pending);
@@ -479,7 +479,7 @@ fn customer_then_expert_pairs_the_case_in_progress() {
     join(&mut b, at(1), C1, code);
     let mut out = Vec::new();
     let case = b
-        .connect(at(2), E1, "ben", &code.to_string(), &mut out)
+        .connect(at(2), E1, "ben", &code.to_string(), false, &mut out)
         .unwrap();
 
     assert_eq!(case.state, CaseState::InProgress);
@@ -541,23 +541,79 @@ fn expert_disconnect_returns_paired_case_to_pending_with_unpair_and_peer_left() 
 }
 
 #[test]
-fn customer_disconnect_returns_paired_case_to_pending_with_unpair_and_peer_left() {
+fn a_vanished_customer_lets_its_pulling_expert_go_and_keeps_its_place_offline() {
     let mut b = broker();
-    let (code, _) = sos(&mut b, T0, C1, "Alice");
+    let (code, secret) = sos(&mut b, T0, C1, "Alice");
     pull(&mut b, at(1), E1, "ben");
 
     let out = disconnect(&mut b, at(5), C1);
 
-    assert_peer_left(&b, &out, code, E1);
-
+    // The relay is cut (the customer was lost), the expert is let go, the case saved.
+    assert_eq!(out[0], Effect::Unpair { code, drain: false });
+    assert!(
+        matches!(&out[1], Effect::Notify { party, event: Event::Released { code: c, .. } }
+            if *party == E1 && *c == code),
+        "{:?}",
+        out[1]
+    );
+    assert_eq!(out[2], saved(&b, code));
     let case = info(&b, code);
     assert_eq!(case.state, CaseState::Pending);
     assert!(!case.customer_online);
-    assert_eq!(case.expert.as_deref(), Some("ben"));
+    assert_eq!(case.expert, None, "the expert is free for the next case");
     assert_eq!(b.attached_case(C1), None);
+    assert_eq!(b.attached_case(E1), None);
+    // The case keeps its place, shown offline, and nobody can pull it.
+    let queue = b.queue_view();
+    assert_eq!(queue.len(), 1);
+    assert_eq!(
+        (queue[0].code, queue[0].online, queue[0].position),
+        (code, false, None)
+    );
+    let error = refused(&mut b, &[code], |b, out| {
+        b.pull(at(6), E1, "ben", false, out)
+    });
+    assert_eq!(error, BrokerError::NobodyOnline(1));
+
+    // Back with its secret, it is the next case again.
+    join_with(&mut b, at(7), C2, code, &secret);
+    assert_eq!(pull(&mut b, at(8), E1, "ben"), code);
+}
+
+#[test]
+fn a_customer_who_leaves_on_purpose_lets_the_relay_drain() {
+    let mut b = broker();
+    let code = create(&mut b, T0, "ana", "Bob");
+    join(&mut b, at(1), C1, code);
+    connect(&mut b, at(2), E1, "ana", code);
+    let mut out = Vec::new();
+    b.disconnect(at(3), C1, Departure::Left, &mut out);
+    assert_eq!(out[0], Effect::Unpair { code, drain: true });
+    // An expert who came by code waits for the customer to come back.
+    assert_peer_left_told(&out, E1, code);
+    assert_eq!(b.attached_case(E1), Some(code));
+    assert_eq!(info(&b, code).expert.as_deref(), Some("ana"));
+}
+
+fn join_with(b: &mut Broker, now: Timestamp, party: PartyId, code: SessionCode, secret: &str) {
+    let mut out = Vec::new();
+    b.join(
+        now,
+        party,
+        &code.to_string(),
+        "Alice",
+        Some(secret),
+        &mut out,
+    )
+    .expect("join with the secret");
+}
+
+fn assert_peer_left_told(out: &[Effect], told: PartyId, code: SessionCode) {
     assert!(
-        b.queue_view().is_empty(),
-        "an offline customer is not queued"
+        out.iter().any(|effect| matches!(effect,
+            Effect::Notify { party, event: Event::PeerLeft { code: c, .. } }
+                if *party == told && *c == code)),
+        "{out:?}"
     );
 }
 
@@ -565,7 +621,7 @@ fn customer_disconnect_returns_paired_case_to_pending_with_unpair_and_peer_left(
 fn customer_coming_back_with_secret_is_paired_again() {
     let mut b = broker();
     let (code, secret) = sos(&mut b, T0, C1, "Alice");
-    pull(&mut b, at(1), E1, "ben");
+    connect(&mut b, at(1), E1, "ben", code);
     disconnect(&mut b, at(2), C1);
 
     let mut out = Vec::new();
@@ -668,7 +724,7 @@ fn close_from_in_progress_ends_both_sessions() {
     assert_eq!(case.state, CaseState::Closed);
     assert_eq!(out.len(), 4, "{out:?}");
     assert_eq!(saved_records(&out)[0].state, CaseState::Closed);
-    assert_eq!(out[1], Effect::Unpair { code });
+    assert_eq!(out[1], Effect::Unpair { code, drain: false });
     let told: Vec<PartyId> = notifies(&out)
         .into_iter()
         .map(|(party, event)| {
@@ -912,7 +968,7 @@ fn an_expired_case_cannot_be_joined_connected_viewed_or_closed() {
     });
     assert_eq!(error, BrokerError::UnknownCode(code));
     let error = refused(&mut b, &codes, |b, out| {
-        b.connect(at(0), E1, "ben", &typed, out)
+        b.connect(at(0), E1, "ben", &typed, false, out)
     });
     assert_eq!(error, BrokerError::UnknownCode(code));
     let error = refused(&mut b, &codes, |b, out| {
@@ -938,7 +994,7 @@ fn a_code_that_was_never_issued_is_unknown_everywhere() {
             b.join(at(1), C1, &typed, "Bob", None, out)
         }),
         refused(&mut b, &codes, |b, out| {
-            b.connect(at(1), E1, "ben", &typed, out)
+            b.connect(at(1), E1, "ben", &typed, false, out)
         }),
         refused(&mut b, &codes, |b, out| {
             b.close(at(1), Closer::Expert("ben"), &typed, out)
@@ -964,7 +1020,7 @@ fn a_closed_case_cannot_be_joined_or_connected() {
     });
     assert_eq!(error, BrokerError::UnknownCode(code));
     let error = refused(&mut b, &[code], |b, out| {
-        b.connect(at(3), E1, "ben", &typed, out)
+        b.connect(at(3), E1, "ben", &typed, false, out)
     });
     assert_eq!(error, BrokerError::UnknownCode(code));
 }
@@ -1015,7 +1071,7 @@ fn a_case_expires_exactly_at_its_ttl_and_not_a_millisecond_before() {
     assert_eq!((last.at, last.state), (deadline, CaseState::Expired));
     assert!(last.event.contains(&humanize(DAY)), "{}", last.event);
     assert!(matches!(out[0], Effect::Persist(Persist::Save(_))));
-    assert_eq!(out[1], Effect::Unpair { code });
+    assert_eq!(out[1], Effect::Unpair { code, drain: false });
     assert_eq!(
         disconnects(&out),
         vec![(C1, close_code::EXPIRED), (E1, close_code::EXPIRED)]
@@ -1039,7 +1095,7 @@ fn a_case_expires_exactly_at_its_ttl_and_not_a_millisecond_before() {
         Err(BrokerError::UnknownCode(code))
     );
     assert_eq!(
-        b.connect(deadline, E2, "cid", &code.to_string(), &mut out),
+        b.connect(deadline, E2, "cid", &code.to_string(), false, &mut out),
         Err(BrokerError::UnknownCode(code))
     );
     assert!(out.is_empty());
@@ -1369,7 +1425,7 @@ fn a_case_whose_expert_disconnects_keeps_its_place_among_same_millisecond_arriva
 }
 
 #[test]
-fn a_customer_who_disconnects_leaves_the_queue() {
+fn a_customer_who_disconnects_waits_offline_in_its_place() {
     let mut b = broker();
     let (a, secret) = sos(&mut b, T0, C1, "A");
     let (bb, _) = sos(&mut b, at(1), C2, "B");
@@ -1381,7 +1437,10 @@ fn a_customer_who_disconnects_leaves_the_queue() {
         vec![saved(&b, a)],
         "no pairing, so no unpair or peer-left"
     );
-    assert_eq!(queue_codes(&b), vec![bb]);
+    assert_eq!(queue_codes(&b), vec![a, bb], "shown in its place, offline");
+    let queue = b.queue_view();
+    assert_eq!((queue[0].online, queue[0].position), (false, None));
+    assert_eq!((queue[1].online, queue[1].position), (true, Some(1)));
     assert_eq!(
         state(&b, a),
         CaseState::Pending,
@@ -1397,10 +1456,10 @@ fn a_customer_who_disconnects_leaves_the_queue() {
             false,
             out
         )),
-        BrokerError::QueueEmpty
+        BrokerError::NobodyOnline(1)
     );
 
-    // Coming back with the secret puts the case back in line.
+    // Coming back with the secret puts the case back in line, online.
     let mut out = Vec::new();
     let back = b
         .join(at(5), C3, &a.to_string(), "A", Some(&secret), &mut out)
@@ -1424,7 +1483,7 @@ fn pull_with_an_empty_queue_is_refused() {
     let error = refused(&mut b, &[created, offline], |b, out| {
         b.pull(at(4), E1, "ben", false, out)
     });
-    assert_eq!(error, BrokerError::QueueEmpty);
+    assert_eq!(error, BrokerError::NobodyOnline(1));
     assert_eq!(error.kind(), sosq::protocol::ErrorKind::QueueEmpty);
 }
 
@@ -1522,7 +1581,7 @@ fn a_waiting_expert_who_connects_by_code_is_not_seated_twice() {
     b.pull(at(1), E1, "ben", true, &mut out).unwrap();
     // Either refusing the connect or giving up the wait is fine; seating E1 twice is not.
     let connected = b
-        .connect(at(2), E1, "ben", &created.to_string(), &mut out)
+        .connect(at(2), E1, "ben", &created.to_string(), false, &mut out)
         .is_ok();
 
     let (sos_case, _) = sos(&mut b, at(3), C1, "Alice");
@@ -1554,7 +1613,7 @@ fn an_expert_who_leaves_a_paired_case_hands_it_to_a_waiting_expert() {
 
     let out = disconnect(&mut b, at(3), E1);
 
-    assert_eq!(out[0], Effect::Unpair { code });
+    assert_eq!(out[0], Effect::Unpair { code, drain: false });
     assert!(out.contains(&Effect::Pair {
         code,
         customer: C1,
@@ -1717,12 +1776,67 @@ fn the_first_customer_binds_an_expert_created_case() {
 fn a_second_customer_cannot_take_an_occupied_customer_seat() {
     let mut b = broker();
     let code = create(&mut b, T0, "ana", "Bob");
-    let secret = join(&mut b, at(1), C1, code).resume_secret.unwrap();
+    join(&mut b, at(1), C1, code);
     let typed = code.to_string();
     let error = refused(&mut b, &[code], |b, out| {
-        b.join(at(2), C2, &typed, "Bob", Some(&secret), out)
+        b.join(at(2), C2, &typed, "Mallory", None, out)
     });
-    assert_eq!(error, BrokerError::CustomerAlreadyConnected(code));
+    assert_eq!(error, BrokerError::NotYourCase(code));
+}
+
+#[test]
+fn a_customer_proving_its_secret_takes_over_from_its_old_connection_at_once() {
+    let mut b = broker();
+    let code = create(&mut b, T0, "ana", "Bob");
+    let secret = join(&mut b, at(1), C1, code).resume_secret.unwrap();
+    connect(&mut b, at(2), E1, "ana", code);
+    let mut out = Vec::new();
+    b.join(at(3), C2, &code.to_string(), "Bob", Some(&secret), &mut out)
+        .unwrap();
+
+    // The old connection's session is cut and it is told why; the new one is paired.
+    assert_eq!(out[0], Effect::Unpair { code, drain: false });
+    assert!(out.iter().any(|effect| matches!(effect,
+        Effect::Disconnect { party, code: close, .. }
+            if *party == C1 && *close == sosq::protocol::close_code::REPLACED)));
+    assert!(out.contains(&Effect::Pair {
+        code,
+        customer: C2,
+        expert: E1
+    }));
+    assert_eq!(state(&b, code), CaseState::InProgress);
+    assert_eq!(b.attached_case(C2), Some(code));
+    assert_eq!(b.attached_case(C1), None);
+
+    // The old connection's cleanup, arriving later, cannot detach the new one.
+    let late = disconnect(&mut b, at(4), C1);
+    assert!(late.is_empty(), "{late:?}");
+    assert_eq!(state(&b, code), CaseState::InProgress);
+    assert!(info(&b, code).customer_online);
+}
+
+#[test]
+fn the_same_expert_connecting_again_takes_over_and_keeps_how_it_came() {
+    let mut b = broker();
+    let (code, _) = sos(&mut b, T0, C1, "Alice");
+    pull(&mut b, at(1), E1, "ben");
+    let mut out = Vec::new();
+    b.connect(at(2), E2, "ben", &code.to_string(), false, &mut out)
+        .unwrap();
+    assert!(out.iter().any(|effect| matches!(effect,
+        Effect::Disconnect { party, code: close, .. }
+            if *party == E1 && *close == sosq::protocol::close_code::REPLACED)));
+    assert_eq!(b.attached_case(E2), Some(code));
+    assert!(disconnect(&mut b, at(3), E1).is_empty());
+    // Another expert is still refused.
+    let error = refused(&mut b, &[code], |b, out| {
+        b.connect(at(4), E3, "cid", &code.to_string(), false, out)
+    });
+    assert_eq!(error, BrokerError::ExpertAlreadyConnected(code));
+    // It came by pull: when the customer vanishes, the new connection is let go.
+    let out = disconnect(&mut b, at(5), C1);
+    assert!(out.iter().any(|effect| matches!(effect,
+        Effect::Notify { party, event: Event::Released { .. } } if *party == E2)));
 }
 
 #[test]
@@ -1771,11 +1885,11 @@ fn a_party_already_attached_cannot_attach_again() {
     let error = refused(&mut b, &codes, |b, out| b.pull(at(4), E1, "ben", true, out));
     assert_eq!(error, BrokerError::AlreadyAttached(created));
     let error = refused(&mut b, &codes, |b, out| {
-        b.connect(at(4), E1, "ben", &sos_typed, out)
+        b.connect(at(4), E1, "ben", &sos_typed, false, out)
     });
     assert_eq!(error, BrokerError::AlreadyAttached(created));
     let error = refused(&mut b, &codes, |b, out| {
-        b.connect(at(4), E1, "ben", &created_typed, out)
+        b.connect(at(4), E1, "ben", &created_typed, false, out)
     });
     assert_eq!(error, BrokerError::AlreadyAttached(created));
 }
@@ -1792,7 +1906,7 @@ fn a_second_expert_cannot_connect() {
     for code in codes {
         let typed = code.to_string();
         let error = refused(&mut b, &codes, |b, out| {
-            b.connect(at(4), E3, "dee", &typed, out)
+            b.connect(at(4), E3, "dee", &typed, false, out)
         });
         assert_eq!(error, BrokerError::ExpertAlreadyConnected(code));
     }
@@ -1825,7 +1939,13 @@ fn delete_by_codes_asks_the_store_first_then_ends_the_sessions() {
         .unwrap();
 
     assert_eq!(out[0], Effect::Persist(selection));
-    assert_eq!(out[1], Effect::Unpair { code: paired });
+    assert_eq!(
+        out[1],
+        Effect::Unpair {
+            code: paired,
+            drain: false
+        }
+    );
     assert_eq!(
         disconnects(&out),
         vec![
@@ -1845,7 +1965,7 @@ fn delete_by_codes_asks_the_store_first_then_ends_the_sessions() {
     }
     assert_eq!(b.next_deadline(), Some(at(3).plus(DAY)));
     let error = refused(&mut b, &[paired, waiting, kept], |b, out| {
-        b.connect(at(5), E2, "cid", &waiting.to_string(), out)
+        b.connect(at(5), E2, "cid", &waiting.to_string(), false, out)
     });
     assert_eq!(error, BrokerError::UnknownCode(waiting));
 
@@ -2132,7 +2252,7 @@ fn bad_code_strings_are_refused_and_change_nothing() {
             b.join(at(1), C2, typed, "Alice", Some(&secret), out)
         }));
         expect_bad(refused(&mut b, &codes, |b, out| {
-            b.connect(at(1), E1, "ben", typed, out)
+            b.connect(at(1), E1, "ben", typed, false, out)
         }));
         expect_bad(refused(&mut b, &codes, |b, out| {
             b.close(at(1), Closer::Expert("ben"), typed, out)
@@ -2153,7 +2273,8 @@ fn typed_codes_are_accepted_in_any_usual_form() {
     b.join(at(1), C1, &digits, "Bob", None, &mut out).unwrap();
     assert_eq!(b.attached_case(C1), Some(first));
     let spaced = second.to_string().to_uppercase().replace('-', " ");
-    b.connect(at(1), E1, "ben", &spaced, &mut out).unwrap();
+    b.connect(at(1), E1, "ben", &spaced, false, &mut out)
+        .unwrap();
     assert_eq!(b.attached_case(E1), Some(second));
 }
 
@@ -2191,7 +2312,7 @@ fn a_case_in_progress_at_a_restart_is_pending_until_its_partners_reconnect() {
 
     // Both partners come back: the session starts again (no illegal step on the way).
     let mut out = Vec::new();
-    b.connect(at(6), E1, "ana", &busy.to_string(), &mut out)
+    b.connect(at(6), E1, "ana", &busy.to_string(), false, &mut out)
         .expect("expert reconnects by code");
     assert_eq!(info(&b, busy).state, CaseState::Pending);
 }
@@ -2207,7 +2328,7 @@ fn attribution_names_the_actor_on_the_entries_a_command_wrote_only() {
     let case = b.create(at(0), "ana", "Bob", "", &mut out).unwrap();
     b.attribute(&actor, &mut out);
     let mut out = Vec::new();
-    b.connect(at(1), E1, "ana", &case.code.to_string(), &mut out)
+    b.connect(at(1), E1, "ana", &case.code.to_string(), false, &mut out)
         .unwrap();
     b.attribute(&Actor::daemon(), &mut out);
     let saved = saved_records(&out);

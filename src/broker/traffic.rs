@@ -119,7 +119,12 @@ mod tests {
     fn a_partner_leaving_saves_the_traffic_of_the_open_case() {
         let (mut b, code) = paired();
         let mut out = Vec::new();
-        b.disconnect(Timestamp(3_000), EXPERT, &mut out);
+        b.disconnect(
+            Timestamp(3_000),
+            EXPERT,
+            crate::broker::Departure::Lost,
+            &mut out,
+        );
         let mut changes = saves(out);
         let before = changes.len();
         b.record_traffic(Timestamp(3_000), code, TRAFFIC, &mut changes);

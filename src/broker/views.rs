@@ -33,6 +33,7 @@ impl QueueViewer<'_> {
                     party: PartyId(0),
                     name: name.to_string(),
                     groups: teams.to_vec(),
+                    pulled: false,
                 }
                 .queues(),
             ),
@@ -41,7 +42,8 @@ impl QueueViewer<'_> {
 }
 
 impl Broker {
-    /// A number that changes whenever the queue's order or content does.
+    /// A number that changes whenever the queue's order or content does (offline
+    /// customers included: experts see them).
     pub fn queue_version(&self) -> u64 {
         self.queue.version()
     }
@@ -58,7 +60,7 @@ impl Broker {
         let queues = viewer.queues();
         let mut walk = self
             .queue
-            .walk(queues.as_deref(), after.map(Place::of_cursor))
+            .walk(queues.as_deref(), after.map(Place::of_cursor), true)
             .peekable();
         let mut position = after.map_or(0, |cursor| cursor.position);
         let mut budget = PageBudget::new(limit);
@@ -79,10 +81,11 @@ impl Broker {
         }
         let more = walk.peek().is_some();
         let online = self.queue.count(queues.as_deref());
+        let offline = self.queue.count_away(queues.as_deref());
         QueuePage {
             entries,
             online: u32::try_from(online).unwrap_or(u32::MAX),
-            offline: 0,
+            offline: u32::try_from(offline).unwrap_or(u32::MAX),
             next: last.filter(|_| more).map(|place| place.cursor(position)),
         }
     }
@@ -103,10 +106,14 @@ impl Broker {
 
     fn view_all(&self, viewer: QueueViewer<'_>) -> Vec<QueueEntry> {
         let queues = viewer.queues();
+        let mut position = 0;
         self.queue
-            .walk(queues.as_deref(), None)
-            .enumerate()
-            .filter_map(|(i, (_, code))| self.entry(code, i as u32 + 1))
+            .walk(queues.as_deref(), None, true)
+            .filter_map(|(_, code)| {
+                let entry = self.entry(code, position + 1)?;
+                position = entry.position.unwrap_or(position);
+                Some(entry)
+            })
             .collect()
     }
 

@@ -18,6 +18,7 @@ use tracing::Instrument;
 use super::admission::AdmissionGuard;
 use super::dispatch::{self, Caller};
 use super::{PartyHandle, Shared, OUTBOX_CAPACITY};
+use crate::broker::Departure;
 use crate::relay;
 
 /// What a staff member whose account was revoked is told.
@@ -116,6 +117,8 @@ async fn run(
         role: caller.role,
         name: caller.name.clone(),
         server: format!("sosqd {}", env!("CARGO_PKG_VERSION")),
+        keep_alive_ms: millis(shared.config.keep_alive),
+        idle_timeout_ms: millis(shared.config.idle_timeout),
     };
     if outbox
         .send(Box::new(ServerMessage::Reply(welcome)))
@@ -163,7 +166,8 @@ async fn run(
             Err(e) => break Some(frame_refusal(&e)),
         }
     };
-    Box::pin(shared.party_left(party, &caller.actor())).await;
+    let departure = departure_of(&connection, refusal.is_some());
+    Box::pin(shared.party_left(party, &caller.actor(), departure)).await;
     streams.abort();
     match refusal {
         Some((kind, message)) => {
@@ -224,6 +228,28 @@ fn reply_kind(reply: &Reply) -> &'static str {
         Reply::History(_) => "history",
         Reply::Deleted { .. } => "deleted",
         Reply::Error(_) => "error",
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// How a party's connection ended, once its control stream is done: a client that
+/// finished its control stream or closed with `DONE` left on purpose (it lets its streams
+/// drain first); a timeout, a reset, any other close, or a protocol error means it was lost.
+fn departure_of(connection: &quinn::Connection, refused: bool) -> Departure {
+    if refused {
+        return Departure::Lost;
+    }
+    match connection.close_reason() {
+        None => Departure::Left,
+        Some(quinn::ConnectionError::ApplicationClosed(close))
+            if close.error_code == close_code::DONE.into() =>
+        {
+            Departure::Left
+        }
+        Some(_) => Departure::Lost,
     }
 }
 

@@ -241,9 +241,13 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
                 None => Reply::Waiting,
             }
         }
-        Request::Connect { code } => {
-            let case = shared
-                .execute_pairing(actor, |b, now, out| b.connect(now, me, name, &code, out))?;
+        Request::Connect {
+            code,
+            working_queue,
+        } => {
+            let case = shared.execute_pairing(actor, |b, now, out| {
+                b.connect(now, me, name, &code, working_queue, out)
+            })?;
             Reply::Attached {
                 case,
                 resume_secret: None,

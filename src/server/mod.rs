@@ -9,6 +9,7 @@
 mod admission;
 mod connection;
 mod dispatch;
+mod drains;
 mod expiry;
 pub mod metrics;
 mod queue_updates;
@@ -29,7 +30,7 @@ use rand::SeedableRng;
 use sosq::protocol::{close_code, ErrorKind, ErrorReply, ServerMessage, Timestamp};
 use tokio::sync::{mpsc, Notify};
 
-use crate::broker::{Actor, Broker, BrokerError, Effect, PartyId, Persist};
+use crate::broker::{Actor, Broker, BrokerError, Departure, Effect, PartyId, Persist};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::relay::Relays;
@@ -118,6 +119,10 @@ pub struct Shared {
     /// Staff watching the queue live, with what each may see and how many entries each
     /// update carries.
     queue_watchers: DashMap<PartyId, (dispatch::Caller, u32)>,
+    /// Pairings whose streams still drain, for [`drains`] to note their traffic when done.
+    drains: mpsc::UnboundedSender<(sosq::SessionCode, crate::relay::Draining)>,
+    /// The other end of `drains`, taken by [`Server::run`].
+    drained: Mutex<Option<mpsc::UnboundedReceiver<(sosq::SessionCode, crate::relay::Draining)>>>,
 }
 
 impl Shared {
@@ -160,6 +165,7 @@ impl Shared {
             "case store loaded"
         );
         let relay_limits = config.relay_limits();
+        let (drains, drained) = mpsc::unbounded_channel();
         Ok(Shared {
             users: UserDirectory::open(&config.data_dir),
             config,
@@ -173,6 +179,8 @@ impl Shared {
             queue_changed: Notify::new(),
             counters: metrics::Counters::default(),
             queue_watchers: DashMap::new(),
+            drains,
+            drained: Mutex::new(Some(drained)),
             throttle: Mutex::new(Throttle::new(config_throttle, tokio::time::Instant::now())),
         })
     }
@@ -252,11 +260,8 @@ impl Shared {
             for effect in effects {
                 match effect {
                     Effect::Persist(change) => changes.push(change),
-                    Effect::Unpair { code } => {
-                        // A case still open lost a party: let what was already spliced
-                        // drain. A case that ended cuts every stream at once.
-                        let still_open = broker.case(code).is_some();
-                        if let Some(traffic) = self.end_pairing(code, still_open) {
+                    Effect::Unpair { code, drain } => {
+                        if let Some(traffic) = self.end_pairing(code, drain) {
                             ended_sessions.push((code, traffic));
                         }
                     }
@@ -282,15 +287,20 @@ impl Shared {
         Ok((value, ticket))
     }
 
-    /// Ends the relay of a pairing: drains it if the case is still open, cuts it if not;
-    /// returns what it carried.
+    /// Ends the relay of a pairing: lets what was already spliced run to its end (`drain`:
+    /// a party left on purpose), or resets every stream at once (the case ended, a party
+    /// was lost) and returns what it carried.
     fn end_pairing(
         &self,
         code: sosq::SessionCode,
-        still_open: bool,
+        drain: bool,
     ) -> Option<crate::broker::SessionTraffic> {
-        if still_open {
-            self.relays.unlink(code)
+        if drain {
+            // Noted once the streams are done (see `drains`).
+            if let Some(draining) = self.relays.unlink(code) {
+                let _ = self.drains.send((code, draining));
+            }
+            None
         } else {
             self.relays.unpair(code)
         }
@@ -386,13 +396,13 @@ impl Shared {
     }
 
     /// A party's connection ended: the core frees its seat, the throttle its budget.
-    async fn party_left(&self, party: PartyId, actor: &Actor) {
+    async fn party_left(&self, party: PartyId, actor: &Actor, departure: Departure) {
         self.parties.remove(&party);
         self.queue_watchers.remove(&party);
         self.throttle().forget(party);
         let left = self
             .execute(actor, |broker, now, out| {
-                broker.disconnect(now, party, out);
+                broker.disconnect(now, party, departure, out);
                 Ok(())
             })
             .await;
@@ -465,6 +475,13 @@ impl Server {
         let expiry = tokio::spawn(expiry::run(self.shared.clone()));
         let revocations = tokio::spawn(watch_revocations(self.shared.clone()));
         let queue_updates = tokio::spawn(queue_updates::run(self.shared.clone()));
+        let drained = self
+            .shared
+            .drained
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        let drains = drained.map(|drained| tokio::spawn(drains::run(self.shared.clone(), drained)));
         let metrics = self
             .metrics
             .take()
@@ -504,6 +521,9 @@ impl Server {
         retention.abort();
         revocations.abort();
         queue_updates.abort();
+        if let Some(drains) = drains {
+            drains.abort();
+        }
         if let Some(metrics) = metrics {
             metrics.abort();
         }

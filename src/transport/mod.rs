@@ -40,6 +40,10 @@ pub fn transport_config(config: &Config) -> Result<quinn::TransportConfig, TlsEr
     let idle = quinn::IdleTimeout::try_from(config.idle_timeout)
         .map_err(|e| TlsError::Generate(format!("idle_timeout out of range: {e}")))?;
     transport.max_idle_timeout(Some(idle));
+    // The daemon keeps every connection alive itself (a ping when quiet for keep_alive):
+    // liveness follows its settings even for clients that set none, and a party that
+    // stops answering is dropped after idle_timeout.
+    transport.keep_alive_interval(Some(config.keep_alive));
     let window = |value: u64, name: &str| {
         quinn::VarInt::from_u64(value)
             .map_err(|e| TlsError::Generate(format!("{name} out of range: {e}")))

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
@@ -87,10 +89,17 @@ impl Daemon {
         filter: &str,
         env: &[(&str, &str)],
     ) -> Daemon {
+        // An ephemeral port unless the test names one (a restart on the same address).
+        let listen: &[&str] = if extra.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = Command::new(sosqd_bin())
             .envs(env.iter().copied())
             .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .args(listen)
+            .arg("--data-dir")
             .arg(dir.path())
             .args(extra)
             .env("RUST_LOG", filter)

@@ -1,9 +1,14 @@
 //! The `sosq` commands: one function per command, each a connection that does one thing.
+//! Session commands (`request`, `join`, `pull`, `connect`) start in [`start`]; listings are
+//! in [`lists`]; the others are here.
 
+pub mod endpoints;
+pub mod forwards;
 pub mod lists;
 pub mod output;
 pub mod session;
 pub mod signals;
+pub mod start;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,7 +20,6 @@ use sosq::protocol::{Assignee, CaseFilter, CaseState, DeleteSelector, Priority, 
 use sosq::{Client, ClientError, ConnectOptions, SessionCode};
 
 use output::Output;
-use session::{Ended, Forwarding, Side};
 
 /// sosq: ask for remote support, work the support queue, or administer sosqd.
 #[derive(Parser)]
@@ -98,6 +102,11 @@ pub enum Command {
         /// VNC server); nothing else on your machine is reachable. Ctrl-C ends the session.
         #[arg(long, value_name = "ADDR")]
         share: Option<SocketAddr>,
+        /// If sosqd does not answer, keep trying until it does (instead of failing after 5 s).
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        session: start::SessionArgs,
     },
     /// Customer: join a case an expert created (or come back to yours with --secret).
     Join {
@@ -113,6 +122,11 @@ pub enum Command {
         /// VNC server); nothing else on your machine is reachable. Ctrl-C ends the session.
         #[arg(long, value_name = "ADDR")]
         share: Option<SocketAddr>,
+        /// If sosqd does not answer, keep trying until it does (instead of failing after 5 s).
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        session: start::SessionArgs,
     },
     /// Expert: show the waiting cases, a page at a time (customers who dropped are shown
     /// offline, in their place).
@@ -123,17 +137,22 @@ pub enum Command {
         #[command(flatten)]
         paging: lists::Paging,
     },
-    /// Expert: take the next waiting case and run the session.
+    /// Expert: take the next waiting case and run the session; if the customer vanishes,
+    /// take the next one.
     Pull {
-        /// If nobody is waiting, wait for the next customer instead of failing.
+        /// If nobody is waiting, wait for the next customer instead of failing (also: wait
+        /// for sosqd to answer).
         #[arg(long)]
         wait: bool,
         /// Listen on this local address; every TCP connection to it is forwarded to the
         /// service the customer shares (e.g. 127.0.0.1:15900).
         #[arg(long, value_name = "ADDR")]
         forward: Option<SocketAddr>,
+        #[command(flatten)]
+        session: start::SessionArgs,
     },
-    /// Expert: connect to a case by its code and run the session.
+    /// Expert: connect to a case by its code and run the session (if the customer drops,
+    /// wait for them to come back).
     Connect {
         /// The session code.
         code: String,
@@ -141,6 +160,11 @@ pub enum Command {
         /// service the customer shares (e.g. 127.0.0.1:15900).
         #[arg(long, value_name = "ADDR")]
         forward: Option<SocketAddr>,
+        /// If sosqd does not answer, keep trying until it does (instead of failing after 5 s).
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        session: start::SessionArgs,
     },
     /// Expert: create a case and print its code to read to the customer.
     Create {
@@ -221,6 +245,21 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// Whether the command ends itself on Ctrl-C, SIGTERM and SIGHUP (sessions and
+    /// `queue --watch`), rather than being cut short.
+    pub fn handles_signals(&self) -> bool {
+        matches!(
+            self,
+            Command::Request { .. }
+                | Command::Join { .. }
+                | Command::Pull { .. }
+                | Command::Connect { .. }
+                | Command::Queue { watch: true, .. }
+        )
+    }
+}
+
 /// Runs the command; `Err` carries the one-line reason.
 pub async fn run(cli: Cli) -> Result<(), ClientError> {
     let out = Output { json: cli.json };
@@ -262,6 +301,9 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             .filter(|t| !t.trim().is_empty()),
         ca: cli.connection.ca.clone(),
     };
+    if let Some(session) = start::Session::of(&cli.command, profile.as_ref()) {
+        return start::run(session, options, out, profile.as_ref()).await;
+    }
     // Check what we can before touching the network.
     let delete = match &cli.command {
         Command::Delete {
@@ -271,93 +313,37 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
         } => Some(delete_selector(codes, *state, *older_than)?),
         _ => None,
     };
-    // Bind the expert's port first, so a busy port fails before anyone is paired.
-    let listener = match &cli.command {
-        Command::Pull {
-            forward: Some(addr),
-            ..
-        }
-        | Command::Connect {
-            forward: Some(addr),
-            ..
-        } => {
-            let listener = sosq::forward::listen(*addr)
-                .await
-                .map_err(|e| ClientError::Options(e.to_string()))?;
-            let bound = listener.local_addr().unwrap_or(*addr);
-            out.status(
-                "forwarding",
-                format!("forwarding connections to {bound} to the customer's shared service"),
-                json!({"listen": bound}),
-            );
-            Some(listener)
-        }
-        _ => None,
-    };
-    // A customer's request travels with the hello: one round trip less on a slow network.
-    let first = customer_request(&cli.command, profile.as_ref());
-    let (mut client, first_reply) = Client::connect_with(&options, first).await?;
-    let first_reply =
-        || first_reply.ok_or_else(|| ClientError::Unexpected("no reply to the request".into()));
-    match cli.command {
-        Command::Request { share, .. } => {
-            let reply = first_reply()?;
-            report_attached(&out, &reply);
-            if let Some(welcome) = profile.as_ref().and_then(|p| p.welcome.as_deref()) {
-                out.status("welcome", welcome, json!({ "text": welcome }));
-            }
-            let forwarding = Forwarding {
-                share,
-                listener: None,
-            };
-            run_session(client, Side::Customer, out, forwarding).await
-        }
-        Command::Join { share, .. } => {
-            let reply = first_reply()?;
-            report_attached(&out, &reply);
-            let forwarding = Forwarding {
-                share,
-                listener: None,
-            };
-            run_session(client, Side::Customer, out, forwarding).await
-        }
-        Command::Pull { wait, .. } => {
-            let reply = client.request(Request::Pull { wait }).await?;
-            if let Reply::Waiting = reply {
-                out.status(
-                    "waiting",
-                    "nobody is waiting; you get the next customer who asks for help",
-                    json!({}),
-                );
-            }
-            report_attached(&out, &reply);
-            let forwarding = Forwarding {
-                share: None,
-                listener,
-            };
-            run_session(client, Side::Expert, out, forwarding).await
-        }
-        Command::Connect { code, .. } => {
-            let reply = client.request(Request::Connect { code }).await?;
-            report_attached(&out, &reply);
-            let forwarding = Forwarding {
-                share: None,
-                listener,
-            };
-            run_session(client, Side::Expert, out, forwarding).await
-        }
-        Command::Queue {
-            watch: false,
-            paging,
-        } => {
-            lists::queue(&mut client, &out, paging).await?;
-            client.close().await;
-            Ok(())
-        }
-        Command::Queue {
-            watch: true,
-            paging,
-        } => lists::watch_queue(client, out, paging.limit).await,
+    if let Command::Queue {
+        watch: true,
+        paging,
+    } = cli.command
+    {
+        let client = connect(&options).await?;
+        return lists::watch_queue(client, out, paging.limit).await;
+    }
+    let mut client = connect(&options).await?;
+    // Whatever happens, the connection closes politely before the command ends.
+    let done = one_shot(&mut client, cli.command, delete, &out).await;
+    client.close().await;
+    done
+}
+
+/// Connects and says hello (remembering the endpoint, to close it however we end).
+async fn connect(options: &ConnectOptions) -> Result<Client, ClientError> {
+    let client = Client::connect(options).await?;
+    endpoints::remember(client.endpoint());
+    Ok(client)
+}
+
+/// The commands that are one request and its answer (or a few pages of one).
+async fn one_shot(
+    client: &mut Client,
+    command: Command,
+    delete: Option<DeleteSelector>,
+    out: &Output,
+) -> Result<(), ClientError> {
+    match command {
+        Command::Queue { paging, .. } => lists::queue(client, out, paging).await,
         Command::Create {
             customer,
             description,
@@ -372,7 +358,6 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                 return Err(unexpected());
             };
             out.print(case.code.to_string(), json!(case));
-            client.close().await;
             Ok(())
         }
         Command::Close { code, secret } => {
@@ -386,7 +371,6 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                 return Err(unexpected());
             };
             out.print(format!("closed case {}", case.code), json!(case));
-            client.close().await;
             Ok(())
         }
         Command::Assign { code, to } => {
@@ -404,7 +388,6 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                 format!("case {} is now routed to {whom}", case.code),
                 json!(case),
             );
-            client.close().await;
             Ok(())
         }
         Command::Transfer { code, to } => {
@@ -419,7 +402,6 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                 return Err(unexpected());
             };
             out.print(format!("handed case {} to {to}", case.code), json!(case));
-            client.close().await;
             Ok(())
         }
         Command::Escalate {
@@ -441,24 +423,11 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                 format!("case {} is now {}", case.code, case.priority),
                 json!(case),
             );
-            client.close().await;
             Ok(())
         }
-        Command::Status { code, secret } => {
-            lists::status(&mut client, &out, code, secret).await?;
-            client.close().await;
-            Ok(())
-        }
-        Command::History { code } => {
-            lists::history(&mut client, &out, code).await?;
-            client.close().await;
-            Ok(())
-        }
-        Command::Cases { state, paging } => {
-            lists::cases(&mut client, &out, state, paging).await?;
-            client.close().await;
-            Ok(())
-        }
+        Command::Status { code, secret } => lists::status(client, out, code, secret).await,
+        Command::History { code } => lists::history(client, out, code).await,
+        Command::Cases { state, paging } => lists::cases(client, out, state, paging).await,
         Command::Delete { .. } => {
             let selector = delete.ok_or_else(unexpected)?;
             let Reply::Deleted { count } = client.request(Request::Delete(selector)).await? else {
@@ -469,9 +438,12 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                 format!("deleted {count} {noun}"),
                 json!({ "deleted": count }),
             );
-            client.close().await;
             Ok(())
         }
+        Command::Request { .. }
+        | Command::Join { .. }
+        | Command::Pull { .. }
+        | Command::Connect { .. } => Err(unexpected()),
     }
 }
 
@@ -497,92 +469,6 @@ fn delete_selector(
         state,
         older_than_ms: older_than.map(|d| d.as_millis() as u64),
     }))
-}
-
-/// The request a customer command sends with its hello (`request`, `join`); none for staff.
-fn customer_request(command: &Command, profile: Option<&SupportProfile>) -> Option<Request> {
-    match command {
-        Command::Request {
-            name,
-            description,
-            priority,
-            group,
-            ..
-        } => Some(Request::OpenSos {
-            customer: name
-                .clone()
-                .or_else(|| std::env::var("USER").ok())
-                .unwrap_or_else(|| "customer".into()),
-            description: description.clone(),
-            priority: *priority,
-            group: group
-                .clone()
-                .or_else(|| profile.and_then(|p| p.group.clone())),
-        }),
-        Command::Join {
-            code, name, secret, ..
-        } => Some(Request::Join {
-            code: code.clone(),
-            customer: name.clone(),
-            resume_secret: secret.clone(),
-        }),
-        _ => None,
-    }
-}
-
-fn report_attached(out: &Output, reply: &Reply) {
-    let Reply::Attached {
-        case,
-        resume_secret,
-        position,
-    } = reply
-    else {
-        return;
-    };
-    let mut human = format!("case {} ({})", case.code, case.state);
-    if let Some(position) = position {
-        human = format!(
-            "your session code is {} - you are number {position} in the queue; an expert will be with you shortly",
-            case.code
-        );
-    } else if !case.customer.is_empty() {
-        human.push_str(&format!(": customer {}", case.customer));
-        if !case.description.is_empty() {
-            human.push_str(&format!(" - {}", case.description));
-        }
-    }
-    if let Some(secret) = resume_secret {
-        human.push_str(&format!(
-            "\nkeep this resume secret to come back to or close your case: {secret}"
-        ));
-    }
-    out.status(
-        "attached",
-        human,
-        json!({
-            "code": case.code,
-            "state": case.state,
-            "position": position,
-            "resume_secret": resume_secret,
-            "customer": case.customer,
-            "description": case.description,
-        }),
-    );
-}
-
-/// Runs the session, then closes the connection either way.
-async fn run_session(
-    mut client: Client,
-    side: Side,
-    out: Output,
-    forwarding: Forwarding,
-) -> Result<(), ClientError> {
-    let ended = session::run(&mut client, side, out, forwarding).await;
-    client.close().await;
-    match ended? {
-        Ended::PeerFinished | Ended::ByServer => Ok(()),
-        Ended::Interrupted => Err(ClientError::Interrupted),
-    }
 }
 
 /// The error for a reply that does not fit the request.

@@ -1,30 +1,35 @@
 //! "Runs the session": once paired, stdin goes to the other party and what it sends comes
-//! out on stdout, byte for byte, like `nc`. EOF on stdin half-closes our side; once the
-//! peer has finished its side too, the command ends (a half-close never cuts off what the
-//! other side still has to say). If the peer's connection drops, we wait for it to
-//! come back (the case is pending again) instead of giving up on a customer with a bad
-//! network.
+//! out on stdout, byte for byte, like `nc`; forwarded TCP connections run beside it (see
+//! [`super::forwards`]). EOF on stdin half-closes our side; once the peer has finished its
+//! side too, the command ends (a half-close never cuts off what the other side still has
+//! to say). With forwarding, the session lasts until Ctrl-C or the case ends.
 //!
-//! With forwarding (`--share` on the customer, `--forward` on the expert) the session also
-//! carries TCP connections (see [`sosq::forward`]); each one opening and closing is reported
-//! on stderr, and the session then lasts until Ctrl-C or the case ends, whatever the chat
-//! does.
+//! A session outlives its connection: when the connection to sosqd is lost (a network that
+//! drops, a daemon restart) the command reconnects by itself with back-off and comes back
+//! to its case ([`Plan::attach`]: a customer with its resume secret, an expert by code),
+//! saying so in one line each way, and gives up only after [`Plan::reconnect_for`]. A
+//! pulling expert whose customer vanishes is let go by the daemon and takes the next case.
+//!
+//! How it ends decides what happens to what is still on the way: the case closed (or
+//! deleted, expired) cuts every stream at once; Ctrl-C (or SIGTERM, SIGHUP) lets what this
+//! side already took in reach the other side first, for at most [`Plan::drain_for`], then
+//! leaves; the case stays open and the command says how to come back.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::json;
-use sosq::client::accept_relayed;
-use sosq::forward::{self, ForwardError, ForwardStats};
-use sosq::protocol::{close_code, Event, StreamKind};
-use sosq::{Client, ClientError};
+use sosq::protocol::{close_code, Event, Reply, Request, StreamKind};
+use sosq::{Client, ClientError, ConnectOptions, SessionCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::forwards::{self, Forwards, Route, Tally};
 use super::output::Output;
+use super::signals::{self, Signal};
 
 /// Which side opens the chat stream once paired: the expert does, the customer accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,61 +55,243 @@ impl Forwarding {
     }
 }
 
-/// How a session ended well.
-pub enum Ended {
-    /// The peer finished its side of the conversation.
-    PeerFinished,
-    /// The server ended the session (case closed).
-    ByServer,
-    /// The user pressed Ctrl-C.
-    Interrupted,
+/// How this party comes back to its case on a new connection.
+#[derive(Debug, Clone)]
+pub enum Attach {
+    /// A customer, with its resume secret.
+    Customer {
+        /// The case.
+        code: SessionCode,
+        /// Its name.
+        name: String,
+        /// The case's resume secret.
+        secret: Option<String>,
+    },
+    /// An expert in a case, by its code.
+    Case {
+        /// The case.
+        code: SessionCode,
+        /// Whether it came from the queue (`pull`): let go if the customer vanishes.
+        working_queue: bool,
+    },
+    /// An expert between cases, pulling the next one (`--wait`: waiting for one).
+    Pull {
+        /// Wait for a customer if nobody is waiting.
+        wait: bool,
+    },
 }
 
-/// Runs sessions on `client` until one ends; errors carry the one-line reason.
+impl Attach {
+    fn side(&self) -> Side {
+        match self {
+            Attach::Customer { .. } => Side::Customer,
+            _ => Side::Expert,
+        }
+    }
+
+    /// The request that takes this party back to where it was.
+    fn request(&self) -> Request {
+        match self {
+            Attach::Customer { code, name, secret } => Request::Join {
+                code: code.to_string(),
+                customer: name.clone(),
+                resume_secret: secret.clone(),
+            },
+            Attach::Case {
+                code,
+                working_queue,
+            } => Request::Connect {
+                code: code.to_string(),
+                working_queue: *working_queue,
+            },
+            Attach::Pull { wait } => Request::Pull { wait: *wait },
+        }
+    }
+
+    fn code(&self) -> Option<SessionCode> {
+        match self {
+            Attach::Customer { code, .. } | Attach::Case { code, .. } => Some(*code),
+            Attach::Pull { .. } => None,
+        }
+    }
+}
+
+/// Everything a session needs to keep going across connections.
+pub struct Plan {
+    /// Where sosqd is.
+    pub options: ConnectOptions,
+    /// How to come back to the case.
+    pub attach: Attach,
+    /// How long to keep reconnecting before giving up.
+    pub reconnect_for: Duration,
+    /// How long leaving on purpose waits for what was sent to arrive.
+    pub drain_for: Duration,
+    /// An expert who asked to wait for customers (`pull --wait`): when let go, it waits
+    /// for the next one instead of ending on an empty queue.
+    pub pull_waits: bool,
+}
+
+/// How a session ended well.
+pub enum Outcome {
+    /// Both sides finished, or the case ended.
+    Finished,
+    /// The user left (`signal`); `cut` forwarded connections had to be cut.
+    Left {
+        /// What asked us to leave.
+        signal: Signal,
+        /// Forwarded connections that had not finished delivering in time.
+        cut: usize,
+        /// Where the session was.
+        attach: Attach,
+    },
+    /// A newer connection took over the case (the same customer or expert resumed it
+    /// elsewhere); this one must not come back.
+    Replaced(String),
+}
+
+/// What ended the work on one connection.
+enum Step {
+    /// The session is over (the case ended, or both sides finished).
+    Finished,
+    /// The user asked to leave; the chat stream, if one is open, to finish first.
+    Leave(Signal, Option<quinn::SendStream>),
+    /// The connection is gone.
+    Lost(quinn::ConnectionError),
+    /// The connection failed in a way reconnecting cannot fix.
+    Failed(ClientError),
+}
+
+/// Runs the session on `client` until it ends, reconnecting when the connection is lost.
 pub async fn run(
-    client: &mut Client,
-    side: Side,
+    mut client: Client,
+    mut plan: Plan,
     out: Output,
     forwarding: Forwarding,
-) -> Result<Ended, ClientError> {
-    let mut events = client
-        .take_events()
-        .ok_or_else(|| ClientError::Unexpected("events already taken".into()))?;
+) -> Result<Outcome, ClientError> {
     let keep_open = forwarding.is_active();
-    let tally = Arc::new(Tally::default());
     let share = forwarding.share;
-    // The customer accepts every stream the expert opens: chats go to this loop, forwarded
-    // connections to the shared service (or are refused).
-    let (chats, mut chat_streams) = mpsc::channel(4);
-    let _acceptor = (side == Side::Customer).then(|| {
-        AbortOnDrop(tokio::spawn(accept_streams(
-            client.connection().clone(),
-            share,
-            chats,
-            tally.clone(),
-            out,
-        )))
-    });
-    let _forwarder = forwarding.listener.map(|listener| {
-        AbortOnDrop(tokio::spawn(forward_connections(
+    let tally = Arc::new(Tally::default());
+    let (route, routes) = watch::channel::<Route>(None);
+    let _listener = forwarding.listener.map(|listener| {
+        AbortOnDrop(tokio::spawn(forwards::forward_connections(
             listener,
-            client.connection().clone(),
+            routes,
             tally.clone(),
             out,
         )))
     });
-    let mut stdin = spawn_stdin_reader();
-    let mut stdin_done = false;
-    // Ctrl-C, SIGTERM and a closed terminal leave politely, so the broker knows at once
-    // instead of after a timeout.
-    let interrupted = super::signals::interrupted();
+    let mut chat = Chat::new(keep_open);
+    let interrupted = signals::interrupted();
     tokio::pin!(interrupted);
+    loop {
+        let forwards = Forwards::new(tally.clone());
+        let link = Link {
+            forwards: &forwards,
+            route: &route,
+            share,
+            out,
+        };
+        let step = on_connection(&mut client, &mut plan, &link, &mut chat, &mut interrupted).await;
+        route.send_replace(None);
+        match step {
+            Step::Finished => {
+                forwards.cut();
+                client.close().await;
+                return Ok(Outcome::Finished);
+            }
+            Step::Leave(signal, send) => {
+                let cut = leave(&forwards, send, plan.drain_for, &out).await;
+                client.close().await;
+                return Ok(Outcome::Left {
+                    signal,
+                    cut,
+                    attach: plan.attach,
+                });
+            }
+            Step::Failed(e) => {
+                forwards.cut();
+                client.close().await;
+                return Err(e);
+            }
+            Step::Lost(error) => {
+                forwards.cut();
+                if let Some(end) = final_close(&error) {
+                    return end;
+                }
+                match reconnect(&mut plan, &out, &error, &mut interrupted).await {
+                    Ok(Some(next)) => client = next,
+                    Ok(None) => {
+                        return Ok(Outcome::Left {
+                            signal: Signal::Interrupt,
+                            cut: 0,
+                            attach: plan.attach,
+                        })
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+}
+
+/// What one connection's work needs besides the client.
+struct Link<'a> {
+    forwards: &'a Forwards,
+    route: &'a watch::Sender<Route>,
+    share: Option<SocketAddr>,
+    out: Output,
+}
+
+/// The stdin side of the chat, which outlives connections.
+struct Chat {
+    stdin: mpsc::Receiver<Vec<u8>>,
+    stdin_done: bool,
+    /// With forwarding, the session goes on after both chat directions are done.
+    keep_open: bool,
+}
+
+impl Chat {
+    fn new(keep_open: bool) -> Chat {
+        Chat {
+            stdin: spawn_stdin_reader(),
+            stdin_done: false,
+            keep_open,
+        }
+    }
+}
+
+/// Works the session on one connection: waits to be paired, runs the chat, and is paired
+/// again after the peer comes back, until something ends this connection's part.
+async fn on_connection(
+    client: &mut Client,
+    plan: &mut Plan,
+    link: &Link<'_>,
+    chat: &mut Chat,
+    interrupted: &mut std::pin::Pin<&mut impl std::future::Future<Output = Signal>>,
+) -> Step {
+    let out = link.out;
+    let Some(mut events) = client.take_events() else {
+        return Step::Failed(ClientError::Unexpected("events already taken".into()));
+    };
+    // The customer accepts every stream the expert opens: chats come here, forwarded
+    // connections go to the shared service (or are refused).
+    let (chats, mut chat_streams) = mpsc::channel(4);
+    let _acceptor = (plan.attach.side() == Side::Customer).then(|| {
+        AbortOnDrop(tokio::spawn(forwards::accept_streams(
+            client.connection().clone(),
+            link.share,
+            chats,
+            link.forwards.tally.clone(),
+            link.forwards.leave.subscribe(),
+            out,
+        )))
+    });
     loop {
         // Wait to be paired.
         loop {
             let event = tokio::select! {
                 event = events.recv() => event,
-                _ = &mut interrupted => return Ok(Ended::Interrupted),
+                signal = &mut *interrupted => return Step::Leave(signal, None),
             };
             match event {
                 Some(Event::Paired {
@@ -112,49 +299,60 @@ pub async fn run(
                     peer_role,
                     peer_name,
                 }) => {
-                    let mut human = format!("connected to {peer_role} {peer_name} (case {code})");
-                    if let Some(share) = share {
-                        human.push_str(&format!(
-                            "; they can reach {share}, the one service you share; press Ctrl-C to end the session"
-                        ));
+                    if let Attach::Pull { .. } = plan.attach {
+                        plan.attach = Attach::Case {
+                            code,
+                            working_queue: true,
+                        };
                     }
-                    out.status(
-                        "paired",
-                        human,
-                        json!({"code": code, "peer_role": peer_role.to_string(), "peer_name": peer_name, "share": share}),
-                    );
+                    // Local connections go through from here on; only then say so, so
+                    // one made right after the line is never refused.
+                    if plan.attach.side() == Side::Expert {
+                        let route = (client.connection().clone(), link.forwards.leave.subscribe());
+                        link.route.send_replace(Some(route));
+                    }
+                    report_paired(&out, code, peer_role, &peer_name, link.share);
                     break;
                 }
-                Some(other) => {
-                    if let Some(ended) = report(&out, other) {
-                        return Ok(ended);
+                Some(Event::Released { code, reason }) => {
+                    if let Err(step) = take_next(client, plan, &out, code, &reason).await {
+                        return step;
                     }
                 }
-                None => return Err(lost(client)),
+                Some(Event::SessionEnded { code, reason }) => {
+                    report_ended(&out, code, &reason);
+                    return Step::Finished;
+                }
+                Some(other) => report(&out, other),
+                None => return lost(client),
             }
         }
         // Get the chat stream.
-        let stream = match side {
-            Side::Expert => client.open_stream(StreamKind::Chat).await.map(Some),
+        let stream = match plan.attach.side() {
+            Side::Expert => match client.open_stream(StreamKind::Chat).await {
+                Ok(stream) => Some(stream),
+                Err(_) => continue,
+            },
             Side::Customer => tokio::select! {
                 accepted = chat_streams.recv() => match accepted {
-                    Some(stream) => Ok(Some(stream)),
-                    None => return Err(lost(client)),
+                    Some(stream) => Some(stream),
+                    None => return lost(client),
                 },
                 event = events.recv() => match event {
-                    Some(event) => match report(&out, event) {
-                        Some(ended) => return Ok(ended),
-                        None => Ok(None),
-                    },
-                    None => return Err(lost(client)),
+                    Some(Event::SessionEnded { code, reason }) => {
+                        report_ended(&out, code, &reason);
+                        return Step::Finished;
+                    }
+                    Some(other) => { report(&out, other); None }
+                    None => return lost(client),
                 },
-                _ = &mut interrupted => return Ok(Ended::Interrupted),
+                signal = &mut *interrupted => return Step::Leave(signal, None),
             },
         };
-        let Some((mut send, mut recv)) = stream? else {
+        let Some((mut send, mut recv)) = stream else {
             continue;
         };
-        if stdin_done {
+        if chat.stdin_done {
             let _ = send.finish();
         }
         let mut buf = vec![0u8; 16 * 1024];
@@ -166,32 +364,33 @@ pub async fn run(
         // Copy until both sides have finished (done) or the peer leaves (wait for it again).
         loop {
             tokio::select! {
-                chunk = stdin.recv(), if !stdin_done => match chunk {
+                chunk = chat.stdin.recv(), if !chat.stdin_done => match chunk {
                     Some(bytes) => {
                         if send.write_all(&bytes).await.is_err() {
                             break;
                         }
                     }
                     None => {
-                        stdin_done = true;
+                        chat.stdin_done = true;
                         let _ = send.finish();
-                        if peer_done && !keep_open {
-                            delivered(&mut send).await;
-                            return Ok(Ended::PeerFinished);
+                        if peer_done && !chat.keep_open {
+                            delivered(&mut send, Duration::from_secs(2)).await;
+                            return Step::Finished;
                         }
                     }
                 },
                 read = recv.read(&mut buf), if !peer_done => match read {
                     Ok(Some(n)) => {
-                        stdout.write_all(&buf[..n]).await.map_err(|e| ClientError::Unexpected(format!("cannot write to stdout: {e}")))?;
-                        stdout.flush().await.map_err(|e| ClientError::Unexpected(format!("cannot write to stdout: {e}")))?;
+                        if let Err(e) = write_stdout(&mut stdout, &buf[..n]).await {
+                            return Step::Failed(e);
+                        }
                     }
                     Ok(None) => {
                         peer_done = true;
                         out.status("peer_finished", "the other side has finished sending", json!({}));
-                        if stdin_done && !keep_open {
-                            delivered(&mut send).await;
-                            return Ok(Ended::PeerFinished);
+                        if chat.stdin_done && !chat.keep_open {
+                            delivered(&mut send, Duration::from_secs(2)).await;
+                            return Step::Finished;
                         }
                         if peer_left {
                             break;
@@ -201,48 +400,212 @@ pub async fn run(
                     Err(_) => break,
                 },
                 event = events.recv() => match event {
+                    Some(Event::SessionEnded { code, reason }) => {
+                        report_ended(&out, code, &reason);
+                        return Step::Finished;
+                    }
+                    Some(Event::Released { code, reason }) => {
+                        if let Err(step) = take_next(client, plan, &out, code, &reason).await {
+                            return step;
+                        }
+                        break;
+                    }
                     Some(event) => {
                         let left = matches!(event, Event::PeerLeft { .. });
-                        if let Some(ended) = report(&out, event) {
-                            return Ok(ended);
-                        }
+                        report(&out, event);
                         if left && peer_done {
                             break;
                         }
                         peer_left |= left;
                     }
-                    None => return Err(lost(client)),
+                    None => return lost(client),
                 },
-                _ = &mut interrupted => return Ok(Ended::Interrupted),
+                signal = &mut *interrupted => return Step::Leave(signal, Some(send)),
             }
         }
+        // This pairing is over; new local connections wait for the next one.
+        link.route.send_replace(None);
     }
 }
 
-/// Waits (briefly) until the broker has our finished chat stream, so closing the
-/// connection right after cannot discard the end-of-stream the peer waits for.
-async fn delivered(send: &mut quinn::SendStream) {
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), send.stopped()).await;
+/// A pulling expert was let go (its customer vanished): say so, and pull the next case on
+/// the same connection (`pull --wait` waits for one; `pull` ends if nobody waits).
+async fn take_next(
+    client: &mut Client,
+    plan: &mut Plan,
+    out: &Output,
+    code: SessionCode,
+    reason: &str,
+) -> Result<(), Step> {
+    if plan.attach.side() == Side::Customer {
+        return Ok(());
+    }
+    let wait = plan.pull_waits;
+    out.status(
+        "released",
+        format!("{reason}; taking the next case"),
+        json!({"code": code, "reason": reason}),
+    );
+    plan.attach = Attach::Pull { wait };
+    match client.request(Request::Pull { wait }).await {
+        Ok(reply) => {
+            super::start::report_attached(out, &reply);
+            if let Reply::Waiting = reply {
+                out.status(
+                    "waiting",
+                    "nobody is waiting; you get the next customer who asks for help",
+                    json!({}),
+                );
+            }
+            Ok(())
+        }
+        Err(ClientError::Refused(refusal)) => Err(Step::Failed(ClientError::Refused(refusal))),
+        Err(_) => Err(lost(client)),
+    }
 }
 
-/// Counts forwarded connections, for the lines that report them.
-#[derive(Default)]
-struct Tally {
-    opened: AtomicU64,
-    open: AtomicUsize,
+/// Leaving on purpose: what this side already took in reaches the other side first (for at
+/// most `within`; a second Ctrl-C leaves at once), then the connection closes with `DONE`,
+/// so the broker drains what it holds instead of cutting it. Returns how many forwarded
+/// connections had to be cut.
+async fn leave(
+    forwards: &Forwards,
+    send: Option<quinn::SendStream>,
+    within: Duration,
+    out: &Output,
+) -> usize {
+    let open = forwards.tally.open_now();
+    if open > 0 {
+        out.status(
+            "draining",
+            format!(
+                "leaving: forwarded connections whose service finished sending still deliver it all (at most {}; Ctrl-C again to leave at once); live ones are cut",
+                humantime::format_duration(within)
+            ),
+            json!({"open": open, "within_ms": within.as_millis() as u64}),
+        );
+    }
+    let deadline = tokio::time::Instant::now() + within;
+    let cut = forwards.drain(within, hurry()).await;
+    if let Some(mut send) = send {
+        let _ = send.finish();
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        delivered(&mut send, left.max(Duration::from_millis(200))).await;
+    }
+    cut
 }
 
-impl Tally {
-    /// Counts one more open connection; returns its number.
-    fn open(&self) -> u64 {
-        self.open.fetch_add(1, Ordering::Relaxed);
-        self.opened.fetch_add(1, Ordering::Relaxed) + 1
-    }
+/// A second Ctrl-C (or SIGTERM, SIGHUP) while leaving.
+async fn hurry() {
+    let _ = signals::interrupted().await;
+}
 
-    /// Counts one connection closed; returns how many stay open.
-    fn close(&self) -> usize {
-        self.open.fetch_sub(1, Ordering::Relaxed).saturating_sub(1)
+/// Comes back after a lost connection: reconnects with back-off (a quarter second, doubling
+/// up to ten) and takes this party back to its case, until it works, the case turns out to
+/// be gone, or `plan.reconnect_for` has passed. `Ok(None)`: the user left meanwhile.
+async fn reconnect(
+    plan: &mut Plan,
+    out: &Output,
+    error: &quinn::ConnectionError,
+    interrupted: &mut std::pin::Pin<&mut impl std::future::Future<Output = Signal>>,
+) -> Result<Option<Client>, ClientError> {
+    let reason = sosq::client::describe_connection_error(error);
+    let case = plan
+        .attach
+        .code()
+        .map(|code| format!("; case {code} stays open"))
+        .unwrap_or_default();
+    out.status(
+        "reconnecting",
+        format!(
+            "lost the connection to sosqd ({reason}); reconnecting for up to {}{case}",
+            humantime::format_duration(plan.reconnect_for)
+        ),
+        json!({"reason": reason, "code": plan.attach.code()}),
+    );
+    let give_up = tokio::time::Instant::now() + plan.reconnect_for;
+    let mut delay = Duration::from_millis(250);
+    loop {
+        let attempt = Client::connect_with(&plan.options, Some(plan.attach.request()));
+        let result = tokio::select! {
+            result = attempt => result,
+            _ = &mut *interrupted => return Ok(None),
+        };
+        match result {
+            Ok((client, reply)) => {
+                super::endpoints::remember(client.endpoint());
+                let reply = reply.unwrap_or(Reply::Waiting);
+                if let Reply::Attached { case, .. } = &reply {
+                    if let Attach::Pull { .. } = plan.attach {
+                        plan.attach = Attach::Case {
+                            code: case.code,
+                            working_queue: true,
+                        };
+                    }
+                }
+                let back = match plan.attach.code() {
+                    Some(code) => format!("reconnected to sosqd; back in case {code}"),
+                    None => "reconnected to sosqd; waiting for the next customer".to_string(),
+                };
+                out.status("reconnected", back, json!({"code": plan.attach.code()}));
+                super::start::report_attached(out, &reply);
+                return Ok(Some(client));
+            }
+            // The daemon answered and said no: the case is gone, or this party may not
+            // have it; trying again would not change that. (A throttle says to wait.)
+            Err(ClientError::Refused(refusal))
+                if refusal.kind != sosq::protocol::ErrorKind::Throttled
+                    && refusal.kind != sosq::protocol::ErrorKind::Internal =>
+            {
+                return Err(ClientError::Refused(refusal));
+            }
+            Err(e) => {
+                if tokio::time::Instant::now() + delay > give_up {
+                    return Err(ClientError::Disconnected(format!(
+                        "gave up reconnecting after {}: {e}",
+                        humantime::format_duration(plan.reconnect_for)
+                    )));
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = &mut *interrupted => return Ok(None),
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
     }
+}
+
+/// A lost connection that reconnecting must not undo: replaced by a newer one, or ended by
+/// the daemon for good (the case expired or was deleted, the token revoked).
+fn final_close(error: &quinn::ConnectionError) -> Option<Result<Outcome, ClientError>> {
+    let quinn::ConnectionError::ApplicationClosed(close) = error else {
+        return None;
+    };
+    let reason = sosq::client::describe_connection_error(error);
+    match u32::try_from(close.error_code.into_inner()) {
+        Ok(close_code::REPLACED) => Some(Ok(Outcome::Replaced(reason))),
+        Ok(
+            close_code::EXPIRED
+            | close_code::DELETED
+            | close_code::UNAUTHENTICATED
+            | close_code::PROTOCOL_ERROR,
+        ) => Some(Err(ClientError::Disconnected(reason))),
+        _ => None,
+    }
+}
+
+/// Waits (at most `within`) until the broker has all we sent on `send`, end included, so
+/// closing the connection right after cannot discard it.
+async fn delivered(send: &mut quinn::SendStream, within: Duration) {
+    let _ = tokio::time::timeout(within, send.stopped()).await;
+}
+
+async fn write_stdout(stdout: &mut tokio::io::Stdout, bytes: &[u8]) -> Result<(), ClientError> {
+    let failed =
+        |e: std::io::Error| ClientError::Unexpected(format!("cannot write to stdout: {e}"));
+    stdout.write_all(bytes).await.map_err(failed)?;
+    stdout.flush().await.map_err(failed)
 }
 
 /// Aborts a background task when the session that started it ends.
@@ -254,156 +617,56 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Customer: accepts the expert's streams until the connection ends.
-async fn accept_streams(
-    connection: quinn::Connection,
+fn report_paired(
+    out: &Output,
+    code: SessionCode,
+    peer_role: sosq::protocol::Role,
+    peer_name: &str,
     share: Option<SocketAddr>,
-    chats: mpsc::Sender<(quinn::SendStream, quinn::RecvStream)>,
-    tally: Arc<Tally>,
-    out: Output,
 ) {
-    loop {
-        match accept_relayed(&connection).await {
-            Ok((StreamKind::Chat, send, recv)) => {
-                if chats.send((send, recv)).await.is_err() {
-                    return;
-                }
-            }
-            Ok((StreamKind::Forward, send, recv)) => {
-                if share.is_none() {
-                    out.status(
-                        "forward_refused",
-                        "the expert tried to open a connection, but you share nothing (no --share); refused",
-                        json!({}),
-                    );
-                    let _ = forward::serve_shared(None, send, recv).await;
-                    continue;
-                }
-                let tally = tally.clone();
-                tokio::spawn(async move {
-                    let id = tally.open();
-                    report_opened(&out, id, &tally, "the expert");
-                    let result = forward::serve_shared(share, send, recv).await;
-                    report_closed(&out, id, &tally, result);
-                });
-            }
-            Err(ClientError::Disconnected(_)) => return,
-            Err(e) => out.status(
-                "stream_refused",
-                format!("refused a stream: {e}"),
-                json!({"reason": e.to_string()}),
-            ),
-        }
+    let mut human = format!("connected to {peer_role} {peer_name} (case {code})");
+    if let Some(share) = share {
+        human.push_str(&format!(
+            "; they can reach {share}, the one service you share; press Ctrl-C to end the session"
+        ));
     }
-}
-
-/// Expert: forwards every connection to the local port until the session ends.
-async fn forward_connections(
-    listener: TcpListener,
-    connection: quinn::Connection,
-    tally: Arc<Tally>,
-    out: Output,
-) {
-    loop {
-        let (tcp, from) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                out.status(
-                    "forward_failed",
-                    format!("cannot accept a local connection: {e}"),
-                    json!({"reason": e.to_string()}),
-                );
-                // Out of file descriptors and such: do not spin.
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                continue;
-            }
-        };
-        let connection = connection.clone();
-        let tally = tally.clone();
-        tokio::spawn(async move {
-            let id = tally.open();
-            report_opened(&out, id, &tally, &from.to_string());
-            let result = forward::forward_connection(&connection, tcp).await;
-            report_closed(&out, id, &tally, result);
-        });
-    }
-}
-
-fn report_opened(out: &Output, id: u64, tally: &Tally, from: &str) {
-    let open = tally.open.load(Ordering::Relaxed);
     out.status(
-        "forward_opened",
-        format!("forwarded connection {id} opened by {from} ({open} open)"),
-        json!({"id": id, "from": from, "open": open}),
+        "paired",
+        human,
+        json!({"code": code, "peer_role": peer_role.to_string(), "peer_name": peer_name, "share": share}),
     );
 }
 
-fn report_closed(out: &Output, id: u64, tally: &Tally, result: Result<ForwardStats, ForwardError>) {
-    let open = tally.close();
-    match result {
-        // The broker's limit: say which limit, and how many connections it is counting
-        // (the ones this side has open are the session's: only the expert forwards).
-        Err(ForwardError::Reset(code)) if code == u64::from(close_code::TOO_MANY_STREAMS) => {
-            let reason = format!(
-                "the session already has {open} forwarded connections open (max_streams_per_session)"
-            );
-            out.status(
-                "forward_failed",
-                format!("forwarded connection {id} refused by sosqd: {reason}"),
-                json!({"id": id, "refused_by": "sosqd", "reason": reason, "code": code, "open": open}),
-            );
-        }
-        Ok(stats) => out.status(
-            "forward_closed",
-            format!(
-                "forwarded connection {id} closed: {} bytes sent, {} received ({open} open)",
-                stats.sent, stats.received
-            ),
-            json!({"id": id, "sent": stats.sent, "received": stats.received, "open": open}),
-        ),
-        Err(e) => out.status(
-            "forward_failed",
-            format!("forwarded connection {id} failed: {e} ({open} open)"),
-            json!({"id": id, "reason": e.to_string(), "open": open}),
-        ),
-    }
+fn report_ended(out: &Output, code: SessionCode, reason: &str) {
+    out.status(
+        "session_ended",
+        reason,
+        json!({"code": code, "reason": reason}),
+    );
 }
 
-/// Reports an event; `Some` if it ends the session.
-fn report(out: &Output, event: Event) -> Option<Ended> {
+/// Reports an event that does not change what the session does.
+fn report(out: &Output, event: Event) {
     match event {
-        Event::PeerLeft { code, reason } => {
-            out.status(
-                "peer_left",
-                reason.clone(),
-                json!({"code": code, "reason": reason}),
-            );
-            None
-        }
-        Event::SessionEnded { code, reason } => {
-            out.status(
-                "session_ended",
-                reason.clone(),
-                json!({"code": code, "reason": reason}),
-            );
-            Some(Ended::ByServer)
-        }
-        Event::QueuePosition { code, position } => {
-            out.status(
-                "queue_position",
-                format!("you are number {position} in the queue"),
-                json!({"code": code, "position": position}),
-            );
-            None
-        }
-        Event::Paired { .. } | Event::QueueChanged { .. } => None,
+        Event::PeerLeft { code, reason } => out.status(
+            "peer_left",
+            reason.clone(),
+            json!({"code": code, "reason": reason}),
+        ),
+        Event::QueuePosition { code, position } => out.status(
+            "queue_position",
+            format!("you are number {position} in the queue"),
+            json!({"code": code, "position": position}),
+        ),
+        Event::SessionEnded { code, reason } => report_ended(out, code, &reason),
+        Event::Released { .. } | Event::Paired { .. } | Event::QueueChanged(_) => {}
     }
 }
 
-fn lost(client: &Client) -> ClientError {
+fn lost(client: &Client) -> Step {
     match client.connection().close_reason() {
-        Some(reason) => ClientError::Disconnected(sosq::client::describe_connection_error(&reason)),
-        None => ClientError::Disconnected("the server closed the control stream".into()),
+        Some(reason) => Step::Lost(reason),
+        None => Step::Lost(quinn::ConnectionError::LocallyClosed),
     }
 }
 

@@ -14,6 +14,17 @@ pub enum Signal {
     HangUp,
 }
 
+impl Signal {
+    /// The signal's usual name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Interrupt => "Ctrl-C",
+            Signal::Terminate => "SIGTERM",
+            Signal::HangUp => "SIGHUP",
+        }
+    }
+}
+
 /// Completes when the user (or the system) asks the command to end.
 #[cfg(unix)]
 pub async fn interrupted() -> Signal {

@@ -81,10 +81,14 @@ pub enum Request {
         /// Wait for a case instead of failing on an empty queue.
         wait: bool,
     },
-    /// Expert: attach to a case by its code.
+    /// Expert: attach to a case by its code. The same expert connecting again takes over
+    /// from its old connection at once.
     Connect {
         /// The code as typed.
         code: String,
+        /// The expert works the queue (a `pull` coming back after a lost connection): if
+        /// the customer vanishes, let the expert go for the next case, as after a pull.
+        working_queue: bool,
     },
     /// Expert: create a case for a customer who will join by code.
     Create {
@@ -164,6 +168,11 @@ pub enum Reply {
         name: String,
         /// The daemon's version string.
         server: String,
+        /// How often the daemon pings a quiet connection, in milliseconds.
+        keep_alive_ms: u64,
+        /// After how many milliseconds without a word a connection is dropped (both
+        /// sides): how soon a vanished party is noticed.
+        idle_timeout_ms: u64,
     },
     /// The case this party is now attached to, with the customer's resume secret (customers
     /// only, shown once) and its queue position (SOS cases only).
@@ -211,6 +220,15 @@ pub enum Event {
     },
     /// The other party's connection dropped; the case is pending until it comes back.
     PeerLeft {
+        /// The case.
+        code: SessionCode,
+        /// Why, in words.
+        reason: String,
+    },
+    /// An expert who pulled this case is let go: its customer vanished (the case keeps its
+    /// place in the queue, offline, until the customer comes back), and the expert may
+    /// `pull` the next case on the same connection.
+    Released {
         /// The case.
         code: SessionCode,
         /// Why, in words.
@@ -337,4 +355,7 @@ pub mod close_code {
     pub const NOTHING_SHARED: u32 = 10;
     /// A forwarded TCP connection failed (could not connect, or was reset).
     pub const FORWARD_FAILED: u32 = 11;
+    /// A newer connection took over this one's seat (a customer resumed with its secret, or
+    /// the same expert connected again): the old connection must not reconnect.
+    pub const REPLACED: u32 = 12;
 }

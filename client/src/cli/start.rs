@@ -1,0 +1,341 @@
+//! Starting a session command (`request`, `join`, `pull`, `connect`): bind the expert's
+//! forwarding port first (a busy port fails before anyone is paired), reach the daemon
+//! (with `--wait`, for as long as it takes), attach to the case, then hand over to
+//! [`super::session`] and say how the session ended.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+use serde_json::json;
+use sosq::profile::SupportProfile;
+use sosq::protocol::{Reply, Request};
+use sosq::{Client, ClientError, ConnectOptions, SessionCode};
+
+use super::endpoints;
+use super::output::Output;
+use super::session::{self, Attach, Forwarding, Outcome, Plan};
+use super::Command;
+
+/// How a session rides out a lost connection and how it ends.
+#[derive(Args, Debug, Clone)]
+pub struct SessionArgs {
+    /// After a lost connection (a network drop, a daemon restart), keep reconnecting for
+    /// this long before giving up.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub reconnect_for: Duration,
+    /// On Ctrl-C, let what this side already took in reach the other side for at most this
+    /// long before leaving (Ctrl-C again leaves at once).
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub drain_for: Duration,
+}
+
+/// A session command, as the session needs it.
+pub struct Session {
+    first: Request,
+    /// Wait for the daemon to answer.
+    wait: bool,
+    /// `pull --wait`: wait for customers too.
+    pull_waits: bool,
+    args: SessionArgs,
+    share: Option<SocketAddr>,
+    forward: Option<SocketAddr>,
+    /// The customer's name (to come back with).
+    name: String,
+}
+
+impl Session {
+    /// The session `command` starts, if it is a session command.
+    pub fn of(command: &Command, profile: Option<&SupportProfile>) -> Option<Session> {
+        let session = match command {
+            Command::Request {
+                name,
+                description,
+                priority,
+                group,
+                share,
+                wait,
+                session,
+                ..
+            } => {
+                let name = name
+                    .clone()
+                    .or_else(|| std::env::var("USER").ok())
+                    .unwrap_or_else(|| "customer".into());
+                Session {
+                    first: Request::OpenSos {
+                        customer: name.clone(),
+                        description: description.clone(),
+                        priority: *priority,
+                        group: group
+                            .clone()
+                            .or_else(|| profile.and_then(|p| p.group.clone())),
+                    },
+                    wait: *wait,
+                    pull_waits: false,
+                    args: session.clone(),
+                    share: *share,
+                    forward: None,
+                    name,
+                }
+            }
+            Command::Join {
+                code,
+                name,
+                secret,
+                share,
+                wait,
+                session,
+            } => Session {
+                first: Request::Join {
+                    code: code.clone(),
+                    customer: name.clone(),
+                    resume_secret: secret.clone(),
+                },
+                wait: *wait,
+                pull_waits: false,
+                args: session.clone(),
+                share: *share,
+                forward: None,
+                name: name.clone(),
+            },
+            Command::Pull {
+                wait,
+                forward,
+                session,
+            } => Session {
+                first: Request::Pull { wait: *wait },
+                wait: *wait,
+                pull_waits: *wait,
+                args: session.clone(),
+                share: None,
+                forward: *forward,
+                name: String::new(),
+            },
+            Command::Connect {
+                code,
+                forward,
+                wait,
+                session,
+            } => Session {
+                first: Request::Connect {
+                    code: code.clone(),
+                    working_queue: false,
+                },
+                wait: *wait,
+                pull_waits: false,
+                args: session.clone(),
+                share: None,
+                forward: *forward,
+                name: String::new(),
+            },
+            _ => return None,
+        };
+        Some(session)
+    }
+}
+
+/// Runs a session command to its end.
+pub async fn run(
+    session: Session,
+    options: ConnectOptions,
+    out: Output,
+    profile: Option<&SupportProfile>,
+) -> Result<(), ClientError> {
+    let listener = match session.forward {
+        Some(addr) => {
+            let listener = sosq::forward::listen(addr)
+                .await
+                .map_err(|e| ClientError::Options(e.to_string()))?;
+            let bound = listener.local_addr().unwrap_or(addr);
+            out.status(
+                "forwarding",
+                format!("forwarding connections to {bound} to the customer's shared service"),
+                json!({"listen": bound}),
+            );
+            Some(listener)
+        }
+        None => None,
+    };
+    // A customer's request travels with the hello: one round trip less on a slow network.
+    let (client, reply) = reach(&options, session.first.clone(), session.wait, &out).await?;
+    if let Reply::Waiting = reply {
+        out.status(
+            "waiting",
+            "nobody is waiting; you get the next customer who asks for help",
+            json!({}),
+        );
+    }
+    report_attached(&out, &reply);
+    if let (Request::OpenSos { .. }, Some(welcome)) =
+        (&session.first, profile.and_then(|p| p.welcome.as_deref()))
+    {
+        out.status("welcome", welcome, json!({ "text": welcome }));
+    }
+    let attach = attach_of(&session, &reply)?;
+    let plan = Plan {
+        options,
+        attach,
+        reconnect_for: session.args.reconnect_for,
+        drain_for: session.args.drain_for,
+        pull_waits: session.pull_waits,
+    };
+    let forwarding = Forwarding {
+        share: session.share,
+        listener,
+    };
+    match session::run(client, plan, out, forwarding).await? {
+        Outcome::Finished => Ok(()),
+        Outcome::Replaced(reason) => {
+            out.status(
+                "replaced",
+                format!("{reason}; this one ends here"),
+                json!({"reason": reason}),
+            );
+            Ok(())
+        }
+        Outcome::Left {
+            cut,
+            attach,
+            signal,
+        } => {
+            report_left(&out, &attach, cut, signal);
+            Ok(())
+        }
+    }
+}
+
+/// Connects and sends `first` with the hello; with `wait`, an unanswered daemon is tried
+/// again (every 2 s, saying so once) until it answers.
+async fn reach(
+    options: &ConnectOptions,
+    first: Request,
+    wait: bool,
+    out: &Output,
+) -> Result<(Client, Reply), ClientError> {
+    let mut said = false;
+    loop {
+        match Client::connect_with(options, Some(first.clone())).await {
+            Ok((client, reply)) => {
+                endpoints::remember(client.endpoint());
+                let reply = reply
+                    .ok_or_else(|| ClientError::Unexpected("no reply to the request".into()))?;
+                return Ok((client, reply));
+            }
+            Err(e @ (ClientError::NoAnswer { .. } | ClientError::Connect { .. })) if wait => {
+                if !said {
+                    out.status(
+                        "no_answer",
+                        format!("{e}; trying again until it answers (--wait)"),
+                        json!({"reason": e.to_string()}),
+                    );
+                    said = true;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// How this party comes back to its case, from the reply that attached it.
+fn attach_of(session: &Session, reply: &Reply) -> Result<Attach, ClientError> {
+    Ok(match (&session.first, reply) {
+        (
+            Request::OpenSos { .. } | Request::Join { .. },
+            Reply::Attached {
+                case,
+                resume_secret,
+                ..
+            },
+        ) => {
+            let given = match &session.first {
+                Request::Join { resume_secret, .. } => resume_secret.clone(),
+                _ => None,
+            };
+            Attach::Customer {
+                code: case.code,
+                name: session.name.clone(),
+                secret: resume_secret.clone().or(given),
+            }
+        }
+        (Request::Pull { .. }, Reply::Attached { case, .. }) => Attach::Case {
+            code: case.code,
+            working_queue: true,
+        },
+        (Request::Pull { wait }, Reply::Waiting) => Attach::Pull { wait: *wait },
+        (Request::Connect { .. }, Reply::Attached { case, .. }) => Attach::Case {
+            code: case.code,
+            working_queue: false,
+        },
+        _ => return Err(super::unexpected()),
+    })
+}
+
+/// The line after Ctrl-C: the case stays open, and how to come back or close it.
+fn report_left(out: &Output, attach: &Attach, cut: usize, signal: super::signals::Signal) {
+    let cut_note = match cut {
+        0 => String::new(),
+        n => format!(" ({n} forwarded connection(s) had not finished and were cut)"),
+    };
+    let human = match attach {
+        Attach::Customer { code, name, secret } => {
+            let secret = secret.as_deref().unwrap_or("SECRET");
+            format!(
+                "you left the session{cut_note}; case {code} stays open: come back with `sosq join {code} --name {name:?} --secret {secret}`, or close it with `sosq close {code} --secret {secret}`"
+            )
+        }
+        Attach::Case { code, .. } => format!(
+            "you left case {code}{cut_note}; it stays open: come back with `sosq connect {code}`, or close it with `sosq close {code}`"
+        ),
+        Attach::Pull { .. } => "you stopped waiting for a customer".to_string(),
+    };
+    let code: Option<SessionCode> = match attach {
+        Attach::Customer { code, .. } | Attach::Case { code, .. } => Some(*code),
+        Attach::Pull { .. } => None,
+    };
+    let fields = json!({"code": code, "cut": cut, "signal": signal.name(), "message": human});
+    out.status("left", human, fields);
+}
+
+/// Reports the reply that attached this party to a case: its code, and for a customer its
+/// place in the queue and its resume secret (shown this once).
+pub fn report_attached(out: &Output, reply: &Reply) {
+    let Reply::Attached {
+        case,
+        resume_secret,
+        position,
+    } = reply
+    else {
+        return;
+    };
+    let mut human = format!("case {} ({})", case.code, case.state);
+    if let Some(position) = position {
+        human = format!(
+            "your session code is {} - you are number {position} in the queue; an expert will be with you shortly",
+            case.code
+        );
+    } else if !case.customer.is_empty() {
+        human.push_str(&format!(": customer {}", case.customer));
+        if !case.description.is_empty() {
+            human.push_str(&format!(" - {}", case.description));
+        }
+    }
+    if let Some(secret) = resume_secret {
+        human.push_str(&format!(
+            "\nkeep this resume secret to come back to or close your case: {secret}"
+        ));
+    }
+    out.status(
+        "attached",
+        human,
+        json!({
+            "code": case.code,
+            "state": case.state,
+            "position": position,
+            "resume_secret": resume_secret,
+            "customer": case.customer,
+            "description": case.description,
+        }),
+    );
+}
