@@ -11,18 +11,21 @@
 //! forwarded connections and [`CHATS_PER_SESSION`] chats open, counted apart. A stream that
 //! finds every place of its kind taken waits up to [`SLOT_GRACE`] for one, then is refused
 //! with `TOO_MANY_STREAMS`. A stream gives its place back the moment it ends: when both
-//! directions have finished, or as soon as either is reset or stopped; then all four halves
-//! (both parties' send and receive sides) are reset or stopped with that code at once,
-//! without waiting for the other direction to wind down.
+//! directions have ended, or as soon as either is reset; a reset resets or stops all four
+//! halves (both parties' send and receive sides) with its code at once, without waiting
+//! for the other direction to wind down. A stop (a reader that wants no more) ends its
+//! direction only, like a TCP half-close: the other may still be carrying what a party
+//! that left on purpose sent before it went.
 //!
 //! Copying goes through at most [`COPY_BUFFER`] bytes per direction, so QUIC flow control is
 //! the back-pressure: a slow reader slows its writer and nothing piles up here. EOF
 //! finishes the far side. A stream silent both ways for [`RelayLimits::idle_timeout`] is
 //! reset, if the operator set one; by default nothing is: the party's QUIC connection, kept
 //! alive by the client, already proves both parties are there, and an idle stream on it is
-//! a person thinking (an SSH session), not a leak. When the pairing ends (close, expiry,
-//! deletion, a party leaving) every spliced stream is reset at once, and
-//! [`Relays::unpair`] hands back the bytes the session carried each way.
+//! a person thinking (an SSH session), not a leak. When the pairing is cut short (close,
+//! expiry, deletion, a party's connection lost) every spliced stream is reset at once
+//! ([`Relays::unpair`], which hands back the bytes the session carried each way); when a
+//! party leaves on purpose its streams drain to their natural end ([`Relays::unlink`]).
 
 mod slots;
 
@@ -341,15 +344,11 @@ async fn splice(
     let (sent, received) = link.directions();
     let activity = Activity::new();
     let mut ended = link.ended.clone();
-    // A stop arrives on a send side, which a direction waiting for bytes to read would
-    // notice only at its next write; watch for it on its own so the stream ends at once.
-    let a_stopped = stop_code(&a_send);
-    let b_stopped = stop_code(&b_send);
     // The copies borrow the four halves; they end with this block, before the resets.
     let reset_code = {
         let a_to_b = pipe(&mut a_recv, &mut b_send, sent, &activity);
         let b_to_a = pipe(&mut b_recv, &mut a_send, received, &activity);
-        tokio::pin!(a_to_b, b_to_a, a_stopped, b_stopped);
+        tokio::pin!(a_to_b, b_to_a);
         let (mut a_to_b_done, mut b_to_a_done) = (false, false);
         loop {
             if a_to_b_done && b_to_a_done {
@@ -367,8 +366,6 @@ async fn splice(
                     Err(code) => code,
                 },
                 _ = ended.changed() => close_code::SESSION_ENDED.into(),
-                code = &mut a_stopped => code,
-                code = &mut b_stopped => code,
                 _ = activity.idle(idle_timeout) => close_code::STREAM_IDLE.into(),
             };
             break Some(code);
@@ -379,18 +376,6 @@ async fn splice(
         let _ = b_send.reset(code);
         let _ = a_recv.stop(code);
         let _ = b_recv.stop(code);
-    }
-}
-
-/// Completes with the code if the receiver of `send` stops it; never completes otherwise
-/// (a stream finished and acknowledged needs nothing more).
-fn stop_code(send: &quinn::SendStream) -> impl std::future::Future<Output = quinn::VarInt> {
-    let stopped = send.stopped();
-    async move {
-        match stopped.await {
-            Ok(Some(code)) => code,
-            _ => std::future::pending().await,
-        }
     }
 }
 
@@ -429,11 +414,12 @@ impl Activity {
     }
 }
 
-/// Copies one direction until EOF, which finishes the far side; a reset of `from` or a stop
-/// of `to` is an error with its code, for [`splice`] to end the whole stream with. So is
-/// `from`'s connection ending before its EOF: what it sent is cut, and the far reader must
-/// see a reset, not an end. A far side whose connection is gone ends this direction
-/// quietly: the other direction may still be draining what the leaver sent.
+/// Copies one direction until EOF, which finishes the far side. A reset of `from` is an
+/// error with its code, for [`splice`] to end the whole stream with; so is `from`'s
+/// connection ending before its EOF: what it sent is cut, and the far reader must see a
+/// reset, not an end. A stop of `to` (its reader wants no more), or `to`'s connection gone,
+/// ends this direction only, passing the stop on to `from`: like a TCP half-close, the
+/// other direction may still be carrying what its writer sent.
 ///
 /// Each round takes up to [`CHUNKS_PER_READ`] received chunks under one lock of the
 /// connection and copies them once into a fresh buffer that the far side's send stream then
@@ -447,8 +433,26 @@ async fn pipe(
     activity: &Activity,
 ) -> Result<(), quinn::VarInt> {
     let mut chunks: [Bytes; CHUNKS_PER_READ] = Default::default();
+    // The reader may stop taking this direction while we wait for bytes to read; notice it
+    // at once, not only at the next write.
+    let stopped = to.stopped();
+    tokio::pin!(stopped);
     loop {
-        match from.read_chunks(&mut chunks).await {
+        let read = tokio::select! {
+            read = from.read_chunks(&mut chunks) => read,
+            stop = &mut stopped => {
+                // Stopped: the writer is told to stop too. The reader's connection gone
+                // (it left): nobody is left to take this direction. Either way only this
+                // direction ends: the other may still be draining what the leaver sent.
+                let code = match stop {
+                    Ok(Some(code)) => code,
+                    _ => close_code::SESSION_ENDED.into(),
+                };
+                let _ = from.stop(code);
+                return Ok(());
+            }
+        };
+        match read {
             Ok(Some(n)) => {
                 activity.touch();
                 let received = &mut chunks[..n];
@@ -458,16 +462,13 @@ async fn pipe(
                     batch.extend_from_slice(chunk);
                     *chunk = Bytes::new();
                 }
-                match to.write_chunk(batch.freeze()).await {
-                    Ok(()) => {}
-                    Err(quinn::WriteError::Stopped(code)) => return Err(code),
-                    // The reader's connection is gone (it left): nobody is left to take
-                    // this direction, but the other one may still be draining to its
-                    // peer, so this direction just ends.
-                    Err(_) => {
-                        let _ = from.stop(close_code::SESSION_ENDED.into());
-                        return Ok(());
-                    }
+                if let Err(e) = to.write_chunk(batch.freeze()).await {
+                    let code = match e {
+                        quinn::WriteError::Stopped(code) => code,
+                        _ => close_code::SESSION_ENDED.into(),
+                    };
+                    let _ = from.stop(code);
+                    return Ok(());
                 }
                 counter.fetch_add(len as u64, Ordering::Relaxed);
             }

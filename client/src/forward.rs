@@ -71,7 +71,8 @@ pub enum Leave {
     Stay,
     /// The party leaves on purpose: a connection whose local side has finished sending,
     /// and whose every byte the broker has acknowledged, is done (it will all arrive); the
-    /// others keep copying until they are, or until the session cuts them.
+    /// others keep copying until they are, or until the session cuts them (one that has
+    /// gone quiet is cut at once).
     Drain,
     /// Reset the relayed stream and the TCP connection (RST) at once.
     Cut,
@@ -165,43 +166,48 @@ pub async fn serve_shared(
     splice_tcp(tcp, send, recv, leave).await
 }
 
-/// The socket behind `tcp`, to ask the kernel about it while the copies hold its halves.
-#[cfg(target_os = "linux")]
-fn raw_fd(tcp: &TcpStream) -> std::os::fd::RawFd {
-    use std::os::fd::AsRawFd;
-    tcp.as_raw_fd()
+/// How long a connection's local side must have sent nothing, while we waited for it,
+/// before draining gives up on it: an open but idle connection (an SSH prompt) has nothing
+/// left to deliver, and leaving should not wait for it.
+pub const DRAIN_QUIET: Duration = Duration::from_secs(2);
+
+/// Since when a copy has been waiting for its local side to send; shared between the copy
+/// and the loop that watches it (so, atomically: the future moves between threads).
+struct Waiting {
+    base: tokio::time::Instant,
+    /// Milliseconds after `base` plus one; 0 while not waiting.
+    since: std::sync::atomic::AtomicU64,
 }
 
-#[cfg(not(target_os = "linux"))]
-fn raw_fd(_tcp: &TcpStream) {}
-
-/// Whether the local peer of the socket `fd` has finished sending (its FIN has arrived: the
-/// socket is in CLOSE_WAIT), even if we have not read all it sent yet. Only Linux can
-/// tell; elsewhere a connection counts as still sending.
-#[cfg(target_os = "linux")]
-fn finished_sending(fd: std::os::fd::RawFd) -> bool {
-    // `struct tcp_info` starts with `tcpi_state`; TCP_CLOSE_WAIT is 8 in linux/tcp.h.
-    const TCP_CLOSE_WAIT: u8 = 8;
-    let mut info = [0u8; 256];
-    let mut len = info.len() as libc::socklen_t;
-    // SAFETY: `fd` is the open socket of a TcpStream the caller owns for the whole call;
-    // the buffer is writable for `len` bytes, and the kernel writes at most `len` bytes of
-    // `struct tcp_info` into it and sets `len` to what it wrote.
-    let done = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            info.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
-    done == 0 && len > 0 && info[0] == TCP_CLOSE_WAIT
+impl Default for Waiting {
+    fn default() -> Self {
+        Waiting {
+            base: tokio::time::Instant::now(),
+            since: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
 }
 
-#[cfg(not(target_os = "linux"))]
-fn finished_sending(_fd: ()) -> bool {
-    false
+impl Waiting {
+    fn start(&self) {
+        let ms = self.base.elapsed().as_millis() as u64 + 1;
+        self.since.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn stop(&self) {
+        self.since.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether it has been waiting for at least `quiet`.
+    fn longer_than(&self, quiet: Duration) -> bool {
+        match self.since.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => false,
+            since => {
+                let now = self.base.elapsed().as_millis() as u64 + 1;
+                Duration::from_millis(now.saturating_sub(since)) >= quiet
+            }
+        }
+    }
 }
 
 /// Copies a TCP connection and a relayed stream both ways until both directions have ended.
@@ -210,11 +216,12 @@ fn finished_sending(_fd: ()) -> bool {
 /// other (RST on TCP, a reset and a stop on the stream).
 ///
 /// `leave` ends it early: [`Leave::Cut`] resets both sides at once. Under [`Leave::Drain`]
-/// a connection whose local side had already finished sending goes on until all of it has
-/// reached the broker (the reader far away gets every byte and then the end), and is done
-/// then; an inbound direction still open is reset, since its reader would otherwise take a
-/// cut stream for a complete one. A connection still live when told to drain (a VNC or SSH
-/// session: its end is not in sight) is cut at once.
+/// the copy goes on until the local side has finished sending and all of it has reached
+/// the broker (the reader far away gets every byte and then the end), and is done then; an
+/// inbound direction still open is reset, since its reader would otherwise take a cut
+/// stream for a complete one. A connection whose local side has sent nothing for
+/// [`DRAIN_QUIET`] (an open SSH prompt) has nothing left to deliver and is cut; the
+/// session bounds the rest (a stream that never ends) with its own deadline.
 pub async fn splice_tcp(
     mut tcp: TcpStream,
     mut send: quinn::SendStream,
@@ -222,7 +229,9 @@ pub async fn splice_tcp(
     mut leave: watch::Receiver<Leave>,
 ) -> Result<ForwardStats, ForwardError> {
     let _ = tcp.set_nodelay(true);
-    let fd = raw_fd(&tcp);
+    // Since when the outbound copy has been waiting for the local side to send (none
+    // while it has bytes in hand, or is waiting for the broker to take them).
+    let waiting_since = Waiting::default();
     // The copies borrow both sides; they end with this block, before the resets.
     let (ended, stats) = {
         let (mut tcp_read, mut tcp_write) = tcp.split();
@@ -231,21 +240,25 @@ pub async fn splice_tcp(
             let mut buf = vec![0u8; COPY_BUFFER];
             let mut sent = 0u64;
             loop {
+                waiting_since.start();
                 let n = tcp_read.read(&mut buf).await.map_err(ForwardError::Tcp)?;
+                waiting_since.stop();
                 if n == 0 {
                     let _ = send.finish();
-                    // Done once the broker has it all: leaving then loses nothing.
+                    // Done once the broker has it all: leaving then loses nothing. A stop
+                    // now means the reader took what it wanted.
                     return match send.stopped().await {
-                        Ok(None) => Ok(sent),
-                        Ok(Some(code)) => Err(ForwardError::Reset(code.into_inner())),
+                        Ok(_) => Ok(sent),
                         Err(e) => Err(ForwardError::Stream(e.to_string())),
                     };
                 }
-                send.write_all(&buf[..n]).await.map_err(|e| match e {
-                    quinn::WriteError::Stopped(code) => ForwardError::Reset(code.into_inner()),
-                    other => ForwardError::Stream(other.to_string()),
-                })?;
-                sent += n as u64;
+                match send.write_all(&buf[..n]).await {
+                    Ok(()) => sent += n as u64,
+                    // The far reader wants no more (it left): this direction ends, like a
+                    // TCP half-close; the other may still be delivering to us.
+                    Err(quinn::WriteError::Stopped(_)) => return Ok(sent),
+                    Err(other) => return Err(ForwardError::Stream(other.to_string())),
+                }
             }
         };
         let inbound = async {
@@ -273,23 +286,18 @@ pub async fn splice_tcp(
         };
         tokio::pin!(outbound, inbound);
         let (mut sent, mut received) = (None, None);
-        // Whether, when told to drain, this connection's local side had already finished
-        // sending: only then is there a known end to deliver; a live one is cut at once.
-        let mut draining = false;
         let ended = loop {
             let mode = *leave.borrow_and_update();
+            let quiet = waiting_since.longer_than(DRAIN_QUIET);
             match (mode, sent, received) {
                 (Leave::Cut, _, _) => break Err(ForwardError::Cut),
                 (_, Some(_), Some(_)) => break Ok(true),
                 (Leave::Drain, Some(_), None) => break Ok(false),
-                (Leave::Drain, None, _) if !draining => {
-                    if !finished_sending(fd) {
-                        break Err(ForwardError::Cut);
-                    }
-                    draining = true;
-                }
+                // Open, but its local side has gone quiet: nothing more is on the way.
+                (Leave::Drain, None, _) if quiet => break Err(ForwardError::Cut),
                 _ => {}
             }
+            let draining = mode == Leave::Drain;
             tokio::select! {
                 done = &mut outbound, if sent.is_none() => match done {
                     Ok(n) => sent = Some(n),
@@ -303,6 +311,8 @@ pub async fn splice_tcp(
                 changed = leave.changed() => if changed.is_err() {
                     break Err(ForwardError::Cut);
                 },
+                // While draining, look again at whether the local side went quiet.
+                _ = tokio::time::sleep(DRAIN_QUIET / 4), if draining => {}
             }
         };
         let stats = ForwardStats {

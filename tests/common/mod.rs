@@ -416,11 +416,22 @@ impl Session {
 
     /// Sends Ctrl-C (SIGINT) to the process.
     pub fn interrupt(&mut self) {
+        self.signal("INT");
+    }
+
+    /// Sends the signal `name` ("TERM", "HUP", "STOP", "CONT", "KILL") to the process.
+    pub fn signal(&mut self, name: &str) {
         let status = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .expect("run kill");
         assert!(status.success());
+    }
+
+    /// Kills the process with SIGKILL (no goodbye) and reaps it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Closes stdin (EOF: half-close).

@@ -67,8 +67,37 @@ impl Forwards {
     }
 
     /// Resets every forwarded connection at once (RST on TCP): the session was cut short.
-    pub fn cut(&self) {
+    /// Waits (a second at most) for them to have done so, so that a command ending right
+    /// after cannot let the system close them with a clean FIN instead.
+    pub async fn cut(&self) {
         self.leave.send_replace(Leave::Cut);
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            loop {
+                let closed = self.tally.closed.notified();
+                if self.tally.open_now() == 0 {
+                    break;
+                }
+                closed.await;
+            }
+        })
+        .await;
+    }
+
+    /// Lets every forwarded connection run to its natural end (what a departed peer sent
+    /// still arrives here), for at most `within`, then cuts what is left.
+    pub async fn finish(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let closed = self.tally.closed.notified();
+            if self.tally.open_now() == 0 {
+                return;
+            }
+            tokio::select! {
+                _ = closed => {}
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        self.cut().await;
     }
 
     /// Lets every forwarded connection finish delivering what it took in, for at most
@@ -94,18 +123,7 @@ impl Forwards {
             }
         }
         let cut = self.tally.open_now();
-        self.cut();
-        // The cut ones reset at once; give their tasks a moment to send the resets.
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            while self.tally.open_now() > 0 {
-                let closed = self.tally.closed.notified();
-                if self.tally.open_now() == 0 {
-                    break;
-                }
-                closed.await;
-            }
-        })
-        .await;
+        self.cut().await;
         cut
     }
 }

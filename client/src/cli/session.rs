@@ -195,7 +195,7 @@ pub async fn run(
         route.send_replace(None);
         match step {
             Step::Finished => {
-                forwards.cut();
+                forwards.cut().await;
                 client.close().await;
                 return Ok(Outcome::Finished);
             }
@@ -209,12 +209,13 @@ pub async fn run(
                 });
             }
             Step::Failed(e) => {
-                forwards.cut();
+                // Forwards still delivering what a departed customer sent finish first.
+                forwards.finish(plan.drain_for).await;
                 client.close().await;
                 return Err(e);
             }
             Step::Lost(error) => {
-                forwards.cut();
+                forwards.cut().await;
                 if let Some(end) = final_close(&error) {
                     return end;
                 }
@@ -286,12 +287,18 @@ async fn on_connection(
             out,
         )))
     });
+    // A new pairing announced while the old one's streams were still open (the peer came
+    // back on a new connection): handled as soon as the old chat is left.
+    let mut repaired: Option<Event> = None;
     loop {
         // Wait to be paired.
         loop {
-            let event = tokio::select! {
-                event = events.recv() => event,
-                signal = &mut *interrupted => return Step::Leave(signal, None),
+            let event = match repaired.take() {
+                Some(event) => Some(event),
+                None => tokio::select! {
+                    event = events.recv() => event,
+                    signal = &mut *interrupted => return Step::Leave(signal, None),
+                },
             };
             match event {
                 Some(Event::Paired {
@@ -343,6 +350,7 @@ async fn on_connection(
                         report_ended(&out, code, &reason);
                         return Step::Finished;
                     }
+                    Some(event @ Event::Paired { .. }) => { repaired = Some(event); None }
                     Some(other) => { report(&out, other); None }
                     None => return lost(client),
                 },
@@ -408,6 +416,10 @@ async fn on_connection(
                         if let Err(step) = take_next(client, plan, &out, code, &reason).await {
                             return step;
                         }
+                        break;
+                    }
+                    Some(event @ Event::Paired { .. }) => {
+                        repaired = Some(event);
                         break;
                     }
                     Some(event) => {
@@ -479,7 +491,7 @@ async fn leave(
         out.status(
             "draining",
             format!(
-                "leaving: forwarded connections whose service finished sending still deliver it all (at most {}; Ctrl-C again to leave at once); live ones are cut",
+                "leaving: letting {open} forwarded connection(s) deliver what they are still sending (at most {}; Ctrl-C again to leave at once)",
                 humantime::format_duration(within)
             ),
             json!({"open": open, "within_ms": within.as_millis() as u64}),

@@ -1,0 +1,179 @@
+//! Clients come back by themselves: after the daemon is killed and restarted, waiting
+//! customers and both sides of a running session reconnect and carry on (forwarding too);
+//! a customer or expert resuming while its old connection is half-alive takes over at once;
+//! a daemon that does not answer is said so within seconds, and `--wait` keeps trying.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::thread;
+
+use common::{config_file, Daemon, PATIENCE};
+
+/// A TCP echo service for the customer to share; its address.
+fn echo_service() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(mut tcp) = tcp else { return };
+            thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = tcp.read(&mut buf) {
+                    if n == 0 || tcp.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// One message through the expert's forwarded port and back from the shared echo.
+fn echo_through(local: SocketAddr, message: &[u8]) {
+    let mut tcp = TcpStream::connect(local).unwrap();
+    tcp.set_read_timeout(Some(PATIENCE)).unwrap();
+    tcp.write_all(message).unwrap();
+    let mut echo = vec![0u8; message.len()];
+    tcp.read_exact(&mut echo).unwrap();
+    assert_eq!(echo, message);
+}
+
+#[test]
+fn sessions_come_back_by_themselves_after_the_daemon_is_killed_and_restarted() {
+    let daemon = Daemon::start(&[]);
+    let token = daemon.add_user("ana", "expert");
+    let echo = echo_service().to_string();
+    let mut customer = daemon.session(None, &["request", "--name", "Alice", "--share", &echo]);
+    let code = customer.expect_event("attached")["code"].clone();
+    let mut expert = daemon.session(Some(&token), &["pull", "--forward", "127.0.0.1:0"]);
+    let local: SocketAddr = expert.expect_event("forwarding")["listen"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(expert.expect_event("paired")["code"], code);
+    customer.expect_event("paired");
+    let mut waiting = daemon.session(None, &["request", "--name", "Waiting"]);
+    waiting.expect_event("attached");
+    expert.send(b"before\n");
+    assert_eq!(customer.receive(7), b"before\n");
+    echo_through(local, b"through the tunnel");
+
+    let addr = daemon.addr.clone();
+    let dir = daemon.kill9();
+    for side in [&mut customer, &mut expert, &mut waiting] {
+        side.expect_event("reconnecting");
+    }
+    let _daemon = Daemon::start_in(dir, &["--listen", &addr]);
+    for side in [&mut customer, &mut expert, &mut waiting] {
+        assert!(side.expect_event("reconnected")["code"].is_string());
+    }
+    // The waiting customer is back in line; the session pairs again and carries on.
+    assert!(waiting.expect_event("attached")["position"].is_u64());
+    assert_eq!(expert.expect_event("paired")["code"], code);
+    customer.expect_event("paired");
+    expert.send(b"after\n");
+    assert_eq!(customer.receive(6), b"after\n");
+    customer.send(b"still here\n");
+    assert_eq!(expert.receive(11), b"still here\n");
+    // The expert's local port stayed up: new connections work once re-paired.
+    echo_through(local, b"through the tunnel, again");
+}
+
+#[test]
+fn a_customer_or_expert_resuming_takes_over_from_a_half_alive_connection_at_once() {
+    // A long idle timeout: only the takeover can free the seats within the test.
+    let (_dir, config) = config_file("idle_timeout = \"1m\"\n");
+    let daemon = Daemon::start(&["--config", &config]);
+    let token = daemon.add_user("ana", "expert");
+    let mut customer = daemon.session(None, &["request", "--name", "Alice"]);
+    let attached = customer.expect_event("attached");
+    let code = attached["code"].as_str().unwrap().to_string();
+    let secret = attached["resume_secret"].as_str().unwrap().to_string();
+    let mut expert = daemon.session(Some(&token), &["pull"]);
+    expert.expect_event("paired");
+    customer.expect_event("paired");
+
+    // The customer's process hangs; the customer starts over with its secret.
+    customer.signal("STOP");
+    let mut again = daemon.session(
+        None,
+        &["join", &code, "--name", "Alice", "--secret", &secret],
+    );
+    again.expect_event("attached");
+    again.expect_event("paired");
+    expert.expect_event("paired");
+    expert.send(b"is that you?\n");
+    assert_eq!(again.receive(13), b"is that you?\n");
+    customer.signal("CONT");
+    let replaced = customer.expect_event("replaced");
+    assert!(
+        replaced["reason"]
+            .as_str()
+            .unwrap()
+            .contains("replaced by a newer connection"),
+        "{replaced}"
+    );
+    let (status, stderr) = customer.wait();
+    assert!(status.success(), "{stderr}");
+
+    // The same for the expert: its new connection by code takes over.
+    expert.signal("STOP");
+    let mut expert_again = daemon.session(Some(&token), &["connect", &code]);
+    expert_again.expect_event("attached");
+    expert_again.expect_event("paired");
+    again.expect_event("paired");
+    again.send(b"yes\n");
+    assert_eq!(expert_again.receive(4), b"yes\n");
+    expert.signal("CONT");
+    expert.expect_event("replaced");
+}
+
+#[test]
+fn a_daemon_that_does_not_answer_is_said_so_and_wait_keeps_trying() {
+    // A daemon's identity and users, then nothing listening where clients look for it.
+    let daemon = Daemon::start(&[]);
+    let token = daemon.add_user("ana", "expert");
+    let fingerprint = daemon.fingerprint.clone();
+    let dir = daemon.kill9();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = format!("127.0.0.1:{port}");
+    let sosq = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(common::sosq_bin());
+        cmd.env("SOSQ_SERVER", &server)
+            .env("SOSQ_FINGERPRINT", &fingerprint)
+            .env_remove("SOSQ_SECRET")
+            .args(args);
+        cmd
+    };
+
+    let mut queue = sosq(&["queue"]);
+    queue.env("SOSQ_TOKEN", &token);
+    let out = common::run_with_patience(queue);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!("no answer from sosqd at {server}"))
+            && said.contains("is it running, is the port open?"),
+        "{said}"
+    );
+    assert_eq!(said.trim().lines().count(), 1, "one line: {said}");
+
+    let mut request = sosq(&["--json", "request", "--name", "Early", "--wait"]);
+    request
+        .env_remove("SOSQ_TOKEN")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut early = common::Session::from_command(request);
+    early.expect_event("no_answer");
+    let _daemon = Daemon::start_in(dir, &["--listen", &server]);
+    early.expect_event("attached");
+}
