@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 
-use sosq::codec::PageBudget;
 use sosq::protocol::{
     page_items, Assignee, CaseInfo, CasesCursor, CasesPage, DeleteSelector, HistoryPage,
     QueueCursor, QueuePage, Reply, Request, Role, Timestamp,
@@ -525,25 +524,13 @@ async fn list_cases(
         .await
         .map_err(|e| crate::store::StoreError::Backend(e.to_string()))??;
     let broker = shared.broker();
-    let mut budget = PageBudget::new(items);
-    let mut cases = Vec::new();
-    let mut more = false;
-    for record in records {
-        let info = match broker.case(record.code) {
+    let infos = records
+        .into_iter()
+        .map(|record| match broker.case(record.code) {
             Some(case) => case.info(),
             _ => record.info(false, None),
-        };
-        if !budget.admit(&info) {
-            more = true;
-            break;
-        }
-        cases.push(info);
-    }
-    let next = cases.last().filter(|_| more).map(|last| CasesCursor {
-        created_at: last.created_at,
-        code: last.code,
-    });
-    Ok(CasesPage { cases, next })
+        });
+    Ok(super::pages::cases_page(infos, items))
 }
 
 /// One page of a case's history (open, closed or expired), for staff.
@@ -565,19 +552,11 @@ fn history_page(
             None => return Err(BrokerError::UnknownCode(code).into()),
         },
     };
-    let mut budget = PageBudget::new(page_items(limit));
-    let start = (from as usize).min(history.len());
-    let entries: Vec<_> = history[start..]
-        .iter()
-        .take_while(|entry| budget.admit(entry))
-        .cloned()
-        .collect();
-    let end = start + entries.len();
-    Ok(HistoryPage {
+    Ok(super::pages::history_page(
         code,
         state,
-        total: u32::try_from(history.len()).unwrap_or(u32::MAX),
-        next: (end < history.len()).then(|| u32::try_from(end).unwrap_or(u32::MAX)),
-        entries,
-    })
+        &history,
+        from,
+        page_items(limit),
+    ))
 }

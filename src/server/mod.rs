@@ -11,6 +11,7 @@ mod connection;
 mod dispatch;
 mod expiry;
 pub mod metrics;
+mod pages;
 mod queue_updates;
 mod retention;
 mod throttle;
