@@ -12,7 +12,7 @@ use sosq::SessionCode;
 use super::{deletion, ServerError, Shared};
 use crate::broker::{
     Actor, Attached, AuditEntry, BrokerError, CaseSelection, Closer, Effect, PartyId, Persist,
-    QueueViewer, SosRequest, GENERAL,
+    QueueViewer, SosRequest, GENERAL, MAX_NAME_CHARS,
 };
 
 /// Who sent the request.
@@ -159,10 +159,7 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
         } => {
             let group = group.unwrap_or_else(|| GENERAL.to_string());
             if !shared.users.group_exists(&group)? {
-                return Err(BrokerError::InvalidInput(format!(
-                    "there is no support team {group:?}; check your support profile"
-                ))
-                .into());
+                return Err(no_such_team(&group).into());
             }
             let request = SosRequest {
                 customer: &customer,
@@ -373,8 +370,37 @@ fn check_assignee(shared: &Shared, to: &Assignee) -> Result<(), ServerError> {
     if exists {
         Ok(())
     } else {
-        Err(BrokerError::InvalidInput(format!("there is no {to}")).into())
+        Err(no_such_assignee(to).into())
     }
+}
+
+/// The refusal of an SOS request for a team that does not exist.
+pub(super) fn no_such_team(group: &str) -> BrokerError {
+    BrokerError::InvalidInput(format!(
+        "there is no support team {:?}; check your support profile",
+        as_typed(group)
+    ))
+}
+
+/// The refusal of an assignment or a transfer to an expert or team that does not exist.
+pub(super) fn no_such_assignee(to: &Assignee) -> BrokerError {
+    let to = match to {
+        Assignee::Expert(name) => Assignee::Expert(as_typed(name)),
+        Assignee::Group(name) => Assignee::Group(as_typed(name)),
+    };
+    BrokerError::InvalidInput(format!("there is no {to}"))
+}
+
+/// A name a peer typed, as a refusal repeats it: at most [`MAX_NAME_CHARS`] characters (no
+/// team or user name is longer), so a refusal never grows with what the peer sent. Without
+/// the cut, a 60 KiB team name of control characters, escaped by `{:?}`, made a reply five
+/// times the frame limit, and the peer got an internal error instead of the reason.
+fn as_typed(name: &str) -> String {
+    let mut shown: String = name.chars().take(MAX_NAME_CHARS).collect();
+    if shown.len() < name.len() {
+        shown.push('…');
+    }
+    shown
 }
 
 /// An admin's delete selector in words, for the audit log.
