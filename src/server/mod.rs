@@ -16,6 +16,9 @@ mod queue_updates;
 mod retention;
 mod throttle;
 
+#[cfg(test)]
+mod largest_messages;
+
 pub use admission::{Admission, AdmissionLimits, Decision};
 pub use dispatch::authorize;
 pub use throttle::{Budget, Throttle, ThrottleLimits};
