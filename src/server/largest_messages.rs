@@ -13,7 +13,9 @@
 //! routes, escalates, pairs, transfers and closes cases with it) and the real page
 //! builders (`Broker::queue_page`, [`pages::cases_page`], [`pages::history_page`]) over
 //! more items than a page holds. Error replies echo what a peer typed at most up to the
-//! name limit: the refusals that repeat input get inputs as long as a request frame.
+//! name limit: the refusals that repeat input get inputs as long as a request frame. Every
+//! frame is also decoded back, as the receiver would (`pages` checks the other end: pages
+//! of the smallest items, which claim the most while decoding).
 
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::time::Duration;
@@ -124,16 +126,17 @@ fn all_four_byte() -> Widest {
     }
 }
 
-/// Encodes `message` as the daemon would; fails unless it fits one frame.
+/// Encodes `message` as the daemon would; fails unless it fits one frame and the
+/// receiver's decoder (which has limits of its own) reads it back whole.
 fn fits(message: ServerMessage) -> Result<usize, TestCaseError> {
-    let what = format!("{message:?}").chars().take(120).collect::<String>();
-    match codec::encode(&message) {
-        Ok(frame) => {
-            prop_assert!(frame.len() <= MAX_FRAME_LEN + 4);
-            Ok(frame.len())
-        }
-        Err(e) => Err(TestCaseError::fail(format!("{what}…: {e}"))),
-    }
+    let what = || format!("{message:?}").chars().take(120).collect::<String>();
+    let frame =
+        codec::encode(&message).map_err(|e| TestCaseError::fail(format!("{}…: {e}", what())))?;
+    prop_assert!(frame.len() <= MAX_FRAME_LEN + 4);
+    let back: ServerMessage = codec::decode(&frame[4..])
+        .map_err(|e| TestCaseError::fail(format!("{}… does not decode: {e}", what())))?;
+    prop_assert!(back == message, "{}… changed on the way", what());
+    Ok(frame.len())
 }
 
 fn reply(reply: Reply) -> Result<usize, TestCaseError> {

@@ -5,7 +5,8 @@
 //! Both are pure functions of what the store and the core handed over, so the paging rules
 //! (the item limit, the byte budget of [`PageBudget`], where the next page starts) are
 //! tested without a daemon; `largest_messages` fills them with the largest items the
-//! validators allow and checks every page fits one frame.
+//! validators allow and checks every page fits one frame, and the tests here fill them
+//! with the smallest, which claim the most while decoding.
 
 use sosq::codec::PageBudget;
 use sosq::protocol::{CaseInfo, CaseState, CasesCursor, CasesPage, HistoryEntry, HistoryPage};
@@ -96,6 +97,56 @@ mod tests {
             actor: Some("customer".into()),
             address: None,
         }
+    }
+
+    /// Small items claim far more while decoding than they take on the wire, so full pages
+    /// of the smallest items the validators allow, built by the real builders, must decode.
+    #[test]
+    fn pages_of_the_smallest_items_decode() {
+        use crate::broker::{Broker, BrokerConfig, PartyId, QueueViewer, SosRequest};
+        use rand::SeedableRng;
+        use sosq::codec;
+        use sosq::protocol::{Event, Reply, ServerMessage, MAX_PAGE_ITEMS};
+
+        let round_trip = |message: ServerMessage| {
+            let frame = codec::encode(&message).expect("fits a frame");
+            let back: ServerMessage = codec::decode(&frame[4..]).expect("decodes");
+            assert_eq!(back, message);
+        };
+        let items = MAX_PAGE_ITEMS as usize;
+        let rng = rand::rngs::StdRng::seed_from_u64(5);
+        let mut broker = Broker::new(BrokerConfig::default(), Box::new(rng));
+        for n in 0..=items as u64 {
+            let request = SosRequest {
+                customer: "a",
+                description: "",
+                priority: Priority::Low,
+                group: "g",
+            };
+            let mut out = Vec::new();
+            broker
+                .open_sos_in(Timestamp(n), PartyId(n), request, &mut out)
+                .expect("a case");
+        }
+        let queue = broker.queue_page(QueueViewer::Everyone, None, items);
+        assert_eq!(
+            queue.entries.len(),
+            items,
+            "the smallest entries fill the item limit"
+        );
+        round_trip(ServerMessage::Reply(Reply::Queue(queue.clone())));
+        round_trip(ServerMessage::Event(Event::QueueChanged(queue)));
+
+        let smallest = info(1, "");
+        let cases = cases_page(std::iter::repeat_n(smallest, items + 1), items);
+        assert_eq!(cases.cases.len(), items);
+        round_trip(ServerMessage::Reply(Reply::Cases(cases)));
+
+        let history: Vec<HistoryEntry> = (0..256).map(|n| entry(n, "")).collect();
+        let code = SessionCode::from_number(1).unwrap();
+        let page = history_page(code, CaseState::New, &history, 0, items);
+        assert_eq!(page.entries.len(), 256);
+        round_trip(ServerMessage::Reply(Reply::History(page)));
     }
 
     #[test]
