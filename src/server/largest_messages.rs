@@ -377,8 +377,8 @@ fn everything_fits(w: Widest) -> Result<(), TestCaseError> {
     prop_assert_eq!(&seen, &entries);
     prop_assert!(pages > 1, "the widest history takes more than one page");
 
-    // The session side: pull, a customer dropping, a transfer, a close, an expert-created
-    // case; the events they push, and the replies.
+    // The session side: a pull, a transfer to another expert who pulls, a close, an
+    // expert-created case; the events they push, and the replies.
     let (name, teams) = (w.expert.clone(), vec![w.team.clone()]);
     let expert_party = PartyId(1_000);
     let pulled =
@@ -397,15 +397,6 @@ fn everything_fits(w: Widest) -> Result<(), TestCaseError> {
     let second = PartyId(1_001);
     let assignee = w.assignee.clone();
     scene.run(|b, now, out| b.pull_from(now, second, &assignee, &[], false, out))?;
-    let customer = scene
-        .broker
-        .case(pulled.code)
-        .and_then(|case| case.customer)
-        .ok_or_else(|| TestCaseError::fail("the customer left"))?;
-    scene.run(|b, now, out| {
-        b.disconnect(now, customer, out);
-        Ok(())
-    })?;
     reply(Reply::Case(scene.run(|b, now, out| {
         b.close(now, Closer::Expert(&assignee), &typed, out)
     })?))?;
