@@ -156,6 +156,31 @@ fn a_tiny_frame_cannot_make_the_decoder_hold_more_than_the_bound() {
     assert!(report.peak <= harness::ALLOC_BOUND, "{report:?}");
 }
 
+#[test]
+fn a_tiny_frame_announcing_a_huge_string_holds_at_most_the_bound() {
+    // A frame whose customer name announces as many bytes as the decoder may claim: bincode
+    // reserves them before finding the frame ends, and gives them back; the bound holds.
+    let empty = ClientMessage::Request(Request::OpenSos {
+        customer: String::new(),
+        description: String::new(),
+        priority: Default::default(),
+        group: None,
+    });
+    let encoded = codec::encode(&empty).expect("encodes");
+    // 4-byte length, two variant tags, then the customer name's length (0).
+    let mut payload = encoded[4..6].to_vec();
+    assert_eq!(encoded[6], 0, "the name's length follows the tags");
+    payload.push(252);
+    let announced = u32::try_from(codec::MAX_DECODE_CLAIM - 64).expect("fits u32");
+    payload.extend_from_slice(&announced.to_le_bytes());
+    let mut data = vec![0u8];
+    data.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    data.extend_from_slice(&payload);
+    let report = harness::frame_decoder(&data);
+    assert!(report.frames.is_empty());
+    assert!(report.peak <= harness::ALLOC_BOUND, "{report:?}");
+}
+
 /// The payload bytes of `Request(Delete(Codes(...)))` up to the list length, as the current
 /// protocol encodes them (variant indices move when requests are added).
 fn delete_codes_prefix() -> Vec<u8> {

@@ -4,8 +4,9 @@
 //! payload buffer grows with what actually arrives (a peer announcing 64 KiB and sending one
 //! byte holds one byte, not 64 KiB), a frame that has begun must be complete within a
 //! deadline ([`read_frame_within`]), and the payload is decoded with bincode's own size
-//! limit, so a peer can never make us hold more than one frame's worth, nor hold it for
-//! ever. [`PageBudget`] lets a sender fill a page of a list up to what one frame can carry.
+//! limit ([`MAX_DECODE_CLAIM`]), so a peer can never make us hold more than a few frames'
+//! worth, nor hold it for ever. [`PageBudget`] lets a sender fill a page of a list up to
+//! what one frame can carry.
 //! This is the only module that touches bincode.
 
 use serde::de::DeserializeOwned;
@@ -15,8 +16,21 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// The largest payload a frame may carry, in bytes.
 pub const MAX_FRAME_LEN: usize = 64 * 1024;
 
+/// The most bytes bincode may claim while decoding one frame's payload.
+///
+/// bincode counts a claim by what a value takes in memory as it is decoded (8 bytes for
+/// every `u64` and every length, 4 for every enum tag), not by the bytes it reads, and a
+/// varint takes as little as one byte on the wire: a payload may claim up to 8 times its
+/// length. A limit of [`MAX_FRAME_LEN`] itself refused frames that the sender had measured
+/// as fitting (a page of 500 small cases: 57 KiB on the wire, over 64 KiB claimed), and the
+/// client dropped the connection. So the limit is the most any payload of at most
+/// [`MAX_FRAME_LEN`] bytes can claim: every frame [`encode`] lets through decodes, and a
+/// length field still cannot make the decoder reserve more than this.
+pub const MAX_DECODE_CLAIM: usize = 8 * MAX_FRAME_LEN;
+
 fn config() -> impl bincode::config::Config {
-    bincode::config::standard().with_limit::<MAX_FRAME_LEN>()
+    // The limit only binds decoding; encoding checks the payload's length itself.
+    bincode::config::standard().with_limit::<MAX_DECODE_CLAIM>()
 }
 
 /// Why a frame could not be read or written.
@@ -270,6 +284,38 @@ mod tests {
             PageBudget::new(5).admit(&huge),
             "the first item always goes in"
         );
+    }
+
+    /// Small items claim far more while decoding than they take on the wire (8 bytes for a
+    /// one-byte number), so a page filled to its byte budget with the smallest must decode.
+    #[test]
+    fn a_page_full_of_the_smallest_items_decodes() {
+        use crate::protocol::{Priority, QueueEntry, QueuePage, Reply, ServerMessage, Timestamp};
+        let smallest = QueueEntry {
+            position: Some(1),
+            code: crate::SessionCode::from_number(1).unwrap(),
+            customer: "a".into(),
+            description: String::new(),
+            waiting_since: Timestamp(0),
+            priority: Priority::Normal,
+            response_due: Timestamp(0),
+            group: "g".into(),
+            assigned_to: None,
+            online: true,
+        };
+        let mut budget = PageBudget::new(usize::MAX);
+        let entries: Vec<QueueEntry> = std::iter::repeat(smallest)
+            .take_while(|entry| budget.admit(entry))
+            .collect();
+        assert!(entries.len() > 1_000, "{} entries", entries.len());
+        let page = ServerMessage::Reply(Reply::Queue(QueuePage {
+            entries,
+            online: u32::MAX,
+            offline: u32::MAX,
+            next: None,
+        }));
+        let frame = encode(&page).unwrap();
+        assert_eq!(decode::<ServerMessage>(&frame[4..]).unwrap(), page);
     }
 
     #[tokio::test]

@@ -37,11 +37,12 @@ use tokio::io::{AsyncRead, ReadBuf};
 
 // ----- allocation accounting -----------------------------------------------------------
 
-/// The most bytes that decoding one frame may hold at once: the payload buffer, plus what
-/// the payload itself can spell out (strings of up to a frame each; lists of codes are
-/// read one by one, capped at `MAX_CODES_PER_DELETE`, never reserved from a length field),
-/// with room for vectors that grow by doubling.
-pub const ALLOC_BOUND: usize = 8 * MAX_FRAME_LEN;
+/// The most bytes that decoding one frame may hold at once: the payload buffer (a frame,
+/// with room for a vector that grows by doubling), plus what the payload itself can spell
+/// out, which bincode's claim limit bounds (a string's length field reserves its bytes
+/// before they are read; lists of codes are read one by one, capped at
+/// `MAX_CODES_PER_DELETE`, never reserved from a length field).
+pub const ALLOC_BOUND: usize = 2 * MAX_FRAME_LEN + codec::MAX_DECODE_CLAIM;
 
 thread_local! {
     static LIVE: Cell<isize> = const { Cell::new(0) };

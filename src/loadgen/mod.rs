@@ -15,18 +15,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sosq::protocol::{
-    CaseFilter, CaseOrigin, CaseState, DeleteSelector, Event, HistoryEntry, Priority, Reply,
-    Request, StreamKind, Timestamp,
+    CaseFilter, CaseState, DeleteSelector, Event, Priority, Reply, Request, StreamKind,
 };
 use sosq::{Client, ClientError, ConnectOptions, SessionCode, SharedEndpoint};
 use tokio::sync::mpsc;
 
 pub mod process;
+mod seed;
 
 pub use process::{cpu_seconds, rss_bytes, sosqd_command, DaemonProcess};
+pub use seed::{seed_closed_cases, seed_finished_cases, SEED_BATCH};
 
-use crate::broker::{CaseRecord, Persist, GENERAL};
-use crate::store::{CaseStore, SqliteStore, StoreError};
+use crate::store::StoreError;
 
 /// The longest any single network step of the generator may take before it counts as a
 /// failure; a guard against hangs, not a performance figure.
@@ -610,67 +610,6 @@ pub async fn delete_closed(
         Reply::Deleted { count } => Ok((count, took)),
         other => Err(LoadError::Unexpected(format!("{other:?}"))),
     }
-}
-
-/// Writes `count` closed SOS cases, created `age` before `now`, straight into the case
-/// store in `data_dir` (before the daemon starts on it): far faster than opening and
-/// closing each through the protocol, and the rows are the same a closed case leaves.
-/// Codes are spread over the code space.
-pub async fn seed_closed_cases(
-    data_dir: &std::path::Path,
-    count: u64,
-    age: Duration,
-) -> Result<(), LoadError> {
-    let store = SqliteStore::open_in(data_dir)?;
-    let now = Timestamp::now();
-    let created = Timestamp(now.0.saturating_sub(age.as_millis() as u64));
-    let mut tickets = Vec::new();
-    let mut n = 0;
-    while n < count {
-        let end = (n + 10_000).min(count);
-        let batch = (n..end)
-            .filter_map(|n| closed_record(n, created, now))
-            .map(Persist::Save)
-            .collect();
-        tickets.push(store.submit(batch));
-        n = end;
-    }
-    for ticket in tickets {
-        ticket.await?;
-    }
-    Ok(())
-}
-
-fn closed_record(n: u64, created: Timestamp, now: Timestamp) -> Option<CaseRecord> {
-    let entry = |state, event: &str| HistoryEntry {
-        at: created,
-        state,
-        event: event.into(),
-        actor: Some("expert load".into()),
-        address: Some("127.0.0.1:50000".into()),
-    };
-    Some(CaseRecord {
-        // A stride coprime to 10^9 spreads the codes like drawn ones and keeps them unique.
-        code: SessionCode::from_number(n * 997 % 1_000_000_000)?,
-        origin: CaseOrigin::Sos,
-        customer: format!("customer {n}"),
-        description: "seeded by the load generator".into(),
-        state: CaseState::Closed,
-        created_at: created,
-        updated_at: created,
-        expires_at: now.plus(Duration::from_secs(3_600)),
-        waiting_since: Some(created),
-        resume_secret_hash: None,
-        group: GENERAL.into(),
-        assigned_to: None,
-        priority: Priority::Normal,
-        response_due: Some(created.plus(Duration::from_secs(900))),
-        first_response_at: Some(created),
-        history: vec![
-            entry(CaseState::New, "created by customer"),
-            entry(CaseState::Closed, "closed by expert load"),
-        ],
-    })
 }
 
 /// The bare baseline's endpoint: sosqd's own TLS and transport settings

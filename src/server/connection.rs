@@ -353,3 +353,39 @@ async fn write_outbox(
         let _ = tokio::time::timeout(FAREWELL_GRACE, send.stopped()).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sosq::protocol::Event;
+    use sosq::SessionCode;
+
+    use super::*;
+
+    #[test]
+    fn an_oversized_reply_becomes_an_internal_error_and_an_oversized_event_is_dropped() {
+        let past_the_limit = "x".repeat(codec::MAX_FRAME_LEN);
+        let reply = ServerMessage::Reply(Reply::Welcome {
+            role: Role::Admin,
+            name: past_the_limit.clone(),
+            server: "sosqd".into(),
+        });
+        let error = codec::encode(&reply).expect_err("past the frame limit");
+        let frame = fits_instead(&reply, &error).expect("a reply is always answered");
+        let len = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+        assert_eq!(len, frame.len() - 4);
+        match codec::decode::<ServerMessage>(&frame[4..]).expect("a valid frame") {
+            ServerMessage::Reply(Reply::Error(refusal)) => {
+                assert_eq!(refusal.kind, ErrorKind::Internal);
+                assert!(refusal.message.contains("welcome"), "{}", refusal.message);
+            }
+            other => panic!("expected an error reply, got {other:?}"),
+        }
+
+        let event = ServerMessage::Event(Event::PeerLeft {
+            code: SessionCode::from_number(1).expect("a code"),
+            reason: past_the_limit,
+        });
+        let error = codec::encode(&event).expect_err("past the frame limit");
+        assert_eq!(fits_instead(&event, &error), None, "an event is dropped");
+    }
+}

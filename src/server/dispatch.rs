@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 
-use sosq::codec::PageBudget;
 use sosq::protocol::{
     page_items, Assignee, CaseInfo, CasesCursor, CasesPage, DeleteSelector, HistoryPage,
     QueueCursor, QueuePage, Reply, Request, Role, Timestamp,
@@ -13,7 +12,7 @@ use sosq::SessionCode;
 use super::{deletion, ServerError, Shared};
 use crate::broker::{
     Actor, Attached, AuditEntry, BrokerError, CaseSelection, Closer, Effect, PartyId, Persist,
-    QueueViewer, SosRequest, GENERAL,
+    QueueViewer, SosRequest, GENERAL, MAX_NAME_CHARS,
 };
 
 /// Who sent the request.
@@ -160,10 +159,7 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
         } => {
             let group = group.unwrap_or_else(|| GENERAL.to_string());
             if !shared.users.group_exists(&group)? {
-                return Err(BrokerError::InvalidInput(format!(
-                    "there is no support team {group:?}; check your support profile"
-                ))
-                .into());
+                return Err(no_such_team(&group).into());
             }
             let request = SosRequest {
                 customer: &customer,
@@ -378,8 +374,37 @@ fn check_assignee(shared: &Shared, to: &Assignee) -> Result<(), ServerError> {
     if exists {
         Ok(())
     } else {
-        Err(BrokerError::InvalidInput(format!("there is no {to}")).into())
+        Err(no_such_assignee(to).into())
     }
+}
+
+/// The refusal of an SOS request for a team that does not exist.
+pub(super) fn no_such_team(group: &str) -> BrokerError {
+    BrokerError::InvalidInput(format!(
+        "there is no support team {:?}; check your support profile",
+        as_typed(group)
+    ))
+}
+
+/// The refusal of an assignment or a transfer to an expert or team that does not exist.
+pub(super) fn no_such_assignee(to: &Assignee) -> BrokerError {
+    let to = match to {
+        Assignee::Expert(name) => Assignee::Expert(as_typed(name)),
+        Assignee::Group(name) => Assignee::Group(as_typed(name)),
+    };
+    BrokerError::InvalidInput(format!("there is no {to}"))
+}
+
+/// A name a peer typed, as a refusal repeats it: at most [`MAX_NAME_CHARS`] characters (no
+/// team or user name is longer), so a refusal never grows with what the peer sent. Without
+/// the cut, a 60 KiB team name of control characters, escaped by `{:?}`, made a reply five
+/// times the frame limit, and the peer got an internal error instead of the reason.
+fn as_typed(name: &str) -> String {
+    let mut shown: String = name.chars().take(MAX_NAME_CHARS).collect();
+    if shown.len() < name.len() {
+        shown.push('…');
+    }
+    shown
 }
 
 /// An admin's delete selector in words, for the audit log.
@@ -529,25 +554,13 @@ async fn list_cases(
         .await
         .map_err(|e| crate::store::StoreError::Backend(e.to_string()))??;
     let broker = shared.broker();
-    let mut budget = PageBudget::new(items);
-    let mut cases = Vec::new();
-    let mut more = false;
-    for record in records {
-        let info = match broker.case(record.code) {
+    let infos = records
+        .into_iter()
+        .map(|record| match broker.case(record.code) {
             Some(case) => case.info(),
             _ => record.info(false, None),
-        };
-        if !budget.admit(&info) {
-            more = true;
-            break;
-        }
-        cases.push(info);
-    }
-    let next = cases.last().filter(|_| more).map(|last| CasesCursor {
-        created_at: last.created_at,
-        code: last.code,
-    });
-    Ok(CasesPage { cases, next })
+        });
+    Ok(super::pages::cases_page(infos, items))
 }
 
 /// One page of a case's history (open, closed or expired), for staff.
@@ -569,19 +582,11 @@ fn history_page(
             None => return Err(BrokerError::UnknownCode(code).into()),
         },
     };
-    let mut budget = PageBudget::new(page_items(limit));
-    let start = (from as usize).min(history.len());
-    let entries: Vec<_> = history[start..]
-        .iter()
-        .take_while(|entry| budget.admit(entry))
-        .cloned()
-        .collect();
-    let end = start + entries.len();
-    Ok(HistoryPage {
+    Ok(super::pages::history_page(
         code,
         state,
-        total: u32::try_from(history.len()).unwrap_or(u32::MAX),
-        next: (end < history.len()).then(|| u32::try_from(end).unwrap_or(u32::MAX)),
-        entries,
-    })
+        &history,
+        from,
+        page_items(limit),
+    ))
 }

@@ -12,9 +12,13 @@ mod dispatch;
 mod drains;
 mod expiry;
 pub mod metrics;
+mod pages;
 mod queue_updates;
 mod retention;
 mod throttle;
+
+#[cfg(test)]
+mod largest_messages;
 
 pub use admission::{Admission, AdmissionLimits, Decision};
 pub use dispatch::authorize;
