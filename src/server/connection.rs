@@ -368,6 +368,8 @@ mod tests {
             role: Role::Admin,
             name: past_the_limit.clone(),
             server: "sosqd".into(),
+            keep_alive_ms: 2_000,
+            idle_timeout_ms: 6_000,
         });
         let error = codec::encode(&reply).expect_err("past the frame limit");
         let frame = fits_instead(&reply, &error).expect("a reply is always answered");

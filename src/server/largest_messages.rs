@@ -437,6 +437,8 @@ fn everything_fits(w: Widest) -> Result<(), TestCaseError> {
         role: Role::Admin,
         name: w.expert.clone(),
         server: format!("sosqd {}", env!("CARGO_PKG_VERSION")),
+        keep_alive_ms: u64::MAX,
+        idle_timeout_ms: u64::MAX,
     })?;
     reply(Reply::Attached {
         case: widest.clone(),
@@ -452,6 +454,30 @@ fn everything_fits(w: Widest) -> Result<(), TestCaseError> {
         peer_role: Role::Customer,
         peer_name: w.customers[0].clone(),
     })?;
+    // A pulling expert let go: the core's own sentence, for its longest departure.
+    let mut core = Broker::new(
+        crate::broker::BrokerConfig::default(),
+        Box::new(rand::rngs::StdRng::seed_from_u64(5)),
+    );
+    let mut out = Vec::new();
+    let (gone, pulling) = (PartyId(1), PartyId(2));
+    let customer = w.customers[0].clone();
+    let case = core
+        .open_sos(Timestamp(1), gone, &customer, "", &mut out)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    core.pull(Timestamp(2), pulling, &w.expert, false, &mut out)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    out.clear();
+    core.disconnect(Timestamp(3), gone, crate::broker::Departure::Lost, &mut out);
+    let released = out.into_iter().find_map(|effect| match effect {
+        crate::broker::Effect::Notify {
+            event: event @ Event::Released { .. },
+            ..
+        } => Some(event),
+        _ => None,
+    });
+    prop_assert!(released.is_some(), "no release for case {}", case.case.code);
+    event(released.expect("checked"))?;
     for refusal in refusals(&mut scene)? {
         reply(Reply::Error(refusal.to_reply()))?;
     }
@@ -478,6 +504,7 @@ fn refusals(scene: &mut Scene) -> Result<Vec<ServerError>, TestCaseError> {
         }
         .into(),
         BrokerError::QueueEmpty.into(),
+        BrokerError::NobodyOnline(usize::MAX).into(),
         BrokerError::TooManyCases(usize::MAX).into(),
         no_such_team(&w.typed).into(),
         no_such_assignee(&Assignee::Expert(w.typed.clone())).into(),
@@ -527,6 +554,7 @@ fn refusals(scene: &mut Scene) -> Result<Vec<ServerError>, TestCaseError> {
         Request::Pull { wait: true },
         Request::Connect {
             code: w.typed.clone(),
+            working_queue: true,
         },
         Request::Create {
             customer: w.typed.clone(),
