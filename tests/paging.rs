@@ -10,6 +10,8 @@
 //! - A frame dripped a byte a second is cut at the frame deadline with a reason, while
 //!   others are served.
 //! - 120 waiting customers page through `sosq queue` in order, positions 1 to 120.
+//! - 100,000 waiting customers (offline since a restart) page through `sosq queue` in
+//!   line, each once; `pull` refuses with how many wait offline.
 //!
 //! Timeouts only stop a broken test from hanging; no test asserts how long anything took.
 
@@ -531,4 +533,74 @@ async fn waiting_customers_page_through_the_queue_in_order() {
     assert_eq!(paged, in_line);
     assert_eq!(every, in_line);
     fleet.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_waiting_customers_page_through_the_queue() {
+    const WAITING: u64 = 100_000;
+    let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+    // Customers who asked for help and are offline now (say, before a restart), one a
+    // millisecond, in seeding order: case n has code n × 997.
+    let base = Timestamp::now().0 - 3_600_000;
+    loadgen::seed_finished_cases(dir.path(), WAITING, |n| {
+        (Timestamp(base + n), CaseState::Pending)
+    })
+    .await
+    .expect("seed the store");
+    let code = |n: u64| {
+        SessionCode::from_number(n * 997)
+            .expect("a code")
+            .to_string()
+    };
+    let daemon = Daemon::start_in(dir, &[]);
+    let expert = daemon.add_user("ana", "expert");
+
+    let first = daemon.run(Some(&expert), &["--json", "queue"]);
+    assert!(first.status.success(), "{first:?}");
+    let page: Value = serde_json::from_slice(&first.stdout).expect("JSON");
+    assert_eq!(
+        (page["online"].as_u64(), page["offline"].as_u64()),
+        (Some(0), Some(WAITING))
+    );
+    let entries = page["entries"].as_array().expect("entries");
+    assert_eq!(entries.len(), 100);
+    assert!(entries
+        .iter()
+        .all(|e| e["online"] == false && e["position"].is_null()));
+    let shown: Vec<String> = entries
+        .iter()
+        .map(|e| e["code"].as_str().unwrap().into())
+        .collect();
+    assert_eq!(shown, (0..100).map(code).collect::<Vec<_>>());
+    let token = json_more(&first.stderr).expect("a next page");
+    let second = daemon.run(Some(&expert), &["--json", "queue", "--after", &token]);
+    let page: Value = serde_json::from_slice(&second.stdout).expect("JSON");
+    let shown: Vec<String> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["code"].as_str().unwrap().into())
+        .collect();
+    assert_eq!(shown, (100..200).map(code).collect::<Vec<_>>());
+
+    // Every page, as it comes: each waiting customer once, in line.
+    let mut cmd = daemon.sosq(Some(&expert));
+    cmd.args(["--json", "queue", "--all", "--limit", "1000"]);
+    let mut n = 0;
+    let (status, stderr) = each_line(cmd, |line| {
+        let entry: Value = serde_json::from_str(line).expect("a JSON line");
+        assert_eq!(entry["code"].as_str(), Some(code(n).as_str()), "entry {n}");
+        n += 1;
+    });
+    assert!(status.success(), "{stderr}");
+    assert_eq!(n, WAITING);
+
+    // Nobody among them can be pulled; the refusal says how many wait offline.
+    let pull = daemon.run(Some(&expert), &["pull"]);
+    assert!(!pull.status.success());
+    let said = String::from_utf8_lossy(&pull.stderr);
+    assert!(
+        said.contains(&format!("{WAITING} waiting offline")),
+        "{said}"
+    );
 }

@@ -25,9 +25,9 @@ pub async fn seed_closed_cases(
     seed_finished_cases(data_dir, count, |_| (created, CaseState::Closed)).await
 }
 
-/// Writes `count` finished SOS cases straight into the case store in `data_dir`, as
+/// Writes `count` SOS cases straight into the case store in `data_dir`, as
 /// [`seed_closed_cases`] does, case `n` created at and left in what `shape(n)` says (closed
-/// or expired). Case `n` has code `n × 997` (below 10⁹ for up to a million cases), so a
+/// or expired; or pending: a customer waiting, offline until it comes back). Case `n` has code `n × 997` (below 10⁹ for up to a million cases), so a
 /// test knows every code it seeded without reading them back.
 ///
 /// The store gets the cases in submissions of [`SEED_BATCH`], a few queued ahead of the
@@ -87,6 +87,7 @@ fn finished_record(
     };
     let last = match state {
         CaseState::Expired => "expired: not closed within 1day of creation",
+        CaseState::Pending => "customer asked for help (SOS)",
         _ => "closed by expert load",
     };
     Some(CaseRecord {
@@ -105,7 +106,7 @@ fn finished_record(
         assigned_to: None,
         priority: Priority::Normal,
         response_due: Some(created.plus(Duration::from_secs(900))),
-        first_response_at: Some(created),
+        first_response_at: (!state.is_open()).then_some(created),
         history: vec![
             entry(CaseState::New, "created by customer"),
             entry(state, last),
