@@ -255,7 +255,11 @@ async fn run() -> anyhow::Result<()> {
     let held_bare = wanted("held") || wanted("held-bare");
     let held_sosqd = wanted("held") || wanted("held-sosqd");
     if (held_bare || held_sosqd) && !held_steps.is_empty() {
-        println!("\n4. Waiting customers held (idle, keep-alive every 5 s), fresh processes");
+        println!(
+            "\n4. Waiting customers held (idle; the daemon's keep_alive {:?}, idle_timeout {:?}), fresh processes",
+            sosqd::config::Config::default().keep_alive,
+            sosqd::config::Config::default().idle_timeout
+        );
         // Fresh processes, so neither carries memory from the figures before.
         let daemon = Daemon::start(0).await?;
         let bare = BareServer::start()?;
@@ -287,6 +291,7 @@ async fn run() -> anyhow::Result<()> {
                 per / 1024.0
             );
             bare_per.push(per);
+            println!("      {}", idle_cost(bare.child.id(), held.len()).await);
         }
         drop(held);
         bare_fleet.close().await;
@@ -317,12 +322,72 @@ async fn run() -> anyhow::Result<()> {
                 per / 1024.0,
                 per / bare_per.get(i).copied().unwrap_or(f64::NAN)
             );
+            println!("      {}", idle_cost(daemon.pid(), waiting.len()).await);
+            // Everyone still there after the idle window: keep-alives held them.
+            let still = online_in_line(&daemon).await?;
+            println!("      still online after it: {still} of {}", waiting.len());
         }
         drop(waiting);
         fleet.close().await;
     }
     println!("\nload after the run: {}", load_average());
     Ok(())
+}
+
+/// What idling costs: over a quiet window of [`IDLE_WINDOW`], the server's CPU (share of
+/// one core), this load generator's, and the UDP datagrams delivered on the machine per
+/// second (loopback: the server's keep-alives and acknowledgements and the clients', each
+/// counted once, at its receiver), per connection too.
+async fn idle_cost(server: u32, connections: usize) -> String {
+    let meter = CpuMeter::start(server);
+    let before = udp_in_datagrams();
+    tokio::time::sleep(IDLE_WINDOW).await;
+    let after = udp_in_datagrams();
+    let ([server_share, own_share], elapsed) = meter.shares();
+    let rate = match (before, after) {
+        (Some(before), Some(after)) => {
+            let per_second = after.saturating_sub(before) as f64 / elapsed;
+            format!(
+                "{per_second:.0} datagrams/s ({:.2} per connection per second)",
+                per_second / connections.max(1) as f64
+            )
+        }
+        _ => "datagrams: /proc/net/snmp unreadable".into(),
+    };
+    format!(
+        "idle for {elapsed:.0} s: server CPU {server_share}, load generator {own_share}, {rate}"
+    )
+}
+
+/// How long [`idle_cost`] watches.
+const IDLE_WINDOW: Duration = Duration::from_secs(20);
+
+/// UDP datagrams delivered on this machine so far (`Udp: InDatagrams` of /proc/net/snmp).
+fn udp_in_datagrams() -> Option<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut udp = snmp.lines().filter(|line| line.starts_with("Udp:"));
+    let names: Vec<&str> = udp.next()?.split_whitespace().collect();
+    let values: Vec<&str> = udp.next()?.split_whitespace().collect();
+    let at = names.iter().position(|name| *name == "InDatagrams")?;
+    values.get(at)?.parse().ok()
+}
+
+/// Customers waiting online in every queue, as the admin's first queue page counts them.
+async fn online_in_line(daemon: &Daemon) -> anyhow::Result<u32> {
+    let mut options = daemon.options();
+    options.token = Some(daemon.admin.clone());
+    let mut admin = sosq::Client::connect(&options).await?;
+    let reply = admin
+        .request(sosq::protocol::Request::Queue {
+            after: None,
+            limit: 1,
+        })
+        .await?;
+    admin.close().await;
+    match reply {
+        sosq::protocol::Reply::Queue(page) => Ok(page.online),
+        other => anyhow::bail!("not a queue page: {other:?}"),
+    }
 }
 
 fn errors_hint(errors: &[String]) -> String {

@@ -177,3 +177,16 @@ fn a_daemon_that_does_not_answer_is_said_so_and_wait_keeps_trying() {
     let _daemon = Daemon::start_in(dir, &["--listen", &server]);
     early.expect_event("attached");
 }
+
+#[test]
+fn a_daemon_on_ipv6_is_reached_over_ipv6() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        println!("skipped: this machine has no IPv6 loopback");
+        return;
+    }
+    let daemon = Daemon::start(&["--listen", "[::1]:0"]);
+    assert!(daemon.addr.starts_with("[::1]:"), "{}", daemon.addr);
+    let token = daemon.add_user("ana", "expert");
+    let page = daemon.json(Some(&token), &["queue"]);
+    assert_eq!(page["online"], 0);
+}

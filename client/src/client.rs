@@ -5,20 +5,16 @@
 //! to our requests, in order) and events (pushed by the server), so a caller can wait for an
 //! event while the connection keeps being read.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use quinn::crypto::rustls::QuicClientConfig;
-use rustls::client::danger::ServerCertVerifier;
 use tokio::sync::mpsc;
 
 use crate::codec::{self, FrameError};
+pub use crate::endpoint::{connect_quic, SharedEndpoint};
 use crate::protocol::{
-    ClientMessage, ErrorReply, Event, Reply, Request, Role, ServerMessage, StreamKind, ALPN,
+    ClientMessage, ErrorReply, Event, Reply, Request, Role, ServerMessage, StreamKind,
     PROTOCOL_VERSION,
 };
-use crate::tls::{parse_fingerprint, PinnedServerCert};
 
 /// How often an idle client pings the daemon before it knows the daemon's own figure (the
 /// daemon pings too, at its `keep_alive`, and tells it at hello); whichever side is quiet
@@ -410,153 +406,6 @@ pub async fn accept_relayed(
     }
 }
 
-/// Makes the QUIC connection (certificate pinned, ALPN set) without saying hello; for
-/// tools and tests that speak the protocol themselves.
-///
-/// Every address the server's name resolves to is tried (IPv6 and IPv4, a quarter second
-/// apart, the first to answer wins); if none answers within [`CONNECT_TIMEOUT`], the error
-/// says so ([`ClientError::NoAnswer`]) instead of waiting for ever on a silent port.
-pub async fn connect_quic(
-    options: &ConnectOptions,
-) -> Result<(quinn::Endpoint, quinn::Connection), ClientError> {
-    let addrs = resolve_all(&options.server).await?;
-    let (verifier, pinned): (Arc<dyn ServerCertVerifier>, Option<Arc<PinnedServerCert>>) =
-        match &options.ca {
-            Some(ca) => (
-                crate::tls::ca_verifier(ca).map_err(ClientError::Options)?,
-                None,
-            ),
-            None => {
-                let fingerprint =
-                    parse_fingerprint(&options.fingerprint).map_err(ClientError::Options)?;
-                let pinned = PinnedServerCert::new(fingerprint);
-                (pinned.clone(), Some(pinned))
-            }
-        };
-    // A pinned certificate is trusted whatever its names; a CA-issued one must name the host.
-    let server_name = match &options.ca {
-        Some(_) => host_of(&options.server),
-        None => "sosqd",
-    };
-    let mut attempts = tokio::task::JoinSet::new();
-    for (i, addr) in addrs.iter().copied().enumerate() {
-        let endpoint = client_endpoint(addr, verifier.clone())?;
-        let connecting = endpoint
-            .connect(addr, server_name)
-            .map_err(|e| ClientError::Connect {
-                server: options.server.clone(),
-                reason: e.to_string(),
-            })?;
-        attempts.spawn(async move {
-            // Happy eyeballs, simply: later addresses start a little later.
-            tokio::time::sleep(Duration::from_millis(250) * i as u32).await;
-            (endpoint, connecting.await)
-        });
-    }
-    let mut last_failure = None;
-    let answered = tokio::time::timeout(CONNECT_TIMEOUT, async {
-        while let Some(attempt) = attempts.join_next().await {
-            match attempt {
-                Ok((endpoint, Ok(connection))) => return Some((endpoint, connection)),
-                Ok((_, Err(e))) => last_failure = Some(e),
-                Err(_) => {}
-            }
-        }
-        None
-    })
-    .await;
-    if let Ok(Some(connected)) = answered {
-        return Ok(connected);
-    }
-    let mismatch = pinned.as_ref().and_then(|pinned| {
-        let seen = pinned.seen()?;
-        (seen != pinned.expected()).then(|| (seen, pinned.expected().to_string()))
-    });
-    if let Some((actual, expected)) = mismatch {
-        return Err(ClientError::FingerprintMismatch { actual, expected });
-    }
-    match last_failure {
-        // Something answered and refused (a closed endpoint, a version mismatch).
-        Some(e) if !matches!(e, quinn::ConnectionError::TimedOut) => Err(ClientError::Connect {
-            server: options.server.clone(),
-            reason: e.to_string(),
-        }),
-        _ => Err(ClientError::NoAnswer {
-            server: options.server.clone(),
-            tried: addrs
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
-        }),
-    }
-}
-
-/// One client QUIC endpoint (one UDP socket) that many connections to the same daemon
-/// share, with the same TLS and transport settings as [`connect_quic`]: quinn multiplexes
-/// any number of connections over one endpoint. Load tools use a few of these to hold
-/// thousands of parties in one process.
-#[derive(Clone)]
-pub struct SharedEndpoint {
-    endpoint: quinn::Endpoint,
-    addr: SocketAddr,
-    server: String,
-    server_name: String,
-}
-
-impl SharedEndpoint {
-    /// Binds a client endpoint on `bind` (port 0 for any) for the daemon in `options`.
-    pub async fn open(
-        options: &ConnectOptions,
-        bind: SocketAddr,
-    ) -> Result<SharedEndpoint, ClientError> {
-        let addr = resolve(&options.server).await?;
-        let verifier: Arc<dyn ServerCertVerifier> = match &options.ca {
-            Some(ca) => crate::tls::ca_verifier(ca).map_err(ClientError::Options)?,
-            None => {
-                let fingerprint =
-                    parse_fingerprint(&options.fingerprint).map_err(ClientError::Options)?;
-                PinnedServerCert::new(fingerprint)
-            }
-        };
-        let server_name = match &options.ca {
-            Some(_) => host_of(&options.server).to_string(),
-            None => "sosqd".to_string(),
-        };
-        let endpoint = client_endpoint_on(bind, verifier)?;
-        Ok(SharedEndpoint {
-            endpoint,
-            addr,
-            server: options.server.clone(),
-            server_name,
-        })
-    }
-
-    /// Makes one more QUIC connection to the daemon (no hello).
-    pub async fn connect(&self) -> Result<quinn::Connection, ClientError> {
-        let connect_error = |reason: String| ClientError::Connect {
-            server: self.server.clone(),
-            reason,
-        };
-        self.endpoint
-            .connect(self.addr, &self.server_name)
-            .map_err(|e| connect_error(e.to_string()))?
-            .await
-            .map_err(|e| connect_error(e.to_string()))
-    }
-
-    /// The underlying endpoint.
-    pub fn endpoint(&self) -> &quinn::Endpoint {
-        &self.endpoint
-    }
-}
-
-/// The host part of `host:port` (brackets of an IPv6 literal removed).
-fn host_of(server: &str) -> &str {
-    let host = server.rsplit_once(':').map_or(server, |(host, _)| host);
-    host.trim_start_matches('[').trim_end_matches(']')
-}
-
 /// Reads server messages until the stream ends, routing replies and events.
 async fn read_control(
     mut recv: quinn::RecvStream,
@@ -599,77 +448,4 @@ fn describe_close(reason: &quinn::ConnectionError) -> String {
         quinn::ConnectionError::TimedOut => "the server stopped answering (timed out)".into(),
         other => other.to_string(),
     }
-}
-
-async fn resolve(server: &str) -> Result<SocketAddr, ClientError> {
-    let addrs = resolve_all(server).await?;
-    Ok(addrs[0])
-}
-
-/// Every address `server` resolves to, IPv6 and IPv4 alternating (as the resolver ranks
-/// them within each family), never empty.
-async fn resolve_all(server: &str) -> Result<Vec<SocketAddr>, ClientError> {
-    let resolve_error = |reason: String| ClientError::Resolve {
-        server: server.to_string(),
-        reason,
-    };
-    let found: Vec<SocketAddr> = tokio::net::lookup_host(server)
-        .await
-        .map_err(|e| resolve_error(e.to_string()))?
-        .collect();
-    let (v6, v4): (Vec<SocketAddr>, Vec<SocketAddr>) =
-        found.into_iter().partition(SocketAddr::is_ipv6);
-    let mut addrs = Vec::with_capacity(v6.len() + v4.len());
-    let (mut v6, mut v4) = (v6.into_iter(), v4.into_iter());
-    loop {
-        match (v6.next(), v4.next()) {
-            (None, None) => break,
-            (a, b) => addrs.extend(a.into_iter().chain(b)),
-        }
-    }
-    if addrs.is_empty() {
-        return Err(resolve_error("no addresses found".into()));
-    }
-    addrs.dedup();
-    Ok(addrs)
-}
-
-fn client_endpoint(
-    server: SocketAddr,
-    verifier: Arc<dyn ServerCertVerifier>,
-) -> Result<quinn::Endpoint, ClientError> {
-    let options_error = |e: &dyn std::fmt::Display| ClientError::Options(e.to_string());
-    let bind: SocketAddr = if server.is_ipv6() {
-        "[::]:0".parse().map_err(|e| options_error(&e))?
-    } else {
-        "0.0.0.0:0".parse().map_err(|e| options_error(&e))?
-    };
-    client_endpoint_on(bind, verifier)
-}
-
-fn client_endpoint_on(
-    bind: SocketAddr,
-    verifier: Arc<dyn ServerCertVerifier>,
-) -> Result<quinn::Endpoint, ClientError> {
-    let options_error = |e: &dyn std::fmt::Display| ClientError::Options(e.to_string());
-    let mut tls = rustls::ClientConfig::builder_with_provider(crate::tls::crypto_provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| options_error(&e))?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    let quic_tls = QuicClientConfig::try_from(tls).map_err(|e| options_error(&e))?;
-    let mut config = quinn::ClientConfig::new(Arc::new(quic_tls));
-    let mut transport = quinn::TransportConfig::default();
-    // Customers sit on bad networks and may wait a long time in the queue.
-    transport.keep_alive_interval(Some(KEEP_ALIVE));
-    // No idle timeout of our own: the connection then uses the daemon's (QUIC takes the
-    // smaller of the two), so both sides notice a silent peer after the same time, the one
-    // the daemon announces at hello. Connecting is bounded by CONNECT_TIMEOUT instead.
-    transport.max_idle_timeout(None);
-    config.transport_config(Arc::new(transport));
-    let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| options_error(&e))?;
-    endpoint.set_default_client_config(config);
-    Ok(endpoint)
 }

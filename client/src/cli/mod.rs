@@ -6,6 +6,7 @@ pub mod endpoints;
 pub mod forwards;
 pub mod lists;
 pub mod output;
+pub mod reconnect;
 pub mod session;
 pub mod signals;
 pub mod start;
