@@ -100,12 +100,7 @@ where
     T: DeserializeOwned,
     R: AsyncRead + Unpin,
 {
-    let mut first = [0u8; 1];
-    if reader.read(&mut first).await? == 0 {
-        return Ok(None);
-    }
-    let payload = read_rest(reader, first[0]).await?;
-    decode(&payload).map(Some)
+    read_frame_bounded(reader, None).await
 }
 
 /// Reads one frame; `Ok(None)` when the stream ends cleanly between frames. Waiting for a
@@ -120,13 +115,27 @@ where
     T: DeserializeOwned,
     R: AsyncRead + Unpin,
 {
+    read_frame_bounded(reader, Some(deadline)).await
+}
+
+async fn read_frame_bounded<T, R>(
+    reader: &mut R,
+    deadline: Option<std::time::Duration>,
+) -> Result<Option<T>, FrameError>
+where
+    T: DeserializeOwned,
+    R: AsyncRead + Unpin,
+{
     let mut first = [0u8; 1];
     if reader.read(&mut first).await? == 0 {
         return Ok(None);
     }
-    let payload = tokio::time::timeout(deadline, read_rest(reader, first[0]))
-        .await
-        .map_err(|_| FrameError::Stalled(deadline))??;
+    let payload = match deadline {
+        None => read_rest(reader, first[0]).await?,
+        Some(deadline) => tokio::time::timeout(deadline, read_rest(reader, first[0]))
+            .await
+            .map_err(|_| FrameError::Stalled(deadline))??,
+    };
     decode(&payload).map(Some)
 }
 

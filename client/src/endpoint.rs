@@ -207,7 +207,6 @@ fn interleave(found: Vec<SocketAddr>) -> Vec<SocketAddr> {
     addrs
 }
 
-
 fn client_endpoint(
     server: SocketAddr,
     verifier: Arc<dyn ServerCertVerifier>,

@@ -118,19 +118,7 @@ impl Queue {
         response_due: Timestamp,
         waiting_since: Timestamp,
     ) {
-        self.remove(code);
-        self.version += 1;
-        let arrivals = &mut self.arrivals;
-        let arrival = *self.arrival.entry(code).or_insert_with(|| {
-            *arrivals += 1;
-            *arrivals
-        });
-        let place = Place {
-            priority,
-            response_due,
-            waiting_since,
-            arrival,
-        };
+        let place = self.take_place(code, priority, response_due, waiting_since);
         self.lines
             .entry(id.clone())
             .or_default()
@@ -150,6 +138,24 @@ impl Queue {
         response_due: Timestamp,
         waiting_since: Timestamp,
     ) {
+        let place = self.take_place(code, priority, response_due, waiting_since);
+        self.away
+            .entry(id.clone())
+            .or_default()
+            .order
+            .insert(place, code);
+        self.away_place.insert(code, (id, place));
+    }
+
+    /// Takes `code` out of wherever it stands and gives it its place for a new stand: its
+    /// first arrival number, kept for as long as the case is open.
+    fn take_place(
+        &mut self,
+        code: SessionCode,
+        priority: Priority,
+        response_due: Timestamp,
+        waiting_since: Timestamp,
+    ) -> Place {
         self.remove(code);
         self.version += 1;
         let arrivals = &mut self.arrivals;
@@ -157,18 +163,12 @@ impl Queue {
             *arrivals += 1;
             *arrivals
         });
-        let place = Place {
+        Place {
             priority,
             response_due,
             waiting_since,
             arrival,
-        };
-        self.away
-            .entry(id.clone())
-            .or_default()
-            .order
-            .insert(place, code);
-        self.away_place.insert(code, (id, place));
+        }
     }
 
     /// Takes `code` out of line (online or away); no-op if it is not there.
