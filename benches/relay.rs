@@ -121,7 +121,7 @@ async fn receive_all(
 /// (a) client → in-process server, same TLS and transport settings as sosqd.
 async fn direct_transfer(bytes: u64) -> anyhow::Result<Duration> {
     let dir = tempfile::tempdir()?;
-    let (endpoint, fingerprint) = loadgen::bare_endpoint(dir.path())?;
+    let (endpoint, fingerprint) = loadgen::bare_endpoint(dir.path(), None)?;
     let addr = endpoint.local_addr()?;
     let sink = tokio::spawn(async move {
         let incoming = endpoint

@@ -48,6 +48,19 @@ fn wanted(figure: &str) -> bool {
     }
 }
 
+/// Liveness figures other than the defaults, for both servers: `SOSQ_SCALE_KEEP_ALIVE` and
+/// `SOSQ_SCALE_IDLE_TIMEOUT` (durations like "5s"), both or neither.
+fn liveness() -> Option<(Duration, Duration)> {
+    let read = |name: &str| {
+        let text = std::env::var(name).ok()?;
+        humantime::parse_duration(&text).ok()
+    };
+    Some((
+        read("SOSQ_SCALE_KEEP_ALIVE")?,
+        read("SOSQ_SCALE_IDLE_TIMEOUT")?,
+    ))
+}
+
 fn sources() -> Vec<IpAddr> {
     (1..=4).map(|i| IpAddr::from([127, 0, 0, i])).collect()
 }
@@ -69,7 +82,7 @@ fn main() -> anyhow::Result<()> {
 /// serves until stdin closes (the bench ends) or 30 minutes pass.
 async fn bare_server_process() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let (endpoint, fingerprint) = loadgen::bare_endpoint(dir.path())?;
+    let (endpoint, fingerprint) = loadgen::bare_endpoint(dir.path(), liveness())?;
     println!("bare {} {fingerprint}", endpoint.local_addr()?);
     std::io::stdout().flush()?;
     let server = tokio::spawn(loadgen::serve_bare(endpoint.clone()));
@@ -255,10 +268,11 @@ async fn run() -> anyhow::Result<()> {
     let held_bare = wanted("held") || wanted("held-bare");
     let held_sosqd = wanted("held") || wanted("held-sosqd");
     if (held_bare || held_sosqd) && !held_steps.is_empty() {
+        let defaults = sosqd::config::Config::default();
+        let (keep_alive, idle_timeout) =
+            liveness().unwrap_or((defaults.keep_alive, defaults.idle_timeout));
         println!(
-            "\n4. Waiting customers held (idle; the daemon's keep_alive {:?}, idle_timeout {:?}), fresh processes",
-            sosqd::config::Config::default().keep_alive,
-            sosqd::config::Config::default().idle_timeout
+            "\n4. Waiting customers held (idle; keep_alive {keep_alive:?}, idle_timeout {idle_timeout:?}), fresh processes"
         );
         // Fresh processes, so neither carries memory from the figures before.
         let daemon = Daemon::start(0).await?;
@@ -488,6 +502,15 @@ impl Daemon {
              max_open_cases = 1000000\n\
              retry_above_handshakes_per_second = 1000000\n",
         )?;
+        if let Some((keep_alive, idle_timeout)) = liveness() {
+            let mut text = std::fs::read_to_string(&config)?;
+            text.push_str(&format!(
+                "keep_alive = \"{}\"\nidle_timeout = \"{}\"\n",
+                humantime::format_duration(keep_alive),
+                humantime::format_duration(idle_timeout)
+            ));
+            std::fs::write(&config, text)?;
+        }
         let bin = Path::new(env!("CARGO_BIN_EXE_sosqd"));
         let admin = |args: &[&str]| sosqd_command(bin, dir.path(), args);
         admin(&["group", "add", "intake"])?;

@@ -92,7 +92,8 @@ async fn load_generator_at_small_scale() {
 
     // 4. The bare-quinn baseline: same TLS and transport settings, one round trip each.
     let bare_dir = tempfile::tempdir().expect("temp dir");
-    let (endpoint, fingerprint) = loadgen::bare_endpoint(bare_dir.path()).expect("bare endpoint");
+    let (endpoint, fingerprint) =
+        loadgen::bare_endpoint(bare_dir.path(), None).expect("bare endpoint");
     let options = sosq::ConnectOptions {
         server: endpoint.local_addr().expect("address").to_string(),
         fingerprint,

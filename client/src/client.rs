@@ -16,11 +16,6 @@ use crate::protocol::{
     PROTOCOL_VERSION,
 };
 
-/// How often an idle client pings the daemon before it knows the daemon's own figure (the
-/// daemon pings too, at its `keep_alive`, and tells it at hello); whichever side is quiet
-/// first sends the ping, so a live party is heard from at least this often.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(2);
-
 /// How long a client waits for the daemon to answer a new connection before it says there
 /// is no answer (every address the name resolves to is tried within it).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -215,7 +210,7 @@ impl Client {
             role: Role::Customer,
             name: String::new(),
             liveness: Liveness {
-                keep_alive: KEEP_ALIVE,
+                keep_alive: Duration::ZERO,
                 idle_timeout: Duration::ZERO,
             },
         };

@@ -1,7 +1,7 @@
 //! Reaching the daemon over QUIC: every address its name resolves to, tried a quarter
 //! second apart with a [`CONNECT_TIMEOUT`] for an answer; the certificate pinned (or checked
-//! against an operator's CA); the client's transport settings (keep-alives, and no idle
-//! timeout of its own, so the daemon's applies); and [`SharedEndpoint`] for load tools that
+//! against an operator's CA); the client's transport settings (no keep-alive and no idle
+//! timeout of its own, so the daemon's apply); and [`SharedEndpoint`] for load tools that
 //! hold thousands of parties on a few sockets.
 
 use std::net::SocketAddr;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use quinn::crypto::rustls::QuicClientConfig;
 use rustls::client::danger::ServerCertVerifier;
 
-use crate::client::{ClientError, ConnectOptions, CONNECT_TIMEOUT, KEEP_ALIVE};
+use crate::client::{ClientError, ConnectOptions, CONNECT_TIMEOUT};
 use crate::protocol::ALPN;
 use crate::tls::{parse_fingerprint, PinnedServerCert};
 
@@ -235,11 +235,13 @@ fn client_endpoint_on(
     let quic_tls = QuicClientConfig::try_from(tls).map_err(|e| options_error(&e))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic_tls));
     let mut transport = quinn::TransportConfig::default();
-    // Customers sit on bad networks and may wait a long time in the queue.
-    transport.keep_alive_interval(Some(KEEP_ALIVE));
-    // No idle timeout of our own: the connection then uses the daemon's (QUIC takes the
-    // smaller of the two), so both sides notice a silent peer after the same time, the one
-    // the daemon announces at hello. Connecting is bounded by CONNECT_TIMEOUT instead.
+    // Liveness follows the daemon's settings alone: it pings a quiet connection every
+    // keep_alive and our acknowledgements answer, so a connection costs one exchange per
+    // keep_alive whatever the client; with no idle timeout of our own the connection uses
+    // the daemon's (QUIC takes the smaller of the two), so both sides notice a silent peer
+    // after the same time, the one the daemon announces at hello. Connecting is bounded by
+    // CONNECT_TIMEOUT instead.
+    transport.keep_alive_interval(None);
     transport.max_idle_timeout(None);
     config.transport_config(Arc::new(transport));
     let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| options_error(&e))?;

@@ -613,15 +613,22 @@ pub async fn delete_closed(
 }
 
 /// The bare baseline's endpoint: sosqd's own TLS and transport settings
-/// (`transport::bind` with the default config) on a loopback port, with a fresh
-/// self-signed identity in `dir`. Returns it with its certificate's fingerprint.
+/// (`transport::bind` with the default config, or `liveness` as (keep_alive, idle_timeout)
+/// when a bench compares other figures) on a loopback port, with a fresh self-signed
+/// identity in `dir`. Returns it with its certificate's fingerprint.
 pub fn bare_endpoint(
     dir: &std::path::Path,
+    liveness: Option<(Duration, Duration)>,
 ) -> Result<(quinn::Endpoint, String), crate::transport::TransportError> {
+    let defaults = crate::config::Config::default();
+    let (keep_alive, idle_timeout) =
+        liveness.unwrap_or((defaults.keep_alive, defaults.idle_timeout));
     let config = crate::config::Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: dir.to_path_buf(),
-        ..crate::config::Config::default()
+        keep_alive,
+        idle_timeout,
+        ..defaults
     };
     let identity = crate::transport::Identity::load_or_create(dir)?;
     let endpoint = crate::transport::bind(&config, &identity)?;
