@@ -43,7 +43,10 @@ pub async fn queue(client: &mut Client, out: &Output, paging: Paging) -> Result<
         if paging.all {
             print_queue_rows(out, &page, first);
         } else {
-            out.print(output::queue_table(&page), json!(page));
+            out.print(
+                output::queue_table(&page),
+                with_token(json!(page), page.next),
+            );
         }
         first = false;
         match page.next {
@@ -57,13 +60,29 @@ pub async fn queue(client: &mut Client, out: &Output, paging: Paging) -> Result<
     }
 }
 
+/// A page's JSON with `after`: the token `--after` takes for the next page (the `next`
+/// field is the cursor itself, for programs that speak the protocol).
+fn with_token(
+    mut page: serde_json::Value,
+    next: Option<impl std::fmt::Display>,
+) -> serde_json::Value {
+    if let (Some(fields), Some(next)) = (page.as_object_mut(), next) {
+        fields.insert("after".into(), json!(next.to_string()));
+    }
+    page
+}
+
 fn print_queue_rows(out: &Output, page: &QueuePage, header: bool) {
     if out.json {
         for entry in &page.entries {
             println!("{}", json!(entry));
         }
     } else {
-        let table = output::queue_rows(&page.entries, header);
+        let table = if header && page.entries.is_empty() {
+            output::queue_table(page)
+        } else {
+            output::queue_rows(&page.entries, header)
+        };
         if !table.is_empty() {
             println!("{}", table.trim_end());
         }
@@ -128,13 +147,20 @@ pub async fn cases(
                     println!("{}", json!(case));
                 }
             } else {
-                let table = output::cases_rows(&page.cases, first);
+                let table = if first && page.cases.is_empty() {
+                    "no cases".to_string()
+                } else {
+                    output::cases_rows(&page.cases, first)
+                };
                 if !table.is_empty() {
                     println!("{}", table.trim_end());
                 }
             }
         } else {
-            out.print(output::cases_table(&page.cases), json!(page));
+            out.print(
+                output::cases_table(&page.cases),
+                with_token(json!(page), page.next),
+            );
         }
         first = false;
         match page.next {
