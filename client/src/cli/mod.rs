@@ -2,6 +2,7 @@
 //! Session commands (`request`, `join`, `pull`, `connect`) start in [`start`]; listings are
 //! in [`lists`]; the others are here.
 
+pub mod chat;
 pub mod endpoints;
 pub mod forwards;
 pub mod lists;

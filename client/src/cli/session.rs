@@ -22,11 +22,11 @@ use std::time::Duration;
 use serde_json::json;
 use sosq::protocol::{Event, Reply, Request, StreamKind};
 use sosq::{Client, ClientError, ConnectOptions, SessionCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::chat::{write_stdout, Chat};
 use super::forwards::{self, Forwards, Route, Tally};
 use super::output::Output;
 use super::reconnect::{final_close, reconnect};
@@ -243,24 +243,6 @@ struct Link<'a> {
     route: &'a watch::Sender<Route>,
     share: Option<SocketAddr>,
     out: Output,
-}
-
-/// The stdin side of the chat, which outlives connections.
-struct Chat {
-    stdin: mpsc::Receiver<Vec<u8>>,
-    stdin_done: bool,
-    /// With forwarding, the session goes on after both chat directions are done.
-    keep_open: bool,
-}
-
-impl Chat {
-    fn new(keep_open: bool) -> Chat {
-        Chat {
-            stdin: spawn_stdin_reader(),
-            stdin_done: false,
-            keep_open,
-        }
-    }
 }
 
 /// Works the session on one connection: waits to be paired, runs the chat, and is paired
@@ -520,13 +502,6 @@ async fn delivered(send: &mut quinn::SendStream, within: Duration) {
     let _ = tokio::time::timeout(within, send.stopped()).await;
 }
 
-async fn write_stdout(stdout: &mut tokio::io::Stdout, bytes: &[u8]) -> Result<(), ClientError> {
-    let failed =
-        |e: std::io::Error| ClientError::Unexpected(format!("cannot write to stdout: {e}"));
-    stdout.write_all(bytes).await.map_err(failed)?;
-    stdout.flush().await.map_err(failed)
-}
-
 /// Aborts a background task when the session that started it ends.
 struct AbortOnDrop(JoinHandle<()>);
 
@@ -587,25 +562,4 @@ fn lost(client: &Client) -> Step {
         Some(reason) => Step::Lost(reason),
         None => Step::Lost(quinn::ConnectionError::LocallyClosed),
     }
-}
-
-/// Reads stdin on its own task so a session can wait on it alongside the network;
-/// the channel closes at EOF.
-fn spawn_stdin_reader() -> mpsc::Receiver<Vec<u8>> {
-    let (tx, rx) = mpsc::channel(4);
-    tokio::spawn(async move {
-        let mut stdin = tokio::io::stdin();
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            match stdin.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if tx.send(buf[..n].to_vec()).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    });
-    rx
 }
