@@ -87,9 +87,110 @@ fn a_pulling_expert_whose_customer_is_killed_is_let_go_and_takes_the_next_case()
     // Second vanishes too and nobody else is online: a plain `pull` ends, saying so.
     second.kill9();
     expert.expect_event("released");
+    let empty = expert.expect_event("queue_empty");
+    assert!(
+        empty["reason"]
+            .as_str()
+            .unwrap()
+            .contains("2 waiting offline"),
+        "{empty}"
+    );
     let (status, stderr) = expert.wait();
-    assert!(!status.success());
-    assert!(stderr.contains("2 waiting offline"), "{stderr}");
+    assert!(status.success(), "the session was done right: {stderr}");
+}
+
+#[test]
+fn the_come_back_command_printed_on_leaving_works_as_printed() {
+    use std::io::{Read, Write};
+    let daemon = Daemon::start(&[]);
+    let token = daemon.add_user("ana", "expert");
+    let profile = daemon.dir.path().join("support.sosq");
+    let profile = profile.to_str().unwrap().to_string();
+    let made = daemon.admin_command(&["profile", "--out", &profile, "--server", &daemon.addr]);
+    assert!(made.status.success(), "{made:?}");
+    // A shared echo service.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let echo = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(mut tcp) = tcp else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = tcp.read(&mut buf) {
+                    if n == 0 || tcp.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    // Nothing but the profile: no server or fingerprint in the environment.
+    let customer_command = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(common::sosq_bin());
+        cmd.env_remove("SOSQ_SERVER")
+            .env_remove("SOSQ_FINGERPRINT")
+            .env_remove("SOSQ_TOKEN")
+            .env_remove("SOSQ_SECRET")
+            .arg("--json")
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        common::Session::from_command(cmd)
+    };
+    let mut customer = customer_command(&[
+        "request",
+        "--profile",
+        &profile,
+        "--name",
+        "Payer",
+        "--share",
+        &echo,
+    ]);
+    customer.expect_event("attached");
+    let mut expert = daemon.session(
+        Some(&token),
+        &["pull", "--wait", "--forward", "127.0.0.1:0"],
+    );
+    let local = expert.expect_event("forwarding")["listen"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    expert.expect_event("paired");
+    customer.expect_event("paired");
+
+    customer.interrupt();
+    let left = customer.expect_event("left");
+    let message = left["message"].as_str().unwrap().to_string();
+    let (status, stderr) = customer.wait();
+    assert!(status.success(), "{stderr}");
+    // "... come back with `sosq join ...`, or close it with `sosq close ...`"
+    let again = message
+        .split('`')
+        .nth(1)
+        .expect("a come-back command in backticks");
+    assert!(
+        again.contains(&format!("--profile {profile}"))
+            && again.contains(&format!("--share {echo}")),
+        "{again}"
+    );
+    let args: Vec<String> = again
+        .split_whitespace()
+        .skip(1)
+        .map(|word| word.trim_matches('"').to_string())
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut back = customer_command(&args);
+    back.expect_event("attached");
+    back.expect_event("paired");
+    expert.expect_event("paired");
+    // The share came back too: the expert's port reaches the echo service again.
+    let mut tcp = std::net::TcpStream::connect(&local).unwrap();
+    tcp.set_read_timeout(Some(common::PATIENCE)).unwrap();
+    tcp.write_all(b"back again").unwrap();
+    let mut reply = [0u8; 10];
+    tcp.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"back again");
 }
 
 #[test]

@@ -52,7 +52,12 @@ pub async fn queue(client: &mut Client, out: &Output, paging: Paging) -> Result<
         match page.next {
             Some(next) if paging.all => after = Some(next),
             Some(next) => {
-                more(out, &format!("sosq queue --after {next}"), next.to_string());
+                let limit = limit_flag(paging.limit);
+                more(
+                    out,
+                    &format!("sosq queue{limit} --after {next}"),
+                    next.to_string(),
+                );
                 return Ok(());
             }
             None => return Ok(()),
@@ -167,9 +172,10 @@ pub async fn cases(
             Some(next) if paging.all => after = Some(next),
             Some(next) => {
                 let state = state.map(|s| format!(" --state {s}")).unwrap_or_default();
+                let limit = limit_flag(paging.limit);
                 more(
                     out,
-                    &format!("sosq cases{state} --after {next}"),
+                    &format!("sosq cases{state}{limit} --after {next}"),
                     next.to_string(),
                 );
                 return Ok(());
@@ -240,6 +246,14 @@ async fn whole_history(
             Some(next) if next > from => from = next,
             _ => return Ok((page, entries)),
         }
+    }
+}
+
+/// ` --limit N` when the user gave one, so the next page is as long as this one.
+fn limit_flag(limit: u32) -> String {
+    match limit {
+        0 => String::new(),
+        n => format!(" --limit {n}"),
     }
 }
 

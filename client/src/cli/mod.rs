@@ -117,6 +117,9 @@ pub enum Command {
         /// Your name.
         #[arg(long)]
         name: String,
+        /// A support profile from your support team (server and certificate).
+        #[arg(long, value_name = "FILE")]
+        profile: Option<std::path::PathBuf>,
         /// The resume secret printed when you first joined or asked for help.
         #[arg(long, env = "SOSQ_SECRET", hide_env_values = true)]
         secret: Option<String>,
@@ -184,6 +187,9 @@ pub enum Command {
         /// Customers: the resume secret of your case.
         #[arg(long, env = "SOSQ_SECRET", hide_env_values = true)]
         secret: Option<String>,
+        /// Customers: your support profile (server and certificate).
+        #[arg(long, value_name = "FILE")]
+        profile: Option<std::path::PathBuf>,
     },
     /// Show one case with its history (customers: your own, with --secret).
     Status {
@@ -192,6 +198,9 @@ pub enum Command {
         /// Customers: the resume secret of your case.
         #[arg(long, env = "SOSQ_SECRET", hide_env_values = true)]
         secret: Option<String>,
+        /// Customers: your support profile (server and certificate).
+        #[arg(long, value_name = "FILE")]
+        profile: Option<std::path::PathBuf>,
     },
     /// Expert or admin: change a case's priority; the reason goes into its history.
     Escalate {
@@ -248,6 +257,17 @@ pub enum Command {
 }
 
 impl Command {
+    /// The support profile the command was given, if any.
+    pub fn profile(&self) -> Option<&std::path::Path> {
+        match self {
+            Command::Request { profile, .. }
+            | Command::Join { profile, .. }
+            | Command::Close { profile, .. }
+            | Command::Status { profile, .. } => profile.as_deref(),
+            _ => None,
+        }
+    }
+
     /// Whether the command ends itself on Ctrl-C, SIGTERM and SIGHUP (sessions and
     /// `queue --watch`), rather than being cut short.
     pub fn handles_signals(&self) -> bool {
@@ -266,12 +286,11 @@ impl Command {
 pub async fn run(cli: Cli) -> Result<(), ClientError> {
     let out = Output { json: cli.json };
     // A support profile fills in whatever the flags and environment leave open.
-    let profile = match &cli.command {
-        Command::Request {
-            profile: Some(path),
-            ..
-        } => Some(SupportProfile::load(path).map_err(|e| ClientError::Options(e.to_string()))?),
-        _ => None,
+    let profile = match cli.command.profile() {
+        Some(path) => {
+            Some(SupportProfile::load(path).map_err(|e| ClientError::Options(e.to_string()))?)
+        }
+        None => None,
     };
     let fingerprint = cli
         .connection
@@ -362,7 +381,7 @@ async fn one_shot(
             out.print(case.code.to_string(), json!(case));
             Ok(())
         }
-        Command::Close { code, secret } => {
+        Command::Close { code, secret, .. } => {
             let reply = client
                 .request(Request::Close {
                     code,
@@ -427,7 +446,7 @@ async fn one_shot(
             );
             Ok(())
         }
-        Command::Status { code, secret } => lists::status(client, out, code, secret).await,
+        Command::Status { code, secret, .. } => lists::status(client, out, code, secret).await,
         Command::History { code } => lists::history(client, out, code).await,
         Command::Cases { state, paging } => lists::cases(client, out, state, paging).await,
         Command::Delete { .. } => {

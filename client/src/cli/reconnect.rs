@@ -60,7 +60,14 @@ pub async fn reconnect(
                     None => "reconnected to sosqd; waiting for the next customer".to_string(),
                 };
                 out.status("reconnected", back, json!({"code": plan.attach.code()}));
-                super::start::report_attached(out, &reply);
+                // A customer back in line hears its place again; one back in a session
+                // needs nothing more than the line above.
+                if let Reply::Attached {
+                    position: Some(_), ..
+                } = reply
+                {
+                    super::start::report_attached(out, &reply);
+                }
                 return Ok(Some(client));
             }
             // The daemon answered and said no: the case is gone, or this party may not

@@ -137,10 +137,11 @@ pub struct Plan {
 pub enum Outcome {
     /// Both sides finished, or the case ended.
     Finished,
-    /// The user left (`signal`); `cut` forwarded connections had to be cut.
+    /// The party left a case that stays open: on a signal (`Some`), or both sides finished
+    /// their conversation (`None`); `cut` forwarded connections had to be cut.
     Left {
-        /// What asked us to leave.
-        signal: Signal,
+        /// What asked us to leave, if anything did.
+        signal: Option<Signal>,
         /// Forwarded connections that had not finished delivering in time.
         cut: usize,
         /// Where the session was.
@@ -153,8 +154,13 @@ pub enum Outcome {
 
 /// What ended the work on one connection.
 enum Step {
-    /// The session is over (the case ended, or both sides finished).
+    /// The case ended (closed, deleted, expired).
     Finished,
+    /// Both sides finished their conversation; the case stays open.
+    Talked,
+    /// Nothing is left to do (a pull that found nobody after its customer left): what
+    /// is still being delivered finishes first.
+    Done,
     /// The user asked to leave; the chat stream, if one is open, to finish first.
     Leave(Signal, Option<quinn::SendStream>),
     /// The connection is gone.
@@ -201,11 +207,24 @@ pub async fn run(
                 client.close().await;
                 return Ok(Outcome::Finished);
             }
+            Step::Talked => {
+                client.close().await;
+                return Ok(Outcome::Left {
+                    signal: None,
+                    cut: 0,
+                    attach: plan.attach,
+                });
+            }
+            Step::Done => {
+                forwards.finish(plan.drain_for).await;
+                client.close().await;
+                return Ok(Outcome::Finished);
+            }
             Step::Leave(signal, send) => {
                 let cut = leave(&forwards, send, plan.drain_for, &out).await;
                 client.close().await;
                 return Ok(Outcome::Left {
-                    signal,
+                    signal: Some(signal),
                     cut,
                     attach: plan.attach,
                 });
@@ -225,7 +244,7 @@ pub async fn run(
                     Ok(Some(next)) => client = next,
                     Ok(None) => {
                         return Ok(Outcome::Left {
-                            signal: Signal::Interrupt,
+                            signal: Some(Signal::Interrupt),
                             cut: 0,
                             attach: plan.attach,
                         })
@@ -367,7 +386,7 @@ async fn on_connection(
                         let _ = send.finish();
                         if peer_done && !chat.keep_open {
                             delivered(&mut send, Duration::from_secs(2)).await;
-                            return Step::Finished;
+                            return Step::Talked;
                         }
                     }
                 },
@@ -382,7 +401,7 @@ async fn on_connection(
                         out.status("peer_finished", "the other side has finished sending", json!({}));
                         if chat.stdin_done && !chat.keep_open {
                             delivered(&mut send, Duration::from_secs(2)).await;
-                            return Step::Finished;
+                            return Step::Talked;
                         }
                         if peer_left {
                             break;
@@ -454,6 +473,17 @@ async fn take_next(
                 );
             }
             Ok(())
+        }
+        // Nobody else waits: this pull is over, once what is still arriving has arrived.
+        Err(ClientError::Refused(refusal))
+            if refusal.kind == sosq::protocol::ErrorKind::QueueEmpty =>
+        {
+            out.status(
+                "queue_empty",
+                format!("{refusal}; nothing more to pull"),
+                json!({"reason": refusal.message}),
+            );
+            Err(Step::Done)
         }
         Err(ClientError::Refused(refusal)) => Err(Step::Failed(ClientError::Refused(refusal))),
         Err(_) => Err(lost(client)),

@@ -42,6 +42,8 @@ pub struct Session {
     forward: Option<SocketAddr>,
     /// The customer's name (to come back with).
     name: String,
+    /// The support profile it was started with (to come back with the same).
+    profile: Option<std::path::PathBuf>,
 }
 
 impl Session {
@@ -50,13 +52,13 @@ impl Session {
         let session = match command {
             Command::Request {
                 name,
+                profile: profile_path,
                 description,
                 priority,
                 group,
                 share,
                 wait,
                 session,
-                ..
             } => {
                 let name = name
                     .clone()
@@ -77,11 +79,13 @@ impl Session {
                     share: *share,
                     forward: None,
                     name,
+                    profile: profile_path.clone(),
                 }
             }
             Command::Join {
                 code,
                 name,
+                profile: profile_path,
                 secret,
                 share,
                 wait,
@@ -98,6 +102,7 @@ impl Session {
                 share: *share,
                 forward: None,
                 name: name.clone(),
+                profile: profile_path.clone(),
             },
             Command::Pull {
                 wait,
@@ -111,6 +116,7 @@ impl Session {
                 share: None,
                 forward: *forward,
                 name: String::new(),
+                profile: None,
             },
             Command::Connect {
                 code,
@@ -128,6 +134,7 @@ impl Session {
                 share: None,
                 forward: *forward,
                 name: String::new(),
+                profile: None,
             },
             _ => return None,
         };
@@ -199,7 +206,11 @@ pub async fn run(
             attach,
             signal,
         } => {
-            report_left(&out, &attach, cut, signal);
+            let again = ComeBack {
+                profile: session.profile.as_deref(),
+                share: session.share,
+            };
+            report_left(&out, &attach, cut, signal, &again);
             Ok(())
         }
     }
@@ -272,21 +283,47 @@ fn attach_of(session: &Session, reply: &Reply) -> Result<Attach, ClientError> {
     })
 }
 
-/// The line after Ctrl-C: the case stays open, and how to come back or close it.
-fn report_left(out: &Output, attach: &Attach, cut: usize, signal: super::signals::Signal) {
+/// What a customer's come-back command must repeat besides its case: the profile that
+/// names the server, and the service it shares.
+struct ComeBack<'a> {
+    profile: Option<&'a std::path::Path>,
+    share: Option<SocketAddr>,
+}
+
+/// The line when a party leaves a case open (Ctrl-C, or both sides finished): the case stays
+/// open, and the exact commands to come back or close it.
+fn report_left(
+    out: &Output,
+    attach: &Attach,
+    cut: usize,
+    signal: Option<super::signals::Signal>,
+    again: &ComeBack<'_>,
+) {
     let cut_note = match cut {
         0 => String::new(),
         n => format!(" ({n} forwarded connection(s) had not finished and were cut)"),
     };
+    let left = match signal {
+        Some(_) => "you left the session",
+        None => "the conversation is over",
+    };
     let human = match attach {
         Attach::Customer { code, name, secret } => {
             let secret = secret.as_deref().unwrap_or("SECRET");
+            let profile = again
+                .profile
+                .map(|path| format!(" --profile {}", path.display()))
+                .unwrap_or_default();
+            let share = again
+                .share
+                .map(|addr| format!(" --share {addr}"))
+                .unwrap_or_default();
             format!(
-                "you left the session{cut_note}; case {code} stays open: come back with `sosq join {code} --name {name:?} --secret {secret}`, or close it with `sosq close {code} --secret {secret}`"
+                "{left}{cut_note}; case {code} stays open: come back with `sosq join {code} --name {name:?} --secret {secret}{profile}{share}`, or close it with `sosq close {code} --secret {secret}{profile}`"
             )
         }
         Attach::Case { code, .. } => format!(
-            "you left case {code}{cut_note}; it stays open: come back with `sosq connect {code}`, or close it with `sosq close {code}`"
+            "{left}{cut_note}; case {code} stays open: come back with `sosq connect {code}`, or close it with `sosq close {code}`"
         ),
         Attach::Pull { .. } => "you stopped waiting for a customer".to_string(),
     };
@@ -294,7 +331,8 @@ fn report_left(out: &Output, attach: &Attach, cut: usize, signal: super::signals
         Attach::Customer { code, .. } | Attach::Case { code, .. } => Some(*code),
         Attach::Pull { .. } => None,
     };
-    let fields = json!({"code": code, "cut": cut, "signal": signal.name(), "message": human});
+    let signal = signal.map(super::signals::Signal::name);
+    let fields = json!({"code": code, "cut": cut, "signal": signal, "message": human});
     out.status("left", human, fields);
 }
 
