@@ -3,11 +3,11 @@
 //! lock and costs the entries it returns, never the length of the queue.
 
 use sosq::codec::PageBudget;
-use sosq::protocol::{QueueCursor, QueueEntry, QueuePage};
+use sosq::protocol::{CaseInfo, CaseState, QueueCursor, QueueEntry, QueuePage, Timestamp};
 use sosq::SessionCode;
 
 use super::queue::{Place, QueueId};
-use super::{Broker, ExpertSeat, PartyId};
+use super::{Broker, BrokerError, ExpertSeat, PartyId};
 
 /// Whose view of the queue: admins see every queue, an expert its teams' and its own.
 #[derive(Debug, Clone, Copy)]
@@ -42,6 +42,55 @@ impl QueueViewer<'_> {
 }
 
 impl Broker {
+    /// A customer looks at its own case (attached, or with the resume secret).
+    pub fn customer_view(
+        &self,
+        party: PartyId,
+        code: &str,
+        secret: Option<&str>,
+    ) -> Result<CaseInfo, BrokerError> {
+        let code = self.open_code(code)?;
+        self.check_customer_owns(party, code, secret)?;
+        Ok(self.cases[&code].info())
+    }
+
+    /// Open cases by state: new, pending, in progress.
+    pub fn open_by_state(&self) -> [(CaseState, usize); 3] {
+        let mut counts = [
+            (CaseState::New, 0),
+            (CaseState::Pending, 0),
+            (CaseState::InProgress, 0),
+        ];
+        for case in self.cases.values() {
+            if let Some(slot) = counts
+                .iter_mut()
+                .find(|(state, _)| *state == case.record.state)
+            {
+                slot.1 += 1;
+            }
+        }
+        counts
+    }
+
+    /// Per queue: how many wait and since when the longest has waited.
+    pub fn queue_summary(&self) -> Vec<(QueueId, usize, Timestamp)> {
+        let mut summary: std::collections::BTreeMap<QueueId, (usize, Timestamp)> =
+            std::collections::BTreeMap::new();
+        for code in self.queue.iter() {
+            let (Some(case), Some(id)) = (self.cases.get(&code), self.queue.queue_of(code)) else {
+                continue;
+            };
+            let since = case.record.waiting_since.unwrap_or(case.record.created_at);
+            let entry = summary.entry(id.clone()).or_insert((0, since));
+            entry.0 += 1;
+            entry.1 = entry.1.min(since);
+        }
+        summary
+            .into_iter()
+            .map(|(id, (count, oldest))| (id, count, oldest))
+            .collect()
+    }
+
     /// A number that changes whenever the queue's order or content does (offline
     /// customers included: experts see them).
     pub fn queue_version(&self) -> u64 {
