@@ -1,5 +1,7 @@
-//! The async shell around the broker core: the QUIC accept loop, one task per connection,
-//! the expiry timer, and the place where the core's [`Effect`]s are carried out.
+//! The async shell around the broker core: the state every task shares ([`Shared`]) and
+//! the place where the core's [`Effect`]s are carried out. The daemon's life (start, the
+//! accept loop, background tasks, shutdown) is in `daemon.rs`, one connection's in
+//! `connection.rs`, a request's in `dispatch.rs`.
 //!
 //! Every command runs through [`Shared::execute`]: lock the core, feed it the command and
 //! the time, hand the store its changes in order, apply the non-blocking effects (pairing,
@@ -8,6 +10,7 @@
 
 mod admission;
 mod connection;
+mod daemon;
 mod dispatch;
 mod drains;
 mod expiry;
@@ -21,10 +24,10 @@ mod throttle;
 mod largest_messages;
 
 pub use admission::{Admission, AdmissionLimits, Decision};
+pub use daemon::{listening_line, parse_listening_line, Server};
 pub use dispatch::authorize;
 pub use throttle::{Budget, Throttle, ThrottleLimits};
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -40,7 +43,7 @@ use crate::config::Config;
 use crate::relay::Relays;
 use crate::store::users::{UserDirectory, UserError};
 use crate::store::{CaseStore, CommitReport, CommitTicket, StoreError};
-use crate::transport::{self, TlsError, TransportError};
+use crate::transport::{TlsError, TransportError};
 
 /// Why the server could not start or a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -416,180 +419,6 @@ impl Shared {
     }
 }
 
-/// A bound, loaded daemon, ready to run.
-pub struct Server {
-    shared: Arc<Shared>,
-    endpoint: quinn::Endpoint,
-    fingerprint: String,
-    metrics: Option<std::net::TcpListener>,
-}
-
-impl Server {
-    /// Loads the TLS identity and the stored cases, and binds the endpoint.
-    pub fn start(config: Config, store: Arc<dyn CaseStore>) -> Result<Server, ServerError> {
-        Server::start_with_clock(config, store, Clock::new())
-    }
-
-    /// [`Server::start`] with a chosen clock (tests anchor it).
-    pub fn start_with_clock(
-        config: Config,
-        store: Arc<dyn CaseStore>,
-        clock: Clock,
-    ) -> Result<Server, ServerError> {
-        let identity = config.identity()?;
-        let fingerprint = identity.fingerprint();
-        let endpoint = transport::bind(&config, &identity)?;
-        let metrics = match config.metrics_listen {
-            Some(addr) => {
-                let listener = std::net::TcpListener::bind(addr)
-                    .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
-                    .map_err(|source| TransportError::Socket { addr, source })?;
-                Some(listener)
-            }
-            None => None,
-        };
-        let shared = Arc::new(Shared::new(config, store, clock)?);
-        Ok(Server {
-            shared,
-            endpoint,
-            fingerprint,
-            metrics,
-        })
-    }
-
-    /// The address actually bound (useful with port 0).
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.endpoint.local_addr()
-    }
-
-    /// The address of the metrics endpoint, if enabled.
-    pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
-    }
-
-    /// The certificate fingerprint clients pin.
-    pub fn fingerprint(&self) -> &str {
-        &self.fingerprint
-    }
-
-    /// Serves until `shutdown` completes, then shuts down gracefully: stop accepting, tell
-    /// every party why, wait (at most `shutdown_grace`) for their connections to end and
-    /// their last changes to commit, close the endpoint.
-    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
-        let expiry = tokio::spawn(expiry::run(self.shared.clone()));
-        let revocations = tokio::spawn(watch_revocations(self.shared.clone()));
-        let queue_updates = tokio::spawn(queue_updates::run(self.shared.clone()));
-        let drained = self
-            .shared
-            .drained
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        let drains = drained.map(|drained| tokio::spawn(drains::run(self.shared.clone(), drained)));
-        let metrics = self
-            .metrics
-            .take()
-            .and_then(|listener| tokio::net::TcpListener::from_std(listener).ok())
-            .map(|listener| tokio::spawn(metrics::serve(self.shared.clone(), listener)));
-        let admission = Admission::new(self.shared.config.admission());
-        let retention = tokio::spawn(retention::run(self.shared.clone()));
-        let accept = async {
-            while let Some(incoming) = self.endpoint.accept().await {
-                let remote = incoming.remote_address();
-                match admission.decide(remote.ip(), incoming.remote_address_validated()) {
-                    Decision::Accept(guard) => {
-                        tokio::spawn(connection::serve(self.shared.clone(), incoming, guard));
-                    }
-                    Decision::Retry => {
-                        if let Err(e) = incoming.retry() {
-                            // Already validated; a second Retry is not allowed.
-                            tracing::debug!(%remote, error = %e, "cannot send a Retry");
-                        }
-                    }
-                    Decision::Refuse(why) => {
-                        self.shared
-                            .counters
-                            .refused_connections
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(%remote, reason = why, "refused a connection");
-                        incoming.refuse();
-                    }
-                }
-            }
-        };
-        tokio::select! {
-            _ = accept => {}
-            _ = shutdown => tracing::info!("shutting down"),
-        }
-        expiry.abort();
-        retention.abort();
-        revocations.abort();
-        queue_updates.abort();
-        if let Some(drains) = drains {
-            drains.abort();
-        }
-        if let Some(metrics) = metrics {
-            metrics.abort();
-        }
-        self.endpoint.set_server_config(None);
-        for party in self.shared.parties.iter() {
-            party.connection.close(
-                close_code::SHUTDOWN.into(),
-                b"sosqd is shutting down; your case is kept, connect again in a moment",
-            );
-        }
-        // Connection tasks record each party's departure; wait for them to finish.
-        let grace = self.shared.config.shutdown_grace;
-        let drained = tokio::time::timeout(grace, async {
-            while admission.open_connections() > 0 {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(
-                open = admission.open_connections(),
-                "shutdown grace period over with connections still open"
-            );
-        }
-        self.endpoint
-            .close(close_code::SHUTDOWN.into(), b"sosqd is shutting down");
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
-        tracing::info!("stopped");
-    }
-}
-
-/// The log line that says the daemon is up: where it listens and the certificate to pin.
-/// Tests and benchmarks find the daemon by it, through [`parse_listening_line`].
-pub fn listening_line(addr: SocketAddr, fingerprint: &str) -> String {
-    format!("listening on {addr} (certificate fingerprint {fingerprint})")
-}
-
-/// The address and fingerprint from a log line containing [`listening_line`].
-pub fn parse_listening_line(line: &str) -> Option<(String, String)> {
-    let rest = line.split("listening on ").nth(1)?;
-    let addr = rest.split_whitespace().next()?.to_string();
-    let fingerprint = rest
-        .split("certificate fingerprint ")
-        .nth(1)?
-        .trim_end()
-        .trim_end_matches(')')
-        .to_string();
-    Some((addr, fingerprint))
-}
-
-/// How often open staff connections are checked against the users file.
-const REVOCATION_CHECK: Duration = Duration::from_secs(1);
-
-/// Applies `sosqd user revoke` to open connections within [`REVOCATION_CHECK`].
-async fn watch_revocations(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(REVOCATION_CHECK);
-    loop {
-        tick.tick().await;
-        shared.drop_revoked();
-    }
-}
-
 /// Turns a selection request into the store operation the core expects.
 pub(crate) fn deletion(
     selector: &sosq::protocol::DeleteSelector,
@@ -613,22 +442,5 @@ pub(crate) fn deletion(
         DeleteSelector::Filter(filter) => {
             Ok(Persist::DeleteWhere(CaseSelection::resolve(filter, now)))
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_listening_line_reads_back_behind_a_log_prefix() {
-        let addr = "127.0.0.1:4433".parse().unwrap();
-        let line = format!(
-            "2026-11-25 INFO sosqd: {}",
-            super::listening_line(addr, "ab12")
-        );
-        assert_eq!(
-            super::parse_listening_line(&line),
-            Some(("127.0.0.1:4433".to_string(), "ab12".to_string()))
-        );
-        assert_eq!(super::parse_listening_line("case store open"), None);
     }
 }

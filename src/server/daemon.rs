@@ -1,0 +1,209 @@
+//! The daemon as a whole: [`Server::start`] loads the TLS identity and the stored cases and
+//! binds the endpoint; [`Server::run`] serves (the accept loop with admission control, and
+//! the background tasks: expiry, retention, revocations, live queue updates, draining
+//! sessions, metrics) until told to stop, then shuts down gracefully.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sosq::protocol::close_code;
+
+use super::admission::{Admission, Decision};
+use super::{connection, drains, expiry, metrics, queue_updates, retention, ServerError, Shared};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::store::CaseStore;
+use crate::transport::{self, TransportError};
+
+/// A bound, loaded daemon, ready to run.
+pub struct Server {
+    shared: Arc<Shared>,
+    endpoint: quinn::Endpoint,
+    fingerprint: String,
+    metrics: Option<std::net::TcpListener>,
+}
+
+impl Server {
+    /// Loads the TLS identity and the stored cases, and binds the endpoint.
+    pub fn start(config: Config, store: Arc<dyn CaseStore>) -> Result<Server, ServerError> {
+        Server::start_with_clock(config, store, Clock::new())
+    }
+
+    /// [`Server::start`] with a chosen clock (tests anchor it).
+    pub fn start_with_clock(
+        config: Config,
+        store: Arc<dyn CaseStore>,
+        clock: Clock,
+    ) -> Result<Server, ServerError> {
+        let identity = config.identity()?;
+        let fingerprint = identity.fingerprint();
+        let endpoint = transport::bind(&config, &identity)?;
+        let metrics = match config.metrics_listen {
+            Some(addr) => {
+                let listener = std::net::TcpListener::bind(addr)
+                    .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
+                    .map_err(|source| TransportError::Socket { addr, source })?;
+                Some(listener)
+            }
+            None => None,
+        };
+        let shared = Arc::new(Shared::new(config, store, clock)?);
+        Ok(Server {
+            shared,
+            endpoint,
+            fingerprint,
+            metrics,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// The address of the metrics endpoint, if enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The certificate fingerprint clients pin.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// Serves until `shutdown` completes, then shuts down gracefully: stop accepting, tell
+    /// every party why, wait (at most `shutdown_grace`) for their connections to end and
+    /// their last changes to commit, close the endpoint.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+        let expiry = tokio::spawn(expiry::run(self.shared.clone()));
+        let revocations = tokio::spawn(watch_revocations(self.shared.clone()));
+        let queue_updates = tokio::spawn(queue_updates::run(self.shared.clone()));
+        let drained = self
+            .shared
+            .drained
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        let drains = drained.map(|drained| tokio::spawn(drains::run(self.shared.clone(), drained)));
+        let metrics = self
+            .metrics
+            .take()
+            .and_then(|listener| tokio::net::TcpListener::from_std(listener).ok())
+            .map(|listener| tokio::spawn(metrics::serve(self.shared.clone(), listener)));
+        let admission = Admission::new(self.shared.config.admission());
+        let retention = tokio::spawn(retention::run(self.shared.clone()));
+        let accept = async {
+            while let Some(incoming) = self.endpoint.accept().await {
+                let remote = incoming.remote_address();
+                match admission.decide(remote.ip(), incoming.remote_address_validated()) {
+                    Decision::Accept(guard) => {
+                        tokio::spawn(connection::serve(self.shared.clone(), incoming, guard));
+                    }
+                    Decision::Retry => {
+                        if let Err(e) = incoming.retry() {
+                            // Already validated; a second Retry is not allowed.
+                            tracing::debug!(%remote, error = %e, "cannot send a Retry");
+                        }
+                    }
+                    Decision::Refuse(why) => {
+                        self.shared
+                            .counters
+                            .refused_connections
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%remote, reason = why, "refused a connection");
+                        incoming.refuse();
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            _ = accept => {}
+            _ = shutdown => tracing::info!("shutting down"),
+        }
+        expiry.abort();
+        retention.abort();
+        revocations.abort();
+        queue_updates.abort();
+        if let Some(drains) = drains {
+            drains.abort();
+        }
+        if let Some(metrics) = metrics {
+            metrics.abort();
+        }
+        self.endpoint.set_server_config(None);
+        for party in self.shared.parties.iter() {
+            party.connection.close(
+                close_code::SHUTDOWN.into(),
+                b"sosqd is shutting down; your case is kept, connect again in a moment",
+            );
+        }
+        // Connection tasks record each party's departure; wait for them to finish.
+        let grace = self.shared.config.shutdown_grace;
+        let drained = tokio::time::timeout(grace, async {
+            while admission.open_connections() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                open = admission.open_connections(),
+                "shutdown grace period over with connections still open"
+            );
+        }
+        self.endpoint
+            .close(close_code::SHUTDOWN.into(), b"sosqd is shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        tracing::info!("stopped");
+    }
+}
+
+/// The log line that says the daemon is up: where it listens and the certificate to pin.
+/// Tests and benchmarks find the daemon by it, through [`parse_listening_line`].
+pub fn listening_line(addr: SocketAddr, fingerprint: &str) -> String {
+    format!("listening on {addr} (certificate fingerprint {fingerprint})")
+}
+
+/// The address and fingerprint from a log line containing [`listening_line`].
+pub fn parse_listening_line(line: &str) -> Option<(String, String)> {
+    let rest = line.split("listening on ").nth(1)?;
+    let addr = rest.split_whitespace().next()?.to_string();
+    let fingerprint = rest
+        .split("certificate fingerprint ")
+        .nth(1)?
+        .trim_end()
+        .trim_end_matches(')')
+        .to_string();
+    Some((addr, fingerprint))
+}
+
+/// How often open staff connections are checked against the users file.
+const REVOCATION_CHECK: Duration = Duration::from_secs(1);
+
+/// Applies `sosqd user revoke` to open connections within [`REVOCATION_CHECK`].
+async fn watch_revocations(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(REVOCATION_CHECK);
+    loop {
+        tick.tick().await;
+        shared.drop_revoked();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_listening_line_reads_back_behind_a_log_prefix() {
+        let addr = "127.0.0.1:4433".parse().unwrap();
+        let line = format!(
+            "2026-11-25 INFO sosqd: {}",
+            super::listening_line(addr, "ab12")
+        );
+        assert_eq!(
+            super::parse_listening_line(&line),
+            Some(("127.0.0.1:4433".to_string(), "ab12".to_string()))
+        );
+        assert_eq!(super::parse_listening_line("case store open"), None);
+    }
+}
