@@ -155,7 +155,7 @@ pub enum Effect {
     Disconnect {
         /// Who.
         party: PartyId,
-        /// QUIC application close code (see [`close_code`]).
+        /// QUIC application close code (see [`sosq::protocol::close_code`]).
         code: u32,
         /// One line for the user.
         reason: String,
