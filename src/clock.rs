@@ -67,7 +67,14 @@ impl Clock {
     /// How far the wall clock is ahead of the monotonic reading, in milliseconds (negative
     /// when behind); what [`crate::broker::Broker::set_clock_skew`] wants.
     pub fn skew_ms(&self) -> i64 {
-        skew(self.now(), self.monotonic())
+        self.read().1
+    }
+
+    /// The current wall-clock time and the skew ([`Clock::skew_ms`]) from one reading of
+    /// each clock, so a command's time and its skew agree.
+    pub fn read(&self) -> (Timestamp, i64) {
+        let wall = self.now();
+        (wall, skew(wall, self.monotonic()))
     }
 
     /// The tokio instant at which the monotonic reading will be `at` (now, if `at` has

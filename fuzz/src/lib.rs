@@ -25,14 +25,15 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use sosq::codec::{self, FrameError, MAX_FRAME_LEN};
 use sosq::protocol::{
-    page_items, CaseInfo, CaseState, CasesCursor, CasesPage, ClientMessage, DeleteSelector,
-    HistoryPage, Reply, Request, Role, ServerMessage, Timestamp, PROTOCOL_VERSION,
+    page_items, CaseInfo, CaseState, ClientMessage, DeleteSelector, Reply, Request, Role,
+    ServerMessage, Timestamp, PROTOCOL_VERSION,
 };
 use sosq::SessionCode;
 use sosqd::broker::{
     Broker, BrokerConfig, BrokerError, CaseRecord, CaseSelection, Closer, Departure, Effect,
     PartyId, Persist, QueueViewer, SosRequest, GENERAL,
 };
+use sosqd::server::pages;
 use tokio::io::{AsyncRead, ReadBuf};
 
 // ----- allocation accounting -----------------------------------------------------------
@@ -446,20 +447,13 @@ impl Sim {
                 .map(Reply::Case),
             Request::History { code, from, limit } => {
                 self.history(&code).map(|(code, state, history)| {
-                    let start = (from as usize).min(history.len());
-                    let entries: Vec<_> = history[start..]
-                        .iter()
-                        .take(page_items(limit))
-                        .cloned()
-                        .collect();
-                    let end = start + entries.len();
-                    Reply::History(HistoryPage {
+                    Reply::History(pages::history_page(
                         code,
                         state,
-                        total: history.len() as u32,
-                        next: (end < history.len()).then_some(end as u32),
-                        entries,
-                    })
+                        &history,
+                        from,
+                        page_items(limit),
+                    ))
                 })
             }
             Request::Pull { wait } => {
@@ -528,13 +522,7 @@ impl Sim {
                         (case.created_at, case.code) > (after.created_at, after.code)
                     });
                 }
-                let more = cases.len() > page_items(limit);
-                cases.truncate(page_items(limit));
-                let next = cases.last().filter(|_| more).map(|last| CasesCursor {
-                    created_at: last.created_at,
-                    code: last.code,
-                });
-                Ok(Reply::Cases(CasesPage { cases, next }))
+                Ok(Reply::Cases(pages::cases_page(cases, page_items(limit))))
             }
             Request::Delete(selector) => match deletion(&selector, now) {
                 Ok(selection) => self

@@ -118,12 +118,7 @@ impl Queue {
         response_due: Timestamp,
         waiting_since: Timestamp,
     ) {
-        let place = self.take_place(code, priority, response_due, waiting_since);
-        self.lines
-            .entry(id.clone())
-            .or_default()
-            .order
-            .insert(place, code);
+        let place = self.stand(code, &id, priority, response_due, waiting_since, true);
         self.mark_changed(&id, place);
         self.place.insert(code, (id, place));
     }
@@ -138,23 +133,20 @@ impl Queue {
         response_due: Timestamp,
         waiting_since: Timestamp,
     ) {
-        let place = self.take_place(code, priority, response_due, waiting_since);
-        self.away
-            .entry(id.clone())
-            .or_default()
-            .order
-            .insert(place, code);
+        let place = self.stand(code, &id, priority, response_due, waiting_since, false);
         self.away_place.insert(code, (id, place));
     }
 
-    /// Takes `code` out of wherever it stands and gives it its place for a new stand: its
-    /// first arrival number, kept for as long as the case is open.
-    fn take_place(
+    /// Takes `code` out of wherever it stands and stands it in line `id`, online or away,
+    /// at its place: its first arrival number, kept for as long as the case is open.
+    fn stand(
         &mut self,
         code: SessionCode,
+        id: &QueueId,
         priority: Priority,
         response_due: Timestamp,
         waiting_since: Timestamp,
+        online: bool,
     ) -> Place {
         self.remove(code);
         self.version += 1;
@@ -163,12 +155,23 @@ impl Queue {
             *arrivals += 1;
             *arrivals
         });
-        Place {
+        let place = Place {
             priority,
             response_due,
             waiting_since,
             arrival,
-        }
+        };
+        let lines = if online {
+            &mut self.lines
+        } else {
+            &mut self.away
+        };
+        lines
+            .entry(id.clone())
+            .or_default()
+            .order
+            .insert(place, code);
+        place
     }
 
     /// Takes `code` out of line (online or away); no-op if it is not there.

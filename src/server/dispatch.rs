@@ -571,22 +571,23 @@ fn history_page(
     limit: u32,
 ) -> Result<HistoryPage, ServerError> {
     let code: SessionCode = typed.parse().map_err(BrokerError::from)?;
-    let open = shared
-        .broker()
-        .case(code)
-        .map(|case| (case.record.state, case.record.history.clone()));
-    let (state, history) = match open {
-        Some(open) => open,
-        None => match shared.store.get(code)? {
-            Some(record) => (record.state, record.history),
-            None => return Err(BrokerError::UnknownCode(code).into()),
-        },
-    };
-    Ok(super::pages::history_page(
-        code,
-        state,
-        &history,
-        from,
-        page_items(limit),
-    ))
+    let items = page_items(limit);
+    // An open case's page is cut under the core lock: only the page is copied.
+    let open = shared.broker().case(code).map(|case| {
+        let record = &case.record;
+        super::pages::history_page(code, record.state, &record.history, from, items)
+    });
+    if let Some(page) = open {
+        return Ok(page);
+    }
+    match shared.store.get(code)? {
+        Some(record) => Ok(super::pages::history_page(
+            code,
+            record.state,
+            &record.history,
+            from,
+            items,
+        )),
+        None => Err(BrokerError::UnknownCode(code).into()),
+    }
 }

@@ -15,7 +15,7 @@ mod dispatch;
 mod drains;
 mod expiry;
 pub mod metrics;
-mod pages;
+pub mod pages;
 mod queue_updates;
 mod retention;
 mod throttle;
@@ -252,8 +252,8 @@ impl Shared {
     ) -> Result<(T, Option<CommitTicket>), ServerError> {
         let (value, ticket) = {
             let mut broker = self.broker();
-            let now = self.clock.now();
-            broker.set_clock_skew(self.clock.skew_ms());
+            let (now, skew_ms) = self.clock.read();
+            broker.set_clock_skew(skew_ms);
             let mut effects = Vec::new();
             let queue_before = broker.queue_version();
             let deadline_before = broker.next_deadline();
