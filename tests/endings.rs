@@ -118,11 +118,7 @@ fn session(daemon: &Daemon, share: SocketAddr) -> (Session, Session, String, Soc
         Some(&token),
         &["pull", "--wait", "--forward", "127.0.0.1:0"],
     );
-    let local = expert.expect_event("forwarding")["listen"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let local = expert.expect_forwarding();
     expert.expect_event("paired");
     customer.expect_event("paired");
     (customer, expert, code, local)

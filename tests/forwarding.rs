@@ -141,11 +141,7 @@ fn forwarded(daemon: &Daemon, share_addr: Option<SocketAddr>) -> Forwarded {
         .unwrap()
         .to_string();
     let mut expert = daemon.session(Some(&token), &["pull", "--forward", "127.0.0.1:0"]);
-    let local: SocketAddr = expert.expect_event("forwarding")["listen"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let local: SocketAddr = expert.expect_forwarding();
     expert.expect_event("paired");
     let paired = customer.expect_event("paired");
     assert_eq!(paired["peer_name"], "ana");

@@ -101,29 +101,13 @@ fn a_pulling_expert_whose_customer_is_killed_is_let_go_and_takes_the_next_case()
 
 #[test]
 fn the_come_back_command_printed_on_leaving_works_as_printed() {
-    use std::io::{Read, Write};
     let daemon = Daemon::start(&[]);
     let token = daemon.add_user("ana", "expert");
     let profile = daemon.dir.path().join("support.sosq");
     let profile = profile.to_str().unwrap().to_string();
     let made = daemon.admin_command(&["profile", "--out", &profile, "--server", &daemon.addr]);
     assert!(made.status.success(), "{made:?}");
-    // A shared echo service.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let echo = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        for tcp in listener.incoming() {
-            let Ok(mut tcp) = tcp else { return };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = tcp.read(&mut buf) {
-                    if n == 0 || tcp.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
+    let echo = common::echo_service().to_string();
     // Nothing but the profile: no server or fingerprint in the environment.
     let customer_command = |args: &[&str]| {
         let mut cmd = std::process::Command::new(common::sosq_bin());
@@ -152,10 +136,7 @@ fn the_come_back_command_printed_on_leaving_works_as_printed() {
         Some(&token),
         &["pull", "--wait", "--forward", "127.0.0.1:0"],
     );
-    let local = expert.expect_event("forwarding")["listen"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let local = expert.expect_forwarding();
     expert.expect_event("paired");
     customer.expect_event("paired");
 
@@ -185,12 +166,7 @@ fn the_come_back_command_printed_on_leaving_works_as_printed() {
     back.expect_event("paired");
     expert.expect_event("paired");
     // The share came back too: the expert's port reaches the echo service again.
-    let mut tcp = std::net::TcpStream::connect(&local).unwrap();
-    tcp.set_read_timeout(Some(common::PATIENCE)).unwrap();
-    tcp.write_all(b"back again").unwrap();
-    let mut reply = [0u8; 10];
-    tcp.read_exact(&mut reply).unwrap();
-    assert_eq!(&reply, b"back again");
+    common::echo_through(local, b"back again");
 }
 
 #[test]

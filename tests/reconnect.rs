@@ -5,41 +5,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::thread;
+use std::net::SocketAddr;
 
-use common::{config_file, Daemon, PATIENCE};
-
-/// A TCP echo service for the customer to share; its address.
-fn echo_service() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    thread::spawn(move || {
-        for tcp in listener.incoming() {
-            let Ok(mut tcp) = tcp else { return };
-            thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = tcp.read(&mut buf) {
-                    if n == 0 || tcp.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
-/// One message through the expert's forwarded port and back from the shared echo.
-fn echo_through(local: SocketAddr, message: &[u8]) {
-    let mut tcp = TcpStream::connect(local).unwrap();
-    tcp.set_read_timeout(Some(PATIENCE)).unwrap();
-    tcp.write_all(message).unwrap();
-    let mut echo = vec![0u8; message.len()];
-    tcp.read_exact(&mut echo).unwrap();
-    assert_eq!(echo, message);
-}
+use common::{config_file, echo_service, echo_through, Daemon};
 
 #[test]
 fn sessions_come_back_by_themselves_after_the_daemon_is_killed_and_restarted() {
@@ -49,11 +17,7 @@ fn sessions_come_back_by_themselves_after_the_daemon_is_killed_and_restarted() {
     let mut customer = daemon.session(None, &["request", "--name", "Alice", "--share", &echo]);
     let code = customer.expect_event("attached")["code"].clone();
     let mut expert = daemon.session(Some(&token), &["pull", "--forward", "127.0.0.1:0"]);
-    let local: SocketAddr = expert.expect_event("forwarding")["listen"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let local: SocketAddr = expert.expect_forwarding();
     assert_eq!(expert.expect_event("paired")["code"], code);
     customer.expect_event("paired");
     let mut waiting = daemon.session(None, &["request", "--name", "Waiting"]);

@@ -9,6 +9,7 @@
 pub mod proxy;
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -424,6 +425,15 @@ impl Session {
         }
     }
 
+    /// Waits for the `forwarding` event of `--forward 127.0.0.1:0`; the port it listens on.
+    pub fn expect_forwarding(&mut self) -> SocketAddr {
+        let event = self.expect_event("forwarding");
+        event["listen"]
+            .as_str()
+            .and_then(|listen| listen.parse().ok())
+            .unwrap_or_else(|| panic!("forwarding event without a listen address: {event}"))
+    }
+
     /// Writes bytes to the process's stdin.
     pub fn send(&mut self, bytes: &[u8]) {
         let stdin = self.stdin.as_mut().expect("stdin open");
@@ -538,4 +548,36 @@ pub fn payload(len: usize, seed: u64) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
+}
+
+/// A TCP echo service for a customer to share (`--share`); its address. Each connection is
+/// echoed on its own thread until the peer closes.
+pub fn echo_service() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(mut tcp) = tcp else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = tcp.read(&mut buf) {
+                    if n == 0 || tcp.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Sends `message` through the expert's forwarded port `local` and asserts the shared echo
+/// service sent it back unchanged.
+pub fn echo_through(local: SocketAddr, message: &[u8]) {
+    let mut tcp = TcpStream::connect(local).unwrap();
+    tcp.set_read_timeout(Some(PATIENCE)).unwrap();
+    tcp.write_all(message).unwrap();
+    let mut echo = vec![0u8; message.len()];
+    tcp.read_exact(&mut echo).unwrap();
+    assert_eq!(echo, message);
 }
