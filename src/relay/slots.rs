@@ -94,8 +94,9 @@ mod tests {
         assert!(slots.claim(StreamKind::Forward).await.is_some());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_place_freed_during_the_grace_goes_to_the_waiting_stream() {
+    /// With the one place held, a second stream asks for it and the place is freed after
+    /// `freed_after`; whether the waiting stream got it.
+    async fn waiting_stream_gets_the_place(freed_after: Duration) -> bool {
         let slots = Arc::new(Slots::new(1));
         let held = slots
             .claim(StreamKind::Forward)
@@ -105,27 +106,24 @@ mod tests {
             let slots = slots.clone();
             async move { slots.claim(StreamKind::Forward).await.is_some() }
         });
-        tokio::time::sleep(SLOT_GRACE / 2).await;
+        tokio::time::sleep(freed_after).await;
         drop(held);
+        waiting.await.unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_place_freed_during_the_grace_goes_to_the_waiting_stream() {
         assert!(
-            waiting.await.unwrap(),
+            waiting_stream_gets_the_place(SLOT_GRACE / 2).await,
             "the freed place went to the waiting stream"
         );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_stream_with_no_place_after_the_grace_is_refused() {
-        let slots = Arc::new(Slots::new(1));
-        let held = slots
-            .claim(StreamKind::Forward)
-            .await
-            .expect("the one place");
-        let waiting = tokio::spawn({
-            let slots = slots.clone();
-            async move { slots.claim(StreamKind::Forward).await.is_some() }
-        });
-        tokio::time::sleep(SLOT_GRACE + Duration::from_millis(1)).await;
-        drop(held);
-        assert!(!waiting.await.unwrap(), "refused once the grace had passed");
+        assert!(
+            !waiting_stream_gets_the_place(SLOT_GRACE + Duration::from_millis(1)).await,
+            "refused once the grace had passed"
+        );
     }
 }
