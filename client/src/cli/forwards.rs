@@ -49,6 +49,18 @@ impl Tally {
     pub fn open_now(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }
+
+    /// Completes once no connection is open (at once if none is).
+    async fn all_closed(&self) {
+        loop {
+            // Registered before the check, so a close between the two is not missed.
+            let closed = self.closed.notified();
+            if self.open_now() == 0 {
+                return;
+            }
+            closed.await;
+        }
+    }
 }
 
 /// The forwarded connections over one QUIC connection, and how they are to end.
@@ -71,33 +83,18 @@ impl Forwards {
     /// after cannot let the system close them with a clean FIN instead.
     pub async fn cut(&self) {
         self.leave.send_replace(Leave::Cut);
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            loop {
-                let closed = self.tally.closed.notified();
-                if self.tally.open_now() == 0 {
-                    break;
-                }
-                closed.await;
-            }
-        })
-        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.tally.all_closed()).await;
     }
 
     /// Lets every forwarded connection run to its natural end (what a departed peer sent
     /// still arrives here), for at most `within`, then cuts what is left.
     pub async fn finish(&self, within: Duration) {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let closed = self.tally.closed.notified();
-            if self.tally.open_now() == 0 {
-                return;
-            }
-            tokio::select! {
-                _ = closed => {}
-                _ = tokio::time::sleep_until(deadline) => break,
-            }
+        if tokio::time::timeout(within, self.tally.all_closed())
+            .await
+            .is_err()
+        {
+            self.cut().await;
         }
-        self.cut().await;
     }
 
     /// Lets every forwarded connection finish delivering what it took in, for at most
@@ -109,18 +106,12 @@ impl Forwards {
         hurry: impl std::future::Future<Output = ()>,
     ) -> usize {
         self.leave.send_replace(Leave::Drain);
-        let deadline = tokio::time::Instant::now() + within;
-        tokio::pin!(hurry);
-        loop {
-            let closed = self.tally.closed.notified();
-            if self.tally.open_now() == 0 {
-                return 0;
-            }
-            tokio::select! {
-                _ = closed => {}
-                _ = tokio::time::sleep_until(deadline) => break,
-                _ = &mut hurry => break,
-            }
+        let all_closed = tokio::select! {
+            closed = tokio::time::timeout(within, self.tally.all_closed()) => closed.is_ok(),
+            _ = hurry => false,
+        };
+        if all_closed {
+            return 0;
         }
         let cut = self.tally.open_now();
         self.cut().await;
