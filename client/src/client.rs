@@ -225,20 +225,31 @@ impl Client {
         if let Some(request) = first {
             flight.extend_from_slice(&codec::encode(&ClientMessage::Request(request))?);
         }
-        if let Err(e) = client.control.write_all(&flight).await {
-            let lost = client.lost(e.to_string());
-            client.close().await;
-            return Err(lost);
-        }
-        let welcome = match client.next_reply().await {
-            Ok(welcome) => welcome,
+        match client.hello(&flight, sent_first).await {
+            Ok(first_reply) => Ok((client, first_reply)),
             Err(e) => {
                 // Say goodbye even when refused, so the daemon frees the connection at once.
                 client.close().await;
-                return Err(e);
+                Err(e)
             }
-        };
-        match welcome {
+        }
+    }
+
+    /// Sends `flight` (the hello, and the first request when `sent_first`), takes the
+    /// welcome into this client, and returns the first request's reply.
+    ///
+    /// # Errors
+    /// The connection was lost, the daemon refused the hello or the request's frame, or it
+    /// answered with something other than a welcome.
+    async fn hello(
+        &mut self,
+        flight: &[u8],
+        sent_first: bool,
+    ) -> Result<Option<Reply>, ClientError> {
+        if let Err(e) = self.control.write_all(flight).await {
+            return Err(self.lost(e.to_string()));
+        }
+        match self.next_reply().await? {
             Reply::Welcome {
                 role,
                 name,
@@ -246,30 +257,20 @@ impl Client {
                 idle_timeout_ms,
                 ..
             } => {
-                client.role = role;
-                client.name = name;
-                client.liveness = Liveness {
+                self.role = role;
+                self.name = name;
+                self.liveness = Liveness {
                     keep_alive: Duration::from_millis(keep_alive_ms),
                     idle_timeout: Duration::from_millis(idle_timeout_ms),
                 };
             }
-            other => {
-                client.close().await;
-                return Err(ClientError::Unexpected(format!("{other:?}")));
-            }
+            other => return Err(ClientError::Unexpected(format!("{other:?}"))),
         }
-        let first_reply = if sent_first {
-            match client.next_reply().await {
-                Ok(reply) => Some(reply),
-                Err(e) => {
-                    client.close().await;
-                    return Err(e);
-                }
-            }
+        if sent_first {
+            Ok(Some(self.next_reply().await?))
         } else {
-            None
-        };
-        Ok((client, first_reply))
+            Ok(None)
+        }
     }
 
     /// The role the server gave this connection.
