@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sosq::protocol::{CaseOrigin, CaseState, HistoryEntry, Timestamp};
+use sosq::protocol::{self, ActorRole, CaseOrigin, CaseState, HistoryEntry, HistoryKind, Timestamp};
 use sosq::SessionCode;
 use sosqd::broker::{Actor, CaseRecord, Persist};
 use sosqd::clock::Clock;
@@ -98,8 +98,9 @@ fn record(n: u64, now: Timestamp) -> CaseRecord {
     let entry = |state, event: &str| HistoryEntry {
         at: created,
         state,
+        kind: HistoryKind::Event,
         event: event.into(),
-        actor: Some("expert ana".into()),
+        actor: Some(protocol::Actor::new(ActorRole::Expert, "ana")),
         address: Some("192.0.2.1:50000".into()),
     };
     CaseRecord {

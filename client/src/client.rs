@@ -77,6 +77,16 @@ pub enum ClientError {
     /// The connection ended.
     #[error("connection closed: {0}")]
     Disconnected(String),
+    /// The daemon closed the connection on purpose, saying why with a close code (see
+    /// [`crate::protocol::close_code`]): the case expired or was deleted, a newer
+    /// connection took over, the daemon shuts down.
+    #[error("connection closed: {reason}")]
+    Ended {
+        /// The QUIC application close code.
+        close_code: u32,
+        /// The daemon's words.
+        reason: String,
+    },
     /// The server refused the request.
     #[error("{0}")]
     Refused(ErrorReply),
@@ -86,9 +96,57 @@ pub enum ClientError {
     /// The user pressed Ctrl-C.
     #[error("interrupted: you left the session")]
     Interrupted,
+    /// Something on this machine failed: a local port to listen on, stdout to write to.
+    #[error("{0}")]
+    Local(String),
     /// A frame could not be written or read.
     #[error(transparent)]
     Frame(#[from] FrameError),
+}
+
+impl ClientError {
+    /// The error for a connection that ended for `reason`: [`ClientError::Ended`] when the
+    /// daemon closed it with a code, else [`ClientError::Disconnected`].
+    pub fn closed(reason: &quinn::ConnectionError) -> ClientError {
+        match reason {
+            quinn::ConnectionError::ApplicationClosed(close) => ClientError::Ended {
+                close_code: u32::try_from(close.error_code.into_inner()).unwrap_or(u32::MAX),
+                reason: describe_close(reason),
+            },
+            other => ClientError::Disconnected(describe_close(other)),
+        }
+    }
+
+    /// The stable machine code `sosq --json` prints for this failure (`"code"` of its
+    /// error line): a refusal's comes from its [`crate::protocol::ErrorKind`], a failure
+    /// on this side has its own. A script's contract: codes are never renamed.
+    pub fn code(&self) -> &'static str {
+        use crate::protocol::close_code;
+        match self {
+            ClientError::Options(_) => "bad_option",
+            ClientError::Resolve { .. } => "cannot_resolve",
+            ClientError::FingerprintMismatch { .. } => "fingerprint_mismatch",
+            ClientError::NoAnswer { .. } => "no_answer",
+            ClientError::Connect { .. } => "connect_failed",
+            ClientError::Disconnected(_) => "connection_lost",
+            ClientError::Ended { close_code, .. } => match *close_code {
+                close_code::EXPIRED => "case_expired",
+                close_code::DELETED => "case_deleted",
+                close_code::UNAUTHENTICATED => "unauthenticated",
+                close_code::SHUTDOWN => "server_shutting_down",
+                close_code::PROTOCOL_ERROR => "protocol_error",
+                close_code::REPLACED => "replaced",
+                _ => "connection_lost",
+            },
+            ClientError::Refused(refusal) => refusal.kind.code(),
+            ClientError::Unexpected(_) => "unexpected_reply",
+            ClientError::Interrupted => "interrupted",
+            ClientError::Local(_) => "local_failure",
+            ClientError::Frame(FrameError::TooLong { .. }) => "too_large",
+            ClientError::Frame(FrameError::Malformed(_)) => "unexpected_reply",
+            ClientError::Frame(_) => "connection_lost",
+        }
+    }
 }
 
 /// How a new connection introduces itself.
@@ -322,7 +380,7 @@ impl Client {
 
     fn lost(&self, fallback: String) -> ClientError {
         match self.connection.close_reason() {
-            Some(reason) => ClientError::Disconnected(describe_close(&reason)),
+            Some(reason) => ClientError::closed(&reason),
             None => ClientError::Disconnected(fallback),
         }
     }

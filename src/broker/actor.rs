@@ -3,34 +3,43 @@
 //! deleted cases' histories go with them, so the action itself is kept apart).
 
 use serde::{Deserialize, Serialize};
-use sosq::protocol::{HistoryEntry, Timestamp};
+use sosq::protocol::{self, ActorRole, Timestamp};
+
+use super::CaseRecord;
 
 /// Who runs a command: a person over the network, or the daemon itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {
-    /// "expert ana", "admin root", "customer", or "sosqd".
-    pub who: String,
+    /// Who, by role and name ("expert ana", "admin root", "customer", "sosqd"). A
+    /// customer's connection does not know the name its case gives the customer, so a
+    /// customer actor without one is named after the case when it is stamped.
+    pub who: protocol::Actor,
     /// The remote address of the connection, for commands that came over the network.
     pub address: Option<String>,
 }
 
 impl Actor {
-    /// The daemon itself (expiry, retention, recovery after a restart).
+    /// The daemon itself (expiry, recovery after a restart).
     pub fn daemon() -> Actor {
         Actor {
-            who: "sosqd".to_string(),
+            who: protocol::Actor::daemon(),
             address: None,
         }
     }
 
-    /// Fills in who and where on the newest entries that have no actor yet. Entries are
-    /// stamped by the command that wrote them, so the unstamped ones are all at the end.
-    pub fn stamp(&self, history: &mut [HistoryEntry]) {
-        for entry in history.iter_mut().rev() {
+    /// Fills in who and where on the newest entries of `record`'s history that have no
+    /// actor yet. Entries are stamped by the command that wrote them, so the unstamped ones
+    /// are all at the end.
+    pub fn stamp(&self, record: &mut CaseRecord) {
+        let mut who = self.who.clone();
+        if who.role == ActorRole::Customer && who.name.is_none() {
+            who.name = Some(record.customer.clone());
+        }
+        for entry in record.history.iter_mut().rev() {
             if entry.actor.is_some() {
                 break;
             }
-            entry.actor = Some(self.who.clone());
+            entry.actor = Some(who.clone());
             entry.address.clone_from(&self.address);
         }
     }
@@ -41,7 +50,7 @@ impl Actor {
 pub struct AuditEntry {
     /// When.
     pub at: Timestamp,
-    /// Who ("admin root", "sosqd retention").
+    /// Who ("admin root", "sosqd retention"), as [`protocol::Actor`] prints it.
     pub actor: String,
     /// From which address, if over the network.
     pub address: Option<String>,

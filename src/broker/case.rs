@@ -2,7 +2,9 @@
 //! rules that say which state may follow which.
 
 use serde::{Deserialize, Serialize};
-use sosq::protocol::{CaseInfo, CaseOrigin, CaseState, HistoryEntry, Priority, Timestamp};
+use sosq::protocol::{
+    CaseInfo, CaseOrigin, CaseState, HistoryEntry, HistoryKind, Priority, Timestamp,
+};
 use sosq::SessionCode;
 
 use super::error::BrokerError;
@@ -61,11 +63,13 @@ impl CaseRecord {
         )
     }
 
-    /// Moves to `to`, recording `event` in the history; refuses illegal steps unchanged.
+    /// Moves to `to`, recording `event` (of `kind`) in the history; refuses illegal steps
+    /// unchanged.
     pub fn transition(
         &mut self,
         to: CaseState,
         now: Timestamp,
+        kind: HistoryKind,
         event: impl Into<String>,
         action: &'static str,
     ) -> Result<(), BrokerError> {
@@ -78,7 +82,7 @@ impl CaseRecord {
         }
         self.state = to;
         self.updated_at = now;
-        self.note(now, event);
+        self.note(now, kind, event);
         Ok(())
     }
 
@@ -88,8 +92,8 @@ impl CaseRecord {
     /// keep is bounded (a customer rejoining with its secret over and over costs nothing
     /// else). Past that, the last entry folds every later event into itself: it says how
     /// many were folded and what the latest was, with its time, state and actor, so the
-    /// history still ends in the case's current state.
-    pub fn note(&mut self, now: Timestamp, event: impl Into<String>) {
+    /// history still ends in the case's current state (its kind is [`HistoryKind::Folded`]).
+    pub fn note(&mut self, now: Timestamp, kind: HistoryKind, event: impl Into<String>) {
         let event = event.into();
         if self.history.len() >= MAX_HISTORY_ENTRIES {
             if let Some(last) = self.history.last_mut() {
@@ -97,6 +101,7 @@ impl CaseRecord {
                 *last = HistoryEntry {
                     at: now,
                     state: self.state,
+                    kind: HistoryKind::Folded,
                     event: format!(
                         "{folded} {FOLD_MARK} (a case keeps {MAX_HISTORY_ENTRIES}); the latest: {event}"
                     ),
@@ -109,6 +114,7 @@ impl CaseRecord {
         self.history.push(HistoryEntry {
             at: now,
             state: self.state,
+            kind,
             event,
             actor: None,
             address: None,

@@ -2,7 +2,7 @@
 //! (the store first, then the sessions of the open ones), or expired when their deadline
 //! comes; each ends its sessions and frees its parties' seats.
 
-use sosq::protocol::{close_code, CaseInfo, CaseState, Event, Timestamp};
+use sosq::protocol::{close_code, CaseInfo, CaseState, Event, HistoryKind, Timestamp};
 use sosq::SessionCode;
 
 use super::{humanize, Broker, BrokerError, Case, CaseSelection, Closer, Effect, PartyId, Persist};
@@ -26,7 +26,13 @@ impl Broker {
         };
         let mut case = self.take_case(code);
         case.record
-            .transition(CaseState::Closed, now, format!("closed by {who}"), "close")
+            .transition(
+                CaseState::Closed,
+                now,
+                HistoryKind::Closed,
+                format!("closed by {who}"),
+                "close",
+            )
             .expect("open cases may always close");
         self.stats.closed += 1;
         out.push(Effect::Persist(Persist::Save(case.record.clone())));
@@ -86,7 +92,8 @@ impl Broker {
         out.push(Effect::Persist(selection));
         for code in doomed {
             let mut case = self.take_case(code);
-            case.record.note(now, format!("deleted by admin {admin}"));
+            case.record
+                .note(now, HistoryKind::Deleted, format!("deleted by admin {admin}"));
             let reason = format!("case {code} was deleted by an administrator");
             self.end_sessions(&case, out, |party| Effect::Disconnect {
                 party,
@@ -108,6 +115,7 @@ impl Broker {
                 .transition(
                     CaseState::Expired,
                     now,
+                    HistoryKind::Expired,
                     format!("expired: not closed within {ttl} of creation"),
                     "expire",
                 )

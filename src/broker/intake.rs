@@ -3,7 +3,7 @@
 //! an expert-created case binds it; anyone after needs its resume secret, and a customer
 //! proving it takes over from its old connection at once).
 
-use sosq::protocol::{CaseInfo, CaseOrigin, CaseState, Priority, Timestamp};
+use sosq::protocol::{CaseInfo, CaseOrigin, CaseState, HistoryKind, Priority, Timestamp};
 use sosq::SessionCode;
 
 use super::{
@@ -168,7 +168,7 @@ impl Broker {
             resume_secret_hash: None,
             history: Vec::new(),
         };
-        record.note(now, created_by);
+        record.note(now, HistoryKind::Created, created_by);
         self.deadlines.set(code, expires_at);
         self.cases.insert(
             code,

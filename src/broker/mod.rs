@@ -39,7 +39,7 @@ mod tests;
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use sosq::protocol::{CaseInfo, CaseState, Event, Priority, Timestamp};
+use sosq::protocol::{CaseInfo, CaseState, Event, HistoryKind, Priority, Timestamp};
 use sosq::SessionCode;
 
 pub use actor::{Actor, AuditEntry};
@@ -277,6 +277,7 @@ impl Broker {
                 .transition(
                     CaseState::Pending,
                     now,
+                    HistoryKind::Restarted,
                     "sosqd restarted; waiting for the partners to reconnect",
                     "move to pending",
                 )
@@ -308,9 +309,9 @@ impl Broker {
     pub fn attribute(&mut self, actor: &Actor, out: &mut [Effect]) {
         for effect in out.iter_mut() {
             if let Effect::Persist(Persist::Save(record)) = effect {
-                actor.stamp(&mut record.history);
+                actor.stamp(record);
                 if let Some(case) = self.cases.get_mut(&record.code) {
-                    actor.stamp(&mut case.record.history);
+                    actor.stamp(&mut case.record);
                 }
             }
         }

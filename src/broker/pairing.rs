@@ -3,7 +3,9 @@
 //! (`escalate`), and what happens when someone sits down: `new` becomes `pending`, two
 //! seats make the case `in progress` and pair the two, and the queue is brought up to date.
 
-use sosq::protocol::{Assignee, CaseInfo, CaseState, Event, Priority, Role, Timestamp};
+use sosq::protocol::{
+    Assignee, CaseInfo, CaseState, Event, HistoryKind, Priority, Role, Timestamp,
+};
 use sosq::SessionCode;
 
 use super::intake::checked_name;
@@ -113,7 +115,7 @@ impl Broker {
         let to = checked_assignee(to)?;
         let case = self.case_mut(code);
         route(&mut case.record, &to);
-        case.record.note(now, format!("assigned to {to} by {who}"));
+        case.record.note(now, HistoryKind::Assigned, format!("assigned to {to} by {who}"));
         out.push(Effect::Persist(Persist::Save(case.record.clone())));
         let info = case.info();
         self.refresh_queue(code, now, out);
@@ -152,11 +154,17 @@ impl Broker {
         let event = format!("expert {} transferred the case to {to}", seat.name);
         if case.record.state == CaseState::InProgress {
             case.record
-                .transition(CaseState::Pending, now, event, "transfer")
+                .transition(
+                    CaseState::Pending,
+                    now,
+                    HistoryKind::Transferred,
+                    event,
+                    "transfer",
+                )
                 .expect("in progress may always go back to pending");
             out.push(Effect::Unpair { code, drain: true });
         } else {
-            case.record.note(now, event);
+            case.record.note(now, HistoryKind::Transferred, event);
         }
         out.push(Effect::Persist(Persist::Save(case.record.clone())));
         if let Some(customer) = case.customer {
@@ -217,6 +225,7 @@ impl Broker {
         }
         case.record.note(
             now,
+            HistoryKind::Escalated,
             format!("priority {before} -> {priority} by {who}: {reason}"),
         );
         out.push(Effect::Persist(Persist::Save(case.record.clone())));
@@ -236,7 +245,7 @@ impl Broker {
         self.parties.insert(party, code);
         let case = self.case_mut(code);
         case.customer = Some(party);
-        case.record.note(now, event);
+        case.record.note(now, HistoryKind::Attached, event);
         self.after_seating(now, code, out);
     }
 
@@ -250,7 +259,7 @@ impl Broker {
         self.parties.insert(seat.party, code);
         let case = self.case_mut(code);
         case.record
-            .note(now, format!("expert {} connected", seat.name));
+            .note(now, HistoryKind::Attached, format!("expert {} connected", seat.name));
         case.expert = Some(seat);
         self.after_seating(now, code, out);
     }
@@ -272,6 +281,7 @@ impl Broker {
                 .transition(
                     CaseState::Pending,
                     now,
+                    HistoryKind::Started,
                     "session started, waiting for the partner",
                     "start",
                 )
@@ -282,6 +292,7 @@ impl Broker {
                 .transition(
                     CaseState::InProgress,
                     now,
+                    HistoryKind::Paired,
                     "both partners connected",
                     "start the session of",
                 )
@@ -304,7 +315,7 @@ impl Broker {
                             humanize(now.since(due))
                         )
                     };
-                    case.record.note(now, verdict);
+                    case.record.note(now, HistoryKind::FirstResponse, verdict);
                 }
             }
             out.push(Effect::Persist(Persist::Save(case.record.clone())));

@@ -6,7 +6,7 @@
 //! it leaves or is replaced, so the old connection's later cleanup finds nothing to undo and
 //! can never detach its replacement.
 
-use sosq::protocol::{close_code, CaseState, Event, Timestamp};
+use sosq::protocol::{close_code, CaseState, Event, HistoryKind, Timestamp};
 use sosq::SessionCode;
 
 use super::{Broker, Effect, PartyId, Persist};
@@ -94,16 +94,22 @@ impl Broker {
         let case = self.case_mut(code);
         if was_paired {
             case.record
-                .transition(CaseState::Pending, now, event, "move to pending")
+                .transition(
+                    CaseState::Pending,
+                    now,
+                    HistoryKind::Left,
+                    event,
+                    "move to pending",
+                )
                 .expect("in progress may always go back to pending");
             out.push(Effect::Unpair { code, drain });
         } else {
-            case.record.note(now, event);
+            case.record.note(now, HistoryKind::Left, event);
         }
         if let Some((peer, event)) = told {
             if matches!(event, Event::Released { .. }) {
                 case.record
-                    .note(now, "the expert was let go to take the next case");
+                    .note(now, HistoryKind::Released, "the expert was let go to take the next case");
             }
             // A peer that was only seated (not paired) hears nothing it could act on.
             if was_paired || matches!(event, Event::Released { .. }) {
@@ -137,11 +143,17 @@ impl Broker {
         let event = format!("{who} came back on a new connection; the old one was closed");
         if case.record.state == CaseState::InProgress {
             case.record
-                .transition(CaseState::Pending, now, event, "move to pending")
+                .transition(
+                    CaseState::Pending,
+                    now,
+                    HistoryKind::Replaced,
+                    event,
+                    "move to pending",
+                )
                 .expect("in progress may always go back to pending");
             out.push(Effect::Unpair { code, drain: false });
         } else {
-            case.record.note(now, event);
+            case.record.note(now, HistoryKind::Replaced, event);
         }
         out.push(Effect::Disconnect {
             party: old,

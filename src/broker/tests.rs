@@ -17,8 +17,8 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{CryptoRng, RngCore, SeedableRng};
 use sosq::protocol::{
-    close_code, CaseFilter, CaseInfo, CaseOrigin, CaseState, Event, HistoryEntry, Priority,
-    QueueEntry, Role, Timestamp,
+    self, close_code, ActorRole, CaseFilter, CaseInfo, CaseOrigin, CaseState, Event,
+    HistoryEntry, HistoryKind, Priority, QueueEntry, Role, Timestamp,
 };
 use sosq::SessionCode;
 
@@ -219,6 +219,7 @@ fn record_in(state: CaseState, code: SessionCode) -> CaseRecord {
         history: vec![HistoryEntry {
             at: T0,
             state,
+            kind: HistoryKind::Event,
             event: "restored".into(),
             actor: None,
             address: None,
@@ -836,7 +837,7 @@ fn may_become_allows_exactly_the_lifecycle_table() {
             let mut record = record_in(from, code);
             let allowed = legal.contains(&(from, to));
             assert_eq!(record.may_become(to), allowed, "{from} -> {to}");
-            let result = record.transition(to, at(10), "step", "test");
+            let result = record.transition(to, at(10), HistoryKind::Event, "step", "test");
             if allowed {
                 assert_eq!(result, Ok(()), "{from} -> {to}");
                 assert_eq!(record.state, to);
@@ -846,6 +847,7 @@ fn may_become_allows_exactly_the_lifecycle_table() {
                     Some(&HistoryEntry {
                         at: at(10),
                         state: to,
+                        kind: HistoryKind::Event,
                         event: "step".into(),
                         actor: None,
                         address: None,
@@ -871,7 +873,7 @@ fn every_illegal_record_transition_is_refused_and_changes_nothing() {
             }
             let before = record.clone();
             assert_eq!(
-                record.transition(to, at(10), "step", "test"),
+                record.transition(to, at(10), HistoryKind::Event, "step", "test"),
                 Err(BrokerError::IllegalTransition {
                     code,
                     from,
@@ -894,7 +896,9 @@ fn closed_and_expired_records_refuse_every_transition() {
         for to in CaseState::ALL {
             let mut record = record_in(from, code);
             let before = record.clone();
-            let error = record.transition(to, at(1), "step", "reopen").unwrap_err();
+            let error = record
+                .transition(to, at(1), HistoryKind::Event, "step", "reopen")
+                .unwrap_err();
             assert_eq!(
                 error,
                 BrokerError::IllegalTransition {
@@ -919,7 +923,13 @@ fn a_new_case_cannot_jump_to_in_progress() {
     let mut record = record(&b, code);
     let before = record.clone();
     assert_eq!(
-        record.transition(CaseState::InProgress, at(1), "skip", "start the session of"),
+        record.transition(
+            CaseState::InProgress,
+            at(1),
+            HistoryKind::Paired,
+            "skip",
+            "start the session of"
+        ),
         Err(BrokerError::IllegalTransition {
             code,
             from: CaseState::New,
@@ -2321,7 +2331,7 @@ fn a_case_in_progress_at_a_restart_is_pending_until_its_partners_reconnect() {
 fn attribution_names_the_actor_on_the_entries_a_command_wrote_only() {
     let mut b = broker();
     let actor = Actor {
-        who: "expert ana".into(),
+        who: protocol::Actor::new(ActorRole::Expert, "ana"),
         address: Some("192.0.2.1:9".into()),
     };
     let mut out = Vec::new();
@@ -2333,16 +2343,65 @@ fn attribution_names_the_actor_on_the_entries_a_command_wrote_only() {
     b.attribute(&Actor::daemon(), &mut out);
     let saved = saved_records(&out);
     let history = &saved.last().unwrap().history;
-    assert_eq!(history[0].actor.as_deref(), Some("expert ana"));
+    assert_eq!(
+        history[0].actor,
+        Some(protocol::Actor::new(ActorRole::Expert, "ana"))
+    );
     assert_eq!(history[0].address.as_deref(), Some("192.0.2.1:9"));
-    assert!(history[1..]
-        .iter()
-        .all(|entry| entry.actor.as_deref() == Some("sosqd") && entry.address.is_none()));
+    assert!(history[1..].iter().all(|entry| entry.actor
+        == Some(protocol::Actor::daemon())
+        && entry.address.is_none()));
     assert_eq!(
         &record(&b, case.code).history,
         history,
         "the core's copy too"
     );
+}
+
+#[test]
+fn every_history_entry_says_its_kind_and_a_customer_is_named_after_its_case() {
+    let mut b = broker();
+    let customer = Actor {
+        who: protocol::Actor {
+            role: ActorRole::Customer,
+            name: None,
+        },
+        address: Some("192.0.2.7:5".into()),
+    };
+    let expert = Actor {
+        who: protocol::Actor::new(ActorRole::Expert, "ana"),
+        address: None,
+    };
+    let mut out = Vec::new();
+    let code = b.open_sos(at(0), C1, "Alice", "", &mut out).unwrap().case.code;
+    b.attribute(&customer, &mut out);
+    let mut out = Vec::new();
+    b.escalate(at(1), "expert ana", &code.to_string(), Priority::High, "down", &mut out)
+        .unwrap();
+    b.pull(at(2), E1, "ana", false, &mut out).unwrap();
+    b.close(at(3), Closer::Expert("ana"), &code.to_string(), &mut out)
+        .unwrap();
+    b.attribute(&expert, &mut out);
+    let history = &saved_records(&out).last().unwrap().history;
+    let kinds: Vec<HistoryKind> = history.iter().map(|entry| entry.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            HistoryKind::Created,
+            HistoryKind::Attached,
+            HistoryKind::Escalated,
+            HistoryKind::Attached,
+            HistoryKind::Paired,
+            HistoryKind::FirstResponse,
+            HistoryKind::Closed,
+        ]
+    );
+    assert_eq!(
+        history[0].actor,
+        Some(protocol::Actor::new(ActorRole::Customer, "Alice"))
+    );
+    assert_eq!(history[0].address.as_deref(), Some("192.0.2.7:5"));
+    assert_eq!(history[6].actor, Some(expert.who.clone()));
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! sent (chat and forwarded connections); the kind byte that opens each stream is the
 //! protocol's, not theirs, and is not counted.
 
-use sosq::protocol::Timestamp;
+use sosq::protocol::{HistoryKind, Timestamp};
 use sosq::SessionCode;
 
 use super::{Broker, Persist};
@@ -54,7 +54,8 @@ impl Broker {
         changes: &mut Vec<Persist>,
     ) {
         if let Some(case) = self.cases.get_mut(&code) {
-            case.record.note(now, traffic.describe());
+            case.record
+                .note(now, HistoryKind::Traffic, traffic.describe());
             changes.push(Persist::Save(case.record.clone()));
             return;
         }
@@ -63,7 +64,7 @@ impl Broker {
             _ => None,
         });
         if let Some(record) = final_save {
-            record.note(now, traffic.describe());
+            record.note(now, HistoryKind::Traffic, traffic.describe());
         }
     }
 }

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use sosq::protocol::{CaseOrigin, CaseState, HistoryEntry, Priority, Timestamp};
+use sosq::protocol::{
+    Actor, ActorRole, CaseOrigin, CaseState, HistoryEntry, HistoryKind, Priority, Timestamp,
+};
 use sosq::SessionCode;
 
 use super::LoadError;
@@ -78,17 +80,21 @@ fn finished_record(
     state: CaseState,
     now: Timestamp,
 ) -> Option<CaseRecord> {
-    let entry = |state, event: &str| HistoryEntry {
+    let entry = |state, kind, event: &str| HistoryEntry {
         at: created,
         state,
+        kind,
         event: event.into(),
-        actor: Some("expert load".into()),
+        actor: Some(Actor::new(ActorRole::Expert, "load")),
         address: Some("127.0.0.1:50000".into()),
     };
-    let last = match state {
-        CaseState::Expired => "expired: not closed within 1day of creation",
-        CaseState::Pending => "customer asked for help (SOS)",
-        _ => "closed by expert load",
+    let (kind, last) = match state {
+        CaseState::Expired => (
+            HistoryKind::Expired,
+            "expired: not closed within 1day of creation",
+        ),
+        CaseState::Pending => (HistoryKind::Attached, "customer asked for help (SOS)"),
+        _ => (HistoryKind::Closed, "closed by expert load"),
     };
     Some(CaseRecord {
         // A stride coprime to 10^9 spreads the codes like drawn ones and keeps them unique.
@@ -108,8 +114,8 @@ fn finished_record(
         response_due: Some(created.plus(Duration::from_secs(900))),
         first_response_at: (!state.is_open()).then_some(created),
         history: vec![
-            entry(CaseState::New, "created by customer"),
-            entry(state, last),
+            entry(CaseState::New, HistoryKind::Created, "created by customer"),
+            entry(state, kind, last),
         ],
     })
 }

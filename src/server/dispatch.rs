@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use sosq::protocol::{
-    page_items, Assignee, CaseInfo, CasesCursor, CasesPage, DeleteSelector, HistoryPage,
+    page_items, ActorRole, Assignee, CaseInfo, CasesCursor, CasesPage, DeleteSelector, HistoryPage,
     QueueCursor, QueuePage, Reply, Request, Role, Timestamp,
 };
 use sosq::SessionCode;
@@ -39,11 +39,15 @@ impl Caller {
             .unwrap_or_else(|| vec![GENERAL.to_string()])
     }
 
-    /// Who this caller is in a case's history: "expert ana", "admin root", "customer".
+    /// Who this caller is in a case's history: "expert ana", "admin root", "customer" (named
+    /// after its case when stamped).
     pub fn actor(&self) -> Actor {
         let who = match self.role {
-            Role::Customer => "customer".to_string(),
-            role => format!("{role} {}", self.name),
+            Role::Customer => sosq::protocol::Actor {
+                role: ActorRole::Customer,
+                name: None,
+            },
+            role => sosq::protocol::Actor::new(role.into(), self.name.clone()),
         };
         Actor {
             who,
@@ -325,7 +329,7 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
                     b.delete(now, name, selection, out)?;
                     out.push(Effect::Persist(Persist::Audit(AuditEntry {
                         at: now,
-                        actor: actor.who.clone(),
+                        actor: actor.who.to_string(),
                         address: actor.address.clone(),
                         action: "delete".into(),
                         selector: describe_selector(&selector, now),
@@ -521,7 +525,7 @@ async fn delete_by_filter(
                 if last {
                     out.push(Effect::Persist(Persist::Audit(AuditEntry {
                         at: now,
-                        actor: actor.who.clone(),
+                        actor: actor.who.to_string(),
                         address: actor.address.clone(),
                         action: "delete".into(),
                         selector: described.clone(),

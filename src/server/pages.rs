@@ -64,7 +64,7 @@ pub fn history_page(
 
 #[cfg(test)]
 mod tests {
-    use sosq::protocol::{CaseOrigin, Priority, Timestamp, MAX_PAGE_BYTES};
+    use sosq::protocol::{Actor, ActorRole, CaseOrigin, HistoryKind, Priority, Timestamp, MAX_PAGE_BYTES};
 
     use super::*;
 
@@ -93,8 +93,9 @@ mod tests {
         HistoryEntry {
             at: Timestamp(n),
             state: CaseState::Pending,
+            kind: HistoryKind::Attached,
             event: event.into(),
-            actor: Some("customer".into()),
+            actor: Some(Actor::new(ActorRole::Customer, "Alice")),
             address: None,
         }
     }

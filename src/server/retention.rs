@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sosq::protocol::Timestamp;
+use sosq::protocol::{ActorRole, Timestamp};
 
 use super::{ServerError, Shared};
 use crate::broker::{humanize, Actor, AuditEntry, Effect, Persist};
@@ -41,7 +41,7 @@ pub async fn sweep(shared: &Shared) -> Result<usize, ServerError> {
             .saturating_sub(retention.as_millis().min(u64::MAX as u128) as u64),
     );
     let actor = Actor {
-        who: "sosqd retention".into(),
+        who: sosq::protocol::Actor::new(ActorRole::Sosqd, "retention"),
         address: None,
     };
     let mut total = 0;
@@ -59,10 +59,10 @@ pub async fn sweep(shared: &Shared) -> Result<usize, ServerError> {
                 // A code freed by an admin's delete meanwhile may belong to a new open case.
                 codes.retain(|code| broker.case(*code).is_none());
                 let count = codes.len();
-                broker.delete(now, &actor.who, Persist::Delete(codes), out)?;
+                broker.delete(now, &actor.who.to_string(), Persist::Delete(codes), out)?;
                 out.push(Effect::Persist(Persist::Audit(AuditEntry {
                     at: now,
-                    actor: actor.who.clone(),
+                    actor: actor.who.to_string(),
                     address: None,
                     action: "delete".into(),
                     selector: format!(

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use sosq::protocol::{CaseOrigin, CaseState, HistoryEntry, Timestamp};
+use sosq::protocol::{Actor, ActorRole, CaseOrigin, CaseState, HistoryEntry, HistoryKind, Timestamp};
 use sosq::SessionCode;
 
 use super::{CaseStore, MemoryStore, SqliteStore};
@@ -21,8 +21,10 @@ fn entry(at: u64, state: CaseState, event: &str) -> HistoryEntry {
     HistoryEntry {
         at: Timestamp(at),
         state,
+        // Not the default, so a store that loses the kind is caught.
+        kind: HistoryKind::Escalated,
         event: event.into(),
-        actor: Some("expert ana".into()),
+        actor: Some(Actor::new(ActorRole::Expert, "ana")),
         address: Some("192.0.2.7:5000".into()),
     }
 }

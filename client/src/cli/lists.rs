@@ -11,6 +11,7 @@ use sosq::protocol::{
 };
 use sosq::{Client, ClientError};
 
+use super::shapes;
 use super::output::{self, Output};
 use super::unexpected;
 
@@ -112,12 +113,10 @@ pub async fn watch_queue(mut client: Client, out: Output, limit: u32) -> Result<
                 }
                 Some(_) => {}
                 None => {
-                    let reason = client
-                        .connection()
-                        .close_reason()
-                        .map(|r| sosq::client::describe_connection_error(&r))
-                        .unwrap_or_else(|| "the server closed the connection".into());
-                    return Err(ClientError::Disconnected(reason));
+                    return Err(match client.connection().close_reason() {
+                        Some(reason) => ClientError::closed(&reason),
+                        None => ClientError::Disconnected("the server closed the connection".into()),
+                    });
                 }
             },
             _ = &mut interrupted => {
@@ -149,7 +148,7 @@ pub async fn cases(
         if paging.all {
             if out.json {
                 for case in &page.cases {
-                    println!("{}", json!(case));
+                    println!("{}", shapes::case(case));
                 }
             } else {
                 let table = if first && page.cases.is_empty() {
@@ -164,7 +163,7 @@ pub async fn cases(
         } else {
             out.print(
                 output::cases_table(&page.cases),
-                with_token(json!(page), page.next),
+                with_token(shapes::cases_page(&page), page.next),
             );
         }
         first = false;
@@ -217,7 +216,7 @@ pub async fn status(
     } else {
         whole_history(client, &case.code.to_string()).await?.1
     };
-    let mut value = json!(case);
+    let mut value = shapes::case(&case);
     if let Some(fields) = value.as_object_mut() {
         fields.insert("history".into(), json!(history));
     }

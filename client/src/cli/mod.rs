@@ -5,6 +5,7 @@
 pub mod chat;
 pub mod endpoints;
 pub mod forwards;
+pub mod shapes;
 pub mod lists;
 pub mod output;
 pub mod reconnect;
@@ -378,7 +379,7 @@ async fn one_shot(
             let Reply::Created(case) = reply else {
                 return Err(unexpected());
             };
-            out.print(case.code.to_string(), json!(case));
+            out.print(case.code.to_string(), shapes::case(&case));
             Ok(())
         }
         Command::Close { code, secret, .. } => {
@@ -391,7 +392,7 @@ async fn one_shot(
             let Reply::Case(case) = reply else {
                 return Err(unexpected());
             };
-            out.print(format!("closed case {}", case.code), json!(case));
+            out.print(format!("closed case {}", case.code), shapes::case(&case));
             Ok(())
         }
         Command::Assign { code, to } => {
@@ -407,7 +408,7 @@ async fn one_shot(
                 .unwrap_or_else(|| format!("group {}", case.group));
             out.print(
                 format!("case {} is now routed to {whom}", case.code),
-                json!(case),
+                shapes::case(&case),
             );
             Ok(())
         }
@@ -422,7 +423,7 @@ async fn one_shot(
             let Reply::Case(case) = reply else {
                 return Err(unexpected());
             };
-            out.print(format!("handed case {} to {to}", case.code), json!(case));
+            out.print(format!("handed case {} to {to}", case.code), shapes::case(&case));
             Ok(())
         }
         Command::Escalate {
@@ -442,7 +443,7 @@ async fn one_shot(
             };
             out.print(
                 format!("case {} is now {}", case.code, case.priority),
-                json!(case),
+                shapes::case(&case),
             );
             Ok(())
         }

@@ -28,12 +28,13 @@ impl Output {
         }
     }
 
-    /// The one-line failure reason.
-    pub fn error(&self, message: &str) {
+    /// The one-line failure reason, with its stable machine `code` for programs (see
+    /// `sosq::ClientError::code`).
+    pub fn error(&self, code: &str, message: &str) {
         self.status(
             "error",
             format!("sosq: error: {message}"),
-            json!({ "message": message }),
+            json!({ "code": code, "message": message }),
         );
     }
 
@@ -201,7 +202,13 @@ pub fn history_table(code: SessionCode, state: CaseState, entries: &[HistoryEntr
             "{:<21} {:<12} {:<20} {:<22} {}\n",
             clock_time(entry.at),
             entry.state.as_str(),
-            truncate(entry.actor.as_deref().unwrap_or("-"), 20),
+            truncate(
+                &entry
+                    .actor
+                    .as_ref()
+                    .map_or_else(|| "-".to_string(), |actor| actor.to_string()),
+                20
+            ),
             entry.address.as_deref().unwrap_or("-"),
             entry.event
         ));

@@ -109,7 +109,7 @@ pub fn final_close(error: &quinn::ConnectionError) -> Option<Result<Outcome, Cli
             | close_code::DELETED
             | close_code::UNAUTHENTICATED
             | close_code::PROTOCOL_ERROR,
-        ) => Some(Err(ClientError::Disconnected(reason))),
+        ) => Some(Err(ClientError::closed(error))),
         _ => None,
     }
 }

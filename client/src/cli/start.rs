@@ -153,7 +153,7 @@ pub async fn run(
         Some(addr) => {
             let listener = sosq::forward::listen(addr)
                 .await
-                .map_err(|e| ClientError::Options(e.to_string()))?;
+                .map_err(|e| ClientError::Local(e.to_string()))?;
             let bound = listener.local_addr().unwrap_or(addr);
             out.status(
                 "forwarding",

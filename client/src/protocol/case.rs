@@ -186,22 +186,6 @@ pub enum CaseOrigin {
     CreatedByExpert(String),
 }
 
-/// One entry of a case's history: what happened, when, who did it from where, and the
-/// state afterwards.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HistoryEntry {
-    /// When it happened.
-    pub at: Timestamp,
-    /// The case's state after the event.
-    pub state: CaseState,
-    /// What happened, in words ("expert ana connected").
-    pub event: String,
-    /// Who did it ("expert ana", "customer", "sosqd" for the daemon itself), when known.
-    pub actor: Option<String>,
-    /// The network address the actor was connected from, when it came over the network.
-    pub address: Option<String>,
-}
-
 /// A case as clients see it: everything but its secrets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaseInfo {

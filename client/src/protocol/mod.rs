@@ -7,6 +7,7 @@
 //! the other party and starts with a [`StreamKind`] byte so the receiver knows its purpose.
 
 mod case;
+mod history;
 mod paging;
 
 use serde::{Deserialize, Serialize};
@@ -15,11 +16,13 @@ use std::fmt;
 use crate::code::SessionCode;
 
 pub use case::*;
+pub use history::*;
 pub use paging::*;
 
 /// Version of this protocol; the server refuses a `Hello` with any other.
 /// 2: lists are paged, cases carry no history, liveness settings in the welcome.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// 3: history entries carry their kind and a structured actor.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// ALPN identifier negotiated during the TLS handshake.
 pub const ALPN: &[u8] = b"sosq/1";
@@ -305,6 +308,26 @@ pub enum ErrorKind {
     Throttled,
     /// The server failed; the request may be retried.
     Internal,
+}
+
+impl ErrorKind {
+    /// The stable machine code `sosq --json` prints for this refusal (`"code"` of its
+    /// error line): a script's contract, never renamed.
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorKind::BadFrame => "bad_request",
+            ErrorKind::UnsupportedVersion => "unsupported_version",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::Forbidden => "not_allowed",
+            ErrorKind::UnknownCode => "unknown_code",
+            ErrorKind::IllegalTransition => "wrong_state",
+            ErrorKind::QueueEmpty => "queue_empty",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::Throttled => "throttled",
+            ErrorKind::Internal => "server_error",
+        }
+    }
 }
 
 /// The first byte of every relayed stream, written by the party that opens it.

@@ -10,7 +10,8 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-use super::case::{CaseInfo, CaseState, HistoryEntry, Priority, QueueEntry, Timestamp};
+use super::case::{CaseInfo, CaseState, Priority, QueueEntry, Timestamp};
+use super::history::HistoryEntry;
 use crate::code::SessionCode;
 
 /// Items a page holds when the request does not say (`limit` 0).

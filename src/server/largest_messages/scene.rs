@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use sosq::codec::MAX_FRAME_LEN;
 use sosq::protocol::{
-    Assignee, CaseInfo, CaseOrigin, CaseState, Event, HistoryEntry, Priority, Reply, Timestamp,
+    ActorRole, Assignee, CaseInfo, CaseOrigin, CaseState, Event, HistoryEntry, Priority, Reply, Timestamp,
     MAX_PAGE_ITEMS,
 };
 use sosq::SessionCode;
@@ -130,7 +130,7 @@ impl Scene {
             now: Timestamp(T0),
             events: Vec::new(),
             actor: Actor {
-                who: format!("expert {}", w.expert),
+                who: sosq::protocol::Actor::new(ActorRole::Expert, w.expert.clone()),
                 address: Some(SocketAddr::V6(longest).to_string()),
             },
             who: format!("expert {}", w.expert),

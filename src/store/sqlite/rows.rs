@@ -3,7 +3,9 @@
 
 use rusqlite::types::Type;
 use rusqlite::{params, Connection, Row};
-use sosq::protocol::{CaseOrigin, CaseState, HistoryEntry, Priority, Timestamp};
+use sosq::protocol::{
+    Actor, ActorRole, CaseOrigin, CaseState, HistoryEntry, HistoryKind, Priority, Timestamp,
+};
 use sosq::SessionCode;
 
 use crate::broker::{AuditEntry, CaseRecord};
@@ -86,19 +88,40 @@ pub fn case_from_row(row: &Row<'_>) -> rusqlite::Result<CaseRecord> {
     })
 }
 
+/// An actor as (role, name) columns.
+pub fn actor_columns(actor: Option<&Actor>) -> (Option<&'static str>, Option<&str>) {
+    match actor {
+        Some(actor) => (Some(actor.role.as_str()), actor.name.as_deref()),
+        None => (None, None),
+    }
+}
+
+fn actor_from(row: &Row<'_>, column: usize) -> rusqlite::Result<Option<Actor>> {
+    let Some(role) = row.get::<_, Option<String>>(column)? else {
+        return Ok(None);
+    };
+    let role: ActorRole = role.parse().map_err(|e: String| bad(column, e))?;
+    Ok(Some(Actor {
+        role,
+        name: row.get(column + 1)?,
+    }))
+}
+
 /// The history of one case, oldest first.
 pub fn history_of(conn: &Connection, code: SessionCode) -> rusqlite::Result<Vec<HistoryEntry>> {
     let mut statement = conn.prepare_cached(
-        "SELECT at, state, event, actor, address FROM history WHERE code = ?1 ORDER BY seq",
+        "SELECT at, state, kind, event, actor, actor_name, address FROM history
+         WHERE code = ?1 ORDER BY seq",
     )?;
     let entries = statement
         .query_map(params![code_column(code)], |row| {
             Ok(HistoryEntry {
                 at: timestamp(row.get(0)?),
                 state: state_from(row, 1)?,
-                event: row.get(2)?,
-                actor: row.get(3)?,
-                address: row.get(4)?,
+                kind: HistoryKind::named(&row.get::<_, String>(2)?),
+                event: row.get(3)?,
+                actor: actor_from(row, 4)?,
+                address: row.get(6)?,
             })
         })?
         .collect();

@@ -12,11 +12,11 @@ use crate::store::StoreError;
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// `PRAGMA application_id` of a sosqd case store ("sosq" in ASCII).
-const APPLICATION_ID: i64 = 0x736f_7371;
+pub(super) const APPLICATION_ID: i64 = 0x736f_7371;
 
 /// Every migration in order; migration `i` takes the file from version `i` to `i + 1`.
 /// Never edit one that has shipped; append a new one.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: cases, their history, the audit log of admin actions.
     "CREATE TABLE cases (
         code               INTEGER PRIMARY KEY,
@@ -62,6 +62,42 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE cases ADD COLUMN priority TEXT NOT NULL DEFAULT 'normal';
     ALTER TABLE cases ADD COLUMN response_due INTEGER;
     ALTER TABLE cases ADD COLUMN first_response_at INTEGER;",
+    // 3: history entries say what they record (`kind`) and who did it by role (`actor`)
+    // and name (`actor_name`). Older entries get the kind their words name; the words are
+    // the ones schema 2's sosqd wrote, fixed text around at most one name, so the fixed
+    // part decides (a name cannot make one entry look like another); anything else is
+    // `event`. Their actor was "ROLE NAME" or a bare role: split at the first space.
+    "ALTER TABLE history ADD COLUMN kind TEXT NOT NULL DEFAULT 'event';
+    ALTER TABLE history ADD COLUMN actor_name TEXT;
+    UPDATE history SET
+        actor_name = substr(actor, instr(actor, ' ') + 1),
+        actor = substr(actor, 1, instr(actor, ' ') - 1)
+    WHERE instr(actor, ' ') > 0;
+    UPDATE history SET kind = CASE
+        WHEN event GLOB '[0-9]* events folded into this last entry*' THEN 'folded'
+        WHEN event GLOB 'created by *' THEN 'created'
+        WHEN event GLOB 'closed by *' THEN 'closed'
+        WHEN event GLOB 'expired: *' THEN 'expired'
+        WHEN event GLOB 'deleted by admin *' THEN 'deleted'
+        WHEN event GLOB 'priority * -> * by *' THEN 'escalated'
+        WHEN event GLOB 'assigned to * by *' THEN 'assigned'
+        WHEN event GLOB 'session relayed *' THEN 'traffic'
+        WHEN event GLOB 'sosqd restarted;*' THEN 'restarted'
+        WHEN event = 'both partners connected' THEN 'paired'
+        WHEN event = 'session started, waiting for the partner' THEN 'started'
+        WHEN event GLOB 'first response *' THEN 'first_response'
+        WHEN event = 'the expert was let go to take the next case' THEN 'released'
+        WHEN event GLOB 'expert * transferred the case to *' THEN 'transferred'
+        WHEN event GLOB '* came back on a new connection; the old one was closed'
+            THEN 'replaced'
+        WHEN event GLOB 'customer * asked for help (SOS)' THEN 'attached'
+        WHEN event GLOB 'customer * joined' THEN 'attached'
+        WHEN event GLOB 'customer * came back' THEN 'attached'
+        WHEN event GLOB 'expert * connected' THEN 'attached'
+        WHEN event GLOB '* left' THEN 'left'
+        WHEN event GLOB '* was lost (its connection stopped answering)' THEN 'left'
+        ELSE 'event'
+    END;",
 ];
 
 /// The first 16 bytes of every SQLite database file.

@@ -146,3 +146,77 @@ async fn a_full_disk_fails_the_batch_with_the_file_and_cause_and_keeps_the_rest(
         .await
         .unwrap();
 }
+
+#[test]
+fn history_stored_before_kinds_gets_its_kind_and_actor_on_upgrade() {
+    use sosq::protocol::{Actor, ActorRole, HistoryKind};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(SqliteStore::FILE_NAME);
+    // A store as schema 2's sosqd left it, with the words and actors it wrote.
+    let old = rusqlite::Connection::open(&path).unwrap();
+    for migration in &super::schema::MIGRATIONS[..2] {
+        old.execute_batch(migration).unwrap();
+    }
+    let app = super::schema::APPLICATION_ID;
+    old.execute_batch(&format!(
+        "PRAGMA application_id = {app}; PRAGMA user_version = 2;"
+    ))
+    .unwrap();
+    let code = SessionCode::from_number(123_456_789).unwrap();
+    old.execute(
+        "INSERT INTO cases (code, origin, customer, description, state, created_at,
+             updated_at, expires_at, history_len)
+         VALUES (?1, 'sos', 'Alice Smith', '', 'closed', 1, 9, 2, 9)",
+        [code.number() as i64],
+    )
+    .unwrap();
+    let rows = [
+        ("created by customer Alice Smith", Some("customer")),
+        ("customer Alice Smith asked for help (SOS)", Some("customer")),
+        ("expert ana connected", Some("expert ana")),
+        ("both partners connected", Some("expert ana")),
+        ("priority normal -> high by expert ana: closed by x", Some("expert ana")),
+        ("customer Alice Smith left", Some("customer")),
+        ("session relayed 2 streams (…)", Some("sosqd")),
+        ("closed by expert ana", Some("expert ana")),
+        ("something else entirely", None),
+    ];
+    for (seq, (event, actor)) in rows.iter().enumerate() {
+        old.execute(
+            "INSERT INTO history (code, seq, at, state, event, actor, address)
+             VALUES (?1, ?2, ?2, 'pending', ?3, ?4, NULL)",
+            rusqlite::params![code.number() as i64, seq as i64, event, actor],
+        )
+        .unwrap();
+    }
+    drop(old);
+    let store = SqliteStore::open(&path).unwrap();
+    let history = store.get(code).unwrap().expect("kept").history;
+    let kinds: Vec<HistoryKind> = history.iter().map(|entry| entry.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            HistoryKind::Created,
+            HistoryKind::Attached,
+            HistoryKind::Attached,
+            HistoryKind::Paired,
+            HistoryKind::Escalated,
+            HistoryKind::Left,
+            HistoryKind::Traffic,
+            HistoryKind::Closed,
+            HistoryKind::Event,
+        ]
+    );
+    // Old customer entries named no customer; staff keep their names.
+    let customer = Actor {
+        role: ActorRole::Customer,
+        name: None,
+    };
+    assert_eq!(history[0].actor, Some(customer));
+    assert_eq!(
+        history[2].actor,
+        Some(Actor::new(ActorRole::Expert, "ana"))
+    );
+    assert_eq!(history[6].actor, Some(Actor::daemon()));
+    assert_eq!(history[8].actor, None);
+}

@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::rows::{code_column, code_from, millis, origin_columns};
+use super::rows::{actor_columns, code_column, code_from, millis, origin_columns};
 use crate::broker::{AuditEntry, CaseRecord, CaseSelection, Persist};
 use crate::store::{CommitReport, StoreError};
 
@@ -203,17 +203,21 @@ fn save(conn: &Connection, record: &CaseRecord) -> rusqlite::Result<()> {
         stored
     };
     let mut insert = conn.prepare_cached(
-        "INSERT OR REPLACE INTO history (code, seq, at, state, event, actor, address)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT OR REPLACE INTO history
+             (code, seq, at, state, kind, event, actor, actor_name, address)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
     for (seq, entry) in record.history.iter().enumerate().skip(first_new) {
+        let (role, name) = actor_columns(entry.actor.as_ref());
         insert.execute(params![
             code,
             seq as i64,
             millis(entry.at),
             entry.state.as_str(),
+            entry.kind.as_str(),
             entry.event,
-            entry.actor,
+            role,
+            name,
             entry.address,
         ])?;
     }
