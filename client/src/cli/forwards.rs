@@ -16,7 +16,7 @@ use serde_json::json;
 use sosq::client::accept_relayed;
 use sosq::forward::{self, ForwardError, ForwardStats, Leave};
 use sosq::protocol::{close_code, StreamKind};
-use sosq::ClientError;
+use sosq::{ClientError, SessionCode};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Notify};
 
@@ -122,6 +122,7 @@ impl Forwards {
 /// Customer: accepts the expert's streams until the connection ends; chats go to `chats`,
 /// forwarded connections to the shared service (or are refused without one).
 pub async fn accept_streams(
+    code: SessionCode,
     connection: quinn::Connection,
     share: Option<SocketAddr>,
     chats: mpsc::Sender<(quinn::SendStream, quinn::RecvStream)>,
@@ -141,7 +142,7 @@ pub async fn accept_streams(
                     out.status(
                         "forward_refused",
                         "the expert tried to open a connection, but you share nothing (no --share); refused",
-                        json!({}),
+                        json!({"code": code}),
                     );
                     let _ = forward::serve_shared(None, send, recv, leave.clone()).await;
                     continue;
@@ -150,24 +151,24 @@ pub async fn accept_streams(
                 let leave = leave.clone();
                 tokio::spawn(async move {
                     let id = tally.open();
-                    report_opened(&out, id, &tally, "the expert");
+                    report_opened(&out, Some(code), id, &tally, "the expert");
                     let result = forward::serve_shared(share, send, recv, leave).await;
-                    report_closed(&out, id, &tally, result);
+                    report_closed(&out, Some(code), id, &tally, result);
                 });
             }
             Err(ClientError::Disconnected(_)) => return,
             Err(e) => out.status(
                 "stream_refused",
                 format!("refused a stream: {e}"),
-                json!({"reason": e.to_string()}),
+                json!({"code": code, "reason": e.to_string()}),
             ),
         }
     }
 }
 
-/// Where the expert's local connections go right now: the paired QUIC connection and how
-/// its forwards are to end; none while not paired (waiting, or reconnecting).
-pub type Route = Option<(quinn::Connection, watch::Receiver<Leave>)>;
+/// Where the expert's local connections go right now: the case, its paired QUIC connection
+/// and how its forwards are to end; none while not paired (waiting, or reconnecting).
+pub type Route = Option<(SessionCode, quinn::Connection, watch::Receiver<Leave>)>;
 
 /// Expert: forwards every connection to the local port, over whatever connection `route`
 /// names at the time, for as long as the command runs.
@@ -184,18 +185,18 @@ pub async fn forward_connections(
                 out.status(
                     "forward_failed",
                     format!("cannot accept a local connection: {e}"),
-                    json!({"reason": e.to_string()}),
+                    json!({"code": null, "reason": e.to_string()}),
                 );
                 // Out of file descriptors and such: do not spin.
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
         };
-        let Some((connection, leave)) = route.borrow().clone() else {
+        let Some((code, connection, leave)) = route.borrow().clone() else {
             out.status(
                 "forward_refused",
                 format!("refused a local connection from {from}: not connected to the customer right now (waiting or reconnecting); try again once paired"),
-                json!({"from": from}),
+                json!({"code": null, "from": from}),
             );
             let _ = tcp.set_zero_linger();
             continue;
@@ -203,35 +204,42 @@ pub async fn forward_connections(
         let tally = tally.clone();
         tokio::spawn(async move {
             let id = tally.open();
-            report_opened(&out, id, &tally, &from.to_string());
+            report_opened(&out, Some(code), id, &tally, &from.to_string());
             let result = forward::forward_connection(&connection, tcp, leave).await;
-            report_closed(&out, id, &tally, result);
+            report_closed(&out, Some(code), id, &tally, result);
         });
     }
 }
 
-fn report_opened(out: &Output, id: u64, tally: &Tally, from: &str) {
+/// `code`: the case the connection goes through.
+fn report_opened(out: &Output, code: Option<SessionCode>, id: u64, tally: &Tally, from: &str) {
     let open = tally.open_now();
     out.status(
         "forward_opened",
         format!("forwarded connection {id} opened by {from} ({open} open)"),
-        json!({"id": id, "from": from, "open": open}),
+        json!({"code": code, "id": id, "from": from, "open": open}),
     );
 }
 
-fn report_closed(out: &Output, id: u64, tally: &Tally, result: Result<ForwardStats, ForwardError>) {
+fn report_closed(
+    out: &Output,
+    code: Option<SessionCode>,
+    id: u64,
+    tally: &Tally,
+    result: Result<ForwardStats, ForwardError>,
+) {
     let open = tally.close();
     match result {
         // The broker's limit: say which limit, and how many connections it is counting
         // (the ones this side has open are the session's: only the expert forwards).
-        Err(ForwardError::Reset(code)) if code == u64::from(close_code::TOO_MANY_STREAMS) => {
+        Err(ForwardError::Reset(reset)) if reset == u64::from(close_code::TOO_MANY_STREAMS) => {
             let reason = format!(
                 "the session already has {open} forwarded connections open (max_streams_per_session)"
             );
             out.status(
                 "forward_failed",
                 format!("forwarded connection {id} refused by sosqd: {reason}"),
-                json!({"id": id, "refused_by": "sosqd", "reason": reason, "code": code, "open": open}),
+                json!({"code": code, "id": id, "refused_by": "sosqd", "reason": reason, "reset_code": reset, "open": open}),
             );
         }
         Ok(stats) => out.status(
@@ -240,12 +248,12 @@ fn report_closed(out: &Output, id: u64, tally: &Tally, result: Result<ForwardSta
                 "forwarded connection {id} closed: {} bytes sent, {} received ({open} open)",
                 stats.sent, stats.received
             ),
-            json!({"id": id, "sent": stats.sent, "received": stats.received, "open": open}),
+            json!({"code": code, "id": id, "sent": stats.sent, "received": stats.received, "open": open}),
         ),
         Err(e) => out.status(
             "forward_failed",
             format!("forwarded connection {id} failed: {e} ({open} open)"),
-            json!({"id": id, "reason": e.to_string(), "open": open}),
+            json!({"code": code, "id": id, "reason": e.to_string(), "open": open}),
         ),
     }
 }

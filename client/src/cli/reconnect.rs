@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use sosq::protocol::{close_code, Reply};
-use sosq::{Client, ClientError};
+use sosq::{Client, ClientError, SessionCode};
 
 use super::output::Output;
 use super::session::{Attach, Outcome, Plan};
@@ -96,14 +96,18 @@ pub async fn reconnect(
 }
 
 /// A lost connection that reconnecting must not undo: replaced by a newer one, or ended by
-/// the daemon for good (the case expired or was deleted, the token revoked).
-pub fn final_close(error: &quinn::ConnectionError) -> Option<Result<Outcome, ClientError>> {
+/// the daemon for good (the case expired or was deleted, the token revoked). `code`: the
+/// case the connection was in.
+pub fn final_close(
+    error: &quinn::ConnectionError,
+    code: Option<SessionCode>,
+) -> Option<Result<Outcome, ClientError>> {
     let quinn::ConnectionError::ApplicationClosed(close) = error else {
         return None;
     };
     let reason = sosq::client::describe_connection_error(error);
     match u32::try_from(close.error_code.into_inner()) {
-        Ok(close_code::REPLACED) => Some(Ok(Outcome::Replaced(reason))),
+        Ok(close_code::REPLACED) => Some(Ok(Outcome::Replaced { reason, code })),
         Ok(
             close_code::EXPIRED
             | close_code::DELETED

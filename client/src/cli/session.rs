@@ -149,7 +149,12 @@ pub enum Outcome {
     },
     /// A newer connection took over the case (the same customer or expert resumed it
     /// elsewhere); this one must not come back.
-    Replaced(String),
+    Replaced {
+        /// The daemon's words.
+        reason: String,
+        /// The case.
+        code: Option<SessionCode>,
+    },
 }
 
 /// What ended the work on one connection.
@@ -221,7 +226,7 @@ pub async fn run(
                 return Ok(Outcome::Finished);
             }
             Step::Leave(signal, send) => {
-                let cut = leave(&forwards, send, plan.drain_for, &out).await;
+                let cut = leave(&forwards, send, plan.drain_for, plan.attach.code(), &out).await;
                 client.close().await;
                 return Ok(Outcome::Left {
                     signal: Some(signal),
@@ -237,7 +242,7 @@ pub async fn run(
             }
             Step::Lost(error) => {
                 forwards.cut().await;
-                if let Some(end) = final_close(&error) {
+                if let Some(end) = final_close(&error, plan.attach.code()) {
                     return end;
                 }
                 match reconnect(&mut plan, &out, &error, &mut interrupted).await {
@@ -280,8 +285,13 @@ async fn on_connection(
     // The customer accepts every stream the expert opens: chats come here, forwarded
     // connections go to the shared service (or are refused).
     let (chats, mut chat_streams) = mpsc::channel(4);
-    let _acceptor = (plan.attach.side() == Side::Customer).then(|| {
+    let customer_case = match &plan.attach {
+        Attach::Customer { code, .. } => Some(*code),
+        _ => None,
+    };
+    let _acceptor = customer_case.map(|code| {
         AbortOnDrop(tokio::spawn(forwards::accept_streams(
+            code,
             client.connection().clone(),
             link.share,
             chats,
@@ -318,7 +328,7 @@ async fn on_connection(
                     // Local connections go through from here on; only then say so, so
                     // one made right after the line is never refused.
                     if plan.attach.side() == Side::Expert {
-                        let route = (client.connection().clone(), link.forwards.leave.subscribe());
+                        let route = (code, client.connection().clone(), link.forwards.leave.subscribe());
                         link.route.send_replace(Some(route));
                     }
                     report_paired(&out, code, peer_role, &peer_name, link.share);
@@ -398,7 +408,11 @@ async fn on_connection(
                     }
                     Ok(None) => {
                         peer_done = true;
-                        out.status("peer_finished", "the other side has finished sending", json!({}));
+                        out.status(
+                            "peer_finished",
+                            "the other side has finished sending",
+                            json!({"code": plan.attach.code()}),
+                        );
                         if chat.stdin_done && !chat.keep_open {
                             delivered(&mut send, Duration::from_secs(2)).await;
                             return Step::Talked;
@@ -498,6 +512,7 @@ async fn leave(
     forwards: &Forwards,
     send: Option<quinn::SendStream>,
     within: Duration,
+    code: Option<SessionCode>,
     out: &Output,
 ) -> usize {
     let open = forwards.tally.open_now();
@@ -508,7 +523,7 @@ async fn leave(
                 "leaving: letting {open} forwarded connection(s) deliver what they are still sending (at most {}; Ctrl-C again to leave at once)",
                 humantime::format_duration(within)
             ),
-            json!({"open": open, "within_ms": within.as_millis() as u64}),
+            json!({"code": code, "open": open, "within_ms": within.as_millis() as u64}),
         );
     }
     let deadline = tokio::time::Instant::now() + within;

@@ -177,7 +177,11 @@ pub async fn run(
     if let (Request::OpenSos { .. }, Some(welcome)) =
         (&session.first, profile.and_then(|p| p.welcome.as_deref()))
     {
-        out.status("welcome", welcome, json!({ "text": welcome }));
+        let code = match &reply {
+            Reply::Attached { case, .. } => Some(case.code),
+            _ => None,
+        };
+        out.status("welcome", welcome, json!({ "code": code, "text": welcome }));
     }
     let attach = attach_of(&session, &reply)?;
     let plan = Plan {
@@ -193,11 +197,11 @@ pub async fn run(
     };
     match session::run(client, plan, out, forwarding).await? {
         Outcome::Finished => Ok(()),
-        Outcome::Replaced(reason) => {
+        Outcome::Replaced { reason, code } => {
             out.status(
                 "replaced",
                 format!("{reason}; this one ends here"),
-                json!({"reason": reason}),
+                json!({"code": code, "reason": reason}),
             );
             Ok(())
         }
@@ -235,10 +239,17 @@ async fn reach(
             }
             Err(e @ (ClientError::NoAnswer { .. } | ClientError::Connect { .. })) if wait => {
                 if !said {
+                    // The case the command is for, when it names one.
+                    let code = match &first {
+                        Request::Join { code, .. } | Request::Connect { code, .. } => {
+                            code.parse::<SessionCode>().ok()
+                        }
+                        _ => None,
+                    };
                     out.status(
                         "no_answer",
                         format!("{e}; trying again until it answers (--wait)"),
-                        json!({"reason": e.to_string()}),
+                        json!({"code": code, "reason": e.to_string()}),
                     );
                     said = true;
                 }
