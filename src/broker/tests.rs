@@ -2389,6 +2389,7 @@ fn every_history_entry_says_its_kind_and_a_customer_is_named_after_its_case() {
         [
             HistoryKind::Created,
             HistoryKind::Attached,
+            HistoryKind::Started,
             HistoryKind::Escalated,
             HistoryKind::Attached,
             HistoryKind::Paired,
@@ -2401,7 +2402,7 @@ fn every_history_entry_says_its_kind_and_a_customer_is_named_after_its_case() {
         Some(protocol::Actor::new(ActorRole::Customer, "Alice"))
     );
     assert_eq!(history[0].address.as_deref(), Some("192.0.2.7:5"));
-    assert_eq!(history[6].actor, Some(expert.who.clone()));
+    assert_eq!(history[7].actor, Some(expert.who.clone()));
 }
 
 #[test]
