@@ -93,7 +93,11 @@ fn customer_resumes_with_its_secret_and_expert_reconnects_by_code_after_kill_9()
         .iter()
         .find(|entry| entry["event"] == "closed by expert ana")
         .unwrap();
-    assert_eq!(closing["actor"], "expert ana");
+    assert_eq!(
+        closing["actor"],
+        serde_json::json!({"role": "expert", "name": "ana"})
+    );
+    assert_eq!(closing["kind"], "closed");
     assert!(closing["address"]
         .as_str()
         .unwrap()
