@@ -106,7 +106,11 @@ fn customer_resumes_with_its_secret_and_expert_reconnects_by_code_after_kill_9()
         .iter()
         .find(|e| e["event"].as_str().unwrap().contains("restarted"))
         .unwrap();
-    assert_eq!(restarted["actor"], "sosqd");
+    assert_eq!(
+        restarted["actor"],
+        serde_json::json!({"role": "sosqd", "name": null})
+    );
+    assert_eq!(restarted["kind"], "restarted");
     assert_eq!(restarted["address"], Value::Null);
     assert_eq!(
         daemon.json(Some(&expert), &["history", &code])["history"],
