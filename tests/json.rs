@@ -237,6 +237,15 @@ fn every_line_a_case_life_prints_matches_the_schema() {
         "bad_option",
         1,
     );
+    let novel = "x".repeat(70_000);
+    schema.check_failure(
+        &daemon.run(
+            ana,
+            &["--json", "create", "--customer", "Eve", "--description", &novel],
+        ),
+        "too_large",
+        1,
+    );
 
     // Bob leaves with Ctrl-C: the case stays open, and his lines say which.
     bob.interrupt();

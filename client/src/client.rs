@@ -364,7 +364,11 @@ impl Client {
 
     async fn exchange(&mut self, message: &ClientMessage) -> Result<Reply, ClientError> {
         if let Err(e) = codec::write_frame(&mut self.control, message).await {
-            return Err(self.lost(e.to_string()));
+            // A request too long for a frame is this side's doing, not a lost connection.
+            return Err(match e {
+                FrameError::TooLong { .. } => ClientError::Frame(e),
+                e => self.lost(e.to_string()),
+            });
         }
         self.next_reply().await
     }
