@@ -15,7 +15,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sosq::protocol::{self, ActorRole, CaseOrigin, CaseState, HistoryEntry, HistoryKind, Timestamp};
+use sosq::protocol::{
+    self, ActorRole, CaseOrigin, CaseState, HistoryEntry, HistoryKind, Timestamp,
+};
 use sosq::SessionCode;
 use sosqd::broker::{Actor, CaseRecord, Persist};
 use sosqd::clock::Clock;

@@ -77,7 +77,11 @@ impl Schema {
     fn check_failure(&self, out: &Output, code: &str, exit: i32) -> Value {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(exit), "{stderr}");
-        assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.stdout.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         let lines = self.check_stderr(&stderr);
         let [error] = lines.as_slice() else {
             panic!("one error line expected: {stderr}");
@@ -125,36 +129,56 @@ fn every_line_a_case_life_prints_matches_the_schema() {
     bob.expect_event("attached");
 
     // The queue, a page of one with the token of the next, and all of it line by line.
-    let (page, more) =
-        schema.check_run("queue_page", &daemon.run(ana, &["queue", "--json", "--limit", "1"]));
+    let (page, more) = schema.check_run(
+        "queue_page",
+        &daemon.run(ana, &["queue", "--json", "--limit", "1"]),
+    );
     assert_eq!(page[0]["entries"][0]["code"], code.as_str());
     assert_eq!(more[0]["event"], "more");
     assert_eq!(page[0]["after"], more[0]["next"]);
-    let (entries, _) = schema.check_run("queue_entry", &daemon.run(ana, &["--json", "queue", "--all"]));
+    let (entries, _) = schema.check_run(
+        "queue_entry",
+        &daemon.run(ana, &["--json", "queue", "--all"]),
+    );
     assert_eq!(entries.len(), 2);
 
     // Changes to the waiting case print it whole.
-    let escalated = &schema.check_run(
-        "case",
-        &daemon.run(
-            ana,
-            &["--json", "escalate", &code, "--priority", "critical", "--reason", "payroll"],
-        ),
-    )
-    .0[0];
+    let escalated = &schema
+        .check_run(
+            "case",
+            &daemon.run(
+                ana,
+                &[
+                    "--json",
+                    "escalate",
+                    &code,
+                    "--priority",
+                    "critical",
+                    "--reason",
+                    "payroll",
+                ],
+            ),
+        )
+        .0[0];
     assert_eq!(escalated["priority"], "critical");
     assert_eq!(
         escalated["origin"],
         json!({"kind": "sos", "by": {"role": "customer", "name": "Alice"}})
     );
     let assigned = &schema
-        .check_run("case", &daemon.run(ana, &["--json", "assign", &code, "--expert", "ana"]))
+        .check_run(
+            "case",
+            &daemon.run(ana, &["--json", "assign", &code, "--expert", "ana"]),
+        )
         .0[0];
     assert_eq!(assigned["assigned_to"], "ana");
 
     // Status: the case and its history, each entry with its kind and actor.
     let status = &schema
-        .check_run("case_with_history", &daemon.run(ana, &["--json", "status", &code]))
+        .check_run(
+            "case_with_history",
+            &daemon.run(ana, &["--json", "status", &code]),
+        )
         .0[0];
     assert_eq!(
         kinds(&status["history"]),
@@ -191,7 +215,9 @@ fn every_line_a_case_life_prints_matches_the_schema() {
         assert!(status.success(), "{stderr}");
         let events = schema.check_stderr(&stderr);
         assert!(
-            events.iter().any(|e| e["event"] == "session_ended" && e["code"] == code.as_str()),
+            events
+                .iter()
+                .any(|e| e["event"] == "session_ended" && e["code"] == code.as_str()),
             "{stderr}"
         );
     }
@@ -214,8 +240,10 @@ fn every_line_a_case_life_prints_matches_the_schema() {
     assert_eq!(closed["state"], "closed");
 
     // The admin's lists and delete.
-    let (page, more) =
-        schema.check_run("cases_page", &daemon.run(root, &["--json", "cases", "--limit", "1"]));
+    let (page, more) = schema.check_run(
+        "cases_page",
+        &daemon.run(root, &["--json", "cases", "--limit", "1"]),
+    );
     assert_eq!(page[0]["cases"].as_array().unwrap().len(), 1);
     assert_eq!(more[0]["event"], "more");
     let (cases, _) = schema.check_run("case", &daemon.run(root, &["cases", "--all", "--json"]));
@@ -241,7 +269,14 @@ fn every_line_a_case_life_prints_matches_the_schema() {
     schema.check_failure(
         &daemon.run(
             ana,
-            &["--json", "create", "--customer", "Eve", "--description", &novel],
+            &[
+                "--json",
+                "create",
+                "--customer",
+                "Eve",
+                "--description",
+                &novel,
+            ],
         ),
         "too_large",
         1,
@@ -287,7 +322,11 @@ fn usage_errors_are_json_under_json_and_help_stays_text() {
             "{args:?}: {message:?}"
         );
     }
-    let error = schema.check_failure(&daemon_less(&["request", "--json", "--priority", "urgent"]), "usage", 2);
+    let error = schema.check_failure(
+        &daemon_less(&["request", "--json", "--priority", "urgent"]),
+        "usage",
+        2,
+    );
     assert!(
         error["message"].as_str().unwrap().contains("urgent"),
         "{error}"
@@ -296,7 +335,11 @@ fn usage_errors_are_json_under_json_and_help_stays_text() {
     let plain = daemon_less(&["queue", "--bogus"]);
     assert_eq!(plain.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&plain.stderr).starts_with("error:"));
-    for args in [&["--json", "--help"][..], &["queue", "--help", "--json"], &["--version", "--json"]] {
+    for args in [
+        &["--json", "--help"][..],
+        &["queue", "--help", "--json"],
+        &["--version", "--json"],
+    ] {
         let out = daemon_less(args);
         assert_eq!(out.status.code(), Some(0), "{args:?}");
         let text = String::from_utf8_lossy(&out.stdout);
@@ -321,8 +364,21 @@ fn a_forwarded_session_names_its_case_on_every_line() {
     let daemon = Daemon::start(&[]);
     let ana = daemon.add_user("ana", "expert");
     let echo = echo_service().to_string();
+    // `queue --watch`: a page per line, the first at once, another on every change.
+    let mut watch = daemon.session(Some(ana.as_str()), &["queue", "--watch"]);
+    let parse = |line: &str| -> Value { serde_json::from_str(line).expect("a JSON line") };
+    let first = watch.stdout_lines_until(|_| true);
+    schema.check("queue_page", &parse(&first[0]));
     let mut customer = daemon.session(None, &["request", "--name", "Dee", "--share", &echo]);
     let code = customer.expect_event("attached")["code"].clone();
+    let code_text = code.as_str().unwrap().to_string();
+    for line in watch.stdout_lines_until(|line| line.contains(&code_text)) {
+        schema.check("queue_page", &parse(&line));
+    }
+    watch.interrupt();
+    let (status, stderr) = watch.wait();
+    assert!(status.success(), "{stderr}");
+    schema.check_stderr(&stderr);
     let mut expert = daemon.session(Some(ana.as_str()), &["pull", "--forward", "127.0.0.1:0"]);
     let local = expert.expect_forwarding();
     expert.expect_event("paired");
@@ -366,7 +422,10 @@ fn the_schema_refuses_a_renamed_missing_or_unknown_field() {
     for field in ["at", "state", "kind", "event", "actor", "address"] {
         let mut missing = entry.clone();
         missing.as_object_mut().unwrap().remove(field);
-        assert!(!schema.errors("history_entry", &missing).is_empty(), "{field}");
+        assert!(
+            !schema.errors("history_entry", &missing).is_empty(),
+            "{field}"
+        );
     }
     let mut extra = entry.clone();
     extra["who"] = json!("customer");

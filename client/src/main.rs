@@ -84,4 +84,3 @@ fn json_wanted(args: impl Iterator<Item = std::ffi::OsString>) -> bool {
         .take_while(|arg| arg != "--")
         .any(|arg| arg == "--json")
 }
-

@@ -92,8 +92,11 @@ impl Broker {
         out.push(Effect::Persist(selection));
         for code in doomed {
             let mut case = self.take_case(code);
-            case.record
-                .note(now, HistoryKind::Deleted, format!("deleted by admin {admin}"));
+            case.record.note(
+                now,
+                HistoryKind::Deleted,
+                format!("deleted by admin {admin}"),
+            );
             let reason = format!("case {code} was deleted by an administrator");
             self.end_sessions(&case, out, |party| Effect::Disconnect {
                 party,

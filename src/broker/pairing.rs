@@ -115,7 +115,11 @@ impl Broker {
         let to = checked_assignee(to)?;
         let case = self.case_mut(code);
         route(&mut case.record, &to);
-        case.record.note(now, HistoryKind::Assigned, format!("assigned to {to} by {who}"));
+        case.record.note(
+            now,
+            HistoryKind::Assigned,
+            format!("assigned to {to} by {who}"),
+        );
         out.push(Effect::Persist(Persist::Save(case.record.clone())));
         let info = case.info();
         self.refresh_queue(code, now, out);
@@ -258,8 +262,11 @@ impl Broker {
     ) {
         self.parties.insert(seat.party, code);
         let case = self.case_mut(code);
-        case.record
-            .note(now, HistoryKind::Attached, format!("expert {} connected", seat.name));
+        case.record.note(
+            now,
+            HistoryKind::Attached,
+            format!("expert {} connected", seat.name),
+        );
         case.expert = Some(seat);
         self.after_seating(now, code, out);
     }

@@ -108,8 +108,11 @@ impl Broker {
         }
         if let Some((peer, event)) = told {
             if matches!(event, Event::Released { .. }) {
-                case.record
-                    .note(now, HistoryKind::Released, "the expert was let go to take the next case");
+                case.record.note(
+                    now,
+                    HistoryKind::Released,
+                    "the expert was let go to take the next case",
+                );
             }
             // A peer that was only seated (not paired) hears nothing it could act on.
             if was_paired || matches!(event, Event::Released { .. }) {

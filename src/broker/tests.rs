@@ -17,8 +17,8 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{CryptoRng, RngCore, SeedableRng};
 use sosq::protocol::{
-    self, close_code, ActorRole, CaseFilter, CaseInfo, CaseOrigin, CaseState, Event,
-    HistoryEntry, HistoryKind, Priority, QueueEntry, Role, Timestamp,
+    self, close_code, ActorRole, CaseFilter, CaseInfo, CaseOrigin, CaseState, Event, HistoryEntry,
+    HistoryKind, Priority, QueueEntry, Role, Timestamp,
 };
 use sosq::SessionCode;
 
@@ -2348,9 +2348,9 @@ fn attribution_names_the_actor_on_the_entries_a_command_wrote_only() {
         Some(protocol::Actor::new(ActorRole::Expert, "ana"))
     );
     assert_eq!(history[0].address.as_deref(), Some("192.0.2.1:9"));
-    assert!(history[1..].iter().all(|entry| entry.actor
-        == Some(protocol::Actor::daemon())
-        && entry.address.is_none()));
+    assert!(history[1..]
+        .iter()
+        .all(|entry| entry.actor == Some(protocol::Actor::daemon()) && entry.address.is_none()));
     assert_eq!(
         &record(&b, case.code).history,
         history,
@@ -2373,11 +2373,22 @@ fn every_history_entry_says_its_kind_and_a_customer_is_named_after_its_case() {
         address: None,
     };
     let mut out = Vec::new();
-    let code = b.open_sos(at(0), C1, "Alice", "", &mut out).unwrap().case.code;
+    let code = b
+        .open_sos(at(0), C1, "Alice", "", &mut out)
+        .unwrap()
+        .case
+        .code;
     b.attribute(&customer, &mut out);
     let mut out = Vec::new();
-    b.escalate(at(1), "expert ana", &code.to_string(), Priority::High, "down", &mut out)
-        .unwrap();
+    b.escalate(
+        at(1),
+        "expert ana",
+        &code.to_string(),
+        Priority::High,
+        "down",
+        &mut out,
+    )
+    .unwrap();
     b.pull(at(2), E1, "ana", false, &mut out).unwrap();
     b.close(at(3), Closer::Expert("ana"), &code.to_string(), &mut out)
         .unwrap();

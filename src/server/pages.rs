@@ -64,7 +64,9 @@ pub fn history_page(
 
 #[cfg(test)]
 mod tests {
-    use sosq::protocol::{Actor, ActorRole, CaseOrigin, HistoryKind, Priority, Timestamp, MAX_PAGE_BYTES};
+    use sosq::protocol::{
+        Actor, ActorRole, CaseOrigin, HistoryKind, Priority, Timestamp, MAX_PAGE_BYTES,
+    };
 
     use super::*;
 

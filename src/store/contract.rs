@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use sosq::protocol::{Actor, ActorRole, CaseOrigin, CaseState, HistoryEntry, HistoryKind, Timestamp};
+use sosq::protocol::{
+    Actor, ActorRole, CaseOrigin, CaseState, HistoryEntry, HistoryKind, Timestamp,
+};
 use sosq::SessionCode;
 
 use super::{CaseStore, MemoryStore, SqliteStore};

@@ -27,8 +27,7 @@ impl Chat {
 
 /// Writes `bytes` to stdout at once (a person is reading).
 pub async fn write_stdout(stdout: &mut tokio::io::Stdout, bytes: &[u8]) -> Result<(), ClientError> {
-    let failed =
-        |e: std::io::Error| ClientError::Local(format!("cannot write to stdout: {e}"));
+    let failed = |e: std::io::Error| ClientError::Local(format!("cannot write to stdout: {e}"));
     stdout.write_all(bytes).await.map_err(failed)?;
     stdout.flush().await.map_err(failed)
 }

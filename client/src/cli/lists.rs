@@ -11,8 +11,8 @@ use sosq::protocol::{
 };
 use sosq::{Client, ClientError};
 
-use super::shapes;
 use super::output::{self, Output};
+use super::shapes;
 use super::unexpected;
 
 /// How much of a list to show.

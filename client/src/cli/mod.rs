@@ -5,11 +5,11 @@
 pub mod chat;
 pub mod endpoints;
 pub mod forwards;
-pub mod shapes;
 pub mod lists;
 pub mod output;
 pub mod reconnect;
 pub mod session;
+pub mod shapes;
 pub mod signals;
 pub mod start;
 
@@ -423,7 +423,10 @@ async fn one_shot(
             let Reply::Case(case) = reply else {
                 return Err(unexpected());
             };
-            out.print(format!("handed case {} to {to}", case.code), shapes::case(&case));
+            out.print(
+                format!("handed case {} to {to}", case.code),
+                shapes::case(&case),
+            );
             Ok(())
         }
         Command::Escalate {

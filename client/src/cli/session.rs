@@ -328,7 +328,11 @@ async fn on_connection(
                     // Local connections go through from here on; only then say so, so
                     // one made right after the line is never refused.
                     if plan.attach.side() == Side::Expert {
-                        let route = (code, client.connection().clone(), link.forwards.leave.subscribe());
+                        let route = (
+                            code,
+                            client.connection().clone(),
+                            link.forwards.leave.subscribe(),
+                        );
                         link.route.send_replace(Some(route));
                     }
                     report_paired(&out, code, peer_role, &peer_name, link.share);

@@ -10,8 +10,8 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use sosq::codec::MAX_FRAME_LEN;
 use sosq::protocol::{
-    ActorRole, Assignee, CaseInfo, CaseOrigin, CaseState, Event, HistoryEntry, Priority, Reply, Timestamp,
-    MAX_PAGE_ITEMS,
+    ActorRole, Assignee, CaseInfo, CaseOrigin, CaseState, Event, HistoryEntry, Priority, Reply,
+    Timestamp, MAX_PAGE_ITEMS,
 };
 use sosq::SessionCode;
 

@@ -172,10 +172,16 @@ fn history_stored_before_kinds_gets_its_kind_and_actor_on_upgrade() {
     .unwrap();
     let rows = [
         ("created by customer Alice Smith", Some("customer")),
-        ("customer Alice Smith asked for help (SOS)", Some("customer")),
+        (
+            "customer Alice Smith asked for help (SOS)",
+            Some("customer"),
+        ),
         ("expert ana connected", Some("expert ana")),
         ("both partners connected", Some("expert ana")),
-        ("priority normal -> high by expert ana: closed by x", Some("expert ana")),
+        (
+            "priority normal -> high by expert ana: closed by x",
+            Some("expert ana"),
+        ),
         ("customer Alice Smith left", Some("customer")),
         ("session relayed 2 streams (…)", Some("sosqd")),
         ("closed by expert ana", Some("expert ana")),
@@ -213,10 +219,7 @@ fn history_stored_before_kinds_gets_its_kind_and_actor_on_upgrade() {
         name: None,
     };
     assert_eq!(history[0].actor, Some(customer));
-    assert_eq!(
-        history[2].actor,
-        Some(Actor::new(ActorRole::Expert, "ana"))
-    );
+    assert_eq!(history[2].actor, Some(Actor::new(ActorRole::Expert, "ana")));
     assert_eq!(history[6].actor, Some(Actor::daemon()));
     assert_eq!(history[8].actor, None);
 }
