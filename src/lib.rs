@@ -17,3 +17,18 @@ pub mod relay;
 pub mod server;
 pub mod store;
 pub mod transport;
+
+/// The version of this build, from `Cargo.toml`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The git commit this build was made from (`git rev-parse --short HEAD` at build time, see
+/// `build.rs`), or "unknown" when built outside a git checkout.
+pub const COMMIT: &str = env!("SOSQD_COMMIT");
+
+/// What `sosqd --version` prints after the program name: the version and the commit.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SOSQD_COMMIT"),
+    ")"
+);

@@ -20,7 +20,7 @@ use sosqd::store::SqliteStore;
 
 /// sosqd: the sosq remote-support session broker.
 #[derive(Parser)]
-#[command(version, about, args_conflicts_with_subcommands = true)]
+#[command(version = sosqd::LONG_VERSION, about, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

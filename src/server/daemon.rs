@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use sosq::protocol::close_code;
 
-use super::admission::{Admission, Decision};
+use super::admission::Decision;
 use super::{connection, drains, expiry, metrics, queue_updates, retention, ServerError, Shared};
 use crate::clock::Clock;
 use crate::config::Config;
@@ -92,7 +92,7 @@ impl Server {
             .take()
             .and_then(|listener| tokio::net::TcpListener::from_std(listener).ok())
             .map(|listener| tokio::spawn(metrics::serve(self.shared.clone(), listener)));
-        let admission = Admission::new(self.shared.config.admission());
+        let admission = self.shared.admission.clone();
         let retention = tokio::spawn(retention::run(self.shared.clone()));
         let accept = async {
             while let Some(incoming) = self.endpoint.accept().await {
@@ -122,15 +122,15 @@ impl Server {
             _ = accept => {}
             _ = shutdown => tracing::info!("shutting down"),
         }
+        // From here `/healthz` says 503, so a load balancer stops sending new customers
+        // while the ones connected are told to come back; metrics stay up for the grace.
+        self.shared.shutting_down.store(true, Ordering::Relaxed);
         expiry.abort();
         retention.abort();
         revocations.abort();
         queue_updates.abort();
         if let Some(drains) = drains {
             drains.abort();
-        }
-        if let Some(metrics) = metrics {
-            metrics.abort();
         }
         self.endpoint.set_server_config(None);
         for party in self.shared.parties.iter() {
@@ -152,6 +152,9 @@ impl Server {
                 open = admission.open_connections(),
                 "shutdown grace period over with connections still open"
             );
+        }
+        if let Some(metrics) = metrics {
+            metrics.abort();
         }
         self.endpoint
             .close(close_code::SHUTDOWN.into(), b"sosqd is shutting down");

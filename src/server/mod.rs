@@ -28,7 +28,7 @@ pub use daemon::{listening_line, parse_listening_line, Server};
 pub use dispatch::authorize;
 pub use throttle::{Budget, Throttle, ThrottleLimits};
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -130,6 +130,12 @@ pub struct Shared {
     drains: mpsc::UnboundedSender<(sosq::SessionCode, crate::relay::Draining)>,
     /// The other end of `drains`, taken by [`Server::run`].
     drained: Mutex<Option<mpsc::UnboundedReceiver<(sosq::SessionCode, crate::relay::Draining)>>>,
+    /// Who gets in: connection counts and limits (limits change on reload).
+    admission: Arc<Admission>,
+    /// When the daemon started, for `sosqd_uptime_seconds`.
+    started: std::time::Instant,
+    /// Set once shutdown has begun: `/healthz` then answers 503.
+    shutting_down: AtomicBool,
 }
 
 impl Shared {
@@ -144,6 +150,7 @@ impl Shared {
     ) -> Result<Shared, ServerError> {
         let rng = rand::rngs::StdRng::from_os_rng();
         let config_throttle = config.throttle();
+        let config_admission = config.admission();
         let mut broker = Broker::new(config.broker(), Box::new(rng));
         broker.set_clock_skew(clock.skew_ms());
         store.load_codes(&mut |code| broker.reserve_code(code))?;
@@ -189,7 +196,44 @@ impl Shared {
             drains,
             drained: Mutex::new(Some(drained)),
             throttle: Mutex::new(Throttle::new(config_throttle, tokio::time::Instant::now())),
+            admission: Admission::new(config_admission),
+            started: std::time::Instant::now(),
+            shutting_down: AtomicBool::new(false),
         })
+    }
+
+    /// Whether shutdown has begun (the grace period runs or is over).
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// QUIC connections open now, handshakes in progress included.
+    pub fn open_connections(&self) -> usize {
+        self.admission.open_connections()
+    }
+
+    /// How long the daemon has been running.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Connected parties (hello done, not yet gone) by role: customers, experts, admins.
+    pub fn connected_by_role(&self) -> [(sosq::protocol::Role, usize); 3] {
+        use crate::store::users::StaffRole;
+        let (mut customers, mut experts, mut admins) = (0, 0, 0);
+        for party in self.parties.iter() {
+            match party.user.as_ref().map(|user| user.role) {
+                None => customers += 1,
+                Some(StaffRole::Expert) => experts += 1,
+                Some(StaffRole::Admin) => admins += 1,
+            }
+        }
+        use sosq::protocol::Role;
+        [
+            (Role::Customer, customers),
+            (Role::Expert, experts),
+            (Role::Admin, admins),
+        ]
     }
 
     fn broker(&self) -> MutexGuard<'_, Broker> {
