@@ -1,5 +1,5 @@
-//! `sosqd`: run the broker (`serve`, the default), print the certificate fingerprint, or
-//! add staff users.
+//! `sosqd`: run the broker (`serve`, the default), print the certificate fingerprint, add
+//! staff users and teams, write support profiles, back up and restore the case store.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -58,6 +58,22 @@ enum Command {
     /// Manage support teams (groups), each with its own queue.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Write a consistent copy of the case store to FILE, while the daemon serves.
+    Backup {
+        /// Where to write the backup (replaced atomically if it exists; owner-only).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        #[command(flatten)]
+        data: DataDirArgs,
+    },
+    /// Put a backup in place as the case store (the daemon must be stopped).
+    Restore {
+        /// A file written by `sosqd backup`.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        #[command(flatten)]
+        data: DataDirArgs,
+    },
 }
 
 #[derive(Args, Clone, Default)]
@@ -231,6 +247,32 @@ fn run() -> anyhow::Result<()> {
                     user.teams().join(","),
                     humantime::format_rfc3339_seconds(since)
                 );
+            }
+            Ok(())
+        }
+        Some(Command::Backup { file, data }) => {
+            let config = data_config(&data)?;
+            let report = sosqd::store::backup(&config.data_dir, &file)?;
+            eprintln!(
+                "wrote {}: {} cases, schema version {}, {} bytes",
+                report.file.display(),
+                report.cases,
+                report.schema_version,
+                report.bytes
+            );
+            Ok(())
+        }
+        Some(Command::Restore { file, data }) => {
+            let config = data_config(&data)?;
+            let report = sosqd::store::restore(&config.data_dir, &file)?;
+            eprintln!(
+                "restored {} cases from {} into {}",
+                report.cases,
+                file.display(),
+                report.store.display()
+            );
+            if let Some(previous) = report.previous {
+                eprintln!("the store that was there is kept as {}", previous.display());
             }
             Ok(())
         }

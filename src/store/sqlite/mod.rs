@@ -7,10 +7,14 @@
 //!   connection, so they never wait for the writer's fsync and never block it.
 //! - Opening checks the file before anything is written: something that is not SQLite, an
 //!   SQLite file of another program, or one from a newer sosqd is refused with the path
-//!   and the reason, never silently replaced by an empty store.
+//!   and the reason, never silently replaced by an empty store; a copy that lost its WAL
+//!   is called out loudly ([`wal_check`]).
+//! - [`backup`]: whole copies taken while the daemon serves, and putting one back.
 
+pub mod backup;
 mod rows;
 mod schema;
+mod wal_check;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -51,7 +55,11 @@ impl SqliteStore {
     /// of 4 KiB: SQLite then fails like on a full disk (tests use it).
     pub fn open_limited(path: &Path, max_pages: Option<u64>) -> Result<SqliteStore, StoreError> {
         schema::check_file(path)?;
+        let found = wal_check::Found::inspect(path);
         let mut conn = Connection::open(path).map_err(|e| open_error(path, e))?;
+        for warning in found.warnings(&conn, path) {
+            tracing::warn!("{warning}");
+        }
         ensure_writable(&conn, path)?;
         schema::configure_writer(&conn, path)?;
         schema::migrate(&mut conn, path)?;
