@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::broker::BrokerConfig;
 
@@ -39,7 +39,7 @@ pub enum ConfigError {
 }
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// One human-readable line per event.
@@ -48,8 +48,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// Everything the daemon needs to run.
-#[derive(Debug, Clone, Deserialize)]
+/// Everything the daemon needs to run. Serializes to the file's option names (durations as
+/// text), which is how a reload names what changed.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// UDP address to listen on.
@@ -58,6 +59,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `text` or `json` log lines on stderr.
     pub log_format: LogFormat,
+    /// Which log lines are written: a level (`error`, `warn`, `info`, `debug`, `trace`) or
+    /// a `RUST_LOG`-style filter such as `info,sosqd=debug`. `RUST_LOG`, if set, wins.
+    pub log_level: String,
     /// Where to serve Prometheus metrics over plain HTTP; off unless set.
     pub metrics_listen: Option<SocketAddr>,
     /// An operator's certificate chain (PEM) instead of the self-signed one.
@@ -65,20 +69,20 @@ pub struct Config {
     /// The private key (PEM) of `tls_cert`.
     pub tls_key: Option<PathBuf>,
     /// How long after creation an open case expires.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub case_ttl: Duration,
     /// The most open cases held at once.
     pub max_open_cases: usize,
     /// How long a new connection has to say hello.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub hello_timeout: Duration,
     /// How often the daemon pings a quiet connection (and asks clients to), so a party
     /// that is alive is heard from at least this often.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub keep_alive: Duration,
     /// A connection not heard from for this long is dropped: how soon a vanished party is
     /// noticed (clients are told at hello and use the same figure).
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub idle_timeout: Duration,
     /// The most bidirectional streams a peer may have open at once (QUIC's own limit): the
     /// control stream plus the relayed ones, so it must exceed what a session may use.
@@ -88,25 +92,25 @@ pub struct Config {
     /// Connections open at once from one IP address.
     pub max_connections_per_address: usize,
     /// A QUIC handshake must complete within this time.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub handshake_timeout: Duration,
     /// Above this many new handshakes per second, clients must first prove their address
     /// with a QUIC Retry (one extra round trip), so spoofed floods cost us no crypto.
     pub retry_above_handshakes_per_second: u32,
     /// On SIGTERM/Ctrl-C: how long to wait for parties to leave and writes to commit.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub shutdown_grace: Duration,
     /// How soon an expert should pick up a waiting `critical` SOS case.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub response_target_critical: Duration,
     /// ... a `high` one.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub response_target_high: Duration,
     /// ... a `normal` one.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub response_target_normal: Duration,
     /// ... a `low` one.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub response_target_low: Duration,
     /// Wrong session codes one connection (one party) may try in a burst.
     pub wrong_codes_per_connection_burst: u32,
@@ -121,14 +125,14 @@ pub struct Config {
     /// Wrong session codes per minute all addresses together earn back.
     pub wrong_codes_total_per_minute: u32,
     /// Closed and expired cases unchanged for this long are deleted by the daemon.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub retention: Duration,
     /// The most forwarded TCP connections one session (one paired case) may have open at
     /// once; chats have [`crate::relay::CHATS_PER_SESSION`] places of their own.
     pub max_streams_per_session: u32,
     /// A relayed stream that carries no byte either way for this long is reset; zero (the
     /// default): never.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub relay_idle_timeout: Duration,
     /// Bytes a peer may send on one stream before the broker has read them (QUIC flow control).
     pub stream_receive_window: u64,
@@ -151,6 +155,7 @@ impl Default for Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 4433)),
             data_dir: PathBuf::from("sosqd-data"),
             log_format: LogFormat::Text,
+            log_level: "info".into(),
             metrics_listen: None,
             tls_cert: None,
             tls_key: None,
@@ -259,6 +264,15 @@ impl Config {
         };
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return invalid("tls_cert/tls_key", "give both or neither");
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log_level) {
+            return invalid(
+                "log_level",
+                &format!(
+                    "{:?} is not a level (error, warn, info, debug, trace) or a RUST_LOG-style filter: {e}",
+                    self.log_level
+                ),
+            );
         }
         if self.case_ttl.is_zero() {
             return invalid("case_ttl", "must be longer than zero");
@@ -449,6 +463,10 @@ fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::E
     parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
+fn duration_text<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&humantime::format_duration(*value).to_string())
+}
+
 /// Parses "24h", "90s", "1h 30m", "500ms".
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim())
@@ -549,6 +567,28 @@ mod tests {
             Config::default().memory_bound_per_connection(),
             10 * 1024 * 1024 + 256 * 1024
         );
+    }
+
+    #[test]
+    fn the_log_level_takes_levels_and_filters_and_refuses_nonsense() {
+        for good in ["info", "debug", "warn,sosqd=trace"] {
+            let config = Config::from_toml(&format!("log_level = {good:?}")).unwrap();
+            assert!(config.validate().is_ok(), "{good}");
+        }
+        let bad = Config::from_toml("log_level = \"loud=please=now\"").unwrap();
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("log_level"), "{err}");
+    }
+
+    #[test]
+    fn options_serialize_under_their_file_names_and_read_back() {
+        let config = Config::from_toml("case_ttl = \"2h\"\nmax_connections = 7").unwrap();
+        let value = serde_json::to_value(&config).unwrap();
+        assert_eq!(value["case_ttl"], "2h");
+        assert_eq!(value["max_connections"], 7);
+        assert_eq!(value["log_level"], "info");
+        let back = Config::from_toml(&toml::to_string(&config).unwrap()).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{config:?}"));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - [`store`]: where cases and users are kept.
 //! - [`transport`]: the QUIC endpoint and the TLS identity.
 //! - [`config`]: one validated configuration from defaults, file and flags.
+//! - [`logging`]: log lines on stderr, with a level a reload can change.
 //! - [`loadgen`]: the load generator of the scale benchmark and its smoke test.
 
 pub mod broker;
@@ -13,6 +14,7 @@ pub mod clock;
 pub mod config;
 mod fsutil;
 pub mod loadgen;
+pub mod logging;
 pub mod relay;
 pub mod server;
 pub mod store;

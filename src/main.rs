@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use sosqd::config::{parse_duration, Config, LogFormat, Overrides};
+use sosqd::config::{parse_duration, Config, Overrides};
 use sosqd::server::Server;
 use sosqd::store::users::{StaffRole, UserDirectory};
 
@@ -312,7 +312,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         retention: args.retention,
     };
     let config = Config::load(args.config.as_deref(), &overrides)?;
-    init_logging(config.log_format);
+    let logs = Arc::new(sosqd::logging::init(config.log_format, &config.log_level));
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
     if config.worker_threads > 0 {
@@ -320,6 +320,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let runtime = runtime.build().context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        // Before anything else: until a handler is installed, SIGHUP's default kills.
+        let hangups = hangup_signals()?;
         let data_dir = config.data_dir.clone();
         let store = SqliteStore::open_in(&data_dir).context("cannot start sosqd")?;
         tracing::info!(path = %store.path().display(), "case store open");
@@ -333,9 +335,58 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if let Some(metrics) = server.metrics_addr() {
             tracing::info!("metrics on http://{metrics}/metrics");
         }
+        let reloader = server.reloader(Some(logs));
+        let reloads = tokio::spawn(reload_on_hangup(hangups, reloader, args.config, overrides));
         server.run(shutdown_signal()).await;
+        reloads.abort();
         Ok(())
     })
+}
+
+#[cfg(unix)]
+type Hangups = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangups = ();
+
+#[cfg(unix)]
+fn hangup_signals() -> anyhow::Result<Hangups> {
+    use tokio::signal::unix::{signal, SignalKind};
+    signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")
+}
+
+#[cfg(not(unix))]
+fn hangup_signals() -> anyhow::Result<Hangups> {
+    Ok(())
+}
+
+/// On every SIGHUP: re-reads the config file (the command line's flags still win) and
+/// applies it; an unreadable or invalid file is logged and changes nothing.
+async fn reload_on_hangup(
+    hangups: Hangups,
+    reloader: sosqd::server::Reloader,
+    file: Option<PathBuf>,
+    overrides: Overrides,
+) {
+    #[cfg(unix)]
+    {
+        let mut hangups = hangups;
+        while hangups.recv().await.is_some() {
+            let source = file
+                .as_ref()
+                .map_or("the built-in defaults".to_string(), |f| {
+                    f.display().to_string()
+                });
+            tracing::info!("SIGHUP: reloading the configuration from {source}");
+            let outcome = Config::load(file.as_deref(), &overrides)
+                .map_err(anyhow::Error::from)
+                .and_then(|config| Ok(reloader.reload(config)?));
+            if let Err(e) = outcome {
+                tracing::error!("reload failed, the running settings stay: {e:#}");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (hangups, reloader, file, overrides);
 }
 
 /// Completes on Ctrl-C or SIGTERM.
@@ -359,19 +410,5 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
-    }
-}
-
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`), as text or JSON lines.
-fn init_logging(format: LogFormat) {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => logs.json().init(),
     }
 }

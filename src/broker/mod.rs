@@ -237,6 +237,14 @@ impl Broker {
         &self.config
     }
 
+    /// Replaces the configuration (a reload of the daemon's settings). It applies to what
+    /// happens from now on: cases keep the expiry and response deadline they were given,
+    /// new cases and new waits get the new ones, and `max_open_cases` is checked at the
+    /// next request (cases already over a lowered limit stay).
+    pub fn set_config(&mut self, config: BrokerConfig) {
+        self.config = config;
+    }
+
     /// Takes back a case from the store at start-up. Open cases come back with nobody
     /// attached; their deadlines are armed (a passed one fires on the next `expire_due`).
     pub fn restore(&mut self, record: CaseRecord) {

@@ -11,7 +11,9 @@ use std::time::Duration;
 use sosq::protocol::close_code;
 
 use super::admission::Decision;
-use super::{connection, drains, expiry, metrics, queue_updates, retention, ServerError, Shared};
+use super::{
+    connection, drains, expiry, metrics, queue_updates, retention, Reloader, ServerError, Shared,
+};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::store::CaseStore;
@@ -68,9 +70,15 @@ impl Server {
         self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
-    /// The certificate fingerprint clients pin.
+    /// The certificate fingerprint clients pin (as started; a reload may change it).
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+
+    /// What applies a new configuration to this daemon while it runs (on SIGHUP);
+    /// `logs` is the installed logger, if any, whose level it may change.
+    pub fn reloader(&self, logs: Option<Arc<crate::logging::Logs>>) -> Reloader {
+        Reloader::new(self.shared.clone(), self.endpoint.clone(), logs)
     }
 
     /// Serves until `shutdown` completes, then shuts down gracefully: stop accepting, tell
@@ -124,7 +132,7 @@ impl Server {
         }
         // From here `/healthz` says 503, so a load balancer stops sending new customers
         // while the ones connected are told to come back; metrics stay up for the grace.
-        self.shared.shutting_down.store(true, Ordering::Relaxed);
+        self.shared.begin_shutdown();
         expiry.abort();
         retention.abort();
         revocations.abort();
@@ -140,7 +148,7 @@ impl Server {
             );
         }
         // Connection tasks record each party's departure; wait for them to finish.
-        let grace = self.shared.config.shutdown_grace;
+        let grace = self.shared.config().shutdown_grace;
         let drained = tokio::time::timeout(grace, async {
             while admission.open_connections() > 0 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
