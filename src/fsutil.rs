@@ -136,9 +136,7 @@ fn give_to_dir_owner(file: &File, dir: &Path) -> std::io::Result<()> {
     }
     match std::os::unix::fs::fchown(file, Some(dir_meta.uid()), Some(dir_meta.gid())) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            Err(refusal(dir, &dir_meta))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(refusal(dir, &dir_meta)),
         Err(e) => Err(e),
     }
 }
