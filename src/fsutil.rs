@@ -39,7 +39,7 @@ pub fn write_private_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()
             .create_new(true)
             .mode(PRIVATE_FILE)
             .open(&tmp)
-            .map_err(|e| explain_denied(e, dir))?;
+            .map_err(|e| explain_denied(e, &tmp))?;
         give_to_dir_owner(&file, dir)?;
         file.write_all(bytes)?;
         file.sync_all()?;
@@ -78,8 +78,8 @@ pub fn open_private(path: &Path) -> std::io::Result<File> {
             .read(true)
             .write(true)
             .open(path)
-            .map_err(|e| explain_denied(e, dir)),
-        Err(e) => Err(explain_denied(e, dir)),
+            .map_err(|e| explain_denied(e, path)),
+        Err(e) => Err(explain_denied(e, path)),
     }
 }
 
@@ -141,25 +141,41 @@ fn give_to_dir_owner(file: &File, dir: &Path) -> std::io::Result<()> {
     }
 }
 
-/// A permission error inside a directory owned by someone else says whose it is and
-/// what to do, instead of a bare "Permission denied".
-fn explain_denied(e: std::io::Error, dir: &Path) -> std::io::Error {
+/// A permission error on `path` (a file in the data dir, or the dir itself) says whose the
+/// file or dir is and what to do, instead of a bare "Permission denied": a file owned by
+/// someone other than the dir's owner (left by an older sosqd run as root, say) is named
+/// with the `chown` that gives it back.
+pub fn explain_denied(e: std::io::Error, path: &Path) -> std::io::Error {
     if e.kind() != std::io::ErrorKind::PermissionDenied {
         return e;
     }
-    match std::fs::metadata(dir) {
-        Ok(meta) => refusal(dir, &meta),
-        Err(_) => e,
+    let dir = if path.is_dir() { path } else { parent(path) };
+    let Ok(dir_meta) = std::fs::metadata(dir) else {
+        return e;
+    };
+    match std::fs::metadata(path) {
+        Ok(meta) if path != dir && meta.uid() != dir_meta.uid() => std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{} belongs to {}, not to the data dir's owner {}: give it back, as root, \
+                 with `chown {}:{} {}`",
+                path.display(),
+                owner_name(meta.uid()),
+                owner_name(dir_meta.uid()),
+                dir_meta.uid(),
+                dir_meta.gid(),
+                path.display()
+            ),
+        ),
+        _ => refusal(dir, &dir_meta),
     }
 }
 
 /// Why this user may not write into `dir`, and how to run the command instead.
 fn refusal(dir: &Path, meta: &Metadata) -> std::io::Error {
     let uid = meta.uid();
-    let (owner, sudo) = match user_name(uid) {
-        Some(name) => (format!("user {name} (uid {uid})"), name),
-        None => (format!("uid {uid}"), format!("'#{uid}'")),
-    };
+    let owner = owner_name(uid);
+    let sudo = user_name(uid).unwrap_or_else(|| format!("'#{uid}'"));
     std::io::Error::new(
         std::io::ErrorKind::PermissionDenied,
         format!(
@@ -168,6 +184,14 @@ fn refusal(dir: &Path, meta: &Metadata) -> std::io::Error {
             dir.display()
         ),
     )
+}
+
+/// "user NAME (uid N)", or "uid N" for a uid without a name.
+fn owner_name(uid: u32) -> String {
+    match user_name(uid) {
+        Some(name) => format!("user {name} (uid {uid})"),
+        None => format!("uid {uid}"),
+    }
 }
 
 /// The name of `uid` in /etc/passwd, if it has one; only for messages.

@@ -309,6 +309,22 @@ fn admin_commands_run_as_root_leave_files_the_data_dirs_owner_owns_and_its_daemo
     for (name, uid, _, mode) in files(&data) {
         assert_eq!((uid, mode), (OTHER, 0o600), "{name}");
     }
+
+    // A root-owned users file (as an older sosqd run as root left it) is named with the
+    // chown that gives it back, not a bare "Permission denied".
+    let users = data.join("users.json");
+    std::os::unix::fs::chown(&users, Some(0), Some(0)).unwrap();
+    let mut cmd = sosqd_as(OTHER, &["user", "list", "--data-dir", &data_arg]);
+    cmd.stdin(Stdio::null());
+    let line = error_line(&run_with_patience(cmd));
+    assert!(
+        line.contains("belongs to user root (uid 0)")
+            && line.contains(&format!("chown {OTHER}:{OTHER} {}", users.display())),
+        "{line}"
+    );
+    // Root's next change gives it back.
+    sosqd_ok(&data, &["user", "revoke", "bo"]);
+    assert_eq!(std::fs::metadata(&users).unwrap().uid(), OTHER);
 }
 
 #[test]

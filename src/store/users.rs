@@ -308,7 +308,7 @@ impl UserDirectory {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(UsersFile::default()),
             Err(cause) => Err(UserError::Io {
                 path: self.path.clone(),
-                cause,
+                cause: crate::fsutil::explain_denied(cause, &self.path),
             }),
         }
     }

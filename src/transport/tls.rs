@@ -98,7 +98,7 @@ impl Identity {
                 dir: absolute(data_dir),
             });
         }
-        Identity::load(&cert_path, &key_path)
+        Identity::load_kept(&cert_path, &key_path)
     }
 
     /// Loads the identity from `data_dir`, making a new self-signed one (and the dir) if
@@ -119,7 +119,23 @@ impl Identity {
                 Identity::create(&cert_path, &key_path)?;
             }
         }
-        Identity::load(&cert_path, &key_path)
+        Identity::load_kept(&cert_path, &key_path)
+    }
+
+    /// [`Identity::load`] for the pair kept in the data dir, where a file this user may not
+    /// read is named with its owner and the fix rather than as a bad PEM file.
+    fn load_kept(cert_path: &Path, key_path: &Path) -> Result<Identity, TlsError> {
+        for path in [cert_path, key_path] {
+            if let Err(e) = std::fs::File::open(path) {
+                if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    return Err(TlsError::Io {
+                        path: path.to_path_buf(),
+                        cause: fsutil::explain_denied(e, path),
+                    });
+                }
+            }
+        }
+        Identity::load(cert_path, key_path)
     }
 
     /// Loads a certificate chain and key from PEM files (an operator's own, or ours).
