@@ -182,8 +182,9 @@ fn run() -> anyhow::Result<()> {
             let token =
                 UserDirectory::open(&config.data_dir).add_in_groups(&name, role, &groups)?;
             eprintln!(
-                "added {} {name}; the token is shown only now, store it safely:",
-                role_name(role)
+                "added {} {name} to {}; the token is shown only now, store it safely:",
+                role_name(role),
+                std::path::absolute(config.data_dir.join(USERS_FILE))?.display()
             );
             println!("{token}");
             Ok(())

@@ -405,6 +405,14 @@ fn user_set_moves_an_expert_to_other_teams_without_a_new_token() {
     };
     admin(&["group", "add", "billing"]);
     let ana = daemon.add_user("ana", "expert");
+    // user add says where it wrote, so a command run in the wrong place is noticed.
+    let out = daemon.admin_command(&["user", "add", "bo", "--role", "expert"]);
+    let users_file = daemon.dir.path().join("users.json");
+    assert!(
+        stderr(&out).contains(&format!("added expert bo to {}", users_file.display())),
+        "{}",
+        stderr(&out)
+    );
     let mut payer = daemon.session(None, &["request", "--name", "Payer", "--group", "billing"]);
     let code = payer.expect_event("attached")["code"]
         .as_str()
