@@ -7,11 +7,13 @@
 //! - [`transport`]: the QUIC endpoint and the TLS identity.
 //! - [`config`]: one validated configuration from defaults, file and flags.
 //! - [`logging`]: log lines on stderr, with a level a reload can change.
+//! - [`datadir`]: one daemon per data dir (its lock).
 //! - [`loadgen`]: the load generator of the scale benchmark and its smoke test.
 
 pub mod broker;
 pub mod clock;
 pub mod config;
+pub mod datadir;
 mod fsutil;
 pub mod loadgen;
 pub mod logging;

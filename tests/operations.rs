@@ -58,6 +58,8 @@ fn a_backup_taken_while_serving_restores_into_a_fresh_data_dir_with_every_case()
     let out = sosqd_in(daemon.dir.path(), &["restore", file_arg]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("stop it first"), "{}", stderr(&out));
+    let holder = format!("pid {}", daemon.pid());
+    assert!(stderr(&out).contains(&holder), "{}", stderr(&out));
     drop(waiting);
 
     let fresh = Arc::new(tempfile::tempdir().unwrap());

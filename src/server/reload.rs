@@ -34,7 +34,7 @@ use serde_json::Value;
 use super::{ServerError, Shared};
 use crate::config::Config;
 use crate::logging::Logs;
-use crate::transport::{self, tls, Identity, TlsError};
+use crate::transport::{self, Identity, TlsError};
 
 /// What a reload changed, and what it could not.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -193,10 +193,7 @@ impl Reloader {
 fn load_identity(config: &Config) -> Result<Identity, TlsError> {
     match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Identity::load(cert, key),
-        _ => Identity::load(
-            &config.data_dir.join(tls::CERT_FILE),
-            &config.data_dir.join(tls::KEY_FILE),
-        ),
+        _ => Identity::load_existing(&config.data_dir),
     }
 }
 

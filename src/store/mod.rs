@@ -84,10 +84,13 @@ pub enum StoreError {
         reason: String,
     },
     /// A daemon (or another program) has the store open, so it cannot be replaced.
-    #[error("{path} is in use by a running sosqd: stop it first (`systemctl stop sosqd`), restore, then start it again")]
+    #[error("{path} is in use by {holder}: stop it first (`systemctl stop sosqd`), restore, then start it again")]
     InUse {
         /// The store.
         path: PathBuf,
+        /// Who: "a running sosqd (pid N)" from the data dir's lock, or what SQLite's own
+        /// lock says.
+        holder: String,
     },
     /// Reading or writing the file failed (disk full, I/O error, corruption).
     #[error("case store {path} failed: {cause}")]

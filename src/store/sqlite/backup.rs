@@ -62,16 +62,24 @@ pub fn backup(data_dir: &Path, out: &Path) -> Result<BackupReport, StoreError> {
     let source = read_only(&store)?;
     check_is_a_store(&source, &store)?;
     let tmp = sibling(out, &format!(".tmp-{}", std::process::id()));
-    let report = copy_into(&source, &store, &tmp).and_then(|(cases, schema_version)| {
-        publish(&tmp, out)?;
-        let bytes = std::fs::metadata(out).map_err(|e| io(out, e))?.len();
-        Ok(BackupReport {
-            file: out.to_path_buf(),
-            cases,
-            schema_version,
-            bytes,
-        })
-    });
+    // Owner-only, owned by whoever runs the backup (it goes wherever they keep backups).
+    let report = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| io(&tmp, e))
+        .and_then(|_| copy_into(&source, &store, &tmp))
+        .and_then(|(cases, schema_version)| {
+            publish(&tmp, out)?;
+            let bytes = std::fs::metadata(out).map_err(|e| io(out, e))?.len();
+            Ok(BackupReport {
+                file: out.to_path_buf(),
+                cases,
+                schema_version,
+                bytes,
+            })
+        });
     if report.is_err() {
         remove_leftovers(&tmp);
     }
@@ -101,9 +109,19 @@ pub fn restore(data_dir: &Path, from: &Path) -> Result<RestoreReport, StoreError
     })?;
     let source = read_only(from)?;
     check_is_a_store(&source, from)?;
+    // Held to the end: no daemon can start on the data dir halfway through.
+    let _lock = crate::datadir::DataDirLock::acquire(data_dir).map_err(|e| match e {
+        crate::datadir::DataDirError::InUse { pid, .. } => StoreError::InUse {
+            path: store.clone(),
+            holder: format!("a running sosqd (pid {pid})"),
+        },
+        other => open_error(data_dir, other),
+    })?;
     ensure_not_in_use(&store)?;
-    crate::fsutil::create_private_dir(data_dir).map_err(|e| open_error(data_dir, e))?;
     let tmp = sibling(&store, &format!(".restoring-{}", std::process::id()));
+    // Made by whoever runs the restore (root, often), but owned like the data dir, so the
+    // daemon's user can open what it finds there.
+    crate::fsutil::open_private(&tmp).map_err(|e| io(&tmp, e))?;
     let copied = copy_into(&source, from, &tmp);
     drop(source);
     let (cases, _) = match copied {
@@ -203,7 +221,7 @@ fn check_is_a_store(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
     Ok(version)
 }
 
-/// Copies the database behind `source` into a new owner-only file `tmp` in one step (one
+/// Copies the database behind `source` into the new empty file `tmp` in one step (one
 /// read snapshot), makes it a self-contained rollback-journal file, checks it, and returns
 /// its case count and schema version.
 fn copy_into(
@@ -211,12 +229,6 @@ fn copy_into(
     source_path: &Path,
     tmp: &Path,
 ) -> Result<(u64, i64), StoreError> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(tmp)
-        .map_err(|e| io(tmp, e))?;
     let mut dest = Connection::open(tmp).map_err(|e| open_error(tmp, e))?;
     {
         use rusqlite::backup::StepResult;
@@ -300,6 +312,7 @@ fn ensure_not_in_use(store: &Path) -> Result<(), StoreError> {
         {
             Err(StoreError::InUse {
                 path: store.to_path_buf(),
+                holder: "another process (SQLite reports it locked)".into(),
             })
         }
         Err(_) => Ok(()),
