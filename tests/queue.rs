@@ -299,3 +299,51 @@ fn a_support_profile_is_all_a_customer_needs() {
     ]);
     assert!(!bad.status.success());
 }
+
+/// README: "A waiting customer is told its position whenever it changes" — only then. An
+/// escalation or assignment that leaves a case where it stood (first in its old queue,
+/// first in the new one) tells its customer nothing; a real move is told.
+#[test]
+fn a_waiting_customer_is_told_its_position_only_when_it_changes() {
+    let daemon = Daemon::start(&[]);
+    let ana = daemon.add_user("ana", "expert");
+    daemon.add_user("bo", "expert");
+    let code_of = |event: serde_json::Value| event["code"].as_str().unwrap().to_string();
+    let mut first = daemon.session(None, &["request", "--name", "First"]);
+    let attached = first.expect_event("attached");
+    assert_eq!(attached["position"], 1, "{attached}");
+    let a = code_of(attached);
+    let staff = |args: &[&str]| {
+        daemon.json(Some(&ana), args);
+    };
+    // Each of these leaves First at number 1 of the queue it waits in.
+    staff(&["escalate", &a, "--priority", "critical", "--reason", "vip"]);
+    staff(&["assign", &a, "--group", "general"]);
+    staff(&["assign", &a, "--expert", "bo"]);
+    let mut second = daemon.session(None, &["request", "--name", "Second"]);
+    let attached = second.expect_event("attached");
+    assert_eq!(attached["position"], 1, "{attached}");
+    let b = code_of(attached);
+    // Back in general, critical, ahead of Second: First stays number 1, Second moves.
+    staff(&["assign", &a, "--group", "general"]);
+    assert_eq!(second.expect_event("queue_position")["position"], 2);
+    // A real move for First: behind Second.
+    staff(&["escalate", &a, "--priority", "low", "--reason", "can wait"]);
+    let moved = first.expect_event("queue_position");
+    assert_eq!(
+        moved["position"], 2,
+        "the first position First hears is its move"
+    );
+    assert_eq!(moved["code"], a.as_str());
+    assert_eq!(second.expect_event("queue_position")["position"], 1);
+    let told: Vec<String> = first
+        .stderr
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|line| line.contains("queue_position"))
+        .cloned()
+        .collect();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(daemon.json(Some(&ana), &["queue"])["entries"][0]["code"] == b.as_str());
+}

@@ -97,15 +97,12 @@ pub struct Queue {
     /// Per line, the earliest place where a case went in or out since the last
     /// [`Queue::take_moved`]: only cases at or behind it may have a new position.
     changed_from: HashMap<QueueId, Place>,
-    /// Cases taken out of line since the last [`Queue::take_moved`] (at most
-    /// [`MAX_REMOVED`] are kept).
-    removed: Vec<SessionCode>,
+    /// The position each online waiting case's customer was last told (in a reply or by
+    /// [`Queue::take_moved`]), so a case that is taken out and put back at the same
+    /// position (an escalation that does not pass anyone, an assignment to an empty
+    /// line) is not told it again. Forgotten when the case leaves the online lines.
+    told: HashMap<SessionCode, u32>,
 }
-
-/// The most removals [`Queue::take_moved`] reports; past it (only a core that nobody
-/// asks, as in benchmarks) the oldest are kept and the rest dropped, which costs at most
-/// a repeated position message.
-const MAX_REMOVED: usize = 1 << 16;
 
 impl Queue {
     /// Puts `code` in line in queue `id` (moving it if it waits elsewhere or its priority
@@ -135,6 +132,8 @@ impl Queue {
     ) {
         let place = self.stand(code, &id, priority, response_due, waiting_since, false);
         self.away_place.insert(code, (id, place));
+        // Offline, it has no position; back online, it is told its place afresh.
+        self.told.remove(&code);
     }
 
     /// Takes `code` out of wherever it stands and stands it in line `id`, online or away,
@@ -148,7 +147,7 @@ impl Queue {
         waiting_since: Timestamp,
         online: bool,
     ) -> Place {
-        self.remove(code);
+        self.take_out(code);
         self.version += 1;
         let arrivals = &mut self.arrivals;
         let arrival = *self.arrival.entry(code).or_insert_with(|| {
@@ -176,6 +175,13 @@ impl Queue {
 
     /// Takes `code` out of line (online or away); no-op if it is not there.
     pub fn remove(&mut self, code: SessionCode) {
+        self.take_out(code);
+        self.told.remove(&code);
+    }
+
+    /// Takes `code` out of line, remembering what its customer was told: [`Queue::stand`]
+    /// puts it back at once.
+    fn take_out(&mut self, code: SessionCode) {
         if let Some((id, place)) = self.away_place.remove(&code) {
             if let Some(line) = self.away.get_mut(&id) {
                 line.order.remove(&place);
@@ -193,9 +199,6 @@ impl Queue {
                 }
             }
             self.mark_changed(&id, place);
-            if self.removed.len() < MAX_REMOVED {
-                self.removed.push(code);
-            }
             self.version += 1;
         }
     }
@@ -209,13 +212,15 @@ impl Queue {
         }
     }
 
-    /// `code`'s party has just been told its position in a reply (a new SOS, a join):
-    /// unless a case ahead of it also changed, [`Queue::take_moved`] starts behind it, so
-    /// a new arrival at the back costs no message at all.
-    pub fn told(&mut self, code: SessionCode) {
+    /// `code`'s party has just been told it is number `position` in a reply (a new SOS, a
+    /// join): [`Queue::take_moved`] does not tell it again until it moves, and unless a
+    /// case ahead of it also changed, starts behind it, so a new arrival at the back costs
+    /// no message at all.
+    pub fn told(&mut self, code: SessionCode, position: u32) {
         let Some((id, place)) = self.place.get(&code) else {
             return;
         };
+        self.told.insert(code, position);
         if self.changed_from.get(id) != Some(place) {
             return;
         }
@@ -238,11 +243,14 @@ impl Queue {
         }
     }
 
-    /// What changed since the last call: every waiting case whose position may have moved
-    /// (those at or behind the earliest place where a case went in or out of its line),
-    /// with its position now, and the cases that left a line. Costs the cases behind that
-    /// place, not the whole queue: a new arrival at the back costs one.
-    pub fn take_moved(&mut self) -> (Vec<(SessionCode, u32)>, Vec<SessionCode>) {
+    /// What changed since the last call: every waiting case whose position is not the one
+    /// its customer was last told, with its position now (which counts as told from then
+    /// on). Only cases at or behind the earliest place where a case went in or out of
+    /// their line are looked at, so it costs those cases, not the whole queue: a new
+    /// arrival at the back costs one. A case taken out and put back at the same position
+    /// (README: a waiting customer is told its position whenever it changes) is not
+    /// reported.
+    pub fn take_moved(&mut self) -> Vec<(SessionCode, u32)> {
         let mut moved = Vec::new();
         for (id, from) in std::mem::take(&mut self.changed_from) {
             let Some(line) = self.lines.get(&id) else {
@@ -250,14 +258,14 @@ impl Queue {
             };
             let behind = line.order.range(from..).count();
             let ahead = line.order.len() - behind;
-            moved.extend(
-                line.order
-                    .range(from..)
-                    .enumerate()
-                    .map(|(i, (_, code))| (*code, (ahead + i + 1) as u32)),
-            );
+            for (i, (_, code)) in line.order.range(from..).enumerate() {
+                let position = (ahead + i + 1) as u32;
+                if self.told.insert(*code, position) != Some(position) {
+                    moved.push((*code, position));
+                }
+            }
         }
-        (moved, std::mem::take(&mut self.removed))
+        moved
     }
 
     /// Forgets `code` entirely (its case closed, expired or was deleted).
@@ -487,19 +495,93 @@ mod tests {
         let _ = queue.take_moved();
         // At the back: nobody moved, nobody to tell.
         push(&mut queue, 3, Priority::Normal);
-        queue.told(code(3));
-        assert_eq!(queue.take_moved().0, vec![]);
+        queue.told(code(3), 3);
+        assert_eq!(queue.take_moved(), vec![]);
         // Ahead of others: those behind it moved, it did not.
         push(&mut queue, 4, Priority::Critical);
-        queue.told(code(4));
-        let moved = queue.take_moved().0;
+        queue.told(code(4), 1);
+        let moved = queue.take_moved();
         assert_eq!(moved, vec![(code(1), 2), (code(2), 3), (code(3), 4)]);
         // Told, but a case ahead left in the same batch: it is reported with its new place.
         push(&mut queue, 5, Priority::Normal);
         queue.remove(code(4));
-        queue.told(code(5));
-        let moved = queue.take_moved().0;
+        queue.told(code(5), 5);
+        let moved = queue.take_moved();
         assert!(moved.contains(&(code(5), 4)), "{moved:?}");
+    }
+
+    /// A case taken out and put back at the same position (re-prioritised without passing
+    /// anyone, or routed to a line where it is first again) is not reported; a real move
+    /// is, and so is a case that comes back online after being away.
+    #[test]
+    fn a_case_put_back_at_the_same_position_is_not_reported() {
+        let mut queue = Queue::default();
+        let general = QueueId::Group(GENERAL.into());
+        let billing = QueueId::Group("billing".into());
+        let bo = QueueId::Expert("bo".into());
+        let code = |n| SessionCode::from_number(n).expect("code");
+        queue.push(
+            code(1),
+            general.clone(),
+            Priority::Normal,
+            Timestamp(0),
+            Timestamp(1),
+        );
+        queue.told(code(1), 1);
+        queue.push(
+            code(2),
+            billing.clone(),
+            Priority::Normal,
+            Timestamp(0),
+            Timestamp(2),
+        );
+        assert_eq!(queue.take_moved(), vec![(code(2), 1)]);
+        // Escalated, still first: nothing to tell.
+        queue.push(
+            code(1),
+            general.clone(),
+            Priority::Critical,
+            Timestamp(0),
+            Timestamp(1),
+        );
+        assert_eq!(queue.take_moved(), vec![]);
+        // Assigned to an expert with nobody else in line: first again, nothing to tell.
+        queue.push(code(1), bo, Priority::Critical, Timestamp(0), Timestamp(1));
+        assert_eq!(queue.take_moved(), vec![]);
+        // Routed to billing behind a more urgent case: it moved, and only it.
+        queue.push(
+            code(2),
+            billing.clone(),
+            Priority::High,
+            Timestamp(0),
+            Timestamp(2),
+        );
+        let _ = queue.take_moved();
+        queue.push(
+            code(1),
+            billing.clone(),
+            Priority::Normal,
+            Timestamp(0),
+            Timestamp(1),
+        );
+        assert_eq!(queue.take_moved(), vec![(code(1), 2)]);
+        // Away and back at the same place: told again, it had no position meanwhile.
+        queue.push_away(
+            code(1),
+            billing.clone(),
+            Priority::Normal,
+            Timestamp(0),
+            Timestamp(1),
+        );
+        assert_eq!(queue.take_moved(), vec![]);
+        queue.push(
+            code(1),
+            billing,
+            Priority::Normal,
+            Timestamp(0),
+            Timestamp(1),
+        );
+        assert_eq!(queue.take_moved(), vec![(code(1), 2)]);
     }
 
     /// Walking several lines from any cursor gives the merged order from there on.
@@ -536,7 +618,8 @@ mod tests {
         assert_eq!(everything, queue.iter().collect::<Vec<_>>());
     }
 
-    /// `take_moved` reports every case whose position changed, with the right position.
+    /// `take_moved` reports every case whose position changed, with the right position:
+    /// what each waiting case was last told is where it stands.
     #[test]
     fn take_moved_covers_every_changed_position() {
         let mut queue = Queue::default();
@@ -555,15 +638,12 @@ mod tests {
                     queue.remove(front);
                 }
             }
-            let (moved, removed) = queue.take_moved();
-            for code in removed {
-                known.remove(&code);
-            }
-            for (code, position) in moved {
+            for (code, position) in queue.take_moved() {
                 known.insert(code, position);
             }
-            let truth: HashMap<_, _> = queue.positions().into_iter().collect();
-            assert_eq!(known, truth);
+            for (code, position) in queue.positions() {
+                assert_eq!(known.get(&code), Some(&position), "{code}");
+            }
         }
     }
 }

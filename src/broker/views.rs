@@ -166,22 +166,18 @@ impl Broker {
             .collect()
     }
 
-    /// Waiting cases whose queue position may have changed since the last call, with
-    /// their customer (if connected) and position, and the cases that left the queue; see
+    /// Waiting cases whose queue position changed since their customer was last told it,
+    /// with their customer (if connected) and position; see
     /// [`Queue::take_moved`](super::queue::Queue::take_moved).
-    #[allow(clippy::type_complexity)]
-    pub fn take_moved_positions(
-        &mut self,
-    ) -> (Vec<(SessionCode, Option<PartyId>, u32)>, Vec<SessionCode>) {
-        let (moved, removed) = self.queue.take_moved();
-        let moved = moved
+    pub fn take_moved_positions(&mut self) -> Vec<(SessionCode, Option<PartyId>, u32)> {
+        self.queue
+            .take_moved()
             .into_iter()
             .map(|(code, position)| {
                 let customer = self.cases.get(&code).and_then(|case| case.customer);
                 (code, customer, position)
             })
-            .collect();
-        (moved, removed)
+            .collect()
     }
 
     /// The queue entry of a waiting case, at `position` if its customer is online.

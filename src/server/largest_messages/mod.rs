@@ -246,6 +246,10 @@ fn refusals(scene: &mut Scene) -> Result<Vec<ServerError>, TestCaseError> {
     let w = scene.w.clone();
     let code = SessionCode::from_number(LAST_CODE).expect("a code");
     let bad_code = w.typed.parse::<SessionCode>().expect_err("no session code");
+    // An expert in a thousand teams of the longest names: the refusal names eight.
+    let searched = crate::broker::Searched {
+        teams: vec![w.team.clone(); 1_000],
+    };
     let mut errors: Vec<ServerError> = vec![
         BrokerError::from(bad_code).into(),
         BrokerError::UnknownCode(code).into(),
@@ -260,8 +264,8 @@ fn refusals(scene: &mut Scene) -> Result<Vec<ServerError>, TestCaseError> {
             action: "move to pending",
         }
         .into(),
-        BrokerError::QueueEmpty.into(),
-        BrokerError::NobodyOnline(usize::MAX).into(),
+        BrokerError::QueueEmpty(searched.clone()).into(),
+        BrokerError::NobodyOnline(usize::MAX, searched).into(),
         BrokerError::TooManyCases(usize::MAX).into(),
         no_such_team(&w.typed).into(),
         no_such_assignee(&Assignee::Expert(w.typed.clone())).into(),
