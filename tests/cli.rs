@@ -66,3 +66,48 @@ fn pull_with_nobody_waiting_names_the_queues_searched_and_wait() {
         "{said}"
     );
 }
+
+/// `sosq delete CODE...` deletes the cases that exist and fails naming the codes that
+/// match none, so a typo is not taken for a deletion; deleting again fails too.
+#[test]
+fn deleting_unknown_codes_fails_naming_them_and_deletes_the_rest() {
+    let daemon = Daemon::start(&[]);
+    let ana = daemon.add_user("ana", "expert");
+    let root = daemon.add_user("root", "admin");
+    let made = daemon.json(Some(&ana), &["create", "--customer", "Bob"]);
+    let real = made["code"].as_str().unwrap().to_string();
+    let unknown = if real == "s111-111-111" {
+        "s222-222-222"
+    } else {
+        "s111-111-111"
+    };
+
+    let out = daemon.run(Some(&root), &["delete", &real, unknown, &real]);
+    assert!(!out.status.success(), "a typo must not pass: {out:?}");
+    assert_eq!(stdout(&out).trim(), "deleted 1 case");
+    let said = stderr(&out);
+    assert!(
+        said.contains(&format!("no case has code {unknown}")) && !said.contains(&real),
+        "{said}"
+    );
+    let gone = daemon.run(Some(&root), &["status", &real]);
+    assert!(!gone.status.success(), "{}", stdout(&gone));
+
+    // Again, with --json: the reply names what was not found, the error is a JSON line.
+    let again = daemon.run(Some(&root), &["--json", "delete", &real]);
+    assert!(!again.status.success());
+    let reply: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(reply["deleted"], 0);
+    assert_eq!(reply["not_found"], serde_json::json!([real]));
+    let error: serde_json::Value =
+        serde_json::from_str(stderr(&again).lines().last().unwrap()).unwrap();
+    assert!(
+        error["message"].as_str().unwrap().contains(&real),
+        "{error}"
+    );
+
+    // A delete by filter that matches nothing is not an error.
+    let none = daemon.run(Some(&root), &["delete", "--state", "expired"]);
+    assert!(none.status.success(), "{}", stderr(&none));
+    assert_eq!(stdout(&none).trim(), "deleted 0 cases");
+}

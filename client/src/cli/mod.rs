@@ -18,7 +18,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use sosq::profile::SupportProfile;
-use sosq::protocol::{Assignee, CaseFilter, CaseState, DeleteSelector, Priority, Reply, Request};
+use sosq::protocol::{
+    Assignee, CaseFilter, CaseState, DeleteSelector, ErrorKind, ErrorReply, Priority, Reply,
+    Request,
+};
 use sosq::{Client, ClientError, ConnectOptions, SessionCode};
 
 use output::Output;
@@ -451,21 +454,41 @@ async fn one_shot(
         Command::Cases { state, paging } => lists::cases(client, out, state, paging).await,
         Command::Delete { .. } => {
             let selector = delete.ok_or_else(unexpected)?;
-            let Reply::Deleted { count } = client.request(Request::Delete(selector)).await? else {
+            let Reply::Deleted { count, not_found } =
+                client.request(Request::Delete(selector)).await?
+            else {
                 return Err(unexpected());
             };
             let noun = if count == 1 { "case" } else { "cases" };
             out.print(
                 format!("deleted {count} {noun}"),
-                json!({ "deleted": count }),
+                json!({ "deleted": count, "not_found": not_found }),
             );
-            Ok(())
+            not_deleted(&not_found)
         }
         Command::Request { .. }
         | Command::Join { .. }
         | Command::Pull { .. }
         | Command::Connect { .. } => Err(unexpected()),
     }
+}
+
+/// A delete that named codes no case has fails, naming them, so a typo is not taken for
+/// a deletion (the cases that did exist are deleted all the same).
+fn not_deleted(not_found: &[SessionCode]) -> Result<(), ClientError> {
+    let (first, rest) = match not_found {
+        [] => return Ok(()),
+        [first, rest @ ..] => (first, rest),
+    };
+    let mut codes = first.to_string();
+    for code in rest {
+        codes.push_str(&format!(", {code}"));
+    }
+    let noun = if rest.is_empty() { "code" } else { "codes" };
+    Err(ClientError::Refused(ErrorReply {
+        kind: ErrorKind::UnknownCode,
+        message: format!("no case has {noun} {codes} (mistyped, or already deleted)"),
+    }))
 }
 
 fn delete_selector(

@@ -205,7 +205,13 @@ fn everything_fits(w: Widest) -> Result<(), TestCaseError> {
     reply(Reply::Created(widest.clone()))?;
     reply(Reply::Case(widest))?;
     reply(Reply::Waiting)?;
-    reply(Reply::Deleted { count: u64::MAX })?;
+    reply(Reply::Deleted {
+        count: u64::MAX,
+        not_found: vec![
+            SessionCode::from_number(LAST_CODE).expect("a code");
+            sosq::protocol::MAX_CODES_PER_DELETE
+        ],
+    })?;
     event(Event::Paired {
         code: waiting[0],
         peer_role: Role::Customer,
