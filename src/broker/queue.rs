@@ -49,15 +49,13 @@ pub struct Place {
 }
 
 impl Place {
-    /// The page cursor that continues after this place, with `position` online cases
-    /// shown up to here.
-    pub fn cursor(&self, position: u32) -> QueueCursor {
+    /// The page cursor that continues after this place.
+    pub fn cursor(&self) -> QueueCursor {
         QueueCursor {
             priority: self.priority,
             response_due: self.response_due,
             waiting_since: self.waiting_since,
             arrival: self.arrival,
-            position,
         }
     }
 
@@ -324,6 +322,29 @@ impl Queue {
         }
     }
 
+    /// How many online cases of line `id` stand at or before `place` (a page cursor's: the
+    /// last case shown, which may have left the line since): what the positions in that
+    /// line on the page after it start from. Like [`Queue::position`], it counts from both
+    /// ends of the line at once and stops at the nearer one, so it costs the distance from
+    /// `place` to the nearer end.
+    pub fn up_to(&self, id: &QueueId, place: Place) -> u32 {
+        let Some(line) = self.lines.get(id) else {
+            return 0;
+        };
+        let mut before = line.order.range(..=place);
+        let mut behind = line.order.range((Bound::Excluded(place), Bound::Unbounded));
+        let mut steps = 0usize;
+        loop {
+            if before.next().is_none() {
+                return steps as u32;
+            }
+            if behind.next().is_none() {
+                return (line.order.len() - steps) as u32;
+            }
+            steps += 1;
+        }
+    }
+
     /// Waiting cases of the queues `ids` (every queue with `None`) merged in pull order,
     /// starting right after `after`, the offline ones among them when `with_away`. Lazy: a
     /// page of k entries costs k steps (times the log of the number of queues), not the
@@ -582,6 +603,28 @@ mod tests {
             Timestamp(1),
         );
         assert_eq!(queue.take_moved(), vec![(code(1), 2)]);
+    }
+
+    /// Counting the cases up to a place from the nearer end agrees with counting everyone
+    /// up to it, for places in line and places that left it.
+    #[test]
+    fn up_to_counts_the_cases_at_or_before_a_place() {
+        let mut queue = Queue::default();
+        let id = QueueId::Group(GENERAL.into());
+        for n in 0..25u64 {
+            let code = SessionCode::from_number(n).expect("code");
+            let priority = Priority::ALL[(n % 4) as usize];
+            queue.push(code, id.clone(), priority, Timestamp(n % 3), Timestamp(n));
+        }
+        let places: Vec<Place> = queue.lines[&id].order.keys().copied().collect();
+        for (i, place) in places.iter().enumerate() {
+            assert_eq!(queue.up_to(&id, *place), i as u32 + 1);
+        }
+        let gone = queue.place[&SessionCode::from_number(7).expect("code")].1;
+        let before = queue.up_to(&id, gone);
+        queue.remove(SessionCode::from_number(7).expect("code"));
+        assert_eq!(queue.up_to(&id, gone), before - 1);
+        assert_eq!(queue.up_to(&QueueId::Expert("nobody".into()), gone), 0);
     }
 
     /// Walking several lines from any cursor gives the merged order from there on.

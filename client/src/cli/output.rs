@@ -92,21 +92,34 @@ pub fn queue_table(page: &QueuePage) -> String {
     table
 }
 
-/// Queue entries as table rows, with the header line if `header`.
+/// Queue entries as table rows, with the header line if `header`. POS is the place in the
+/// case's own queue (its TEAM's, or ASSIGNED's when it is assigned to one expert), the
+/// number its customer was told; rows are in pull order across the queues shown.
 pub fn queue_rows(entries: &[QueueEntry], header: bool) -> String {
     let mut table = String::new();
     if header {
         table.push_str(&format!(
-            "{:<4} {:<13} {:<9} {:<20} {:<12} {:<12} {:<7} {}\n",
-            "POS", "CODE", "PRIORITY", "CUSTOMER", "WAITING", "RESPOND IN", "ONLINE", "DESCRIPTION"
+            "{:<4} {:<13} {:<12} {:<12} {:<9} {:<20} {:<12} {:<12} {:<7} {}\n",
+            "POS",
+            "CODE",
+            "TEAM",
+            "ASSIGNED",
+            "PRIORITY",
+            "CUSTOMER",
+            "WAITING",
+            "RESPOND IN",
+            "ONLINE",
+            "DESCRIPTION"
         ));
     }
     for e in entries {
         table.push_str(&format!(
-            "{:<4} {:<13} {:<9} {:<20} {:<12} {:<12} {:<7} {}\n",
+            "{:<4} {:<13} {:<12} {:<12} {:<9} {:<20} {:<12} {:<12} {:<7} {}\n",
             e.position
                 .map_or_else(|| "-".to_string(), |p| p.to_string()),
             e.code.to_string(),
+            truncate(&e.group, 12),
+            truncate(e.assigned_to.as_deref().unwrap_or("-"), 12),
             e.priority.as_str(),
             truncate(&e.customer, 20),
             age(e.waiting_since),

@@ -19,7 +19,8 @@ pub use paging::*;
 
 /// Version of this protocol; the server refuses a `Hello` with any other.
 /// 2: lists are paged, cases carry no history, liveness settings in the welcome.
-/// 3: a delete by codes names the codes it did not find.
+/// 3: a delete by codes names the codes it did not find; a queue entry's position is its
+/// place in its own queue, and the queue cursor carries no position.
 pub const PROTOCOL_VERSION: u16 = 3;
 
 /// ALPN identifier negotiated during the TLS handshake.

@@ -104,7 +104,6 @@ fn everything_fits(w: Widest) -> Result<(), TestCaseError> {
         response_due: Timestamp(u64::MAX),
         waiting_since: Timestamp(u64::MAX),
         arrival: u64::MAX,
-        position: u32::MAX,
     };
     let past_the_end = scene
         .broker
