@@ -111,3 +111,210 @@ fn deleting_unknown_codes_fails_naming_them_and_deletes_the_rest() {
     assert!(none.status.success(), "{}", stderr(&none));
     assert_eq!(stdout(&none).trim(), "deleted 0 cases");
 }
+
+/// A customer who started from a support profile, with nothing in the environment, comes
+/// back the way it left: `status`, `join` and `close` take `--profile` with `--secret`.
+#[test]
+fn a_profile_only_customer_can_look_come_back_and_close() {
+    let daemon = Daemon::start(&[]);
+    let profile = daemon.dir.path().join("support.sosq");
+    let profile = profile.to_str().unwrap().to_string();
+    admin_ok(
+        &daemon,
+        &["profile", "--out", &profile, "--server", &daemon.addr],
+    );
+    let customer = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(common::sosq_bin());
+        cmd.env_remove("SOSQ_SERVER")
+            .env_remove("SOSQ_FINGERPRINT")
+            .env_remove("SOSQ_TOKEN")
+            .env_remove("SOSQ_SECRET")
+            .env_remove("SOSQ_CA")
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    };
+    let mut asking = common::Session::from_command(customer(&[
+        "--json",
+        "request",
+        "--profile",
+        &profile,
+        "--name",
+        "Payer",
+    ]));
+    let attached = asking.expect_event("attached");
+    let code = attached["code"].as_str().unwrap().to_string();
+    let secret = attached["resume_secret"].as_str().unwrap().to_string();
+    asking.interrupt();
+    let left = asking.expect_event("left");
+    let message = left["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("--profile {profile}")),
+        "the come-back line names the profile: {message}"
+    );
+
+    let status = common::run_with_patience(customer(&[
+        "status",
+        &code,
+        "--secret",
+        &secret,
+        "--profile",
+        &profile,
+    ]));
+    assert!(status.status.success(), "{}", stderr(&status));
+    assert!(stdout(&status).starts_with(&format!("case {code}: pending")));
+
+    let mut back = common::Session::from_command(customer(&[
+        "--json",
+        "join",
+        &code,
+        "--name",
+        "Payer",
+        "--secret",
+        &secret,
+        "--profile",
+        &profile,
+    ]));
+    assert_eq!(back.expect_event("attached")["code"], code.as_str());
+    back.interrupt();
+    back.expect_event("left");
+    let (done, said) = back.wait();
+    assert!(done.success(), "{said}");
+
+    let close = common::run_with_patience(customer(&[
+        "close",
+        &code,
+        "--secret",
+        &secret,
+        "--profile",
+        &profile,
+    ]));
+    assert!(close.status.success(), "{}", stderr(&close));
+    assert_eq!(stdout(&close).trim(), format!("closed case {code}"));
+    // Without the profile (and nothing in the environment) it says what is missing.
+    let bare = common::run_with_patience(customer(&["status", &code, "--secret", &secret]));
+    assert!(!bare.status.success());
+    assert!(
+        stderr(&bare).contains("no server fingerprint"),
+        "{}",
+        stderr(&bare)
+    );
+}
+
+/// The fields of `sosq status` as `name: value` lines (the history left out).
+fn status_fields(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .skip(1)
+        .take_while(|line| *line != "history:")
+        .filter_map(|line| line.split_once(": "))
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect()
+}
+
+/// Staff see a closed or expired case (still stored) with `status` and `history`, and its
+/// status says when it ended instead of when it would expire, without empty lines;
+/// customers get no such distinction.
+#[test]
+fn staff_see_closed_and_expired_cases_and_status_says_when_they_ended() {
+    let daemon = Daemon::start(&["--case-ttl", "3s"]);
+    let ana = daemon.add_user("ana", "expert");
+    let root = daemon.add_user("root", "admin");
+
+    // Open, with a description: it says when it expires.
+    let mut asking = daemon.session(
+        None,
+        &[
+            "request",
+            "--name",
+            "Alice",
+            "--description",
+            "printer on fire",
+        ],
+    );
+    let attached = asking.expect_event("attached");
+    let open = attached["code"].as_str().unwrap().to_string();
+    let secret = attached["resume_secret"].as_str().unwrap().to_string();
+    let shown = daemon.run(Some(&ana), &["status", &open]);
+    let fields = status_fields(&stdout(&shown));
+    let names: Vec<&str> = fields.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "customer",
+            "description",
+            "created",
+            "expires",
+            "respond by"
+        ],
+        "{}",
+        stdout(&shown)
+    );
+
+    // Closed by its customer: staff still see it, with when it closed.
+    let closed = daemon.run(None, &["close", &open, "--secret", &secret]);
+    assert!(closed.status.success(), "{}", stderr(&closed));
+    for token in [&ana, &root] {
+        let shown = daemon.run(Some(token), &["status", &open]);
+        assert!(shown.status.success(), "{}", stderr(&shown));
+        let text = stdout(&shown);
+        assert!(text.starts_with(&format!("case {open}: closed")), "{text}");
+        let names: Vec<String> = status_fields(&text).into_iter().map(|f| f.0).collect();
+        assert_eq!(
+            names,
+            [
+                "customer",
+                "description",
+                "created",
+                "closed",
+                "first response"
+            ],
+            "{text}"
+        );
+        assert!(
+            text.contains("closed by the customer"),
+            "with its history: {text}"
+        );
+        let history = daemon.run(Some(token), &["history", &open]);
+        assert!(history.status.success(), "{}", stderr(&history));
+        assert!(stdout(&history).starts_with(&format!("case {open}: closed")));
+    }
+    // The customer, even with its secret, learns nothing of a case that is not open.
+    let asked = daemon.run(None, &["status", &open, "--secret", &secret]);
+    assert!(!asked.status.success());
+    assert!(
+        stderr(&asked).contains("no open case has code"),
+        "{}",
+        stderr(&asked)
+    );
+
+    // Expert-created, no description, never joined: it expires after the 3 s ttl.
+    let made = daemon.json(Some(&ana), &["create", "--customer", "Bob"]);
+    let lapsed = made["code"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    let text = loop {
+        let shown = daemon.run(Some(&root), &["status", &lapsed]);
+        assert!(shown.status.success(), "{}", stderr(&shown));
+        let text = stdout(&shown);
+        if text.starts_with(&format!("case {lapsed}: expired")) {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never expired: {text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let names: Vec<String> = status_fields(&text).into_iter().map(|f| f.0).collect();
+    assert_eq!(names, ["customer", "created", "expired"], "{text}");
+    let history = daemon.run(Some(&ana), &["history", &lapsed]);
+    assert!(history.status.success(), "{}", stderr(&history));
+    assert!(stdout(&history).contains("expired: not closed within 3s"));
+    let asked = daemon.run(None, &["status", &lapsed]);
+    assert!(
+        stderr(&asked).contains("no open case has code"),
+        "{}",
+        stderr(&asked)
+    );
+}
