@@ -318,3 +318,76 @@ fn staff_see_closed_and_expired_cases_and_status_says_when_they_ended() {
         stderr(&asked)
     );
 }
+
+/// `sosq --help` opens with what sosq does and its main commands by role, not the crate's
+/// description; a command's help opens with what it does and lists its own options
+/// before the global ones, which sit under one heading; placeholders name their values.
+#[test]
+fn help_says_what_sosq_does_and_keeps_global_options_apart() {
+    let help = |args: &[&str]| {
+        let out = std::process::Command::new(common::sosq_bin())
+            .args(args)
+            .env_remove("SOSQ_SERVER")
+            .output()
+            .expect("run sosq");
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let top = help(&["--help"]);
+    assert!(
+        top.lines()
+            .next()
+            .unwrap()
+            .starts_with("sosq: get remote support"),
+        "{top}"
+    );
+    assert!(!top.contains("async client library"), "{top}");
+    for by_role in [
+        "Customers",
+        "Experts",
+        "Admins",
+        "sosq pull",
+        "sosq request",
+    ] {
+        assert!(top.contains(by_role), "{by_role} missing from:\n{top}");
+    }
+    let short = help(&["-h"]);
+    assert!(short.starts_with("sosq: get remote support"), "{short}");
+
+    let status = help(&["status", "--help"]);
+    let lines: Vec<&str> = status.lines().collect();
+    assert!(lines[0].starts_with("Show one case"), "{status}");
+    let own = lines
+        .iter()
+        .position(|l| *l == "Options:")
+        .expect("Options:");
+    let global = lines
+        .iter()
+        .position(|l| l.starts_with("Global options"))
+        .expect("a Global options heading");
+    let at = |flag: &str| {
+        lines
+            .iter()
+            .position(|l| l.trim_start().starts_with(flag))
+            .unwrap_or_else(|| panic!("{flag} missing from:\n{status}"))
+    };
+    assert!(own < at("--secret <SECRET>") && at("--secret") < global);
+    assert!(own < at("--profile <FILE>") && at("--profile") < global);
+    for flag in [
+        "--server <ADDR>",
+        "--fingerprint <FINGERPRINT>",
+        "--ca <FILE>",
+        "--token <TOKEN>",
+        "--json",
+    ] {
+        assert!(
+            at(flag) > global,
+            "{flag} under the global heading:\n{status}"
+        );
+    }
+    let delete = help(&["delete", "--help"]);
+    assert!(
+        delete.contains("[CODE]...") && delete.contains("--older-than <DURATION>"),
+        "{delete}"
+    );
+}
