@@ -13,12 +13,12 @@ use crate::broker::BrokerConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {cause}")]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not valid TOML or has unknown or mistyped options.
     #[error("config file {path} is invalid: {message}")]
@@ -233,15 +233,36 @@ impl Config {
     }
 
     /// Parses a TOML file; unknown options are an error so typos do not pass silently.
+    /// Relative paths in it (`data_dir`, `tls_cert`, `tls_key`) are relative to the file's
+    /// directory, not to wherever the daemon was started from.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
-        Config::from_toml(&text).map_err(|message| ConfigError::Parse {
+        let parse_error = |message| ConfigError::Parse {
             path: path.to_path_buf(),
             message,
-        })
+        };
+        let mut config = Config::from_toml(&text).map_err(parse_error)?;
+        let given: toml::Table = toml::from_str(&text).map_err(|e| parse_error(e.to_string()))?;
+        let base = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+        // Only what the file sets: the default data dir stays relative to the current
+        // directory, like `--data-dir`.
+        if given.contains_key("data_dir") {
+            config.data_dir = base.join(&config.data_dir);
+        }
+        for file in [&mut config.tls_cert, &mut config.tls_key]
+            .into_iter()
+            .flatten()
+        {
+            *file = base.join(&*file);
+        }
+        Ok(config)
     }
 
     /// Parses TOML text.
@@ -374,8 +395,22 @@ impl Config {
     }
 
     /// The server's TLS identity: the operator's files if configured, else the self-signed
-    /// certificate kept in (and on first start made in) the data dir.
+    /// certificate kept in the data dir. Makes nothing: read-only commands use this.
+    ///
+    /// Errors: no certificate yet (naming where it looked and how to make one), or an
+    /// unreadable or bad one (see [`crate::transport::Identity::load_existing`]).
     pub fn identity(&self) -> Result<crate::transport::Identity, crate::transport::TlsError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => crate::transport::Identity::load(cert, key),
+            _ => crate::transport::Identity::load_existing(&self.data_dir),
+        }
+    }
+
+    /// [`Config::identity`], making the self-signed certificate in the data dir if there is
+    /// none yet: the daemon's start and `sosqd fingerprint --create` only.
+    pub fn identity_or_create(
+        &self,
+    ) -> Result<crate::transport::Identity, crate::transport::TlsError> {
         match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => crate::transport::Identity::load(cert, key),
             _ => crate::transport::Identity::load_or_create(&self.data_dir),
@@ -564,5 +599,33 @@ mod tests {
             set.relay_limits().idle_timeout,
             Some(Duration::from_secs(15 * 60))
         );
+    }
+
+    #[test]
+    fn relative_paths_in_a_config_file_are_relative_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let etc = dir.path().join("etc");
+        std::fs::create_dir(&etc).unwrap();
+        let file = etc.join("sosqd.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"state\"\ntls_cert = \"tls/cert.pem\"\ntls_key = \"/abs/key.pem\"\n",
+        )
+        .unwrap();
+        let config = Config::load(Some(&file), &Overrides::default()).unwrap();
+        assert_eq!(config.data_dir, etc.join("state"));
+        assert_eq!(config.tls_cert, Some(etc.join("tls/cert.pem")));
+        assert_eq!(config.tls_key, Some(PathBuf::from("/abs/key.pem")));
+        // --data-dir stays relative to the current directory.
+        let flag = Overrides {
+            data_dir: Some(PathBuf::from("mine")),
+            ..Overrides::default()
+        };
+        let config = Config::load(Some(&file), &flag).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("mine"));
+        // A file that does not set data_dir keeps the default, relative to the cwd too.
+        std::fs::write(&file, "case_ttl = \"2h\"\n").unwrap();
+        let config = Config::load(Some(&file), &Overrides::default()).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("sosqd-data"));
     }
 }

@@ -6,11 +6,13 @@
 //! - [`store`]: where cases and users are kept.
 //! - [`transport`]: the QUIC endpoint and the TLS identity.
 //! - [`config`]: one validated configuration from defaults, file and flags.
+//! - [`datadir`]: one daemon per data dir (its lock).
 //! - [`loadgen`]: the load generator of the scale benchmark and its smoke test.
 
 pub mod broker;
 pub mod clock;
 pub mod config;
+pub mod datadir;
 mod fsutil;
 pub mod loadgen;
 pub mod relay;

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use sosqd::config::{parse_duration, Config, LogFormat, Overrides};
 use sosqd::server::Server;
-use sosqd::store::users::{StaffRole, UserDirectory};
+use sosqd::store::users::{StaffRole, UserDirectory, USERS_FILE};
 
 /// mimalloc instead of glibc's malloc: the broker allocates and frees small buffers per
 /// packet and per message from every worker thread, where glibc's arenas showed up as a
@@ -32,8 +32,16 @@ struct Cli {
 enum Command {
     /// Run the broker (the default when no command is given).
     Serve(ServeArgs),
-    /// Print the SHA-256 fingerprint of the server certificate (made if missing).
-    Fingerprint(DataDirArgs),
+    /// Print the SHA-256 fingerprint of the server certificate (an error if there is none
+    /// yet, unless --create).
+    Fingerprint {
+        /// Make the self-signed certificate and key first if the data dir has none (the
+        /// daemon's first start does the same).
+        #[arg(long)]
+        create: bool,
+        #[command(flatten)]
+        data: DataDirArgs,
+    },
     /// Manage experts and admins.
     #[command(subcommand)]
     User(UserCommand),
@@ -117,6 +125,17 @@ enum UserCommand {
         #[command(flatten)]
         data: DataDirArgs,
     },
+    /// Change the teams an expert works, keeping its token.
+    Set {
+        /// The expert's name.
+        name: String,
+        /// A team whose queue the expert works (repeat for several; `general` is the
+        /// default team). Replaces its current teams.
+        #[arg(long = "group", value_name = "GROUP", required = true)]
+        groups: Vec<String>,
+        #[command(flatten)]
+        data: DataDirArgs,
+    },
     /// List experts and admins (never their tokens).
     List(DataDirArgs),
     /// Revoke a user's token; open connections of that user are closed within a second.
@@ -143,9 +162,13 @@ fn run() -> anyhow::Result<()> {
     match cli.command {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(args),
-        Some(Command::Fingerprint(data)) => {
+        Some(Command::Fingerprint { create, data }) => {
             let config = data_config(&data)?;
-            let identity = config.identity()?;
+            let identity = if create {
+                config.identity_or_create()?
+            } else {
+                config.identity()?
+            };
             println!("{}", identity.fingerprint());
             Ok(())
         }
@@ -159,8 +182,9 @@ fn run() -> anyhow::Result<()> {
             let token =
                 UserDirectory::open(&config.data_dir).add_in_groups(&name, role, &groups)?;
             eprintln!(
-                "added {} {name}; the token is shown only now, store it safely:",
-                role_name(role)
+                "added {} {name} to {}; the token is shown only now, store it safely:",
+                role_name(role),
+                std::path::absolute(config.data_dir.join(USERS_FILE))?.display()
             );
             println!("{token}");
             Ok(())
@@ -220,7 +244,10 @@ fn run() -> anyhow::Result<()> {
             let config = data_config(&data)?;
             let users = UserDirectory::open(&config.data_dir).list()?;
             if users.is_empty() {
-                eprintln!("no users yet; add one with `sosqd user add NAME --role expert`");
+                eprintln!(
+                    "no users yet in {}; add one with `sosqd user add NAME --role expert`",
+                    std::path::absolute(config.data_dir.join(USERS_FILE))?.display()
+                );
             }
             for user in users {
                 let since = std::time::UNIX_EPOCH + Duration::from_millis(user.created_at.0);
@@ -232,6 +259,15 @@ fn run() -> anyhow::Result<()> {
                     humantime::format_rfc3339_seconds(since)
                 );
             }
+            Ok(())
+        }
+        Some(Command::User(UserCommand::Set { name, groups, data })) => {
+            let config = data_config(&data)?;
+            let user = UserDirectory::open(&config.data_dir).set_groups(&name, &groups)?;
+            eprintln!(
+                "expert {name} now works {}; its token is unchanged (a connection open now keeps its old teams until it reconnects)",
+                user.teams().join(", ")
+            );
             Ok(())
         }
         Some(Command::User(UserCommand::Revoke { name, data })) => {
@@ -271,6 +307,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let config = Config::load(args.config.as_deref(), &overrides)?;
     init_logging(config.log_format);
+    sosqd::datadir::private_umask();
+    // Held until serve returns: one daemon per data dir.
+    let _lock = sosqd::datadir::DataDirLock::acquire(&config.data_dir)?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
     if config.worker_threads > 0 {

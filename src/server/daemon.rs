@@ -37,14 +37,14 @@ impl Server {
         store: Arc<dyn CaseStore>,
         clock: Clock,
     ) -> Result<Server, ServerError> {
-        let identity = config.identity()?;
+        let identity = config.identity_or_create()?;
         let fingerprint = identity.fingerprint();
         let endpoint = transport::bind(&config, &identity)?;
         let metrics = match config.metrics_listen {
             Some(addr) => {
                 let listener = std::net::TcpListener::bind(addr)
                     .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
-                    .map_err(|source| TransportError::Socket { addr, source })?;
+                    .map_err(|cause| TransportError::Socket { addr, cause })?;
                 Some(listener)
             }
             None => None,

@@ -51,6 +51,7 @@ impl SqliteStore {
     /// of 4 KiB: SQLite then fails like on a full disk (tests use it).
     pub fn open_limited(path: &Path, max_pages: Option<u64>) -> Result<SqliteStore, StoreError> {
         schema::check_file(path)?;
+        make_files_private(path)?;
         let mut conn = Connection::open(path).map_err(|e| open_error(path, e))?;
         ensure_writable(&conn, path)?;
         schema::configure_writer(&conn, path)?;
@@ -106,6 +107,30 @@ impl SqliteStore {
             cause: e.to_string(),
         })
     }
+}
+
+/// Every file of the store is owner-only. SQLite gives its `-wal` and `-shm` files the
+/// database file's mode (and, run as root, its owner), so the database file is made 0600,
+/// owned by the data dir's owner, before SQLite first opens it; files left readable by
+/// older versions are tightened. A file that cannot be tightened (a read-only file
+/// system, say) is only warned about: opening it says what is really wrong.
+fn make_files_private(path: &Path) -> Result<(), StoreError> {
+    if !path.exists() {
+        crate::fsutil::open_private(path).map_err(|e| open_error(path, e))?;
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let file = PathBuf::from(file);
+        match crate::fsutil::make_private(&file) {
+            Ok(true) => tracing::info!(file = %file.display(), "made owner-only"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(file = %file.display(), error = %e, "cannot make owner-only")
+            }
+        }
+    }
+    Ok(())
 }
 
 /// SQLite quietly opens a file it cannot write read-only, and the first commit would fail
