@@ -46,7 +46,7 @@ pub use actor::{Actor, AuditEntry};
 pub use case::{Case, CaseRecord, ExpertSeat, PartyId, FOLD_MARK, MAX_HISTORY_ENTRIES};
 pub use codes::{hash_secret, secret_matches, CodeBook, SecureRandom};
 pub use deadlines::Deadlines;
-pub use error::BrokerError;
+pub use error::{BrokerError, Searched};
 pub use intake::SosRequest;
 pub use presence::Departure;
 pub use queue::{Queue, QueueId, GENERAL};
