@@ -103,6 +103,33 @@ fn a_cp_of_a_live_store_without_its_wal_is_called_out_at_start() {
     assert!(warning.contains("sosqd restore"), "{warning}");
 }
 
+#[test]
+fn a_stopped_daemon_leaves_its_whole_store_in_the_one_file() {
+    let mut daemon = Daemon::start(&[]);
+    let expert = daemon.add_user("ana", "expert");
+    let admin = daemon.add_user("root", "admin");
+    for customer in ["Bob", "Carol"] {
+        daemon.json(Some(&expert), &["create", "--customer", customer]);
+    }
+    let codes = all_codes(&daemon, &admin);
+    assert!(daemon.terminate().success());
+    // SIGTERM checkpoints: nothing is left in a -wal that a `cp` of the file would miss.
+    let wal = daemon.dir.path().join("cases.sqlite3-wal");
+    let wal_bytes = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(wal_bytes, 0, "{} still holds commits", wal.display());
+
+    let copy = Arc::new(tempfile::tempdir().unwrap());
+    std::fs::copy(
+        daemon.dir.path().join("cases.sqlite3"),
+        copy.path().join("cases.sqlite3"),
+    )
+    .unwrap();
+    let started = Daemon::start_in(copy, &[]);
+    let admin = started.add_user("root", "admin");
+    assert_eq!(all_codes(&started, &admin), codes);
+    assert!(!started.log().contains("lost its WAL"), "{}", started.log());
+}
+
 /// Sends SIGHUP to the daemon (what `systemctl reload sosqd` does).
 fn hangup(daemon: &Daemon) {
     let status = Command::new("kill")
