@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::broker::BrokerConfig;
 
@@ -13,12 +13,12 @@ use crate::broker::BrokerConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {cause}")]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not valid TOML or has unknown or mistyped options.
     #[error("config file {path} is invalid: {message}")]
@@ -39,7 +39,7 @@ pub enum ConfigError {
 }
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// One human-readable line per event.
@@ -48,8 +48,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// Everything the daemon needs to run.
-#[derive(Debug, Clone, Deserialize)]
+/// Everything the daemon needs to run. Serializes to the file's option names (durations as
+/// text), which is how a reload names what changed.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// UDP address to listen on.
@@ -58,6 +59,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `text` or `json` log lines on stderr.
     pub log_format: LogFormat,
+    /// Which log lines are written: a level (`error`, `warn`, `info`, `debug`, `trace`) or
+    /// a `RUST_LOG`-style filter such as `info,sosqd=debug`. `RUST_LOG`, if set, wins.
+    pub log_level: String,
     /// Where to serve Prometheus metrics over plain HTTP; off unless set.
     pub metrics_listen: Option<SocketAddr>,
     /// An operator's certificate chain (PEM) instead of the self-signed one.
@@ -65,20 +69,20 @@ pub struct Config {
     /// The private key (PEM) of `tls_cert`.
     pub tls_key: Option<PathBuf>,
     /// How long after creation an open case expires.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub case_ttl: Duration,
     /// The most open cases held at once.
     pub max_open_cases: usize,
     /// How long a new connection has to say hello.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub hello_timeout: Duration,
     /// How often the daemon pings a quiet connection (and asks clients to), so a party
     /// that is alive is heard from at least this often.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub keep_alive: Duration,
     /// A connection not heard from for this long is dropped: how soon a vanished party is
     /// noticed (clients are told at hello and use the same figure).
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub idle_timeout: Duration,
     /// The most bidirectional streams a peer may have open at once (QUIC's own limit): the
     /// control stream plus the relayed ones, so it must exceed what a session may use.
@@ -88,25 +92,25 @@ pub struct Config {
     /// Connections open at once from one IP address.
     pub max_connections_per_address: usize,
     /// A QUIC handshake must complete within this time.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub handshake_timeout: Duration,
     /// Above this many new handshakes per second, clients must first prove their address
     /// with a QUIC Retry (one extra round trip), so spoofed floods cost us no crypto.
     pub retry_above_handshakes_per_second: u32,
     /// On SIGTERM/Ctrl-C: how long to wait for parties to leave and writes to commit.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub shutdown_grace: Duration,
     /// How soon an expert should pick up a waiting `critical` SOS case.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub response_target_critical: Duration,
     /// ... a `high` one.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub response_target_high: Duration,
     /// ... a `normal` one.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub response_target_normal: Duration,
     /// ... a `low` one.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub response_target_low: Duration,
     /// Wrong session codes one connection (one party) may try in a burst.
     pub wrong_codes_per_connection_burst: u32,
@@ -121,14 +125,14 @@ pub struct Config {
     /// Wrong session codes per minute all addresses together earn back.
     pub wrong_codes_total_per_minute: u32,
     /// Closed and expired cases unchanged for this long are deleted by the daemon.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub retention: Duration,
     /// The most forwarded TCP connections one session (one paired case) may have open at
     /// once; chats have [`crate::relay::CHATS_PER_SESSION`] places of their own.
     pub max_streams_per_session: u32,
     /// A relayed stream that carries no byte either way for this long is reset; zero (the
     /// default): never.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub relay_idle_timeout: Duration,
     /// Bytes a peer may send on one stream before the broker has read them (QUIC flow control).
     pub stream_receive_window: u64,
@@ -151,6 +155,7 @@ impl Default for Config {
             listen: SocketAddr::from(([0, 0, 0, 0], 4433)),
             data_dir: PathBuf::from("sosqd-data"),
             log_format: LogFormat::Text,
+            log_level: "info".into(),
             metrics_listen: None,
             tls_cert: None,
             tls_key: None,
@@ -233,15 +238,36 @@ impl Config {
     }
 
     /// Parses a TOML file; unknown options are an error so typos do not pass silently.
+    /// Relative paths in it (`data_dir`, `tls_cert`, `tls_key`) are relative to the file's
+    /// directory, not to wherever the daemon was started from.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
-        Config::from_toml(&text).map_err(|message| ConfigError::Parse {
+        let parse_error = |message| ConfigError::Parse {
             path: path.to_path_buf(),
             message,
-        })
+        };
+        let mut config = Config::from_toml(&text).map_err(parse_error)?;
+        let given: toml::Table = toml::from_str(&text).map_err(|e| parse_error(e.to_string()))?;
+        let base = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
+        // Only what the file sets: the default data dir stays relative to the current
+        // directory, like `--data-dir`.
+        if given.contains_key("data_dir") {
+            config.data_dir = base.join(&config.data_dir);
+        }
+        for file in [&mut config.tls_cert, &mut config.tls_key]
+            .into_iter()
+            .flatten()
+        {
+            *file = base.join(&*file);
+        }
+        Ok(config)
     }
 
     /// Parses TOML text.
@@ -259,6 +285,15 @@ impl Config {
         };
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return invalid("tls_cert/tls_key", "give both or neither");
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log_level) {
+            return invalid(
+                "log_level",
+                &format!(
+                    "{:?} is not a level (error, warn, info, debug, trace) or a RUST_LOG-style filter: {e}",
+                    self.log_level
+                ),
+            );
         }
         if self.case_ttl.is_zero() {
             return invalid("case_ttl", "must be longer than zero");
@@ -374,8 +409,22 @@ impl Config {
     }
 
     /// The server's TLS identity: the operator's files if configured, else the self-signed
-    /// certificate kept in (and on first start made in) the data dir.
+    /// certificate kept in the data dir. Makes nothing: read-only commands use this.
+    ///
+    /// Errors: no certificate yet (naming where it looked and how to make one), or an
+    /// unreadable or bad one (see [`crate::transport::Identity::load_existing`]).
     pub fn identity(&self) -> Result<crate::transport::Identity, crate::transport::TlsError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => crate::transport::Identity::load(cert, key),
+            _ => crate::transport::Identity::load_existing(&self.data_dir),
+        }
+    }
+
+    /// [`Config::identity`], making the self-signed certificate in the data dir if there is
+    /// none yet: the daemon's start and `sosqd fingerprint --create` only.
+    pub fn identity_or_create(
+        &self,
+    ) -> Result<crate::transport::Identity, crate::transport::TlsError> {
         match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => crate::transport::Identity::load(cert, key),
             _ => crate::transport::Identity::load_or_create(&self.data_dir),
@@ -449,6 +498,10 @@ fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::E
     parse_duration(&text).map_err(serde::de::Error::custom)
 }
 
+fn duration_text<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&humantime::format_duration(*value).to_string())
+}
+
 /// Parses "24h", "90s", "1h 30m", "500ms".
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim())
@@ -456,113 +509,5 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shipped_config_file_matches_the_defaults() {
-        let shipped = include_str!("../config/sosqd.toml");
-        let parsed = Config::from_toml(shipped).expect("config/sosqd.toml parses");
-        let defaults = Config::default();
-        assert_eq!(format!("{parsed:?}"), format!("{defaults:?}"));
-    }
-
-    #[test]
-    fn file_then_flags_take_precedence() {
-        let mut file = Config::from_toml("case_ttl = \"2h\"\nlisten = \"127.0.0.1:9000\"").unwrap();
-        assert_eq!(file.case_ttl, Duration::from_secs(7200));
-        file.listen = "127.0.0.1:1".parse().unwrap();
-        assert_eq!(file.max_open_cases, Config::default().max_open_cases);
-    }
-
-    #[test]
-    fn unknown_options_and_bad_values_are_clear_errors() {
-        let err = Config::from_toml("case_tll = \"2h\"").unwrap_err();
-        assert!(err.contains("case_tll"), "{err}");
-        let err = Config::from_toml("case_ttl = \"soon\"").unwrap_err();
-        assert!(err.contains("soon"), "{err}");
-        let zero = Config {
-            case_ttl: Duration::ZERO,
-            ..Config::default()
-        };
-        assert!(zero.validate().is_err());
-    }
-
-    #[test]
-    fn wrong_code_budgets_must_allow_a_failure_and_earn_it_back() {
-        let no_burst = Config {
-            wrong_codes_per_connection_burst: 0,
-            ..Config::default()
-        };
-        let err = no_burst.validate().unwrap_err().to_string();
-        assert!(err.contains("wrong_codes_per_connection_burst"), "{err}");
-        let no_refill = Config {
-            wrong_codes_per_address_per_minute: 0,
-            ..Config::default()
-        };
-        assert!(no_refill.validate().is_err());
-        let limits = Config::default().throttle();
-        assert_eq!(
-            (
-                limits.per_connection.burst,
-                limits.per_connection.per_minute
-            ),
-            (5, 2)
-        );
-        assert_eq!(
-            (limits.per_address.burst, limits.per_address.per_minute),
-            (30, 10)
-        );
-        assert_eq!((limits.total.burst, limits.total.per_minute), (50, 20));
-    }
-
-    #[test]
-    fn relay_limits_and_windows_are_checked() {
-        let narrow = Config {
-            receive_window: 1024,
-            stream_receive_window: 4096,
-            ..Config::default()
-        };
-        assert!(
-            narrow.validate().is_err(),
-            "a stream window past the connection's"
-        );
-        let no_streams = Config {
-            max_streams_per_session: 0,
-            ..Config::default()
-        };
-        assert!(no_streams.validate().is_err());
-        // A session needs the control stream, its forwards and chats, and one spare.
-        let cramped = Config {
-            max_streams_per_connection: 19,
-            ..Config::default()
-        };
-        assert!(cramped.validate().is_err(), "16 forwards + 2 chats + 2");
-        let roomy = Config {
-            max_streams_per_connection: 20,
-            ..Config::default()
-        };
-        assert!(roomy.validate().is_ok());
-        // 4 MiB + 4 MiB + (16 forwards + 2 chats) x 2 x 64 KiB, as config/sosqd.toml
-        // documents.
-        assert_eq!(
-            Config::default().memory_bound_per_connection(),
-            10 * 1024 * 1024 + 256 * 1024
-        );
-    }
-
-    #[test]
-    fn the_relay_idle_timeout_is_off_unless_set() {
-        let defaults = Config::default();
-        assert!(defaults.validate().is_ok());
-        assert_eq!(defaults.relay_limits().idle_timeout, None);
-        let never = Config::from_toml("relay_idle_timeout = \"0s\"").unwrap();
-        assert!(never.validate().is_ok());
-        assert_eq!(never.relay_limits().idle_timeout, None);
-        let set = Config::from_toml("relay_idle_timeout = \"15m\"").unwrap();
-        assert_eq!(
-            set.relay_limits().idle_timeout,
-            Some(Duration::from_secs(15 * 60))
-        );
-    }
-}
+#[path = "config_tests.rs"]
+mod tests;

@@ -6,14 +6,33 @@
 //! - [`store`]: where cases and users are kept.
 //! - [`transport`]: the QUIC endpoint and the TLS identity.
 //! - [`config`]: one validated configuration from defaults, file and flags.
+//! - [`logging`]: log lines on stderr, with a level a reload can change.
+//! - [`datadir`]: one daemon per data dir (its lock).
 //! - [`loadgen`]: the load generator of the scale benchmark and its smoke test.
 
 pub mod broker;
 pub mod clock;
 pub mod config;
+pub mod datadir;
 mod fsutil;
 pub mod loadgen;
+pub mod logging;
 pub mod relay;
 pub mod server;
 pub mod store;
 pub mod transport;
+
+/// The version of this build, from `Cargo.toml`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The git commit this build was made from (`git rev-parse --short HEAD` at build time, see
+/// `build.rs`), or "unknown" when built outside a git checkout.
+pub const COMMIT: &str = env!("SOSQD_COMMIT");
+
+/// What `sosqd --version` prints after the program name: the version and the commit.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SOSQD_COMMIT"),
+    ")"
+);

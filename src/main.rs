@@ -1,5 +1,5 @@
-//! `sosqd`: run the broker (`serve`, the default), print the certificate fingerprint, or
-//! add staff users.
+//! `sosqd`: run the broker (`serve`, the default), print the certificate fingerprint, add
+//! staff users and teams, write support profiles, back up and restore the case store.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use sosqd::config::{parse_duration, Config, LogFormat, Overrides};
+use sosqd::config::{parse_duration, Config, Overrides};
 use sosqd::server::Server;
-use sosqd::store::users::{StaffRole, UserDirectory};
+use sosqd::store::users::{StaffRole, UserDirectory, USERS_FILE};
 
 /// mimalloc instead of glibc's malloc: the broker allocates and frees small buffers per
 /// packet and per message from every worker thread, where glibc's arenas showed up as a
@@ -20,7 +20,7 @@ use sosqd::store::SqliteStore;
 
 /// sosqd: the sosq remote-support session broker.
 #[derive(Parser)]
-#[command(version, about, args_conflicts_with_subcommands = true)]
+#[command(version = sosqd::LONG_VERSION, about, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -32,8 +32,16 @@ struct Cli {
 enum Command {
     /// Run the broker (the default when no command is given).
     Serve(ServeArgs),
-    /// Print the SHA-256 fingerprint of the server certificate (made if missing).
-    Fingerprint(DataDirArgs),
+    /// Print the SHA-256 fingerprint of the server certificate (an error if there is none
+    /// yet, unless --create).
+    Fingerprint {
+        /// Make the self-signed certificate and key first if the data dir has none (the
+        /// daemon's first start does the same).
+        #[arg(long)]
+        create: bool,
+        #[command(flatten)]
+        data: DataDirArgs,
+    },
     /// Manage experts and admins.
     #[command(subcommand)]
     User(UserCommand),
@@ -58,6 +66,22 @@ enum Command {
     /// Manage support teams (groups), each with its own queue.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Write a consistent copy of the case store to FILE, while the daemon serves.
+    Backup {
+        /// Where to write the backup (replaced atomically if it exists; owner-only).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        #[command(flatten)]
+        data: DataDirArgs,
+    },
+    /// Put a backup in place as the case store (the daemon must be stopped).
+    Restore {
+        /// A file written by `sosqd backup`.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        #[command(flatten)]
+        data: DataDirArgs,
+    },
 }
 
 #[derive(Args, Clone, Default)]
@@ -117,6 +141,17 @@ enum UserCommand {
         #[command(flatten)]
         data: DataDirArgs,
     },
+    /// Change the teams an expert works, keeping its token.
+    Set {
+        /// The expert's name.
+        name: String,
+        /// A team whose queue the expert works (repeat for several; `general` is the
+        /// default team). Replaces its current teams.
+        #[arg(long = "group", value_name = "GROUP", required = true)]
+        groups: Vec<String>,
+        #[command(flatten)]
+        data: DataDirArgs,
+    },
     /// List experts and admins (never their tokens).
     List(DataDirArgs),
     /// Revoke a user's token; open connections of that user are closed within a second.
@@ -143,9 +178,13 @@ fn run() -> anyhow::Result<()> {
     match cli.command {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(args),
-        Some(Command::Fingerprint(data)) => {
+        Some(Command::Fingerprint { create, data }) => {
             let config = data_config(&data)?;
-            let identity = config.identity()?;
+            let identity = if create {
+                config.identity_or_create()?
+            } else {
+                config.identity()?
+            };
             println!("{}", identity.fingerprint());
             Ok(())
         }
@@ -159,8 +198,9 @@ fn run() -> anyhow::Result<()> {
             let token =
                 UserDirectory::open(&config.data_dir).add_in_groups(&name, role, &groups)?;
             eprintln!(
-                "added {} {name}; the token is shown only now, store it safely:",
-                role_name(role)
+                "added {} {name} to {}; the token is shown only now, store it safely:",
+                role_name(role),
+                std::path::absolute(config.data_dir.join(USERS_FILE))?.display()
             );
             println!("{token}");
             Ok(())
@@ -220,7 +260,10 @@ fn run() -> anyhow::Result<()> {
             let config = data_config(&data)?;
             let users = UserDirectory::open(&config.data_dir).list()?;
             if users.is_empty() {
-                eprintln!("no users yet; add one with `sosqd user add NAME --role expert`");
+                eprintln!(
+                    "no users yet in {}; add one with `sosqd user add NAME --role expert`",
+                    std::path::absolute(config.data_dir.join(USERS_FILE))?.display()
+                );
             }
             for user in users {
                 let since = std::time::UNIX_EPOCH + Duration::from_millis(user.created_at.0);
@@ -232,6 +275,41 @@ fn run() -> anyhow::Result<()> {
                     humantime::format_rfc3339_seconds(since)
                 );
             }
+            Ok(())
+        }
+        Some(Command::Backup { file, data }) => {
+            let config = data_config(&data)?;
+            let report = sosqd::store::backup(&config.data_dir, &file)?;
+            eprintln!(
+                "wrote {}: {} cases, schema version {}, {} bytes",
+                report.file.display(),
+                report.cases,
+                report.schema_version,
+                report.bytes
+            );
+            Ok(())
+        }
+        Some(Command::Restore { file, data }) => {
+            let config = data_config(&data)?;
+            let report = sosqd::store::restore(&config.data_dir, &file)?;
+            eprintln!(
+                "restored {} cases from {} into {}",
+                report.cases,
+                file.display(),
+                report.store.display()
+            );
+            if let Some(previous) = report.previous {
+                eprintln!("the store that was there is kept as {}", previous.display());
+            }
+            Ok(())
+        }
+        Some(Command::User(UserCommand::Set { name, groups, data })) => {
+            let config = data_config(&data)?;
+            let user = UserDirectory::open(&config.data_dir).set_groups(&name, &groups)?;
+            eprintln!(
+                "expert {name} now works {}; its token is unchanged (a connection open now keeps its old teams until it reconnects)",
+                user.teams().join(", ")
+            );
             Ok(())
         }
         Some(Command::User(UserCommand::Revoke { name, data })) => {
@@ -270,7 +348,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         retention: args.retention,
     };
     let config = Config::load(args.config.as_deref(), &overrides)?;
-    init_logging(config.log_format);
+    let logs = Arc::new(sosqd::logging::init(config.log_format, &config.log_level));
+    sosqd::datadir::private_umask();
+    // Held until serve returns: one daemon per data dir.
+    let _lock = sosqd::datadir::DataDirLock::acquire(&config.data_dir)?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
     if config.worker_threads > 0 {
@@ -278,6 +359,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let runtime = runtime.build().context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        // Before anything else: until a handler is installed, SIGHUP's default kills.
+        let hangups = hangup_signals()?;
         let data_dir = config.data_dir.clone();
         let store = SqliteStore::open_in(&data_dir).context("cannot start sosqd")?;
         tracing::info!(path = %store.path().display(), "case store open");
@@ -291,9 +374,58 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if let Some(metrics) = server.metrics_addr() {
             tracing::info!("metrics on http://{metrics}/metrics");
         }
+        let reloader = server.reloader(Some(logs));
+        let reloads = tokio::spawn(reload_on_hangup(hangups, reloader, args.config, overrides));
         server.run(shutdown_signal()).await;
+        reloads.abort();
         Ok(())
     })
+}
+
+#[cfg(unix)]
+type Hangups = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangups = ();
+
+#[cfg(unix)]
+fn hangup_signals() -> anyhow::Result<Hangups> {
+    use tokio::signal::unix::{signal, SignalKind};
+    signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")
+}
+
+#[cfg(not(unix))]
+fn hangup_signals() -> anyhow::Result<Hangups> {
+    Ok(())
+}
+
+/// On every SIGHUP: re-reads the config file (the command line's flags still win) and
+/// applies it; an unreadable or invalid file is logged and changes nothing.
+async fn reload_on_hangup(
+    hangups: Hangups,
+    reloader: sosqd::server::Reloader,
+    file: Option<PathBuf>,
+    overrides: Overrides,
+) {
+    #[cfg(unix)]
+    {
+        let mut hangups = hangups;
+        while hangups.recv().await.is_some() {
+            let source = file
+                .as_ref()
+                .map_or("the built-in defaults".to_string(), |f| {
+                    f.display().to_string()
+                });
+            tracing::info!("SIGHUP: reloading the configuration from {source}");
+            let outcome = Config::load(file.as_deref(), &overrides)
+                .map_err(anyhow::Error::from)
+                .and_then(|config| Ok(reloader.reload(config)?));
+            if let Err(e) = outcome {
+                tracing::error!("reload failed, the running settings stay: {e:#}");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (hangups, reloader, file, overrides);
 }
 
 /// Completes on Ctrl-C or SIGTERM.
@@ -317,19 +449,5 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
-    }
-}
-
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`), as text or JSON lines.
-fn init_logging(format: LogFormat) {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => logs.json().init(),
     }
 }

@@ -119,7 +119,10 @@ fn control_handler_regressions_never_panic() {
             "create_join_close_delete" => {
                 assert!(errors.is_empty(), "{name}: {:?}", sim.replies);
                 assert!(
-                    sim.replies.contains(&Reply::Deleted { count: 1 }),
+                    sim.replies.contains(&Reply::Deleted {
+                        count: 1,
+                        not_found: Vec::new()
+                    }),
                     "{name}: {:?}",
                     sim.replies
                 );

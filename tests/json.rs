@@ -252,6 +252,15 @@ fn every_line_a_case_life_prints_matches_the_schema() {
         .check_run("deleted", &daemon.run(root, &["--json", "delete", &code]))
         .0[0];
     assert_eq!(deleted["deleted"], 1);
+    // Deleting it again: the document says which codes were not found, then the command
+    // fails with their error code.
+    let again = daemon.run(root, &["--json", "delete", &code]);
+    assert_eq!(again.status.code(), Some(1));
+    let stdout: Value = serde_json::from_slice(&again.stdout).expect("a JSON document");
+    schema.check("deleted", &stdout);
+    assert_eq!(stdout["not_found"], json!([code]));
+    let lines = schema.check_stderr(&String::from_utf8_lossy(&again.stderr));
+    assert_eq!(lines.last().unwrap()["code"], "unknown_code");
 
     // Refusals carry the protocol's error kind as a code.
     schema.check_failure(&daemon.run(ana, &["--json", "cases"]), "not_allowed", 1);

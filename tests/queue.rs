@@ -299,3 +299,171 @@ fn a_support_profile_is_all_a_customer_needs() {
     ]);
     assert!(!bad.status.success());
 }
+
+/// README: "A waiting customer is told its position whenever it changes" — only then. An
+/// escalation or assignment that leaves a case where it stood (first in its old queue,
+/// first in the new one) tells its customer nothing; a real move is told.
+#[test]
+fn a_waiting_customer_is_told_its_position_only_when_it_changes() {
+    let daemon = Daemon::start(&[]);
+    let ana = daemon.add_user("ana", "expert");
+    daemon.add_user("bo", "expert");
+    let code_of = |event: serde_json::Value| event["code"].as_str().unwrap().to_string();
+    let mut first = daemon.session(None, &["request", "--name", "First"]);
+    let attached = first.expect_event("attached");
+    assert_eq!(attached["position"], 1, "{attached}");
+    let a = code_of(attached);
+    let staff = |args: &[&str]| {
+        daemon.json(Some(&ana), args);
+    };
+    // Each of these leaves First at number 1 of the queue it waits in.
+    staff(&["escalate", &a, "--priority", "critical", "--reason", "vip"]);
+    staff(&["assign", &a, "--group", "general"]);
+    staff(&["assign", &a, "--expert", "bo"]);
+    let mut second = daemon.session(None, &["request", "--name", "Second"]);
+    let attached = second.expect_event("attached");
+    assert_eq!(attached["position"], 1, "{attached}");
+    let b = code_of(attached);
+    // Back in general, critical, ahead of Second: First stays number 1, Second moves.
+    staff(&["assign", &a, "--group", "general"]);
+    assert_eq!(second.expect_event("queue_position")["position"], 2);
+    // A real move for First: behind Second.
+    staff(&["escalate", &a, "--priority", "low", "--reason", "can wait"]);
+    let moved = first.expect_event("queue_position");
+    assert_eq!(
+        moved["position"], 2,
+        "the first position First hears is its move"
+    );
+    assert_eq!(moved["code"], a.as_str());
+    assert_eq!(second.expect_event("queue_position")["position"], 1);
+    let told: Vec<String> = first
+        .stderr
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|line| line.contains("queue_position"))
+        .cloned()
+        .collect();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(daemon.json(Some(&ana), &["queue"])["entries"][0]["code"] == b.as_str());
+}
+
+/// The admin's queue shows each case's team and assignee, and POS is the place in the
+/// case's own queue (what its customer was told), on the first page and on every later
+/// one; an expert of two teams sees the team too.
+#[test]
+fn the_queue_shows_team_and_assignee_and_positions_within_each_queue() {
+    let daemon = Daemon::start(&[]);
+    admin_ok(&daemon, &["group", "add", "billing"]);
+    let out = daemon.admin_command(&[
+        "user", "add", "ana", "--role", "expert", "--group", "general", "--group", "billing",
+    ]);
+    assert!(out.status.success());
+    let ana = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    daemon.add_user("bo", "expert");
+    let root = daemon.add_user("root", "admin");
+    let mut customers = Vec::new();
+    let mut told = Vec::new();
+    for (name, group) in [
+        ("Gail", "general"),
+        ("Gus", "general"),
+        ("Bill", "billing"),
+        ("Gert", "general"),
+    ] {
+        let mut customer = daemon.session(None, &["request", "--name", name, "--group", group]);
+        let attached = customer.expect_event("attached");
+        told.push(attached["position"].as_u64().unwrap());
+        customers.push((customer, attached["code"].as_str().unwrap().to_string()));
+    }
+    assert_eq!(told, vec![1, 2, 1, 3]);
+    let gert = customers[3].1.clone();
+    daemon.json(Some(&root), &["assign", &gert, "--expert", "bo"]);
+    assert_eq!(customers[3].0.expect_event("queue_position")["position"], 1);
+
+    // Pull order across queues; each POS counts within its own queue.
+    let expected = [
+        ("Gail", "general", None, 1),
+        ("Gus", "general", None, 2),
+        ("Bill", "billing", None, 1),
+        ("Gert", "general", Some("bo"), 1),
+    ];
+    let rows = |token: &str, args: &[&str]| -> Vec<serde_json::Value> {
+        let mut all = vec!["--json", "queue"];
+        all.extend_from_slice(args);
+        let out = daemon.run(Some(token), &all);
+        assert!(out.status.success());
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    };
+    let first_page = rows(&root, &[]);
+    let entries = first_page[0]["entries"].as_array().unwrap().clone();
+    // One entry a page: every page after the first counts its queue's cases ahead.
+    let paged = rows(&root, &["--all", "--limit", "1"]);
+    for entries in [entries, paged] {
+        let seen: Vec<(&str, &str, Option<&str>, u64)> = entries
+            .iter()
+            .map(|e| {
+                (
+                    e["customer"].as_str().unwrap(),
+                    e["group"].as_str().unwrap(),
+                    e["assigned_to"].as_str(),
+                    e["position"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(seen, expected.to_vec());
+    }
+
+    // The table people read has both columns.
+    let table = daemon.run(Some(&root), &["queue"]);
+    let table = String::from_utf8(table.stdout).unwrap();
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(&header[..4], ["POS", "CODE", "TEAM", "ASSIGNED"], "{table}");
+    let gert_row: Vec<&str> = lines
+        .find(|line| line.contains(&gert))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        (gert_row[0], gert_row[2], gert_row[3]),
+        ("1", "general", "bo"),
+        "{table}"
+    );
+    let gus_row: Vec<&str> = table
+        .lines()
+        .find(|line| line.contains("Gus"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!((gus_row[0], gus_row[2], gus_row[3]), ("2", "general", "-"));
+
+    // An expert of two teams: both teams, with their own positions, not bo's case.
+    let ana_sees = rows(&ana, &[]);
+    let seen: Vec<(String, u64)> = ana_sees[0]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["group"].as_str().unwrap().to_string(),
+                e["position"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("general".to_string(), 1),
+            ("general".to_string(), 2),
+            ("billing".to_string(), 1)
+        ]
+    );
+    let table = daemon.run(Some(&ana), &["queue"]);
+    assert!(String::from_utf8(table.stdout)
+        .unwrap()
+        .starts_with("POS  CODE          TEAM"));
+}

@@ -25,12 +25,13 @@ pub struct SupportProfile {
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
     /// The file could not be read or written.
-    #[error("cannot access support profile {path}: {source}")]
+    #[error("cannot access support profile {path}: {cause}")]
     Io {
         /// The file.
         path: String,
-        /// Why.
-        source: std::io::Error,
+        /// Why (in the message, not an error `source`, so a report of the whole chain
+        /// says it once).
+        cause: std::io::Error,
     },
     /// The file is not a profile.
     #[error("{path} is not a sosq support profile: {message}")]
@@ -46,9 +47,9 @@ impl SupportProfile {
     /// Reads and checks a profile file.
     pub fn load(path: &Path) -> Result<SupportProfile, ProfileError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Io {
+        let text = std::fs::read_to_string(path).map_err(|cause| ProfileError::Io {
             path: shown.clone(),
-            source,
+            cause,
         })?;
         let profile: SupportProfile =
             serde_json::from_str(&text).map_err(|e| ProfileError::Invalid {
@@ -70,9 +71,9 @@ impl SupportProfile {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
-        std::fs::write(path, text + "\n").map_err(|source| ProfileError::Io {
+        std::fs::write(path, text + "\n").map_err(|cause| ProfileError::Io {
             path: path.display().to_string(),
-            source,
+            cause,
         })
     }
 }

@@ -40,13 +40,15 @@ pub enum BrokerError {
         /// What was attempted, as a verb ("close", "move to pending").
         action: &'static str,
     },
-    /// `pull` found nobody waiting.
-    #[error("no customer is waiting in the queue")]
-    QueueEmpty,
-    /// `pull` found nobody waiting online; these many wait offline (their connection
-    /// dropped), to be handed out when they are back.
-    #[error("no customer is waiting online in your queues ({0} waiting offline: their connection dropped; they are handed out when they come back)")]
-    NobodyOnline(usize),
+    /// `pull` found nobody waiting in the queues it searched.
+    #[error(
+        "no customer is waiting in your queues: {0}; other teams' queues are not yours to pull"
+    )]
+    QueueEmpty(Searched),
+    /// `pull` found nobody waiting online in the queues it searched; these many wait
+    /// offline (their connection dropped), to be handed out when they are back.
+    #[error("no customer is waiting online in your queues: {1} ({0} waiting offline: their connection dropped; they are handed out when they come back)")]
+    NobodyOnline(usize, Searched),
     /// The broker holds as many open cases as it may.
     #[error("the broker already holds its maximum of {0} open cases; try again later")]
     TooManyCases(usize),
@@ -67,8 +69,33 @@ impl BrokerError {
             | BrokerError::TooManyCases(_) => ErrorKind::Conflict,
             BrokerError::NotYourCase(_) => ErrorKind::Forbidden,
             BrokerError::IllegalTransition { .. } => ErrorKind::IllegalTransition,
-            BrokerError::QueueEmpty | BrokerError::NobodyOnline(_) => ErrorKind::QueueEmpty,
+            BrokerError::QueueEmpty(_) | BrokerError::NobodyOnline(..) => ErrorKind::QueueEmpty,
             BrokerError::InvalidInput(_) => ErrorKind::InvalidInput,
         }
+    }
+}
+
+/// The queues a `pull` searched, as its refusal names them: the expert's teams and its own
+/// queue of assigned cases, so an expert who finds nothing knows where it looked (a case
+/// waiting in another team's queue is not theirs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Searched {
+    /// The teams (group names) whose queues were searched.
+    pub teams: Vec<String>,
+}
+
+/// The most team names a refusal lists; the rest are counted. A user's groups are not
+/// bounded in number, and a refusal must stay within one frame.
+const TEAMS_NAMED: usize = 8;
+
+impl std::fmt::Display for Searched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for team in self.teams.iter().take(TEAMS_NAMED) {
+            write!(f, "{team}, ")?;
+        }
+        if self.teams.len() > TEAMS_NAMED {
+            write!(f, "{} more teams, ", self.teams.len() - TEAMS_NAMED)?;
+        }
+        f.write_str("and the cases assigned to you")
     }
 }

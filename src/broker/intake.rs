@@ -189,8 +189,8 @@ impl Broker {
         resume_secret: Option<String>,
     ) -> Attached {
         let position = self.queue.position(code);
-        if position.is_some() {
-            self.queue.told(code);
+        if let Some(position) = position {
+            self.queue.told(code, position);
         }
         Attached {
             case: self.cases[&code].info(),

@@ -46,7 +46,7 @@ pub use actor::{Actor, AuditEntry};
 pub use case::{Case, CaseRecord, ExpertSeat, PartyId, FOLD_MARK, MAX_HISTORY_ENTRIES};
 pub use codes::{hash_secret, secret_matches, CodeBook, SecureRandom};
 pub use deadlines::Deadlines;
-pub use error::BrokerError;
+pub use error::{BrokerError, Searched};
 pub use intake::SosRequest;
 pub use presence::Departure;
 pub use queue::{Queue, QueueId, GENERAL};
@@ -235,6 +235,14 @@ impl Broker {
     /// The configuration in force.
     pub fn config(&self) -> &BrokerConfig {
         &self.config
+    }
+
+    /// Replaces the configuration (a reload of the daemon's settings). It applies to what
+    /// happens from now on: cases keep the expiry and response deadline they were given,
+    /// new cases and new waits get the new ones, and `max_open_cases` is checked at the
+    /// next request (cases already over a lowered limit stay).
+    pub fn set_config(&mut self, config: BrokerConfig) {
+        self.config = config;
     }
 
     /// Takes back a case from the store at start-up. Open cases come back with nobody

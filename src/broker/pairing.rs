@@ -56,10 +56,15 @@ impl Broker {
                 self.idle_experts.push_back(seat);
                 Ok(None)
             }
-            None => match self.queue.count_away(Some(&queues)) {
-                0 => Err(BrokerError::QueueEmpty),
-                offline => Err(BrokerError::NobodyOnline(offline)),
-            },
+            None => {
+                let searched = super::Searched {
+                    teams: groups.to_vec(),
+                };
+                match self.queue.count_away(Some(&queues)) {
+                    0 => Err(BrokerError::QueueEmpty(searched)),
+                    offline => Err(BrokerError::NobodyOnline(offline, searched)),
+                }
+            }
         }
     }
 

@@ -49,15 +49,13 @@ pub struct Place {
 }
 
 impl Place {
-    /// The page cursor that continues after this place, with `position` online cases
-    /// shown up to here.
-    pub fn cursor(&self, position: u32) -> QueueCursor {
+    /// The page cursor that continues after this place.
+    pub fn cursor(&self) -> QueueCursor {
         QueueCursor {
             priority: self.priority,
             response_due: self.response_due,
             waiting_since: self.waiting_since,
             arrival: self.arrival,
-            position,
         }
     }
 
@@ -97,15 +95,12 @@ pub struct Queue {
     /// Per line, the earliest place where a case went in or out since the last
     /// [`Queue::take_moved`]: only cases at or behind it may have a new position.
     changed_from: HashMap<QueueId, Place>,
-    /// Cases taken out of line since the last [`Queue::take_moved`] (at most
-    /// [`MAX_REMOVED`] are kept).
-    removed: Vec<SessionCode>,
+    /// The position each online waiting case's customer was last told (in a reply or by
+    /// [`Queue::take_moved`]), so a case that is taken out and put back at the same
+    /// position (an escalation that does not pass anyone, an assignment to an empty
+    /// line) is not told it again. Forgotten when the case leaves the online lines.
+    told: HashMap<SessionCode, u32>,
 }
-
-/// The most removals [`Queue::take_moved`] reports; past it (only a core that nobody
-/// asks, as in benchmarks) the oldest are kept and the rest dropped, which costs at most
-/// a repeated position message.
-const MAX_REMOVED: usize = 1 << 16;
 
 impl Queue {
     /// Puts `code` in line in queue `id` (moving it if it waits elsewhere or its priority
@@ -135,6 +130,8 @@ impl Queue {
     ) {
         let place = self.stand(code, &id, priority, response_due, waiting_since, false);
         self.away_place.insert(code, (id, place));
+        // Offline, it has no position; back online, it is told its place afresh.
+        self.told.remove(&code);
     }
 
     /// Takes `code` out of wherever it stands and stands it in line `id`, online or away,
@@ -148,7 +145,7 @@ impl Queue {
         waiting_since: Timestamp,
         online: bool,
     ) -> Place {
-        self.remove(code);
+        self.take_out(code);
         self.version += 1;
         let arrivals = &mut self.arrivals;
         let arrival = *self.arrival.entry(code).or_insert_with(|| {
@@ -176,6 +173,13 @@ impl Queue {
 
     /// Takes `code` out of line (online or away); no-op if it is not there.
     pub fn remove(&mut self, code: SessionCode) {
+        self.take_out(code);
+        self.told.remove(&code);
+    }
+
+    /// Takes `code` out of line, remembering what its customer was told: [`Queue::stand`]
+    /// puts it back at once.
+    fn take_out(&mut self, code: SessionCode) {
         if let Some((id, place)) = self.away_place.remove(&code) {
             if let Some(line) = self.away.get_mut(&id) {
                 line.order.remove(&place);
@@ -193,9 +197,6 @@ impl Queue {
                 }
             }
             self.mark_changed(&id, place);
-            if self.removed.len() < MAX_REMOVED {
-                self.removed.push(code);
-            }
             self.version += 1;
         }
     }
@@ -209,13 +210,15 @@ impl Queue {
         }
     }
 
-    /// `code`'s party has just been told its position in a reply (a new SOS, a join):
-    /// unless a case ahead of it also changed, [`Queue::take_moved`] starts behind it, so
-    /// a new arrival at the back costs no message at all.
-    pub fn told(&mut self, code: SessionCode) {
+    /// `code`'s party has just been told it is number `position` in a reply (a new SOS, a
+    /// join): [`Queue::take_moved`] does not tell it again until it moves, and unless a
+    /// case ahead of it also changed, starts behind it, so a new arrival at the back costs
+    /// no message at all.
+    pub fn told(&mut self, code: SessionCode, position: u32) {
         let Some((id, place)) = self.place.get(&code) else {
             return;
         };
+        self.told.insert(code, position);
         if self.changed_from.get(id) != Some(place) {
             return;
         }
@@ -238,11 +241,14 @@ impl Queue {
         }
     }
 
-    /// What changed since the last call: every waiting case whose position may have moved
-    /// (those at or behind the earliest place where a case went in or out of its line),
-    /// with its position now, and the cases that left a line. Costs the cases behind that
-    /// place, not the whole queue: a new arrival at the back costs one.
-    pub fn take_moved(&mut self) -> (Vec<(SessionCode, u32)>, Vec<SessionCode>) {
+    /// What changed since the last call: every waiting case whose position is not the one
+    /// its customer was last told, with its position now (which counts as told from then
+    /// on). Only cases at or behind the earliest place where a case went in or out of
+    /// their line are looked at, so it costs those cases, not the whole queue: a new
+    /// arrival at the back costs one. A case taken out and put back at the same position
+    /// (README: a waiting customer is told its position whenever it changes) is not
+    /// reported.
+    pub fn take_moved(&mut self) -> Vec<(SessionCode, u32)> {
         let mut moved = Vec::new();
         for (id, from) in std::mem::take(&mut self.changed_from) {
             let Some(line) = self.lines.get(&id) else {
@@ -250,14 +256,14 @@ impl Queue {
             };
             let behind = line.order.range(from..).count();
             let ahead = line.order.len() - behind;
-            moved.extend(
-                line.order
-                    .range(from..)
-                    .enumerate()
-                    .map(|(i, (_, code))| (*code, (ahead + i + 1) as u32)),
-            );
+            for (i, (_, code)) in line.order.range(from..).enumerate() {
+                let position = (ahead + i + 1) as u32;
+                if self.told.insert(*code, position) != Some(position) {
+                    moved.push((*code, position));
+                }
+            }
         }
-        (moved, std::mem::take(&mut self.removed))
+        moved
     }
 
     /// Forgets `code` entirely (its case closed, expired or was deleted).
@@ -311,6 +317,29 @@ impl Queue {
             if after.next().is_none() {
                 let behind = steps;
                 return Some((line.order.len() - behind) as u32);
+            }
+            steps += 1;
+        }
+    }
+
+    /// How many online cases of line `id` stand at or before `place` (a page cursor's: the
+    /// last case shown, which may have left the line since): what the positions in that
+    /// line on the page after it start from. Like [`Queue::position`], it counts from both
+    /// ends of the line at once and stops at the nearer one, so it costs the distance from
+    /// `place` to the nearer end.
+    pub fn up_to(&self, id: &QueueId, place: Place) -> u32 {
+        let Some(line) = self.lines.get(id) else {
+            return 0;
+        };
+        let mut before = line.order.range(..=place);
+        let mut behind = line.order.range((Bound::Excluded(place), Bound::Unbounded));
+        let mut steps = 0usize;
+        loop {
+            if before.next().is_none() {
+                return steps as u32;
+            }
+            if behind.next().is_none() {
+                return (line.order.len() - steps) as u32;
             }
             steps += 1;
         }
@@ -438,132 +467,7 @@ impl Iterator for Walk<'_> {
     }
 }
 
+// The tests read the lines directly, so they live in a child module.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The two-ended walk agrees with counting everyone before, wherever a case lands.
-    #[test]
-    fn position_counts_from_the_nearer_end() {
-        let mut queue = Queue::default();
-        let id = QueueId::Group(GENERAL.into());
-        let priorities = [
-            Priority::Normal,
-            Priority::Critical,
-            Priority::Low,
-            Priority::High,
-        ];
-        let mut codes = Vec::new();
-        for n in 0..41u64 {
-            let code = SessionCode::from_number(n).expect("code");
-            let priority = priorities[(n * 7 % 4) as usize];
-            queue.push(code, id.clone(), priority, Timestamp(n % 5), Timestamp(n));
-            codes.push(code);
-            for code in &codes {
-                let (line_id, place) = &queue.place[code];
-                let counted = queue.lines[line_id].order.range(..*place).count() as u32 + 1;
-                assert_eq!(queue.position(*code), Some(counted));
-            }
-        }
-        queue.remove(codes[3]);
-        assert_eq!(queue.position(codes[3]), None);
-        let order = queue.positions();
-        for (code, position) in order {
-            assert_eq!(queue.position(code), Some(position));
-        }
-    }
-
-    /// A case told its position directly is not reported again unless it moves.
-    #[test]
-    fn a_told_arrival_is_reported_only_when_it_moves() {
-        let mut queue = Queue::default();
-        let id = QueueId::Group(GENERAL.into());
-        let code = |n| SessionCode::from_number(n).expect("code");
-        let push = |queue: &mut Queue, n: u64, priority| {
-            queue.push(code(n), id.clone(), priority, Timestamp(0), Timestamp(n));
-        };
-        push(&mut queue, 1, Priority::Normal);
-        push(&mut queue, 2, Priority::Normal);
-        let _ = queue.take_moved();
-        // At the back: nobody moved, nobody to tell.
-        push(&mut queue, 3, Priority::Normal);
-        queue.told(code(3));
-        assert_eq!(queue.take_moved().0, vec![]);
-        // Ahead of others: those behind it moved, it did not.
-        push(&mut queue, 4, Priority::Critical);
-        queue.told(code(4));
-        let moved = queue.take_moved().0;
-        assert_eq!(moved, vec![(code(1), 2), (code(2), 3), (code(3), 4)]);
-        // Told, but a case ahead left in the same batch: it is reported with its new place.
-        push(&mut queue, 5, Priority::Normal);
-        queue.remove(code(4));
-        queue.told(code(5));
-        let moved = queue.take_moved().0;
-        assert!(moved.contains(&(code(5), 4)), "{moved:?}");
-    }
-
-    /// Walking several lines from any cursor gives the merged order from there on.
-    #[test]
-    fn a_walk_merges_lines_in_pull_order_from_a_cursor() {
-        let mut queue = Queue::default();
-        let ids = [
-            QueueId::Group(GENERAL.into()),
-            QueueId::Group("billing".into()),
-            QueueId::Expert("ana".into()),
-        ];
-        for n in 0..30u64 {
-            let code = SessionCode::from_number(n).expect("code");
-            let priority = Priority::ALL[(n % 4) as usize];
-            let id = ids[(n % 3) as usize].clone();
-            queue.push(code, id, priority, Timestamp(n % 7), Timestamp(n));
-        }
-        let merged = queue.among(&ids[..2]);
-        let walked: Vec<SessionCode> = queue
-            .walk(Some(&ids[..2]), None, false)
-            .map(|(_, c)| c)
-            .collect();
-        assert_eq!(walked, merged);
-        assert_eq!(queue.count(Some(&ids[..2])), merged.len());
-        for cut in 0..merged.len() {
-            let after = queue.place[&merged[cut]].1;
-            let rest: Vec<SessionCode> = queue
-                .walk(Some(&ids[..2]), Some(after), false)
-                .map(|(_, c)| c)
-                .collect();
-            assert_eq!(rest, merged[cut + 1..].to_vec());
-        }
-        let everything: Vec<SessionCode> = queue.walk(None, None, true).map(|(_, c)| c).collect();
-        assert_eq!(everything, queue.iter().collect::<Vec<_>>());
-    }
-
-    /// `take_moved` reports every case whose position changed, with the right position.
-    #[test]
-    fn take_moved_covers_every_changed_position() {
-        let mut queue = Queue::default();
-        let id = QueueId::Group(GENERAL.into());
-        let mut known: HashMap<SessionCode, u32> = HashMap::new();
-        for n in 0..60u64 {
-            let code = SessionCode::from_number(n).expect("code");
-            let priority = if n % 9 == 0 {
-                Priority::Critical
-            } else {
-                Priority::Normal
-            };
-            queue.push(code, id.clone(), priority, Timestamp(0), Timestamp(n));
-            if n % 7 == 3 {
-                if let Some(front) = queue.front() {
-                    queue.remove(front);
-                }
-            }
-            let (moved, removed) = queue.take_moved();
-            for code in removed {
-                known.remove(&code);
-            }
-            for (code, position) in moved {
-                known.insert(code, position);
-            }
-            let truth: HashMap<_, _> = queue.positions().into_iter().collect();
-            assert_eq!(known, truth);
-        }
-    }
-}
+#[path = "queue_tests.rs"]
+mod tests;

@@ -80,8 +80,14 @@ fn experts_see_and_pull_only_their_teams_cases() {
         .unwrap_err();
     assert_eq!(
         err,
-        BrokerError::QueueEmpty,
+        BrokerError::QueueEmpty(Searched {
+            teams: teams(&["billing"])
+        }),
         "network's case is not offered to billing"
+    );
+    assert_eq!(
+        err.to_string(),
+        "no customer is waiting in your queues: billing, and the cases assigned to you; other teams' queues are not yours to pull"
     );
 }
 
@@ -102,7 +108,7 @@ fn a_case_assigned_to_an_expert_is_offered_to_that_expert_only() {
     assert_eq!(info.assigned_to.as_deref(), Some("bo"));
     assert!(b.queue_view_for("ana", &teams(&[GENERAL])).is_empty());
     let err = b.pull(at(2), ANA, "ana", false, &mut out).unwrap_err();
-    assert_eq!(err, BrokerError::QueueEmpty);
+    assert!(matches!(err, BrokerError::QueueEmpty(_)), "{err:?}");
     let pulled = b.pull(at(3), BO, "bo", false, &mut out).unwrap().unwrap();
     assert_eq!(pulled.code, code);
     assert_eq!(pulled.state, CaseState::InProgress);

@@ -28,6 +28,13 @@ use super::*;
 
 /// An arbitrary "now" far from zero, so that subtracting from it is meaningful.
 const T0: Timestamp = Timestamp(1_700_000_000_000);
+
+/// What a pull of an expert of the `general` team searched.
+fn general() -> Searched {
+    Searched {
+        teams: vec![GENERAL.to_string()],
+    }
+}
 /// The default case lifetime.
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -574,7 +581,10 @@ fn a_vanished_customer_lets_its_pulling_expert_go_and_keeps_its_place_offline() 
     let error = refused(&mut b, &[code], |b, out| {
         b.pull(at(6), E1, "ben", false, out)
     });
-    assert_eq!(error, BrokerError::NobodyOnline(1));
+    assert!(
+        matches!(error, BrokerError::NobodyOnline(1, _)),
+        "{error:?}"
+    );
 
     // Back with its secret, it is the next case again.
     join_with(&mut b, at(7), C2, code, &secret);
@@ -1466,7 +1476,7 @@ fn a_customer_who_disconnects_waits_offline_in_its_place() {
             false,
             out
         )),
-        BrokerError::NobodyOnline(1)
+        BrokerError::NobodyOnline(1, general())
     );
 
     // Coming back with the secret puts the case back in line, online.
@@ -1483,7 +1493,7 @@ fn pull_with_an_empty_queue_is_refused() {
     let mut b = broker();
     assert_eq!(
         refused(&mut b, &[], |b, out| b.pull(T0, E1, "ben", false, out)),
-        BrokerError::QueueEmpty
+        BrokerError::QueueEmpty(general())
     );
     // Neither expert-created cases nor offline customers are pullable.
     let created = create(&mut b, T0, "ana", "Bob");
@@ -1493,7 +1503,10 @@ fn pull_with_an_empty_queue_is_refused() {
     let error = refused(&mut b, &[created, offline], |b, out| {
         b.pull(at(4), E1, "ben", false, out)
     });
-    assert_eq!(error, BrokerError::NobodyOnline(1));
+    assert!(
+        matches!(error, BrokerError::NobodyOnline(1, _)),
+        "{error:?}"
+    );
     assert_eq!(error.kind(), sosq::protocol::ErrorKind::QueueEmpty);
 }
 
@@ -1673,7 +1686,7 @@ fn many_pulls_never_hand_out_the_same_case_twice() {
         match try_pull(&mut b, now) {
             Ok(Some(case)) => handed_out.push(case.code),
             Ok(None) => panic!("pull without wait returned no case"),
-            Err(BrokerError::QueueEmpty) => refusals += 1,
+            Err(BrokerError::QueueEmpty(_)) => refusals += 1,
             Err(error) => panic!("unexpected {error:?}"),
         }
     }

@@ -1,12 +1,17 @@
 //! What parties see of the core: the queue, a page at a time, and the waiting customers'
 //! positions for the live updates. Every view is built from the core's state under its
-//! lock and costs the entries it returns, never the length of the queue.
+//! lock and costs the entries it returns, not the length of the queue, with one
+//! exception: a page after the first places its positions by counting, in each line it
+//! shows, the cases ahead of its cursor from the nearer end of that line (the first page,
+//! the one `queue --watch` and most people see, counts nothing).
 
 use sosq::codec::PageBudget;
 use sosq::protocol::{CaseInfo, CaseState, QueueCursor, QueueEntry, QueuePage, Timestamp};
 use sosq::SessionCode;
 
-use super::queue::{Place, QueueId};
+use std::collections::HashMap;
+
+use super::queue::{Place, Queue, QueueId};
 use super::{Broker, BrokerError, ExpertSeat, PartyId};
 
 /// Whose view of the queue: admins see every queue, an expert its teams' and its own.
@@ -107,24 +112,28 @@ impl Broker {
         limit: usize,
     ) -> QueuePage {
         let queues = viewer.queues();
-        let mut walk = self
-            .queue
-            .walk(queues.as_deref(), after.map(Place::of_cursor), true)
-            .peekable();
-        let mut position = after.map_or(0, |cursor| cursor.position);
+        let start = after.map(Place::of_cursor);
+        let mut walk = self.queue.walk(queues.as_deref(), start, true).peekable();
+        let mut positions = Positions::after(start);
         let mut budget = PageBudget::new(limit);
         let mut entries = Vec::new();
         let mut last = None;
         while let Some((place, code)) = walk.peek().copied() {
-            let Some(entry) = self.entry(code, position + 1) else {
+            let Some(mut entry) = self.entry(code) else {
                 walk.next();
                 continue;
             };
+            // Counted only once the entry is on the page: a refused one is the next
+            // page's first.
+            let position = positions.peek(&self.queue, code);
+            entry.position = entry.online.then_some(position).flatten();
             if !budget.admit(&entry) {
                 break;
             }
             walk.next();
-            position = entry.position.unwrap_or(position);
+            if entry.online {
+                positions.count(&self.queue, code);
+            }
             last = Some(place);
             entries.push(entry);
         }
@@ -135,7 +144,7 @@ impl Broker {
             entries,
             online: u32::try_from(online).unwrap_or(u32::MAX),
             offline: u32::try_from(offline).unwrap_or(u32::MAX),
-            next: last.filter(|_| more).map(|place| place.cursor(position)),
+            next: last.filter(|_| more).map(|place| place.cursor()),
         }
     }
 
@@ -155,42 +164,40 @@ impl Broker {
 
     fn view_all(&self, viewer: QueueViewer<'_>) -> Vec<QueueEntry> {
         let queues = viewer.queues();
-        let mut position = 0;
+        let mut positions = Positions::after(None);
         self.queue
             .walk(queues.as_deref(), None, true)
             .filter_map(|(_, code)| {
-                let entry = self.entry(code, position + 1)?;
-                position = entry.position.unwrap_or(position);
+                let mut entry = self.entry(code)?;
+                if entry.online {
+                    entry.position = positions.count(&self.queue, code);
+                }
                 Some(entry)
             })
             .collect()
     }
 
-    /// Waiting cases whose queue position may have changed since the last call, with
-    /// their customer (if connected) and position, and the cases that left the queue; see
+    /// Waiting cases whose queue position changed since their customer was last told it,
+    /// with their customer (if connected) and position; see
     /// [`Queue::take_moved`](super::queue::Queue::take_moved).
-    #[allow(clippy::type_complexity)]
-    pub fn take_moved_positions(
-        &mut self,
-    ) -> (Vec<(SessionCode, Option<PartyId>, u32)>, Vec<SessionCode>) {
-        let (moved, removed) = self.queue.take_moved();
-        let moved = moved
+    pub fn take_moved_positions(&mut self) -> Vec<(SessionCode, Option<PartyId>, u32)> {
+        self.queue
+            .take_moved()
             .into_iter()
             .map(|(code, position)| {
                 let customer = self.cases.get(&code).and_then(|case| case.customer);
                 (code, customer, position)
             })
-            .collect();
-        (moved, removed)
+            .collect()
     }
 
-    /// The queue entry of a waiting case, at `position` if its customer is online.
-    fn entry(&self, code: SessionCode, position: u32) -> Option<QueueEntry> {
+    /// The queue entry of a waiting case, without its position (the page counts it).
+    fn entry(&self, code: SessionCode) -> Option<QueueEntry> {
         let case = self.cases.get(&code)?;
         let record = &case.record;
         let online = case.customer.is_some();
         Some(QueueEntry {
-            position: online.then_some(position),
+            position: None,
             code,
             customer: record.customer.clone(),
             description: record.description.clone(),
@@ -201,5 +208,48 @@ impl Broker {
             assigned_to: record.assigned_to.clone(),
             online,
         })
+    }
+}
+
+/// The positions of a page's entries, each in its own line (the team's queue, or the
+/// queue of cases assigned to one expert): what its customer was told, whichever queues
+/// the page merges. A page that starts after a cursor counts, for each line it shows, the
+/// cases of that line up to the cursor ([`Queue::up_to`](super::queue::Queue::up_to)),
+/// once per line.
+struct Positions {
+    start: Option<Place>,
+    /// Per line shown so far: the position of its last online case on the page.
+    shown: HashMap<QueueId, u32>,
+}
+
+impl Positions {
+    fn after(start: Option<Place>) -> Positions {
+        Positions {
+            start,
+            shown: HashMap::new(),
+        }
+    }
+
+    /// The position online case `code` would have as the next entry of the page.
+    fn peek(&mut self, queue: &Queue, code: SessionCode) -> Option<u32> {
+        let id = queue.queue_of(code)?;
+        Some(self.last_of(queue, id) + 1)
+    }
+
+    /// Puts online case `code` on the page; its position.
+    fn count(&mut self, queue: &Queue, code: SessionCode) -> Option<u32> {
+        let id = queue.queue_of(code)?;
+        let position = self.last_of(queue, id) + 1;
+        self.shown.insert(id.clone(), position);
+        Some(position)
+    }
+
+    fn last_of(&mut self, queue: &Queue, id: &QueueId) -> u32 {
+        if let Some(last) = self.shown.get(id) {
+            return *last;
+        }
+        let ahead = self.start.map_or(0, |start| queue.up_to(id, start));
+        self.shown.insert(id.clone(), ahead);
+        ahead
     }
 }

@@ -325,7 +325,7 @@ pub async fn delete_closed(
     let took = started.elapsed();
     admin.close().await;
     match reply {
-        Reply::Deleted { count } => Ok((count, took)),
+        Reply::Deleted { count, .. } => Ok((count, took)),
         other => Err(LoadError::Unexpected(format!("{other:?}"))),
     }
 }

@@ -9,12 +9,12 @@ use std::process::{Child, Command, Stdio};
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
     /// Spawning or talking to the process failed.
-    #[error("{what}: {source}")]
+    #[error("{what}: {cause}")]
     Io {
         /// What was being done.
         what: String,
         /// Why it failed.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// An admin command exited with an error.
     #[error("sosqd {args}: {stderr}")]
@@ -30,9 +30,9 @@ pub enum ProcessError {
 }
 
 fn io(what: &str) -> impl FnOnce(std::io::Error) -> ProcessError + '_ {
-    move |source| ProcessError::Io {
+    move |cause| ProcessError::Io {
         what: what.to_string(),
-        source,
+        cause,
     }
 }
 

@@ -33,7 +33,8 @@ pub enum Decision {
 
 /// Counts open connections in total and per address.
 pub struct Admission {
-    limits: AdmissionLimits,
+    /// Replaced whole by a reload; read once per connection attempt.
+    limits: Mutex<AdmissionLimits>,
     open: AtomicUsize,
     per_address: DashMap<IpAddr, usize>,
     /// Start of the current one-second window and handshakes seen in it.
@@ -44,11 +45,24 @@ impl Admission {
     /// Admission with these limits and nobody connected.
     pub fn new(limits: AdmissionLimits) -> Arc<Admission> {
         Arc::new(Admission {
-            limits,
+            limits: Mutex::new(limits),
             open: AtomicUsize::new(0),
             per_address: DashMap::new(),
             window: Mutex::new((Instant::now(), 0)),
         })
+    }
+
+    /// Replaces the limits (a reload). Connections already open stay, even above a
+    /// lowered limit; the limits apply to the next attempts.
+    pub fn set_limits(&self, limits: AdmissionLimits) {
+        *self.limits.lock().unwrap_or_else(|p| p.into_inner()) = limits;
+    }
+
+    fn limits(&self) -> AdmissionLimits {
+        self.limits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Connections open right now.
@@ -59,15 +73,16 @@ impl Admission {
     /// Decides on a connection attempt from `address`; `validated` says whether the
     /// client already proved its address (answered a Retry).
     pub fn decide(self: &Arc<Self>, address: IpAddr, validated: bool) -> Decision {
-        if !validated && self.handshake_rate_exceeded() {
+        let limits = self.limits();
+        if !validated && self.handshake_rate_exceeded(limits.retry_above_handshakes_per_second) {
             return Decision::Retry;
         }
-        if self.open.load(Ordering::Relaxed) >= self.limits.max_connections {
+        if self.open.load(Ordering::Relaxed) >= limits.max_connections {
             return Decision::Refuse("the server is at its connection limit");
         }
         {
             let mut count = self.per_address.entry(address).or_insert(0);
-            if *count >= self.limits.max_connections_per_address {
+            if *count >= limits.max_connections_per_address {
                 return Decision::Refuse("too many connections from this address");
             }
             *count += 1;
@@ -80,7 +95,7 @@ impl Admission {
     }
 
     /// Counts one handshake attempt; true when this second has seen more than the threshold.
-    fn handshake_rate_exceeded(&self) -> bool {
+    fn handshake_rate_exceeded(&self, threshold: u32) -> bool {
         let mut window = self
             .window
             .lock()
@@ -90,7 +105,7 @@ impl Admission {
             *window = (now, 0);
         }
         window.1 = window.1.saturating_add(1);
-        window.1 > self.limits.retry_above_handshakes_per_second
+        window.1 > threshold
     }
 
     fn release(&self, address: IpAddr) {
@@ -171,5 +186,18 @@ mod tests {
         guards.push(accept(admission.decide(ip, true)));
         tokio::time::advance(Duration::from_secs(1)).await;
         guards.push(accept(admission.decide(ip, false)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn new_limits_apply_to_the_next_attempt_and_keep_who_is_in() {
+        let admission = Admission::new(limits(3, 3, 1000));
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let _first = accept(admission.decide(ip, false));
+        let _second = accept(admission.decide(ip, false));
+        admission.set_limits(limits(1, 1, 1000));
+        assert_eq!(admission.open_connections(), 2, "nobody is dropped");
+        assert!(matches!(admission.decide(ip, false), Decision::Refuse(_)));
+        admission.set_limits(limits(10, 10, 1000));
+        let _third = accept(admission.decide(ip, false));
     }
 }

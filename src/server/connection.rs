@@ -30,7 +30,7 @@ const FAREWELL_GRACE: Duration = Duration::from_secs(2);
 /// Serves one incoming connection to its end; `_place` holds its admission slot.
 pub async fn serve(shared: Arc<Shared>, incoming: quinn::Incoming, _place: AdmissionGuard) {
     let remote = incoming.remote_address();
-    let handshake = tokio::time::timeout(shared.config.handshake_timeout, incoming).await;
+    let handshake = tokio::time::timeout(shared.config().handshake_timeout, incoming).await;
     let connection = match handshake {
         Ok(Ok(connection)) => connection,
         Ok(Err(e)) => {
@@ -55,7 +55,7 @@ async fn run(
     remote: SocketAddr,
     connection: quinn::Connection,
 ) {
-    let hello_timeout = shared.config.hello_timeout;
+    let hello_timeout = shared.config().hello_timeout;
     let (send, mut recv) = match tokio::time::timeout(hello_timeout, connection.accept_bi()).await {
         Ok(Ok(streams)) => streams,
         Ok(Err(e)) => {
@@ -117,8 +117,8 @@ async fn run(
         role: caller.role,
         name: caller.name.clone(),
         server: format!("sosqd {}", env!("CARGO_PKG_VERSION")),
-        keep_alive_ms: millis(shared.config.keep_alive),
-        idle_timeout_ms: millis(shared.config.idle_timeout),
+        keep_alive_ms: millis(shared.config().keep_alive),
+        idle_timeout_ms: millis(shared.config().idle_timeout),
     };
     if outbox
         .send(Box::new(ServerMessage::Reply(welcome)))

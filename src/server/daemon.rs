@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use sosq::protocol::close_code;
 
-use super::admission::{Admission, Decision};
-use super::{connection, drains, expiry, metrics, queue_updates, retention, ServerError, Shared};
+use super::admission::Decision;
+use super::{
+    connection, drains, expiry, metrics, queue_updates, retention, Reloader, ServerError, Shared,
+};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::store::CaseStore;
@@ -37,14 +39,14 @@ impl Server {
         store: Arc<dyn CaseStore>,
         clock: Clock,
     ) -> Result<Server, ServerError> {
-        let identity = config.identity()?;
+        let identity = config.identity_or_create()?;
         let fingerprint = identity.fingerprint();
         let endpoint = transport::bind(&config, &identity)?;
         let metrics = match config.metrics_listen {
             Some(addr) => {
                 let listener = std::net::TcpListener::bind(addr)
                     .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
-                    .map_err(|source| TransportError::Socket { addr, source })?;
+                    .map_err(|cause| TransportError::Socket { addr, cause })?;
                 Some(listener)
             }
             None => None,
@@ -68,9 +70,15 @@ impl Server {
         self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
-    /// The certificate fingerprint clients pin.
+    /// The certificate fingerprint clients pin (as started; a reload may change it).
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+
+    /// What applies a new configuration to this daemon while it runs (on SIGHUP);
+    /// `logs` is the installed logger, if any, whose level it may change.
+    pub fn reloader(&self, logs: Option<Arc<crate::logging::Logs>>) -> Reloader {
+        Reloader::new(self.shared.clone(), self.endpoint.clone(), logs)
     }
 
     /// Serves until `shutdown` completes, then shuts down gracefully: stop accepting, tell
@@ -92,7 +100,7 @@ impl Server {
             .take()
             .and_then(|listener| tokio::net::TcpListener::from_std(listener).ok())
             .map(|listener| tokio::spawn(metrics::serve(self.shared.clone(), listener)));
-        let admission = Admission::new(self.shared.config.admission());
+        let admission = self.shared.admission.clone();
         let retention = tokio::spawn(retention::run(self.shared.clone()));
         let accept = async {
             while let Some(incoming) = self.endpoint.accept().await {
@@ -122,15 +130,15 @@ impl Server {
             _ = accept => {}
             _ = shutdown => tracing::info!("shutting down"),
         }
+        // From here `/healthz` says 503, so a load balancer stops sending new customers
+        // while the ones connected are told to come back; metrics stay up for the grace.
+        self.shared.begin_shutdown();
         expiry.abort();
         retention.abort();
         revocations.abort();
         queue_updates.abort();
         if let Some(drains) = drains {
             drains.abort();
-        }
-        if let Some(metrics) = metrics {
-            metrics.abort();
         }
         self.endpoint.set_server_config(None);
         for party in self.shared.parties.iter() {
@@ -140,7 +148,7 @@ impl Server {
             );
         }
         // Connection tasks record each party's departure; wait for them to finish.
-        let grace = self.shared.config.shutdown_grace;
+        let grace = self.shared.config().shutdown_grace;
         let drained = tokio::time::timeout(grace, async {
             while admission.open_connections() > 0 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -152,6 +160,9 @@ impl Server {
                 open = admission.open_connections(),
                 "shutdown grace period over with connections still open"
             );
+        }
+        if let Some(metrics) = metrics {
+            metrics.abort();
         }
         self.endpoint
             .close(close_code::SHUTDOWN.into(), b"sosqd is shutting down");

@@ -320,7 +320,10 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
             let selector = DeleteSelector::Filter(filter);
             let count = delete_by_filter(shared, actor, name, &selector).await?;
             tracing::info!(admin = %name, count, "bulk delete");
-            Reply::Deleted { count }
+            Reply::Deleted {
+                count,
+                not_found: Vec::new(),
+            }
         }
         Request::Delete(selector) => {
             let ((), report) = shared
@@ -341,6 +344,7 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
             tracing::info!(admin = %name, count = report.deleted.len(), "bulk delete");
             Reply::Deleted {
                 count: report.deleted.len() as u64,
+                not_found: not_found(&selector, &report.deleted),
             }
         }
         Request::History { code, from, limit } => {
@@ -433,6 +437,21 @@ fn describe_selector(selector: &DeleteSelector, now: Timestamp) -> String {
             parts.join(", ")
         }
     }
+}
+
+/// The codes a delete by codes named that no stored case had, in the order given, each
+/// once: a typo, or a case already deleted, which the admin must hear about.
+fn not_found(selector: &DeleteSelector, deleted: &[SessionCode]) -> Vec<SessionCode> {
+    let DeleteSelector::Codes(codes) = selector else {
+        return Vec::new();
+    };
+    let deleted: std::collections::HashSet<&SessionCode> = deleted.iter().collect();
+    let mut seen = std::collections::HashSet::new();
+    codes
+        .iter()
+        .filter(|code| !deleted.contains(code) && seen.insert(**code))
+        .copied()
+        .collect()
 }
 
 fn attached_reply(attached: Attached) -> Reply {

@@ -1,6 +1,8 @@
 //! The Prometheus endpoint (`metrics_listen`, off by default): a tiny HTTP/1.1 responder
-//! serving `GET /metrics` in the Prometheus text format. Nothing else is served, every
-//! request is read with a size and time limit, and the connection is closed after one answer.
+//! serving `GET /metrics` in the Prometheus text format and `GET /healthz` (200 "ok" while
+//! serving, 503 once shutdown has begun, for load balancers and orchestrators). Nothing else
+//! is served, every request is read with a size and time limit, and the connection is closed
+//! after one answer.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,12 +92,27 @@ pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 )
+            } else if head.starts_with("GET /healthz ") {
+                let (status, body) = health(&shared);
+                format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
             } else {
                 "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
             };
             let _ = stream.write_all(response.as_bytes()).await;
             let _ = stream.shutdown().await;
         });
+    }
+}
+
+/// The `/healthz` answer: the HTTP status line's code and reason, and the body.
+fn health(shared: &Shared) -> (&'static str, &'static str) {
+    if shared.is_shutting_down() {
+        ("503 Service Unavailable", "shutting down\n")
+    } else {
+        ("200 OK", "ok\n")
     }
 }
 
@@ -112,6 +129,48 @@ pub fn render(shared: &Shared) -> String {
     };
     let mut out = String::new();
     let mut lines = Vec::new();
+
+    let name = family(
+        &mut out,
+        "sosqd_build_info",
+        "gauge",
+        "Always 1; the labels say which build runs.",
+    );
+    lines.push(format!(
+        "{name}{{version=\"{}\",commit=\"{}\"}} 1",
+        escape(crate::VERSION),
+        escape(crate::COMMIT)
+    ));
+    flush(&mut out, &mut lines);
+
+    let name = family(
+        &mut out,
+        "sosqd_uptime_seconds",
+        "gauge",
+        "Seconds since the daemon started.",
+    );
+    lines.push(format!("{name} {:.3}", shared.uptime().as_secs_f64()));
+    flush(&mut out, &mut lines);
+
+    let name = family(
+        &mut out,
+        "sosqd_open_connections",
+        "gauge",
+        "QUIC connections open now, handshakes in progress included.",
+    );
+    lines.push(format!("{name} {}", shared.open_connections()));
+    flush(&mut out, &mut lines);
+
+    let name = family(
+        &mut out,
+        "sosqd_connected_parties",
+        "gauge",
+        "Parties connected now (past their hello), by role.",
+    );
+    for (role, count) in shared.connected_by_role() {
+        lines.push(format!("{name}{{role=\"{role}\"}} {count}"));
+    }
+    flush(&mut out, &mut lines);
 
     let name = family(&mut out, "sosq_open_cases", "gauge", "Open cases by state.");
     for (state, count) in open {

@@ -17,6 +17,7 @@ mod expiry;
 pub mod metrics;
 pub mod pages;
 mod queue_updates;
+mod reload;
 mod retention;
 mod throttle;
 
@@ -26,10 +27,11 @@ mod largest_messages;
 pub use admission::{Admission, AdmissionLimits, Decision};
 pub use daemon::{listening_line, parse_listening_line, Server};
 pub use dispatch::authorize;
+pub use reload::{ReloadReport, Reloader};
 pub use throttle::{Budget, Throttle, ThrottleLimits};
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -69,6 +71,12 @@ pub enum ServerError {
     /// The endpoint could not be set up.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// A reloaded configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A reload came after shutdown had begun.
+    #[error("sosqd is shutting down; nothing reloaded")]
+    ShuttingDown,
 }
 
 impl ServerError {
@@ -108,8 +116,8 @@ const OUTBOX_CAPACITY: usize = 256;
 
 /// State shared by every task of the daemon.
 pub struct Shared {
-    /// The validated configuration.
-    pub config: Config,
+    /// The configuration in force; a reload swaps it (see `reload.rs`).
+    config: RwLock<Arc<Config>>,
     broker: Mutex<Broker>,
     store: Arc<dyn CaseStore>,
     users: UserDirectory,
@@ -130,6 +138,15 @@ pub struct Shared {
     drains: mpsc::UnboundedSender<(sosq::SessionCode, crate::relay::Draining)>,
     /// The other end of `drains`, taken by [`Server::run`].
     drained: Mutex<Option<mpsc::UnboundedReceiver<(sosq::SessionCode, crate::relay::Draining)>>>,
+    /// Who gets in: connection counts and limits (limits change on reload).
+    admission: Arc<Admission>,
+    /// When the daemon started, for `sosqd_uptime_seconds`.
+    started: std::time::Instant,
+    /// Set once shutdown has begun: `/healthz` then answers 503.
+    shutting_down: AtomicBool,
+    /// Held while shutdown begins and while a reload swaps the endpoint's TLS setup, so a
+    /// reload never re-opens an endpoint that shutdown closed to new connections.
+    endpoint_gate: Mutex<()>,
 }
 
 impl Shared {
@@ -144,6 +161,7 @@ impl Shared {
     ) -> Result<Shared, ServerError> {
         let rng = rand::rngs::StdRng::from_os_rng();
         let config_throttle = config.throttle();
+        let config_admission = config.admission();
         let mut broker = Broker::new(config.broker(), Box::new(rng));
         broker.set_clock_skew(clock.skew_ms());
         store.load_codes(&mut |code| broker.reserve_code(code))?;
@@ -175,7 +193,7 @@ impl Shared {
         let (drains, drained) = mpsc::unbounded_channel();
         Ok(Shared {
             users: UserDirectory::open(&config.data_dir),
-            config,
+            config: RwLock::new(Arc::new(config)),
             broker: Mutex::new(broker),
             store,
             parties: DashMap::new(),
@@ -189,7 +207,82 @@ impl Shared {
             drains,
             drained: Mutex::new(Some(drained)),
             throttle: Mutex::new(Throttle::new(config_throttle, tokio::time::Instant::now())),
+            admission: Admission::new(config_admission),
+            started: std::time::Instant::now(),
+            shutting_down: AtomicBool::new(false),
+            endpoint_gate: Mutex::new(()),
         })
+    }
+
+    /// The configuration in force now (a reload may replace it; hold the `Arc` only for
+    /// the decision at hand).
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Puts a reloaded configuration in force: the core's limits and targets, the
+    /// wrong-code budgets, admission limits, and every setting read per use.
+    fn set_config(&self, config: Config) {
+        self.broker().set_config(config.broker());
+        self.throttle().set_limits(config.throttle());
+        self.admission.set_limits(config.admission());
+        *self
+            .config
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(config);
+    }
+
+    /// Marks that shutdown has begun (see `endpoint_gate`).
+    fn begin_shutdown(&self) {
+        let _gate = self.endpoint_gate.lock().unwrap_or_else(|p| p.into_inner());
+        self.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    /// Runs `change` on the endpoint unless shutdown has begun; whether it ran.
+    fn unless_shutting_down(&self, change: impl FnOnce()) -> bool {
+        let _gate = self.endpoint_gate.lock().unwrap_or_else(|p| p.into_inner());
+        if self.is_shutting_down() {
+            return false;
+        }
+        change();
+        true
+    }
+
+    /// Whether shutdown has begun (the grace period runs or is over).
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// QUIC connections open now, handshakes in progress included.
+    pub fn open_connections(&self) -> usize {
+        self.admission.open_connections()
+    }
+
+    /// How long the daemon has been running.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Connected parties (hello done, not yet gone) by role: customers, experts, admins.
+    pub fn connected_by_role(&self) -> [(sosq::protocol::Role, usize); 3] {
+        use crate::store::users::StaffRole;
+        let (mut customers, mut experts, mut admins) = (0, 0, 0);
+        for party in self.parties.iter() {
+            match party.user.as_ref().map(|user| user.role) {
+                None => customers += 1,
+                Some(StaffRole::Expert) => experts += 1,
+                Some(StaffRole::Admin) => admins += 1,
+            }
+        }
+        use sosq::protocol::Role;
+        [
+            (Role::Customer, customers),
+            (Role::Expert, experts),
+            (Role::Admin, admins),
+        ]
     }
 
     fn broker(&self) -> MutexGuard<'_, Broker> {

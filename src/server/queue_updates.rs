@@ -2,14 +2,14 @@
 //! their new position, and experts watching the queue get the new queue. Changes are
 //! batched for a moment, and each batch looks only at the cases the core reports as
 //! possibly moved (those behind the earliest change in their line), so a new arrival at
-//! the back of a 100,000-case queue costs one position, not a pass over the queue.
+//! the back of a 100,000-case queue costs one position, not a pass over the queue. The
+//! core remembers what each customer was told, so a case put back at the position it had
+//! (an escalation or assignment that passes nobody) is not told it again.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sosq::protocol::Event;
-use sosq::SessionCode;
 
 use super::Shared;
 
@@ -18,12 +18,11 @@ const BATCH: Duration = Duration::from_millis(50);
 
 /// Runs until aborted.
 pub async fn run(shared: Arc<Shared>) {
-    let mut told: HashMap<SessionCode, u32> = HashMap::new();
     let mut last_version = None;
     loop {
         shared.queue_changed.notified().await;
         tokio::time::sleep(BATCH).await;
-        let (version, (moved, removed), views) = {
+        let (version, moved, views) = {
             let mut broker = shared.broker();
             let views: Vec<_> = shared
                 .queue_watchers
@@ -36,13 +35,7 @@ pub async fn run(shared: Arc<Shared>) {
                 .collect();
             (broker.queue_version(), broker.take_moved_positions(), views)
         };
-        for code in removed {
-            told.remove(&code);
-        }
         for (code, customer, position) in moved {
-            if told.insert(code, position) == Some(position) {
-                continue;
-            }
             if let Some(customer) = customer {
                 shared.push(customer, Event::QueuePosition { code, position });
             }

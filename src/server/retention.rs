@@ -19,7 +19,7 @@ pub const BATCH: usize = 1_000;
 /// (at least every second, at most every hour).
 pub async fn run(shared: Arc<Shared>) {
     let every =
-        (shared.config.retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600));
+        (shared.config().retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(3600));
     loop {
         match sweep(&shared).await {
             Ok(0) => {}
@@ -33,7 +33,7 @@ pub async fn run(shared: Arc<Shared>) {
 /// Deletes every closed or expired case that last changed more than `retention` ago, in
 /// batches of [`BATCH`]; returns how many went.
 pub async fn sweep(shared: &Shared) -> Result<usize, ServerError> {
-    let retention = shared.config.retention;
+    let retention = shared.config().retention;
     let cutoff = Timestamp(
         shared
             .now()

@@ -123,6 +123,12 @@ impl Throttle {
         }
     }
 
+    /// Replaces the budgets (a reload). What was spent stays spent; each bucket refills
+    /// at the new rate and up to the new burst from now on.
+    pub fn set_limits(&mut self, limits: ThrottleLimits) {
+        self.limits = limits;
+    }
+
     /// `Err(wait)` if `connection`, coming from `address`, may not try a code now; the wait
     /// is until every one of its three budgets has a failure to spend again.
     pub fn check(

@@ -24,6 +24,7 @@ use tokio::sync::oneshot;
 use crate::broker::{AuditEntry, CaseRecord, CaseSelection, Persist};
 
 pub use memory::MemoryStore;
+pub use sqlite::backup::{backup, restore, BackupReport, RestoreReport};
 pub use sqlite::{SqliteStore, SCHEMA_VERSION};
 
 /// Why the store failed.
@@ -67,6 +68,29 @@ pub enum StoreError {
         found: i64,
         /// The newest version this build knows.
         known: i64,
+    },
+    /// There is no case store (or backup file) where one was named; nothing was created.
+    #[error("no case store at {path} (is --data-dir or --config right?)")]
+    NoStore {
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// The file exists but is not a sosqd case store that can be backed up or restored.
+    #[error("{path} is not a sosqd case store: {reason}")]
+    NotAStore {
+        /// The file.
+        path: PathBuf,
+        /// Why not.
+        reason: String,
+    },
+    /// A daemon (or another program) has the store open, so it cannot be replaced.
+    #[error("{path} is in use by {holder}: stop it first (`systemctl stop sosqd`), restore, then start it again")]
+    InUse {
+        /// The store.
+        path: PathBuf,
+        /// Who: "a running sosqd (pid N)" from the data dir's lock, or what SQLite's own
+        /// lock says.
+        holder: String,
     },
     /// Reading or writing the file failed (disk full, I/O error, corruption).
     #[error("case store {path} failed: {cause}")]

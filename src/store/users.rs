@@ -1,9 +1,10 @@
 //! Experts and admins: a small JSON file in the data dir holding names, roles and the
 //! SHA-256 of each access token (never the token itself).
 //!
-//! `sosqd user add` writes the file (atomically, owner-only) whether or not a daemon is
-//! running; a running daemon notices the change by the file's modification time and size
-//! and reloads before the next authentication.
+//! `sosqd user add` writes the file (atomically, owner-only, owned by the data dir's owner)
+//! whether or not a daemon is running; a running daemon notices the change by the file's
+//! modification time and size and reloads before the next authentication. Writers take
+//! turns on the data dir's lock, so two admin commands at once do not lose a change.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -77,12 +78,12 @@ struct UsersFile {
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {
     /// Reading or writing failed.
-    #[error("cannot access users file {path}: {source}")]
+    #[error("cannot access users file {path}: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not a users file.
     #[error("users file {path} is corrupt: {message}")]
@@ -93,8 +94,17 @@ pub enum UserError {
         message: String,
     },
     /// The name is taken.
-    #[error("a user named {0:?} already exists")]
+    #[error(
+        "a user named {0:?} already exists: change its groups with `sosqd user set {0} --group \
+         GROUP`, or revoke it with `sosqd user revoke {0}` and add it again for a new token"
+    )]
     Exists(String),
+    /// Groups were given to an admin.
+    #[error(
+        "admins see and work every queue, so groups are for experts only: leave out --group \
+         for admin {0:?}"
+    )]
+    AdminGroups(String),
     /// No user has that name.
     #[error("no user named {0:?}")]
     NotFound(String),
@@ -157,12 +167,12 @@ impl UserDirectory {
         groups: &[String],
     ) -> Result<String, UserError> {
         check_name(name)?;
-        let mut file = self.read_file()?;
-        for group in groups {
-            if group != crate::broker::GENERAL && !file.groups.contains(group) {
-                return Err(UserError::NoSuchGroup(group.clone()));
-            }
+        if role == StaffRole::Admin && !groups.is_empty() {
+            return Err(UserError::AdminGroups(name.to_string()));
         }
+        let _turn = self.writers_turn()?;
+        let mut file = self.read_file()?;
+        file.check_groups(groups)?;
         if file.users.iter().any(|user| user.name == name) {
             return Err(UserError::Exists(name.to_string()));
         }
@@ -180,9 +190,31 @@ impl UserDirectory {
         Ok(token)
     }
 
+    /// Puts an existing expert on these teams instead of its current ones; its token and
+    /// open connections stay (a connection works the teams it had when it said hello).
+    ///
+    /// Errors: [`UserError::NotFound`], [`UserError::NoSuchGroup`] (every group must
+    /// exist, as for `add`), [`UserError::AdminGroups`] for an admin.
+    pub fn set_groups(&self, name: &str, groups: &[String]) -> Result<User, UserError> {
+        let _turn = self.writers_turn()?;
+        let mut file = self.read_file()?;
+        file.check_groups(groups)?;
+        let Some(user) = file.users.iter_mut().find(|user| user.name == name) else {
+            return Err(UserError::NotFound(name.to_string()));
+        };
+        if user.role == StaffRole::Admin {
+            return Err(UserError::AdminGroups(name.to_string()));
+        }
+        user.groups = groups.to_vec();
+        let changed = user.clone();
+        self.write_file(&file)?;
+        Ok(changed)
+    }
+
     /// Defines a team (group) whose queue experts can be put on.
     pub fn add_group(&self, name: &str) -> Result<(), UserError> {
         check_name(name)?;
+        let _turn = self.writers_turn()?;
         let mut file = self.read_file()?;
         if name == crate::broker::GENERAL || file.groups.iter().any(|g| g == name) {
             return Err(UserError::GroupExists(name.to_string()));
@@ -241,6 +273,7 @@ impl UserDirectory {
 
     /// Removes a user; its token stops working, on open connections too.
     pub fn revoke(&self, name: &str) -> Result<User, UserError> {
+        let _turn = self.writers_turn()?;
         let mut file = self.read_file()?;
         let Some(index) = file.users.iter().position(|user| user.name == name) else {
             return Err(UserError::NotFound(name.to_string()));
@@ -273,26 +306,51 @@ impl UserDirectory {
                 message: e.to_string(),
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(UsersFile::default()),
-            Err(source) => Err(UserError::Io {
+            Err(cause) => Err(UserError::Io {
                 path: self.path.clone(),
-                source,
+                cause: crate::fsutil::explain_denied(cause, &self.path),
             }),
         }
     }
 
-    fn write_file(&self, file: &UsersFile) -> Result<(), UserError> {
-        let io = |source| UserError::Io {
+    /// Makes the data dir if missing and waits for other writers of the file to finish:
+    /// held from reading the file to writing it back.
+    fn writers_turn(&self) -> Result<std::fs::File, UserError> {
+        let io = |cause| UserError::Io {
             path: self.path.clone(),
-            source,
+            cause,
         };
-        if let Some(dir) = self.path.parent() {
-            crate::fsutil::create_private_dir(dir).map_err(io)?;
-        }
+        let dir = match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        crate::fsutil::create_private_dir(dir).map_err(io)?;
+        crate::fsutil::lock_dir(dir).map_err(io)
+    }
+
+    fn write_file(&self, file: &UsersFile) -> Result<(), UserError> {
+        let io = |cause| UserError::Io {
+            path: self.path.clone(),
+            cause,
+        };
         let text = serde_json::to_vec_pretty(file).map_err(|e| UserError::Corrupt {
             path: self.path.clone(),
             message: e.to_string(),
         })?;
         crate::fsutil::write_private_atomically(&self.path, &text).map_err(io)
+    }
+}
+
+impl UsersFile {
+    /// Every group must exist before a user is put on it.
+    fn check_groups(&self, groups: &[String]) -> Result<(), UserError> {
+        match groups
+            .iter()
+            .find(|group| *group != crate::broker::GENERAL && !self.groups.contains(group))
+        {
+            Some(missing) => Err(UserError::NoSuchGroup(missing.clone())),
+            None => Ok(()),
+        }
     }
 }
 
@@ -366,5 +424,65 @@ mod tests {
             .add("bo", StaffRole::Expert)
             .unwrap();
         assert_eq!(daemon.authenticate(&token).unwrap().unwrap().name, "bo");
+    }
+
+    #[test]
+    fn set_changes_an_experts_groups_and_keeps_its_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = UserDirectory::open(dir.path());
+        users.add_group("billing").unwrap();
+        let token = users.add("ana", StaffRole::Expert).unwrap();
+        let ana = users.authenticate(&token).unwrap().unwrap();
+        assert_eq!(ana.teams(), vec!["general"]);
+        let groups = vec!["billing".to_string(), "general".to_string()];
+        users.set_groups("ana", &groups).unwrap();
+        let now = users.authenticate(&token).unwrap().unwrap();
+        assert_eq!(now.teams(), groups);
+        assert!(users.still_valid(&ana).unwrap(), "same token, still valid");
+        assert!(matches!(
+            users.set_groups("ana", &["network".to_string()]),
+            Err(UserError::NoSuchGroup(g)) if g == "network"
+        ));
+        assert!(matches!(
+            users.set_groups("bo", &groups),
+            Err(UserError::NotFound(_))
+        ));
+        users.add("root", StaffRole::Admin).unwrap();
+        assert!(matches!(
+            users.set_groups("root", &groups),
+            Err(UserError::AdminGroups(_))
+        ));
+    }
+
+    #[test]
+    fn admins_take_no_groups_and_an_existing_name_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = UserDirectory::open(dir.path());
+        users.add_group("billing").unwrap();
+        let err = users
+            .add_in_groups("root", StaffRole::Admin, &["billing".to_string()])
+            .unwrap_err();
+        assert!(matches!(err, UserError::AdminGroups(_)), "{err}");
+        assert!(users.list().unwrap().is_empty(), "nothing added");
+        users.add("ana", StaffRole::Expert).unwrap();
+        let err = users.add("ana", StaffRole::Expert).unwrap_err().to_string();
+        assert!(err.contains("sosqd user set ana"), "{err}");
+        assert!(err.contains("sosqd user revoke ana"), "{err}");
+    }
+
+    #[test]
+    fn concurrent_writers_lose_no_user() {
+        let dir = tempfile::tempdir().unwrap();
+        std::thread::scope(|scope| {
+            for i in 0..8 {
+                let path = dir.path();
+                scope.spawn(move || {
+                    UserDirectory::open(path)
+                        .add(&format!("expert{i}"), StaffRole::Expert)
+                        .unwrap()
+                });
+            }
+        });
+        assert_eq!(UserDirectory::open(dir.path()).list().unwrap().len(), 8);
     }
 }

@@ -68,14 +68,24 @@ pub enum TransportError {
     /// TLS setup failed.
     #[error(transparent)]
     Tls(#[from] TlsError),
-    /// The UDP socket could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    /// The UDP socket (or the metrics listener) could not be bound. The cause is in the
+    /// message and not an error `source`, so a report of the whole chain says it once.
+    #[error("cannot listen on {addr}: {cause}{}", in_use_hint(cause))]
     Socket {
         /// The address.
         addr: std::net::SocketAddr,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
+}
+
+/// The usual reason an address is taken, and what to do about it.
+fn in_use_hint(cause: &std::io::Error) -> &'static str {
+    if cause.kind() == std::io::ErrorKind::AddrInUse {
+        "; is another sosqd running? Stop it, or give this one another --listen address"
+    } else {
+        ""
+    }
 }
 
 /// Binds the endpoint on `config.listen`, with the receive buffer `config.udp_receive_buffer`
@@ -83,7 +93,7 @@ pub enum TransportError {
 pub fn bind(config: &Config, identity: &Identity) -> Result<quinn::Endpoint, TransportError> {
     let server = server_config(config, identity)?;
     let addr = config.listen;
-    let socket_error = |source| TransportError::Socket { addr, source };
+    let socket_error = |cause| TransportError::Socket { addr, cause };
     let socket = udp_socket(addr, config.udp_receive_buffer).map_err(socket_error)?;
     let runtime = quinn::default_runtime()
         .ok_or_else(|| socket_error(std::io::Error::other("no async runtime is running")))?;

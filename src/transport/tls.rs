@@ -14,15 +14,29 @@ pub const CERT_FILE: &str = "cert.pem";
 pub const KEY_FILE: &str = "key.pem";
 
 /// Why the TLS identity could not be loaded or made.
+///
+/// Each message carries its cause in its own text and none is an error `source`, so
+/// `sosqd`'s one-line report (which prints the whole chain) shows every cause once.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// Reading or writing a file failed.
-    #[error("cannot access {path}: {source}")]
+    #[error("cannot access {path}: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
+    },
+    /// A read-only command found no certificate: nothing is made behind the admin's back.
+    #[error(
+        "no certificate at {path} yet: `sosqd fingerprint --create --data-dir {dir}` makes \
+         one (so does the daemon's first start)"
+    )]
+    Missing {
+        /// Where it looked, absolute.
+        path: PathBuf,
+        /// The data dir, absolute.
+        dir: PathBuf,
     },
     /// A file is not what it should be.
     #[error("{path} is not a usable PEM {what}: {message}")]
@@ -39,7 +53,13 @@ pub enum TlsError {
     Generate(String),
     /// rustls refused the certificate or key.
     #[error("TLS setup failed: {0}")]
-    Rustls(#[from] rustls::Error),
+    Rustls(rustls::Error),
+}
+
+impl From<rustls::Error> for TlsError {
+    fn from(e: rustls::Error) -> Self {
+        TlsError::Rustls(e)
+    }
 }
 
 /// A certificate chain with its key.
@@ -60,14 +80,62 @@ impl Identity {
             .unwrap_or_default()
     }
 
-    /// Loads the identity from `data_dir`, making a new self-signed one on first start.
+    /// Loads the identity kept in `data_dir`; never makes one, so a read-only command run
+    /// against the wrong directory cannot mint an unrelated certificate.
+    ///
+    /// Errors: [`TlsError::Missing`] (with where it looked and how to make one) if there is
+    /// neither a certificate nor a key; [`TlsError::BadPem`] if either is missing or bad.
+    pub fn load_existing(data_dir: &Path) -> Result<Identity, TlsError> {
+        let cert_path = data_dir.join(CERT_FILE);
+        let key_path = data_dir.join(KEY_FILE);
+        if !cert_path.exists() && data_dir.is_dir() {
+            // One may be being made right now: wait for its maker's turn to end.
+            let _turn = fsutil::lock_dir(data_dir).map_err(io_error(data_dir))?;
+        }
+        if !cert_path.exists() && !key_path.exists() {
+            return Err(TlsError::Missing {
+                path: absolute(&cert_path),
+                dir: absolute(data_dir),
+            });
+        }
+        Identity::load_kept(&cert_path, &key_path)
+    }
+
+    /// Loads the identity from `data_dir`, making a new self-signed one (and the dir) if
+    /// there is neither a certificate nor a key. Only the daemon and `sosqd fingerprint
+    /// --create` make one.
+    ///
+    /// Concurrent makers take turns on the data dir's lock, so they end with one pair;
+    /// the key is in place before the certificate, so whoever sees `cert.pem` finds its
+    /// key. Errors: as [`Identity::load_existing`], plus [`TlsError::Io`] if the files
+    /// cannot be written (a data dir owned by another user is refused with the fix).
     pub fn load_or_create(data_dir: &Path) -> Result<Identity, TlsError> {
         let cert_path = data_dir.join(CERT_FILE);
         let key_path = data_dir.join(KEY_FILE);
-        if !cert_path.exists() && !key_path.exists() {
-            Identity::create(data_dir, &cert_path, &key_path)?;
+        if !cert_path.exists() {
+            fsutil::create_private_dir(data_dir).map_err(io_error(data_dir))?;
+            let _turn = fsutil::lock_dir(data_dir).map_err(io_error(data_dir))?;
+            if !cert_path.exists() && !key_path.exists() {
+                Identity::create(&cert_path, &key_path)?;
+            }
         }
-        Identity::load(&cert_path, &key_path)
+        Identity::load_kept(&cert_path, &key_path)
+    }
+
+    /// [`Identity::load`] for the pair kept in the data dir, where a file this user may not
+    /// read is named with its owner and the fix rather than as a bad PEM file.
+    fn load_kept(cert_path: &Path, key_path: &Path) -> Result<Identity, TlsError> {
+        for path in [cert_path, key_path] {
+            if let Err(e) = std::fs::File::open(path) {
+                if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    return Err(TlsError::Io {
+                        path: path.to_path_buf(),
+                        cause: fsutil::explain_denied(e, path),
+                    });
+                }
+            }
+        }
+        Identity::load(cert_path, key_path)
     }
 
     /// Loads a certificate chain and key from PEM files (an operator's own, or ours).
@@ -92,12 +160,8 @@ impl Identity {
         Ok(Identity { chain, key })
     }
 
-    fn create(data_dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| TlsError::Io { path, source }
-        };
-        fsutil::create_private_dir(data_dir).map_err(io(data_dir))?;
+    /// Writes a new key and certificate, each through a temporary file and a rename.
+    fn create(cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
         let names = vec!["sosqd".to_string(), "localhost".to_string()];
         let generated = rcgen::generate_simple_self_signed(names)
             .map_err(|e| TlsError::Generate(e.to_string()))?;
@@ -107,12 +171,22 @@ impl Identity {
             key_path,
             generated.signing_key.serialize_pem().as_bytes(),
         )
-        .map_err(io(key_path))?;
+        .map_err(io_error(key_path))?;
         fsutil::write_private_atomically(cert_path, generated.cert.pem().as_bytes())
-            .map_err(io(cert_path))?;
+            .map_err(io_error(cert_path))?;
         tracing::info!(cert = %cert_path.display(), "made a new self-signed certificate");
         Ok(())
     }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError {
+    let path = path.to_path_buf();
+    move |cause| TlsError::Io { path, cause }
+}
+
+/// `path` made absolute for messages; as given if that fails.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 #[cfg(test)]
@@ -146,5 +220,47 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains(CERT_FILE), "{err}");
+    }
+
+    #[test]
+    fn a_read_only_load_makes_nothing_and_says_where_it_looked_and_how_to_make_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let err = Identity::load_existing(&data).unwrap_err().to_string();
+        assert!(
+            err.contains(&data.join(CERT_FILE).display().to_string()),
+            "{err}"
+        );
+        assert!(err.contains("sosqd fingerprint --create"), "{err}");
+        assert!(!data.exists(), "nothing made");
+        std::fs::create_dir(&data).unwrap();
+        assert!(Identity::load_existing(&data).is_err());
+        assert_eq!(std::fs::read_dir(&data).unwrap().count(), 0, "nothing made");
+        let made = Identity::load_or_create(&data).unwrap();
+        let read = Identity::load_existing(&data).unwrap();
+        assert_eq!(made.fingerprint(), read.fingerprint());
+    }
+
+    #[test]
+    fn concurrent_makers_end_with_one_pair() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let fingerprints: Vec<String> = std::thread::scope(|scope| {
+            let makers: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| Identity::load_or_create(&data).map(|i| i.fingerprint())))
+                .collect();
+            makers
+                .into_iter()
+                .map(|maker| maker.join().unwrap().unwrap())
+                .collect()
+        });
+        assert!(fingerprints.iter().all(|f| f == &fingerprints[0]));
+        let on_disk = Identity::load_existing(&data).unwrap();
+        assert_eq!(on_disk.fingerprint(), fingerprints[0]);
+        let names: Vec<_> = std::fs::read_dir(&data)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
     }
 }

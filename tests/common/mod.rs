@@ -96,14 +96,21 @@ impl Daemon {
         } else {
             &["--listen", "127.0.0.1:0"]
         };
-        let mut child = Command::new(sosqd_bin())
-            .envs(env.iter().copied())
+        let mut cmd = Command::new(sosqd_bin());
+        cmd.envs(env.iter().copied())
             .arg("serve")
             .args(listen)
             .arg("--data-dir")
             .arg(dir.path())
             .args(extra)
-            .env("RUST_LOG", filter)
+            .env("RUST_LOG", filter);
+        Daemon::spawn(cmd, dir)
+    }
+
+    /// Starts a prepared `sosqd serve` command (run as another user, from another
+    /// directory...) whose data dir is `dir`; waits for it to log where it listens.
+    pub fn spawn(mut cmd: Command, dir: Arc<tempfile::TempDir>) -> Daemon {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

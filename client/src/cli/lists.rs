@@ -19,7 +19,7 @@ use super::unexpected;
 #[derive(Args, Debug, Clone, Default)]
 pub struct Paging {
     /// Most entries per page (default 100, at most 1000).
-    #[arg(long, default_value_t = 0, hide_default_value = true)]
+    #[arg(long, default_value_t = 0, hide_default_value = true, value_name = "N")]
     pub limit: u32,
     /// Start after this page token (printed after the previous page).
     #[arg(long, value_name = "TOKEN", conflicts_with = "all")]

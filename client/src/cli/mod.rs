@@ -19,39 +19,86 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use sosq::profile::SupportProfile;
-use sosq::protocol::{Assignee, CaseFilter, CaseState, DeleteSelector, Priority, Reply, Request};
+use sosq::protocol::{
+    Assignee, CaseFilter, CaseState, DeleteSelector, ErrorKind, ErrorReply, Priority, Reply,
+    Request,
+};
 use sosq::{Client, ClientError, ConnectOptions, SessionCode};
 
 use output::Output;
 
+/// The heading every command's help lists the global options under, apart from its own.
+const GLOBAL: &str = "Global options (every command takes these)";
+
+/// What `sosq -h` opens with.
+const ABOUT: &str = "sosq: get remote support through a sosqd broker, or give it. Customers ask for help (sosq request), experts take the next case (sosq pull), admins keep the case list (sosq cases).";
+
+/// What `sosq --help` opens with: what it does, and the main commands by role.
+const LONG_ABOUT: &str = "\
+sosq: get remote support through a sosqd broker, or give it.
+
+A customer asks for help and gets a session code; an expert takes the case and the two
+talk through the broker (stdin to the other side, the other side to stdout), and may
+forward one TCP service (VNC, SSH...) the customer shares.
+
+  Customers (no token):
+    sosq request --name NAME          ask for help: prints your code, waits for an expert
+    sosq join CODE --name NAME        join the case whose code an expert read to you
+                                      (or come back to yours with --secret SECRET)
+  Experts (--token TOKEN):
+    sosq queue                        the waiting cases of your teams
+    sosq pull                         take the next one and run the session
+    sosq connect CODE                 connect to a case by its code
+    sosq create --customer NAME       make a case and read its code to the customer
+  Admins (--token TOKEN):
+    sosq cases                        every stored case, a page at a time
+    sosq delete CODE...               delete cases by code, or in bulk by state and age
+
+Every command needs the broker's address and certificate: --server ADDR and
+--fingerprint FINGERPRINT (or the environment, or a support profile with --profile FILE).";
+
 /// sosq: ask for remote support, work the support queue, or administer sosqd.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(name = "sosq", version, about = ABOUT, long_about = LONG_ABOUT)]
 pub struct Cli {
     #[command(flatten)]
     pub connection: ConnectionArgs,
     /// Machine-readable output: JSON on stdout, JSON lines on stderr.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// How to reach the daemon; every command takes these.
+/// How to reach the daemon; every command takes these, listed apart under [`GLOBAL`] so
+/// a command's help shows its own options first.
 #[derive(Args)]
+#[command(next_help_heading = GLOBAL)]
 pub struct ConnectionArgs {
     /// sosqd address, host:port [default: 127.0.0.1:4433, or the support profile's].
-    #[arg(long, env = "SOSQ_SERVER", global = true)]
+    #[arg(long, env = "SOSQ_SERVER", global = true, value_name = "ADDR")]
     pub server: Option<String>,
     /// SHA-256 fingerprint of the server certificate (`sosqd fingerprint` prints it).
-    #[arg(long, env = "SOSQ_FINGERPRINT", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "SOSQ_FINGERPRINT",
+        global = true,
+        hide_env_values = true,
+        value_name = "FINGERPRINT"
+    )]
     pub fingerprint: Option<String>,
     /// CA certificate(s) (PEM) to trust instead of a fingerprint, when the daemon runs with
     /// an operator's certificate.
     #[arg(long, env = "SOSQ_CA", global = true, value_name = "FILE")]
     pub ca: Option<std::path::PathBuf>,
     /// Access token of an expert or admin; without one you are a customer.
-    #[arg(long, env = "SOSQ_TOKEN", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "SOSQ_TOKEN",
+        global = true,
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
     pub token: Option<String>,
 }
 
@@ -60,10 +107,10 @@ pub struct ConnectionArgs {
 #[group(required = true, multiple = false)]
 pub struct AssigneeArgs {
     /// An expert, by user name.
-    #[arg(long)]
+    #[arg(long, value_name = "NAME")]
     expert: Option<String>,
     /// A team queue, by group name.
-    #[arg(long)]
+    #[arg(long, value_name = "GROUP")]
     group: Option<String>,
 }
 
@@ -86,20 +133,20 @@ pub enum Command {
     /// the session (stdin to the expert, the expert to stdout).
     Request {
         /// Your name, as the expert will see it [default: your login name].
-        #[arg(long)]
+        #[arg(long, value_name = "NAME")]
         name: Option<String>,
         /// A support profile from your support team: server, certificate, team and
         /// welcome text, so nothing else needs to be typed.
         #[arg(long, value_name = "FILE")]
         profile: Option<std::path::PathBuf>,
         /// What you need help with.
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", value_name = "TEXT")]
         description: String,
         /// How badly business is hurt: critical, high, normal or low.
-        #[arg(long, default_value = "normal")]
+        #[arg(long, default_value = "normal", value_name = "PRIORITY")]
         priority: Priority,
         /// The support team to ask (from your support profile); default `general`.
-        #[arg(long)]
+        #[arg(long, value_name = "GROUP")]
         group: Option<String>,
         /// Let the expert reach this one local TCP service (e.g. 127.0.0.1:5900 for your
         /// VNC server); nothing else on your machine is reachable. Ctrl-C ends the session.
@@ -116,13 +163,18 @@ pub enum Command {
         /// The session code the expert gave you.
         code: String,
         /// Your name.
-        #[arg(long)]
+        #[arg(long, value_name = "NAME")]
         name: String,
         /// A support profile from your support team (server and certificate).
         #[arg(long, value_name = "FILE")]
         profile: Option<std::path::PathBuf>,
         /// The resume secret printed when you first joined or asked for help.
-        #[arg(long, env = "SOSQ_SECRET", hide_env_values = true)]
+        #[arg(
+            long,
+            env = "SOSQ_SECRET",
+            hide_env_values = true,
+            value_name = "SECRET"
+        )]
         secret: Option<String>,
         /// Let the expert reach this one local TCP service (e.g. 127.0.0.1:5900 for your
         /// VNC server); nothing else on your machine is reachable. Ctrl-C ends the session.
@@ -175,10 +227,10 @@ pub enum Command {
     /// Expert: create a case and print its code to read to the customer.
     Create {
         /// The customer's name.
-        #[arg(long)]
+        #[arg(long, value_name = "NAME")]
         customer: String,
         /// What the case is about.
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", value_name = "TEXT")]
         description: String,
     },
     /// Expert, or the case's customer (with --secret): close a case.
@@ -186,7 +238,12 @@ pub enum Command {
         /// The session code.
         code: String,
         /// Customers: the resume secret of your case.
-        #[arg(long, env = "SOSQ_SECRET", hide_env_values = true)]
+        #[arg(
+            long,
+            env = "SOSQ_SECRET",
+            hide_env_values = true,
+            value_name = "SECRET"
+        )]
         secret: Option<String>,
         /// Customers: your support profile (server and certificate).
         #[arg(long, value_name = "FILE")]
@@ -197,7 +254,12 @@ pub enum Command {
         /// The session code.
         code: String,
         /// Customers: the resume secret of your case.
-        #[arg(long, env = "SOSQ_SECRET", hide_env_values = true)]
+        #[arg(
+            long,
+            env = "SOSQ_SECRET",
+            hide_env_values = true,
+            value_name = "SECRET"
+        )]
         secret: Option<String>,
         /// Customers: your support profile (server and certificate).
         #[arg(long, value_name = "FILE")]
@@ -208,10 +270,10 @@ pub enum Command {
         /// The session code.
         code: String,
         /// The new priority: critical, high, normal or low.
-        #[arg(long)]
+        #[arg(long, value_name = "PRIORITY")]
         priority: Priority,
         /// Why.
-        #[arg(long)]
+        #[arg(long, value_name = "TEXT")]
         reason: String,
     },
     /// Expert or admin: route a case to one expert (offered only to them) or a team queue.
@@ -238,7 +300,7 @@ pub enum Command {
     /// Admin: list the cases with their state and times, oldest first, a page at a time.
     Cases {
         /// Only cases in this state: new, pending, in_progress, closed, expired.
-        #[arg(long)]
+        #[arg(long, value_name = "STATE")]
         state: Option<CaseState>,
         #[command(flatten)]
         paging: lists::Paging,
@@ -246,13 +308,19 @@ pub enum Command {
     /// Admin: delete cases by code, or in bulk by state and/or age. Deleting an active
     /// case ends its session.
     Delete {
-        /// Codes of the cases to delete.
+        /// Codes of the cases to delete; a code no case has is an error, named.
+        #[arg(value_name = "CODE")]
         codes: Vec<String>,
         /// Delete every case in this state.
-        #[arg(long, conflicts_with = "codes")]
+        #[arg(long, conflicts_with = "codes", value_name = "STATE")]
         state: Option<CaseState>,
         /// Delete cases created longer ago than this, e.g. "7d", "12h".
-        #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "codes")]
+        #[arg(
+            long,
+            value_parser = humantime::parse_duration,
+            conflicts_with = "codes",
+            value_name = "DURATION"
+        )]
         older_than: Option<Duration>,
     },
 }
@@ -455,21 +523,41 @@ async fn one_shot(
         Command::Cases { state, paging } => lists::cases(client, out, state, paging).await,
         Command::Delete { .. } => {
             let selector = delete.ok_or_else(unexpected)?;
-            let Reply::Deleted { count } = client.request(Request::Delete(selector)).await? else {
+            let Reply::Deleted { count, not_found } =
+                client.request(Request::Delete(selector)).await?
+            else {
                 return Err(unexpected());
             };
             let noun = if count == 1 { "case" } else { "cases" };
             out.print(
                 format!("deleted {count} {noun}"),
-                json!({ "deleted": count }),
+                json!({ "deleted": count, "not_found": not_found }),
             );
-            Ok(())
+            not_deleted(&not_found)
         }
         Command::Request { .. }
         | Command::Join { .. }
         | Command::Pull { .. }
         | Command::Connect { .. } => Err(unexpected()),
     }
+}
+
+/// A delete that named codes no case has fails, naming them, so a typo is not taken for
+/// a deletion (the cases that did exist are deleted all the same).
+fn not_deleted(not_found: &[SessionCode]) -> Result<(), ClientError> {
+    let (first, rest) = match not_found {
+        [] => return Ok(()),
+        [first, rest @ ..] => (first, rest),
+    };
+    let mut codes = first.to_string();
+    for code in rest {
+        codes.push_str(&format!(", {code}"));
+    }
+    let noun = if rest.is_empty() { "code" } else { "codes" };
+    Err(ClientError::Refused(ErrorReply {
+        kind: ErrorKind::UnknownCode,
+        message: format!("no case has {noun} {codes} (mistyped, or already deleted)"),
+    }))
 }
 
 fn delete_selector(

@@ -93,21 +93,34 @@ pub fn queue_table(page: &QueuePage) -> String {
     table
 }
 
-/// Queue entries as table rows, with the header line if `header`.
+/// Queue entries as table rows, with the header line if `header`. POS is the place in the
+/// case's own queue (its TEAM's, or ASSIGNED's when it is assigned to one expert), the
+/// number its customer was told; rows are in pull order across the queues shown.
 pub fn queue_rows(entries: &[QueueEntry], header: bool) -> String {
     let mut table = String::new();
     if header {
         table.push_str(&format!(
-            "{:<4} {:<13} {:<9} {:<20} {:<12} {:<12} {:<7} {}\n",
-            "POS", "CODE", "PRIORITY", "CUSTOMER", "WAITING", "RESPOND IN", "ONLINE", "DESCRIPTION"
+            "{:<4} {:<13} {:<12} {:<12} {:<9} {:<20} {:<12} {:<12} {:<7} {}\n",
+            "POS",
+            "CODE",
+            "TEAM",
+            "ASSIGNED",
+            "PRIORITY",
+            "CUSTOMER",
+            "WAITING",
+            "RESPOND IN",
+            "ONLINE",
+            "DESCRIPTION"
         ));
     }
     for e in entries {
         table.push_str(&format!(
-            "{:<4} {:<13} {:<9} {:<20} {:<12} {:<12} {:<7} {}\n",
+            "{:<4} {:<13} {:<12} {:<12} {:<9} {:<20} {:<12} {:<12} {:<7} {}\n",
             e.position
                 .map_or_else(|| "-".to_string(), |p| p.to_string()),
             e.code.to_string(),
+            truncate(&e.group, 12),
+            truncate(e.assigned_to.as_deref().unwrap_or("-"), 12),
             e.priority.as_str(),
             truncate(&e.customer, 20),
             age(e.waiting_since),
@@ -150,10 +163,12 @@ pub fn cases_rows(cases: &[CaseInfo], header: bool) -> String {
     table
 }
 
-/// One case in full, with `history` (empty: not shown).
+/// One case in full, with `history` (empty: not shown). An open case says when it
+/// expires and when it should be answered; an ended one when it was closed or expired
+/// instead. Lines with nothing to say (no description) are left out.
 pub fn case_details(case: &CaseInfo, history: &[HistoryEntry]) -> String {
     let mut text = format!(
-        "case {}: {} ({} priority)\ncustomer: {}{}\ndescription: {}\ncreated: {}\nexpires: {}\n",
+        "case {}: {} ({} priority)\ncustomer: {}{}\n",
         case.code,
         case.state,
         case.priority,
@@ -163,14 +178,27 @@ pub fn case_details(case: &CaseInfo, history: &[HistoryEntry]) -> String {
         } else {
             ""
         },
-        case.description,
-        clock_time(case.created_at),
-        clock_time(case.expires_at),
     );
+    if !case.description.is_empty() {
+        text.push_str(&format!("description: {}\n", case.description));
+    }
+    text.push_str(&format!("created: {}\n", clock_time(case.created_at)));
+    let open = case.state.is_open();
+    if open {
+        text.push_str(&format!("expires: {}\n", clock_time(case.expires_at)));
+    } else {
+        // An ended case changes state no more: its last change is its end.
+        text.push_str(&format!(
+            "{}: {}\n",
+            case.state,
+            clock_time(case.updated_at)
+        ));
+    }
     match (case.response_due, case.response_target_met) {
         (Some(_), Some(true)) => text.push_str("response target: met\n"),
         (Some(_), Some(false)) => text.push_str("response target: missed\n"),
-        (Some(due), None) => text.push_str(&format!("respond by: {}\n", clock_time(due))),
+        (Some(due), None) if open => text.push_str(&format!("respond by: {}\n", clock_time(due))),
+        (Some(_), None) => text.push_str("first response: none\n"),
         _ => {}
     }
     if let Some(expert) = &case.expert {

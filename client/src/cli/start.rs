@@ -165,7 +165,9 @@ pub async fn run(
         None => None,
     };
     // A customer's request travels with the hello: one round trip less on a slow network.
-    let (client, reply) = reach(&options, session.first.clone(), session.wait, &out).await?;
+    let (client, reply) = reach(&options, session.first.clone(), session.wait, &out)
+        .await
+        .map_err(|e| hint_wait(e, &session.first))?;
     if let Reply::Waiting = reply {
         out.status(
             "waiting",
@@ -257,6 +259,21 @@ async fn reach(
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// A `pull` that found nobody waiting says how to wait for the next customer instead.
+fn hint_wait(error: ClientError, first: &Request) -> ClientError {
+    match (error, first) {
+        (ClientError::Refused(mut refusal), Request::Pull { wait: false })
+            if refusal.kind == sosq::protocol::ErrorKind::QueueEmpty =>
+        {
+            refusal
+                .message
+                .push_str("; `sosq pull --wait` waits for the next one");
+            ClientError::Refused(refusal)
+        }
+        (error, _) => error,
     }
 }
 

@@ -228,8 +228,10 @@ pub struct CaseInfo {
 /// One waiting case as shown by `sosq queue`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueEntry {
-    /// 1 for the case the next `pull` takes; none while the customer is offline (its case
-    /// keeps its place, but nobody can pull it until the customer is back).
+    /// Its place in its own queue (its team's, or the queue of cases assigned to one
+    /// expert): 1 is the next `pull` from that queue takes, and it is the number the
+    /// customer is told. None while the customer is offline (its case keeps its place, but
+    /// nobody can pull it until the customer is back).
     pub position: Option<u32>,
     /// The case's code.
     pub code: SessionCode,

@@ -21,8 +21,10 @@ pub use paging::*;
 
 /// Version of this protocol; the server refuses a `Hello` with any other.
 /// 2: lists are paged, cases carry no history, liveness settings in the welcome.
-/// 3: history entries carry their kind and a structured actor.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// 3: a delete by codes names the codes it did not find; a queue entry's position is its
+/// place in its own queue, and the queue cursor carries no position.
+/// 4: history entries carry their kind and a structured actor.
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// ALPN identifier negotiated during the TLS handshake.
 pub const ALPN: &[u8] = b"sosq/1";
@@ -204,6 +206,10 @@ pub enum Reply {
     Deleted {
         /// Number of cases removed.
         count: u64,
+        /// For a delete by codes: the codes named that no stored case had (a typo, or a
+        /// case already deleted), in the order given, each once; at most
+        /// [`MAX_CODES_PER_DELETE`]. Empty for a delete by filter.
+        not_found: Vec<SessionCode>,
     },
     /// The request was refused; nothing changed.
     Error(ErrorReply),

@@ -51,8 +51,7 @@ pub struct QueuePage {
 /// Where a page of the queue starts: right after this place in line.
 ///
 /// The place is the queue's own order (priority, response deadline, waiting since, arrival),
-/// so paging never skips or repeats a case that stays in line while others come and go;
-/// `position` counts the online cases up to and including it, so positions continue.
+/// so paging never skips or repeats a case that stays in line while others come and go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueCursor {
     /// Priority of the last case shown.
@@ -63,16 +62,14 @@ pub struct QueueCursor {
     pub waiting_since: Timestamp,
     /// Its arrival number (ties between equal times).
     pub arrival: u64,
-    /// Online cases shown up to and including it.
-    pub position: u32,
 }
 
 impl fmt::Display for QueueCursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}.{}.{}.{}.{}",
-            self.priority, self.response_due.0, self.waiting_since.0, self.arrival, self.position
+            "{}.{}.{}.{}",
+            self.priority, self.response_due.0, self.waiting_since.0, self.arrival
         )
     }
 }
@@ -82,7 +79,7 @@ impl std::str::FromStr for QueueCursor {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || format!("{s:?} is not a queue page token (as printed after a page)");
         let parts: Vec<&str> = s.trim().split('.').collect();
-        let [priority, due, since, arrival, position] = parts.as_slice() else {
+        let [priority, due, since, arrival] = parts.as_slice() else {
             return Err(bad());
         };
         let number = |text: &str| text.parse::<u64>().map_err(|_| bad());
@@ -91,7 +88,6 @@ impl std::str::FromStr for QueueCursor {
             response_due: Timestamp(number(due)?),
             waiting_since: Timestamp(number(since)?),
             arrival: number(arrival)?,
-            position: u32::try_from(number(position)?).map_err(|_| bad())?,
         })
     }
 }
@@ -158,7 +154,6 @@ mod tests {
             response_due: Timestamp(1_764_528_000_000),
             waiting_since: Timestamp(1_764_527_000_000),
             arrival: 77,
-            position: 42,
         };
         assert_eq!(queue.to_string().parse::<QueueCursor>(), Ok(queue));
         let cases = CasesCursor {

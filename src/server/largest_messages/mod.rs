@@ -104,7 +104,6 @@ fn everything_fits(w: Widest) -> Result<(), TestCaseError> {
         response_due: Timestamp(u64::MAX),
         waiting_since: Timestamp(u64::MAX),
         arrival: u64::MAX,
-        position: u32::MAX,
     };
     let past_the_end = scene
         .broker
@@ -205,7 +204,13 @@ fn everything_fits(w: Widest) -> Result<(), TestCaseError> {
     reply(Reply::Created(widest.clone()))?;
     reply(Reply::Case(widest))?;
     reply(Reply::Waiting)?;
-    reply(Reply::Deleted { count: u64::MAX })?;
+    reply(Reply::Deleted {
+        count: u64::MAX,
+        not_found: vec![
+            SessionCode::from_number(LAST_CODE).expect("a code");
+            sosq::protocol::MAX_CODES_PER_DELETE
+        ],
+    })?;
     event(Event::Paired {
         code: waiting[0],
         peer_role: Role::Customer,
@@ -246,6 +251,10 @@ fn refusals(scene: &mut Scene) -> Result<Vec<ServerError>, TestCaseError> {
     let w = scene.w.clone();
     let code = SessionCode::from_number(LAST_CODE).expect("a code");
     let bad_code = w.typed.parse::<SessionCode>().expect_err("no session code");
+    // An expert in a thousand teams of the longest names: the refusal names eight.
+    let searched = crate::broker::Searched {
+        teams: vec![w.team.clone(); 1_000],
+    };
     let mut errors: Vec<ServerError> = vec![
         BrokerError::from(bad_code).into(),
         BrokerError::UnknownCode(code).into(),
@@ -260,8 +269,8 @@ fn refusals(scene: &mut Scene) -> Result<Vec<ServerError>, TestCaseError> {
             action: "move to pending",
         }
         .into(),
-        BrokerError::QueueEmpty.into(),
-        BrokerError::NobodyOnline(usize::MAX).into(),
+        BrokerError::QueueEmpty(searched.clone()).into(),
+        BrokerError::NobodyOnline(usize::MAX, searched).into(),
         BrokerError::TooManyCases(usize::MAX).into(),
         no_such_team(&w.typed).into(),
         no_such_assignee(&Assignee::Expert(w.typed.clone())).into(),

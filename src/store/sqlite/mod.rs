@@ -7,10 +7,14 @@
 //!   connection, so they never wait for the writer's fsync and never block it.
 //! - Opening checks the file before anything is written: something that is not SQLite, an
 //!   SQLite file of another program, or one from a newer sosqd is refused with the path
-//!   and the reason, never silently replaced by an empty store.
+//!   and the reason, never silently replaced by an empty store; a copy that lost its WAL
+//!   is called out loudly ([`wal_check`]).
+//! - [`backup`]: whole copies taken while the daemon serves, and putting one back.
 
+pub mod backup;
 mod rows;
 mod schema;
+mod wal_check;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -51,7 +55,12 @@ impl SqliteStore {
     /// of 4 KiB: SQLite then fails like on a full disk (tests use it).
     pub fn open_limited(path: &Path, max_pages: Option<u64>) -> Result<SqliteStore, StoreError> {
         schema::check_file(path)?;
+        let found = wal_check::Found::inspect(path);
+        make_files_private(path)?;
         let mut conn = Connection::open(path).map_err(|e| open_error(path, e))?;
+        for warning in found.warnings(&conn, path) {
+            tracing::warn!("{warning}");
+        }
         ensure_writable(&conn, path)?;
         schema::configure_writer(&conn, path)?;
         schema::migrate(&mut conn, path)?;
@@ -106,6 +115,30 @@ impl SqliteStore {
             cause: e.to_string(),
         })
     }
+}
+
+/// Every file of the store is owner-only. SQLite gives its `-wal` and `-shm` files the
+/// database file's mode (and, run as root, its owner), so the database file is made 0600,
+/// owned by the data dir's owner, before SQLite first opens it; files left readable by
+/// older versions are tightened. A file that cannot be tightened (a read-only file
+/// system, say) is only warned about: opening it says what is really wrong.
+fn make_files_private(path: &Path) -> Result<(), StoreError> {
+    if !path.exists() {
+        crate::fsutil::open_private(path).map_err(|e| open_error(path, e))?;
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let file = PathBuf::from(file);
+        match crate::fsutil::make_private(&file) {
+            Ok(true) => tracing::info!(file = %file.display(), "made owner-only"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(file = %file.display(), error = %e, "cannot make owner-only")
+            }
+        }
+    }
+    Ok(())
 }
 
 /// SQLite quietly opens a file it cannot write read-only, and the first commit would fail

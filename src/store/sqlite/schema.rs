@@ -12,7 +12,7 @@ use crate::store::StoreError;
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// `PRAGMA application_id` of a sosqd case store ("sosq" in ASCII).
-pub(super) const APPLICATION_ID: i64 = 0x736f_7371;
+pub const APPLICATION_ID: i64 = 0x736f_7371;
 
 /// Every migration in order; migration `i` takes the file from version `i` to `i + 1`.
 /// Never edit one that has shipped; append a new one.

@@ -8,7 +8,8 @@ use super::{SqliteStore, SCHEMA_VERSION};
 use crate::broker::{CaseRecord, Persist};
 use crate::store::{CaseStore, StoreError};
 
-fn record(n: u64) -> CaseRecord {
+/// A new case numbered `n`, with a long description (shared with the backup tests).
+pub(super) fn record(n: u64) -> CaseRecord {
     CaseRecord {
         code: SessionCode::from_number(n).unwrap(),
         origin: CaseOrigin::Sos,

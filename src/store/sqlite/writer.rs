@@ -44,6 +44,26 @@ pub fn run(mut conn: Connection, path: PathBuf, jobs: mpsc::Receiver<Job>) {
         }
         commit_group(&mut conn, &path, group);
     }
+    checkpoint_on_stop(&conn, &path);
+}
+
+/// Copies every commit from the WAL into `cases.sqlite3` and empties the WAL, so a
+/// stopped daemon's store is whole in its one file: a `cp` of it after `systemctl stop`
+/// is a complete copy (README "Backups"). Failing leaves the WAL, which the next start
+/// reads as usual, so it is only logged.
+fn checkpoint_on_stop(conn: &Connection, path: &Path) {
+    match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+        row.get::<_, i64>(0)
+    }) {
+        Ok(0) => tracing::debug!(path = %path.display(), "case store checkpointed at stop"),
+        Ok(_) => tracing::warn!(
+            path = %path.display(),
+            "case store not fully checkpointed at stop (a reader held it); its -wal file stays beside it"
+        ),
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "case store checkpoint at stop failed; its -wal file stays beside it")
+        }
+    }
 }
 
 /// Lowers this thread's priority to [`WRITER_NICENESS`] (Linux only; raising a nice value
