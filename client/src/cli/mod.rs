@@ -4,6 +4,7 @@
 
 pub mod chat;
 pub mod endpoints;
+pub mod events;
 pub mod forwards;
 pub mod lists;
 pub mod output;

@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::chat::{write_stdout, Chat};
+use super::events::{report, report_ended, report_paired};
 use super::forwards::{self, Forwards, Route, Tally};
 use super::output::Output;
 use super::reconnect::{final_close, reconnect};
@@ -285,10 +286,10 @@ async fn on_connection(
     // The customer accepts every stream the expert opens: chats come here, forwarded
     // connections go to the shared service (or are refused).
     let (chats, mut chat_streams) = mpsc::channel(4);
-    let customer_case = match &plan.attach {
-        Attach::Customer { code, .. } => Some(*code),
-        _ => None,
-    };
+    let customer_case = plan
+        .attach
+        .code()
+        .filter(|_| plan.attach.side() == Side::Customer);
     let _acceptor = customer_case.map(|code| {
         AbortOnDrop(tokio::spawn(forwards::accept_streams(
             code,
@@ -412,11 +413,7 @@ async fn on_connection(
                     }
                     Ok(None) => {
                         peer_done = true;
-                        out.status(
-                            "peer_finished",
-                            "the other side has finished sending",
-                            json!({"code": plan.attach.code()}),
-                        );
+                        out.status("peer_finished", "the other side has finished sending", json!({"code": plan.attach.code()}));
                         if chat.stdin_done && !chat.keep_open {
                             delivered(&mut send, Duration::from_secs(2)).await;
                             return Step::Talked;
@@ -557,52 +554,6 @@ struct AbortOnDrop(JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-fn report_paired(
-    out: &Output,
-    code: SessionCode,
-    peer_role: sosq::protocol::Role,
-    peer_name: &str,
-    share: Option<SocketAddr>,
-) {
-    let mut human = format!("connected to {peer_role} {peer_name} (case {code})");
-    if let Some(share) = share {
-        human.push_str(&format!(
-            "; they can reach {share}, the one service you share; press Ctrl-C to end the session"
-        ));
-    }
-    out.status(
-        "paired",
-        human,
-        json!({"code": code, "peer_role": peer_role.to_string(), "peer_name": peer_name, "share": share}),
-    );
-}
-
-fn report_ended(out: &Output, code: SessionCode, reason: &str) {
-    out.status(
-        "session_ended",
-        reason,
-        json!({"code": code, "reason": reason}),
-    );
-}
-
-/// Reports an event that does not change what the session does.
-fn report(out: &Output, event: Event) {
-    match event {
-        Event::PeerLeft { code, reason } => out.status(
-            "peer_left",
-            reason.clone(),
-            json!({"code": code, "reason": reason}),
-        ),
-        Event::QueuePosition { code, position } => out.status(
-            "queue_position",
-            format!("you are number {position} in the queue"),
-            json!({"code": code, "position": position}),
-        ),
-        Event::SessionEnded { code, reason } => report_ended(out, code, &reason),
-        Event::Released { .. } | Event::Paired { .. } | Event::QueueChanged(_) => {}
     }
 }
 
