@@ -1,5 +1,5 @@
-//! From a request to a reply: the role check (who may ask what), then the core command,
-//! then the answer.
+//! From a request to a reply: the role check (`roles.rs`), then the core command, then the
+//! answer.
 
 use std::net::SocketAddr;
 
@@ -9,6 +9,7 @@ use sosq::protocol::{
 };
 use sosq::SessionCode;
 
+use super::roles::authorize;
 use super::{deletion, ServerError, Shared};
 use crate::broker::{
     Actor, Attached, AuditEntry, BrokerError, CaseSelection, Closer, Effect, PartyId, Persist,
@@ -100,54 +101,6 @@ async fn throttled(
         shared.charge_wrong_code(caller.party, ip);
     }
     result
-}
-
-/// The role matrix: which role may make which request. Ownership of a case (a customer
-/// reaches only its own) is checked by the core.
-pub fn authorize(role: Role, request: &Request) -> Result<(), ServerError> {
-    let (operation, allowed): (&str, &[Role]) = match request {
-        Request::OpenSos { .. } => ("requesting help", &[Role::Customer]),
-        Request::Escalate { .. } => ("changing a case's priority", &[Role::Expert, Role::Admin]),
-        Request::Join { .. } => ("joining a case as its customer", &[Role::Customer]),
-        Request::Queue { .. } => ("viewing the queue", &[Role::Expert, Role::Admin]),
-        Request::WatchQueue { .. } => ("watching the queue", &[Role::Expert, Role::Admin]),
-        Request::Assign { .. } => ("assigning a case", &[Role::Expert, Role::Admin]),
-        Request::Transfer { .. } => ("transferring a case", &[Role::Expert]),
-        Request::Pull { .. } => ("pulling a case", &[Role::Expert]),
-        Request::Connect { .. } => ("connecting to a case by code", &[Role::Expert]),
-        Request::Create { .. } => ("creating a case", &[Role::Expert]),
-        Request::Close { .. } => ("closing a case", &[Role::Customer, Role::Expert]),
-        Request::Status { .. } => (
-            "viewing a case",
-            &[Role::Customer, Role::Expert, Role::Admin],
-        ),
-        Request::Cases { .. } => ("listing all cases", &[Role::Admin]),
-        Request::Delete(_) => ("deleting cases", &[Role::Admin]),
-        Request::History { .. } => ("viewing a case's history", &[Role::Expert, Role::Admin]),
-    };
-    if allowed.contains(&role) {
-        return Ok(());
-    }
-    let who = allowed
-        .iter()
-        .map(|role| format!("{role}s"))
-        .collect::<Vec<_>>()
-        .join(" and ");
-    let hint = match role {
-        Role::Customer => " (staff connect with --token or SOSQ_TOKEN)",
-        _ => "",
-    };
-    Err(ServerError::Forbidden(format!(
-        "{operation} is for {who}; you are connected as {} {role}{hint}",
-        article(role)
-    )))
-}
-
-fn article(role: Role) -> &'static str {
-    match role {
-        Role::Admin | Role::Expert => "an",
-        Role::Customer => "a",
-    }
 }
 
 async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply, ServerError> {

@@ -19,6 +19,7 @@ pub mod pages;
 mod queue_updates;
 mod reload;
 mod retention;
+mod roles;
 mod throttle;
 
 #[cfg(test)]
@@ -26,8 +27,8 @@ mod largest_messages;
 
 pub use admission::{Admission, AdmissionLimits, Decision};
 pub use daemon::{listening_line, parse_listening_line, Server};
-pub use dispatch::authorize;
 pub use reload::{ReloadReport, Reloader};
+pub use roles::authorize;
 pub use throttle::{Budget, Throttle, ThrottleLimits};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
