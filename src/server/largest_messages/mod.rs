@@ -30,7 +30,8 @@ use sosq::protocol::{
 };
 use sosq::SessionCode;
 
-use super::dispatch::{authorize, no_such_assignee, no_such_team};
+use super::dispatch::{no_such_assignee, no_such_team};
+use super::roles::authorize;
 use super::{pages, ServerError};
 use crate::broker::{
     Broker, BrokerError, Closer, PartyId, QueueViewer, SosRequest, MAX_DESCRIPTION_CHARS,
