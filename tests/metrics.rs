@@ -172,18 +172,6 @@ fn the_metrics_endpoint_serves_the_brokers_figures_in_prometheus_format() {
     }
 }
 
-/// The metrics listener's address, from the daemon's log.
-fn metrics_addr_of(daemon: &Daemon) -> String {
-    daemon.wait_for_log("metrics on http://");
-    daemon
-        .log()
-        .split("metrics on http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap()
-        .to_string()
-}
-
 /// Starts a QUIC handshake with the daemon and never finishes it: a real client's first
 /// datagram (its Initial), captured on a socket that never answers, is replayed to the
 /// daemon from a socket that ignores the reply. The daemon holds the connection's place
@@ -215,7 +203,7 @@ fn healthz_says_ok_while_serving_and_503_once_shutdown_has_begun() {
          shutdown_grace = \"60s\"\nhandshake_timeout = \"60s\"\nidle_timeout = \"60s\"\n",
     );
     let mut daemon = Daemon::start(&["--config", &config]);
-    let metrics = metrics_addr_of(&daemon);
+    let metrics = daemon.metrics_addr();
     let (head, body) = get(&metrics, "/healthz");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(body.trim(), "ok");

@@ -155,18 +155,6 @@ fn wait_for_nth(daemon: &Daemon, text: &str, n: usize) -> String {
     }
 }
 
-/// The metrics listener's address, from the daemon's log.
-fn metrics_addr_of(daemon: &Daemon) -> String {
-    daemon.wait_for_log("metrics on http://");
-    daemon
-        .log()
-        .split("metrics on http://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap()
-        .to_string()
-}
-
 /// One sample of `GET /metrics`, by its series, e.g. `sosqd_open_connections`.
 fn metric(addr: &str, series: &str) -> f64 {
     use std::io::{Read, Write};
@@ -217,7 +205,7 @@ fn sighup_reloads_limits_and_log_level_and_drops_nobody() {
     // No RUST_LOG, so the file's log_level decides.
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let daemon = Daemon::start_in_logging(dir, &["--config", &config], "");
-    let metrics = metrics_addr_of(&daemon);
+    let metrics = daemon.metrics_addr();
     let expert = daemon.add_user("ana", "expert");
     let (mut customer, mut pulled) = daemon.paired_sessions(&expert);
     let mut waiting = daemon.session(None, &["request", "--name", "Walt"]);

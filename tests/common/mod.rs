@@ -163,6 +163,17 @@ impl Daemon {
         self.dir.clone()
     }
 
+    /// The metrics listener's address (`metrics_listen`), from the daemon's start-up log.
+    pub fn metrics_addr(&self) -> String {
+        self.wait_for_log("metrics on http://");
+        self.log()
+            .split("metrics on http://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .expect("the start-up log names the metrics address")
+            .to_string()
+    }
+
     /// The daemon's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
