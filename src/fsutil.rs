@@ -171,19 +171,48 @@ pub fn explain_denied(e: std::io::Error, path: &Path) -> std::io::Error {
     }
 }
 
-/// Why this user may not write into `dir`, and how to run the command instead.
+/// Why this user may not write into `dir`, and the two ways out: run as the dir's owner,
+/// or (when this user is the one meant to own it, as a daemon's user finding a dir an
+/// admin command made as root) give the dir to this user.
 fn refusal(dir: &Path, meta: &Metadata) -> std::io::Error {
     let uid = meta.uid();
     let owner = owner_name(uid);
     let sudo = user_name(uid).unwrap_or_else(|| format!("'#{uid}'"));
+    let me = current_uid();
+    let me_name = user_name(me).unwrap_or_else(|| me.to_string());
     std::io::Error::new(
         std::io::ErrorKind::PermissionDenied,
         format!(
-            "the data dir {} belongs to {owner}, and the files written there must be its \
-             owner's: run the command as that user (`sudo -u {sudo} sosqd ...`) or as root",
-            dir.display()
+            "the data dir {dir} belongs to {owner}, and the files written there must be its \
+             owner's: run the command as that user (`sudo -u {sudo} sosqd ...`) or as root; \
+             or, if {me_name} should own it (the daemon's user), give it over as root: \
+             `chown -R {me_name}: {dir}`",
+            dir = dir.display()
         ),
     )
+}
+
+/// This process's effective uid.
+fn current_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// A warning for an admin command about to make `dir` as root: the dir will be root's,
+/// and a daemon running as its own user (the systemd unit's `sosqd`) could then not use
+/// it. `None` when `dir` exists or this is not root.
+pub fn root_makes_new_dir(dir: &Path) -> Option<String> {
+    if current_uid() != 0 || dir.exists() {
+        return None;
+    }
+    let shown = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    Some(format!(
+        "note: the data dir {shown} does not exist yet, so it is made now owned by root; \
+         a daemon running as another user cannot use it. For the systemd unit, make it \
+         first as that user's: `install -d -o sosqd -g sosqd -m 0700 {shown}` (or afterwards: \
+         `chown -R sosqd: {shown}`)",
+        shown = shown.display()
+    ))
 }
 
 /// "user NAME (uid N)", or "uid N" for a uid without a name.

@@ -14,7 +14,7 @@ pub mod broker;
 pub mod clock;
 pub mod config;
 pub mod datadir;
-mod fsutil;
+pub mod fsutil;
 pub mod loadgen;
 pub mod logging;
 pub mod relay;

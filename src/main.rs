@@ -179,7 +179,11 @@ fn run() -> anyhow::Result<()> {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Fingerprint { create, data }) => {
-            let config = data_config(&data)?;
+            let config = if create {
+                writing_config(&data)?
+            } else {
+                data_config(&data)?
+            };
             let identity = if create {
                 config.identity_or_create()?
             } else {
@@ -194,7 +198,7 @@ fn run() -> anyhow::Result<()> {
             groups,
             data,
         })) => {
-            let config = data_config(&data)?;
+            let config = writing_config(&data)?;
             let token =
                 UserDirectory::open(&config.data_dir).add_in_groups(&name, role, &groups)?;
             eprintln!(
@@ -244,7 +248,7 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Group(GroupCommand::Add { name, data })) => {
-            let config = data_config(&data)?;
+            let config = writing_config(&data)?;
             UserDirectory::open(&config.data_dir).add_group(&name)?;
             eprintln!("added group {name}; put experts on it with `sosqd user add NAME --role expert --group {name}`");
             Ok(())
@@ -290,7 +294,7 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Restore { file, data }) => {
-            let config = data_config(&data)?;
+            let config = writing_config(&data)?;
             let report = sosqd::store::restore(&config.data_dir, &file)?;
             eprintln!(
                 "restored {} cases from {} into {}",
@@ -304,7 +308,7 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::User(UserCommand::Set { name, groups, data })) => {
-            let config = data_config(&data)?;
+            let config = writing_config(&data)?;
             let user = UserDirectory::open(&config.data_dir).set_groups(&name, &groups)?;
             eprintln!(
                 "expert {name} now works {}; its token is unchanged (a connection open now keeps its old teams until it reconnects)",
@@ -313,7 +317,7 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::User(UserCommand::Revoke { name, data })) => {
-            let config = data_config(&data)?;
+            let config = writing_config(&data)?;
             let user = UserDirectory::open(&config.data_dir).revoke(&name)?;
             eprintln!(
                 "revoked {} {}; a running sosqd closes its connections within a second",
@@ -330,6 +334,16 @@ fn role_name(role: StaffRole) -> &'static str {
         StaffRole::Expert => "expert",
         StaffRole::Admin => "admin",
     }
+}
+
+/// [`data_config`] for a command that writes into the data dir: warns first when root is
+/// about to make the data dir (README "Install as a systemd service").
+fn writing_config(data: &DataDirArgs) -> anyhow::Result<Config> {
+    let config = data_config(data)?;
+    if let Some(note) = sosqd::fsutil::root_makes_new_dir(&config.data_dir) {
+        eprintln!("{note}");
+    }
+    Ok(config)
 }
 
 fn data_config(data: &DataDirArgs) -> anyhow::Result<Config> {

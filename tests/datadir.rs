@@ -364,6 +364,54 @@ fn a_daemon_started_as_root_on_another_users_data_dir_leaves_that_user_every_fil
 }
 
 #[test]
+fn root_making_a_data_dir_by_an_admin_command_is_warned_and_the_daemons_user_told_the_chown() {
+    if !running_as_root() {
+        eprintln!("skipped: needs root to make a data dir another user's daemon cannot use");
+        return;
+    }
+    // The service's data dir does not exist yet: root's `user add` makes it, root's.
+    let root = Arc::new(tempfile::tempdir().unwrap());
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = root.path().join("data");
+    let out = sosqd(&data, &["user", "add", "ana", "--role", "expert"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let warned = stderr(&out);
+    assert!(warned.contains("does not exist yet"), "{warned}");
+    assert!(
+        warned.contains(&format!(
+            "install -d -o sosqd -g sosqd -m 0700 {}",
+            data.display()
+        )),
+        "{warned}"
+    );
+    // A second command on the existing dir says nothing of it.
+    let out = sosqd(&data, &["user", "add", "bo", "--role", "expert"]);
+    assert!(
+        !stderr(&out).contains("does not exist yet"),
+        "{}",
+        stderr(&out)
+    );
+    if !have_setpriv() {
+        eprintln!("skipped the rest: needs setpriv to run sosqd as uid {OTHER}");
+        return;
+    }
+    // The daemon's user is refused with the chown that gives it the dir.
+    let data_arg = data.to_string_lossy().into_owned();
+    let out = run_with_patience(sosqd_as(
+        OTHER,
+        &["serve", "--listen", "127.0.0.1:0", "--data-dir", &data_arg],
+    ));
+    assert!(!out.status.success());
+    let refused = error_line(&out);
+    // uid 65534 is `nobody` where /etc/passwd names it, else the bare number.
+    let chown = format!(": {}`", data.display());
+    assert!(
+        refused.contains("`chown -R ") && refused.contains(&chown),
+        "{refused}"
+    );
+}
+
+#[test]
 fn a_relative_data_dir_in_a_config_file_is_beside_the_file_wherever_sosqd_runs() {
     let root = Arc::new(tempfile::tempdir().unwrap());
     let conf = root.path().join("conf");
