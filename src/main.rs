@@ -285,9 +285,10 @@ fn run() -> anyhow::Result<()> {
             let config = data_config(&data)?;
             let report = sosqd::store::backup(&config.data_dir, &file)?;
             eprintln!(
-                "wrote {}: {} cases, schema version {}, {} bytes",
+                "wrote {}: {} case{}, schema version {}, {} bytes",
                 report.file.display(),
                 report.cases,
+                plural(report.cases),
                 report.schema_version,
                 report.bytes
             );
@@ -297,8 +298,9 @@ fn run() -> anyhow::Result<()> {
             let config = writing_config(&data)?;
             let report = sosqd::store::restore(&config.data_dir, &file)?;
             eprintln!(
-                "restored {} cases from {} into {}",
+                "restored {} case{} from {} into {}",
                 report.cases,
+                plural(report.cases),
                 file.display(),
                 report.store.display()
             );
@@ -326,6 +328,15 @@ fn run() -> anyhow::Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+/// "s" unless there is exactly one.
+fn plural(n: u64) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
     }
 }
 

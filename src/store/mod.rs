@@ -75,6 +75,14 @@ pub enum StoreError {
         /// Where it was looked for.
         path: PathBuf,
     },
+    /// The folder a backup was to be written into does not exist; nothing was written.
+    #[error("cannot write the backup {file}: the folder {folder} does not exist (make it first, e.g. `install -d -m 0700 {folder}`)")]
+    NoBackupFolder {
+        /// The backup file asked for.
+        file: PathBuf,
+        /// Its folder.
+        folder: PathBuf,
+    },
     /// The file exists but is not a sosqd case store that can be backed up or restored.
     #[error("{path} is not a sosqd case store: {reason}")]
     NotAStore {

@@ -61,6 +61,17 @@ pub fn backup(data_dir: &Path, out: &Path) -> Result<BackupReport, StoreError> {
     schema::check_file(&store)?;
     let source = read_only(&store)?;
     check_is_a_store(&source, &store)?;
+    let folder = match out.parent() {
+        Some(parent) if parent.as_os_str().is_empty() => Path::new("."),
+        Some(parent) => parent,
+        None => Path::new("/"),
+    };
+    if !folder.is_dir() {
+        return Err(StoreError::NoBackupFolder {
+            file: out.to_path_buf(),
+            folder: std::path::absolute(folder).unwrap_or_else(|_| folder.to_path_buf()),
+        });
+    }
     let tmp = sibling(out, &format!(".tmp-{}", std::process::id()));
     // Owner-only, owned by whoever runs the backup (it goes wherever they keep backups).
     let report = std::fs::OpenOptions::new()
@@ -370,6 +381,25 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, vec!["cases.backup".to_string()], "no temp file left");
+    }
+
+    #[tokio::test]
+    async fn a_backup_into_a_missing_folder_names_the_folder_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let _live = store_with_cases(dir.path(), 1).await;
+        let out_dir = tempfile::tempdir().unwrap();
+        let folder = out_dir.path().join("sosqd");
+        let error = backup(dir.path(), &folder.join("cases.backup")).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            matches!(error, StoreError::NoBackupFolder { .. }),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("the folder {} does not exist", folder.display())),
+            "{message}"
+        );
+        assert!(!folder.exists());
     }
 
     #[tokio::test]
