@@ -250,7 +250,8 @@ impl Config {
             message,
         };
         let mut config = Config::from_toml(&text).map_err(parse_error)?;
-        let given: toml::Table = toml::from_str(&text).map_err(|e| parse_error(e.to_string()))?;
+        let given: toml::Table =
+            toml::from_str(&text).map_err(|e| parse_error(toml_error_line(&text, &e)))?;
         let base = match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
@@ -270,9 +271,9 @@ impl Config {
         Ok(config)
     }
 
-    /// Parses TOML text.
+    /// Parses TOML text. Errors: the parser's complaint in one line, with where it is.
     pub fn from_toml(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim().to_string())
+        toml::from_str(text).map_err(|e| toml_error_line(text, &e))
     }
 
     /// Checks ranges.
@@ -500,6 +501,26 @@ fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::E
 
 fn duration_text<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&humantime::format_duration(*value).to_string())
+}
+
+/// A TOML error in one line ("line 3, column 25: expected a value"): the parser's own
+/// text spans several lines with a snippet, which the journal would split into separate
+/// entries, and a `grep ERROR` would keep only the first.
+fn toml_error_line(text: &str, error: &toml::de::Error) -> String {
+    let message = error
+        .message()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
 }
 
 /// Parses "24h", "90s", "1h 30m", "500ms".

@@ -24,6 +24,10 @@ fn unknown_options_and_bad_values_are_clear_errors() {
     assert!(err.contains("case_tll"), "{err}");
     let err = Config::from_toml("case_ttl = \"soon\"").unwrap_err();
     assert!(err.contains("soon"), "{err}");
+    // One line, saying where: a journal keeps it as one entry.
+    let err = Config::from_toml("case_ttl = \"2h\"\nmax_connections = = 1\n").unwrap_err();
+    assert!(!err.contains('\n'), "{err}");
+    assert!(err.starts_with("line 2, column "), "{err}");
     let zero = Config {
         case_ttl: Duration::ZERO,
         ..Config::default()
