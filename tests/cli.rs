@@ -391,3 +391,24 @@ fn help_says_what_sosq_does_and_keeps_global_options_apart() {
         "{delete}"
     );
 }
+
+/// An expert who connects by code before the customer joins is told it waits for them,
+/// not left looking at one line and silence; once the customer joins, both are connected.
+#[test]
+fn connecting_by_code_before_the_customer_says_it_waits() {
+    let daemon = Daemon::start(&[]);
+    let ana = daemon.add_user("ana", "expert");
+    let created = daemon.json(Some(&ana), &["create", "--customer", "Bob"]);
+    let code = created["code"].as_str().unwrap().to_string();
+    let mut cmd = daemon.sosq(Some(&ana));
+    cmd.args(["connect", &code])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut expert = common::Session::from_command(cmd);
+    let waiting = expert.expect_line("waiting for the other party to connect");
+    assert!(waiting.contains("the case stays open"), "{waiting}");
+    let mut bob = daemon.session(None, &["join", &code, "--name", "Bob"]);
+    bob.expect_event("paired");
+    expert.expect_line("connected to customer Bob");
+}

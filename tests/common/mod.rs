@@ -443,6 +443,23 @@ impl Session {
         }
     }
 
+    /// Waits until a stderr line (text or JSON) contains `text`; for commands run without
+    /// `--json`, whose status lines are prose.
+    pub fn expect_line(&mut self, text: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(line) = self.stderr.lock().unwrap().iter().find(|l| l.contains(text)) {
+                return line.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no line with {text:?}; stderr so far:\n{}",
+                self.stderr.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits for the `forwarding` event of `--forward 127.0.0.1:0`; the port it listens on.
     pub fn expect_forwarding(&mut self) -> SocketAddr {
         let event = self.expect_event("forwarding");

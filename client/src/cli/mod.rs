@@ -46,14 +46,21 @@ forward one TCP service (VNC, SSH...) the customer shares.
     sosq request --name NAME          ask for help: prints your code, waits for an expert
     sosq join CODE --name NAME        join the case whose code an expert read to you
                                       (or come back to yours with --secret SECRET)
+    sosq status CODE --secret SECRET  where your case stands
+    sosq close CODE --secret SECRET   close your case
   Experts (--token TOKEN):
-    sosq queue                        the waiting cases of your teams
-    sosq pull                         take the next one and run the session
+    sosq queue [--watch]              the waiting cases of your teams
+    sosq pull [--wait]                take the next one and run the session
     sosq connect CODE                 connect to a case by its code
     sosq create --customer NAME       make a case and read its code to the customer
+    sosq escalate CODE, assign CODE   change a case's priority; route it to an expert or team
+    sosq transfer CODE                hand your session's case to another expert or team
+    sosq status CODE, history CODE    a case and who did what (open, closed or expired)
+    sosq close CODE                   close a case
   Admins (--token TOKEN):
     sosq cases                        every stored case, a page at a time
     sosq delete CODE...               delete cases by code, or in bulk by state and age
+    sosq queue, status, history, escalate, assign: as experts, over every team
 
 Every command needs the broker's address and certificate: --server ADDR and
 --fingerprint FINGERPRINT (or the environment, or a support profile with --profile FILE).";
@@ -77,7 +84,13 @@ pub struct Cli {
 #[command(next_help_heading = GLOBAL)]
 pub struct ConnectionArgs {
     /// sosqd address, host:port [default: 127.0.0.1:4433, or the support profile's].
-    #[arg(long, env = "SOSQ_SERVER", global = true, value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "SOSQ_SERVER",
+        global = true,
+        hide_env_values = true,
+        value_name = "ADDR"
+    )]
     pub server: Option<String>,
     /// SHA-256 fingerprint of the server certificate (`sosqd fingerprint` prints it).
     #[arg(
@@ -90,7 +103,13 @@ pub struct ConnectionArgs {
     pub fingerprint: Option<String>,
     /// CA certificate(s) (PEM) to trust instead of a fingerprint, when the daemon runs with
     /// an operator's certificate.
-    #[arg(long, env = "SOSQ_CA", global = true, value_name = "FILE")]
+    #[arg(
+        long,
+        env = "SOSQ_CA",
+        global = true,
+        hide_env_values = true,
+        value_name = "FILE"
+    )]
     pub ca: Option<std::path::PathBuf>,
     /// Access token of an expert or admin; without one you are a customer.
     #[arg(

@@ -81,8 +81,8 @@ pub fn time_left(due: Timestamp) -> String {
 pub fn queue_table(page: &QueuePage) -> String {
     if page.entries.is_empty() {
         return match page.offline {
-            0 => "the queue is empty".into(),
-            n => format!("nobody is waiting online ({n} offline)"),
+            0 => "nobody is waiting in the queues you see".into(),
+            n => format!("nobody is waiting online in the queues you see ({n} offline)"),
         };
     }
     let mut table = queue_rows(&page.entries, true);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Args;
 use serde_json::json;
 use sosq::profile::SupportProfile;
-use sosq::protocol::{Reply, Request};
+use sosq::protocol::{CaseState, Reply, Request};
 use sosq::{Client, ClientError, ConnectOptions, SessionCode};
 
 use super::endpoints;
@@ -386,6 +386,13 @@ pub fn report_attached(out: &Output, reply: &Reply) {
         if !case.description.is_empty() {
             human.push_str(&format!(" - {}", case.description));
         }
+    }
+    if position.is_none() && matches!(case.state, CaseState::New | CaseState::Pending) {
+        // Without this, an expert who came by code (or a customer early to a created
+        // case) sees one line and then silence, which looks like a hang.
+        human.push_str(
+            "\nwaiting for the other party to connect (Ctrl-C stops waiting; the case stays open)",
+        );
     }
     if let Some(secret) = resume_secret {
         human.push_str(&format!(
