@@ -448,7 +448,13 @@ impl Session {
     pub fn expect_line(&mut self, text: &str) -> String {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            if let Some(line) = self.stderr.lock().unwrap().iter().find(|l| l.contains(text)) {
+            if let Some(line) = self
+                .stderr
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(text))
+            {
                 return line.clone();
             }
             assert!(
