@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::broker::BrokerConfig;
+/// Chat streams one session may have open at once, besides its forwarded connections:
+/// room for one opened by each party (the `sosq` CLI opens one per pairing, the expert's).
+/// Fixed, not a setting; here because validating `max_streams_per_connection` needs it.
+pub const CHATS_PER_SESSION: usize = 2;
 
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +131,7 @@ pub struct Config {
     #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub retention: Duration,
     /// The most forwarded TCP connections one session (one paired case) may have open at
-    /// once; chats have [`crate::relay::CHATS_PER_SESSION`] places of their own.
+    /// once; chats have [`CHATS_PER_SESSION`] places of their own.
     pub max_streams_per_session: u32,
     /// A relayed stream that carries no byte either way for this long is reset; zero (the
     /// default): never.
@@ -327,7 +330,7 @@ impl Config {
                 "idle_timeout",
                 &format!(
                     "must be at least twice keep_alive ({}), or one lost keep-alive would drop a live party",
-                    crate::broker::humanize(2 * self.keep_alive)
+                    humantime::format_duration(2 * self.keep_alive)
                 ),
             );
         }
@@ -376,8 +379,7 @@ impl Config {
         // new forwarded connection would wait silently for QUIC credit instead of being
         // refused by the relay with a reason. So leave room for everything one party may
         // legitimately have open (all of the session's streams may be its own), plus one.
-        let session_streams =
-            u64::from(self.max_streams_per_session) + crate::relay::CHATS_PER_SESSION as u64;
+        let session_streams = u64::from(self.max_streams_per_session) + CHATS_PER_SESSION as u64;
         let least = 1 + session_streams + 1;
         if u64::from(self.max_streams_per_connection) < least {
             return invalid(
@@ -385,7 +387,7 @@ impl Config {
                 &format!(
                     "must be at least {least}: the control stream, max_streams_per_session ({}) forwarded connections and {} chats, and one more so a stream over the session limit is refused with a reason",
                     self.max_streams_per_session,
-                    crate::relay::CHATS_PER_SESSION
+                    CHATS_PER_SESSION
                 ),
             );
         }
@@ -407,90 +409,6 @@ impl Config {
             return invalid("send_window", "must be longer than zero");
         }
         Ok(())
-    }
-
-    /// The server's TLS identity: the operator's files if configured, else the self-signed
-    /// certificate kept in the data dir. Makes nothing: read-only commands use this.
-    ///
-    /// Errors: no certificate yet (naming where it looked and how to make one), or an
-    /// unreadable or bad one (see [`crate::transport::Identity::load_existing`]).
-    pub fn identity(&self) -> Result<crate::transport::Identity, crate::transport::TlsError> {
-        match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => crate::transport::Identity::load(cert, key),
-            _ => crate::transport::Identity::load_existing(&self.data_dir),
-        }
-    }
-
-    /// [`Config::identity`], making the self-signed certificate in the data dir if there is
-    /// none yet: the daemon's start and `sosqd fingerprint --create` only.
-    pub fn identity_or_create(
-        &self,
-    ) -> Result<crate::transport::Identity, crate::transport::TlsError> {
-        match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => crate::transport::Identity::load(cert, key),
-            _ => crate::transport::Identity::load_or_create(&self.data_dir),
-        }
-    }
-
-    /// The limits admission control enforces.
-    pub fn admission(&self) -> crate::server::AdmissionLimits {
-        crate::server::AdmissionLimits {
-            max_connections: self.max_connections,
-            max_connections_per_address: self.max_connections_per_address,
-            retry_above_handshakes_per_second: self.retry_above_handshakes_per_second,
-        }
-    }
-
-    /// The budgets for wrong session codes.
-    pub fn throttle(&self) -> crate::server::ThrottleLimits {
-        use crate::server::Budget;
-        crate::server::ThrottleLimits {
-            per_connection: Budget {
-                burst: self.wrong_codes_per_connection_burst,
-                per_minute: self.wrong_codes_per_connection_per_minute,
-            },
-            per_address: Budget {
-                burst: self.wrong_codes_per_address_burst,
-                per_minute: self.wrong_codes_per_address_per_minute,
-            },
-            total: Budget {
-                burst: self.wrong_codes_total_burst,
-                per_minute: self.wrong_codes_total_per_minute,
-            },
-        }
-    }
-
-    /// The worst-case bytes the broker buffers for one party's connection: what the peer
-    /// may send unread, what we keep of what we write, and the relay's copy buffers of the
-    /// session's streams, forwarded connections and chats (README "Limits and memory"
-    /// explains the sum).
-    pub fn memory_bound_per_connection(&self) -> u64 {
-        let streams =
-            u64::from(self.max_streams_per_session) + crate::relay::CHATS_PER_SESSION as u64;
-        let copy_buffers = streams * 2 * crate::relay::COPY_BUFFER as u64;
-        self.receive_window + self.send_window + copy_buffers
-    }
-
-    /// The limits the relay enforces.
-    pub fn relay_limits(&self) -> crate::relay::RelayLimits {
-        crate::relay::RelayLimits {
-            max_streams_per_session: self.max_streams_per_session as usize,
-            idle_timeout: (!self.relay_idle_timeout.is_zero()).then_some(self.relay_idle_timeout),
-        }
-    }
-
-    /// The part of the configuration the broker core needs.
-    pub fn broker(&self) -> BrokerConfig {
-        BrokerConfig {
-            case_ttl: self.case_ttl,
-            max_open_cases: self.max_open_cases,
-            response_targets: crate::broker::ResponseTargets {
-                critical: self.response_target_critical,
-                high: self.response_target_high,
-                normal: self.response_target_normal,
-                low: self.response_target_low,
-            },
-        }
     }
 }
 

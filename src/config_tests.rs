@@ -48,7 +48,7 @@ fn wrong_code_budgets_must_allow_a_failure_and_earn_it_back() {
         ..Config::default()
     };
     assert!(no_refill.validate().is_err());
-    let limits = Config::default().throttle();
+    let limits = crate::server::ThrottleLimits::from_config(&Config::default());
     assert_eq!(
         (
             limits.per_connection.burst,
@@ -93,7 +93,7 @@ fn relay_limits_and_windows_are_checked() {
     // 4 MiB + 4 MiB + (16 forwards + 2 chats) x 2 x 64 KiB, as config/sosqd.toml
     // documents.
     assert_eq!(
-        Config::default().memory_bound_per_connection(),
+        crate::relay::memory_bound_per_connection(&Config::default()),
         10 * 1024 * 1024 + 256 * 1024
     );
 }
@@ -124,13 +124,19 @@ fn options_serialize_under_their_file_names_and_read_back() {
 fn the_relay_idle_timeout_is_off_unless_set() {
     let defaults = Config::default();
     assert!(defaults.validate().is_ok());
-    assert_eq!(defaults.relay_limits().idle_timeout, None);
+    assert_eq!(
+        crate::relay::RelayLimits::from_config(&defaults).idle_timeout,
+        None
+    );
     let never = Config::from_toml("relay_idle_timeout = \"0s\"").unwrap();
     assert!(never.validate().is_ok());
-    assert_eq!(never.relay_limits().idle_timeout, None);
+    assert_eq!(
+        crate::relay::RelayLimits::from_config(&never).idle_timeout,
+        None
+    );
     let set = Config::from_toml("relay_idle_timeout = \"15m\"").unwrap();
     assert_eq!(
-        set.relay_limits().idle_timeout,
+        crate::relay::RelayLimits::from_config(&set).idle_timeout,
         Some(Duration::from_secs(15 * 60))
     );
 }

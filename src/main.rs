@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use sosqd::config::{parse_duration, Config, Overrides};
 use sosqd::server::Server;
 use sosqd::store::users::{StaffRole, UserDirectory, USERS_FILE};
+use sosqd::transport::Identity;
 
 /// mimalloc instead of glibc's malloc: the broker allocates and frees small buffers per
 /// packet and per message from every worker thread, where glibc's arenas showed up as a
@@ -185,9 +186,9 @@ fn run() -> anyhow::Result<()> {
                 data_config(&data)?
             };
             let identity = if create {
-                config.identity_or_create()?
+                Identity::from_config_or_create(&config)?
             } else {
-                config.identity()?
+                Identity::from_config(&config)?
             };
             println!("{}", identity.fingerprint());
             Ok(())
@@ -235,7 +236,7 @@ fn run() -> anyhow::Result<()> {
             };
             let profile = sosq::profile::SupportProfile {
                 server,
-                fingerprint: config.identity()?.fingerprint(),
+                fingerprint: Identity::from_config(&config)?.fingerprint(),
                 group,
                 welcome,
             };

@@ -65,6 +65,28 @@ pub struct RelayLimits {
     pub idle_timeout: Option<Duration>,
 }
 
+impl RelayLimits {
+    /// The relay's limits from the daemon's settings (`max_streams_per_session`,
+    /// `relay_idle_timeout`, where zero means never).
+    pub fn from_config(config: &crate::config::Config) -> RelayLimits {
+        RelayLimits {
+            max_streams_per_session: config.max_streams_per_session as usize,
+            idle_timeout: (!config.relay_idle_timeout.is_zero())
+                .then_some(config.relay_idle_timeout),
+        }
+    }
+}
+
+/// The worst-case bytes the broker buffers for one party's connection, in bytes: what the
+/// peer may send unread, what we keep of what we write, and the relay's copy buffers of
+/// the session's streams, forwarded connections and chats (README "Limits and memory"
+/// explains the sum).
+pub fn memory_bound_per_connection(config: &crate::config::Config) -> u64 {
+    let streams = u64::from(config.max_streams_per_session) + CHATS_PER_SESSION as u64;
+    let copy_buffers = streams * 2 * COPY_BUFFER as u64;
+    config.receive_window + config.send_window + copy_buffers
+}
+
 /// The live counters and the stream places of one pairing.
 struct Counters {
     customer_to_expert: AtomicU64,

@@ -292,7 +292,7 @@ fn a_stalled_reader_does_not_grow_the_daemon_memory_past_the_bound() {
     let daemon = Daemon::start(&[]);
     let shared = share(Service::Flood);
     let f = forwarded(&daemon, Some(shared.addr));
-    let bound = 2 * sosqd::config::Config::default().memory_bound_per_connection();
+    let bound = 2 * sosqd::relay::memory_bound_per_connection(&sosqd::config::Config::default());
     let before = daemon.rss_bytes();
 
     // Some flood read in full first: the relay is known to work.

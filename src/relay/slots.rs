@@ -18,9 +18,7 @@ use std::time::Duration;
 use sosq::protocol::StreamKind;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Chat streams one session may have open at once, besides its forwarded connections:
-/// room for one opened by each party (the `sosq` CLI opens one per pairing, the expert's).
-pub const CHATS_PER_SESSION: usize = 2;
+pub use crate::config::CHATS_PER_SESSION;
 
 /// How long a stream that finds every place of its kind taken waits for one to come free
 /// before it is refused.

@@ -21,6 +21,18 @@ pub struct AdmissionLimits {
     pub retry_above_handshakes_per_second: u32,
 }
 
+impl AdmissionLimits {
+    /// The limits from the daemon's settings (`max_connections`,
+    /// `max_connections_per_address`, `retry_above_handshakes_per_second`).
+    pub fn from_config(config: &crate::config::Config) -> AdmissionLimits {
+        AdmissionLimits {
+            max_connections: config.max_connections,
+            max_connections_per_address: config.max_connections_per_address,
+            retry_above_handshakes_per_second: config.retry_above_handshakes_per_second,
+        }
+    }
+}
+
 /// What to do with an incoming connection.
 pub enum Decision {
     /// Go ahead; the guard holds the connection's place until dropped.

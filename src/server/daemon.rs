@@ -39,7 +39,7 @@ impl Server {
         store: Arc<dyn CaseStore>,
         clock: Clock,
     ) -> Result<Server, ServerError> {
-        let identity = config.identity_or_create()?;
+        let identity = crate::transport::Identity::from_config_or_create(&config)?;
         let fingerprint = identity.fingerprint();
         let endpoint = transport::bind(&config, &identity)?;
         let metrics = match config.metrics_listen {

@@ -22,6 +22,22 @@ mod retention;
 mod roles;
 mod throttle;
 
+/// The core's settings from the daemon's: the case ttl, the open-case cap and the
+/// first-response targets. Built here, in the shell, so the core knows nothing of config
+/// files and `config` depends on no layer above it.
+fn broker_config(config: &Config) -> crate::broker::BrokerConfig {
+    crate::broker::BrokerConfig {
+        case_ttl: config.case_ttl,
+        max_open_cases: config.max_open_cases,
+        response_targets: crate::broker::ResponseTargets {
+            critical: config.response_target_critical,
+            high: config.response_target_high,
+            normal: config.response_target_normal,
+            low: config.response_target_low,
+        },
+    }
+}
+
 #[cfg(test)]
 mod largest_messages;
 
@@ -161,9 +177,9 @@ impl Shared {
         clock: Clock,
     ) -> Result<Shared, ServerError> {
         let rng = rand::rngs::StdRng::from_os_rng();
-        let config_throttle = config.throttle();
-        let config_admission = config.admission();
-        let mut broker = Broker::new(config.broker(), Box::new(rng));
+        let config_throttle = ThrottleLimits::from_config(&config);
+        let config_admission = AdmissionLimits::from_config(&config);
+        let mut broker = Broker::new(broker_config(&config), Box::new(rng));
         broker.set_clock_skew(clock.skew_ms());
         store.load_codes(&mut |code| broker.reserve_code(code))?;
         let open = store.load_open()?;
@@ -190,7 +206,7 @@ impl Shared {
             codes = broker.codes_held(),
             "case store loaded"
         );
-        let relay_limits = config.relay_limits();
+        let relay_limits = crate::relay::RelayLimits::from_config(&config);
         let (drains, drained) = mpsc::unbounded_channel();
         Ok(Shared {
             users: UserDirectory::open(&config.data_dir),
@@ -227,9 +243,11 @@ impl Shared {
     /// Puts a reloaded configuration in force: the core's limits and targets, the
     /// wrong-code budgets, admission limits, and every setting read per use.
     fn set_config(&self, config: Config) {
-        self.broker().set_config(config.broker());
-        self.throttle().set_limits(config.throttle());
-        self.admission.set_limits(config.admission());
+        self.broker().set_config(broker_config(&config));
+        self.throttle()
+            .set_limits(ThrottleLimits::from_config(&config));
+        self.admission
+            .set_limits(AdmissionLimits::from_config(&config));
         *self
             .config
             .write()

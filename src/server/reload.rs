@@ -34,7 +34,7 @@ use serde_json::Value;
 use super::{ServerError, Shared};
 use crate::config::Config;
 use crate::logging::Logs;
-use crate::transport::{self, Identity, TlsError};
+use crate::transport::{self, Identity};
 
 /// What a reload changed, and what it could not.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -70,7 +70,7 @@ impl Reloader {
         logs: Option<Arc<Logs>>,
     ) -> Reloader {
         // What the daemon started with, read back the way a reload reads it.
-        let tls = load_identity(&shared.config())
+        let tls = Identity::from_config(&shared.config())
             .ok()
             .map(|identity| TlsInForce {
                 digest: digest(&identity),
@@ -124,7 +124,9 @@ impl Reloader {
             ..running
         };
         effective.validate()?;
-        let identity = load_identity(&effective)?;
+        // Read-only: a reload never makes a new identity (that would change the fingerprint
+        // every client pins).
+        let identity = Identity::from_config(&effective)?;
         let identity_digest = digest(&identity);
         let new_tls = match tls.as_ref() {
             Some(current) if current.digest == identity_digest => None,
@@ -184,16 +186,6 @@ impl Reloader {
             tracing::info!("reloaded: nothing changed");
         }
         Ok(report)
-    }
-}
-
-/// The certificate and key a reload puts in force: the operator's files if configured,
-/// else the ones in the data dir. Never makes a new identity (that would change the
-/// fingerprint every client pins).
-fn load_identity(config: &Config) -> Result<Identity, TlsError> {
-    match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Identity::load(cert, key),
-        _ => Identity::load_existing(&config.data_dir),
     }
 }
 

@@ -39,6 +39,26 @@ pub struct ThrottleLimits {
     pub total: Budget,
 }
 
+impl ThrottleLimits {
+    /// The budgets from the daemon's settings (the six `wrong_codes_*` options).
+    pub fn from_config(config: &crate::config::Config) -> ThrottleLimits {
+        ThrottleLimits {
+            per_connection: Budget {
+                burst: config.wrong_codes_per_connection_burst,
+                per_minute: config.wrong_codes_per_connection_per_minute,
+            },
+            per_address: Budget {
+                burst: config.wrong_codes_per_address_burst,
+                per_minute: config.wrong_codes_per_address_per_minute,
+            },
+            total: Budget {
+                burst: config.wrong_codes_total_burst,
+                per_minute: config.wrong_codes_total_per_minute,
+            },
+        }
+    }
+}
+
 /// A token bucket of failures.
 #[derive(Debug, Clone)]
 struct Bucket {

@@ -101,6 +101,28 @@ impl Identity {
         Identity::load_kept(&cert_path, &key_path)
     }
 
+    /// The server's identity from its settings: the operator's files (`tls_cert`,
+    /// `tls_key`) if configured, else the self-signed certificate kept in the data dir.
+    /// Makes nothing: read-only commands and reloads use this.
+    ///
+    /// Errors: no certificate yet (naming where it looked and how to make one), or an
+    /// unreadable or bad one (see [`Identity::load_existing`]).
+    pub fn from_config(config: &crate::config::Config) -> Result<Identity, TlsError> {
+        match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Identity::load(cert, key),
+            _ => Identity::load_existing(&config.data_dir),
+        }
+    }
+
+    /// [`Identity::from_config`], making the self-signed certificate in the data dir if
+    /// there is none yet: the daemon's start and `sosqd fingerprint --create` only.
+    pub fn from_config_or_create(config: &crate::config::Config) -> Result<Identity, TlsError> {
+        match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Identity::load(cert, key),
+            _ => Identity::load_or_create(&config.data_dir),
+        }
+    }
+
     /// Loads the identity from `data_dir`, making a new self-signed one (and the dir) if
     /// there is neither a certificate nor a key. Only the daemon and `sosqd fingerprint
     /// --create` make one.
