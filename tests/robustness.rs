@@ -187,6 +187,46 @@ async fn garbage_frames_get_an_error_and_other_clients_keep_working() {
     ));
 }
 
+/// A client of another protocol version is refused with which side to upgrade: an older
+/// client is told to upgrade sosq, a newer one that the daemon is the older side; and the
+/// welcome of a matching hello names the daemon's version, so a client can check too.
+#[tokio::test]
+async fn a_protocol_mismatch_says_which_side_to_upgrade() {
+    let daemon = Daemon::start(&[]);
+    for (version, advice) in [
+        (PROTOCOL_VERSION - 1, "this sosq is older: upgrade sosq"),
+        (PROTOCOL_VERSION + 1, "sosqd is older: upgrade sosqd"),
+        (PROTOCOL_VERSION, ""),
+    ] {
+        let (_endpoint, connection) = sosq::client::connect_quic(&daemon.options(None))
+            .await
+            .unwrap();
+        let (mut send, mut recv) = connection.open_bi().await.unwrap();
+        let hello = codec::encode(&ClientMessage::Hello {
+            version,
+            token: None,
+        })
+        .unwrap();
+        send.write_all(&hello).await.unwrap();
+        match codec::read_frame(&mut recv).await.unwrap() {
+            Some(ServerMessage::Reply(Reply::Error(e))) if version != PROTOCOL_VERSION => {
+                assert_eq!(e.kind, ErrorKind::UnsupportedVersion);
+                let speaks = format!(
+                    "sosqd speaks sosq protocol {PROTOCOL_VERSION} and this sosq speaks {version}"
+                );
+                assert!(e.message.contains(&speaks), "{}", e.message);
+                assert!(e.message.contains(advice), "{}", e.message);
+            }
+            Some(ServerMessage::Reply(Reply::Welcome { protocol, .. }))
+                if version == PROTOCOL_VERSION =>
+            {
+                assert_eq!(protocol, PROTOCOL_VERSION)
+            }
+            other => panic!("hello {version}: unexpected answer {other:?}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_pulls_never_hand_out_the_same_case() {
     const CUSTOMERS: usize = 40;

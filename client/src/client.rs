@@ -313,8 +313,15 @@ impl Client {
                 name,
                 keep_alive_ms,
                 idle_timeout_ms,
+                protocol,
                 ..
             } => {
+                if protocol != PROTOCOL_VERSION {
+                    return Err(ClientError::Refused(ErrorReply {
+                        kind: crate::protocol::ErrorKind::UnsupportedVersion,
+                        message: crate::protocol::upgrade_advice(protocol, PROTOCOL_VERSION),
+                    }));
+                }
                 self.role = role;
                 self.name = name;
                 self.liveness = Liveness {

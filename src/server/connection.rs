@@ -119,6 +119,7 @@ async fn run(
         server: format!("sosqd {}", env!("CARGO_PKG_VERSION")),
         keep_alive_ms: millis(shared.config().keep_alive),
         idle_timeout_ms: millis(shared.config().idle_timeout),
+        protocol: PROTOCOL_VERSION,
     };
     if outbox
         .send(Box::new(ServerMessage::Reply(welcome)))
@@ -264,7 +265,7 @@ fn greet(
     if version != PROTOCOL_VERSION {
         return Err((
             ErrorKind::UnsupportedVersion,
-            format!("this server speaks sosq protocol {PROTOCOL_VERSION}, the client speaks {version}; update the client"),
+            sosq::protocol::upgrade_advice(PROTOCOL_VERSION, version),
             close_code::PROTOCOL_ERROR,
         ));
     }
@@ -370,6 +371,7 @@ mod tests {
             server: "sosqd".into(),
             keep_alive_ms: 2_000,
             idle_timeout_ms: 6_000,
+            protocol: PROTOCOL_VERSION,
         });
         let error = codec::encode(&reply).expect_err("past the frame limit");
         let frame = fits_instead(&reply, &error).expect("a reply is always answered");

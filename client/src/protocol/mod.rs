@@ -24,7 +24,21 @@ pub use paging::*;
 /// 3: a delete by codes names the codes it did not find; a queue entry's position is its
 /// place in its own queue, and the queue cursor carries no position.
 /// 4: history entries carry their kind and a structured actor.
-pub const PROTOCOL_VERSION: u16 = 4;
+/// 5: the welcome carries the daemon's protocol version too (the hello carries it both
+/// ways), so either side can say which one to upgrade.
+pub const PROTOCOL_VERSION: u16 = 5;
+
+/// What to tell a user whose client and daemon speak different protocol versions: which
+/// side is older and so needs upgrading. Both the daemon's refusal and the client's check
+/// of the welcome use it, so the advice reads the same from either side.
+pub fn upgrade_advice(daemon: u16, client: u16) -> String {
+    let older = if daemon < client {
+        "sosqd is older: upgrade sosqd (or use a sosq of the same release as the daemon)"
+    } else {
+        "this sosq is older: upgrade sosq"
+    };
+    format!("sosqd speaks sosq protocol {daemon} and this sosq speaks {client}; {older}")
+}
 
 /// ALPN identifier negotiated during the TLS handshake.
 pub const ALPN: &[u8] = b"sosq/1";
@@ -178,6 +192,8 @@ pub enum Reply {
         /// After how many milliseconds without a word a connection is dropped (both
         /// sides): how soon a vanished party is noticed.
         idle_timeout_ms: u64,
+        /// The protocol version the daemon speaks ([`PROTOCOL_VERSION`] of its build).
+        protocol: u16,
     },
     /// The case this party is now attached to, with the customer's resume secret (customers
     /// only, shown once) and its queue position (SOS cases only).

@@ -196,6 +196,7 @@ fn everything_fits(w: Widest) -> Result<(), TestCaseError> {
         server: format!("sosqd {}", env!("CARGO_PKG_VERSION")),
         keep_alive_ms: u64::MAX,
         idle_timeout_ms: u64::MAX,
+        protocol: u16::MAX,
     })?;
     reply(Reply::Attached {
         case: widest.clone(),
