@@ -31,7 +31,7 @@ use sosq::protocol::{
 use sosq::SessionCode;
 use sosqd::broker::{
     Broker, BrokerConfig, BrokerError, CaseRecord, CaseSelection, Closer, Departure, Effect,
-    PartyId, Persist, QueueViewer, SosRequest, GENERAL,
+    PartyId, Persist, PullRequest, QueueViewer, SosRequest, GENERAL,
 };
 use sosqd::server::pages;
 use tokio::io::{AsyncRead, ReadBuf};
@@ -384,7 +384,7 @@ impl Sim {
                 group,
             } => self
                 .broker
-                .open_sos_in(
+                .open_sos(
                     now,
                     me,
                     SosRequest {
@@ -457,8 +457,9 @@ impl Sim {
                 })
             }
             Request::Pull { wait } => {
+                let request = PullRequest::general(name, wait);
                 self.broker
-                    .pull(now, me, name, wait, &mut out)
+                    .pull(now, me, request, &mut out)
                     .map(|case| match case {
                         Some(case) => Reply::Attached {
                             case,

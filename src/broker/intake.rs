@@ -12,40 +12,9 @@ use super::{
 };
 
 impl Broker {
-    /// The customer's SOS button at `normal` priority; see [`Broker::open_sos_with`].
-    pub fn open_sos(
-        &mut self,
-        now: Timestamp,
-        party: PartyId,
-        customer: &str,
-        description: &str,
-        out: &mut Vec<Effect>,
-    ) -> Result<Attached, BrokerError> {
-        self.open_sos_with(now, party, customer, description, Priority::Normal, out)
-    }
-
-    /// The customer's SOS button in the `general` queue; see [`Broker::open_sos_in`].
-    pub fn open_sos_with(
-        &mut self,
-        now: Timestamp,
-        party: PartyId,
-        customer: &str,
-        description: &str,
-        priority: Priority,
-        out: &mut Vec<Effect>,
-    ) -> Result<Attached, BrokerError> {
-        let request = SosRequest {
-            customer,
-            description,
-            priority,
-            group: GENERAL,
-        };
-        self.open_sos_in(now, party, request, out)
-    }
-
     /// The customer's SOS button: a new case, customer attached, `pending`, in its team's
     /// queue by priority and response deadline (or straight to an expert waiting for one).
-    pub fn open_sos_in(
+    pub fn open_sos(
         &mut self,
         now: Timestamp,
         party: PartyId,
@@ -229,6 +198,19 @@ pub struct SosRequest<'a> {
     pub priority: Priority,
     /// The team queue to wait in.
     pub group: &'a str,
+}
+
+impl<'a> SosRequest<'a> {
+    /// An SOS at `normal` priority in the `general` team's queue (what the button sends
+    /// when the customer picks neither).
+    pub fn general(customer: &'a str, description: &'a str) -> Self {
+        Self {
+            customer,
+            description,
+            priority: Priority::Normal,
+            group: GENERAL,
+        }
+    }
 }
 
 fn checked_description(description: &str) -> Result<String, BrokerError> {

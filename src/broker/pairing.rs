@@ -14,36 +14,49 @@ use super::{
     Persist, GENERAL, MAX_DESCRIPTION_CHARS,
 };
 
+/// The fields of a pull: who pulls, from which teams' queues, and whether to wait.
+#[derive(Debug, Clone)]
+pub struct PullRequest<'a> {
+    /// The expert's user name.
+    pub expert: &'a str,
+    /// The teams whose queues the expert works (its own assigned cases always count).
+    pub teams: Vec<String>,
+    /// Wait for the next customer when nothing is waiting, instead of refusing.
+    pub wait: bool,
+}
+
+impl<'a> PullRequest<'a> {
+    /// A pull from the `general` team's queue (an expert in no other team).
+    pub fn general(expert: &'a str, wait: bool) -> Self {
+        Self {
+            expert,
+            teams: vec![GENERAL.to_string()],
+            wait,
+        }
+    }
+}
+
 impl Broker {
-    /// An expert of the `general` team takes the next case; see [`Broker::pull_from`].
+    /// An expert takes the next waiting case from its teams' queues and its own. With
+    /// `wait` and nothing waiting, the expert waits (`Ok(None)`) and is paired with the next
+    /// customer who arrives in one of those queues.
     pub fn pull(
         &mut self,
         now: Timestamp,
         party: PartyId,
-        expert: &str,
-        wait: bool,
-        out: &mut Vec<Effect>,
-    ) -> Result<Option<CaseInfo>, BrokerError> {
-        self.pull_from(now, party, expert, &[GENERAL.to_string()], wait, out)
-    }
-
-    /// An expert takes the next waiting case from its teams' queues and its own. With
-    /// `wait` and nothing waiting, the expert waits (`Ok(None)`) and is paired with the next
-    /// customer who arrives in one of those queues.
-    pub fn pull_from(
-        &mut self,
-        now: Timestamp,
-        party: PartyId,
-        expert: &str,
-        groups: &[String],
-        wait: bool,
+        request: PullRequest<'_>,
         out: &mut Vec<Effect>,
     ) -> Result<Option<CaseInfo>, BrokerError> {
         self.ensure_unattached(party)?;
+        let PullRequest {
+            expert,
+            teams: groups,
+            wait,
+        } = request;
         let seat = ExpertSeat {
             party,
             name: expert.to_string(),
-            groups: groups.to_vec(),
+            groups: groups.clone(),
             pulled: true,
         };
         let queues = seat.queues();
@@ -57,9 +70,7 @@ impl Broker {
                 Ok(None)
             }
             None => {
-                let searched = super::Searched {
-                    teams: groups.to_vec(),
-                };
+                let searched = super::Searched { teams: groups };
                 match self.queue.count_away(Some(&queues)) {
                     0 => Err(BrokerError::QueueEmpty(searched)),
                     offline => Err(BrokerError::NobodyOnline(offline, searched)),

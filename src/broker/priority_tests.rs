@@ -22,10 +22,18 @@ fn at(seconds: u64) -> Timestamp {
 
 fn sos(b: &mut Broker, now: Timestamp, party: u64, priority: Priority) -> SessionCode {
     let mut out = Vec::new();
-    b.open_sos_with(now, PartyId(party), "customer", "", priority, &mut out)
-        .expect("sos")
-        .case
-        .code
+    b.open_sos(
+        now,
+        PartyId(party),
+        SosRequest {
+            priority,
+            ..SosRequest::general("customer", "")
+        },
+        &mut out,
+    )
+    .expect("sos")
+    .case
+    .code
 }
 
 fn queue(b: &Broker) -> Vec<SessionCode> {
@@ -43,7 +51,14 @@ fn higher_priority_is_served_first_then_the_earlier_deadline_then_the_longer_wai
     assert_eq!(queue(&b), vec![critical, high, normal_old, normal_new, low]);
 
     let mut out = Vec::new();
-    let pulled = b.pull(at(5), PartyId(100), "ana", false, &mut out).unwrap();
+    let pulled = b
+        .pull(
+            at(5),
+            PartyId(100),
+            PullRequest::general("ana", false),
+            &mut out,
+        )
+        .unwrap();
     assert_eq!(pulled.unwrap().code, critical);
 }
 
@@ -126,15 +141,25 @@ fn whether_the_first_response_target_was_met_is_recorded() {
     let mut b = broker();
     let quick = sos(&mut b, at(0), 1, Priority::Critical);
     let mut out = Vec::new();
-    b.pull(at(60), PartyId(100), "ana", false, &mut out)
-        .unwrap();
+    b.pull(
+        at(60),
+        PartyId(100),
+        PullRequest::general("ana", false),
+        &mut out,
+    )
+    .unwrap();
     let info = b.case(quick).unwrap().info();
     assert_eq!(info.first_response_at, Some(at(60)));
     assert_eq!(info.response_target_met, Some(true));
 
     let slow = sos(&mut b, at(100), 2, Priority::Critical);
-    b.pull(at(100 + 3 * 60), PartyId(101), "bo", false, &mut out)
-        .unwrap();
+    b.pull(
+        at(100 + 3 * 60),
+        PartyId(101),
+        PullRequest::general("bo", false),
+        &mut out,
+    )
+    .unwrap();
     let info = b.case(slow).unwrap().info();
     assert_eq!(info.response_target_met, Some(false));
     assert!(b
@@ -152,8 +177,13 @@ fn whether_the_first_response_target_was_met_is_recorded() {
         crate::broker::Departure::Lost,
         &mut out,
     );
-    b.pull(at(1001), PartyId(102), "cy", false, &mut out)
-        .unwrap();
+    b.pull(
+        at(1001),
+        PartyId(102),
+        PullRequest::general("cy", false),
+        &mut out,
+    )
+    .unwrap();
     assert_eq!(
         b.case(slow).unwrap().info().first_response_at,
         Some(at(100 + 3 * 60))

@@ -746,9 +746,12 @@ impl Harness {
             Op::OpenSos { customer, name: n } => {
                 let party = CUSTOMERS[*customer];
                 let name = name(n);
-                let core = self
-                    .broker
-                    .open_sos(now, party, &name, "printer on fire", &mut out);
+                let core = self.broker.open_sos(
+                    now,
+                    party,
+                    SosRequest::general(&name, "printer on fire"),
+                    &mut out,
+                );
                 let model = self.model.unattached(party).and_then(|()| {
                     if !name_ok(&name) {
                         return Err(MErr::InvalidInput);
@@ -867,7 +870,9 @@ impl Harness {
             Op::Pull { expert, wait } => {
                 let party = EXPERTS[*expert];
                 let expert = expert_name(party);
-                let core = self.broker.pull(now, party, &expert, *wait, &mut out);
+                let core =
+                    self.broker
+                        .pull(now, party, PullRequest::general(&expert, *wait), &mut out);
                 let model = self.model.unattached(party).and_then(|()| {
                     match self.model.queue().first().copied() {
                         Some(code) => {

@@ -27,6 +27,14 @@ fn teams(names: &[&str]) -> Vec<String> {
     names.iter().map(|n| n.to_string()).collect()
 }
 
+fn pull_request<'a>(expert: &'a str, names: &[&str], wait: bool) -> PullRequest<'a> {
+    PullRequest {
+        expert,
+        teams: teams(names),
+        wait,
+    }
+}
+
 fn sos_in(b: &mut Broker, now: Timestamp, party: PartyId, group: &str) -> SessionCode {
     let request = SosRequest {
         customer: "customer",
@@ -34,7 +42,7 @@ fn sos_in(b: &mut Broker, now: Timestamp, party: PartyId, group: &str) -> Sessio
         priority: Priority::Normal,
         group,
     };
-    b.open_sos_in(now, party, request, &mut Vec::new())
+    b.open_sos(now, party, request, &mut Vec::new())
         .unwrap()
         .case
         .code
@@ -65,16 +73,19 @@ fn experts_see_and_pull_only_their_teams_cases() {
 
     let mut out = Vec::new();
     let pulled = b
-        .pull_from(at(2), ANA, "ana", &teams(&["billing"]), false, &mut out)
+        .pull(
+            at(2),
+            ANA,
+            pull_request("ana", &["billing"], false),
+            &mut out,
+        )
         .unwrap();
     assert_eq!(pulled.unwrap().code, billing);
     let err = b
-        .pull_from(
+        .pull(
             at(3),
             PartyId(12),
-            "cy",
-            &teams(&["billing"]),
-            false,
+            pull_request("cy", &["billing"], false),
             &mut out,
         )
         .unwrap_err();
@@ -107,9 +118,14 @@ fn a_case_assigned_to_an_expert_is_offered_to_that_expert_only() {
         .unwrap();
     assert_eq!(info.assigned_to.as_deref(), Some("bo"));
     assert!(b.queue_view_for("ana", &teams(&[GENERAL])).is_empty());
-    let err = b.pull(at(2), ANA, "ana", false, &mut out).unwrap_err();
+    let err = b
+        .pull(at(2), ANA, PullRequest::general("ana", false), &mut out)
+        .unwrap_err();
     assert!(matches!(err, BrokerError::QueueEmpty(_)), "{err:?}");
-    let pulled = b.pull(at(3), BO, "bo", false, &mut out).unwrap().unwrap();
+    let pulled = b
+        .pull(at(3), BO, PullRequest::general("bo", false), &mut out)
+        .unwrap()
+        .unwrap();
     assert_eq!(pulled.code, code);
     assert_eq!(pulled.state, CaseState::InProgress);
 }
@@ -120,7 +136,7 @@ fn assigning_to_a_team_moves_the_case_and_a_waiting_expert_there_takes_it() {
     let code = sos_in(&mut b, at(0), CUSTOMER, GENERAL);
     let mut out = Vec::new();
     assert_eq!(
-        b.pull_from(at(1), BO, "bo", &teams(&["network"]), true, &mut out),
+        b.pull(at(1), BO, pull_request("bo", &["network"], true), &mut out),
         Ok(None)
     );
     b.assign(
@@ -142,7 +158,8 @@ fn transfer_keeps_the_customer_connected_tells_both_and_requeues_for_the_new_exp
     let mut b = broker();
     let code = sos_in(&mut b, at(0), CUSTOMER, GENERAL);
     let mut out = Vec::new();
-    b.pull(at(1), ANA, "ana", false, &mut out).unwrap();
+    b.pull(at(1), ANA, PullRequest::general("ana", false), &mut out)
+        .unwrap();
     out.clear();
 
     let info = b
@@ -180,7 +197,10 @@ fn transfer_keeps_the_customer_connected_tells_both_and_requeues_for_the_new_exp
         .event
         .contains("transferred the case to expert bo"));
 
-    let pulled = b.pull(at(3), BO, "bo", false, &mut out).unwrap().unwrap();
+    let pulled = b
+        .pull(at(3), BO, PullRequest::general("bo", false), &mut out)
+        .unwrap()
+        .unwrap();
     assert_eq!(pulled.code, code);
     assert_eq!(pulled.state, CaseState::InProgress);
 }
@@ -190,7 +210,8 @@ fn only_the_expert_in_the_session_can_transfer_and_refusals_change_nothing() {
     let mut b = broker();
     let code = sos_in(&mut b, at(0), CUSTOMER, GENERAL);
     let mut out = Vec::new();
-    b.pull(at(1), ANA, "ana", false, &mut out).unwrap();
+    b.pull(at(1), ANA, PullRequest::general("ana", false), &mut out)
+        .unwrap();
     out.clear();
     let before = b.case(code).unwrap().info();
     let to_bo = Assignee::Expert("bo".into());

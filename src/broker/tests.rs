@@ -62,7 +62,12 @@ fn broker_with(config: BrokerConfig) -> Broker {
 fn sos(b: &mut Broker, now: Timestamp, party: PartyId, customer: &str) -> (SessionCode, String) {
     let mut out = Vec::new();
     let attached = b
-        .open_sos(now, party, customer, "printer on fire", &mut out)
+        .open_sos(
+            now,
+            party,
+            SosRequest::general(customer, "printer on fire"),
+            &mut out,
+        )
         .expect("open_sos");
     let secret = attached
         .resume_secret
@@ -92,7 +97,7 @@ fn connect(b: &mut Broker, now: Timestamp, party: PartyId, expert: &str, code: S
 
 fn pull(b: &mut Broker, now: Timestamp, party: PartyId, expert: &str) -> SessionCode {
     let mut out = Vec::new();
-    b.pull(now, party, expert, false, &mut out)
+    b.pull(now, party, PullRequest::general(expert, false), &mut out)
         .expect("pull")
         .expect("a case")
         .code
@@ -356,7 +361,12 @@ fn sos_case_is_pending_from_creation_with_customer_attached_and_queued() {
     let mut b = broker();
     let mut out = Vec::new();
     let attached = b
-        .open_sos(T0, C1, "  Alice ", "printer on fire", &mut out)
+        .open_sos(
+            T0,
+            C1,
+            SosRequest::general("  Alice ", "printer on fire"),
+            &mut out,
+        )
         .unwrap();
     let code = attached.case.code;
     let case = &attached.case;
@@ -579,7 +589,7 @@ fn a_vanished_customer_lets_its_pulling_expert_go_and_keeps_its_place_offline() 
         (code, false, None)
     );
     let error = refused(&mut b, &[code], |b, out| {
-        b.pull(at(6), E1, "ben", false, out)
+        b.pull(at(6), E1, PullRequest::general("ben", false), out)
     });
     assert!(
         matches!(error, BrokerError::NobodyOnline(1, _)),
@@ -1340,7 +1350,12 @@ fn too_many_open_cases_are_refused_until_one_closes() {
         BrokerError::TooManyCases(2)
     );
     assert_eq!(
-        refused(&mut b, &codes, |b, out| b.open_sos(at(1), C2, "C", "", out)),
+        refused(&mut b, &codes, |b, out| b.open_sos(
+            at(1),
+            C2,
+            SosRequest::general("C", ""),
+            out
+        )),
         BrokerError::TooManyCases(2)
     );
     let mut out = Vec::new();
@@ -1379,7 +1394,9 @@ fn the_queue_serves_the_oldest_waiting_case_first() {
     let (a, _) = sos(&mut b, T0, C1, "A");
     let (bb, _) = sos(&mut b, at(1), C2, "B");
     let mut out = Vec::new();
-    let third = b.open_sos(at(2), C3, "C", "", &mut out).unwrap();
+    let third = b
+        .open_sos(at(2), C3, SosRequest::general("C", ""), &mut out)
+        .unwrap();
     let c = third.case.code;
     assert_eq!(third.position, Some(3));
     assert_eq!(queue_codes(&b), vec![a, bb, c]);
@@ -1403,7 +1420,10 @@ fn pull_takes_the_front_and_pairs_it() {
     let (code, _) = sos(&mut b, T0, C1, "Alice");
     sos(&mut b, at(1), C2, "Bob");
     let mut out = Vec::new();
-    let case = b.pull(at(2), E1, "ben", false, &mut out).unwrap().unwrap();
+    let case = b
+        .pull(at(2), E1, PullRequest::general("ben", false), &mut out)
+        .unwrap()
+        .unwrap();
 
     assert_eq!(case.code, code);
     assert_eq!(case.state, CaseState::InProgress);
@@ -1472,8 +1492,7 @@ fn a_customer_who_disconnects_waits_offline_in_its_place() {
         refused(&mut b, &[a, bb], |b, out| b.pull(
             at(4),
             E2,
-            "cid",
-            false,
+            PullRequest::general("cid", false),
             out
         )),
         BrokerError::NobodyOnline(1, general())
@@ -1492,7 +1511,12 @@ fn a_customer_who_disconnects_waits_offline_in_its_place() {
 fn pull_with_an_empty_queue_is_refused() {
     let mut b = broker();
     assert_eq!(
-        refused(&mut b, &[], |b, out| b.pull(T0, E1, "ben", false, out)),
+        refused(&mut b, &[], |b, out| b.pull(
+            T0,
+            E1,
+            PullRequest::general("ben", false),
+            out
+        )),
         BrokerError::QueueEmpty(general())
     );
     // Neither expert-created cases nor offline customers are pullable.
@@ -1501,7 +1525,7 @@ fn pull_with_an_empty_queue_is_refused() {
     let (offline, _) = sos(&mut b, at(2), C2, "Carol");
     disconnect(&mut b, at(3), C2);
     let error = refused(&mut b, &[created, offline], |b, out| {
-        b.pull(at(4), E1, "ben", false, out)
+        b.pull(at(4), E1, PullRequest::general("ben", false), out)
     });
     assert!(
         matches!(error, BrokerError::NobodyOnline(1, _)),
@@ -1514,11 +1538,16 @@ fn pull_with_an_empty_queue_is_refused() {
 fn pull_with_wait_pairs_the_next_sos_case_immediately() {
     let mut b = broker();
     let mut out = Vec::new();
-    assert_eq!(b.pull(T0, E1, "ben", true, &mut out), Ok(None));
+    assert_eq!(
+        b.pull(T0, E1, PullRequest::general("ben", true), &mut out),
+        Ok(None)
+    );
     assert!(out.is_empty());
     assert_eq!(b.attached_case(E1), None);
 
-    let attached = b.open_sos(at(1), C1, "Alice", "help", &mut out).unwrap();
+    let attached = b
+        .open_sos(at(1), C1, SosRequest::general("Alice", "help"), &mut out)
+        .unwrap();
     let code = attached.case.code;
 
     assert_eq!(attached.case.state, CaseState::InProgress);
@@ -1559,8 +1588,14 @@ fn pull_with_wait_pairs_the_next_sos_case_immediately() {
 fn waiting_experts_are_served_first_come_first_served() {
     let mut b = broker();
     let mut out = Vec::new();
-    assert_eq!(b.pull(T0, E1, "ben", true, &mut out), Ok(None));
-    assert_eq!(b.pull(T0, E2, "cid", true, &mut out), Ok(None));
+    assert_eq!(
+        b.pull(T0, E1, PullRequest::general("ben", true), &mut out),
+        Ok(None)
+    );
+    assert_eq!(
+        b.pull(T0, E2, PullRequest::general("cid", true), &mut out),
+        Ok(None)
+    );
     let (a, _) = sos(&mut b, at(1), C1, "A");
     let (bb, _) = sos(&mut b, at(2), C2, "B");
     let (c, _) = sos(&mut b, at(3), C3, "C");
@@ -1574,7 +1609,8 @@ fn waiting_experts_are_served_first_come_first_served() {
 fn a_waiting_expert_who_disconnects_is_not_handed_a_case() {
     let mut b = broker();
     let mut out = Vec::new();
-    b.pull(T0, E1, "ben", true, &mut out).unwrap();
+    b.pull(T0, E1, PullRequest::general("ben", true), &mut out)
+        .unwrap();
     assert!(disconnect(&mut b, at(1), E1).is_empty());
     let (code, _) = sos(&mut b, at(2), C1, "Alice");
     assert_eq!(state(&b, code), CaseState::Pending);
@@ -1586,8 +1622,11 @@ fn a_waiting_expert_who_disconnects_is_not_handed_a_case() {
 fn a_waiting_expert_cannot_wait_twice() {
     let mut b = broker();
     let mut out = Vec::new();
-    b.pull(T0, E1, "ben", true, &mut out).unwrap();
-    let error = refused(&mut b, &[], |b, out| b.pull(at(1), E1, "ben", true, out));
+    b.pull(T0, E1, PullRequest::general("ben", true), &mut out)
+        .unwrap();
+    let error = refused(&mut b, &[], |b, out| {
+        b.pull(at(1), E1, PullRequest::general("ben", true), out)
+    });
     assert!(matches!(error, BrokerError::AlreadyWaiting), "{error:?}");
     // Still exactly one waiting seat: one SOS case is paired, the next one waits.
     let (a, _) = sos(&mut b, at(2), C1, "A");
@@ -1601,7 +1640,8 @@ fn a_waiting_expert_who_connects_by_code_is_not_seated_twice() {
     let mut b = broker();
     let created = create(&mut b, T0, "ana", "Bob");
     let mut out = Vec::new();
-    b.pull(at(1), E1, "ben", true, &mut out).unwrap();
+    b.pull(at(1), E1, PullRequest::general("ben", true), &mut out)
+        .unwrap();
     // Either refusing the connect or giving up the wait is fine; seating E1 twice is not.
     let connected = b
         .connect(at(2), E1, "ben", &created.to_string(), false, &mut out)
@@ -1632,7 +1672,10 @@ fn an_expert_who_leaves_a_paired_case_hands_it_to_a_waiting_expert() {
     let (code, _) = sos(&mut b, T0, C1, "Alice");
     pull(&mut b, at(1), E1, "ben");
     let mut out = Vec::new();
-    assert_eq!(b.pull(at(2), E2, "cid", true, &mut out), Ok(None));
+    assert_eq!(
+        b.pull(at(2), E2, PullRequest::general("cid", true), &mut out),
+        Ok(None)
+    );
 
     let out = disconnect(&mut b, at(3), E1);
 
@@ -1665,7 +1708,12 @@ fn many_pulls_never_hand_out_the_same_case_twice() {
     let mut try_pull = |b: &mut Broker, now: u64| {
         let mut out = Vec::new();
         let party = PartyId(expert_ids.next().unwrap());
-        b.pull(at(now), party, "expert", false, &mut out)
+        b.pull(
+            at(now),
+            party,
+            PullRequest::general("expert", false),
+            &mut out,
+        )
     };
 
     // 30 arrive, 20 pulls, 10 more arrive, then 30 pulls: 40 cases for 50 experts.
@@ -1891,7 +1939,7 @@ fn a_party_already_attached_cannot_attach_again() {
 
     // The customer C1, in the SOS case.
     let error = refused(&mut b, &codes, |b, out| {
-        b.open_sos(at(4), C1, "Alice", "again", out)
+        b.open_sos(at(4), C1, SosRequest::general("Alice", "again"), out)
     });
     assert_eq!(error, BrokerError::AlreadyAttached(sos_case));
     assert_eq!(error.kind(), sosq::protocol::ErrorKind::Conflict);
@@ -1902,10 +1950,12 @@ fn a_party_already_attached_cannot_attach_again() {
 
     // The expert E1, in the created case (the queue is not empty).
     let error = refused(&mut b, &codes, |b, out| {
-        b.pull(at(4), E1, "ben", false, out)
+        b.pull(at(4), E1, PullRequest::general("ben", false), out)
     });
     assert_eq!(error, BrokerError::AlreadyAttached(created));
-    let error = refused(&mut b, &codes, |b, out| b.pull(at(4), E1, "ben", true, out));
+    let error = refused(&mut b, &codes, |b, out| {
+        b.pull(at(4), E1, PullRequest::general("ben", true), out)
+    });
     assert_eq!(error, BrokerError::AlreadyAttached(created));
     let error = refused(&mut b, &codes, |b, out| {
         b.connect(at(4), E1, "ben", &sos_typed, false, out)
@@ -2187,7 +2237,7 @@ fn bad_customer_names_are_refused_and_change_nothing() {
     let long = too_long_name();
     for name in BAD_NAMES.iter().copied().chain([long.as_str()]) {
         let error = refused(&mut b, &[created], |b, out| {
-            b.open_sos(at(1), C1, name, "help", out)
+            b.open_sos(at(1), C1, SosRequest::general(name, "help"), out)
         });
         assert!(
             matches!(error, BrokerError::InvalidInput(_)),
@@ -2219,11 +2269,21 @@ fn a_name_at_the_limit_is_accepted_and_trimmed() {
     let name = "é".repeat(MAX_NAME_CHARS);
     let mut out = Vec::new();
     let attached = b
-        .open_sos(T0, C1, &format!("  {name}\t"), "", &mut out)
+        .open_sos(
+            T0,
+            C1,
+            SosRequest::general(&format!("  {name}\t"), ""),
+            &mut out,
+        )
         .unwrap();
     assert_eq!(attached.case.customer, name);
     let error = refused(&mut b, &[attached.case.code], |b, out| {
-        b.open_sos(T0, C2, &"é".repeat(MAX_NAME_CHARS + 1), "", out)
+        b.open_sos(
+            T0,
+            C2,
+            SosRequest::general(&"é".repeat(MAX_NAME_CHARS + 1), ""),
+            out,
+        )
     });
     assert!(matches!(error, BrokerError::InvalidInput(_)));
 }
@@ -2245,7 +2305,7 @@ fn descriptions_may_be_empty_but_not_too_long() {
     });
     assert!(matches!(error, BrokerError::InvalidInput(_)));
     let error = refused(&mut b, &codes, |b, out| {
-        b.open_sos(at(1), C1, "Bob", &too_long, out)
+        b.open_sos(at(1), C1, SosRequest::general("Bob", &too_long), out)
     });
     assert!(matches!(error, BrokerError::InvalidInput(_)));
 }
@@ -2387,7 +2447,7 @@ fn every_history_entry_says_its_kind_and_a_customer_is_named_after_its_case() {
     };
     let mut out = Vec::new();
     let code = b
-        .open_sos(at(0), C1, "Alice", "", &mut out)
+        .open_sos(at(0), C1, SosRequest::general("Alice", ""), &mut out)
         .unwrap()
         .case
         .code;
@@ -2402,7 +2462,8 @@ fn every_history_entry_says_its_kind_and_a_customer_is_named_after_its_case() {
         &mut out,
     )
     .unwrap();
-    b.pull(at(2), E1, "ana", false, &mut out).unwrap();
+    b.pull(at(2), E1, PullRequest::general("ana", false), &mut out)
+        .unwrap();
     b.close(at(3), Closer::Expert("ana"), &code.to_string(), &mut out)
         .unwrap();
     b.attribute(&expert, &mut out);

@@ -76,7 +76,7 @@ mod tests {
     use sosq::protocol::CaseState;
 
     use super::*;
-    use crate::broker::{BrokerConfig, Closer, Effect, PartyId};
+    use crate::broker::{BrokerConfig, Closer, Effect, PartyId, PullRequest, SosRequest};
 
     const CUSTOMER: PartyId = PartyId(1);
     const EXPERT: PartyId = PartyId(2);
@@ -90,12 +90,22 @@ mod tests {
         let mut b = Broker::new(BrokerConfig::default(), Box::new(StdRng::seed_from_u64(1)));
         let mut out = Vec::new();
         let code = b
-            .open_sos(Timestamp(1_000), CUSTOMER, "Alice", "", &mut out)
+            .open_sos(
+                Timestamp(1_000),
+                CUSTOMER,
+                SosRequest::general("Alice", ""),
+                &mut out,
+            )
             .expect("sos")
             .case
             .code;
-        b.pull(Timestamp(2_000), EXPERT, "ana", false, &mut out)
-            .expect("pull");
+        b.pull(
+            Timestamp(2_000),
+            EXPERT,
+            PullRequest::general("ana", false),
+            &mut out,
+        )
+        .expect("pull");
         (b, code)
     }
 

@@ -13,7 +13,7 @@ use super::roles::authorize;
 use super::{deletion, ServerError, Shared};
 use crate::broker::{
     Actor, Attached, AuditEntry, BrokerError, CaseSelection, Closer, Effect, PartyId, Persist,
-    QueueViewer, SosRequest, GENERAL, MAX_NAME_CHARS,
+    PullRequest, QueueViewer, SosRequest, GENERAL, MAX_NAME_CHARS,
 };
 
 /// Who sent the request.
@@ -125,7 +125,7 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
                 group: &group,
             };
             let (attached, _) = shared
-                .execute(actor, |b, now, out| b.open_sos_in(now, me, request, out))
+                .execute(actor, |b, now, out| b.open_sos(now, me, request, out))
                 .await?;
             attached_reply(attached)
         }
@@ -181,10 +181,13 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
             Reply::Queue(queue_for(caller, &broker, None, limit))
         }
         Request::Pull { wait } => {
-            let teams = caller.teams();
-            let case = shared.execute_pairing(actor, |b, now, out| {
-                b.pull_from(now, me, name, &teams, wait, out)
-            })?;
+            let request = PullRequest {
+                expert: name,
+                teams: caller.teams(),
+                wait,
+            };
+            let case =
+                shared.execute_pairing(actor, |b, now, out| b.pull(now, me, request, out))?;
             match case {
                 Some(case) => Reply::Attached {
                     case,

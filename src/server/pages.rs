@@ -128,7 +128,7 @@ mod tests {
             };
             let mut out = Vec::new();
             broker
-                .open_sos_in(Timestamp(n), PartyId(n), request, &mut out)
+                .open_sos(Timestamp(n), PartyId(n), request, &mut out)
                 .expect("a case");
         }
         let queue = broker.queue_page(QueueViewer::Everyone, None, items);

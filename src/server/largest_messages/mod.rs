@@ -34,8 +34,8 @@ use super::dispatch::{no_such_assignee, no_such_team};
 use super::roles::authorize;
 use super::{pages, ServerError};
 use crate::broker::{
-    Broker, BrokerError, Closer, PartyId, QueueViewer, SosRequest, MAX_DESCRIPTION_CHARS,
-    MAX_HISTORY_ENTRIES, MAX_NAME_CHARS,
+    Broker, BrokerError, Closer, PartyId, PullRequest, QueueViewer, SosRequest,
+    MAX_DESCRIPTION_CHARS, MAX_HISTORY_ENTRIES, MAX_NAME_CHARS,
 };
 use scene::*;
 
@@ -138,8 +138,14 @@ fn everything_fits(w: Widest) -> Result<(), TestCaseError> {
     // expert-created case; the events they push, and the replies.
     let (name, teams) = (w.expert.clone(), vec![w.team.clone()]);
     let expert_party = PartyId(1_000);
-    let pulled =
-        scene.run(|b, now, out| b.pull_from(now, expert_party, &name, &teams, false, out))?;
+    let pulled = scene.run(|b, now, out| {
+        let request = PullRequest {
+            expert: &name,
+            teams: teams.clone(),
+            wait: false,
+        };
+        b.pull(now, expert_party, request, out)
+    })?;
     let pulled = pulled.ok_or_else(|| TestCaseError::fail("nobody to pull"))?;
     reply(Reply::Attached {
         case: pulled.clone(),
@@ -153,7 +159,14 @@ fn everything_fits(w: Widest) -> Result<(), TestCaseError> {
     })?))?;
     let second = PartyId(1_001);
     let assignee = w.assignee.clone();
-    scene.run(|b, now, out| b.pull_from(now, second, &assignee, &[], false, out))?;
+    scene.run(|b, now, out| {
+        let request = PullRequest {
+            expert: &assignee,
+            teams: Vec::new(),
+            wait: false,
+        };
+        b.pull(now, second, request, out)
+    })?;
     reply(Reply::Case(scene.run(|b, now, out| {
         b.close(now, Closer::Expert(&assignee), &typed, out)
     })?))?;
@@ -227,10 +240,20 @@ fn everything_fits(w: Widest) -> Result<(), TestCaseError> {
     let (gone, pulling) = (PartyId(1), PartyId(2));
     let customer = w.customers[0].clone();
     let case = core
-        .open_sos(Timestamp(1), gone, &customer, "", &mut out)
+        .open_sos(
+            Timestamp(1),
+            gone,
+            SosRequest::general(&customer, ""),
+            &mut out,
+        )
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
-    core.pull(Timestamp(2), pulling, &w.expert, false, &mut out)
-        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    core.pull(
+        Timestamp(2),
+        pulling,
+        PullRequest::general(&w.expert, false),
+        &mut out,
+    )
+    .map_err(|e| TestCaseError::fail(e.to_string()))?;
     out.clear();
     core.disconnect(Timestamp(3), gone, crate::broker::Departure::Lost, &mut out);
     let released = out.into_iter().find_map(|effect| match effect {
@@ -297,7 +320,7 @@ fn refusals(scene: &mut Scene) -> Result<Vec<ServerError>, TestCaseError> {
             priority: Priority::Normal,
             group,
         };
-        match broker.open_sos_in(now, PartyId(9_999), request, &mut out) {
+        match broker.open_sos(now, PartyId(9_999), request, &mut out) {
             Err(e) => errors.push(e.into()),
             Ok(_) => return Err(TestCaseError::fail("the core took input past its limits")),
         }

@@ -173,7 +173,7 @@ impl Scene {
                     priority: Priority::ALL[n % 4],
                     group: &team,
                 };
-                b.open_sos_in(now, PartyId(n as u64 + 1), request, out)
+                b.open_sos(now, PartyId(n as u64 + 1), request, out)
             })?;
             reply(Reply::Attached {
                 case: attached.case,
