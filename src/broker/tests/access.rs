@@ -7,8 +7,7 @@ use super::*;
 
 #[test]
 fn a_customer_cannot_see_or_close_another_customers_case() {
-    let mut b = broker();
-    let (mine, my_secret) = sos(&mut b, T0, C1, "Alice");
+    let (mut b, mine, my_secret) = sos_case();
     let (theirs, _) = sos(&mut b, at(1), C2, "Carol");
     let codes = [mine, theirs];
     let typed = theirs.to_string();
@@ -42,8 +41,7 @@ fn a_customer_cannot_see_or_close_another_customers_case() {
 
 #[test]
 fn a_customer_cannot_close_an_unbound_expert_case_it_is_not_attached_to() {
-    let mut b = broker();
-    let code = create(&mut b, T0, "ana", "Bob");
+    let (mut b, code) = new_case();
     let error = refused(&mut b, &[code], |b, out| {
         b.close(
             at(1),
@@ -60,9 +58,7 @@ fn a_customer_cannot_close_an_unbound_expert_case_it_is_not_attached_to() {
 
 #[test]
 fn the_first_customer_binds_an_expert_created_case() {
-    let mut b = broker();
-    let code = create(&mut b, T0, "ana", "Bob");
-    let first = join(&mut b, at(1), C1, code);
+    let (mut b, code, first) = joined_case();
     let secret = first
         .resume_secret
         .expect("the binding customer gets a secret");
@@ -100,9 +96,7 @@ fn the_first_customer_binds_an_expert_created_case() {
 
 #[test]
 fn a_second_customer_cannot_take_an_occupied_customer_seat() {
-    let mut b = broker();
-    let code = create(&mut b, T0, "ana", "Bob");
-    join(&mut b, at(1), C1, code);
+    let (mut b, code, _) = joined_case();
     let typed = code.to_string();
     let error = refused(&mut b, &[code], |b, out| {
         b.join(at(2), C2, &typed, "Mallory", None, out)
@@ -112,9 +106,8 @@ fn a_second_customer_cannot_take_an_occupied_customer_seat() {
 
 #[test]
 fn a_customer_proving_its_secret_takes_over_from_its_old_connection_at_once() {
-    let mut b = broker();
-    let code = create(&mut b, T0, "ana", "Bob");
-    let secret = join(&mut b, at(1), C1, code).resume_secret.unwrap();
+    let (mut b, code, joined) = joined_case();
+    let secret = joined.resume_secret.unwrap();
     connect(&mut b, at(2), E1, "ana", code);
     let mut out = Vec::new();
     b.join(at(3), C2, &code.to_string(), "Bob", Some(&secret), &mut out)
@@ -143,9 +136,7 @@ fn a_customer_proving_its_secret_takes_over_from_its_old_connection_at_once() {
 
 #[test]
 fn the_same_expert_connecting_again_takes_over_and_keeps_how_it_came() {
-    let mut b = broker();
-    let (code, _) = sos(&mut b, T0, C1, "Alice");
-    pull(&mut b, at(1), E1, "ben");
+    let (mut b, code, _) = paired_sos_case();
     let mut out = Vec::new();
     b.connect(at(2), E2, "ben", &code.to_string(), false, &mut out)
         .unwrap();
@@ -167,8 +158,7 @@ fn the_same_expert_connecting_again_takes_over_and_keeps_how_it_came() {
 
 #[test]
 fn an_sos_case_is_bound_to_the_customer_who_opened_it() {
-    let mut b = broker();
-    let (code, secret) = sos(&mut b, T0, C1, "Alice");
+    let (mut b, code, secret) = sos_case();
     disconnect(&mut b, at(1), C1);
     let typed = code.to_string();
     let error = refused(&mut b, &[code], |b, out| {
@@ -183,8 +173,7 @@ fn an_sos_case_is_bound_to_the_customer_who_opened_it() {
 
 #[test]
 fn a_party_already_attached_cannot_attach_again() {
-    let mut b = broker();
-    let (sos_case, _) = sos(&mut b, T0, C1, "Alice");
+    let (mut b, sos_case, _) = sos_case();
     let created = create(&mut b, at(1), "ana", "Bob");
     sos(&mut b, at(2), C2, "Carol");
     connect(&mut b, at(3), E1, "ben", created);
@@ -224,8 +213,7 @@ fn a_party_already_attached_cannot_attach_again() {
 
 #[test]
 fn a_second_expert_cannot_connect() {
-    let mut b = broker();
-    let created = create(&mut b, T0, "ana", "Bob");
+    let (mut b, created) = new_case();
     connect(&mut b, at(1), E1, "ben", created);
     let (paired, _) = sos(&mut b, at(2), C1, "Alice");
     pull(&mut b, at(3), E2, "cid");

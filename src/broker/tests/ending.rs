@@ -5,8 +5,7 @@ use super::*;
 
 #[test]
 fn close_from_new_by_expert() {
-    let mut b = broker();
-    let code = create(&mut b, T0, "ana", "Bob");
+    let (mut b, code) = new_case();
     let mut out = Vec::new();
     let case = b
         .close(at(7), Closer::Expert("ana"), &code.to_string(), &mut out)
@@ -30,8 +29,7 @@ fn close_from_new_by_expert() {
 
 #[test]
 fn close_from_pending_by_its_attached_customer() {
-    let mut b = broker();
-    let (code, _) = sos(&mut b, T0, C1, "Alice");
+    let (mut b, code, _) = sos_case();
     let mut out = Vec::new();
     let case = b
         .close(
@@ -64,9 +62,7 @@ fn close_from_pending_by_its_attached_customer() {
 
 #[test]
 fn close_from_in_progress_ends_both_sessions() {
-    let mut b = broker();
-    let (code, _) = sos(&mut b, T0, C1, "Alice");
-    pull(&mut b, at(1), E1, "ben");
+    let (mut b, code, _) = paired_sos_case();
     let mut out = Vec::new();
     let case = b
         .close(at(9), Closer::Expert("ben"), &code.to_string(), &mut out)
@@ -90,8 +86,7 @@ fn close_from_in_progress_ends_both_sessions() {
 
 #[test]
 fn close_by_customer_with_resume_secret_from_another_connection() {
-    let mut b = broker();
-    let (code, secret) = sos(&mut b, T0, C1, "Alice");
+    let (mut b, code, secret) = sos_case();
     disconnect(&mut b, at(1), C1);
     let mut out = Vec::new();
     let case = b
@@ -112,8 +107,7 @@ fn close_by_customer_with_resume_secret_from_another_connection() {
 
 #[test]
 fn close_by_customer_with_secret_while_the_case_is_attached_elsewhere() {
-    let mut b = broker();
-    let (code, secret) = sos(&mut b, T0, C1, "Alice");
+    let (mut b, code, secret) = sos_case();
     let mut out = Vec::new();
     b.close(
         at(2),
@@ -138,8 +132,7 @@ fn close_by_customer_with_secret_while_the_case_is_attached_elsewhere() {
 
 #[test]
 fn open_cases_expire_from_new_pending_and_in_progress() {
-    let mut b = broker();
-    let new = create(&mut b, T0, "ana", "Bob");
+    let (mut b, new) = new_case();
     let (pending, _) = sos(&mut b, T0, C1, "Alice");
     let (in_progress, _) = sos(&mut b, T0, C2, "Carol");
     connect(&mut b, T0, E1, "ben", in_progress);
@@ -171,8 +164,7 @@ fn open_cases_expire_from_new_pending_and_in_progress() {
 
 #[test]
 fn a_case_expires_exactly_at_its_ttl_and_not_a_millisecond_before() {
-    let mut b = broker();
-    let (code, secret) = sos(&mut b, T0, C1, "Alice");
+    let (mut b, code, secret) = sos_case();
     pull(&mut b, at(1_000), E1, "ben");
     let deadline = T0.plus(DAY);
     assert_eq!(info(&b, code).expires_at, deadline);
@@ -335,9 +327,7 @@ fn a_restored_overdue_case_expires_on_the_next_expire_due() {
 
 #[test]
 fn delete_by_codes_asks_the_store_first_then_ends_the_sessions() {
-    let mut b = broker();
-    let (paired, _) = sos(&mut b, T0, C1, "Alice");
-    pull(&mut b, at(1), E1, "ben");
+    let (mut b, paired, _) = paired_sos_case();
     let (waiting, _) = sos(&mut b, at(2), C2, "Carol");
     let kept = create(&mut b, at(3), "ana", "Bob");
     let stored_only = some_code(999_999_999);
@@ -386,8 +376,7 @@ fn delete_by_codes_asks_the_store_first_then_ends_the_sessions() {
 
 #[test]
 fn delete_of_closed_or_unknown_codes_only_asks_the_store() {
-    let mut b = broker();
-    let code = create(&mut b, T0, "ana", "Bob");
+    let (mut b, code) = new_case();
     let mut out = Vec::new();
     b.close(at(1), Closer::Expert("ana"), &code.to_string(), &mut out)
         .unwrap();
@@ -400,8 +389,7 @@ fn delete_of_closed_or_unknown_codes_only_asks_the_store() {
 
 #[test]
 fn delete_with_a_repeated_code_does_not_panic() {
-    let mut b = broker();
-    let (code, _) = sos(&mut b, T0, C1, "Alice");
+    let (mut b, code, _) = sos_case();
     let selection = Persist::Delete(vec![code, code]);
     let mut out = Vec::new();
     b.delete(at(1), "root", selection.clone(), &mut out)
@@ -413,8 +401,7 @@ fn delete_with_a_repeated_code_does_not_panic() {
 
 #[test]
 fn delete_where_state_ends_only_matching_open_cases() {
-    let mut b = broker();
-    let (pending, _) = sos(&mut b, T0, C1, "Alice");
+    let (mut b, pending, _) = sos_case();
     let (in_progress, _) = sos(&mut b, T0, C2, "Carol");
     connect(&mut b, at(1), E1, "ben", in_progress);
     let new = create(&mut b, T0, "ana", "Bob");
@@ -492,8 +479,7 @@ fn delete_where_with_both_fields_needs_both_to_match() {
 
 #[test]
 fn delete_needs_codes_or_a_filter() {
-    let mut b = broker();
-    let code = create(&mut b, T0, "ana", "Bob");
+    let (mut b, code) = new_case();
     let save = Persist::Save(record(&b, code));
     let error = refused(&mut b, &[code], |b, out| b.delete(at(1), "root", save, out));
     assert!(matches!(error, BrokerError::InvalidInput(_)), "{error:?}");

@@ -90,8 +90,7 @@ fn expert_created_case_starts_new_with_nobody_attached() {
 
 #[test]
 fn customer_join_moves_new_case_to_pending() {
-    let mut b = broker();
-    let code = create(&mut b, T0, "ana", "Bob");
+    let (mut b, code) = new_case();
     let mut out = Vec::new();
     let attached = b
         .join(at(5), C1, &code.to_string(), "Bob", None, &mut out)
@@ -252,8 +251,7 @@ fn too_many_open_cases_are_refused_until_one_closes() {
 
 #[test]
 fn resume_secrets_are_random_hex_and_only_their_hash_is_kept() {
-    let mut b = broker();
-    let (first, secret_1) = sos(&mut b, T0, C1, "Alice");
+    let (mut b, first, secret_1) = sos_case();
     let (_, secret_2) = sos(&mut b, T0, C2, "Carol");
     assert_ne!(secret_1, secret_2);
     for secret in [&secret_1, &secret_2] {
@@ -281,8 +279,7 @@ fn too_long_name() -> String {
 
 #[test]
 fn bad_customer_names_are_refused_and_change_nothing() {
-    let mut b = broker();
-    let created = create(&mut b, T0, "ana", "Bob");
+    let (mut b, created) = new_case();
     let typed = created.to_string();
     let long = too_long_name();
     for name in BAD_NAMES.iter().copied().chain([long.as_str()]) {
@@ -362,8 +359,7 @@ fn descriptions_may_be_empty_but_not_too_long() {
 
 #[test]
 fn bad_code_strings_are_refused_and_change_nothing() {
-    let mut b = broker();
-    let (code, secret) = sos(&mut b, T0, C1, "Alice");
+    let (mut b, code, secret) = sos_case();
     let codes = [code];
     for typed in [
         "",
@@ -398,8 +394,7 @@ fn bad_code_strings_are_refused_and_change_nothing() {
 
 #[test]
 fn typed_codes_are_accepted_in_any_usual_form() {
-    let mut b = broker();
-    let first = create(&mut b, T0, "ana", "Bob");
+    let (mut b, first) = new_case();
     let second = create(&mut b, T0, "ana", "Dan");
     let mut out = Vec::new();
     let digits = format!("{:09}", first.number());

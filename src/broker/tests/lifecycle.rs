@@ -104,8 +104,7 @@ fn closed_and_expired_records_refuse_every_transition() {
 
 #[test]
 fn a_new_case_cannot_jump_to_in_progress() {
-    let mut b = broker();
-    let code = create(&mut b, T0, "ana", "Bob");
+    let (b, code) = new_case();
     let mut record = record(&b, code);
     let before = record.clone();
     assert_eq!(
@@ -128,8 +127,7 @@ fn a_new_case_cannot_jump_to_in_progress() {
 
 #[test]
 fn closing_a_closed_case_is_unknown_code_and_changes_nothing() {
-    let mut b = broker();
-    let code = create(&mut b, T0, "ana", "Bob");
+    let (mut b, code) = new_case();
     let other = create(&mut b, T0, "ana", "Dan");
     let mut out = Vec::new();
     b.close(at(1), Closer::Expert("ana"), &code.to_string(), &mut out)
@@ -144,8 +142,7 @@ fn closing_a_closed_case_is_unknown_code_and_changes_nothing() {
 
 #[test]
 fn an_expired_case_cannot_be_joined_connected_viewed_or_closed() {
-    let mut b = broker();
-    let (code, secret) = sos(&mut b, T0, C1, "Alice");
+    let (mut b, code, secret) = sos_case();
     let other = create(&mut b, at(1), "ana", "Dan");
     let mut out = Vec::new();
     assert_eq!(b.expire_due(T0.plus(DAY), &mut out), vec![code]);
@@ -179,8 +176,7 @@ fn an_expired_case_cannot_be_joined_connected_viewed_or_closed() {
 
 #[test]
 fn a_code_that_was_never_issued_is_unknown_everywhere() {
-    let mut b = broker();
-    let code = create(&mut b, T0, "ana", "Bob");
+    let (mut b, code) = new_case();
     let ghost = SessionCode::from_number((code.number() + 1) % sosq::code::CODE_SPACE).unwrap();
     let typed = ghost.to_string();
     let codes = [code, ghost];
@@ -203,9 +199,7 @@ fn a_code_that_was_never_issued_is_unknown_everywhere() {
 
 #[test]
 fn a_closed_case_cannot_be_joined_or_connected() {
-    let mut b = broker();
-    let code = create(&mut b, T0, "ana", "Bob");
-    join(&mut b, at(1), C1, code);
+    let (mut b, code, _) = joined_case();
     let mut out = Vec::new();
     b.close(at(2), Closer::Expert("ana"), &code.to_string(), &mut out)
         .unwrap();
@@ -223,8 +217,7 @@ fn a_closed_case_cannot_be_joined_or_connected() {
 
 #[test]
 fn disconnect_of_an_unknown_party_changes_nothing() {
-    let mut b = broker();
-    let (code, _) = sos(&mut b, T0, C1, "Alice");
+    let (mut b, code, _) = sos_case();
     let before = Snapshot::of(&b, &[code]);
     assert!(disconnect(&mut b, at(1), PartyId(99)).is_empty());
     assert_eq!(Snapshot::of(&b, &[code]), before);

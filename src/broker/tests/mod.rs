@@ -120,6 +120,38 @@ fn disconnect(b: &mut Broker, now: Timestamp, party: PartyId) -> Vec<Effect> {
     out
 }
 
+// ----- builders: the setups tests start from ------------------------------------------
+
+/// A fresh broker where expert `ana` created a case for `Bob` at [`T0`]: `new`, nobody
+/// attached.
+fn new_case() -> (Broker, SessionCode) {
+    let mut b = broker();
+    let code = create(&mut b, T0, "ana", "Bob");
+    (b, code)
+}
+
+/// [`new_case`], joined by customer [`C1`] at 1 ms: `pending`; with the join's reply.
+fn joined_case() -> (Broker, SessionCode, Attached) {
+    let (mut b, code) = new_case();
+    let attached = join(&mut b, at(1), C1, code);
+    (b, code, attached)
+}
+
+/// A fresh broker where customer [`C1`] (`Alice`) pressed SOS at [`T0`]: `pending` and
+/// queued; with the resume secret.
+fn sos_case() -> (Broker, SessionCode, String) {
+    let mut b = broker();
+    let (code, secret) = sos(&mut b, T0, C1, "Alice");
+    (b, code, secret)
+}
+
+/// [`sos_case`], pulled by expert [`E1`] (`ben`) at 1 ms: `in progress`, the two paired.
+fn paired_sos_case() -> (Broker, SessionCode, String) {
+    let (mut b, code, secret) = sos_case();
+    pull(&mut b, at(1), E1, "ben");
+    (b, code, secret)
+}
+
 /// A paired party left `code`: exactly the relay unpaired, `told` (the other party) hears
 /// `PeerLeft`, and the case saved.
 fn assert_peer_left(b: &Broker, out: &[Effect], code: SessionCode, told: PartyId) {

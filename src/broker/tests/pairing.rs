@@ -5,8 +5,7 @@ use super::*;
 
 #[test]
 fn expert_connect_moves_new_case_to_pending() {
-    let mut b = broker();
-    let code = create(&mut b, T0, "ana", "Bob");
+    let (mut b, code) = new_case();
     let mut out = Vec::new();
     let case = b
         .connect(at(5), E1, "ben", &code.to_string(), false, &mut out)
@@ -25,9 +24,7 @@ fn expert_connect_moves_new_case_to_pending() {
 
 #[test]
 fn customer_then_expert_pairs_the_case_in_progress() {
-    let mut b = broker();
-    let code = create(&mut b, T0, "ana", "Bob");
-    join(&mut b, at(1), C1, code);
+    let (mut b, code, _) = joined_case();
     let mut out = Vec::new();
     let case = b
         .connect(at(2), E1, "ben", &code.to_string(), false, &mut out)
@@ -45,8 +42,7 @@ fn customer_then_expert_pairs_the_case_in_progress() {
 
 #[test]
 fn expert_then_customer_pairs_the_case_in_progress() {
-    let mut b = broker();
-    let code = create(&mut b, T0, "ana", "Bob");
+    let (mut b, code) = new_case();
     connect(&mut b, at(1), E1, "ben", code);
     let mut out = Vec::new();
     let attached = b
@@ -97,8 +93,7 @@ fn the_queue_serves_the_oldest_waiting_case_first() {
 
 #[test]
 fn pull_takes_the_front_and_pairs_it() {
-    let mut b = broker();
-    let (code, _) = sos(&mut b, T0, C1, "Alice");
+    let (mut b, code, _) = sos_case();
     sos(&mut b, at(1), C2, "Bob");
     let mut out = Vec::new();
     let case = b
@@ -318,8 +313,7 @@ fn a_waiting_expert_cannot_wait_twice() {
 
 #[test]
 fn a_waiting_expert_who_connects_by_code_is_not_seated_twice() {
-    let mut b = broker();
-    let created = create(&mut b, T0, "ana", "Bob");
+    let (mut b, created) = new_case();
     let mut out = Vec::new();
     b.pull(at(1), E1, PullRequest::general("ben", true), &mut out)
         .unwrap();
@@ -349,9 +343,7 @@ fn a_waiting_expert_who_connects_by_code_is_not_seated_twice() {
 
 #[test]
 fn an_expert_who_leaves_a_paired_case_hands_it_to_a_waiting_expert() {
-    let mut b = broker();
-    let (code, _) = sos(&mut b, T0, C1, "Alice");
-    pull(&mut b, at(1), E1, "ben");
+    let (mut b, code, _) = paired_sos_case();
     let mut out = Vec::new();
     assert_eq!(
         b.pull(at(2), E2, PullRequest::general("cid", true), &mut out),

@@ -5,9 +5,7 @@ use super::*;
 
 #[test]
 fn expert_disconnect_returns_paired_case_to_pending_with_unpair_and_peer_left() {
-    let mut b = broker();
-    let (code, _) = sos(&mut b, T0, C1, "Alice");
-    pull(&mut b, at(1), E1, "ben");
+    let (mut b, code, _) = paired_sos_case();
     assert_eq!(state(&b, code), CaseState::InProgress);
 
     let out = disconnect(&mut b, at(5), E1);
@@ -29,9 +27,7 @@ fn expert_disconnect_returns_paired_case_to_pending_with_unpair_and_peer_left() 
 
 #[test]
 fn a_vanished_customer_lets_its_pulling_expert_go_and_keeps_its_place_offline() {
-    let mut b = broker();
-    let (code, secret) = sos(&mut b, T0, C1, "Alice");
-    pull(&mut b, at(1), E1, "ben");
+    let (mut b, code, secret) = paired_sos_case();
 
     let out = disconnect(&mut b, at(5), C1);
 
@@ -72,9 +68,7 @@ fn a_vanished_customer_lets_its_pulling_expert_go_and_keeps_its_place_offline() 
 
 #[test]
 fn a_customer_who_leaves_on_purpose_lets_the_relay_drain() {
-    let mut b = broker();
-    let code = create(&mut b, T0, "ana", "Bob");
-    join(&mut b, at(1), C1, code);
+    let (mut b, code, _) = joined_case();
     connect(&mut b, at(2), E1, "ana", code);
     let mut out = Vec::new();
     b.disconnect(at(3), C1, Departure::Left, &mut out);
@@ -109,8 +103,7 @@ fn assert_peer_left_told(out: &[Effect], told: PartyId, code: SessionCode) {
 
 #[test]
 fn customer_coming_back_with_secret_is_paired_again() {
-    let mut b = broker();
-    let (code, secret) = sos(&mut b, T0, C1, "Alice");
+    let (mut b, code, secret) = sos_case();
     connect(&mut b, at(1), E1, "ben", code);
     disconnect(&mut b, at(2), C1);
 
