@@ -230,9 +230,7 @@ fn a_second_expert_cannot_connect() {
 
 #[test]
 fn any_expert_may_connect_to_a_waiting_sos_case_by_code() {
-    let mut b = broker();
-    let (first, _) = sos(&mut b, T0, C1, "A");
-    let (second, _) = sos(&mut b, at(1), C2, "B");
+    let (mut b, (first, _), (second, _)) = two_waiting();
     connect(&mut b, at(2), E1, "ben", second);
     assert_eq!(state(&b, second), CaseState::InProgress);
     assert_eq!(queue_codes(&b), vec![first]);

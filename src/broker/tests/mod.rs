@@ -152,6 +152,15 @@ fn paired_sos_case() -> (Broker, SessionCode, String) {
     (b, code, secret)
 }
 
+/// A fresh broker where customers [`C1`] (`A`, at [`T0`]) and [`C2`] (`B`, 1 ms later)
+/// pressed SOS: both waiting in that order; each case with its resume secret.
+fn two_waiting() -> (Broker, (SessionCode, String), (SessionCode, String)) {
+    let mut b = broker();
+    let first = sos(&mut b, T0, C1, "A");
+    let second = sos(&mut b, at(1), C2, "B");
+    (b, first, second)
+}
+
 /// A paired party left `code`: exactly the relay unpaired, `told` (the other party) hears
 /// `PeerLeft`, and the case saved.
 fn assert_peer_left(b: &Broker, out: &[Effect], code: SessionCode, told: PartyId) {

@@ -67,9 +67,7 @@ fn expert_then_customer_pairs_the_case_in_progress() {
 
 #[test]
 fn the_queue_serves_the_oldest_waiting_case_first() {
-    let mut b = broker();
-    let (a, _) = sos(&mut b, T0, C1, "A");
-    let (bb, _) = sos(&mut b, at(1), C2, "B");
+    let (mut b, (a, _), (bb, _)) = two_waiting();
     let mut out = Vec::new();
     let third = b
         .open_sos(at(2), C3, SosRequest::general("C", ""), &mut out)
@@ -112,9 +110,7 @@ fn pull_takes_the_front_and_pairs_it() {
 
 #[test]
 fn a_case_whose_expert_disconnects_goes_back_to_its_original_place() {
-    let mut b = broker();
-    let (a, _) = sos(&mut b, T0, C1, "A");
-    let (bb, _) = sos(&mut b, at(1), C2, "B");
+    let (mut b, (a, _), (bb, _)) = two_waiting();
     assert_eq!(pull(&mut b, at(2), E1, "ben"), a);
     let (c, _) = sos(&mut b, at(3), C3, "C");
     assert_eq!(queue_codes(&b), vec![bb, c]);
@@ -142,9 +138,7 @@ fn a_case_whose_expert_disconnects_keeps_its_place_among_same_millisecond_arriva
 
 #[test]
 fn a_customer_who_disconnects_waits_offline_in_its_place() {
-    let mut b = broker();
-    let (a, secret) = sos(&mut b, T0, C1, "A");
-    let (bb, _) = sos(&mut b, at(1), C2, "B");
+    let (mut b, (a, secret), (bb, _)) = two_waiting();
 
     let out = disconnect(&mut b, at(2), C1);
 
