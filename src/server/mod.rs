@@ -9,6 +9,7 @@
 //! caller replies. So a reply never announces a change the store has not kept.
 
 mod admission;
+pub mod commands;
 mod connection;
 mod daemon;
 mod dispatch;
