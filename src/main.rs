@@ -376,6 +376,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref(), &overrides)?;
     let logs = Arc::new(sosqd::logging::init(config.log_format, &config.log_level));
     sosqd::datadir::private_umask();
+    // Before the data dir, store or certificate are made: a taken port leaves nothing new.
+    sosqd::transport::check_listen(config.listen)?;
     // Held until serve returns: one daemon per data dir.
     let _lock = sosqd::datadir::DataDirLock::acquire(&config.data_dir)?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();

@@ -510,9 +510,10 @@ fn an_address_in_use_asks_whether_another_sosqd_runs_and_each_cause_is_said_once
     let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
     let mut cmd = Command::new(sosqd_bin());
     cmd.args(["serve", "--listen", &addr, "--data-dir"])
-        .arg(dir.path())
+        .arg(&data)
         .stdin(Stdio::null());
     let out = run_with_patience(cmd);
     assert!(!out.status.success(), "sosqd shared {addr}");
@@ -520,6 +521,12 @@ fn an_address_in_use_asks_whether_another_sosqd_runs_and_each_cause_is_said_once
     assert!(line.contains(&format!("cannot listen on {addr}")), "{line}");
     assert!(line.contains("is another sosqd running?"), "{line}");
     assert_eq!(line.matches("(os error").count(), 1, "{line}");
+    // Checked before anything is made: no data dir, store or certificate left behind.
+    assert!(
+        !data.exists(),
+        "a taken port left {} behind",
+        data.display()
+    );
 
     // Other errors with a system cause say it once too.
     let out = sosqd(
@@ -530,6 +537,7 @@ fn an_address_in_use_asks_whether_another_sosqd_runs_and_each_cause_is_said_once
     assert!(line.contains("/nonexistent/sosqd.toml"), "{line}");
     assert_eq!(line.matches("(os error").count(), 1, "{line}");
     let not_a_dir = dir.path().join("cert.pem");
+    std::fs::write(&not_a_dir, "not a directory").unwrap();
     let out = sosqd(&not_a_dir, &["user", "add", "ana", "--role", "expert"]);
     let line = error_line(&out);
     assert_eq!(line.matches("(os error").count(), 1, "{line}");

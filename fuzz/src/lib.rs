@@ -30,10 +30,12 @@ use sosq::protocol::{
 };
 use sosq::SessionCode;
 use sosqd::broker::{
-    Broker, BrokerConfig, BrokerError, CaseRecord, CaseSelection, Closer, Departure, Effect,
-    PartyId, Persist, PullRequest, QueueViewer, SosRequest, GENERAL,
+    Broker, BrokerConfig, BrokerError, CaseRecord, CaseSelection, Departure, Effect, PartyId,
+    Persist, QueueViewer,
 };
-use sosqd::server::pages;
+use sosqd::server::commands::{self, Answer, Route};
+use sosqd::server::{pages, Caller};
+use sosqd::store::CommitReport;
 use tokio::io::{AsyncRead, ReadBuf};
 
 // ----- allocation accounting -----------------------------------------------------------
@@ -366,151 +368,88 @@ impl Sim {
         self.check(&out);
     }
 
-    /// The dispatcher: role check, then the core command, then the reply.
+    /// The dispatcher: the daemon's own role check, then the daemon's own synchronous step
+    /// (`sosqd::server::commands`) for every core command; only reads, which the real
+    /// daemon answers from its store, are answered here from the simulated one.
     fn request(&mut self, caller: &Connection, request: Request) -> Reply {
         if !allowed(caller.role, &request) {
             return error_reply(sosq::protocol::ErrorKind::Forbidden, "forbidden");
         }
         let request = self.resolve(request);
         let now = self.now;
-        let me = caller.party;
-        let name = caller.name.as_str();
+        let caller = Caller {
+            party: caller.party,
+            role: caller.role,
+            name: caller.name.clone(),
+            user: None,
+            address: std::net::SocketAddr::from(([127, 0, 0, 1], 4433)),
+        };
         let mut out = Vec::new();
-        let result: Result<Reply, BrokerError> = match request {
-            Request::OpenSos {
-                customer,
-                description,
-                priority,
-                group,
-            } => self
-                .broker
-                .open_sos(
-                    now,
-                    me,
-                    SosRequest {
-                        customer: &customer,
-                        description: &description,
-                        priority,
-                        group: group.as_deref().unwrap_or(GENERAL),
-                    },
-                    &mut out,
-                )
-                .map(|a| Reply::Attached {
-                    case: a.case,
-                    resume_secret: a.resume_secret,
-                    position: a.position,
-                }),
-            Request::Join {
-                code,
-                customer,
-                resume_secret,
-            } => self
-                .broker
-                .join(
-                    now,
-                    me,
-                    &code,
-                    &customer,
-                    resume_secret.as_deref(),
-                    &mut out,
-                )
-                .map(|a| Reply::Attached {
-                    case: a.case,
-                    resume_secret: a.resume_secret,
-                    position: a.position,
-                }),
-            Request::Queue { after, limit } => Ok(Reply::Queue(self.broker.queue_page(
+        let result: Result<Answer, BrokerError> = match commands::route(&request) {
+            // A bulk delete runs in steps in the daemon; here in one, through the same
+            // core command.
+            Route::Durable | Route::Pairing | Route::BulkDelete => {
+                commands::command(&mut self.broker, &caller, &request, now, &mut out)
+            }
+            Route::Read => self
+                .read(&caller, request)
+                .map(|reply| Answer::Reply(Box::new(reply))),
+        };
+        if result.is_err() {
+            assert!(out.is_empty(), "a refused request pushed {out:?}");
+        }
+        let deleted = self.apply(&out);
+        self.check(&out);
+        match result {
+            Ok(answer) => {
+                let reply = answer.once_committed(&CommitReport { deleted });
+                if let Reply::Attached {
+                    case,
+                    resume_secret: Some(secret),
+                    ..
+                } = &reply
+                {
+                    self.secrets.push((case.code, secret.clone()));
+                }
+                reply
+            }
+            Err(e) => error_reply(e.kind(), &e.to_string()),
+        }
+    }
+
+    /// The reads, answered from the simulated store as the daemon answers them from its own.
+    fn read(&self, caller: &Caller, request: Request) -> Result<Reply, BrokerError> {
+        Ok(match request {
+            Request::Queue { after, limit } => Reply::Queue(self.broker.queue_page(
                 QueueViewer::Everyone,
                 after.as_ref(),
                 page_items(limit),
-            ))),
-            Request::WatchQueue { limit } => Ok(Reply::Queue(self.broker.queue_page(
+            )),
+            Request::WatchQueue { limit } => Reply::Queue(self.broker.queue_page(
                 QueueViewer::Everyone,
                 None,
                 page_items(limit),
-            ))),
-            Request::Escalate {
-                code,
-                priority,
-                reason,
-            } => self
-                .broker
-                .escalate(now, name, &code, priority, &reason, &mut out)
-                .map(Reply::Case),
-            Request::Assign { code, to } => self
-                .broker
-                .assign(now, name, &code, &to, &mut out)
-                .map(Reply::Case),
-            Request::Transfer { code, to } => self
-                .broker
-                .transfer(now, name, &code, &to, &mut out)
-                .map(Reply::Case),
+            )),
             Request::History { code, from, limit } => {
-                self.history(&code).map(|(code, state, history)| {
-                    Reply::History(pages::history_page(
-                        code,
-                        state,
-                        &history,
-                        from,
-                        page_items(limit),
-                    ))
-                })
-            }
-            Request::Pull { wait } => {
-                let request = PullRequest::general(name, wait);
-                self.broker
-                    .pull(now, me, request, &mut out)
-                    .map(|case| match case {
-                        Some(case) => Reply::Attached {
-                            case,
-                            resume_secret: None,
-                            position: None,
-                        },
-                        None => Reply::Waiting,
-                    })
-            }
-            Request::Connect {
-                code,
-                working_queue,
-            } => self
-                .broker
-                .connect(now, me, name, &code, working_queue, &mut out)
-                .map(|case| Reply::Attached {
-                    case,
-                    resume_secret: None,
-                    position: None,
-                }),
-            Request::Create {
-                customer,
-                description,
-            } => self
-                .broker
-                .create(now, name, &customer, &description, &mut out)
-                .map(Reply::Created),
-            Request::Close {
-                code,
-                resume_secret,
-            } => {
-                let closer = match caller.role {
-                    Role::Expert => Closer::Expert(name),
-                    _ => Closer::Customer {
-                        party: me,
-                        secret: resume_secret.as_deref(),
-                    },
-                };
-                self.broker
-                    .close(now, closer, &code, &mut out)
-                    .map(Reply::Case)
+                let (code, state, history) = self.history(&code)?;
+                Reply::History(pages::history_page(
+                    code,
+                    state,
+                    &history,
+                    from,
+                    page_items(limit),
+                ))
             }
             Request::Status {
                 code,
                 resume_secret,
             } => match caller.role {
-                Role::Customer => self
-                    .broker
-                    .customer_view(me, &code, resume_secret.as_deref())
-                    .map(Reply::Case),
-                _ => self.staff_view(&code).map(Reply::Case),
+                Role::Customer => Reply::Case(self.broker.customer_view(
+                    caller.party,
+                    &code,
+                    resume_secret.as_deref(),
+                )?),
+                _ => Reply::Case(self.staff_view(&code)?),
             },
             Request::Cases {
                 state,
@@ -523,42 +462,10 @@ impl Sim {
                         (case.created_at, case.code) > (after.created_at, after.code)
                     });
                 }
-                Ok(Reply::Cases(pages::cases_page(cases, page_items(limit))))
+                Reply::Cases(pages::cases_page(cases, page_items(limit)))
             }
-            Request::Delete(selector) => match deletion(&selector, now) {
-                Ok(selection) => self
-                    .broker
-                    .delete(now, name, selection, &mut out)
-                    .map(|()| Reply::Deleted {
-                        count: 0,
-                        not_found: Vec::new(),
-                    }),
-                Err(e) => Err(e),
-            },
-        };
-        if result.is_err() {
-            assert!(out.is_empty(), "a refused request pushed {out:?}");
-        }
-        let deleted = self.apply(&out);
-        self.check(&out);
-        if let Ok(Reply::Attached {
-            case,
-            resume_secret: Some(secret),
-            ..
-        }) = &result
-        {
-            self.secrets.push((case.code, secret.clone()));
-        }
-        match result {
-            // The simulator counts what its store deleted but does not name the codes
-            // it did not find; `tests/cli.rs` checks those against the real daemon.
-            Ok(Reply::Deleted { .. }) => Reply::Deleted {
-                count: deleted as u64,
-                not_found: Vec::new(),
-            },
-            Ok(reply) => reply,
-            Err(e) => error_reply(e.kind(), &e.to_string()),
-        }
+            _ => return Err(BrokerError::InvalidInput("not a read".into())),
+        })
     }
 
     /// Replaces the stand-ins (`@N` codes, `@` secrets, small codes in deletes).
@@ -694,9 +601,9 @@ impl Sim {
             .collect()
     }
 
-    /// The store's side of the effects; returns how many cases it deleted (and tells the
-    /// broker their codes are free, as the server does after the commit).
-    fn apply(&mut self, out: &[Effect]) -> usize {
+    /// The store's side of the effects; returns the codes of the cases it deleted (and
+    /// tells the broker they are free, as the server does after the commit).
+    fn apply(&mut self, out: &[Effect]) -> Vec<SessionCode> {
         let mut deleted = Vec::new();
         for effect in out {
             let Effect::Persist(change) = effect else {
@@ -730,7 +637,7 @@ impl Sim {
         if !deleted.is_empty() {
             self.broker.release_codes(&deleted);
         }
-        deleted.len()
+        deleted
     }
 
     /// The broker's invariants, seen through its public API and the store.
@@ -800,20 +707,6 @@ impl Sim {
 /// The dispatcher's own role matrix.
 fn allowed(role: Role, request: &Request) -> bool {
     sosqd::server::authorize(role, request).is_ok()
-}
-
-/// The dispatcher's bulk-delete selection.
-fn deletion(selector: &DeleteSelector, now: Timestamp) -> Result<Persist, BrokerError> {
-    match selector {
-        DeleteSelector::Codes(codes) if codes.is_empty() => {
-            Err(BrokerError::InvalidInput("no codes".into()))
-        }
-        DeleteSelector::Codes(codes) => Ok(Persist::Delete(codes.clone())),
-        DeleteSelector::Filter(f) if f.state.is_none() && f.older_than_ms.is_none() => {
-            Err(BrokerError::InvalidInput("no filter".into()))
-        }
-        DeleteSelector::Filter(f) => Ok(Persist::DeleteWhere(CaseSelection::resolve(f, now))),
-    }
 }
 
 fn error_reply(kind: sosq::protocol::ErrorKind, message: &str) -> Reply {

@@ -9,12 +9,14 @@ use sosq::protocol::{
 };
 use sosq::SessionCode;
 
+use super::commands::{self, Route};
 use super::roles::authorize;
 use super::{deletion, ServerError, Shared};
 use crate::broker::{
-    Actor, Attached, AuditEntry, BrokerError, CaseSelection, Closer, Effect, PartyId, Persist,
-    PullRequest, QueueViewer, SosRequest, GENERAL, MAX_NAME_CHARS,
+    Actor, AuditEntry, BrokerError, CaseSelection, Effect, PartyId, Persist, QueueViewer, GENERAL,
+    MAX_NAME_CHARS,
 };
+use crate::store::CommitReport;
 
 /// Who sent the request.
 #[derive(Debug, Clone)]
@@ -103,73 +105,72 @@ async fn throttled(
     result
 }
 
+/// The asynchronous step: the look-ups a command needs first (does the team exist?), then
+/// the synchronous step ([`commands::command`]) under the core lock, then waiting for the
+/// commit (or not, for a pairing); reads go to the core's views and the store.
 async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply, ServerError> {
-    let me = caller.party;
-    let name = caller.name.as_str();
     let actor = &caller.actor();
-    let reply = match request {
-        Request::OpenSos {
-            customer,
-            description,
-            priority,
-            group,
-        } => {
-            let group = group.unwrap_or_else(|| GENERAL.to_string());
-            if !shared.users.group_exists(&group)? {
-                return Err(no_such_team(&group).into());
+    match commands::route(&request) {
+        Route::Durable => {
+            check_names(shared, &request)?;
+            let committed = shared
+                .execute(actor, |b, now, out| {
+                    commands::command(b, caller, &request, now, out)
+                })
+                .await;
+            match (committed, &request) {
+                (Ok((answer, report)), _) => Ok(answer.once_committed(&report)),
+                (
+                    Err(ServerError::Broker(BrokerError::UnknownCode(code))),
+                    Request::Close { .. },
+                ) if caller.role != Role::Customer => Err(explain_unknown(shared, code, "close")?),
+                (Err(e), _) => Err(e),
             }
-            let request = SosRequest {
-                customer: &customer,
-                description: &description,
-                priority,
-                group: &group,
+        }
+        Route::Pairing => {
+            let answer = shared.execute_pairing(actor, |b, now, out| {
+                commands::command(b, caller, &request, now, out)
+            })?;
+            Ok(answer.once_committed(&CommitReport::default()))
+        }
+        Route::BulkDelete => {
+            let Request::Delete(selector) = request else {
+                return Err(
+                    BrokerError::InvalidInput("a bulk delete names a filter".into()).into(),
+                );
             };
-            let (attached, _) = shared
-                .execute(actor, |b, now, out| b.open_sos(now, me, request, out))
-                .await?;
-            attached_reply(attached)
+            let count = delete_by_filter(shared, actor, &caller.name, &selector).await?;
+            tracing::info!(admin = %caller.name, count, "bulk delete");
+            Ok(Reply::Deleted {
+                count,
+                not_found: Vec::new(),
+            })
         }
-        Request::Assign { code, to } => {
-            check_assignee(shared, &to)?;
-            let who = format!("{} {name}", caller.role);
-            let (case, _) = shared
-                .execute(actor, |b, now, out| b.assign(now, &who, &code, &to, out))
-                .await?;
-            Reply::Case(case)
+        Route::Read => read(shared, caller, request).await,
+    }
+}
+
+/// Refuses a command naming a team or expert the users file does not have, before the
+/// core runs it: an SOS request's team, an assignment's or transfer's target.
+fn check_names(shared: &Shared, request: &Request) -> Result<(), ServerError> {
+    match request {
+        Request::OpenSos { group, .. } => {
+            let group = group.as_deref().unwrap_or(GENERAL);
+            if !shared.users.group_exists(group)? {
+                return Err(no_such_team(group).into());
+            }
+            Ok(())
         }
-        Request::Transfer { code, to } => {
-            check_assignee(shared, &to)?;
-            let (case, _) = shared
-                .execute(actor, |b, now, out| b.transfer(now, name, &code, &to, out))
-                .await?;
-            Reply::Case(case)
-        }
-        Request::Escalate {
-            code,
-            priority,
-            reason,
-        } => {
-            let who = format!("{} {name}", caller.role);
-            let (case, _) = shared
-                .execute(actor, |b, now, out| {
-                    b.escalate(now, &who, &code, priority, &reason, out)
-                })
-                .await?;
-            Reply::Case(case)
-        }
-        Request::Join {
-            code,
-            customer,
-            resume_secret,
-        } => {
-            let secret = resume_secret.as_deref();
-            let (attached, _) = shared
-                .execute(actor, |b, now, out| {
-                    b.join(now, me, &code, &customer, secret, out)
-                })
-                .await?;
-            attached_reply(attached)
-        }
+        Request::Assign { to, .. } | Request::Transfer { to, .. } => check_assignee(shared, to),
+        _ => Ok(()),
+    }
+}
+
+/// Answers a request that changes nothing: the queue (and subscribing to it), a case, a
+/// page of cases or of a case's history.
+async fn read(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply, ServerError> {
+    let me = caller.party;
+    Ok(match request {
         Request::Queue { after, limit } => {
             Reply::Queue(queue_for(caller, &shared.broker(), after.as_ref(), limit))
         }
@@ -179,71 +180,6 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
             let broker = shared.broker();
             shared.queue_watchers.insert(me, (caller.clone(), limit));
             Reply::Queue(queue_for(caller, &broker, None, limit))
-        }
-        Request::Pull { wait } => {
-            let request = PullRequest {
-                expert: name,
-                teams: caller.teams(),
-                wait,
-            };
-            let case =
-                shared.execute_pairing(actor, |b, now, out| b.pull(now, me, request, out))?;
-            match case {
-                Some(case) => Reply::Attached {
-                    case,
-                    resume_secret: None,
-                    position: None,
-                },
-                None => Reply::Waiting,
-            }
-        }
-        Request::Connect {
-            code,
-            working_queue,
-        } => {
-            let case = shared.execute_pairing(actor, |b, now, out| {
-                b.connect(now, me, name, &code, working_queue, out)
-            })?;
-            Reply::Attached {
-                case,
-                resume_secret: None,
-                position: None,
-            }
-        }
-        Request::Create {
-            customer,
-            description,
-        } => {
-            let (case, _) = shared
-                .execute(actor, |b, now, out| {
-                    b.create(now, name, &customer, &description, out)
-                })
-                .await?;
-            Reply::Created(case)
-        }
-        Request::Close {
-            code,
-            resume_secret,
-        } => {
-            let closer = match caller.role {
-                Role::Expert => Closer::Expert(name),
-                _ => Closer::Customer {
-                    party: me,
-                    secret: resume_secret.as_deref(),
-                },
-            };
-            let closed = shared
-                .execute(actor, |b, now, out| b.close(now, closer, &code, out))
-                .await;
-            match closed {
-                Ok((case, _)) => Reply::Case(case),
-                Err(ServerError::Broker(BrokerError::UnknownCode(code)))
-                    if caller.role != Role::Customer =>
-                {
-                    return Err(explain_unknown(shared, code, "close")?);
-                }
-                Err(e) => return Err(e),
-            }
         }
         Request::Status {
             code,
@@ -270,44 +206,11 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
             };
             Reply::Cases(list_cases(shared, &selection, after, limit).await?)
         }
-        Request::Delete(DeleteSelector::Filter(filter))
-            if filter.state.is_some() || filter.older_than_ms.is_some() =>
-        {
-            let selector = DeleteSelector::Filter(filter);
-            let count = delete_by_filter(shared, actor, name, &selector).await?;
-            tracing::info!(admin = %name, count, "bulk delete");
-            Reply::Deleted {
-                count,
-                not_found: Vec::new(),
-            }
-        }
-        Request::Delete(selector) => {
-            let ((), report) = shared
-                .execute(actor, |b, now, out| {
-                    let selection = deletion(&selector, now)?;
-                    b.delete(now, name, selection, out)?;
-                    out.push(Effect::Persist(Persist::Audit(AuditEntry {
-                        at: now,
-                        actor: actor.who.to_string(),
-                        address: actor.address.clone(),
-                        action: "delete".into(),
-                        selector: describe_selector(&selector, now),
-                        count: 0,
-                    })));
-                    Ok(())
-                })
-                .await?;
-            tracing::info!(admin = %name, count = report.deleted.len(), "bulk delete");
-            Reply::Deleted {
-                count: report.deleted.len() as u64,
-                not_found: not_found(&selector, &report.deleted),
-            }
-        }
         Request::History { code, from, limit } => {
             Reply::History(history_page(shared, &code, from, limit)?)
         }
-    };
-    Ok(reply)
+        _ => return Err(BrokerError::InvalidInput("not a read".into()).into()),
+    })
 }
 
 /// A page of the queue as `caller` may see it: admins everything, experts their teams' and
@@ -372,7 +275,7 @@ fn as_typed(name: &str) -> String {
 }
 
 /// An admin's delete selector in words, for the audit log.
-fn describe_selector(selector: &DeleteSelector, now: Timestamp) -> String {
+pub(super) fn describe_selector(selector: &DeleteSelector, now: Timestamp) -> String {
     match selector {
         DeleteSelector::Codes(codes) => {
             let codes: Vec<String> = codes.iter().map(ToString::to_string).collect();
@@ -392,29 +295,6 @@ fn describe_selector(selector: &DeleteSelector, now: Timestamp) -> String {
             }
             parts.join(", ")
         }
-    }
-}
-
-/// The codes a delete by codes named that no stored case had, in the order given, each
-/// once: a typo, or a case already deleted, which the admin must hear about.
-fn not_found(selector: &DeleteSelector, deleted: &[SessionCode]) -> Vec<SessionCode> {
-    let DeleteSelector::Codes(codes) = selector else {
-        return Vec::new();
-    };
-    let deleted: std::collections::HashSet<&SessionCode> = deleted.iter().collect();
-    let mut seen = std::collections::HashSet::new();
-    codes
-        .iter()
-        .filter(|code| !deleted.contains(code) && seen.insert(**code))
-        .copied()
-        .collect()
-}
-
-fn attached_reply(attached: Attached) -> Reply {
-    Reply::Attached {
-        case: attached.case,
-        resume_secret: attached.resume_secret,
-        position: attached.position,
     }
 }
 

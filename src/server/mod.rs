@@ -9,6 +9,7 @@
 //! caller replies. So a reply never announces a change the store has not kept.
 
 mod admission;
+pub mod commands;
 mod connection;
 mod daemon;
 mod dispatch;
@@ -43,6 +44,7 @@ mod largest_messages;
 
 pub use admission::{Admission, AdmissionLimits, Decision};
 pub use daemon::{listening_line, parse_listening_line, Server};
+pub use dispatch::Caller;
 pub use reload::{ReloadReport, Reloader};
 pub use roles::authorize;
 pub use throttle::{Budget, Throttle, ThrottleLimits};

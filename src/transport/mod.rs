@@ -108,13 +108,33 @@ pub fn bind(config: &Config, identity: &Identity) -> Result<quinn::Endpoint, Tra
 
 /// A UDP socket bound to `addr` whose receive buffer is as near `receive_buffer` as the
 /// kernel allows; says in the log what it got.
-fn udp_socket(addr: SocketAddr, receive_buffer: usize) -> std::io::Result<std::net::UdpSocket> {
+/// Checks that `addr` can be bound now, by binding it and letting it go: the daemon does
+/// this before it makes its data dir, store and certificate, so a taken port leaves no new
+/// files behind. (Another process may still take the port before the real bind; that bind
+/// reports the same error.)
+///
+/// Errors: [`TransportError::Socket`], with the "is another sosqd running?" hint when the
+/// address is in use.
+pub fn check_listen(addr: SocketAddr) -> Result<(), TransportError> {
+    let socket = new_udp_socket(addr).map_err(|cause| TransportError::Socket { addr, cause })?;
+    socket
+        .bind(&addr.into())
+        .map_err(|cause| TransportError::Socket { addr, cause })
+}
+
+/// An unbound UDP socket for `addr`; `[::]` takes IPv4 as well, whatever the system's
+/// default.
+fn new_udp_socket(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
-        // `[::]` takes IPv4 as well, whatever the system's default.
         let _ = socket.set_only_v6(false);
     }
+    Ok(socket)
+}
+
+fn udp_socket(addr: SocketAddr, receive_buffer: usize) -> std::io::Result<std::net::UdpSocket> {
+    let socket = new_udp_socket(addr)?;
     if let Err(e) = socket.set_recv_buffer_size(receive_buffer) {
         tracing::warn!(error = %e, "could not size the UDP receive buffer");
     }
