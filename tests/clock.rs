@@ -40,10 +40,7 @@ async fn a_stepped_system_clock_shows_in_histories_and_expires_nothing_early() {
             ("DONT_FAKE_MONOTONIC", "1"),
         ],
     );
-    let token = daemon.add_user("ana", "expert");
-    let mut expert = Client::connect(&daemon.options(Some(&token)))
-        .await
-        .unwrap();
+    let (_, mut expert) = daemon.staff_client("ana", "expert").await;
 
     let before = Timestamp::now();
     // The case with the earliest deadline: closing it later wakes the expiry timer.

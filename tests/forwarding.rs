@@ -378,10 +378,7 @@ async fn an_expert_cannot_open_streams_to_a_case_it_is_not_paired_with() {
     let f = forwarded(&daemon, Some(shared.addr));
 
     // A second expert, attached to a case of its own that has no customer yet.
-    let other_token = daemon.add_user("bob", "expert");
-    let mut other = Client::connect(&daemon.options(Some(&other_token)))
-        .await
-        .unwrap();
+    let (other_token, mut other) = daemon.staff_client("bob", "expert").await;
     let Reply::Created(case) = other
         .request(Request::Create {
             customer: "Carol".into(),

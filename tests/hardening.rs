@@ -178,10 +178,7 @@ async fn a_request_pipelined_behind_a_refused_hello_is_never_run() {
 #[tokio::test]
 async fn revoking_a_user_closes_its_open_connections() {
     let daemon = Daemon::start(&[]);
-    let token = daemon.add_user("ana", "expert");
-    let mut expert = Client::connect(&daemon.options(Some(&token)))
-        .await
-        .unwrap();
+    let (_, mut expert) = daemon.staff_client("ana", "expert").await;
     assert!(expert
         .request(Request::Queue {
             after: None,
@@ -302,10 +299,7 @@ async fn a_connection_flood_leaves_the_daemon_up_and_a_connected_expert_working(
     let (_dir, config) =
         config_file("retry_above_handshakes_per_second = 20\nmax_connections = 150\n");
     let mut daemon = Daemon::start(&["--config", &config]);
-    let token = daemon.add_user("ana", "expert");
-    let mut expert = Client::connect(&daemon.options(Some(&token)))
-        .await
-        .unwrap();
+    let (_, mut expert) = daemon.staff_client("ana", "expert").await;
 
     // 400 connection attempts from as many source ports, most of them never saying hello.
     let mut attempts = Vec::new();
@@ -557,10 +551,7 @@ async fn a_party_the_network_cuts_off_is_dropped_after_the_idle_timeout_a_quiet_
     };
     proxy.cut();
     // The daemon notices within its idle timeout: the customer shows offline.
-    let token = daemon.add_user("look", "expert");
-    let mut expert = Client::connect(&daemon.options(Some(&token)))
-        .await
-        .unwrap();
+    let (_, mut expert) = daemon.staff_client("look", "expert").await;
     let deadline = std::time::Instant::now() + common::PATIENCE;
     loop {
         let Ok(Reply::Queue(page)) = expert

@@ -401,10 +401,7 @@ async fn a_customer_coming_back_300_times_leaves_a_bounded_history() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frame_dripped_a_byte_a_second_is_cut_at_the_deadline() {
     let daemon = Daemon::start(&[]);
-    let expert_token = daemon.add_user("ana", "expert");
-    let mut expert = Client::connect(&daemon.options(Some(&expert_token)))
-        .await
-        .expect("expert connects");
+    let (_, mut expert) = daemon.staff_client("ana", "expert").await;
 
     let (_endpoint, connection) = sosq::client::connect_quic(&daemon.options(None))
         .await

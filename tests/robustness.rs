@@ -120,10 +120,7 @@ async fn every_role_is_refused_what_it_may_not_do() {
 #[tokio::test]
 async fn garbage_frames_get_an_error_and_other_clients_keep_working() {
     let daemon = Daemon::start(&[]);
-    let expert_token = daemon.add_user("ana", "expert");
-    let mut expert = Client::connect(&daemon.options(Some(&expert_token)))
-        .await
-        .unwrap();
+    let (_, mut expert) = daemon.staff_client("ana", "expert").await;
     let (_customer, case) = daemon.sos_customer("Alice").await;
 
     let garbage: [&[u8]; 4] = [

@@ -53,10 +53,7 @@ async fn customer(daemon: &Daemon) -> Client {
 async fn one_persons_typos_do_not_refuse_the_joins_of_others_behind_the_same_address() {
     // Default budgets: 5 per connection, 30 per address, 50 in total.
     let daemon = Daemon::start(&[]);
-    let token = daemon.add_user("ana", "expert");
-    let mut expert = Client::connect(&daemon.options(Some(&token)))
-        .await
-        .unwrap();
+    let (_, mut expert) = daemon.staff_client("ana", "expert").await;
     let mut codes = Vec::new();
     for i in 0..50 {
         let created = expert

@@ -300,6 +300,15 @@ impl Daemon {
         (customer, expert)
     }
 
+    /// Adds a staff user and connects a library client as them: the token and the client.
+    pub async fn staff_client(&self, name: &str, role: &str) -> (String, Client) {
+        let token = self.add_user(name, role);
+        let client = Client::connect(&self.options(Some(&token)))
+            .await
+            .unwrap_or_else(|e| panic!("{role} {name} connects: {e}"));
+        (token, client)
+    }
+
     /// A library customer named `customer` that asked for help (general queue, no
     /// description); panics unless the daemon attached it to a new case.
     pub async fn sos_customer(&self, customer: &str) -> (Client, CaseInfo) {
