@@ -344,3 +344,77 @@ async fn memory_store_meets_the_contract() {
 async fn sqlite_store_meets_the_contract() {
     contract_suite(|dir| Arc::new(SqliteStore::open_in(dir).expect("open store"))).await;
 }
+
+/// Where the PostgreSQL contract run finds a database: `SOSQ_TEST_POSTGRES`, or the local
+/// server `.ci/run` starts (trust authentication, database `test`).
+fn test_postgres_url() -> String {
+    std::env::var("SOSQ_TEST_POSTGRES")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into())
+}
+
+/// The schemas this process made for the PostgreSQL run, dropped at its end.
+static PG_SCHEMAS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// An empty PostgreSQL store in a schema of its own.
+fn make_postgres(_: &Path) -> Arc<dyn CaseStore> {
+    let mut schemas = PG_SCHEMAS.lock().unwrap();
+    let schema = format!("sosq_contract_{}_{}", std::process::id(), schemas.len());
+    schemas.push(schema.clone());
+    Arc::new(super::PgStore::open(&test_postgres_url(), Some(&schema)).expect("open PgStore"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_meets_the_contract() {
+    let url = test_postgres_url();
+    // The probe, like the store, connects from a thread of its own.
+    let reachable = std::thread::spawn(move || super::PgStore::open(&url, None).map(drop))
+        .join()
+        .expect("probe thread");
+    if let Err(e) = reachable {
+        eprintln!("skipped: no PostgreSQL for the contract run ({e}); set SOSQ_TEST_POSTGRES");
+        return;
+    }
+    drop_contract_schemas(None);
+    contract_suite(make_postgres).await;
+    drop_contract_schemas(Some(std::mem::take(&mut *PG_SCHEMAS.lock().unwrap())));
+}
+
+/// Drops the given schemas, or (with `None`) every schema an earlier contract run left
+/// behind when it failed half-way. From a thread of its own, like the store.
+fn drop_contract_schemas(schemas: Option<Vec<String>>) {
+    let url = test_postgres_url();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(connection);
+            let schemas = match schemas {
+                Some(schemas) => schemas,
+                None => client
+                    .query(
+                        "SELECT schema_name::text FROM information_schema.schemata
+                         WHERE schema_name LIKE 'sosq_contract_%'",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|row| row.get(0))
+                    .collect(),
+            };
+            for schema in schemas {
+                client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                    .await
+                    .unwrap();
+            }
+        });
+    })
+    .join()
+    .unwrap();
+}

@@ -9,6 +9,7 @@
 #[cfg(test)]
 mod contract;
 mod memory;
+mod postgres;
 mod sqlite;
 pub mod users;
 
@@ -24,6 +25,7 @@ use tokio::sync::oneshot;
 use crate::broker::{AuditEntry, CaseRecord, CaseSelection, Persist};
 
 pub use memory::MemoryStore;
+pub use postgres::PgStore;
 pub use sqlite::backup::{backup, restore, BackupReport, RestoreReport};
 pub use sqlite::{SqliteStore, SCHEMA_VERSION};
 
@@ -106,6 +108,14 @@ pub enum StoreError {
         /// The file.
         path: PathBuf,
         /// Why, as the system or SQLite said it.
+        cause: String,
+    },
+    /// The PostgreSQL store failed: unreachable, refused, or a value no sosqd writes.
+    #[error("case store {store} failed: {cause}")]
+    Database {
+        /// Where the store is, without its password.
+        store: String,
+        /// Why, as PostgreSQL (or the row check) said it.
         cause: String,
     },
 }

@@ -1,0 +1,381 @@
+//! The PostgreSQL case store: the shared store a cluster of nodes will run on (issue 14).
+//! It meets the same contract as the SQLite store (`store::contract` runs against both).
+//!
+//! The [`CaseStore`] contract is synchronous and its reads are called from the daemon's
+//! async tasks, where a client that runs its own runtime (the `postgres` crate) would
+//! panic. So one thread of its own owns the connection and a single-threaded tokio runtime
+//! for `tokio-postgres`, and everything goes to it over a channel, in order: commits are
+//! grouped into one transaction as the SQLite writer does (group commit), and a read waits
+//! for its answer on a channel of its own, as a SQLite read waits for its connection.
+
+mod rows;
+
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use sosq::protocol::Timestamp;
+use sosq::SessionCode;
+use tokio::runtime::Runtime;
+use tokio::sync::oneshot;
+use tokio_postgres::{Client, NoTls};
+
+use super::{CaseStore, CommitReport, CommitTicket, StoreError};
+use crate::broker::{AuditEntry, CaseRecord, CaseSelection, Persist};
+
+/// The most submissions one transaction takes, as in the SQLite writer.
+const MAX_GROUP: usize = 1024;
+
+/// A read, run on the store's thread.
+type Read = Box<dyn FnOnce(&Runtime, &mut Client) + Send>;
+
+/// Where a commit's outcome goes: the submitter's [`CommitTicket`].
+type Done = oneshot::Sender<Result<CommitReport, StoreError>>;
+
+/// What the store's thread does next.
+enum Work {
+    /// Make these changes durable, then resolve the ticket.
+    Commit(Vec<Persist>, Done),
+    /// Run a read; it sends its own answer.
+    Read(Read),
+}
+
+/// A case store in a PostgreSQL database.
+pub struct PgStore {
+    work: Option<mpsc::Sender<Work>>,
+    thread: Option<JoinHandle<()>>,
+    /// Where it is, without the password, for messages.
+    shown: String,
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user@host/db` or `host=... user=... dbname=...`) and
+    /// makes the tables if they are missing, in `schema` if given (tests use a schema each),
+    /// else in the connection's default.
+    ///
+    /// Errors: [`StoreError::Database`] if the database cannot be reached or the tables
+    /// cannot be made.
+    pub fn open(url: &str, schema: Option<&str>) -> Result<PgStore, StoreError> {
+        let shown = shown(url);
+        let (work, jobs) = mpsc::channel();
+        let (opened, open_result) = mpsc::channel();
+        let (url, schema, name) = (url.to_string(), schema.map(str::to_string), shown.clone());
+        // Connecting runs on the store's own thread too: the caller may be inside a
+        // runtime (the daemon's, a test's), where blocking on another one panics.
+        let thread = std::thread::Builder::new()
+            .name("sosqd-pg-store".into())
+            .spawn(move || {
+                let connected = (|| {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| database(&name, e))?;
+                    let (mut client, connection) = runtime
+                        .block_on(tokio_postgres::connect(&url, NoTls))
+                        .map_err(|e| database(&name, rows::Failure::from(e)))?;
+                    runtime.spawn(async move {
+                        if let Err(error) = connection.await {
+                            tracing::error!(%error, "case store connection to PostgreSQL ended");
+                        }
+                    });
+                    runtime
+                        .block_on(rows::migrate(&mut client, schema.as_deref()))
+                        .map_err(|e| database(&name, e))?;
+                    Ok((runtime, client))
+                })();
+                match connected {
+                    Ok((runtime, client)) => {
+                        let _ = opened.send(Ok(()));
+                        serve(runtime, client, &name, jobs);
+                    }
+                    Err(error) => {
+                        let _ = opened.send(Err(error));
+                    }
+                }
+            })
+            .map_err(|e| database(&shown, e))?;
+        let result = open_result.recv().map_err(|_| StoreError::Stopped)?;
+        let store = PgStore {
+            work: Some(work),
+            thread: Some(thread),
+            shown,
+        };
+        result.map(|()| store)
+    }
+
+    /// Runs `query` on the store's thread and waits for its answer.
+    fn read<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Runtime, &mut Client) -> Result<T, rows::Failure> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let Some(channel) = &self.work else {
+            return Err(StoreError::Stopped);
+        };
+        let (answer, answered) = mpsc::channel();
+        let read: Read = Box::new(move |runtime, client| {
+            let _ = answer.send(query(runtime, client));
+        });
+        channel
+            .send(Work::Read(read))
+            .map_err(|_| StoreError::Stopped)?;
+        answered
+            .recv()
+            .map_err(|_| StoreError::Stopped)?
+            .map_err(|e| database(&self.shown, e))
+    }
+}
+
+impl Drop for PgStore {
+    /// Lets the thread finish what is queued, then stops it.
+    fn drop(&mut self) {
+        self.work.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The store's thread: commits in groups, reads in turn, until every sender is gone.
+fn serve(runtime: Runtime, mut client: Client, shown: &str, jobs: mpsc::Receiver<Work>) {
+    while let Ok(first) = jobs.recv() {
+        let mut commits = Vec::new();
+        let mut next = Some(first);
+        while let Some(work) = next.take() {
+            match work {
+                Work::Commit(ops, done) => {
+                    commits.push((ops, done));
+                    if commits.len() < MAX_GROUP {
+                        next = jobs.try_recv().ok();
+                    }
+                }
+                Work::Read(read) => {
+                    // Reads see every commit submitted before them.
+                    commit_group(&runtime, &mut client, shown, std::mem::take(&mut commits));
+                    read(&runtime, &mut client);
+                }
+            }
+        }
+        commit_group(&runtime, &mut client, shown, commits);
+    }
+}
+
+/// Commits a group of submissions in one transaction, each in a savepoint so that one
+/// failing submission fails alone; answers each ticket.
+fn commit_group(
+    runtime: &Runtime,
+    client: &mut Client,
+    shown: &str,
+    group: Vec<(Vec<Persist>, Done)>,
+) {
+    if group.is_empty() {
+        return;
+    }
+    let outcomes = runtime.block_on(async {
+        let mut tx = client.transaction().await?;
+        let mut outcomes = Vec::with_capacity(group.len());
+        for (ops, _) in &group {
+            let savepoint = tx.savepoint("submission").await?;
+            match rows::apply(&savepoint, ops).await {
+                Ok(report) => {
+                    savepoint.commit().await?;
+                    outcomes.push(Ok(report));
+                }
+                Err(error) => {
+                    savepoint.rollback().await?;
+                    outcomes.push(Err(database(shown, error)));
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok::<_, rows::Failure>(outcomes)
+    });
+    match outcomes {
+        Ok(outcomes) => {
+            for ((_, done), outcome) in group.into_iter().zip(outcomes) {
+                let _ = done.send(outcome);
+            }
+        }
+        Err(error) => {
+            let error = database(shown, error);
+            tracing::error!(%error, "case store commit failed");
+            for (_, done) in group {
+                let _ = done.send(Err(error.clone()));
+            }
+        }
+    }
+}
+
+/// A database failure, naming the store.
+fn database(shown: &str, cause: impl std::fmt::Display) -> StoreError {
+    StoreError::Database {
+        store: shown.to_string(),
+        cause: cause.to_string(),
+    }
+}
+
+/// `url` without a password, for messages and logs.
+fn shown(url: &str) -> String {
+    match url.parse::<tokio_postgres::Config>() {
+        Ok(config) => {
+            let user = config.get_user().unwrap_or("?");
+            let db = config.get_dbname().unwrap_or("?");
+            let host = match config.get_hosts().first() {
+                Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+                #[cfg(unix)]
+                Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+                None => "localhost".into(),
+            };
+            format!("postgres://{user}@{host}/{db}")
+        }
+        Err(_) => "postgres (an unreadable address)".into(),
+    }
+}
+
+impl CaseStore for PgStore {
+    fn submit(&self, ops: Vec<Persist>) -> CommitTicket {
+        let (done, ticket) = CommitTicket::pending();
+        if let Some(work) = &self.work {
+            // A send error drops the job and its sender: the ticket reports `Stopped`.
+            let _ = work.send(Work::Commit(ops, done));
+        }
+        ticket
+    }
+
+    fn get(&self, code: SessionCode) -> Result<Option<CaseRecord>, StoreError> {
+        self.read(move |runtime, client| {
+            runtime.block_on(async {
+                let sql = format!("SELECT {} FROM cases WHERE code = $1", rows::CASE_COLUMNS);
+                let found = client.query_opt(&sql, &[&rows::code_column(code)]).await?;
+                match found {
+                    Some(row) => {
+                        let mut record = rows::case_from_row(&row)?;
+                        record.history = rows::history_of(client, code).await?;
+                        Ok(Some(record))
+                    }
+                    None => Ok(None),
+                }
+            })
+        })
+    }
+
+    fn list(&self, selection: &CaseSelection) -> Result<Vec<CaseRecord>, StoreError> {
+        let selection = selection.clone();
+        self.read(move |runtime, client| {
+            runtime.block_on(async {
+                let sql = format!(
+                    "SELECT {} FROM cases
+                     WHERE ($1::text IS NULL OR state = $1) AND ($2::bigint IS NULL OR created_at < $2)
+                     ORDER BY created_at, code",
+                    rows::CASE_COLUMNS
+                );
+                let state = selection.state.map(|state| state.as_str());
+                let before = selection.created_before.map(rows::millis);
+                let found = client.query(&sql, &[&state, &before]).await?;
+                rows::with_history(client, &found).await
+            })
+        })
+    }
+
+    fn page(
+        &self,
+        selection: &CaseSelection,
+        after: Option<(Timestamp, SessionCode)>,
+        limit: usize,
+    ) -> Result<Vec<CaseRecord>, StoreError> {
+        let selection = selection.clone();
+        self.read(move |runtime, client| {
+            runtime.block_on(async {
+                // The row-value comparison walks the creation index from the cursor on.
+                let sql = format!(
+                    "SELECT {} FROM cases
+                     WHERE ($1::text IS NULL OR state = $1) AND ($2::bigint IS NULL OR created_at < $2)
+                       AND (created_at, code) > ($3, $4)
+                     ORDER BY created_at, code LIMIT $5",
+                    rows::CASE_COLUMNS
+                );
+                let (after_at, after_code) = match after {
+                    Some((at, code)) => (rows::millis(at), rows::code_column(code)),
+                    None => (i64::MIN, i64::MIN),
+                };
+                let state = selection.state.map(|state| state.as_str());
+                let before = selection.created_before.map(rows::millis);
+                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+                let found = client
+                    .query(&sql, &[&state, &before, &after_at, &after_code, &limit])
+                    .await?;
+                found.iter().map(rows::case_from_row).collect()
+            })
+        })
+    }
+
+    fn codes(&self, selection: &CaseSelection) -> Result<Vec<SessionCode>, StoreError> {
+        let selection = selection.clone();
+        self.read(move |runtime, client| {
+            runtime.block_on(async { rows::selected(client, &selection).await })
+        })
+    }
+
+    fn load_open(&self) -> Result<Vec<CaseRecord>, StoreError> {
+        self.read(move |runtime, client| {
+            runtime.block_on(async {
+                let sql = format!(
+                    "SELECT {} FROM cases WHERE state IN ('new', 'pending', 'in_progress')",
+                    rows::CASE_COLUMNS
+                );
+                let found = client.query(&sql, &[]).await?;
+                rows::with_history(client, &found).await
+            })
+        })
+    }
+
+    fn load_codes(&self, each: &mut dyn FnMut(SessionCode)) -> Result<(), StoreError> {
+        // The codes come back in one list: the closure cannot cross to the store's thread.
+        let codes = self.read(move |runtime, client| {
+            runtime.block_on(async {
+                let found = client.query("SELECT code FROM cases", &[]).await?;
+                found
+                    .iter()
+                    .map(|row| rows::code_from(row, 0))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+        })?;
+        codes.into_iter().for_each(each);
+        Ok(())
+    }
+
+    fn finished_before(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<SessionCode>, StoreError> {
+        self.read(move |runtime, client| {
+            runtime.block_on(async {
+                let found = client
+                    .query(
+                        "SELECT code FROM cases
+                         WHERE state IN ('closed', 'expired') AND updated_at < $1
+                         ORDER BY updated_at LIMIT $2",
+                        &[
+                            &rows::millis(before),
+                            &i64::try_from(limit).unwrap_or(i64::MAX),
+                        ],
+                    )
+                    .await?;
+                found.iter().map(|row| rows::code_from(row, 0)).collect()
+            })
+        })
+    }
+
+    fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        self.read(move |runtime, client| {
+            runtime.block_on(async {
+                let found = client
+                    .query(
+                        "SELECT at, actor, address, action, selector, count FROM audit ORDER BY id",
+                        &[],
+                    )
+                    .await?;
+                found.iter().map(rows::audit_from_row).collect()
+            })
+        })
+    }
+}
