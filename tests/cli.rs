@@ -412,3 +412,37 @@ fn connecting_by_code_before_the_customer_says_it_waits() {
     bob.expect_event("paired");
     expert.expect_line("connected to customer Bob");
 }
+
+/// A client given several nodes (a cluster's) tries each: a silent first address does not
+/// stop it reaching the next, given with commas (flag or `SOSQ_SERVER`) or by repeating
+/// the flag; when none answers, the error names every address tried.
+#[test]
+fn several_servers_are_tried_in_turn() {
+    let daemon = Daemon::start(&[]);
+    let ana = daemon.add_user("ana", "expert");
+    // A port that takes datagrams and never answers: a node that is down.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead = silent.local_addr().unwrap().to_string();
+    let listed = format!("{dead},{}", daemon.addr);
+    let mut by_env = daemon.sosq(Some(&ana));
+    by_env.env("SOSQ_SERVER", &listed).arg("queue");
+    let out = common::run_with_patience(by_env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut by_flags = daemon.sosq(Some(&ana));
+    by_flags
+        .env_remove("SOSQ_SERVER")
+        .args(["queue", "--server", &dead, "--server", &daemon.addr]);
+    let out = common::run_with_patience(by_flags);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let other = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let also_dead = other.local_addr().unwrap().to_string();
+    let mut none = daemon.sosq(Some(&ana));
+    none.env("SOSQ_SERVER", format!("{dead},{also_dead}"))
+        .arg("queue");
+    let out = common::run_with_patience(none);
+    assert!(!out.status.success());
+    let said = stderr(&out);
+    assert!(said.contains("no answer from sosqd"), "{said}");
+    assert!(said.contains(&dead) && said.contains(&also_dead), "{said}");
+}

@@ -38,13 +38,15 @@ pub async fn connect_quic(
                 (pinned.clone(), Some(pinned))
             }
         };
-    // A pinned certificate is trusted whatever its names; a CA-issued one must name the host.
-    let server_name = match &options.ca {
-        Some(_) => host_of(&options.server),
-        None => "sosqd",
-    };
     let mut attempts = tokio::task::JoinSet::new();
-    for (i, addr) in addrs.iter().copied().enumerate() {
+    for (i, (addr, host)) in addrs.iter().enumerate() {
+        let addr = *addr;
+        // A pinned certificate is trusted whatever its names; a CA-issued one must name
+        // the host this address came from.
+        let server_name = match &options.ca {
+            Some(_) => host.as_str(),
+            None => "sosqd",
+        };
         let endpoint = client_endpoint(addr, verifier.clone())?;
         let connecting = endpoint
             .connect(addr, server_name)
@@ -90,7 +92,7 @@ pub async fn connect_quic(
             server: options.server.clone(),
             tried: addrs
                 .iter()
-                .map(ToString::to_string)
+                .map(|(addr, _)| addr.to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
         }),
@@ -156,31 +158,49 @@ impl SharedEndpoint {
     }
 }
 
-/// The host part of `host:port` (brackets of an IPv6 literal removed).
+/// The host part of `host:port` (brackets of an IPv6 literal removed); of the first node
+/// when several are named.
 fn host_of(server: &str) -> &str {
+    let server = server.split(',').next().unwrap_or(server).trim();
     let host = server.rsplit_once(':').map_or(server, |(host, _)| host);
     host.trim_start_matches('[').trim_end_matches(']')
 }
 
+/// The first address of the first node `server` names.
 pub(crate) async fn resolve(server: &str) -> Result<SocketAddr, ClientError> {
     let addrs = resolve_all(server).await?;
-    Ok(addrs[0])
+    Ok(addrs[0].0)
 }
 
-/// Every address `server` resolves to, IPv6 and IPv4 alternating (as the resolver ranks
-/// them within each family), never empty.
-async fn resolve_all(server: &str) -> Result<Vec<SocketAddr>, ClientError> {
+/// Every address `server` resolves to, never empty: `server` may name several nodes
+/// separated by commas (`a:4433,b:4433`), tried in the order given; each name's
+/// addresses IPv6 and IPv4 alternating (as the resolver ranks them within each family).
+/// A name that does not resolve is skipped while another does.
+async fn resolve_all(server: &str) -> Result<Vec<(SocketAddr, String)>, ClientError> {
     let resolve_error = |reason: String| ClientError::Resolve {
         server: server.to_string(),
         reason,
     };
-    let found: Vec<SocketAddr> = tokio::net::lookup_host(server)
-        .await
-        .map_err(|e| resolve_error(e.to_string()))?
-        .collect();
-    let addrs = interleave(found);
+    let mut addrs: Vec<(SocketAddr, String)> = Vec::new();
+    let mut failures = Vec::new();
+    for name in server.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        match tokio::net::lookup_host(name).await {
+            Ok(found) => {
+                for addr in interleave(found.collect()) {
+                    if !addrs.iter().any(|(known, _)| *known == addr) {
+                        addrs.push((addr, host_of(name).to_string()));
+                    }
+                }
+            }
+            Err(e) => failures.push(format!("{name}: {e}")),
+        }
+    }
     if addrs.is_empty() {
-        return Err(resolve_error("no addresses found".into()));
+        return Err(resolve_error(if failures.is_empty() {
+            "no addresses found".into()
+        } else {
+            failures.join("; ")
+        }));
     }
     Ok(addrs)
 }

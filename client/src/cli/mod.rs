@@ -48,15 +48,19 @@ pub struct Cli {
 #[derive(Args)]
 #[command(next_help_heading = GLOBAL)]
 pub struct ConnectionArgs {
-    /// sosqd address, host:port [default: 127.0.0.1:4433, or the support profile's].
+    /// sosqd address, host:port [default: 127.0.0.1:4433, or the support profile's]. Several
+    /// (the nodes of a cluster): repeat the flag or separate them with commas; each is
+    /// tried, and every address a name resolves to.
     #[arg(
         long,
         env = "SOSQ_SERVER",
         global = true,
         hide_env_values = true,
-        value_name = "ADDR"
+        value_name = "ADDR",
+        value_delimiter = ',',
+        action = clap::ArgAction::Append
     )]
-    pub server: Option<String>,
+    pub server: Vec<String>,
     /// SHA-256 fingerprint of the server certificate (`sosqd fingerprint` prints it).
     #[arg(
         long,
@@ -360,12 +364,20 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             ))
         }
     };
-    let server = cli
+    let given: Vec<&str> = cli
         .connection
         .server
-        .clone()
-        .or_else(|| profile.as_ref().map(|p| p.server.clone()))
-        .unwrap_or_else(|| "127.0.0.1:4433".to_string());
+        .iter()
+        .map(|server| server.trim())
+        .filter(|server| !server.is_empty())
+        .collect();
+    let server = match given.is_empty() {
+        false => given.join(","),
+        true => profile
+            .as_ref()
+            .map(|p| p.server.clone())
+            .unwrap_or_else(|| "127.0.0.1:4433".to_string()),
+    };
     let options = ConnectOptions {
         server,
         fingerprint,
