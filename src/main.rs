@@ -376,10 +376,21 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref(), &overrides)?;
     let logs = Arc::new(sosqd::logging::init(config.log_format, &config.log_level));
     sosqd::datadir::private_umask();
-    // Before the data dir, store or certificate are made: a taken port leaves nothing new.
+    // The clearest refusal first: an existing data dir held by another daemon names that
+    // daemon's pid; otherwise the port is checked before the data dir, store or
+    // certificate are made, so a taken port leaves nothing new behind.
+    let data_dir_existed = config.data_dir.exists();
+    let lock = if data_dir_existed {
+        Some(sosqd::datadir::DataDirLock::acquire(&config.data_dir)?)
+    } else {
+        None
+    };
     sosqd::transport::check_listen(config.listen)?;
     // Held until serve returns: one daemon per data dir.
-    let _lock = sosqd::datadir::DataDirLock::acquire(&config.data_dir)?;
+    let _lock = match lock {
+        Some(lock) => lock,
+        None => sosqd::datadir::DataDirLock::acquire(&config.data_dir)?,
+    };
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
     if config.worker_threads > 0 {

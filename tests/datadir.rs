@@ -123,6 +123,17 @@ fn a_second_daemon_on_a_held_data_dir_fails_naming_the_first_and_kill_9_frees_it
         "{refused}"
     );
     assert_eq!(refused.lines().count(), 1, "one line: {refused}");
+    // The same data dir and the same port (two plain `sosqd` in one directory): the
+    // data dir's holder is named first, not the port.
+    let out = sosqd(
+        first.dir.path(),
+        &["serve", "--listen", first.addr.as_str()],
+    );
+    let same_port = error_line(&out);
+    assert!(
+        same_port.contains(&format!("is in use by another sosqd (pid {})", first.pid())),
+        "{same_port}"
+    );
     // The first one still serves.
     let mut customer = open_a_case(&first);
 

@@ -27,6 +27,12 @@ pub fn hex(bytes: &[u8]) -> String {
 /// prefix) to 64 lowercase hex digits.
 pub fn parse_fingerprint(typed: &str) -> Result<String, String> {
     let trimmed = typed.trim();
+    if trimmed.is_empty() {
+        // What `export SOSQ_FINGERPRINT=$(sosqd fingerprint)` leaves when that command
+        // failed (no certificate where it ran): say so rather than quote an empty string.
+        return Err("the certificate fingerprint is empty: if it came from              `$(sosqd fingerprint)`, that command failed (run it where the daemon's data dir              is, or with --data-dir); --fingerprint or SOSQ_FINGERPRINT takes the 64 hex digits"
+            .into());
+    }
     let without_prefix = trimmed
         .strip_prefix("sha256:")
         .or_else(|| trimmed.strip_prefix("SHA256:"))

@@ -58,3 +58,19 @@ fn a_malformed_fingerprint_is_refused() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a SHA-256 fingerprint"));
 }
+
+#[test]
+fn an_empty_fingerprint_says_where_it_likely_came_from() {
+    // `export SOSQ_FINGERPRINT=$(sosqd fingerprint)` where that command failed.
+    let out = Command::new(env!("CARGO_BIN_EXE_sosq"))
+        .args(["queue"])
+        .env("SOSQ_FINGERPRINT", "")
+        .env_remove("SOSQ_TOKEN")
+        .env("SOSQ_SERVER", "127.0.0.1:9")
+        .output()
+        .expect("run sosq");
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("fingerprint is empty"), "{said}");
+    assert!(said.contains("sosqd fingerprint"), "{said}");
+}
