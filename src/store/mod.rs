@@ -4,8 +4,10 @@
 //! order the broker made them and acknowledged through a [`CommitTicket`] once durable, so
 //! the shell can hold back a reply until then. [`SqliteStore`] is the durable default (one
 //! file, group commit); [`MemoryStore`] keeps cases in memory for tests. Both pass the same
-//! contract suite (`contract`), and a future backend runs it too.
+//! contract suite (`contract`), and so does [`PgStore`], the cluster's PostgreSQL store;
+//! the two SQL stores lay cases out alike (`columns`).
 
+mod columns;
 #[cfg(test)]
 mod contract;
 mod memory;

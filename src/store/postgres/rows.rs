@@ -1,9 +1,7 @@
 //! Cases, history entries and the audit log to and from PostgreSQL rows, the same columns
 //! and words as the SQLite store (`store::sqlite::rows`), and the changes a commit applies.
 
-use sosq::protocol::{
-    Actor, ActorRole, CaseOrigin, CaseState, HistoryEntry, HistoryKind, Priority, Timestamp,
-};
+use sosq::protocol::{CaseState, HistoryEntry, HistoryKind, Priority, Timestamp};
 use sosq::SessionCode;
 use tokio_postgres::{GenericClient, Row};
 
@@ -121,32 +119,15 @@ pub async fn migrate(
     }
 }
 
-/// The columns of `cases`, in the order [`case_from_row`] reads them.
-pub const CASE_COLUMNS: &str = "code, origin, created_by, customer, description, state, \
-     created_at, updated_at, expires_at, waiting_since, resume_secret_hash, team, assigned_to, \
-     priority, response_due, first_response_at";
-
-/// A stored time.
-pub fn millis(at: Timestamp) -> i64 {
-    i64::try_from(at.0).unwrap_or(i64::MAX)
-}
-
-fn timestamp(value: i64) -> Timestamp {
-    Timestamp(u64::try_from(value).unwrap_or(0))
-}
-
-/// A stored code.
-pub fn code_column(code: SessionCode) -> i64 {
-    code.number() as i64
-}
+use crate::store::columns::{
+    actor_columns, actor_from_columns, code_from_column, origin_columns, origin_from_columns,
+    timestamp,
+};
+pub use crate::store::columns::{code_column, millis, CASE_COLUMNS};
 
 /// Reads a code column, refusing numbers that are not session codes.
 pub fn code_from(row: &Row, column: usize) -> Result<SessionCode, Failure> {
-    let n: i64 = row.try_get(column)?;
-    u64::try_from(n)
-        .ok()
-        .and_then(SessionCode::from_number)
-        .ok_or_else(|| Failure(format!("{n} is not a session code")))
+    code_from_column(row.try_get(column)?).map_err(Failure)
 }
 
 fn parsed<T: std::str::FromStr<Err = String>>(row: &Row, column: usize) -> Result<T, Failure> {
@@ -157,11 +138,7 @@ fn parsed<T: std::str::FromStr<Err = String>>(row: &Row, column: usize) -> Resul
 /// A case row (history not filled in).
 pub fn case_from_row(row: &Row) -> Result<CaseRecord, Failure> {
     let origin: String = row.try_get(1)?;
-    let origin = match (origin.as_str(), row.try_get::<_, Option<String>>(2)?) {
-        ("sos", _) => CaseOrigin::Sos,
-        ("expert", Some(expert)) => CaseOrigin::CreatedByExpert(expert),
-        (other, _) => return Err(Failure(format!("unknown case origin {other:?}"))),
-    };
+    let origin = origin_from_columns(&origin, row.try_get(2)?).map_err(Failure)?;
     let time = |column| -> Result<Option<Timestamp>, Failure> {
         Ok(row.try_get::<_, Option<i64>>(column)?.map(timestamp))
     };
@@ -200,13 +177,7 @@ pub async fn history_of(
     found
         .iter()
         .map(|row| {
-            let actor = match row.try_get::<_, Option<String>>(4)? {
-                Some(role) => Some(Actor {
-                    role: role.parse::<ActorRole>().map_err(Failure)?,
-                    name: row.try_get(5)?,
-                }),
-                None => None,
-            };
+            let actor = actor_from_columns(row.try_get(4)?, row.try_get(5)?).map_err(Failure)?;
             Ok(HistoryEntry {
                 at: timestamp(row.try_get(0)?),
                 state: parsed::<CaseState>(row, 1)?,
@@ -313,10 +284,7 @@ async fn save(client: &impl GenericClient, record: &CaseRecord) -> Result<(), Fa
         .await?
         .map(|row| row.get::<_, i64>(0))
         .map_or(0, |n| usize::try_from(n).unwrap_or(0));
-    let (origin, created_by) = match &record.origin {
-        CaseOrigin::Sos => ("sos", None),
-        CaseOrigin::CreatedByExpert(expert) => ("expert", Some(expert.as_str())),
-    };
+    let (origin, created_by) = origin_columns(&record.origin);
     let history_len = stored.max(record.history.len()) as i64;
     client
         .execute(
@@ -364,10 +332,7 @@ async fn save(client: &impl GenericClient, record: &CaseRecord) -> Result<(), Fa
         stored
     };
     for (seq, entry) in record.history.iter().enumerate().skip(first_new) {
-        let (role, name) = match &entry.actor {
-            Some(actor) => (Some(actor.role.as_str()), actor.name.as_deref()),
-            None => (None, None),
-        };
+        let (role, name) = actor_columns(entry.actor.as_ref());
         client
             .execute(
                 "INSERT INTO history (code, seq, at, state, kind, event, actor, actor_name, address)

@@ -3,31 +3,13 @@
 
 use rusqlite::types::Type;
 use rusqlite::{params, Connection, Row};
-use sosq::protocol::{
-    Actor, ActorRole, CaseOrigin, CaseState, HistoryEntry, HistoryKind, Priority, Timestamp,
-};
+use sosq::protocol::{Actor, CaseState, HistoryEntry, HistoryKind, Priority};
 use sosq::SessionCode;
 
 use crate::broker::{AuditEntry, CaseRecord};
 
-/// The columns of `cases`, in the order [`case_from_row`] reads them.
-pub const CASE_COLUMNS: &str = "code, origin, created_by, customer, description, state, \
-     created_at, updated_at, expires_at, waiting_since, resume_secret_hash, team, assigned_to, \
-     priority, response_due, first_response_at";
-
-/// A stored time.
-pub fn millis(at: Timestamp) -> i64 {
-    i64::try_from(at.0).unwrap_or(i64::MAX)
-}
-
-fn timestamp(value: i64) -> Timestamp {
-    Timestamp(u64::try_from(value).unwrap_or(0))
-}
-
-/// A stored code.
-pub fn code_column(code: SessionCode) -> i64 {
-    code.number() as i64
-}
+pub use crate::store::columns::{actor_columns, code_column, millis, origin_columns, CASE_COLUMNS};
+use crate::store::columns::{actor_from_columns, code_from_column, origin_from_columns, timestamp};
 
 fn bad(column: usize, message: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(column, Type::Text, message.into())
@@ -35,11 +17,7 @@ fn bad(column: usize, message: String) -> rusqlite::Error {
 
 /// Reads a code column, refusing numbers that are not session codes.
 pub fn code_from(row: &Row<'_>, column: usize) -> rusqlite::Result<SessionCode> {
-    let n: i64 = row.get(column)?;
-    u64::try_from(n)
-        .ok()
-        .and_then(SessionCode::from_number)
-        .ok_or_else(|| bad(column, format!("{n} is not a session code")))
+    code_from_column(row.get(column)?).map_err(|e| bad(column, e))
 }
 
 fn state_from(row: &Row<'_>, column: usize) -> rusqlite::Result<CaseState> {
@@ -52,22 +30,10 @@ fn priority_from(row: &Row<'_>, column: usize) -> rusqlite::Result<Priority> {
     text.parse().map_err(|e: String| bad(column, e))
 }
 
-/// The origin as (origin, created_by) columns.
-pub fn origin_columns(origin: &CaseOrigin) -> (&'static str, Option<&str>) {
-    match origin {
-        CaseOrigin::Sos => ("sos", None),
-        CaseOrigin::CreatedByExpert(expert) => ("expert", Some(expert.as_str())),
-    }
-}
-
 /// A case row (history not filled in).
 pub fn case_from_row(row: &Row<'_>) -> rusqlite::Result<CaseRecord> {
     let origin: String = row.get(1)?;
-    let origin = match (origin.as_str(), row.get::<_, Option<String>>(2)?) {
-        ("sos", _) => CaseOrigin::Sos,
-        ("expert", Some(expert)) => CaseOrigin::CreatedByExpert(expert),
-        (other, _) => return Err(bad(1, format!("unknown case origin {other:?}"))),
-    };
+    let origin = origin_from_columns(&origin, row.get(2)?).map_err(|e| bad(1, e))?;
     Ok(CaseRecord {
         code: code_from(row, 0)?,
         origin,
@@ -88,23 +54,8 @@ pub fn case_from_row(row: &Row<'_>) -> rusqlite::Result<CaseRecord> {
     })
 }
 
-/// An actor as (role, name) columns.
-pub fn actor_columns(actor: Option<&Actor>) -> (Option<&'static str>, Option<&str>) {
-    match actor {
-        Some(actor) => (Some(actor.role.as_str()), actor.name.as_deref()),
-        None => (None, None),
-    }
-}
-
 fn actor_from(row: &Row<'_>, column: usize) -> rusqlite::Result<Option<Actor>> {
-    let Some(role) = row.get::<_, Option<String>>(column)? else {
-        return Ok(None);
-    };
-    let role: ActorRole = role.parse().map_err(|e: String| bad(column, e))?;
-    Ok(Some(Actor {
-        role,
-        name: row.get(column + 1)?,
-    }))
+    actor_from_columns(row.get(column)?, row.get(column + 1)?).map_err(|e| bad(column, e))
 }
 
 /// The history of one case, oldest first.
