@@ -95,7 +95,9 @@ pub fn command(
 ) -> Result<Answer, BrokerError> {
     let me = caller.party;
     let name = caller.name.as_str();
-    let staff = format!("{} {name}", caller.role);
+    // How an assignment or escalation names who made it; built only for those two, not on
+    // the intake and pairing path.
+    let staff = || format!("{} {name}", caller.role);
     let reply = match request {
         Request::OpenSos {
             customer,
@@ -116,13 +118,13 @@ pub fn command(
             customer,
             resume_secret,
         } => attached_reply(broker.join(now, me, code, customer, resume_secret.as_deref(), out)?),
-        Request::Assign { code, to } => Reply::Case(broker.assign(now, &staff, code, to, out)?),
+        Request::Assign { code, to } => Reply::Case(broker.assign(now, &staff(), code, to, out)?),
         Request::Transfer { code, to } => Reply::Case(broker.transfer(now, name, code, to, out)?),
         Request::Escalate {
             code,
             priority,
             reason,
-        } => Reply::Case(broker.escalate(now, &staff, code, *priority, reason, out)?),
+        } => Reply::Case(broker.escalate(now, &staff(), code, *priority, reason, out)?),
         Request::Create {
             customer,
             description,
