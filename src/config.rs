@@ -150,6 +150,36 @@ pub struct Config {
     /// Threads running connections and the relay; 0: one per CPU core (or what the
     /// `TOKIO_WORKER_THREADS` environment variable says).
     pub worker_threads: usize,
+    /// Where cases (and, for PostgreSQL, users, groups and profiles) are kept: empty for
+    /// the embedded SQLite store in `data_dir`, or a PostgreSQL URL
+    /// (`postgres://user@host/db`), which makes this daemon a node of a cluster.
+    pub store: String,
+    /// This node's name in a cluster; empty: the host name and the listening port.
+    pub node_id: String,
+    /// The address (`host:port`) clients reach this node at, handed out in redirects;
+    /// empty: the listening address, unless it is a wildcard (then it must be set).
+    pub advertise: String,
+    /// How long a cluster node's claim on its cases outlives its last heartbeat: a node
+    /// that stops renewing (dead, paused, cut off from the store) loses its cases to
+    /// another node this long after its last renewal. Renewed every third of it.
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
+    pub lease: Duration,
+    /// Most connections a cluster node opens to PostgreSQL for claims, leases and reads
+    /// (the case writer has one more of its own).
+    pub store_pool_size: usize,
+}
+
+impl Config {
+    /// Whether this daemon is a node of a cluster (its store is PostgreSQL).
+    pub fn is_cluster(&self) -> bool {
+        is_postgres_url(&self.store)
+    }
+}
+
+/// Whether `store` names a PostgreSQL database rather than the embedded SQLite store.
+pub fn is_postgres_url(store: &str) -> bool {
+    let store = store.trim();
+    store.starts_with("postgres://") || store.starts_with("postgresql://")
 }
 
 impl Default for Config {
@@ -200,6 +230,11 @@ impl Default for Config {
             send_window: 4 * 1024 * 1024,
             udp_receive_buffer: 4 * 1024 * 1024,
             worker_threads: 0,
+            store: String::new(),
+            node_id: String::new(),
+            advertise: String::new(),
+            lease: Duration::from_secs(3),
+            store_pool_size: 8,
         }
     }
 }
@@ -215,6 +250,12 @@ pub struct Overrides {
     pub case_ttl: Option<Duration>,
     /// `--retention`.
     pub retention: Option<Duration>,
+    /// `--store` (or `SOSQ_STORE`).
+    pub store: Option<String>,
+    /// `--node-id`.
+    pub node_id: Option<String>,
+    /// `--advertise`.
+    pub advertise: Option<String>,
 }
 
 impl Config {
@@ -235,6 +276,15 @@ impl Config {
         }
         if let Some(retention) = overrides.retention {
             config.retention = retention;
+        }
+        if let Some(store) = &overrides.store {
+            config.store = store.clone();
+        }
+        if let Some(node_id) = &overrides.node_id {
+            config.node_id = node_id.clone();
+        }
+        if let Some(advertise) = &overrides.advertise {
+            config.advertise = advertise.clone();
         }
         config.validate()?;
         Ok(config)
@@ -407,6 +457,30 @@ impl Config {
         }
         if self.send_window == 0 {
             return invalid("send_window", "must be longer than zero");
+        }
+        if !self.store.trim().is_empty() && !self.is_cluster() {
+            return invalid(
+                "store",
+                "must be empty (the embedded SQLite store in data_dir) or a PostgreSQL URL like postgres://user@host/db",
+            );
+        }
+        // A heartbeat every third of the lease: one late renewal does not lose the cases.
+        if self.lease < Duration::from_millis(300) {
+            return invalid("lease", "must be at least 300ms");
+        }
+        if self.store_pool_size == 0 {
+            return invalid("store_pool_size", "must be at least 1");
+        }
+        if self.node_id.len() > 64
+            || !self
+                .node_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._:-".contains(c))
+        {
+            return invalid(
+                "node_id",
+                "at most 64 letters, digits, '.', '_', ':' or '-'",
+            );
         }
         Ok(())
     }

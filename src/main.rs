@@ -102,6 +102,16 @@ struct ServeArgs {
     /// How long closed and expired cases are kept, e.g. "30days" [default: 30days].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     retention: Option<Duration>,
+    /// Where cases are kept: a PostgreSQL URL makes this daemon a cluster node
+    /// [default: the embedded SQLite store in the data dir].
+    #[arg(long, value_name = "URL", env = "SOSQ_STORE")]
+    store: Option<String>,
+    /// This node's name in a cluster [default: host name and port].
+    #[arg(long, value_name = "NAME")]
+    node_id: Option<String>,
+    /// The host:port clients reach this cluster node at [default: the listening address].
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
 }
 
 #[derive(Args, Clone, Default)]
@@ -372,6 +382,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         data_dir: args.data_dir.clone(),
         case_ttl: args.case_ttl,
         retention: args.retention,
+        store: args.store.clone(),
+        node_id: args.node_id.clone(),
+        advertise: args.advertise.clone(),
     };
     let config = Config::load(args.config.as_deref(), &overrides)?;
     let logs = Arc::new(sosqd::logging::init(config.log_format, &config.log_level));

@@ -394,6 +394,8 @@ impl Sim {
             Route::Read => self
                 .read(&caller, request)
                 .map(|reply| Answer::Reply(Box::new(reply))),
+            // One node never redirects: a ticket is refused, as the daemon does.
+            Route::Redeem => Err(BrokerError::InvalidInput("no cluster".into())),
         };
         if result.is_err() {
             assert!(out.is_empty(), "a refused request pushed {out:?}");

@@ -26,6 +26,8 @@ pub enum Route {
     Read,
     /// A delete by state or age: read the matching codes, then delete them in steps.
     BulkDelete,
+    /// A request a cluster node redirected here, with its ticket (see `cluster`).
+    Redeem,
 }
 
 /// Which of the [`Route`]s `request` takes.
@@ -51,6 +53,7 @@ pub fn route(request: &Request) -> Route {
         | Request::Status { .. }
         | Request::Cases { .. }
         | Request::History { .. } => Route::Read,
+        Request::Redeem { .. } => Route::Redeem,
     }
 }
 
@@ -186,9 +189,10 @@ pub fn command(
         | Request::WatchQueue { .. }
         | Request::Status { .. }
         | Request::Cases { .. }
-        | Request::History { .. } => {
+        | Request::History { .. }
+        | Request::Redeem { .. } => {
             return Err(BrokerError::InvalidInput(
-                "a read is not a core command".into(),
+                "a read or a redirect's ticket is not a core command".into(),
             ))
         }
     };

@@ -228,6 +228,7 @@ fn reply_kind(reply: &Reply) -> &'static str {
         Reply::Cases(_) => "cases",
         Reply::History(_) => "history",
         Reply::Deleted { .. } => "deleted",
+        Reply::Redirect(_) => "redirect",
         Reply::Error(_) => "error",
     }
 }

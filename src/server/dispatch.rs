@@ -147,6 +147,11 @@ async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply
             })
         }
         Route::Read => read(shared, caller, request).await,
+        Route::Redeem => Err(BrokerError::InvalidInput(
+            "this sosqd is not a cluster node: it never redirects, so it has no ticket to redeem"
+                .into(),
+        )
+        .into()),
     }
 }
 

@@ -28,6 +28,15 @@ pub fn authorize(role: Role, request: &Request) -> Result<(), ServerError> {
         Request::Cases { .. } => ("listing all cases", &[Role::Admin]),
         Request::Delete(_) => ("deleting cases", &[Role::Admin]),
         Request::History { .. } => ("viewing a case's history", &[Role::Expert, Role::Admin]),
+        // A redirect's request is judged as itself; a ticket adds no right.
+        Request::Redeem { request, .. } => match **request {
+            Request::Redeem { .. } => {
+                return Err(ServerError::Forbidden(
+                    "a redirect's request cannot itself be a redirect".into(),
+                ))
+            }
+            ref inner => return authorize(role, inner),
+        },
     };
     if allowed.contains(&role) {
         return Ok(());

@@ -26,7 +26,7 @@ pub use paging::*;
 /// 4: history entries carry their kind and a structured actor.
 /// 5: the welcome carries the daemon's protocol version too (the hello carries it both
 /// ways), so either side can say which one to upgrade.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// What to tell a user whose client and daemon speak different protocol versions: which
 /// side is older and so needs upgrading. Both the daemon's refusal and the client's check
@@ -174,6 +174,15 @@ pub enum Request {
         /// Most entries wanted (0: the default; see [`page_items`]).
         limit: u32,
     },
+    /// The request a [`Reply::Redirect`] sent here, with its ticket: a cluster node
+    /// answers `request` as if it had come first, holding what the redirecting node
+    /// claimed for this caller (a pulled case). Only what a redirect named is accepted.
+    Redeem {
+        /// The ticket the redirect carried.
+        ticket: String,
+        /// The redirect's request.
+        request: Box<Request>,
+    },
 }
 
 /// The server's answer to one `Hello` or `Request`.
@@ -227,6 +236,9 @@ pub enum Reply {
         /// [`MAX_CODES_PER_DELETE`]. Empty for a delete by filter.
         not_found: Vec<SessionCode>,
     },
+    /// In a cluster: the case lives on another node. Connect to `address` (the same
+    /// certificate pin or CA) and send `Request::Redeem { ticket, request }` there.
+    Redirect(Redirect),
     /// The request was refused; nothing changed.
     Error(ErrorReply),
 }
@@ -288,6 +300,20 @@ pub enum ServerMessage {
     Reply(Reply),
     /// A push notification.
     Event(Event),
+}
+
+/// Where a cluster node sends a client whose case lives on another node (its home node,
+/// which holds the customer's connection and relays the session).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redirect {
+    /// The home node's name, for the one line a client prints.
+    pub node: String,
+    /// Where to connect: `host:port`.
+    pub address: String,
+    /// A one-time ticket, valid for a few seconds, to send back in [`Request::Redeem`].
+    pub ticket: String,
+    /// What to ask there.
+    pub request: Box<Request>,
 }
 
 /// A refusal: a category for programs and a sentence for people.
