@@ -40,7 +40,7 @@ fn config(dir: &std::path::Path) -> Config {
 
 fn shared_on(dir: &std::path::Path) -> Arc<Shared> {
     let store = SqliteStore::open_in(dir).expect("open store");
-    Arc::new(Shared::new(config(dir), Arc::new(store), Clock::new()).expect("load"))
+    Arc::new(Shared::new(config(dir), Arc::new(store), Clock::new(), None).expect("load"))
 }
 
 async fn create(shared: &Shared) {

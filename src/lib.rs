@@ -12,6 +12,7 @@
 
 pub mod broker;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod datadir;
 pub mod fsutil;

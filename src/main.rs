@@ -414,10 +414,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // Before anything else: until a handler is installed, SIGHUP's default kills.
         let hangups = hangup_signals()?;
         let data_dir = config.data_dir.clone();
-        let store = SqliteStore::open_in(&data_dir).context("cannot start sosqd")?;
-        tracing::info!(path = %store.path().display(), "case store open");
-        let server = Server::start(config, Arc::new(store))
-            .with_context(|| format!("cannot start sosqd (data dir {})", data_dir.display()))?;
+        let server = if config.is_cluster() {
+            start_node(config).await?
+        } else {
+            let store = SqliteStore::open_in(&data_dir).context("cannot start sosqd")?;
+            tracing::info!(path = %store.path().display(), "case store open");
+            Server::start(config, Arc::new(store))
+                .with_context(|| format!("cannot start sosqd (data dir {})", data_dir.display()))?
+        };
         let addr = server.local_addr()?;
         tracing::info!(
             "{}",
@@ -432,6 +436,51 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         reloads.abort();
         Ok(())
     })
+}
+
+/// Starts a cluster node: its PostgreSQL store, fenced by the node's ledger, and its
+/// place in the cluster (the lease of its name, its first codes).
+async fn start_node(config: Config) -> anyhow::Result<Server> {
+    let node = match config.node_id.trim() {
+        "" => default_node_id(config.listen.port()),
+        given => given.to_string(),
+    };
+    let ledger = Arc::new(sosqd::store::Ledger::new(&node));
+    let url = config.store.clone();
+    let opened = {
+        let ledger = ledger.clone();
+        tokio::task::spawn_blocking(move || {
+            sosqd::store::PgStore::open_node(&url, None, Some(ledger))
+        })
+        .await
+        .context("cannot start sosqd")?
+    };
+    let store = opened.context("cannot start sosqd: the cluster's database")?;
+    tracing::info!(node = %node, "case store open (PostgreSQL, cluster node)");
+    let clock = sosqd::clock::Clock::new();
+    let server = Server::start_node(config, Arc::new(store), clock, Some(ledger))
+        .context("cannot start sosqd (cluster node)")?;
+    server
+        .join_cluster()
+        .await
+        .context("cannot join the cluster")?;
+    Ok(server)
+}
+
+/// A node name when none is configured: the host name and the listening port, which
+/// tells nodes on one host apart and stays the same across restarts.
+fn default_node_id(port: u16) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into());
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
+        .take(50)
+        .collect();
+    format!("{host}:{port}")
 }
 
 #[cfg(unix)]

@@ -18,6 +18,9 @@ impl<T: RngCore + CryptoRng + Send> SecureRandom for T {}
 pub struct CodeBook {
     in_use: HashSet<SessionCode>,
     rng: Box<dyn SecureRandom>,
+    /// In a cluster, codes reserved in the shared store for this node: new cases take
+    /// theirs from here, because `in_use` knows only this node's codes. `None` on one node.
+    supply: Option<std::collections::VecDeque<SessionCode>>,
 }
 
 impl CodeBook {
@@ -26,7 +29,40 @@ impl CodeBook {
         CodeBook {
             in_use: HashSet::new(),
             rng,
+            supply: None,
         }
+    }
+
+    /// From now on, new codes come only from [`CodeBook::supply`] (a cluster node's codes,
+    /// reserved in the shared store so no two nodes hand out the same one).
+    pub fn use_supply(&mut self) {
+        self.supply.get_or_insert_with(Default::default);
+    }
+
+    /// Adds reserved codes to the supply (a no-op unless [`CodeBook::use_supply`] was called).
+    pub fn supply(&mut self, codes: impl IntoIterator<Item = SessionCode>) {
+        if let Some(supply) = &mut self.supply {
+            supply.extend(codes.into_iter().filter(|code| !self.in_use.contains(code)));
+        }
+    }
+
+    /// How many supplied codes are left; `None` when codes are drawn locally.
+    pub fn supplied(&self) -> Option<usize> {
+        self.supply.as_ref().map(|supply| supply.len())
+    }
+
+    /// `count` random codes no case here holds: candidates to reserve in the shared store.
+    pub fn candidates(&mut self, count: usize) -> Vec<SessionCode> {
+        let mut found = Vec::with_capacity(count);
+        while found.len() < count {
+            let n = self.rng.random_range(0..CODE_SPACE);
+            if let Some(code) = SessionCode::from_number(n) {
+                if !self.in_use.contains(&code) && !found.contains(&code) {
+                    found.push(code);
+                }
+            }
+        }
+        found
     }
 
     /// Marks `code` as held (a case loaded from the store).
@@ -49,16 +85,22 @@ impl CodeBook {
         self.in_use.is_empty()
     }
 
-    /// Draws a code no case holds and reserves it. The caller keeps the number of held codes
+    /// Draws a code no case holds and reserves it; `None` only when a cluster node's
+    /// supply is empty. On one node the caller keeps the number of held codes
     /// far below [`CODE_SPACE`] (the open-case limit), so this ends after a few draws.
-    pub fn issue(&mut self) -> SessionCode {
+    pub fn issue(&mut self) -> Option<SessionCode> {
+        if let Some(supply) = &mut self.supply {
+            let code = supply.pop_front()?;
+            self.in_use.insert(code);
+            return Some(code);
+        }
         loop {
             let n = self.rng.random_range(0..CODE_SPACE);
             let Some(code) = SessionCode::from_number(n) else {
                 continue;
             };
             if self.in_use.insert(code) {
-                return code;
+                return Some(code);
             }
         }
     }

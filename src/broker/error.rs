@@ -55,6 +55,10 @@ pub enum BrokerError {
     /// A field is empty, too long or otherwise unusable.
     #[error("{0}")]
     InvalidInput(String),
+    /// A cluster node has no session code reserved in the shared store right now (it
+    /// cannot reach the store, or a burst used them up faster than it reserves more).
+    #[error("this node has no free session code right now (it may have lost its database); try again in a moment or use another node")]
+    NoCodeReserved,
 }
 
 impl BrokerError {
@@ -71,6 +75,7 @@ impl BrokerError {
             BrokerError::IllegalTransition { .. } => ErrorKind::IllegalTransition,
             BrokerError::QueueEmpty(_) | BrokerError::NobodyOnline(..) => ErrorKind::QueueEmpty,
             BrokerError::InvalidInput(_) => ErrorKind::InvalidInput,
+            BrokerError::NoCodeReserved => ErrorKind::Internal,
         }
     }
 }

@@ -113,7 +113,7 @@ impl Broker {
         if self.cases.len() >= self.config.max_open_cases {
             return Err(BrokerError::TooManyCases(self.config.max_open_cases));
         }
-        let code = self.codes.issue();
+        let code = self.codes.issue().ok_or(BrokerError::NoCodeReserved)?;
         let expires_at = now.plus(self.config.case_ttl);
         let created_by = match &origin {
             CaseOrigin::Sos => format!("created by customer {customer}"),

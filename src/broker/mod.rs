@@ -18,6 +18,7 @@ mod codes;
 mod deadlines;
 mod ending;
 mod error;
+mod homing;
 mod intake;
 mod pairing;
 mod presence;

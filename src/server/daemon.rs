@@ -12,7 +12,8 @@ use sosq::protocol::close_code;
 
 use super::admission::Decision;
 use super::{
-    connection, drains, expiry, metrics, queue_updates, retention, Reloader, ServerError, Shared,
+    cluster_node, connection, drains, expiry, metrics, queue_updates, retention, Reloader,
+    ServerError, Shared,
 };
 use crate::clock::Clock;
 use crate::config::Config;
@@ -39,6 +40,18 @@ impl Server {
         store: Arc<dyn CaseStore>,
         clock: Clock,
     ) -> Result<Server, ServerError> {
+        Server::start_node(config, store, clock, None)
+    }
+
+    /// [`Server::start_with_clock`] for a cluster node when `ledger` is given: the same
+    /// ledger fences `store`'s writes (a `PgStore` opened with it). Call
+    /// [`Server::join_cluster`] before [`Server::run`].
+    pub fn start_node(
+        config: Config,
+        store: Arc<dyn CaseStore>,
+        clock: Clock,
+        ledger: Option<Arc<crate::store::Ledger>>,
+    ) -> Result<Server, ServerError> {
         let identity = crate::transport::Identity::from_config_or_create(&config)?;
         let fingerprint = identity.fingerprint();
         let endpoint = transport::bind(&config, &identity)?;
@@ -51,13 +64,43 @@ impl Server {
             }
             None => None,
         };
-        let shared = Arc::new(Shared::new(config, store, clock)?);
+        let cluster = match ledger {
+            Some(ledger) => {
+                let bound = endpoint
+                    .local_addr()
+                    .map_err(|cause| TransportError::Socket {
+                        addr: config.listen,
+                        cause,
+                    })?;
+                let address = advertised(&config, bound)?;
+                let node = ledger.node().to_string();
+                Some(Arc::new(
+                    crate::cluster::Cluster::new(
+                        &config.store,
+                        &node,
+                        &address,
+                        config.lease,
+                        config.store_pool_size,
+                        ledger,
+                    )
+                    .map_err(ServerError::Cluster)?,
+                ))
+            }
+            None => None,
+        };
+        let shared = Arc::new(Shared::new(config, store, clock, cluster)?);
         Ok(Server {
             shared,
             endpoint,
             fingerprint,
             metrics,
         })
+    }
+
+    /// On a cluster node, joins the cluster (takes the node's lease, reserves codes); a
+    /// no-op on one node. Errors: the database fails, or the node's name is taken.
+    pub async fn join_cluster(&self) -> Result<(), ServerError> {
+        self.shared.join_cluster().await
     }
 
     /// The address actually bound (useful with port 0).
@@ -102,6 +145,8 @@ impl Server {
             .map(|listener| tokio::spawn(metrics::serve(self.shared.clone(), listener)));
         let admission = self.shared.admission.clone();
         let retention = tokio::spawn(retention::run(self.shared.clone()));
+        let node = tokio::spawn(cluster_node::run(self.shared.clone()));
+        let shared_queue = tokio::spawn(cluster_node::watch_shared_queue(self.shared.clone()));
         let accept = async {
             while let Some(incoming) = self.endpoint.accept().await {
                 let remote = incoming.remote_address();
@@ -135,6 +180,7 @@ impl Server {
         self.shared.begin_shutdown();
         expiry.abort();
         retention.abort();
+        shared_queue.abort();
         revocations.abort();
         queue_updates.abort();
         if let Some(drains) = drains {
@@ -164,11 +210,37 @@ impl Server {
         if let Some(metrics) = metrics {
             metrics.abort();
         }
+        // Last: the lease is given up once every party here has left, so other nodes take
+        // the cases over at once instead of after the lease.
+        node.abort();
+        if let Some(cluster) = &self.shared.cluster {
+            if let Err(error) = cluster.resign().await {
+                tracing::warn!(%error, "could not give up the lease; other nodes wait for it to lapse");
+            }
+        }
         self.endpoint
             .close(close_code::SHUTDOWN.into(), b"sosqd is shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         tracing::info!("stopped");
     }
+}
+
+/// The address a cluster node hands out in redirects: `advertise`, or the bound address
+/// when it is not a wildcard. Errors: a wildcard listen address with no `advertise`.
+fn advertised(config: &Config, bound: SocketAddr) -> Result<String, ServerError> {
+    if !config.advertise.trim().is_empty() {
+        return Ok(config.advertise.trim().to_string());
+    }
+    if bound.ip().is_unspecified() {
+        return Err(crate::config::ConfigError::Invalid {
+            option: "advertise",
+            message: format!(
+                "a cluster node listening on {bound} (every address) must say which address clients reach it at: set advertise = \"host:port\" (or --advertise)"
+            ),
+        }
+        .into());
+    }
+    Ok(bound.to_string())
 }
 
 /// The log line that says the daemon is up: where it listens and the certificate to pin.

@@ -71,7 +71,10 @@ pub async fn handle(shared: &Shared, caller: &Caller, request: Request) -> Reply
             shared.counters.observe_pairing(started.elapsed());
         }
     }
-    result.unwrap_or_else(|e| Reply::Error(e.to_reply()))
+    result.unwrap_or_else(|e| match e {
+        ServerError::Redirect(redirect) => Reply::Redirect(*redirect),
+        e => Reply::Error(e.to_reply()),
+    })
 }
 
 /// Runs requests that look up a typed session code under the wrong-code budgets of the
@@ -108,7 +111,16 @@ async fn throttled(
 /// The asynchronous step: the look-ups a command needs first (does the team exist?), then
 /// the synchronous step ([`commands::command`]) under the core lock, then waiting for the
 /// commit (or not, for a pairing); reads go to the core's views and the store.
-async fn run(shared: &Shared, caller: &Caller, request: Request) -> Result<Reply, ServerError> {
+pub(super) async fn run(
+    shared: &Shared,
+    caller: &Caller,
+    request: Request,
+) -> Result<Reply, ServerError> {
+    // A cluster node first brings the case here (or redirects), or answers from the
+    // shared queue; then the request runs as on one node.
+    if let Some(reply) = super::cluster_node::before(shared, caller, &request).await? {
+        return Ok(reply);
+    }
     let actor = &caller.actor();
     match commands::route(&request) {
         Route::Durable => {

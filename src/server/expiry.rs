@@ -66,7 +66,7 @@ mod tests {
         };
         let store = Arc::new(MemoryStore::new());
         let clock = Clock::anchored(Timestamp(1_700_000_000_000));
-        let shared = Arc::new(Shared::new(config, store.clone(), clock).unwrap());
+        let shared = Arc::new(Shared::new(config, store.clone(), clock, None).unwrap());
         let timer = tokio::spawn(super::run(shared.clone()));
         settle().await;
 

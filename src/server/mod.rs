@@ -9,6 +9,7 @@
 //! caller replies. So a reply never announces a change the store has not kept.
 
 mod admission;
+mod cluster_node;
 pub mod commands;
 mod connection;
 mod daemon;
@@ -96,6 +97,13 @@ pub enum ServerError {
     /// A reload came after shutdown had begun.
     #[error("sosqd is shutting down; nothing reloaded")]
     ShuttingDown,
+    /// The cluster's shared database failed.
+    #[error(transparent)]
+    Cluster(crate::cluster::ClusterError),
+    /// The case lives on another node of the cluster: the client goes there (not a
+    /// failure; the reply is [`sosq::protocol::Reply::Redirect`]).
+    #[error("the case is served by node {}", .0.node)]
+    Redirect(Box<sosq::protocol::Redirect>),
 }
 
 impl ServerError {
@@ -106,6 +114,13 @@ impl ServerError {
             ServerError::Broker(e) => (e.kind(), e.to_string()),
             ServerError::Forbidden(message) => (ErrorKind::Forbidden, message.clone()),
             ServerError::Throttled(_) => (ErrorKind::Throttled, self.to_string()),
+            ServerError::Cluster(error) => {
+                tracing::error!(%error, "request failed on the cluster's database");
+                (
+                    ErrorKind::Internal,
+                    "this node cannot reach the cluster's database right now; try again in a moment (another node may serve you)".to_string(),
+                )
+            }
             other => {
                 tracing::error!(error = %other, "request failed inside the server");
                 (
@@ -166,6 +181,13 @@ pub struct Shared {
     /// Held while shutdown begins and while a reload swaps the endpoint's TLS setup, so a
     /// reload never re-opens an endpoint that shutdown closed to new connections.
     endpoint_gate: Mutex<()>,
+    /// On a cluster node, the shared state (`cluster`); `None` on one node.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// On a cluster node, how long its lease holds.
+    lease: Mutex<cluster_node::LeaseState>,
+    /// Signalled (to every waiter) when a case starts waiting in a queue here: pulls
+    /// waiting on the shared queue look again at once.
+    local_case_arrived: Notify,
 }
 
 impl Shared {
@@ -173,18 +195,27 @@ impl Shared {
     /// (never handed out again), every open case restored with its queue place and expiry
     /// deadline (one that passed while the daemon was down fires at once), and cases that
     /// were in progress back to pending until their partners reconnect.
+    ///
+    /// A cluster node (`cluster`) loads nothing: it takes cases over one at a time as their
+    /// parties come to it, and draws codes from those it reserves in the shared store.
     pub fn new(
         config: Config,
         store: Arc<dyn CaseStore>,
         clock: Clock,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
     ) -> Result<Shared, ServerError> {
         let rng = rand::rngs::StdRng::from_os_rng();
         let config_throttle = ThrottleLimits::from_config(&config);
         let config_admission = AdmissionLimits::from_config(&config);
         let mut broker = Broker::new(broker_config(&config), Box::new(rng));
         broker.set_clock_skew(clock.skew_ms());
-        store.load_codes(&mut |code| broker.reserve_code(code))?;
-        let open = store.load_open()?;
+        let open = if cluster.is_some() {
+            broker.use_code_supply();
+            Vec::new()
+        } else {
+            store.load_codes(&mut |code| broker.reserve_code(code))?;
+            store.load_open()?
+        };
         let restored = open.len();
         for record in open {
             broker.restore(record);
@@ -230,6 +261,9 @@ impl Shared {
             started: std::time::Instant::now(),
             shutting_down: AtomicBool::new(false),
             endpoint_gate: Mutex::new(()),
+            cluster,
+            lease: Mutex::new(cluster_node::LeaseState::new()),
+            local_case_arrived: Notify::new(),
         })
     }
 
@@ -374,6 +408,9 @@ impl Shared {
             let value = command(&mut broker, now, &mut effects)?;
             if broker.queue_version() != queue_before {
                 self.queue_changed.notify_one();
+                if self.cluster.is_some() {
+                    self.local_case_arrived.notify_waiters();
+                }
             }
             broker.attribute(actor, &mut effects);
             let mut changes = Vec::new();
@@ -397,6 +434,19 @@ impl Shared {
                     Ordering::Relaxed,
                 );
                 broker.record_traffic(now, code, traffic, &mut changes);
+            }
+            if let Some(cluster) = &self.cluster {
+                // The shared queue hands out what the rows say waits online.
+                for change in &changes {
+                    if let Persist::Save(record) = change {
+                        let queued = match broker.queue_state(record.code) {
+                            Some(true) => crate::store::Queued::Online,
+                            Some(false) => crate::store::Queued::Away,
+                            None => crate::store::Queued::No,
+                        };
+                        cluster.ledger().set_queued(record.code, queued);
+                    }
+                }
             }
             let ticket = (!changes.is_empty()).then(|| self.store.submit(changes));
             // The timer sleeps until the earliest deadline; only a new earliest one wakes it.

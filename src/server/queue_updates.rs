@@ -40,7 +40,8 @@ pub async fn run(shared: Arc<Shared>) {
                 shared.push(customer, Event::QueuePosition { code, position });
             }
         }
-        if last_version == Some(version) {
+        // A cluster node's watchers see the shared queue (`cluster_node`), not this node's.
+        if last_version == Some(version) || shared.cluster.is_some() {
             continue;
         }
         last_version = Some(version);

@@ -104,8 +104,13 @@ mod tests {
             ..Config::default()
         };
         let store = Arc::new(MemoryStore::new());
-        let shared =
-            Shared::new(config, store.clone(), Clock::anchored(Timestamp(1_000_000))).unwrap();
+        let shared = Shared::new(
+            config,
+            store.clone(),
+            Clock::anchored(Timestamp(1_000_000)),
+            None,
+        )
+        .unwrap();
         let actor = Actor::daemon();
         let mut closed = Vec::new();
         for i in 0..(super::BATCH + 5) {

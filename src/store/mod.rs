@@ -11,7 +11,7 @@ mod columns;
 #[cfg(test)]
 mod contract;
 mod memory;
-mod postgres;
+pub(crate) mod postgres;
 mod sqlite;
 pub mod users;
 
@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 use crate::broker::{AuditEntry, CaseRecord, CaseSelection, Persist};
 
 pub use memory::MemoryStore;
-pub use postgres::PgStore;
+pub use postgres::{Ledger, PgStore, Queued};
 pub use sqlite::backup::{backup, restore, BackupReport, RestoreReport};
 pub use sqlite::{SqliteStore, SCHEMA_VERSION};
 

@@ -58,6 +58,8 @@ pub enum HistoryKind {
     Traffic,
     /// The daemon restarted while the case was in progress.
     Restarted,
+    /// In a cluster: another node took the case over (its home node was lost).
+    Moved,
     /// The case was closed.
     Closed,
     /// The case expired.
@@ -72,7 +74,7 @@ pub enum HistoryKind {
 
 impl HistoryKind {
     /// Every kind.
-    pub const ALL: [HistoryKind; 18] = [
+    pub const ALL: [HistoryKind; 19] = [
         HistoryKind::Created,
         HistoryKind::Attached,
         HistoryKind::Started,
@@ -86,6 +88,7 @@ impl HistoryKind {
         HistoryKind::Escalated,
         HistoryKind::Traffic,
         HistoryKind::Restarted,
+        HistoryKind::Moved,
         HistoryKind::Closed,
         HistoryKind::Expired,
         HistoryKind::Deleted,
@@ -109,6 +112,7 @@ impl HistoryKind {
             HistoryKind::Escalated => "escalated",
             HistoryKind::Traffic => "traffic",
             HistoryKind::Restarted => "restarted",
+            HistoryKind::Moved => "moved",
             HistoryKind::Closed => "closed",
             HistoryKind::Expired => "expired",
             HistoryKind::Deleted => "deleted",

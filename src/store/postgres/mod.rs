@@ -8,10 +8,14 @@
 //! grouped into one transaction as the SQLite writer does (group commit), and a read waits
 //! for its answer on a channel of its own, as a SQLite read waits for its connection.
 
-mod rows;
+mod ledger;
+pub(crate) mod rows;
 
-use std::sync::mpsc;
+pub use ledger::{Ledger, Queued};
+
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use sosq::protocol::Timestamp;
 use sosq::SessionCode;
@@ -55,6 +59,19 @@ impl PgStore {
     /// Errors: [`StoreError::Database`] if the database cannot be reached or the tables
     /// cannot be made.
     pub fn open(url: &str, schema: Option<&str>) -> Result<PgStore, StoreError> {
+        PgStore::open_node(url, schema, None)
+    }
+
+    /// [`PgStore::open`] for a cluster node: its writes are fenced by `ledger` (see
+    /// `ledger.rs`), and it loads no cases at start-up (a node takes cases over one by one
+    /// as their parties come to it).
+    ///
+    /// Errors: as [`PgStore::open`].
+    pub fn open_node(
+        url: &str,
+        schema: Option<&str>,
+        ledger: Option<Arc<Ledger>>,
+    ) -> Result<PgStore, StoreError> {
         let shown = shown(url);
         let (work, jobs) = mpsc::channel();
         let (opened, open_result) = mpsc::channel();
@@ -69,23 +86,25 @@ impl PgStore {
                         .enable_all()
                         .build()
                         .map_err(|e| database(&name, e))?;
-                    let (mut client, connection) = runtime
-                        .block_on(tokio_postgres::connect(&url, NoTls))
-                        .map_err(|e| database(&name, rows::Failure::from(e)))?;
-                    runtime.spawn(async move {
-                        if let Err(error) = connection.await {
-                            tracing::error!(%error, "case store connection to PostgreSQL ended");
-                        }
-                    });
-                    runtime
-                        .block_on(rows::migrate(&mut client, schema.as_deref()))
+                    let client = runtime
+                        .block_on(connect(&url, schema.as_deref()))
                         .map_err(|e| database(&name, e))?;
                     Ok((runtime, client))
                 })();
                 match connected {
                     Ok((runtime, client)) => {
                         let _ = opened.send(Ok(()));
-                        serve(runtime, client, &name, jobs);
+                        let mut link = Link {
+                            runtime,
+                            client,
+                            url,
+                            schema,
+                            shown: name,
+                            ledger,
+                            retry_at: None,
+                            broken: false,
+                        };
+                        serve(&mut link, jobs);
                     }
                     Err(error) => {
                         let _ = opened.send(Err(error));
@@ -134,8 +153,108 @@ impl Drop for PgStore {
     }
 }
 
+/// How long one commit or read may take before the connection counts as broken (a
+/// partition leaves a query waiting forever otherwise; PostgreSQL's own
+/// `statement_timeout` cannot end a query whose answer never arrives).
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// After a failed reconnect, how long the store waits before trying again; meanwhile
+/// commits fail at once with the reason rather than queueing without bound.
+const RECONNECT_BACK_OFF: Duration = Duration::from_millis(500);
+
+thread_local! {
+    /// Set on the store's thread when a query ran past [`QUERY_TIMEOUT`].
+    static STALLED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs a read's queries on the store's runtime, for at most [`QUERY_TIMEOUT`].
+fn within<T>(
+    runtime: &Runtime,
+    work: impl std::future::Future<Output = Result<T, rows::Failure>>,
+) -> Result<T, rows::Failure> {
+    runtime.block_on(async {
+        tokio::time::timeout(QUERY_TIMEOUT, work)
+            .await
+            .unwrap_or_else(|_| {
+                STALLED.with(|stalled| stalled.set(true));
+                Err(rows::Failure::timed_out("reading"))
+            })
+    })
+}
+
+/// The store thread's connection, and what it needs to make a new one.
+struct Link {
+    runtime: Runtime,
+    client: Client,
+    url: String,
+    schema: Option<String>,
+    shown: String,
+    ledger: Option<Arc<Ledger>>,
+    /// When a broken connection may be tried again.
+    retry_at: Option<std::time::Instant>,
+    /// Set when a query stalled: the connection is replaced before the next use.
+    broken: bool,
+}
+
+impl Link {
+    /// A usable connection: the current one, or a new one if it broke (at most one try
+    /// per [`RECONNECT_BACK_OFF`]). Errors: why there is none.
+    fn ready(&mut self) -> Result<(), StoreError> {
+        if STALLED.with(|stalled| stalled.replace(false)) {
+            self.broken = true;
+        }
+        if !self.client.is_closed() && !self.broken {
+            return Ok(());
+        }
+        let now = std::time::Instant::now();
+        if self.retry_at.is_some_and(|at| now < at) {
+            return Err(database(
+                &self.shown,
+                "the connection to PostgreSQL is lost; reconnecting",
+            ));
+        }
+        let connected = self.runtime.block_on(async {
+            tokio::time::timeout(QUERY_TIMEOUT, connect(&self.url, self.schema.as_deref()))
+                .await
+                .unwrap_or_else(|_| Err(rows::Failure::timed_out("connecting")))
+        });
+        match connected {
+            Ok(client) => {
+                tracing::info!(store = %self.shown, "case store reconnected to PostgreSQL");
+                self.client = client;
+                self.retry_at = None;
+                self.broken = false;
+                Ok(())
+            }
+            Err(error) => {
+                self.retry_at = Some(now + RECONNECT_BACK_OFF);
+                tracing::error!(store = %self.shown, %error, "case store cannot reconnect to PostgreSQL");
+                Err(database(&self.shown, error))
+            }
+        }
+    }
+}
+
+/// Connects (with the statement timeout set) and makes or checks the tables.
+async fn connect(url: &str, schema: Option<&str>) -> Result<Client, rows::Failure> {
+    let mut config: tokio_postgres::Config = url.parse()?;
+    config.connect_timeout(QUERY_TIMEOUT);
+    config.options(format!(
+        "-c statement_timeout={} -c client_min_messages=warning",
+        QUERY_TIMEOUT.as_millis()
+    ));
+    let (mut client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::error!(%error, "case store connection to PostgreSQL ended");
+        }
+    });
+    rows::migrate(&mut client, schema).await?;
+    Ok(client)
+}
+
 /// The store's thread: commits in groups, reads in turn, until every sender is gone.
-fn serve(runtime: Runtime, mut client: Client, shown: &str, jobs: mpsc::Receiver<Work>) {
+fn serve(link: &mut Link, jobs: mpsc::Receiver<Work>) {
     while let Ok(first) = jobs.recv() {
         let mut commits = Vec::new();
         let mut next = Some(first);
@@ -149,44 +268,62 @@ fn serve(runtime: Runtime, mut client: Client, shown: &str, jobs: mpsc::Receiver
                 }
                 Work::Read(read) => {
                     // Reads see every commit submitted before them.
-                    commit_group(&runtime, &mut client, shown, std::mem::take(&mut commits));
-                    read(&runtime, &mut client);
+                    commit_group(link, std::mem::take(&mut commits));
+                    match link.ready() {
+                        Ok(()) => read(&link.runtime, &mut link.client),
+                        // Dropping the read drops its answer channel: the reader is told
+                        // the store stopped; a lost connection is logged by `ready`.
+                        Err(_) => drop(read),
+                    }
                 }
             }
         }
-        commit_group(&runtime, &mut client, shown, commits);
+        commit_group(link, commits);
     }
 }
 
 /// Commits a group of submissions in one transaction, each in a savepoint so that one
-/// failing submission fails alone; answers each ticket.
-fn commit_group(
-    runtime: &Runtime,
-    client: &mut Client,
-    shown: &str,
-    group: Vec<(Vec<Persist>, Done)>,
-) {
+/// failing submission fails alone; answers each ticket. A lost or stalled connection
+/// fails the whole group with the reason (nothing of it is acknowledged).
+fn commit_group(link: &mut Link, group: Vec<(Vec<Persist>, Done)>) {
     if group.is_empty() {
         return;
     }
-    let outcomes = runtime.block_on(async {
-        let mut tx = client.transaction().await?;
-        let mut outcomes = Vec::with_capacity(group.len());
-        for (ops, _) in &group {
-            let savepoint = tx.savepoint("submission").await?;
-            match rows::apply(&savepoint, ops).await {
-                Ok(report) => {
-                    savepoint.commit().await?;
-                    outcomes.push(Ok(report));
-                }
-                Err(error) => {
-                    savepoint.rollback().await?;
-                    outcomes.push(Err(database(shown, error)));
+    if let Err(error) = link.ready() {
+        for (_, done) in group {
+            let _ = done.send(Err(error.clone()));
+        }
+        return;
+    }
+    let shown = link.shown.clone();
+    let ledger = link.ledger.clone();
+    let client = &mut link.client;
+    let outcomes = link.runtime.block_on(async {
+        let work = async {
+            let mut tx = client.transaction().await?;
+            let mut outcomes = Vec::with_capacity(group.len());
+            for (ops, _) in &group {
+                let savepoint = tx.savepoint("submission").await?;
+                match rows::apply(&savepoint, ledger.as_deref(), ops).await {
+                    Ok(report) => {
+                        savepoint.commit().await?;
+                        outcomes.push(Ok(report));
+                    }
+                    Err(error) => {
+                        savepoint.rollback().await?;
+                        outcomes.push(Err(database(&shown, error)));
+                    }
                 }
             }
-        }
-        tx.commit().await?;
-        Ok::<_, rows::Failure>(outcomes)
+            tx.commit().await?;
+            Ok::<_, rows::Failure>(outcomes)
+        };
+        tokio::time::timeout(QUERY_TIMEOUT, work)
+            .await
+            .unwrap_or_else(|_| {
+                STALLED.with(|stalled| stalled.set(true));
+                Err(rows::Failure::timed_out("committing"))
+            })
     });
     match outcomes {
         Ok(outcomes) => {
@@ -195,8 +332,10 @@ fn commit_group(
             }
         }
         Err(error) => {
-            let error = database(shown, error);
+            let error = database(&shown, error);
             tracing::error!(%error, "case store commit failed");
+            // Whatever the server did with a stalled transaction, it never committed it
+            // for us: `ready` starts over on a fresh connection.
             for (_, done) in group {
                 let _ = done.send(Err(error.clone()));
             }
@@ -212,8 +351,26 @@ fn database(shown: &str, cause: impl std::fmt::Display) -> StoreError {
     }
 }
 
+/// A connection of its own for one-off set-up work (the cluster's migrations), with
+/// `timeout` on connecting and on each statement. Errors: the database's refusal.
+pub async fn connect_for_setup(url: &str, timeout: Duration) -> Result<Client, rows::Failure> {
+    let mut config: tokio_postgres::Config = url.parse()?;
+    config.connect_timeout(timeout);
+    config.options(format!(
+        "-c statement_timeout={} -c client_min_messages=warning",
+        timeout.as_millis()
+    ));
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "set-up connection to PostgreSQL ended");
+        }
+    });
+    Ok(client)
+}
+
 /// `url` without a password, for messages and logs.
-fn shown(url: &str) -> String {
+pub fn shown(url: &str) -> String {
     match url.parse::<tokio_postgres::Config>() {
         Ok(config) => {
             let user = config.get_user().unwrap_or("?");
@@ -242,7 +399,7 @@ impl CaseStore for PgStore {
 
     fn get(&self, code: SessionCode) -> Result<Option<CaseRecord>, StoreError> {
         self.read(move |runtime, client| {
-            runtime.block_on(async {
+            within(runtime, async {
                 let sql = format!("SELECT {} FROM cases WHERE code = $1", rows::CASE_COLUMNS);
                 let found = client.query_opt(&sql, &[&rows::code_column(code)]).await?;
                 match found {
@@ -260,7 +417,7 @@ impl CaseStore for PgStore {
     fn list(&self, selection: &CaseSelection) -> Result<Vec<CaseRecord>, StoreError> {
         let selection = selection.clone();
         self.read(move |runtime, client| {
-            runtime.block_on(async {
+            within(runtime, async {
                 let sql = format!(
                     "SELECT {} FROM cases
                      WHERE ($1::text IS NULL OR state = $1) AND ($2::bigint IS NULL OR created_at < $2)
@@ -283,7 +440,7 @@ impl CaseStore for PgStore {
     ) -> Result<Vec<CaseRecord>, StoreError> {
         let selection = selection.clone();
         self.read(move |runtime, client| {
-            runtime.block_on(async {
+            within(runtime, async {
                 // The row-value comparison walks the creation index from the cursor on.
                 let sql = format!(
                     "SELECT {} FROM cases
@@ -310,13 +467,13 @@ impl CaseStore for PgStore {
     fn codes(&self, selection: &CaseSelection) -> Result<Vec<SessionCode>, StoreError> {
         let selection = selection.clone();
         self.read(move |runtime, client| {
-            runtime.block_on(async { rows::selected(client, &selection).await })
+            within(runtime, async { rows::selected(client, &selection).await })
         })
     }
 
     fn load_open(&self) -> Result<Vec<CaseRecord>, StoreError> {
         self.read(move |runtime, client| {
-            runtime.block_on(async {
+            within(runtime, async {
                 let sql = format!(
                     "SELECT {} FROM cases WHERE state IN ('new', 'pending', 'in_progress')",
                     rows::CASE_COLUMNS
@@ -330,7 +487,7 @@ impl CaseStore for PgStore {
     fn load_codes(&self, each: &mut dyn FnMut(SessionCode)) -> Result<(), StoreError> {
         // The codes come back in one list: the closure cannot cross to the store's thread.
         let codes = self.read(move |runtime, client| {
-            runtime.block_on(async {
+            within(runtime, async {
                 let found = client.query("SELECT code FROM cases", &[]).await?;
                 found
                     .iter()
@@ -348,7 +505,7 @@ impl CaseStore for PgStore {
         limit: usize,
     ) -> Result<Vec<SessionCode>, StoreError> {
         self.read(move |runtime, client| {
-            runtime.block_on(async {
+            within(runtime, async {
                 let found = client
                     .query(
                         "SELECT code FROM cases
@@ -367,7 +524,7 @@ impl CaseStore for PgStore {
 
     fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError> {
         self.read(move |runtime, client| {
-            runtime.block_on(async {
+            within(runtime, async {
                 let found = client
                     .query(
                         "SELECT at, actor, address, action, selector, count FROM audit ORDER BY id",

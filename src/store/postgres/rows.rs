@@ -5,12 +5,26 @@ use sosq::protocol::{CaseState, HistoryEntry, HistoryKind, Priority, Timestamp};
 use sosq::SessionCode;
 use tokio_postgres::{GenericClient, Row};
 
+use super::ledger::Ledger;
 use crate::broker::{AuditEntry, CaseRecord, CaseSelection, Persist};
 use crate::store::CommitReport;
 
 /// Why a statement or a row failed: the database's words, or a value no sosqd writes.
 #[derive(Debug)]
-pub struct Failure(String);
+pub struct Failure(String, FailureKind);
+
+/// Whether a failure was another session's concurrent schema change.
+#[derive(Debug, Default)]
+pub struct FailureKind {
+    raced: bool,
+}
+
+impl std::ops::Deref for Failure {
+    type Target = FailureKind;
+    fn deref(&self) -> &FailureKind {
+        &self.1
+    }
+}
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -18,22 +32,64 @@ impl std::fmt::Display for Failure {
     }
 }
 
+impl Failure {
+    /// A value that did not read back (a word no sosqd writes).
+    pub fn from_text(text: String) -> Failure {
+        Failure(text, FailureKind::default())
+    }
+
+    /// A query or connection attempt that got no answer in time.
+    pub fn timed_out(doing: &str) -> Failure {
+        Failure::from_text(format!(
+            "PostgreSQL did not answer in time while {doing} (unreachable or overloaded)"
+        ))
+    }
+}
+
 impl From<tokio_postgres::Error> for Failure {
     fn from(error: tokio_postgres::Error) -> Failure {
         // The server's own message (with its detail) says more than the wrapper's Display.
+        use tokio_postgres::error::SqlState;
+        let raced = matches!(
+            error.code(),
+            Some(
+                &SqlState::UNIQUE_VIOLATION
+                    | &SqlState::DUPLICATE_TABLE
+                    | &SqlState::DUPLICATE_OBJECT
+            )
+        );
+        let kind = FailureKind { raced };
         match error.as_db_error() {
-            Some(db) => Failure(format!("{}: {}", db.severity(), db.message())),
-            None => Failure(error.to_string()),
+            Some(db) => Failure(format!("{}: {}", db.severity(), db.message()), kind),
+            None => Failure(error.to_string(), kind),
         }
     }
 }
 
 /// The schema version this build writes (`sosq_meta`); a newer database is refused.
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 2;
 
 /// Makes the tables if missing (in `schema`, made if missing, when given) and checks the
 /// version. Errors: the database refuses, or it was written by a newer sosqd.
 pub async fn migrate(
+    client: &mut tokio_postgres::Client,
+    schema: Option<&str>,
+) -> Result<(), Failure> {
+    // Nodes starting together race on `CREATE ... IF NOT EXISTS` (PostgreSQL checks the
+    // catalog before inserting into it); the loser finds everything made on a second go.
+    let mut tries = 0;
+    loop {
+        match migrate_once(client, schema).await {
+            Err(error) if error.raced && tries < 5 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50 * tries)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn migrate_once(
     client: &mut tokio_postgres::Client,
     schema: Option<&str>,
 ) -> Result<(), Failure> {
@@ -42,7 +98,9 @@ pub async fn migrate(
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_')
         {
-            return Err(Failure(format!("{schema:?} is not a plain schema name")));
+            return Err(Failure::from_text(format!(
+                "{schema:?} is not a plain schema name"
+            )));
         }
         client
             .batch_execute(&format!(
@@ -101,6 +159,12 @@ pub async fn migrate(
         .query_opt("SELECT version FROM sosq_meta", &[])
         .await?
         .map(|row| row.get(0));
+    if version.is_some_and(|version| version > SCHEMA_VERSION) {
+        return Err(newer(version.unwrap_or_default()));
+    }
+    // Version 2: what a cluster shares besides the cases (see `cluster`). Plain DDL that
+    // CockroachDB runs too; `IF NOT EXISTS` makes a half-done step safe to run again.
+    client.batch_execute(CLUSTER_TABLES).await?;
     match version {
         None => {
             client
@@ -111,56 +175,107 @@ pub async fn migrate(
                 .await?;
             Ok(())
         }
-        Some(version) if version > SCHEMA_VERSION => Err(Failure(format!(
-            "the database holds case store schema {version}, newer than this sosqd's \
-             {SCHEMA_VERSION}: run a sosqd at least as new as the one that wrote it"
-        ))),
+        Some(version) if version < SCHEMA_VERSION => {
+            client
+                .execute("UPDATE sosq_meta SET version = $1", &[&SCHEMA_VERSION])
+                .await?;
+            Ok(())
+        }
         Some(_) => Ok(()),
     }
 }
 
+fn newer(version: i32) -> Failure {
+    Failure::from_text(format!(
+        "the database holds case store schema {version}, newer than this sosqd's \
+         {SCHEMA_VERSION}: run a sosqd at least as new as the one that wrote it"
+    ))
+}
+
+/// The cluster's columns and tables (schema version 2). A case row says which node serves
+/// it (`home_node`) under which fencing `epoch`, whether it waits in a queue (`queued`:
+/// 'online' or 'away', NULL when not) and who claimed it from the shared queue until when.
+/// Nodes renew `sosq_nodes.lease_until` (milliseconds on the database's clock); codes are
+/// reserved in `sosq_codes` before a node hands them out; redirects carry one-time
+/// `sosq_tickets`.
+const CLUSTER_TABLES: &str = "
+    ALTER TABLE cases ADD COLUMN IF NOT EXISTS home_node TEXT;
+    ALTER TABLE cases ADD COLUMN IF NOT EXISTS epoch BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE cases ADD COLUMN IF NOT EXISTS queued TEXT;
+    ALTER TABLE cases ADD COLUMN IF NOT EXISTS claimed_by TEXT;
+    ALTER TABLE cases ADD COLUMN IF NOT EXISTS claim_until BIGINT;
+    CREATE INDEX IF NOT EXISTS cases_by_home ON cases (home_node) WHERE home_node IS NOT NULL;
+    CREATE INDEX IF NOT EXISTS cases_in_queue ON cases (team, assigned_to) WHERE queued IS NOT NULL;
+    CREATE TABLE IF NOT EXISTS sosq_nodes (
+        node_id TEXT PRIMARY KEY,
+        address TEXT NOT NULL,
+        lease_until BIGINT NOT NULL,
+        started_at BIGINT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS sosq_codes (
+        code BIGINT PRIMARY KEY,
+        node_id TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS sosq_tickets (
+        ticket TEXT PRIMARY KEY,
+        code BIGINT NOT NULL,
+        node_id TEXT NOT NULL,
+        staff TEXT,
+        expires_at BIGINT NOT NULL
+    );";
+
+pub use crate::store::columns::timestamp;
 use crate::store::columns::{
     actor_columns, actor_from_columns, code_from_column, origin_columns, origin_from_columns,
-    timestamp,
 };
 pub use crate::store::columns::{code_column, millis, CASE_COLUMNS};
 
 /// Reads a code column, refusing numbers that are not session codes.
 pub fn code_from(row: &Row, column: usize) -> Result<SessionCode, Failure> {
-    code_from_column(row.try_get(column)?).map_err(Failure)
+    code_from_column(row.try_get(column)?).map_err(Failure::from_text)
 }
 
 fn parsed<T: std::str::FromStr<Err = String>>(row: &Row, column: usize) -> Result<T, Failure> {
     let text: String = row.try_get(column)?;
-    text.parse().map_err(Failure)
+    text.parse().map_err(Failure::from_text)
 }
 
 /// A case row (history not filled in).
 pub fn case_from_row(row: &Row) -> Result<CaseRecord, Failure> {
-    let origin: String = row.try_get(1)?;
-    let origin = origin_from_columns(&origin, row.try_get(2)?).map_err(Failure)?;
+    case_from_row_at(row, 0)
+}
+
+/// A case row whose [`CASE_COLUMNS`] start at column `at` (history not filled in).
+pub fn case_from_row_at(row: &Row, at: usize) -> Result<CaseRecord, Failure> {
+    let origin: String = row.try_get(at + 1)?;
+    let origin = origin_from_columns(&origin, row.try_get(at + 2)?).map_err(Failure::from_text)?;
     let time = |column| -> Result<Option<Timestamp>, Failure> {
-        Ok(row.try_get::<_, Option<i64>>(column)?.map(timestamp))
+        Ok(row.try_get::<_, Option<i64>>(at + column)?.map(timestamp))
     };
     Ok(CaseRecord {
-        code: code_from(row, 0)?,
+        code: code_from(row, at)?,
         origin,
-        customer: row.try_get(3)?,
-        description: row.try_get(4)?,
-        state: parsed::<CaseState>(row, 5)?,
-        created_at: timestamp(row.try_get(6)?),
-        updated_at: timestamp(row.try_get(7)?),
-        expires_at: timestamp(row.try_get(8)?),
+        customer: row.try_get(at + 3)?,
+        description: row.try_get(at + 4)?,
+        state: parsed::<CaseState>(row, at + 5)?,
+        created_at: timestamp(row.try_get(at + 6)?),
+        updated_at: timestamp(row.try_get(at + 7)?),
+        expires_at: timestamp(row.try_get(at + 8)?),
         waiting_since: time(9)?,
-        resume_secret_hash: row.try_get(10)?,
-        group: row.try_get(11)?,
-        assigned_to: row.try_get(12)?,
-        priority: parsed::<Priority>(row, 13)?,
+        resume_secret_hash: row.try_get(at + 10)?,
+        group: row.try_get(at + 11)?,
+        assigned_to: row.try_get(at + 12)?,
+        priority: parsed::<Priority>(row, at + 13)?,
         response_due: time(14)?,
         first_response_at: time(15)?,
         history: Vec::new(),
     })
 }
+
+/// [`CASE_COLUMNS`] of the table aliased `c`.
+pub const CASE_COLUMNS_PREFIXED: &str = "c.code, c.origin, c.created_by, c.customer, \
+     c.description, c.state, c.created_at, c.updated_at, c.expires_at, c.waiting_since, \
+     c.resume_secret_hash, c.team, c.assigned_to, c.priority, c.response_due, c.first_response_at";
 
 /// The history of one case, oldest first.
 pub async fn history_of(
@@ -177,7 +292,8 @@ pub async fn history_of(
     found
         .iter()
         .map(|row| {
-            let actor = actor_from_columns(row.try_get(4)?, row.try_get(5)?).map_err(Failure)?;
+            let actor =
+                actor_from_columns(row.try_get(4)?, row.try_get(5)?).map_err(Failure::from_text)?;
             Ok(HistoryEntry {
                 at: timestamp(row.try_get(0)?),
                 state: parsed::<CaseState>(row, 1)?,
@@ -234,11 +350,15 @@ pub async fn selected(
 }
 
 /// Applies one submission's changes in order.
-pub async fn apply(client: &impl GenericClient, ops: &[Persist]) -> Result<CommitReport, Failure> {
+pub async fn apply(
+    client: &impl GenericClient,
+    ledger: Option<&Ledger>,
+    ops: &[Persist],
+) -> Result<CommitReport, Failure> {
     let mut report = CommitReport::default();
     for op in ops {
         match op {
-            Persist::Save(record) => save(client, record).await?,
+            Persist::Save(record) => save(client, ledger, record).await?,
             Persist::Delete(codes) => {
                 for &code in codes {
                     if delete(client, code).await? {
@@ -276,8 +396,14 @@ pub async fn apply(client: &impl GenericClient, ops: &[Persist]) -> Result<Commi
 }
 
 /// Upserts the case row and writes the history entries not stored yet (rewriting the
-/// folding last entry of a full history), as the SQLite store does.
-async fn save(client: &impl GenericClient, record: &CaseRecord) -> Result<(), Failure> {
+/// folding last entry of a full history), as the SQLite store does. A cluster node
+/// (`ledger`) writes only rows it holds at its epoch, and creates new ones at epoch 1; a
+/// row it no longer holds fails the save (see `ledger`).
+async fn save(
+    client: &impl GenericClient,
+    ledger: Option<&Ledger>,
+    record: &CaseRecord,
+) -> Result<(), Failure> {
     let code = code_column(record.code);
     let stored = client
         .query_opt("SELECT history_len FROM cases WHERE code = $1", &[&code])
@@ -286,44 +412,62 @@ async fn save(client: &impl GenericClient, record: &CaseRecord) -> Result<(), Fa
         .map_or(0, |n| usize::try_from(n).unwrap_or(0));
     let (origin, created_by) = origin_columns(&record.origin);
     let history_len = stored.max(record.history.len()) as i64;
-    client
-        .execute(
-            "INSERT INTO cases (code, origin, created_by, customer, description, state,
-                 created_at, updated_at, expires_at, waiting_since, resume_secret_hash,
-                 history_len, team, assigned_to, priority, response_due, first_response_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-             ON CONFLICT (code) DO UPDATE SET
-                 origin = excluded.origin, created_by = excluded.created_by,
-                 customer = excluded.customer, description = excluded.description,
-                 state = excluded.state, created_at = excluded.created_at,
-                 updated_at = excluded.updated_at, expires_at = excluded.expires_at,
-                 waiting_since = excluded.waiting_since,
-                 resume_secret_hash = excluded.resume_secret_hash,
-                 history_len = excluded.history_len, team = excluded.team,
-                 assigned_to = excluded.assigned_to, priority = excluded.priority,
-                 response_due = excluded.response_due,
-                 first_response_at = excluded.first_response_at",
-            &[
-                &code,
-                &origin,
-                &created_by,
-                &record.customer,
-                &record.description,
-                &record.state.as_str(),
-                &millis(record.created_at),
-                &millis(record.updated_at),
-                &millis(record.expires_at),
-                &record.waiting_since.map(millis),
-                &record.resume_secret_hash,
-                &history_len,
-                &record.group,
-                &record.assigned_to,
-                &record.priority.as_str(),
-                &record.response_due.map(millis),
-                &record.first_response_at.map(millis),
-            ],
-        )
-        .await?;
+    let (state, priority) = (record.state.as_str(), record.priority.as_str());
+    let (created_at, updated_at, expires_at) = (
+        millis(record.created_at),
+        millis(record.updated_at),
+        millis(record.expires_at),
+    );
+    let waiting_since = record.waiting_since.map(millis);
+    let response_due = record.response_due.map(millis);
+    let first_response_at = record.first_response_at.map(millis);
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+        &code,
+        &origin,
+        &created_by,
+        &record.customer,
+        &record.description,
+        &state,
+        &created_at,
+        &updated_at,
+        &expires_at,
+        &waiting_since,
+        &record.resume_secret_hash,
+        &history_len,
+        &record.group,
+        &record.assigned_to,
+        &priority,
+        &response_due,
+        &first_response_at,
+    ];
+    let written = match ledger {
+        None => client.execute(UPSERT_CASE, &params).await?,
+        Some(ledger) => {
+            let (epoch, queued) = ledger.holding(record.code);
+            let queued = queued.column();
+            let node = ledger.node();
+            params.extend([
+                &node as &(dyn tokio_postgres::types::ToSql + Sync),
+                &queued,
+                &epoch,
+            ]);
+            if epoch == 0 {
+                let written = client.execute(INSERT_NODE_CASE, &params[..19]).await?;
+                if written > 0 {
+                    ledger.hold(record.code, 1);
+                }
+                written
+            } else {
+                client.execute(UPDATE_NODE_CASE, &params).await?
+            }
+        }
+    };
+    if written == 0 {
+        return Err(Failure::from_text(format!(
+            "case {} is served by another node now; this node's change was not written",
+            record.code
+        )));
+    }
     // A full history's last entry folds every later event into itself (see
     // `CaseRecord::note`), so it is written again whenever it changed.
     let first_new = if record.history.len() >= crate::broker::MAX_HISTORY_ENTRIES {
@@ -358,10 +502,52 @@ async fn save(client: &impl GenericClient, record: &CaseRecord) -> Result<(), Fa
     Ok(())
 }
 
+/// A single node's save: insert, or replace every column.
+const UPSERT_CASE: &str = "INSERT INTO cases (code, origin, created_by, customer, description,
+        state, created_at, updated_at, expires_at, waiting_since, resume_secret_hash,
+        history_len, team, assigned_to, priority, response_due, first_response_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+     ON CONFLICT (code) DO UPDATE SET
+         origin = excluded.origin, created_by = excluded.created_by,
+         customer = excluded.customer, description = excluded.description,
+         state = excluded.state, created_at = excluded.created_at,
+         updated_at = excluded.updated_at, expires_at = excluded.expires_at,
+         waiting_since = excluded.waiting_since,
+         resume_secret_hash = excluded.resume_secret_hash,
+         history_len = excluded.history_len, team = excluded.team,
+         assigned_to = excluded.assigned_to, priority = excluded.priority,
+         response_due = excluded.response_due,
+         first_response_at = excluded.first_response_at";
+
+/// A cluster node's first save of a case it created: epoch 1, homed here. A code already
+/// in a row writes nothing (codes are reserved first, so this means a bug, not a race).
+const INSERT_NODE_CASE: &str = "INSERT INTO cases (code, origin, created_by, customer,
+        description, state, created_at, updated_at, expires_at, waiting_since,
+        resume_secret_hash, history_len, team, assigned_to, priority, response_due,
+        first_response_at, home_node, queued, epoch)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+        $18, $19, 1)
+     ON CONFLICT (code) DO NOTHING";
+
+/// A cluster node's later saves: only while the row is still homed here at its epoch.
+const UPDATE_NODE_CASE: &str = "UPDATE cases SET origin = $2, created_by = $3, customer = $4,
+        description = $5, state = $6, created_at = $7, updated_at = $8, expires_at = $9,
+        waiting_since = $10, resume_secret_hash = $11, history_len = $12, team = $13,
+        assigned_to = $14, priority = $15, response_due = $16, first_response_at = $17,
+        queued = $19
+     WHERE code = $1 AND home_node = $18 AND epoch = $20";
+
 /// Deletes a case (its history goes with it); whether there was one.
 async fn delete(client: &impl GenericClient, code: SessionCode) -> Result<bool, Failure> {
     let removed = client
         .execute("DELETE FROM cases WHERE code = $1", &[&code_column(code)])
+        .await?;
+    // The code may be handed out again, on any node.
+    client
+        .execute(
+            "DELETE FROM sosq_codes WHERE code = $1",
+            &[&code_column(code)],
+        )
         .await?;
     Ok(removed > 0)
 }
