@@ -28,6 +28,9 @@ mod queue;
 
 pub use queue::QueueView;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 use std::time::Duration;
 
