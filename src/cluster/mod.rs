@@ -26,7 +26,7 @@
 
 mod queue;
 
-pub use queue::QueueView;
+pub use queue::{ClusterSummary, QueueView};
 
 #[cfg(test)]
 mod tests;

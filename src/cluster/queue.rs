@@ -151,6 +151,52 @@ impl Cluster {
     }
 }
 
+/// The shared state in numbers, for `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterSummary {
+    /// Nodes whose lease holds.
+    pub live_nodes: u64,
+    /// Waiting cases per team queue: team, online (a pull may take them), count.
+    pub waiting: Vec<(String, bool, u64)>,
+}
+
+impl Cluster {
+    /// Live nodes and the shared queue's length per team: two counting queries.
+    pub async fn summary(&self) -> Result<ClusterSummary, ClusterError> {
+        self.with(async |client| {
+            let live: i64 = client
+                .query_one(
+                    &format!("SELECT count(*) FROM sosq_nodes WHERE lease_until > {NOW_MS}"),
+                    &[],
+                )
+                .await?
+                .try_get(0)?;
+            let found = client
+                .query(
+                    &format!(
+                        "SELECT c.team, c.queued = 'online' AND EXISTS (SELECT 1 FROM sosq_nodes n
+                             WHERE n.node_id = c.home_node AND n.lease_until > {NOW_MS}) AS online,
+                             count(*)
+                         FROM cases c WHERE c.queued IS NOT NULL AND c.state = 'pending'
+                         GROUP BY 1, 2 ORDER BY 1, 2"
+                    ),
+                    &[],
+                )
+                .await?;
+            let mut waiting = Vec::with_capacity(found.len());
+            for row in &found {
+                let count: i64 = row.try_get(2)?;
+                waiting.push((row.try_get(0)?, row.try_get(1)?, count.max(0) as u64));
+            }
+            Ok(ClusterSummary {
+                live_nodes: live.max(0) as u64,
+                waiting,
+            })
+        })
+        .await
+    }
+}
+
 /// `priority`'s rank in [`RANK`].
 fn priority_rank(priority: Priority) -> i32 {
     match priority {

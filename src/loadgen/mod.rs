@@ -21,7 +21,9 @@ mod pairing;
 pub mod process;
 mod seed;
 
-pub use pairing::{pairing, percentiles, PairingPlan, PairingReport, PAIRING_STAGES};
+pub use pairing::{
+    pairing, pairing_spread, percentiles, PairingPlan, PairingReport, PAIRING_STAGES,
+};
 pub use process::{cpu_seconds, rss_bytes, sosqd_command, DaemonProcess};
 pub use seed::{seed_closed_cases, seed_finished_cases, SEED_BATCH};
 

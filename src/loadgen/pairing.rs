@@ -101,15 +101,29 @@ type Marks = HashMap<SessionCode, PairingMarks>;
 /// measured span, then closes its case and leaves. Pulls take the queue's front, so pull
 /// and customer are matched by session code afterwards.
 pub async fn pairing(fleet: Arc<Fleet>, expert_token: &str, plan: PairingPlan) -> PairingReport {
+    pairing_spread(vec![fleet], expert_token, plan).await
+}
+
+/// [`pairing`] with the parties spread round-robin over `fleets` (the nodes of a cluster,
+/// one fleet each): customers and experts alike, so most pulls claim a case homed on
+/// another node and follow its redirect.
+pub async fn pairing_spread(
+    fleets: Vec<Arc<Fleet>>,
+    expert_token: &str,
+    plan: PairingPlan,
+) -> PairingReport {
     let mut report = PairingReport::default();
+    let fleets = Arc::new(fleets);
+    let next_fleet = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let experts_on_shift = match plan.experts {
         0 => plan.pairings,
         n => n.min(plan.pairings),
     };
     let connect = |count: usize, token: Option<String>| {
-        let fleet = fleet.clone();
+        let (fleets, next_fleet) = (fleets.clone(), next_fleet.clone());
         run_many(count, 64, move || {
-            let fleet = fleet.clone();
+            let n = next_fleet.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let fleet = fleets[n % fleets.len()].clone();
             let token = token.clone();
             async move { fleet.party(token.as_deref()).await }
         })

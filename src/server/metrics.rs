@@ -87,7 +87,8 @@ pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
             }
             let head = String::from_utf8_lossy(&request[..filled]);
             let response = if head.starts_with("GET /metrics ") || head.starts_with("GET / ") {
-                let body = render(&shared);
+                let mut body = render(&shared);
+                body.push_str(&render_cluster(&shared).await);
                 format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
@@ -114,6 +115,66 @@ fn health(shared: &Shared) -> (&'static str, &'static str) {
     } else {
         ("200 OK", "ok\n")
     }
+}
+
+/// A cluster node's own figures and the shared queue's (empty on one node). The shared
+/// figures are the same on every node: sum them per node, not across nodes.
+async fn render_cluster(shared: &Shared) -> String {
+    let Some(cluster) = &shared.cluster else {
+        return String::new();
+    };
+    let mut out = String::new();
+    let mut lines = Vec::new();
+    let name = family(
+        &mut out,
+        "sosqd_cluster_lease_valid",
+        "gauge",
+        "1 while this node's lease holds (it serves its cases), else 0.",
+    );
+    let node = escape(cluster.node());
+    lines.push(format!(
+        "{name}{{node=\"{node}\"}} {}",
+        u8::from(shared.lease_holds())
+    ));
+    flush(&mut out, &mut lines);
+    let name = family(
+        &mut out,
+        "sosqd_cluster_cases_homed",
+        "gauge",
+        "Open cases this node serves (their customers' connections, their relays).",
+    );
+    lines.push(format!(
+        "{name}{{node=\"{node}\"}} {}",
+        shared.broker().open_cases()
+    ));
+    flush(&mut out, &mut lines);
+    match cluster.summary().await {
+        Ok(summary) => {
+            let name = family(
+                &mut out,
+                "sosq_cluster_nodes_live",
+                "gauge",
+                "Nodes of the cluster whose lease holds.",
+            );
+            lines.push(format!("{name} {}", summary.live_nodes));
+            flush(&mut out, &mut lines);
+            let name = family(
+                &mut out,
+                "sosq_cluster_queue_length",
+                "gauge",
+                "Cases waiting in the shared queue, per team, online or not (the same on every node).",
+            );
+            for (team, online, count) in summary.waiting {
+                lines.push(format!(
+                    "{name}{{team=\"{}\",online=\"{online}\"}} {count}",
+                    escape(&team)
+                ));
+            }
+            flush(&mut out, &mut lines);
+        }
+        Err(error) => tracing::warn!(%error, "no cluster figures for /metrics"),
+    }
+    out
 }
 
 /// The metrics in Prometheus text format.
