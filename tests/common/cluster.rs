@@ -15,13 +15,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sosq::ConnectOptions;
 
 use super::postgres::{server_addr, via};
 use super::proxy::Proxy;
-use super::{run_with_patience, sosq_bin, sosqd_bin, Daemon, Session};
+use super::{run_with_patience, sosq_bin, sosqd_bin, Daemon, Session, PATIENCE};
 
 /// The `RUST_LOG` filter nodes run with (`SOSQ_TEST_NODE_LOG` overrides it, for a
 /// debugging run).
@@ -156,8 +157,30 @@ impl Cluster {
 
     /// Adds a staff user to the whole cluster; its token. Groups go the same way
     /// ([`Cluster::add_group`]).
+    /// Returns once every running node accepts the token: nodes may learn of a user a
+    /// moment after the command wrote it (a users file's change, a store's reload).
     pub fn add_user(&self, name: &str, role: &str) -> String {
-        self.shared_admin(&["user", "add", name, "--role", role])
+        let token = self.shared_admin(&["user", "add", name, "--role", role]);
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.daemon.is_none() {
+                continue;
+            }
+            let deadline = Instant::now() + PATIENCE;
+            loop {
+                let out = self.run(&[i], Some(&token), &["--json", "queue"]);
+                if out.status.success() {
+                    break;
+                }
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                assert!(
+                    stderr.contains("unauthenticated") && Instant::now() < deadline,
+                    "{} does not accept {role} {name}: {stderr}",
+                    node.name
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        token
     }
 
     /// Defines a team for the whole cluster.
