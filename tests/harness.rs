@@ -323,8 +323,10 @@ fn leftovers_of_dead_runs_are_swept_and_young_databases_of_others_kept() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let old = format!("{}{}_1_deadbeef", postgres::PREFIX, now - 2 * 60 * 60);
-    let young = format!("{}{}_1_feedface", postgres::PREFIX, now - 60);
+    // This process's id in the names: a concurrent run of this test makes its own.
+    let pid = std::process::id();
+    let old = format!("{}{}_{pid}_deadbeef", postgres::PREFIX, now - 2 * 60 * 60);
+    let young = format!("{}{}_{pid}_feedface", postgres::PREFIX, now - 60);
     let (make_old, make_young) = (old.clone(), young.clone());
     admin(&url, move |runtime, client| {
         for name in [make_old, make_young] {
