@@ -382,18 +382,39 @@ async fn postgres_store_meets_the_contract() {
         );
         return;
     };
-    // The probe, like the store, connects from a thread of its own. A server that was
-    // named but cannot be used fails the test: it was asked to run.
-    let probe = url.clone();
-    let reachable = std::thread::spawn(move || super::PgStore::open(&probe, None).map(drop))
-        .join()
-        .expect("probe thread");
-    if let Err(e) = reachable {
+    // A server that was named but cannot be reached fails the test: it was asked to run.
+    // The probe only connects: opening a store here would make (or refuse, if another
+    // version made them) tables in the shared database's own schema.
+    if let Err(e) = probe_postgres(&url) {
         panic!("{DATABASE_URL_VAR}={url} cannot be used for the contract run: {e}");
     }
     drop_contract_schemas(None);
     contract_suite(make_postgres).await;
     drop_contract_schemas(Some(std::mem::take(&mut *PG_SCHEMAS.lock().unwrap())));
+}
+
+/// Connects to `url` and runs `SELECT 1`, from a thread of its own like the store.
+fn probe_postgres(url: &str) -> Result<(), String> {
+    let url = url.to_string();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(connection);
+            client
+                .simple_query("SELECT 1")
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+    })
+    .join()
+    .map_err(|_| "the probe thread panicked".to_string())?
 }
 
 /// Drops the given schemas, or (with `None`) every schema an earlier contract run left
