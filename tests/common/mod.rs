@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
+pub mod postgres;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader, Read, Write};
