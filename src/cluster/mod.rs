@@ -432,6 +432,25 @@ impl Cluster {
         .await
     }
 
+    /// Whether the customer of `code` is connected to its (live) home node, as the rows
+    /// say: waiting online in a queue, or in a session.
+    pub async fn customer_online(&self, code: SessionCode) -> Result<bool, ClusterError> {
+        self.with(async |client| {
+            let sql = format!(
+                "SELECT (c.queued = 'online' OR c.state = 'in_progress') AND EXISTS (
+                     SELECT 1 FROM sosq_nodes n
+                     WHERE n.node_id = c.home_node AND n.lease_until > {NOW_MS})
+                 FROM cases c WHERE c.code = $1"
+            );
+            let found = client.query_opt(&sql, &[&rows::code_column(code)]).await?;
+            Ok(match found {
+                Some(row) => row.try_get::<_, Option<bool>>(0)?.unwrap_or(false),
+                None => false,
+            })
+        })
+        .await
+    }
+
     /// Takes an open case over for this node if its home node's lease lapsed (or it is
     /// already homed here, e.g. by an earlier process with this name): bumps its epoch,
     /// so its old home can no longer write it, and returns it with its history. `None`

@@ -303,6 +303,19 @@ pub(super) async fn before(
             shared.bring_here(caller, code, request).await?;
             Ok(None)
         }
+        Request::Status { code: typed, .. } => {
+            let Ok(code) = typed.parse::<SessionCode>() else {
+                return Ok(None);
+            };
+            if shared.broker().case(code).is_some() {
+                return Ok(None);
+            }
+            let Some(record) = shared.store.get(code)? else {
+                return Ok(None);
+            };
+            let online = record.state.is_open() && cluster.customer_online(code).await?;
+            Ok(Some(Reply::Case(record.info(online, None))))
+        }
         Request::Redeem { ticket, request } => {
             let staff = (caller.role != Role::Customer).then_some(caller.name.as_str());
             let code = cluster.redeem_ticket(ticket, staff).await?;
