@@ -213,7 +213,7 @@ fn database(shown: &str, cause: impl std::fmt::Display) -> StoreError {
 }
 
 /// `url` without a password, for messages and logs.
-fn shown(url: &str) -> String {
+pub(crate) fn shown(url: &str) -> String {
     match url.parse::<tokio_postgres::Config>() {
         Ok(config) => {
             let user = config.get_user().unwrap_or("?");
