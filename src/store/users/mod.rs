@@ -273,6 +273,7 @@ impl UserDirectory {
             return Ok(UserDirectory::open(&config.data_dir));
         }
         let directory = UserDirectory::open_postgres(config.store.trim(), None)?;
+        tracing::info!(store = %directory.location(), "users and groups are read from the cluster's store");
         let left = config.data_dir.join(USERS_FILE);
         if left.exists() {
             // A node turned into a cluster node would otherwise lose its staff silently.

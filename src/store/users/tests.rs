@@ -532,7 +532,6 @@ fn a_directory_written_by_a_newer_sosqd_is_refused() {
 /// An unreachable database is an error at once that names it, never its password.
 #[test]
 fn an_unreachable_database_is_named_without_its_password() {
-    let started = Instant::now();
     let Err(refused) =
         UserDirectory::open_postgres("postgres://sosq:hunter2@127.0.0.1:1/staff", None)
     else {
@@ -541,5 +540,4 @@ fn an_unreachable_database_is_named_without_its_password() {
     let said = refused.to_string();
     assert!(said.contains("postgres://sosq@127.0.0.1/staff"), "{said}");
     assert!(!said.contains("hunter2"), "{said}");
-    assert!(started.elapsed() < Duration::from_secs(10));
 }
