@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use sosqd::config::{parse_duration, Config, Overrides};
 use sosqd::server::Server;
-use sosqd::store::users::{StaffRole, UserDirectory, USERS_FILE};
+use sosqd::store::users::{StaffRole, UserDirectory};
 use sosqd::transport::Identity;
 
 /// mimalloc instead of glibc's malloc: the broker allocates and frees small buffers per
@@ -62,7 +62,7 @@ enum Command {
         #[arg(long)]
         welcome: Option<String>,
         #[command(flatten)]
-        data: DataDirArgs,
+        data: StoreArgs,
     },
     /// Manage support teams (groups), each with its own queue.
     #[command(subcommand)]
@@ -124,6 +124,18 @@ struct DataDirArgs {
     config: Option<PathBuf>,
 }
 
+/// Where users and groups are: the data dir's users file, or a cluster's PostgreSQL store.
+#[derive(Args, Clone, Default)]
+struct StoreArgs {
+    #[command(flatten)]
+    data: DataDirArgs,
+    /// The cluster's PostgreSQL store (postgres://user@host/db) to keep users and groups in;
+    /// works whether or not any node runs [default: the config file's `store`, else
+    /// users.json in the data dir].
+    #[arg(long, value_name = "URL", env = "SOSQ_STORE")]
+    store: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum GroupCommand {
     /// Define a team; cases can then land in its queue and experts be put on it.
@@ -131,10 +143,10 @@ enum GroupCommand {
         /// The team's name: letters, digits, '.', '_' or '-'.
         name: String,
         #[command(flatten)]
-        data: DataDirArgs,
+        data: StoreArgs,
     },
     /// List the teams.
-    List(DataDirArgs),
+    List(StoreArgs),
 }
 
 #[derive(Subcommand)]
@@ -150,7 +162,7 @@ enum UserCommand {
         #[arg(long = "group", value_name = "GROUP")]
         groups: Vec<String>,
         #[command(flatten)]
-        data: DataDirArgs,
+        data: StoreArgs,
     },
     /// Change the teams an expert works, keeping its token.
     Set {
@@ -161,16 +173,16 @@ enum UserCommand {
         #[arg(long = "group", value_name = "GROUP", required = true)]
         groups: Vec<String>,
         #[command(flatten)]
-        data: DataDirArgs,
+        data: StoreArgs,
     },
     /// List experts and admins (never their tokens).
-    List(DataDirArgs),
+    List(StoreArgs),
     /// Revoke a user's token; open connections of that user are closed within a second.
     Revoke {
         /// The user's name.
         name: String,
         #[command(flatten)]
-        data: DataDirArgs,
+        data: StoreArgs,
     },
 }
 
@@ -209,13 +221,12 @@ fn run() -> anyhow::Result<()> {
             groups,
             data,
         })) => {
-            let config = writing_config(&data)?;
-            let token =
-                UserDirectory::open(&config.data_dir).add_in_groups(&name, role, &groups)?;
+            let users = directory(&data, Writes::Yes)?;
+            let token = users.add_in_groups(&name, role, &groups)?;
             eprintln!(
                 "added {} {name} to {}; the token is shown only now, store it safely:",
                 role_name(role),
-                std::path::absolute(config.data_dir.join(USERS_FILE))?.display()
+                users.location()
             );
             println!("{token}");
             Ok(())
@@ -227,8 +238,8 @@ fn run() -> anyhow::Result<()> {
             welcome,
             data,
         }) => {
-            let config = data_config(&data)?;
-            let users = UserDirectory::open(&config.data_dir);
+            let config = store_config(&data)?;
+            let users = UserDirectory::from_config(&config)?;
             if let Some(group) = &group {
                 if !users.group_exists(group)? {
                     anyhow::bail!(
@@ -259,25 +270,23 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Group(GroupCommand::Add { name, data })) => {
-            let config = writing_config(&data)?;
-            UserDirectory::open(&config.data_dir).add_group(&name)?;
+            directory(&data, Writes::Yes)?.add_group(&name)?;
             eprintln!("added group {name}; put experts on it with `sosqd user add NAME --role expert --group {name}`");
             Ok(())
         }
         Some(Command::Group(GroupCommand::List(data))) => {
-            let config = data_config(&data)?;
-            for group in UserDirectory::open(&config.data_dir).groups()? {
+            for group in directory(&data, Writes::No)?.groups()? {
                 println!("{group}");
             }
             Ok(())
         }
         Some(Command::User(UserCommand::List(data))) => {
-            let config = data_config(&data)?;
-            let users = UserDirectory::open(&config.data_dir).list()?;
+            let directory = directory(&data, Writes::No)?;
+            let users = directory.list()?;
             if users.is_empty() {
                 eprintln!(
                     "no users yet in {}; add one with `sosqd user add NAME --role expert`",
-                    std::path::absolute(config.data_dir.join(USERS_FILE))?.display()
+                    directory.location()
                 );
             }
             for user in users {
@@ -321,8 +330,7 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::User(UserCommand::Set { name, groups, data })) => {
-            let config = writing_config(&data)?;
-            let user = UserDirectory::open(&config.data_dir).set_groups(&name, &groups)?;
+            let user = directory(&data, Writes::Yes)?.set_groups(&name, &groups)?;
             eprintln!(
                 "expert {name} now works {}; its token is unchanged (a connection open now keeps its old teams until it reconnects)",
                 user.teams().join(", ")
@@ -330,10 +338,9 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::User(UserCommand::Revoke { name, data })) => {
-            let config = writing_config(&data)?;
-            let user = UserDirectory::open(&config.data_dir).revoke(&name)?;
+            let user = directory(&data, Writes::Yes)?.revoke(&name)?;
             eprintln!(
-                "revoked {} {}; a running sosqd closes its connections within a second",
+                "revoked {} {}; running sosqd nodes close its connections within about a second",
                 role_name(user.role),
                 user.name
             );
@@ -366,6 +373,36 @@ fn writing_config(data: &DataDirArgs) -> anyhow::Result<Config> {
         eprintln!("{note}");
     }
     Ok(config)
+}
+
+/// Whether a command changes the user directory.
+#[derive(PartialEq)]
+enum Writes {
+    Yes,
+    No,
+}
+
+/// The user directory a `user` or `group` command works on: the cluster's PostgreSQL store
+/// if `--store`, `SOSQ_STORE` or the config file names one, else the data dir's users file
+/// (with root's warning first when a write is about to make the data dir).
+fn directory(at: &StoreArgs, writes: Writes) -> anyhow::Result<UserDirectory> {
+    let config = store_config(at)?;
+    if writes == Writes::Yes && !config.is_cluster() {
+        if let Some(note) = sosqd::fsutil::root_makes_new_dir(&config.data_dir) {
+            eprintln!("{note}");
+        }
+    }
+    Ok(UserDirectory::from_config(&config)?)
+}
+
+/// [`data_config`] with the store from `--store` or `SOSQ_STORE`, when given.
+fn store_config(at: &StoreArgs) -> anyhow::Result<Config> {
+    let overrides = Overrides {
+        data_dir: at.data.data_dir.clone(),
+        store: at.store.clone(),
+        ..Overrides::default()
+    };
+    Ok(Config::load(at.data.config.as_deref(), &overrides)?)
 }
 
 fn data_config(data: &DataDirArgs) -> anyhow::Result<Config> {

@@ -242,7 +242,7 @@ impl Shared {
         let relay_limits = crate::relay::RelayLimits::from_config(&config);
         let (drains, drained) = mpsc::unbounded_channel();
         Ok(Shared {
-            users: UserDirectory::open(&config.data_dir),
+            users: UserDirectory::from_config(&config)?,
             config: RwLock::new(Arc::new(config)),
             broker: Mutex::new(broker),
             store,

@@ -1,0 +1,301 @@
+//! The PostgreSQL user directory's tables, migrations and statements.
+//!
+//! The tables sit beside the case store's, in the same schema; their names start with
+//! `sosq_` (like the case store's `sosq_meta`), and their schema version is their own
+//! (`sosq_users_meta`), so the user directory and the case store migrate independently.
+//! Every write is one transaction; reads take the whole directory in one statement (one
+//! snapshot of both tables).
+
+use sosq::protocol::Timestamp;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, GenericClient, Row};
+
+use super::{Roster, StaffRole, User, UserError};
+
+/// Schema migrations, in order; the version is how many have run.
+const MIGRATIONS: &[&str] = &[
+    // 1: staff and teams. `seq` keeps the order things were added in (listings, and the
+    // order `sosqd group list` shows); `groups` is the expert's teams in its own order.
+    "CREATE TABLE sosq_groups (
+         name TEXT PRIMARY KEY,
+         seq BIGSERIAL NOT NULL
+     );
+     CREATE TABLE sosq_users (
+         name TEXT PRIMARY KEY,
+         role TEXT NOT NULL CHECK (role IN ('expert', 'admin')),
+         token_hash TEXT NOT NULL,
+         created_at BIGINT NOT NULL,
+         groups TEXT[] NOT NULL,
+         seq BIGSERIAL NOT NULL
+     );",
+];
+
+/// The schema version this build writes.
+pub(super) const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
+
+/// Why a statement failed, in the database's words when it has some.
+pub(super) fn failure(error: tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => error.to_string(),
+    }
+}
+
+/// Makes the tables if missing (in `schema`, made if missing, when given) and brings them to
+/// [`SCHEMA_VERSION`]; refuses tables a newer sosqd wrote. Safe to run from several
+/// processes at once: the version row is locked while migrating.
+pub(super) async fn migrate(client: &mut Client, schema: Option<&str>) -> Result<(), String> {
+    let mut bootstrap = String::new();
+    if let Some(schema) = schema {
+        if schema.is_empty()
+            || !schema
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(format!("{schema:?} is not a plain schema name"));
+        }
+        bootstrap = format!("CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path TO {schema};");
+    }
+    bootstrap.push_str(
+        "CREATE TABLE IF NOT EXISTS sosq_users_meta (
+             id INTEGER PRIMARY KEY,
+             version INTEGER NOT NULL
+         );
+         INSERT INTO sosq_users_meta (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;",
+    );
+    // Two processes creating the same schema or table at once can make one of them fail on
+    // the catalog's unique index although the object now exists: once more then succeeds.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match client.batch_execute(&bootstrap).await {
+            Ok(()) => break,
+            Err(e)
+                if attempts < 3
+                    && matches!(
+                        e.code(),
+                        Some(
+                            &SqlState::UNIQUE_VIOLATION
+                                | &SqlState::DUPLICATE_TABLE
+                                | &SqlState::DUPLICATE_SCHEMA
+                        )
+                    ) => {}
+            Err(e) => return Err(failure(e)),
+        }
+    }
+    let tx = client.transaction().await.map_err(failure)?;
+    let found: i32 = tx
+        .query_one(
+            "SELECT version FROM sosq_users_meta WHERE id = 1 FOR UPDATE",
+            &[],
+        )
+        .await
+        .map_err(failure)?
+        .get(0);
+    if found > SCHEMA_VERSION {
+        return Err(format!(
+            "the database holds user directory schema {found}, newer than this sosqd's \
+             {SCHEMA_VERSION}: run a sosqd at least as new as the one that wrote it"
+        ));
+    }
+    for (done, migration) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let next = done as i32 + 1;
+        tx.batch_execute(migration)
+            .await
+            .map_err(|e| format!("migration to user schema {next} failed: {}", failure(e)))?;
+        tx.execute(
+            "UPDATE sosq_users_meta SET version = $1 WHERE id = 1",
+            &[&next],
+        )
+        .await
+        .map_err(failure)?;
+        tracing::info!(version = next, "user directory schema migrated");
+    }
+    tx.commit().await.map_err(failure)
+}
+
+/// Every user and team, in the order they were added: one statement, so one consistent
+/// view of both tables.
+pub(super) async fn roster(client: &impl GenericClient) -> Result<Roster, String> {
+    let rows = client
+        .query(
+            "SELECT 'user' AS kind, name, role, token_hash, created_at, groups, seq
+                 FROM sosq_users
+             UNION ALL
+             SELECT 'group', name, NULL::text, NULL::text, NULL::bigint, NULL::text[], seq
+                 FROM sosq_groups
+             ORDER BY kind DESC, seq",
+            &[],
+        )
+        .await
+        .map_err(failure)?;
+    let mut roster = Roster::default();
+    for row in &rows {
+        let kind: &str = row.try_get(0).map_err(failure)?;
+        if kind == "group" {
+            roster.groups.push(row.try_get(1).map_err(failure)?);
+        } else {
+            roster.users.push(user_from(row, 1)?);
+        }
+    }
+    Ok(roster)
+}
+
+/// A user from its columns `name, role, token_hash, created_at, groups` from `first` on.
+fn user_from(row: &Row, first: usize) -> Result<User, String> {
+    let name: String = row.try_get(first).map_err(failure)?;
+    let role = match row.try_get::<_, &str>(first + 1).map_err(failure)? {
+        "expert" => StaffRole::Expert,
+        "admin" => StaffRole::Admin,
+        other => return Err(format!("user {name:?} has the unknown role {other:?}")),
+    };
+    let created_at: i64 = row.try_get(first + 3).map_err(failure)?;
+    Ok(User {
+        role,
+        token_hash: row.try_get(first + 2).map_err(failure)?,
+        created_at: Timestamp(u64::try_from(created_at).unwrap_or(0)),
+        groups: row.try_get(first + 4).map_err(failure)?,
+        name,
+    })
+}
+
+/// A write the directory makes, each in a transaction of its own.
+#[derive(Debug)]
+pub(super) enum Write {
+    /// Add a checked user (its name and role rules already hold).
+    AddUser(User),
+    /// Put an expert on these teams.
+    SetGroups(String, Vec<String>),
+    /// Define a team (not `general`).
+    AddGroup(String),
+    /// Remove a user.
+    Revoke(String),
+}
+
+/// Runs `write` in one transaction. The outer error is the database's (the caller names
+/// the store); the inner one the directory's rules (the user exists, no such group...).
+pub(super) async fn apply(
+    client: &mut Client,
+    write: Write,
+) -> Result<Result<Option<User>, UserError>, String> {
+    let tx = client.transaction().await.map_err(failure)?;
+    let outcome = match write {
+        Write::AddUser(user) => add_user(&tx, user).await?.map(|()| None),
+        Write::SetGroups(name, groups) => set_groups(&tx, name, groups).await?.map(Some),
+        Write::AddGroup(name) => {
+            let added = tx
+                .execute(
+                    "INSERT INTO sosq_groups (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+                    &[&name],
+                )
+                .await
+                .map_err(failure)?;
+            if added == 0 {
+                Err(UserError::GroupExists(name))
+            } else {
+                Ok(None)
+            }
+        }
+        Write::Revoke(name) => {
+            let removed = tx
+                .query_opt(
+                    "DELETE FROM sosq_users WHERE name = $1
+                     RETURNING name, role, token_hash, created_at, groups",
+                    &[&name],
+                )
+                .await
+                .map_err(failure)?;
+            match removed {
+                Some(row) => Ok(Some(user_from(&row, 0)?)),
+                None => Err(UserError::NotFound(name)),
+            }
+        }
+    };
+    // A refused write changes nothing: the transaction rolls back when dropped.
+    if outcome.is_ok() {
+        tx.commit().await.map_err(failure)?;
+    }
+    Ok(outcome)
+}
+
+/// The first of `groups` that is not defined, if any (teams are never removed, so the
+/// answer holds until the transaction commits).
+async fn check_groups(
+    tx: &impl GenericClient,
+    groups: &[String],
+) -> Result<Result<(), UserError>, String> {
+    let found: Vec<String> = tx
+        .query(
+            "SELECT name FROM sosq_groups WHERE name = ANY($1)",
+            &[&groups],
+        )
+        .await
+        .map_err(failure)?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()
+        .map_err(failure)?;
+    let known = Roster {
+        users: Vec::new(),
+        groups: found,
+    };
+    Ok(known.check_groups(groups))
+}
+
+async fn add_user(tx: &impl GenericClient, user: User) -> Result<Result<(), UserError>, String> {
+    if let Err(missing) = check_groups(tx, &user.groups).await? {
+        return Ok(Err(missing));
+    }
+    let created_at = i64::try_from(user.created_at.0).unwrap_or(i64::MAX);
+    let added = tx
+        .execute(
+            "INSERT INTO sosq_users (name, role, token_hash, created_at, groups)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING",
+            &[
+                &user.name,
+                &user.role.as_str(),
+                &user.token_hash,
+                &created_at,
+                &user.groups,
+            ],
+        )
+        .await
+        .map_err(failure)?;
+    Ok(if added == 0 {
+        Err(UserError::Exists(user.name))
+    } else {
+        Ok(())
+    })
+}
+
+async fn set_groups(
+    tx: &impl GenericClient,
+    name: String,
+    groups: Vec<String>,
+) -> Result<Result<User, UserError>, String> {
+    // The same order of checks as the file: groups, then the user, then its role.
+    if let Err(missing) = check_groups(tx, &groups).await? {
+        return Ok(Err(missing));
+    }
+    let changed = tx
+        .query_opt(
+            "UPDATE sosq_users SET groups = $2 WHERE name = $1 AND role = 'expert'
+             RETURNING name, role, token_hash, created_at, groups",
+            &[&name, &groups],
+        )
+        .await
+        .map_err(failure)?;
+    if let Some(row) = changed {
+        return Ok(Ok(user_from(&row, 0)?));
+    }
+    let exists = tx
+        .query_opt("SELECT 1 FROM sosq_users WHERE name = $1", &[&name])
+        .await
+        .map_err(failure)?
+        .is_some();
+    Ok(Err(if exists {
+        UserError::AdminGroups(name)
+    } else {
+        UserError::NotFound(name)
+    }))
+}
