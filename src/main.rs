@@ -505,7 +505,8 @@ async fn start_node(config: Config) -> anyhow::Result<Server> {
 }
 
 /// A node name when none is configured: the host name and the listening port, which
-/// tells nodes on one host apart and stays the same across restarts.
+/// tells nodes on one host apart and stays the same across restarts (port 0: a random
+/// name, new at every start).
 fn default_node_id(port: u16) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -517,6 +518,11 @@ fn default_node_id(port: u16) -> String {
         .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
         .take(50)
         .collect();
+    if port == 0 {
+        // An ephemeral port is only known after binding, and differs at every start: a
+        // random suffix keeps two such nodes on one host apart (tests, trials).
+        return format!("{host}:ephemeral-{:08x}", rand::random::<u32>());
+    }
     format!("{host}:{port}")
 }
 
