@@ -150,6 +150,13 @@ impl Server {
         let accept = async {
             while let Some(incoming) = self.endpoint.accept().await {
                 let remote = incoming.remote_address();
+                if !self.shared.lease_holds() {
+                    // A cluster node that lost its lease serves nobody: refused, a client
+                    // goes on to the next node it was given.
+                    tracing::debug!(%remote, "refused a connection: this node's lease lapsed");
+                    incoming.refuse();
+                    continue;
+                }
                 match admission.decide(remote.ip(), incoming.remote_address_validated()) {
                     Decision::Accept(guard) => {
                         tokio::spawn(connection::serve(self.shared.clone(), incoming, guard));
