@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod fake_node;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader, Read, Write};

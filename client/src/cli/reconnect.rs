@@ -81,8 +81,17 @@ pub async fn reconnect(
                     && refusal.kind != sosq::protocol::ErrorKind::Internal =>
             {
                 if let Some(code) = plan.attach.code() {
-                    refusal.message =
-                        format!("stopped reconnecting to case {code}: {}", refusal.message);
+                    // The code worked before, so "unknown" can only mean it ended since.
+                    let gone = match refusal.kind {
+                        sosq::protocol::ErrorKind::UnknownCode => {
+                            " is no longer open (closed, expired or deleted meanwhile)"
+                        }
+                        _ => "",
+                    };
+                    refusal.message = format!(
+                        "stopped reconnecting: case {code}{gone}: {}",
+                        refusal.message
+                    );
                 }
                 return Err(ClientError::Refused(refusal));
             }
