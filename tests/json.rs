@@ -443,3 +443,59 @@ fn the_schema_refuses_a_renamed_missing_or_unknown_field() {
     bad_actor["actor"] = json!("customer Alice");
     assert!(!schema.errors("history_entry", &bad_actor).is_empty());
 }
+
+#[test]
+fn a_redirect_and_too_many_of_them_print_schema_lines() {
+    use common::fake_node::{case, redirect, reply, Cert, FakeNode, Script};
+    use sosq::protocol::{CaseState, Reply, Request};
+    use std::sync::{Arc, Mutex};
+
+    let schema = Schema::load();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cert = Cert::self_signed();
+    // A node that answers a redeemed request, and one that keeps sending to itself.
+    let home: Script = Arc::new(|_: &Request| vec![reply(Reply::Case(case(CaseState::New)))]);
+    let home = runtime.block_on(FakeNode::start(&cert, home));
+    let looping = Arc::new(Mutex::new(String::new()));
+    let here = looping.clone();
+    let to = home.address();
+    let first: Script = Arc::new(move |request: &Request| match request {
+        Request::Close { .. } => vec![redirect("b", &to, "t", request.clone())],
+        _ => vec![redirect("a", &here.lock().unwrap(), "t", request.clone())],
+    });
+    let first = runtime.block_on(FakeNode::start(&cert, first));
+    *looping.lock().unwrap() = first.address();
+    let sosq = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(common::sosq_bin());
+        cmd.env("SOSQ_SERVER", first.address())
+            .env("SOSQ_FINGERPRINT", cert.fingerprint())
+            .env("SOSQ_TOKEN", "tok")
+            .env_remove("SOSQ_SECRET")
+            .arg("--json")
+            .args(args);
+        common::run_with_patience(cmd)
+    };
+
+    let (closed, lines) = schema.check_run("case", &sosq(&["close", "s123-456-789"]));
+    assert_eq!(closed[0]["code"], "s123-456-789");
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["event"], "redirected");
+    assert_eq!(lines[0]["node"], "b");
+    let out = sosq(&[
+        "escalate",
+        "s123-456-789",
+        "--priority",
+        "high",
+        "--reason",
+        "x",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines = schema.check_stderr(&stderr);
+    assert_eq!(
+        lines.len(),
+        4,
+        "three redirects followed, then the error: {stderr}"
+    );
+    assert_eq!(lines[3]["code"], "too_many_redirects", "{stderr}");
+    assert_eq!(out.status.code(), Some(1));
+}

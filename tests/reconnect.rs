@@ -48,6 +48,71 @@ fn sessions_come_back_by_themselves_after_the_daemon_is_killed_and_restarted() {
 }
 
 #[test]
+fn an_expert_by_code_comes_back_to_the_same_case_after_the_daemon_is_killed_and_restarted() {
+    let daemon = Daemon::start(&[]);
+    let token = daemon.add_user("ana", "expert");
+    let mut customer = daemon.session(None, &["request", "--name", "Alice"]);
+    let code = customer.expect_event("attached")["code"].clone();
+    // Another customer waits: coming back must not take the next case instead.
+    let mut waiting = daemon.session(None, &["request", "--name", "Waiting"]);
+    waiting.expect_event("attached");
+    let mut expert = daemon.session(Some(&token), &["connect", code.as_str().unwrap()]);
+    expert.expect_event("attached");
+    assert_eq!(expert.expect_event("paired")["code"], code);
+    customer.expect_event("paired");
+
+    let addr = daemon.addr.clone();
+    let dir = daemon.kill9();
+    let lost = expert.expect_event("reconnecting");
+    assert_eq!(lost["code"], code);
+    customer.expect_event("reconnecting");
+    let _daemon = Daemon::start_in(dir, &["--listen", &addr]);
+    assert_eq!(expert.expect_event("reconnected")["code"], code);
+    assert_eq!(expert.expect_event("paired")["code"], code);
+    customer.expect_event("paired");
+    expert.send(b"back\n");
+    assert_eq!(customer.receive(5), b"back\n");
+    customer.send(b"me too\n");
+    assert_eq!(expert.receive(7), b"me too\n");
+}
+
+#[test]
+fn an_expert_by_code_stops_reconnecting_once_the_case_is_gone_saying_so() {
+    // A case that expires while the daemon is down (an overdue case expires at start).
+    let ttl = ["--case-ttl", "5s"];
+    let daemon = Daemon::start(&ttl);
+    let token = daemon.add_user("ana", "expert");
+    let created = daemon.json(Some(&token), &["create", "--customer", "Bob"]);
+    let code = created["code"].as_str().unwrap().to_string();
+    let mut expert = daemon.session(Some(&token), &["connect", &code]);
+    expert.expect_event("attached");
+    let addr = daemon.addr.clone();
+    let dir = daemon.kill9();
+    expert.expect_event("reconnecting");
+    std::thread::sleep(std::time::Duration::from_millis(5_500));
+    let _daemon = Daemon::start_in(dir, &["--listen", &addr, ttl[0], ttl[1]]);
+    let (status, stderr) = expert.wait();
+    assert!(!status.success(), "{stderr}");
+    let last: serde_json::Value =
+        serde_json::from_str(stderr.lines().last().unwrap_or_default()).expect("a JSON line");
+    assert_eq!(last["event"], "error", "{stderr}");
+    // Refused on coming back, or ended by the daemon if it came back first: either way
+    // the reason names the case and the command ends instead of trying for ever.
+    let message = last["message"].as_str().unwrap();
+    match last["code"].as_str().unwrap() {
+        "unknown_code" => assert!(
+            message.contains(&format!(
+                "stopped reconnecting: case {code} is no longer open (closed, expired or deleted meanwhile)"
+            )),
+            "{message}"
+        ),
+        "case_expired" => {}
+        other => panic!("unexpected failure {other}: {stderr}"),
+    }
+    assert!(message.contains(&code), "{message}");
+}
+
+#[test]
 fn a_customer_or_expert_resuming_takes_over_from_a_half_alive_connection_at_once() {
     // A long idle timeout: only the takeover can free the seats within the test.
     let (_dir, config) = config_file("idle_timeout = \"1m\"\n");

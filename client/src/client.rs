@@ -3,7 +3,10 @@
 //!
 //! A background task reads the control stream and sorts what arrives into replies (answers
 //! to our requests, in order) and events (pushed by the server), so a caller can wait for an
-//! event while the connection keeps being read.
+//! event while the connection keeps being read. A cluster node's redirect to the case's home
+//! node is followed here, for every request (see [`redirect`]).
+
+mod redirect;
 
 use std::time::Duration;
 
@@ -15,6 +18,8 @@ use crate::protocol::{
     ClientMessage, ErrorReply, Event, Reply, Request, Role, ServerMessage, StreamKind,
     PROTOCOL_VERSION,
 };
+use redirect::Dial;
+pub use redirect::{Hop, RedirectNotice, MAX_REDIRECTS};
 
 /// How long a client waits for the daemon to answer a new connection before it says there
 /// is no answer (every address the name resolves to is tried within it).
@@ -93,6 +98,12 @@ pub enum ClientError {
     /// The server answered with something that does not fit the request.
     #[error("unexpected answer from server: {0}")]
     Unexpected(String),
+    /// Cluster nodes kept redirecting one request: more than [`MAX_REDIRECTS`] in a row.
+    #[error("sosqd redirected this request more than {MAX_REDIRECTS} times in a row ({path}): the nodes disagree about where the case lives; try again in a moment, and tell the operator if it persists")]
+    TooManyRedirects {
+        /// The nodes the redirects named, in order.
+        path: String,
+    },
     /// The user pressed Ctrl-C.
     #[error("interrupted: you left the session")]
     Interrupted,
@@ -140,6 +151,7 @@ impl ClientError {
             },
             ClientError::Refused(refusal) => refusal.kind.code(),
             ClientError::Unexpected(_) => "unexpected_reply",
+            ClientError::TooManyRedirects { .. } => "too_many_redirects",
             ClientError::Interrupted => "interrupted",
             ClientError::Local(_) => "local_failure",
             ClientError::Frame(FrameError::TooLong { .. }) => "too_large",
@@ -157,6 +169,8 @@ struct Greeting<'a> {
     owns_endpoint: bool,
     /// A request sent right behind the hello.
     first: Option<Request>,
+    /// How to open another connection like this one (to follow a redirect).
+    dial: Dial,
 }
 
 /// A connected, greeted sosq party.
@@ -172,6 +186,12 @@ pub struct Client {
     name: String,
     /// The daemon's liveness settings, from its welcome.
     liveness: Liveness,
+    /// How to open another connection with the same trust and credentials.
+    dial: Dial,
+    /// Who hears of each redirect followed.
+    notice: RedirectNotice,
+    /// Redirects followed so far (each one a new connection).
+    redirects: u32,
 }
 
 /// How the daemon keeps connections alive, as it said at hello.
@@ -193,10 +213,20 @@ impl Client {
 
     /// Connects like [`Client::connect`] and sends `first` right behind the hello, without
     /// waiting for the welcome: a customer on a slow network gets its case a round trip
-    /// sooner. Returns the client and the reply to `first` (a refusal is an error).
+    /// sooner. Returns the client and the reply to `first` (a refusal is an error); a
+    /// redirect is followed (see [`Client::follow`]) without telling anyone.
     pub async fn connect_with(
         options: &ConnectOptions,
         first: Option<Request>,
+    ) -> Result<(Client, Option<Reply>), ClientError> {
+        Client::connect_with_notice(options, first, RedirectNotice::default()).await
+    }
+
+    /// [`Client::connect_with`], telling `notice` of each redirect followed, then and later.
+    pub async fn connect_with_notice(
+        options: &ConnectOptions,
+        first: Option<Request>,
+        notice: RedirectNotice,
     ) -> Result<(Client, Option<Reply>), ClientError> {
         let (endpoint, connection) = connect_quic(options).await?;
         let greeting = Greeting {
@@ -204,8 +234,10 @@ impl Client {
             token: options.token.clone(),
             owns_endpoint: true,
             first,
+            dial: Dial::Own(options.clone()),
         };
-        Client::greet(endpoint, connection, greeting).await
+        let (client, reply) = Client::greet(endpoint, connection, greeting).await?;
+        client.answer_first(reply, notice).await
     }
 
     /// Connects through an endpoint shared with other parties (see [`SharedEndpoint`]) and
@@ -229,11 +261,35 @@ impl Client {
         let connection = shared.connect().await?;
         let greeting = Greeting {
             server: &shared.server,
-            token,
+            token: token.clone(),
             owns_endpoint: false,
             first,
+            dial: Dial::Shared {
+                endpoint: shared.clone(),
+                token,
+            },
         };
-        Client::greet(shared.endpoint.clone(), connection, greeting).await
+        let (client, reply) = Client::greet(shared.endpoint.clone(), connection, greeting).await?;
+        client.answer_first(reply, RedirectNotice::default()).await
+    }
+
+    /// The answer to the request sent with the hello: its reply, or where a redirect led.
+    async fn answer_first(
+        mut self,
+        reply: Option<Reply>,
+        notice: RedirectNotice,
+    ) -> Result<(Client, Option<Reply>), ClientError> {
+        self.notice = notice;
+        let Some(Reply::Redirect(redirect)) = reply else {
+            return Ok((self, reply));
+        };
+        match self.follow(redirect).await {
+            Ok(reply) => Ok((self, Some(reply))),
+            Err(e) => {
+                self.close().await;
+                Err(e)
+            }
+        }
     }
 
     async fn greet(
@@ -246,6 +302,7 @@ impl Client {
             token,
             owns_endpoint,
             first,
+            dial,
         } = greeting;
         let connect_error = |reason: String| ClientError::Connect {
             server: server.to_string(),
@@ -271,6 +328,9 @@ impl Client {
                 keep_alive: Duration::ZERO,
                 idle_timeout: Duration::ZERO,
             },
+            dial,
+            notice: RedirectNotice::default(),
+            redirects: 0,
         };
         let hello = ClientMessage::Hello {
             version: PROTOCOL_VERSION,
@@ -365,8 +425,13 @@ impl Client {
     }
 
     /// Sends one request and waits for its reply; a refusal becomes [`ClientError::Refused`].
+    /// A redirect is followed (see [`Client::follow`]): the reply is the home node's, and
+    /// this client is on the home node's connection from then on.
     pub async fn request(&mut self, request: Request) -> Result<Reply, ClientError> {
-        self.exchange(&ClientMessage::Request(request)).await
+        match self.exchange(&ClientMessage::Request(request)).await? {
+            Reply::Redirect(redirect) => self.follow(redirect).await,
+            reply => Ok(reply),
+        }
     }
 
     async fn exchange(&mut self, message: &ClientMessage) -> Result<Reply, ClientError> {

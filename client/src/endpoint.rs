@@ -109,6 +109,8 @@ pub struct SharedEndpoint {
     addr: SocketAddr,
     pub(crate) server: String,
     server_name: String,
+    /// Whether the certificate is checked against a CA (so by host name) or pinned.
+    ca: bool,
 }
 
 impl SharedEndpoint {
@@ -136,6 +138,7 @@ impl SharedEndpoint {
             addr,
             server: options.server.clone(),
             server_name,
+            ca: options.ca.is_some(),
         })
     }
 
@@ -155,6 +158,15 @@ impl SharedEndpoint {
     /// The underlying endpoint.
     pub fn endpoint(&self) -> &quinn::Endpoint {
         &self.endpoint
+    }
+
+    /// The TLS server name to check for `server`: its own host under a CA, the pinned
+    /// certificate's fixed name otherwise.
+    pub(crate) fn server_name_for(&self, server: &str) -> String {
+        match self.ca {
+            true => host_of(server).to_string(),
+            false => self.server_name.clone(),
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod fake_node;
 pub mod postgres;
 pub mod proxy;
 

@@ -30,6 +30,18 @@ pub fn report_paired(
     );
 }
 
+/// `redirected`: the one line for each cluster redirect the client follows, said before it
+/// connects to the home node (so a slow or failed connection there is explained).
+pub fn redirect_notice(out: Output) -> sosq::client::RedirectNotice {
+    sosq::client::RedirectNotice::new(move |hop| {
+        out.status(
+            "redirected",
+            hop.to_string(),
+            json!({"code": hop.code, "node": hop.node, "address": hop.address}),
+        );
+    })
+}
+
 /// `session_ended`: the case was closed, expired or deleted.
 pub fn report_ended(out: &Output, code: SessionCode, reason: &str) {
     out.status(

@@ -97,10 +97,12 @@ fn print_queue_rows(out: &Output, page: &QueuePage, header: bool) {
 
 /// `sosq queue --watch`: the first page, then again on every change, until Ctrl-C.
 pub async fn watch_queue(mut client: Client, out: Output, limit: u32) -> Result<(), ClientError> {
-    let mut events = client.take_events().ok_or_else(unexpected)?;
     let Reply::Queue(page) = client.request(Request::WatchQueue { limit }).await? else {
         return Err(unexpected());
     };
+    // Taken after the request: a redirect would have moved the client to another
+    // connection, whose events these are (they wait in the channel until taken).
+    let mut events = client.take_events().ok_or_else(unexpected)?;
     out.print(output::queue_table(&page), json!(page));
     let interrupted = super::signals::interrupted();
     tokio::pin!(interrupted);

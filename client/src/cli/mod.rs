@@ -405,20 +405,23 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
         paging,
     } = cli.command
     {
-        let client = connect(&options).await?;
+        let client = connect(&options, out).await?;
         return lists::watch_queue(client, out, paging.limit).await;
     }
-    let mut client = connect(&options).await?;
-    // Whatever happens, the connection closes politely before the command ends.
+    let mut client = connect(&options, out).await?;
+    // Whatever happens, the connection closes politely before the command ends (the one a
+    // redirect led to, if any: the client closed the one it left).
     let done = one_shot(&mut client, cli.command, delete, &out).await;
     client.close().await;
     done
 }
 
-/// Connects and says hello (remembering the endpoint, to close it however we end).
-async fn connect(options: &ConnectOptions) -> Result<Client, ClientError> {
-    let client = Client::connect(options).await?;
+/// Connects and says hello (remembering the endpoint, to close it however we end); a
+/// redirect to another cluster node is followed saying so in one line.
+async fn connect(options: &ConnectOptions, out: Output) -> Result<Client, ClientError> {
+    let mut client = Client::connect(options).await?;
     endpoints::remember(client.endpoint());
+    client.set_redirect_notice(events::redirect_notice(out));
     Ok(client)
 }
 

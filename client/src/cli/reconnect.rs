@@ -12,16 +12,17 @@ use super::output::Output;
 use super::session::{Attach, Outcome, Plan};
 use super::signals::Signal;
 
-/// Comes back after a lost connection: reconnects with back-off (a quarter second, doubling
-/// up to ten) and takes this party back to its case, until it works, the case turns out to
-/// be gone, or `plan.reconnect_for` has passed. `Ok(None)`: the user left meanwhile.
+/// Comes back after a lost connection (`reason`: how it was lost, in words): reconnects
+/// with back-off (a quarter second, doubling up to ten), trying every server given, and
+/// takes this party back to its case (following a cluster's redirect to its home node),
+/// until it works, the case turns out to be gone, or `plan.reconnect_for` has passed.
+/// `Ok(None)`: the user left meanwhile.
 pub async fn reconnect(
     plan: &mut Plan,
     out: &Output,
-    error: &quinn::ConnectionError,
+    reason: &str,
     interrupted: &mut std::pin::Pin<&mut impl std::future::Future<Output = Signal>>,
 ) -> Result<Option<Client>, ClientError> {
-    let reason = sosq::client::describe_connection_error(error);
     let case = plan
         .attach
         .code()
@@ -38,7 +39,9 @@ pub async fn reconnect(
     let give_up = tokio::time::Instant::now() + plan.reconnect_for;
     let mut delay = Duration::from_millis(250);
     loop {
-        let attempt = Client::connect_with(&plan.options, Some(plan.attach.request()));
+        let notice = super::events::redirect_notice(*out);
+        let attempt =
+            Client::connect_with_notice(&plan.options, Some(plan.attach.request()), notice);
         let result = tokio::select! {
             result = attempt => result,
             _ = &mut *interrupted => return Ok(None),
@@ -70,14 +73,30 @@ pub async fn reconnect(
                 }
                 return Ok(Some(client));
             }
-            // The daemon answered and said no: the case is gone, or this party may not
-            // have it; trying again would not change that. (A throttle says to wait.)
-            Err(ClientError::Refused(refusal))
+            // The daemon answered and said no: the case is gone (closed, expired or
+            // deleted meanwhile), or this party may not have it; trying again would not
+            // change that. (A throttle says to wait.)
+            Err(ClientError::Refused(mut refusal))
                 if refusal.kind != sosq::protocol::ErrorKind::Throttled
                     && refusal.kind != sosq::protocol::ErrorKind::Internal =>
             {
+                if let Some(code) = plan.attach.code() {
+                    // The code worked before, so "unknown" can only mean it ended since.
+                    let gone = match refusal.kind {
+                        sosq::protocol::ErrorKind::UnknownCode => {
+                            " is no longer open (closed, expired or deleted meanwhile)"
+                        }
+                        _ => "",
+                    };
+                    refusal.message = format!(
+                        "stopped reconnecting: case {code}{gone}: {}",
+                        refusal.message
+                    );
+                }
                 return Err(ClientError::Refused(refusal));
             }
+            // Anything else may pass: a node still down, nodes still settling where the
+            // case lives after a node's loss (too many redirects), a ticket that expired.
             Err(e) => {
                 if tokio::time::Instant::now() + delay > give_up {
                     return Err(ClientError::Disconnected(format!(

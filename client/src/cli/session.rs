@@ -9,6 +9,9 @@
 //! to its case ([`Plan::attach`]: a customer with its resume secret, an expert by code),
 //! saying so in one line each way, and gives up only after [`Plan::reconnect_for`]. A
 //! pulling expert whose customer vanishes is let go by the daemon and takes the next case.
+//! In a cluster, a node may send the party on to the case's home node at any point (the
+//! first request, the next pull, or late, after `Waiting`): the client follows, and the
+//! session goes on over the new connection.
 //!
 //! How it ends decides what happens to what is still on the way: the case closed (or
 //! deleted, expired) cuts every stream at once; Ctrl-C (or SIGTERM, SIGHUP) lets what this
@@ -20,18 +23,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use sosq::protocol::{Event, Reply, Request, StreamKind};
+use sosq::protocol::{Event, Request, StreamKind};
 use sosq::{Client, ClientError, ConnectOptions, SessionCode};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::chat::{write_stdout, Chat};
+use super::endpoints;
 use super::events::{report, report_ended, report_paired};
 use super::forwards::{self, Forwards, Route, Tally};
 use super::output::Output;
 use super::reconnect::{final_close, reconnect};
 use super::signals::{self, Signal};
+
+mod moves;
+
+use moves::{follow_late, take_next};
 
 /// Which side opens the chat stream once paired: the expert does, the customer accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +179,12 @@ enum Step {
     Leave(Signal, Option<quinn::SendStream>),
     /// The connection is gone.
     Lost(quinn::ConnectionError),
+    /// A cluster node sent the party to the case's home node, and the client is there now:
+    /// the session goes on over the new connection.
+    Moved,
+    /// A redirect to the case's home node could not be followed (unreachable, its ticket
+    /// refused): start again from the servers given, as after a lost connection.
+    Detour(ClientError),
     /// The connection failed in a way reconnecting cannot fix.
     Failed(ClientError),
 }
@@ -241,24 +255,43 @@ pub async fn run(
                 client.close().await;
                 return Err(e);
             }
+            Step::Moved => {
+                // The old connection is closed, and its streams with it.
+                forwards.cut().await;
+                endpoints::remember(client.endpoint());
+            }
             Step::Lost(error) => {
                 forwards.cut().await;
                 if let Some(end) = final_close(&error, plan.attach.code()) {
                     return end;
                 }
-                match reconnect(&mut plan, &out, &error, &mut interrupted).await {
+                let reason = sosq::client::describe_connection_error(&error);
+                match reconnect(&mut plan, &out, &reason, &mut interrupted).await {
                     Ok(Some(next)) => client = next,
-                    Ok(None) => {
-                        return Ok(Outcome::Left {
-                            signal: Some(Signal::Interrupt),
-                            cut: 0,
-                            attach: plan.attach,
-                        })
-                    }
+                    Ok(None) => return Ok(interrupted_outcome(plan)),
+                    Err(e) => return Err(e),
+                }
+            }
+            Step::Detour(error) => {
+                forwards.cut().await;
+                client.close().await;
+                let reason = format!("could not reach the case's home node: {error}");
+                match reconnect(&mut plan, &out, &reason, &mut interrupted).await {
+                    Ok(Some(next)) => client = next,
+                    Ok(None) => return Ok(interrupted_outcome(plan)),
                     Err(e) => return Err(e),
                 }
             }
         }
+    }
+}
+
+/// The user left while the session was reconnecting.
+fn interrupted_outcome(plan: Plan) -> Outcome {
+    Outcome::Left {
+        signal: Some(Signal::Interrupt),
+        cut: 0,
+        attach: plan.attach,
     }
 }
 
@@ -311,6 +344,7 @@ async fn on_connection(
                 Some(event) => Some(event),
                 None => tokio::select! {
                     event = events.recv() => event,
+                    reply = client.late_reply() => return follow_late(client, plan, &out, reply).await,
                     signal = &mut *interrupted => return Step::Leave(signal, None),
                 },
             };
@@ -450,58 +484,12 @@ async fn on_connection(
                     }
                     None => return lost(client),
                 },
+                reply = client.late_reply() => return follow_late(client, plan, &out, reply).await,
                 signal = &mut *interrupted => return Step::Leave(signal, Some(send)),
             }
         }
         // This pairing is over; new local connections wait for the next one.
         link.route.send_replace(None);
-    }
-}
-
-/// A pulling expert was let go (its customer vanished): say so, and pull the next case on
-/// the same connection (`pull --wait` waits for one; `pull` ends if nobody waits).
-async fn take_next(
-    client: &mut Client,
-    plan: &mut Plan,
-    out: &Output,
-    code: SessionCode,
-    reason: &str,
-) -> Result<(), Step> {
-    if plan.attach.side() == Side::Customer {
-        return Ok(());
-    }
-    let wait = plan.pull_waits;
-    out.status(
-        "released",
-        format!("{reason}; taking the next case"),
-        json!({"code": code, "reason": reason}),
-    );
-    plan.attach = Attach::Pull { wait };
-    match client.request(Request::Pull { wait }).await {
-        Ok(reply) => {
-            super::start::report_attached(out, &reply);
-            if let Reply::Waiting = reply {
-                out.status(
-                    "waiting",
-                    "nobody is waiting; you get the next customer who asks for help",
-                    json!({}),
-                );
-            }
-            Ok(())
-        }
-        // Nobody else waits: this pull is over, once what is still arriving has arrived.
-        Err(ClientError::Refused(refusal))
-            if refusal.kind == sosq::protocol::ErrorKind::QueueEmpty =>
-        {
-            out.status(
-                "queue_empty",
-                format!("{refusal}; nothing more to pull"),
-                json!({"reason": refusal.message}),
-            );
-            Err(Step::Done)
-        }
-        Err(ClientError::Refused(refusal)) => Err(Step::Failed(ClientError::Refused(refusal))),
-        Err(_) => Err(lost(client)),
     }
 }
 

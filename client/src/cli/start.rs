@@ -232,7 +232,8 @@ async fn reach(
 ) -> Result<(Client, Reply), ClientError> {
     let mut said = false;
     loop {
-        match Client::connect_with(options, Some(first.clone())).await {
+        let notice = super::events::redirect_notice(*out);
+        match Client::connect_with_notice(options, Some(first.clone()), notice).await {
             Ok((client, reply)) => {
                 endpoints::remember(client.endpoint());
                 let reply = reply
