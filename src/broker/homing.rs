@@ -3,7 +3,7 @@
 //! Which node serves a case is decided in the shared store (`cluster`); these commands
 //! only bring the core in line with that decision. On one node none of this runs.
 
-use sosq::protocol::{close_code, CaseState, HistoryKind, Timestamp};
+use sosq::protocol::{CaseState, HistoryKind, Timestamp};
 use sosq::SessionCode;
 
 use super::{Broker, Case, CaseRecord, Effect, Persist};
@@ -69,16 +69,23 @@ impl Broker {
     }
 
     /// Lets go of a case another node serves now (or one deleted there): its parties here
-    /// are disconnected with `reason` and its session ends. Nothing is persisted: the case
-    /// is no longer this node's to write. Whether the case was held.
-    pub fn forget(&mut self, code: SessionCode, reason: &str, out: &mut Vec<Effect>) -> bool {
+    /// are disconnected with `close` (a `sosq::protocol::close_code`) and `reason`, and its session ends.
+    /// Nothing is persisted: the case is no longer this node's to write. Whether the case
+    /// was held.
+    pub fn forget(
+        &mut self,
+        code: SessionCode,
+        close: u32,
+        reason: &str,
+        out: &mut Vec<Effect>,
+    ) -> bool {
         if !self.cases.contains_key(&code) {
             return false;
         }
         let case = self.take_case(code);
         self.end_sessions(&case, out, |party| Effect::Disconnect {
             party,
-            code: close_code::REPLACED,
+            code: close,
             reason: reason.to_string(),
         });
         true

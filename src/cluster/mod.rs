@@ -433,20 +433,25 @@ impl Cluster {
     }
 
     /// Whether the customer of `code` is connected to its (live) home node, as the rows
-    /// say: waiting online in a queue, or in a session.
-    pub async fn customer_online(&self, code: SessionCode) -> Result<bool, ClusterError> {
+    /// say (waiting online in a queue, or in a session), and the expert in the case.
+    pub async fn presence(
+        &self,
+        code: SessionCode,
+    ) -> Result<(bool, Option<String>), ClusterError> {
         self.with(async |client| {
             let sql = format!(
-                "SELECT (c.queued = 'online' OR c.state = 'in_progress') AND EXISTS (
+                "SELECT c.queued = 'online' OR c.state = 'in_progress', c.expert, EXISTS (
                      SELECT 1 FROM sosq_nodes n
                      WHERE n.node_id = c.home_node AND n.lease_until > {NOW_MS})
                  FROM cases c WHERE c.code = $1"
             );
-            let found = client.query_opt(&sql, &[&rows::code_column(code)]).await?;
-            Ok(match found {
-                Some(row) => row.try_get::<_, Option<bool>>(0)?.unwrap_or(false),
-                None => false,
-            })
+            let Some(row) = client.query_opt(&sql, &[&rows::code_column(code)]).await? else {
+                return Ok((false, None));
+            };
+            let connected = row.try_get::<_, Option<bool>>(0)?.unwrap_or(false);
+            let live: bool = row.try_get(2)?;
+            let expert: Option<String> = row.try_get(1)?;
+            Ok((connected && live, expert.filter(|_| live)))
         })
         .await
     }

@@ -139,7 +139,14 @@ impl Node {
                     Some(false) => Queued::Away,
                     None => Queued::No,
                 };
-                self.cluster.ledger().set_queued(record.code, queued);
+                let expert = self
+                    .broker
+                    .case(record.code)
+                    .and_then(|case| case.expert.as_ref())
+                    .map(|seat| seat.name.clone());
+                self.cluster
+                    .ledger()
+                    .set_presence(record.code, queued, expert);
             }
         }
         self.store.submit(changes).await.expect("commit");

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sosq::protocol::{Event, QueuePage, Redirect, Reply, Request, Role, Timestamp};
+use sosq::protocol::{close_code, Event, QueuePage, Redirect, Reply, Request, Role, Timestamp};
 use sosq::SessionCode;
 use tokio::time::Instant;
 
@@ -232,15 +232,16 @@ impl Shared {
     fn give_up_all(&self, cluster: &Cluster, reason: &str) {
         let codes = self.broker().open_codes();
         for code in codes {
-            self.forget(cluster, code, reason);
+            self.forget(cluster, code, close_code::SHUTDOWN, reason);
         }
     }
 
-    /// Lets go of one case (served elsewhere now, or deleted there).
-    fn forget(&self, cluster: &Cluster, code: SessionCode, reason: &str) {
+    /// Lets go of one case (served elsewhere now, or deleted or closed there), closing its
+    /// parties' connections with `close` (SHUTDOWN: the clients connect again).
+    fn forget(&self, cluster: &Cluster, code: SessionCode, close: u32, reason: &str) {
         cluster.ledger().release(code);
         let mut out = Vec::new();
-        let held = self.broker().forget(code, reason, &mut out);
+        let held = self.broker().forget(code, close, reason, &mut out);
         if held {
             for effect in out {
                 match effect {
@@ -313,8 +314,11 @@ pub(super) async fn before(
             let Some(record) = shared.store.get(code)? else {
                 return Ok(None);
             };
-            let online = record.state.is_open() && cluster.customer_online(code).await?;
-            Ok(Some(Reply::Case(record.info(online, None))))
+            let (online, expert) = match record.state.is_open() {
+                true => cluster.presence(code).await?,
+                false => (false, None),
+            };
+            Ok(Some(Reply::Case(record.info(online, expert))))
         }
         Request::Redeem { ticket, request } => {
             let staff = (caller.role != Role::Customer).then_some(caller.name.as_str());
@@ -442,17 +446,24 @@ pub async fn run(shared: Arc<Shared>) {
 
 /// One heartbeat's upkeep while the lease holds.
 async fn keep_up(shared: &Arc<Shared>, cluster: &Arc<Cluster>) -> Result<(), ServerError> {
+    // What the ledger held *before* the query: a case whose first row commits meanwhile
+    // is in the ledger only afterwards, and would look lost.
+    let held = cluster.ledger().held();
     let homed: HashMap<SessionCode, i64> = cluster.homed_here().await?.into_iter().collect();
-    for (code, epoch) in cluster.ledger().held() {
+    for (code, epoch) in held {
         let still_ours = homed.get(&code) == Some(&epoch);
         let open_here = shared.broker().case(code).is_some();
         if !still_ours && open_here {
-            tracing::info!(%code, "case served by another node now, or deleted; letting go");
-            shared.forget(
-                cluster,
-                code,
-                "this case is served by another node now, or was deleted; connect again",
-            );
+            let (close, reason) = match cluster.locate(code).await? {
+                Home::Missing => (close_code::DELETED, "your case was deleted"),
+                Home::Finished => (close_code::SESSION_ENDED, "your case was closed"),
+                _ => (
+                    close_code::SHUTDOWN,
+                    "your case continues on another node; connect again",
+                ),
+            };
+            tracing::info!(%code, reason, "letting go of a case");
+            shared.forget(cluster, code, close, reason);
         } else if !open_here && !still_ours {
             cluster.ledger().release(code);
         }

@@ -444,7 +444,11 @@ impl Shared {
                             Some(false) => crate::store::Queued::Away,
                             None => crate::store::Queued::No,
                         };
-                        cluster.ledger().set_queued(record.code, queued);
+                        let expert = broker
+                            .case(record.code)
+                            .and_then(|case| case.expert.as_ref())
+                            .map(|seat| seat.name.clone());
+                        cluster.ledger().set_presence(record.code, queued, expert);
                     }
                 }
             }

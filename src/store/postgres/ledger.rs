@@ -30,11 +30,13 @@ impl Queued {
 }
 
 /// One case this node serves.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Holding {
     /// The epoch the row holds for this node; 0 until the row is first written.
     epoch: i64,
     queued: Queued,
+    /// The expert seated in the case, for other nodes' views of it.
+    expert: Option<String>,
 }
 
 /// The cases a node serves (see the module documentation).
@@ -66,22 +68,34 @@ impl Ledger {
             .or_insert(Holding {
                 epoch,
                 queued: Queued::No,
+                expert: None,
             });
     }
 
-    /// Notes whether `code` waits in a queue; written with its next save.
-    pub fn set_queued(&self, code: SessionCode, queued: Queued) {
+    /// Notes whether `code` waits in a queue and which expert is in it; written with its
+    /// next save.
+    pub fn set_presence(&self, code: SessionCode, queued: Queued, expert: Option<String>) {
         self.cases
             .entry(code)
-            .and_modify(|holding| holding.queued = queued)
-            .or_insert(Holding { epoch: 0, queued });
+            .and_modify(|holding| {
+                holding.queued = queued;
+                holding.expert = expert.clone();
+            })
+            .or_insert(Holding {
+                epoch: 0,
+                queued,
+                expert,
+            });
     }
 
-    /// The epoch held for `code` (0: not written yet) and whether it waits in a queue.
-    pub fn holding(&self, code: SessionCode) -> (i64, Queued) {
+    /// The epoch held for `code` (0: not written yet), whether it waits in a queue, and
+    /// its expert.
+    pub fn holding(&self, code: SessionCode) -> (i64, Queued, Option<String>) {
         self.cases
             .get(&code)
-            .map_or((0, Queued::No), |holding| (holding.epoch, holding.queued))
+            .map_or((0, Queued::No, None), |holding| {
+                (holding.epoch, holding.queued, holding.expert.clone())
+            })
     }
 
     /// Forgets `code` (another node serves it now, or it is gone).

@@ -194,7 +194,7 @@ fn newer(version: i32) -> Failure {
 
 /// The cluster's columns and tables (schema version 2). A case row says which node serves
 /// it (`home_node`) under which fencing `epoch`, whether it waits in a queue (`queued`:
-/// 'online' or 'away', NULL when not) and who claimed it from the shared queue until when.
+/// 'online' or 'away', NULL when not), the expert in it and who claimed it from the shared queue until when.
 /// Nodes renew `sosq_nodes.lease_until` (milliseconds on the database's clock); codes are
 /// reserved in `sosq_codes` before a node hands them out; redirects carry one-time
 /// `sosq_tickets`.
@@ -202,6 +202,7 @@ const CLUSTER_TABLES: &str = "
     ALTER TABLE cases ADD COLUMN IF NOT EXISTS home_node TEXT;
     ALTER TABLE cases ADD COLUMN IF NOT EXISTS epoch BIGINT NOT NULL DEFAULT 0;
     ALTER TABLE cases ADD COLUMN IF NOT EXISTS queued TEXT;
+    ALTER TABLE cases ADD COLUMN IF NOT EXISTS expert TEXT;
     ALTER TABLE cases ADD COLUMN IF NOT EXISTS claimed_by TEXT;
     ALTER TABLE cases ADD COLUMN IF NOT EXISTS claim_until BIGINT;
     CREATE INDEX IF NOT EXISTS cases_by_home ON cases (home_node) WHERE home_node IS NOT NULL;
@@ -443,16 +444,17 @@ async fn save(
     let written = match ledger {
         None => client.execute(UPSERT_CASE, &params).await?,
         Some(ledger) => {
-            let (epoch, queued) = ledger.holding(record.code);
+            let (epoch, queued, expert) = ledger.holding(record.code);
             let queued = queued.column();
             let node = ledger.node();
             params.extend([
                 &node as &(dyn tokio_postgres::types::ToSql + Sync),
                 &queued,
+                &expert,
                 &epoch,
             ]);
             if epoch == 0 {
-                let written = client.execute(INSERT_NODE_CASE, &params[..19]).await?;
+                let written = client.execute(INSERT_NODE_CASE, &params[..20]).await?;
                 if written > 0 {
                     ledger.hold(record.code, 1);
                 }
@@ -524,9 +526,9 @@ const UPSERT_CASE: &str = "INSERT INTO cases (code, origin, created_by, customer
 const INSERT_NODE_CASE: &str = "INSERT INTO cases (code, origin, created_by, customer,
         description, state, created_at, updated_at, expires_at, waiting_since,
         resume_secret_hash, history_len, team, assigned_to, priority, response_due,
-        first_response_at, home_node, queued, epoch)
+        first_response_at, home_node, queued, expert, epoch)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-        $18, $19, 1)
+        $18, $19, $20, 1)
      ON CONFLICT (code) DO NOTHING";
 
 /// A cluster node's later saves: only while the row is still homed here at its epoch.
@@ -534,8 +536,8 @@ const UPDATE_NODE_CASE: &str = "UPDATE cases SET origin = $2, created_by = $3, c
         description = $5, state = $6, created_at = $7, updated_at = $8, expires_at = $9,
         waiting_since = $10, resume_secret_hash = $11, history_len = $12, team = $13,
         assigned_to = $14, priority = $15, response_due = $16, first_response_at = $17,
-        queued = $19
-     WHERE code = $1 AND home_node = $18 AND epoch = $20";
+        queued = $19, expert = $20
+     WHERE code = $1 AND home_node = $18 AND epoch = $21";
 
 /// Deletes a case (its history goes with it); whether there was one.
 async fn delete(client: &impl GenericClient, code: SessionCode) -> Result<bool, Failure> {
