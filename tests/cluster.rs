@@ -161,7 +161,6 @@ fn a_node_killed_with_kill_9_is_gone_and_restarts_on_its_address_with_its_case()
 }
 
 #[test]
-#[ignore = "needs the cluster layer (issue 14)"]
 fn sos_on_one_node_pulled_on_another_is_redirected_relayed_both_ways_and_paired_once() {
     let Some(db) = FreshDatabase::create() else {
         return;
@@ -230,7 +229,6 @@ fn sos_on_one_node_pulled_on_another_is_redirected_relayed_both_ways_and_paired_
 }
 
 #[test]
-#[ignore = "needs the cluster layer (issue 14)"]
 fn customers_waiting_on_a_killed_node_resume_on_a_survivor_with_their_place() {
     let Some(db) = FreshDatabase::create() else {
         return;
@@ -312,7 +310,6 @@ fn customers_waiting_on_a_killed_node_resume_on_a_survivor_with_their_place() {
 }
 
 #[test]
-#[ignore = "needs the cluster layer (issue 14)"]
 fn a_session_running_on_a_killed_node_re_pairs_on_a_survivor() {
     let Some(db) = FreshDatabase::create() else {
         return;
@@ -354,7 +351,6 @@ fn a_session_running_on_a_killed_node_re_pairs_on_a_survivor() {
 }
 
 #[test]
-#[ignore = "needs the cluster layer (issue 14)"]
 fn a_node_cut_off_from_postgres_loses_its_cases_and_does_not_touch_them_once_back() {
     let Some(db) = FreshDatabase::create() else {
         return;
@@ -424,7 +420,6 @@ fn a_node_cut_off_from_postgres_loses_its_cases_and_does_not_touch_them_once_bac
 }
 
 #[test]
-#[ignore = "needs the cluster layer (issue 14)"]
 fn cases_expire_exactly_once_across_nodes_even_when_their_node_died() {
     let Some(db) = FreshDatabase::create() else {
         return;
