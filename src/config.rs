@@ -12,6 +12,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// Fixed, not a setting; here because validating `max_streams_per_connection` needs it.
 pub const CHATS_PER_SESSION: usize = 2;
 
+/// A cluster node's `keep_alive` unless its file sets one (see `Config::load`).
+pub const CLUSTER_KEEP_ALIVE: Duration = Duration::from_secs(1);
+/// A cluster node's `idle_timeout` unless its file sets one (see `Config::load`).
+pub const CLUSTER_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -286,8 +291,39 @@ impl Config {
         if let Some(advertise) = &overrides.advertise {
             config.advertise = advertise.clone();
         }
+        if config.is_cluster() {
+            config.apply_cluster_defaults(file)?;
+        }
         config.validate()?;
         Ok(config)
+    }
+
+    /// A cluster node's own defaults for what the file leaves unset: a quicker
+    /// `keep_alive` (1 s) and `idle_timeout` (3 s), because a client notices a dead node
+    /// only when the idle timeout passes, and failing over within seconds is what a
+    /// cluster is for (README "Cluster"). A customer on a bad network who is dropped a
+    /// little sooner reconnects and resumes by itself.
+    fn apply_cluster_defaults(&mut self, file: Option<&Path>) -> Result<(), ConfigError> {
+        let given: toml::Table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    cause,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message: toml_error_line(&text, &e),
+                })?
+            }
+            None => toml::Table::new(),
+        };
+        if !given.contains_key("keep_alive") {
+            self.keep_alive = CLUSTER_KEEP_ALIVE;
+        }
+        if !given.contains_key("idle_timeout") {
+            self.idle_timeout = CLUSTER_IDLE_TIMEOUT;
+        }
+        Ok(())
     }
 
     /// Parses a TOML file; unknown options are an error so typos do not pass silently.

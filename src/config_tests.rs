@@ -168,3 +168,28 @@ fn relative_paths_in_a_config_file_are_relative_to_the_file() {
     let config = Config::load(Some(&file), &Overrides::default()).unwrap();
     assert_eq!(config.data_dir, PathBuf::from("sosqd-data"));
 }
+
+#[test]
+fn a_cluster_node_fails_over_faster_unless_its_file_says_otherwise() {
+    let cluster = Overrides {
+        store: Some("postgres://sosq@db/sosq".into()),
+        ..Overrides::default()
+    };
+    let node = Config::load(None, &cluster).unwrap();
+    assert_eq!(node.keep_alive, CLUSTER_KEEP_ALIVE);
+    assert_eq!(node.idle_timeout, CLUSTER_IDLE_TIMEOUT);
+    let single = Config::load(None, &Overrides::default()).unwrap();
+    assert_eq!(single.idle_timeout, Duration::from_secs(6));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sosqd.toml");
+    std::fs::write(&file, "idle_timeout = \"8s\"\n").unwrap();
+    let node = Config::load(Some(&file), &cluster).unwrap();
+    assert_eq!(node.idle_timeout, Duration::from_secs(8), "the file wins");
+    assert_eq!(node.keep_alive, CLUSTER_KEEP_ALIVE);
+    let bad = Overrides {
+        store: Some("mysql://db".into()),
+        ..Overrides::default()
+    };
+    let refused = Config::load(None, &bad).unwrap_err().to_string();
+    assert!(refused.contains("PostgreSQL URL"), "{refused}");
+}
