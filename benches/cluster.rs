@@ -80,10 +80,12 @@ impl Database {
             .context("connecting to SOSQ_TEST_DATABASE_URL")?;
         tokio::spawn(connection);
         let name = format!("sosq_bench_{tag}_{}", std::process::id());
+        // One statement each: DROP DATABASE refuses to run in a multi-statement batch.
         admin
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}"
-            ))
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
             .await?;
         let base = admin_url.split('?').next().unwrap_or(admin_url);
         let at = base
