@@ -467,3 +467,34 @@ fn cases_expire_exactly_once_across_nodes_even_when_their_node_died() {
     codes.sort();
     assert_eq!(listed, codes, "each case listed once, as expired");
 }
+
+#[test]
+fn a_delete_on_one_node_ends_the_sessions_of_cases_homed_on_others() {
+    let Some(db) = FreshDatabase::create() else {
+        return;
+    };
+    let cluster = Cluster::start(3, db.url(), "");
+    let admin = cluster.add_user("root", "admin");
+    // One waiting customer on n1 deleted by code from n2, one on n3 by filter from n2.
+    let mut first = cluster.session(&[0], None, &["request", "--name", "Ann"]);
+    let ann = code_of(&first.expect_event("attached"));
+    let mut second = cluster.session(&[2], None, &["request", "--name", "Cid"]);
+    second.expect_event("attached");
+    let deleted = cluster.json(&[1], Some(&admin), &["delete", &ann]);
+    assert_eq!(deleted["deleted"], 1, "{deleted}");
+    let (status, stderr) = first.wait();
+    assert!(
+        !status.success(),
+        "a deleted case ends its session: {stderr}"
+    );
+    assert!(stderr.contains("deleted"), "{stderr}");
+    let deleted = cluster.json(&[1], Some(&admin), &["delete", "--state", "pending"]);
+    assert_eq!(deleted["deleted"], 1, "only Cid's case is left: {deleted}");
+    let (status, stderr) = second.wait();
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("deleted"), "{stderr}");
+    for i in 0..3 {
+        let cases = cluster.json(&[i], Some(&admin), &["cases"]);
+        assert!(codes_of(&cases["cases"]).is_empty(), "n{}: {cases}", i + 1);
+    }
+}
