@@ -303,6 +303,7 @@ fn run() -> anyhow::Result<()> {
         }
         Some(Command::Backup { file, data }) => {
             let config = data_config(&data)?;
+            not_a_cluster(&config, "backup")?;
             let report = sosqd::store::backup(&config.data_dir, &file)?;
             eprintln!(
                 "wrote {}: {} case{}, schema version {}, {} bytes",
@@ -316,6 +317,7 @@ fn run() -> anyhow::Result<()> {
         }
         Some(Command::Restore { file, data }) => {
             let config = writing_config(&data)?;
+            not_a_cluster(&config, "restore")?;
             let report = sosqd::store::restore(&config.data_dir, &file)?;
             eprintln!(
                 "restored {} case{} from {} into {}",
@@ -403,6 +405,17 @@ fn store_config(at: &StoreArgs) -> anyhow::Result<Config> {
         ..Overrides::default()
     };
     Ok(Config::load(at.data.config.as_deref(), &overrides)?)
+}
+
+/// Refuses `sosqd backup`/`restore` for a cluster's configuration: its cases are in
+/// PostgreSQL, which has its own tools.
+fn not_a_cluster(config: &Config, command: &str) -> anyhow::Result<()> {
+    if config.is_cluster() {
+        anyhow::bail!(
+            "this configuration's case store is PostgreSQL (a cluster): `sosqd {command}` is for the single-node SQLite store; use pg_dump / pg_restore on the database (README \"Backups and engines\")"
+        );
+    }
+    Ok(())
 }
 
 fn data_config(data: &DataDirArgs) -> anyhow::Result<Config> {
