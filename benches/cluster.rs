@@ -12,7 +12,10 @@
 //!    `SOSQ_CLUSTER_INTAKE` (2000) customers per configuration, `SOSQ_CLUSTER_PAIRINGS`
 //!    (2000) pairings paced at `SOSQ_CLUSTER_RATE` (1000/s) by `SOSQ_CLUSTER_EXPERTS` (50).
 //!
-//! `SOSQ_CLUSTER_ONLY`: a comma list of `failover,load` (both).
+//! 3. A redirect's cost: a new connection's status request on a case's home node, or on
+//!    another node that redirects it there (`SOSQ_CLUSTER_REDIRECTS` rounds, 300).
+//!
+//! `SOSQ_CLUSTER_ONLY`: a comma list of `failover,load,redirect` (all).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -195,6 +198,71 @@ async fn run(admin_url: String) -> anyhow::Result<()> {
     if wanted("load") {
         load(&admin_url).await?;
     }
+    if wanted("redirect") {
+        redirect(&admin_url).await?;
+    }
+    Ok(())
+}
+
+/// Section 3: what a redirect adds. A customer's case lives on n1; a new connection asks
+/// for its status (with the secret) on n1 itself, or on n2, which redirects it to n1: the
+/// difference is the redirect's extra handshake, hello and ticket.
+async fn redirect(admin_url: &str) -> anyhow::Result<()> {
+    let rounds = env_or("SOSQ_CLUSTER_REDIRECTS", 300);
+    let db = Database::create(admin_url, "redirect").await?;
+    let nodes = Nodes::start(3, Some(&db.url), "")?;
+    let mut customer = sosq::Client::connect(&nodes.node(0).options(None)).await?;
+    let reply = customer
+        .request(sosq::protocol::Request::OpenSos {
+            customer: "Alice".into(),
+            description: "redirect benchmark".into(),
+            priority: sosq::protocol::Priority::Normal,
+            group: None,
+        })
+        .await?;
+    let sosq::protocol::Reply::Attached {
+        case,
+        resume_secret: Some(secret),
+        ..
+    } = reply
+    else {
+        anyhow::bail!("unexpected answer to the SOS request: {reply:?}");
+    };
+    let status = sosq::protocol::Request::Status {
+        code: case.code.to_string(),
+        resume_secret: Some(secret),
+    };
+    let (mut direct, mut redirected) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        for (node, samples) in [(0, &mut direct), (1, &mut redirected)] {
+            let started = Instant::now();
+            let mut client = sosq::Client::connect(&nodes.node(node).options(None)).await?;
+            match client.request(status.clone()).await? {
+                sosq::protocol::Reply::Case(_) => {}
+                other => anyhow::bail!("round {round}: unexpected status answer {other:?}"),
+            }
+            samples.push(started.elapsed());
+            client.close().await;
+        }
+    }
+    println!(
+        "\n3. A redirect's cost: a new connection asking for a case's status, {rounds} rounds each"
+    );
+    for (label, samples) in [
+        ("on its home node", &direct),
+        ("redirected there", &redirected),
+    ] {
+        let (p50, p99, max) = loadgen::percentiles(samples);
+        println!(
+            "   {label}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3,
+            max.as_secs_f64() * 1e3
+        );
+    }
+    drop(customer);
+    drop(nodes);
+    db.drop_now().await;
     Ok(())
 }
 
