@@ -268,6 +268,24 @@ impl Cluster {
                 .await?;
             Ok(())
         })
+        .await?;
+        self.nobody_here().await
+    }
+
+    /// Marks every case homed on this node that the rows show waiting online as waiting
+    /// offline: this process holds none of their customers (it just started, or it let
+    /// every party go when its lease lapsed), so no pull must be handed them until their
+    /// customers are back.
+    pub async fn nobody_here(&self) -> Result<(), ClusterError> {
+        self.with(async |client| {
+            client
+                .execute(
+                    "UPDATE cases SET queued = 'away' WHERE home_node = $1 AND queued = 'online'",
+                    &[&self.node],
+                )
+                .await?;
+            Ok(())
+        })
         .await
     }
 

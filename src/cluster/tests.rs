@@ -97,7 +97,9 @@ impl Node {
             url,
             name,
             &format!("{name}.example:4433"),
-            Duration::from_secs(3),
+            // Nobody renews these nodes' leases here: long enough to outlast the test
+            // (the fencing test ends one by hand).
+            Duration::from_secs(600),
             4,
             ledger,
         )

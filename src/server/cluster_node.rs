@@ -411,6 +411,12 @@ pub async fn run(shared: Arc<Shared>) {
                     .valid_until = Some(sent + cluster.lease());
                 if lapsed {
                     tracing::warn!("the lease is renewed again; serving cases");
+                    // Every party was let go at the lapse: none of this node's rows may
+                    // show a customer online until it is back.
+                    if let Err(error) = cluster.nobody_here().await {
+                        tracing::warn!(%error, "cannot mark this node's waiting customers offline");
+                        continue;
+                    }
                     lapsed = false;
                 }
             }

@@ -531,12 +531,16 @@ const INSERT_NODE_CASE: &str = "INSERT INTO cases (code, origin, created_by, cus
         $18, $19, $20, 1)
      ON CONFLICT (code) DO NOTHING";
 
-/// A cluster node's later saves: only while the row is still homed here at its epoch.
+/// A cluster node's later saves: only while the row is still homed here at its epoch. A
+/// case that left the queue (paired, closed) drops its claim, so if it comes back (its
+/// expert left) the next pull may take it at once.
 const UPDATE_NODE_CASE: &str = "UPDATE cases SET origin = $2, created_by = $3, customer = $4,
         description = $5, state = $6, created_at = $7, updated_at = $8, expires_at = $9,
         waiting_since = $10, resume_secret_hash = $11, history_len = $12, team = $13,
         assigned_to = $14, priority = $15, response_due = $16, first_response_at = $17,
-        queued = $19, expert = $20
+        queued = $19, expert = $20,
+        claimed_by = CASE WHEN $19::TEXT IS NULL THEN NULL ELSE claimed_by END,
+        claim_until = CASE WHEN $19::TEXT IS NULL THEN NULL ELSE claim_until END
      WHERE code = $1 AND home_node = $18 AND epoch = $21";
 
 /// Deletes a case (its history goes with it); whether there was one.
