@@ -589,6 +589,48 @@ impl Cluster {
     }
 }
 
+/// Calls `woken` whenever any node commits a case that waits online (`NOTIFY
+/// sosq_queue`), over a connection of its own; returns when that connection ends (the
+/// caller reconnects). A wake-up only: pulls poll as well, since notifications sent while
+/// the connection was down are lost.
+///
+/// Errors: the connection cannot be made or the LISTEN fails.
+pub async fn listen_for_cases(url: &str, woken: impl Fn()) -> Result<(), ClusterError> {
+    let failed = |e: &dyn std::fmt::Display| ClusterError::Database {
+        store: crate::store::postgres::shown(url),
+        cause: e.to_string(),
+    };
+    let mut config: tokio_postgres::Config = url.parse().map_err(|e| failed(&e))?;
+    config.connect_timeout(QUERY_TIMEOUT);
+    config.keepalives_idle(Duration::from_secs(5));
+    let (client, mut connection) = config.connect(NoTls).await.map_err(|e| failed(&e))?;
+    let listen = async {
+        client
+            .batch_execute("LISTEN sosq_queue")
+            .await
+            .map_err(|e| failed(&e))
+    };
+    // The connection must be polled for the LISTEN to complete and for notifications.
+    let mut messages = std::pin::pin!(std::future::poll_fn(|cx| {
+        loop {
+            match connection.poll_message(cx) {
+                std::task::Poll::Ready(Some(Ok(tokio_postgres::AsyncMessage::Notification(_)))) => {
+                    woken()
+                }
+                std::task::Poll::Ready(Some(Ok(_))) => {}
+                std::task::Poll::Ready(Some(Err(e))) => return std::task::Poll::Ready(Err(e)),
+                std::task::Poll::Ready(None) => return std::task::Poll::Ready(Ok(())),
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+            }
+        }
+    }));
+    tokio::select! {
+        listened = listen => listened?,
+        ended = &mut messages => return ended.map_err(|e| failed(&e)),
+    }
+    messages.await.map_err(|e| failed(&e))
+}
+
 /// Whether a node whose lease ends in `left_ms` has missed renewals: a live node renews
 /// every third of the lease, so its lease always has more than a third left... give or
 /// take a slow round trip. Below a quarter, it is taken for stopped.

@@ -267,10 +267,18 @@ async fn pulling_expert(
     for slot in slots {
         tokio::time::sleep_until(slot).await;
         let pulled = Instant::now();
+        let moves = expert.redirects();
         let reply = within("pulling", async {
             Ok(expert.request(Request::Pull { wait: true }).await?)
         })
         .await?;
+        if expert.redirects() != moves {
+            // A cluster node sent the pull to the case's home node: the session's events
+            // come on the connection there.
+            events = expert
+                .take_events()
+                .ok_or_else(|| LoadError::Unexpected("events already taken".into()))?;
+        }
         let replied = Instant::now();
         if !matches!(reply, Reply::Attached { .. } | Reply::Waiting) {
             return Err(LoadError::Unexpected(format!("{reply:?}")));

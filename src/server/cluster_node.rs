@@ -19,10 +19,11 @@ use super::{ServerError, Shared};
 use crate::broker::{BrokerError, Effect, Searched};
 use crate::cluster::{Claim, Cluster, ClusterError, Home, QueueView, POLL};
 
-/// Keep at least this many reserved codes; reserve [`CODE_BATCH`] more below it.
-const CODES_LOW: usize = 256;
-/// How many codes one reservation asks for.
-const CODE_BATCH: usize = 512;
+/// Keep at least this many reserved codes; reserve [`CODE_BATCH`] more below it. About a
+/// second of intake at the rates measured (README "Performance", "Cluster").
+pub(super) const CODES_LOW: usize = 1024;
+/// How many codes one reservation asks for (one statement).
+const CODE_BATCH: usize = 2048;
 /// How often watchers of the shared queue get a fresh page (when it changed).
 const WATCH_EVERY: Duration = Duration::from_millis(500);
 
@@ -474,7 +475,6 @@ async fn keep_up(shared: &Arc<Shared>, cluster: &Arc<Cluster>) -> Result<(), Ser
             cluster.ledger().release(code);
         }
     }
-    top_up_codes(shared, cluster).await?;
     let now: Timestamp = shared.now();
     let due = cluster
         .orphans_due(i64::try_from(now.0).unwrap_or(i64::MAX), 100)
@@ -484,6 +484,42 @@ async fn keep_up(shared: &Arc<Shared>, cluster: &Arc<Cluster>) -> Result<(), Ser
         shared.expiry_wake.notify_one();
     }
     Ok(())
+}
+
+/// Keeps this node's reserved codes topped up: woken by intake when they run low, and
+/// every second in case a wake-up came while the database was unreachable.
+pub async fn keep_codes(shared: Arc<Shared>) {
+    let Some(cluster) = shared.cluster.clone() else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = shared.codes_wanted.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        if !shared.lease_holds() {
+            continue;
+        }
+        if let Err(error) = top_up_codes(&shared, &cluster).await {
+            tracing::warn!(%error, "cannot reserve session codes; trying again in a second");
+        }
+    }
+}
+
+/// Wakes this node's waiting pulls when any node commits a waiting case (see
+/// `cluster::listen_for_cases`), reconnecting after a lost connection.
+pub async fn wake_on_new_cases(shared: Arc<Shared>) {
+    if shared.cluster.is_none() {
+        return;
+    }
+    let url = shared.config().store.clone();
+    loop {
+        let woken = || shared.local_case_arrived.notify_waiters();
+        if let Err(error) = crate::cluster::listen_for_cases(&url, woken).await {
+            tracing::debug!(%error, "the queue's wake-up connection ended; pulls poll meanwhile");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Pushes the shared queue to every watcher whose page changed, every [`WATCH_EVERY`].

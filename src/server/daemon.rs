@@ -146,6 +146,8 @@ impl Server {
         let admission = self.shared.admission.clone();
         let retention = tokio::spawn(retention::run(self.shared.clone()));
         let node = tokio::spawn(cluster_node::run(self.shared.clone()));
+        let codes = tokio::spawn(cluster_node::keep_codes(self.shared.clone()));
+        let wake_ups = tokio::spawn(cluster_node::wake_on_new_cases(self.shared.clone()));
         let shared_queue = tokio::spawn(cluster_node::watch_shared_queue(self.shared.clone()));
         let accept = async {
             while let Some(incoming) = self.endpoint.accept().await {
@@ -188,6 +190,8 @@ impl Server {
         expiry.abort();
         retention.abort();
         shared_queue.abort();
+        codes.abort();
+        wake_ups.abort();
         revocations.abort();
         queue_updates.abort();
         if let Some(drains) = drains {

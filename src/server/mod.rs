@@ -188,6 +188,8 @@ pub struct Shared {
     /// Signalled (to every waiter) when a case starts waiting in a queue here: pulls
     /// waiting on the shared queue look again at once.
     local_case_arrived: Notify,
+    /// Signalled when a cluster node's reserved codes run low.
+    codes_wanted: Notify,
 }
 
 impl Shared {
@@ -264,6 +266,7 @@ impl Shared {
             cluster,
             lease: Mutex::new(cluster_node::LeaseState::new()),
             local_case_arrived: Notify::new(),
+            codes_wanted: Notify::new(),
         })
     }
 
@@ -436,6 +439,12 @@ impl Shared {
                 broker.record_traffic(now, code, traffic, &mut changes);
             }
             if let Some(cluster) = &self.cluster {
+                if broker
+                    .codes_supplied()
+                    .is_some_and(|left| left < cluster_node::CODES_LOW)
+                {
+                    self.codes_wanted.notify_one();
+                }
                 // The shared queue hands out what the rows say waits online.
                 for change in &changes {
                     if let Persist::Save(record) = change {

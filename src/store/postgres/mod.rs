@@ -302,20 +302,39 @@ fn commit_group(link: &mut Link, group: Vec<(Vec<Persist>, Done)>) {
         let work = async {
             let mut tx = client.transaction().await?;
             let mut outcomes = Vec::with_capacity(group.len());
+            let mut created = Vec::new();
             for (ops, _) in &group {
                 let savepoint = tx.savepoint("submission").await?;
-                match rows::apply(&savepoint, ledger.as_deref(), ops).await {
+                let before = created.len();
+                match rows::apply(&savepoint, ledger.as_deref(), ops, &mut created).await {
                     Ok(report) => {
                         savepoint.commit().await?;
                         outcomes.push(Ok(report));
                     }
                     Err(error) => {
                         savepoint.rollback().await?;
+                        created.truncate(before);
                         outcomes.push(Err(database(&shown, error)));
                     }
                 }
             }
+            // A case that now waits online wakes the nodes' waiting pulls at commit
+            // (LISTEN/NOTIFY is only a wake-up: they also poll).
+            if ledger.is_some()
+                && group
+                    .iter()
+                    .any(|(ops, _)| rows::wakes_pulls(ledger.as_deref(), ops))
+            {
+                tx.execute("SELECT pg_notify('sosq_queue', '')", &[])
+                    .await?;
+            }
             tx.commit().await?;
+            // Only now are the new rows there for this node's own checks (`cluster_node`).
+            if let Some(ledger) = &ledger {
+                for code in created {
+                    ledger.hold(code, 1);
+                }
+            }
             Ok::<_, rows::Failure>(outcomes)
         };
         tokio::time::timeout(QUERY_TIMEOUT, work)

@@ -351,15 +351,18 @@ pub async fn selected(
 }
 
 /// Applies one submission's changes in order.
+/// A cluster node's new rows are added to `created` (the transaction's so far), which the
+/// caller notes in the ledger once the transaction commits.
 pub async fn apply(
     client: &impl GenericClient,
     ledger: Option<&Ledger>,
     ops: &[Persist],
+    created: &mut Vec<SessionCode>,
 ) -> Result<CommitReport, Failure> {
     let mut report = CommitReport::default();
     for op in ops {
         match op {
-            Persist::Save(record) => save(client, ledger, record).await?,
+            Persist::Save(record) => save(client, ledger, record, created).await?,
             Persist::Delete(codes) => {
                 for &code in codes {
                     if delete(client, code).await? {
@@ -396,6 +399,17 @@ pub async fn apply(
     Ok(report)
 }
 
+/// Whether `ops` leave a case waiting online (one a pull may take), by the ledger.
+pub fn wakes_pulls(ledger: Option<&Ledger>, ops: &[Persist]) -> bool {
+    let Some(ledger) = ledger else {
+        return false;
+    };
+    ops.iter().any(|op| match op {
+        Persist::Save(record) => ledger.holding(record.code).1 == super::ledger::Queued::Online,
+        _ => false,
+    })
+}
+
 /// Upserts the case row and writes the history entries not stored yet (rewriting the
 /// folding last entry of a full history), as the SQLite store does. A cluster node
 /// (`ledger`) writes only rows it holds at its epoch, and creates new ones at epoch 1; a
@@ -404,6 +418,7 @@ async fn save(
     client: &impl GenericClient,
     ledger: Option<&Ledger>,
     record: &CaseRecord,
+    created: &mut Vec<SessionCode>,
 ) -> Result<(), Failure> {
     let code = code_column(record.code);
     let stored = client
@@ -445,6 +460,12 @@ async fn save(
         None => client.execute(UPSERT_CASE, &params).await?,
         Some(ledger) => {
             let (epoch, queued, expert) = ledger.holding(record.code);
+            // A row this transaction created is at epoch 1, though the ledger says so only
+            // once it commits.
+            let epoch = match epoch {
+                0 if created.contains(&record.code) => 1,
+                epoch => epoch,
+            };
             let queued = queued.column();
             let node = ledger.node();
             params.extend([
@@ -456,7 +477,9 @@ async fn save(
             if epoch == 0 {
                 let written = client.execute(INSERT_NODE_CASE, &params[..20]).await?;
                 if written > 0 {
-                    ledger.hold(record.code, 1);
+                    // Held once the transaction commits (see `commit_group`): before,
+                    // the row is not there for the node's own checks.
+                    created.push(record.code);
                 }
                 written
             } else {
