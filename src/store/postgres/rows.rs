@@ -421,13 +421,9 @@ async fn save(
     created: &mut Vec<SessionCode>,
 ) -> Result<(), Failure> {
     let code = code_column(record.code);
-    let stored = client
-        .query_opt("SELECT history_len FROM cases WHERE code = $1", &[&code])
-        .await?
-        .map(|row| row.get::<_, i64>(0))
-        .map_or(0, |n| usize::try_from(n).unwrap_or(0));
     let (origin, created_by) = origin_columns(&record.origin);
-    let history_len = stored.max(record.history.len()) as i64;
+    // The row keeps the longer of its stored length and this one (see the statements).
+    let history_len = record.history.len() as i64;
     let (state, priority) = (record.state.as_str(), record.priority.as_str());
     let (created_at, updated_at, expires_at) = (
         millis(record.created_at),
@@ -456,8 +452,18 @@ async fn save(
         &response_due,
         &first_response_at,
     ];
-    let written = match ledger {
-        None => client.execute(UPSERT_CASE, &params).await?,
+    // Each statement hands back the history length stored before it (0 for a new row),
+    // so the entries to write are known without a read of their own.
+    let stored_before = |row: Option<Row>| -> Result<Option<usize>, Failure> {
+        Ok(row.map(|row| {
+            row.try_get::<_, Option<i64>>(0)
+                .ok()
+                .flatten()
+                .map_or(0, |n| usize::try_from(n).unwrap_or(0))
+        }))
+    };
+    let stored = match ledger {
+        None => stored_before(client.query_opt(UPSERT_CASE, &params).await?)?,
         Some(ledger) => {
             let (epoch, queued, expert) = ledger.holding(record.code);
             // A row this transaction created is at epoch 1, though the ledger says so only
@@ -481,18 +487,18 @@ async fn save(
                     // the row is not there for the node's own checks.
                     created.push(record.code);
                 }
-                written
+                (written > 0).then_some(0)
             } else {
-                client.execute(UPDATE_NODE_CASE, &params).await?
+                stored_before(client.query_opt(UPDATE_NODE_CASE, &params).await?)?
             }
         }
     };
-    if written == 0 {
+    let Some(stored) = stored else {
         return Err(Failure::from_text(format!(
             "case {} is served by another node now; this node's change was not written",
             record.code
         )));
-    }
+    };
     // A full history's last entry folds every later event into itself (see
     // `CaseRecord::note`), so it is written again whenever it changed.
     let first_new = if record.history.len() >= crate::broker::MAX_HISTORY_ENTRIES {
@@ -500,35 +506,64 @@ async fn save(
     } else {
         stored
     };
-    for (seq, entry) in record.history.iter().enumerate().skip(first_new) {
-        let (role, name) = actor_columns(entry.actor.as_ref());
-        client
-            .execute(
-                "INSERT INTO history (code, seq, at, state, kind, event, actor, actor_name, address)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                 ON CONFLICT (code, seq) DO UPDATE SET
-                     at = excluded.at, state = excluded.state, kind = excluded.kind,
-                     event = excluded.event, actor = excluded.actor,
-                     actor_name = excluded.actor_name, address = excluded.address",
-                &[
-                    &code,
-                    &(seq as i64),
-                    &millis(entry.at),
-                    &entry.state.as_str(),
-                    &entry.kind.as_str(),
-                    &entry.event,
-                    &role,
-                    &name,
-                    &entry.address,
-                ],
-            )
-            .await?;
+    let entries = &record.history[first_new.min(record.history.len())..];
+    if entries.is_empty() {
+        return Ok(());
     }
+    let mut columns = HistoryColumns::default();
+    for (offset, entry) in entries.iter().enumerate() {
+        let (role, name) = actor_columns(entry.actor.as_ref());
+        columns.seq.push((first_new + offset) as i64);
+        columns.at.push(millis(entry.at));
+        columns.state.push(entry.state.as_str());
+        columns.kind.push(entry.kind.as_str());
+        columns.event.push(entry.event.as_str());
+        columns.actor.push(role);
+        columns.actor_name.push(name);
+        columns.address.push(entry.address.as_deref());
+    }
+    // One statement for every new entry: a save costs two round trips, not one per entry.
+    client
+        .execute(
+            "INSERT INTO history (code, seq, at, state, kind, event, actor, actor_name, address)
+             SELECT $1, * FROM unnest($2::BIGINT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[],
+                 $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[])
+             ON CONFLICT (code, seq) DO UPDATE SET
+                 at = excluded.at, state = excluded.state, kind = excluded.kind,
+                 event = excluded.event, actor = excluded.actor,
+                 actor_name = excluded.actor_name, address = excluded.address",
+            &[
+                &code,
+                &columns.seq,
+                &columns.at,
+                &columns.state,
+                &columns.kind,
+                &columns.event,
+                &columns.actor,
+                &columns.actor_name,
+                &columns.address,
+            ],
+        )
+        .await?;
     Ok(())
 }
 
+/// The new history entries of one save, column by column (for `unnest`).
+#[derive(Default)]
+struct HistoryColumns<'a> {
+    seq: Vec<i64>,
+    at: Vec<i64>,
+    state: Vec<&'a str>,
+    kind: Vec<&'a str>,
+    event: Vec<&'a str>,
+    actor: Vec<Option<&'a str>>,
+    actor_name: Vec<Option<&'a str>>,
+    address: Vec<Option<&'a str>>,
+}
+
 /// A single node's save: insert, or replace every column.
-const UPSERT_CASE: &str = "INSERT INTO cases (code, origin, created_by, customer, description,
+const UPSERT_CASE: &str = "WITH old AS (SELECT history_len FROM cases WHERE code = $1)
+     INSERT INTO cases (code, origin, created_by, customer, description,
         state, created_at, updated_at, expires_at, waiting_since, resume_secret_hash,
         history_len, team, assigned_to, priority, response_due, first_response_at)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
@@ -539,10 +574,11 @@ const UPSERT_CASE: &str = "INSERT INTO cases (code, origin, created_by, customer
          updated_at = excluded.updated_at, expires_at = excluded.expires_at,
          waiting_since = excluded.waiting_since,
          resume_secret_hash = excluded.resume_secret_hash,
-         history_len = excluded.history_len, team = excluded.team,
+         history_len = GREATEST(cases.history_len, excluded.history_len), team = excluded.team,
          assigned_to = excluded.assigned_to, priority = excluded.priority,
          response_due = excluded.response_due,
-         first_response_at = excluded.first_response_at";
+         first_response_at = excluded.first_response_at
+     RETURNING (SELECT history_len FROM old)";
 
 /// A cluster node's first save of a case it created: epoch 1, homed here. A code already
 /// in a row writes nothing (codes are reserved first, so this means a bug, not a race).
@@ -557,14 +593,17 @@ const INSERT_NODE_CASE: &str = "INSERT INTO cases (code, origin, created_by, cus
 /// A cluster node's later saves: only while the row is still homed here at its epoch. A
 /// case that left the queue (paired, closed) drops its claim, so if it comes back (its
 /// expert left) the next pull may take it at once.
-const UPDATE_NODE_CASE: &str = "UPDATE cases SET origin = $2, created_by = $3, customer = $4,
+const UPDATE_NODE_CASE: &str = "WITH old AS (SELECT history_len FROM cases WHERE code = $1)
+     UPDATE cases SET origin = $2, created_by = $3, customer = $4,
         description = $5, state = $6, created_at = $7, updated_at = $8, expires_at = $9,
-        waiting_since = $10, resume_secret_hash = $11, history_len = $12, team = $13,
+        waiting_since = $10, resume_secret_hash = $11,
+        history_len = GREATEST(history_len, $12), team = $13,
         assigned_to = $14, priority = $15, response_due = $16, first_response_at = $17,
         queued = $19, expert = $20,
         claimed_by = CASE WHEN $19::TEXT IS NULL THEN NULL ELSE claimed_by END,
         claim_until = CASE WHEN $19::TEXT IS NULL THEN NULL ELSE claim_until END
-     WHERE code = $1 AND home_node = $18 AND epoch = $21";
+     WHERE code = $1 AND home_node = $18 AND epoch = $21
+     RETURNING (SELECT history_len FROM old)";
 
 /// Deletes a case (its history goes with it); whether there was one.
 async fn delete(client: &impl GenericClient, code: SessionCode) -> Result<bool, Failure> {
