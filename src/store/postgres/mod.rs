@@ -8,6 +8,7 @@
 //! grouped into one transaction as the SQLite writer does (group commit), and a read waits
 //! for its answer on a channel of its own, as a SQLite read waits for its connection.
 
+mod group;
 mod ledger;
 pub(crate) mod rows;
 
@@ -268,7 +269,7 @@ fn serve(link: &mut Link, jobs: mpsc::Receiver<Work>) {
                 }
                 Work::Read(read) => {
                     // Reads see every commit submitted before them.
-                    commit_group(link, std::mem::take(&mut commits));
+                    group::commit_group(link, std::mem::take(&mut commits));
                     match link.ready() {
                         Ok(()) => read(&link.runtime, &mut link.client),
                         // Dropping the read drops its answer channel: the reader is told
@@ -278,116 +279,8 @@ fn serve(link: &mut Link, jobs: mpsc::Receiver<Work>) {
                 }
             }
         }
-        commit_group(link, commits);
+        group::commit_group(link, commits);
     }
-}
-
-/// Commits a group of submissions in one transaction, each in a savepoint so that one
-/// failing submission fails alone; answers each ticket. A lost or stalled connection
-/// fails the whole group with the reason (nothing of it is acknowledged).
-fn commit_group(link: &mut Link, group: Vec<(Vec<Persist>, Done)>) {
-    if group.is_empty() {
-        return;
-    }
-    if let Err(error) = link.ready() {
-        for (_, done) in group {
-            let _ = done.send(Err(error.clone()));
-        }
-        return;
-    }
-    let shown = link.shown.clone();
-    let ledger = link.ledger.clone();
-    let client = &mut link.client;
-    let outcomes = link.runtime.block_on(async {
-        let work = async {
-            // Fast path: the whole group in one transaction without savepoints, which
-            // would double its round trips. A submission failing (a fenced write) sends
-            // the group to the careful path below, each submission in a savepoint.
-            let mut created = Vec::new();
-            let fast = async {
-                let tx = client.transaction().await?;
-                let mut reports = Vec::with_capacity(group.len());
-                for (ops, _) in &group {
-                    reports.push(rows::apply(&tx, ledger.as_deref(), ops, &mut created).await?);
-                }
-                notify_if_waiting(&tx, ledger.as_deref(), &group).await?;
-                tx.commit().await?;
-                Ok::<_, rows::Failure>(reports)
-            }
-            .await;
-            if let Ok(reports) = fast {
-                if let Some(ledger) = &ledger {
-                    for code in created {
-                        ledger.hold(code, 1);
-                    }
-                }
-                return Ok(reports.into_iter().map(Ok).collect());
-            }
-            created.clear();
-            let mut tx = client.transaction().await?;
-            let mut outcomes = Vec::with_capacity(group.len());
-            for (ops, _) in &group {
-                let savepoint = tx.savepoint("submission").await?;
-                let before = created.len();
-                match rows::apply(&savepoint, ledger.as_deref(), ops, &mut created).await {
-                    Ok(report) => {
-                        savepoint.commit().await?;
-                        outcomes.push(Ok(report));
-                    }
-                    Err(error) => {
-                        savepoint.rollback().await?;
-                        created.truncate(before);
-                        outcomes.push(Err(database(&shown, error)));
-                    }
-                }
-            }
-            notify_if_waiting(&tx, ledger.as_deref(), &group).await?;
-            tx.commit().await?;
-            // Only now are the new rows there for this node's own checks (`cluster_node`).
-            if let Some(ledger) = &ledger {
-                for code in created {
-                    ledger.hold(code, 1);
-                }
-            }
-            Ok::<_, rows::Failure>(outcomes)
-        };
-        tokio::time::timeout(QUERY_TIMEOUT, work)
-            .await
-            .unwrap_or_else(|_| {
-                STALLED.with(|stalled| stalled.set(true));
-                Err(rows::Failure::timed_out("committing"))
-            })
-    });
-    match outcomes {
-        Ok(outcomes) => {
-            for ((_, done), outcome) in group.into_iter().zip(outcomes) {
-                let _ = done.send(outcome);
-            }
-        }
-        Err(error) => {
-            let error = database(&shown, error);
-            tracing::error!(%error, "case store commit failed");
-            // Whatever the server did with a stalled transaction, it never committed it
-            // for us: `ready` starts over on a fresh connection.
-            for (_, done) in group {
-                let _ = done.send(Err(error.clone()));
-            }
-        }
-    }
-}
-
-/// A case that now waits online wakes the nodes' waiting pulls when the transaction
-/// commits (LISTEN/NOTIFY is only a wake-up: they also poll).
-async fn notify_if_waiting(
-    tx: &tokio_postgres::Transaction<'_>,
-    ledger: Option<&Ledger>,
-    group: &[(Vec<Persist>, Done)],
-) -> Result<(), rows::Failure> {
-    if group.iter().any(|(ops, _)| rows::wakes_pulls(ledger, ops)) {
-        tx.execute("SELECT pg_notify('sosq_queue', '')", &[])
-            .await?;
-    }
-    Ok(())
 }
 
 /// A database failure, naming the store.

@@ -414,7 +414,7 @@ pub fn wakes_pulls(ledger: Option<&Ledger>, ops: &[Persist]) -> bool {
 /// folding last entry of a full history), as the SQLite store does. A cluster node
 /// (`ledger`) writes only rows it holds at its epoch, and creates new ones at epoch 1; a
 /// row it no longer holds fails the save (see `ledger`).
-async fn save(
+pub(super) async fn save(
     client: &impl GenericClient,
     ledger: Option<&Ledger>,
     record: &CaseRecord,
