@@ -458,10 +458,16 @@ async fn keep_up(shared: &Arc<Shared>, cluster: &Arc<Cluster>) -> Result<(), Ser
     let held = cluster.ledger().held();
     let homed: HashMap<SessionCode, i64> = cluster.homed_here().await?.into_iter().collect();
     for (code, epoch) in held {
-        let still_ours = homed.get(&code) == Some(&epoch);
+        // Taken over again here meanwhile (a new epoch in the ledger) is ours too.
+        let now_held = cluster.ledger().holding(code).0;
+        let still_ours = homed
+            .get(&code)
+            .is_some_and(|stored| *stored == epoch || *stored == now_held);
         let open_here = shared.broker().case(code).is_some();
         if !still_ours && open_here {
             let (close, reason) = match cluster.locate(code).await? {
+                // Homed here after all (the listing raced a takeover by this node).
+                Home::Here => continue,
                 Home::Missing => (close_code::DELETED, "your case was deleted"),
                 Home::Finished => (close_code::SESSION_ENDED, "your case was closed"),
                 _ => (
