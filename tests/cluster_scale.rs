@@ -487,8 +487,8 @@ fn twenty_kill_9s_at_random_moments_lose_no_case_place_or_session() {
     for round in 1..=ROUNDS {
         // Real `sosq request` customers wait, given every node, the first named in turn
         // (each lands on the first node that answers, not always the first named); one
-        // more is in a session with the expert, who came in through another node and
-        // was sent to the customer's.
+        // more is in a session with the expert, who comes in through another node than
+        // the one the customer named first and is sent to the customer's.
         let mut waiting: Vec<Session> = Vec::new();
         for first in 0..3 {
             for k in 0..WAITING_PER_NODE {
