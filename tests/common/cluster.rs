@@ -12,15 +12,17 @@
 //! take the list of nodes to name in `--server`, in the test's order: a client tries them
 //! in that order, so the first is where it lands while that node answers.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sosq::ConnectOptions;
+use sosq::protocol::{CaseInfo, QueueEntry, Reply, Request};
+use sosq::{Client, ConnectOptions, SessionCode};
 
-use super::postgres::{server_addr, via};
+use super::postgres::{server_addr, via, FreshDatabase};
 use super::proxy::Proxy;
 use super::{run_with_patience, sosq_bin, sosqd_bin, Daemon, Session, PATIENCE};
 
@@ -161,26 +163,54 @@ impl Cluster {
     /// moment after the command wrote it (a users file's change, a store's reload).
     pub fn add_user(&self, name: &str, role: &str) -> String {
         let token = self.shared_admin(&["user", "add", name, "--role", role]);
+        self.await_token(&token, &format!("{role} {name}"));
+        token
+    }
+
+    /// Adds many staff users, each `(name, role, groups)`, to the whole cluster; their
+    /// tokens, in order. Faster than [`Cluster::add_user`] one by one: it waits for the
+    /// nodes only once, for the last token. That suffices because a node's copy of the
+    /// users is one snapshot of the whole directory (the users file, or the store's
+    /// tables reloaded at once) and each user was written before the next one was, so a
+    /// node that knows the last knows them all.
+    pub fn add_users(&self, users: &[(&str, &str, &[&str])]) -> Vec<String> {
+        let tokens: Vec<String> = users
+            .iter()
+            .map(|(name, role, groups)| {
+                let mut args = vec!["user", "add", name, "--role", role];
+                for group in groups.iter() {
+                    args.extend(["--group", group]);
+                }
+                self.shared_admin(&args)
+            })
+            .collect();
+        if let (Some(token), Some((name, role, _))) = (tokens.last(), users.last()) {
+            self.await_token(token, &format!("{role} {name}"));
+        }
+        tokens
+    }
+
+    /// Waits until every running node accepts `token` (of `who`, for the message).
+    fn await_token(&self, token: &str, who: &str) {
         for (i, node) in self.nodes.iter().enumerate() {
             if node.daemon.is_none() {
                 continue;
             }
             let deadline = Instant::now() + PATIENCE;
             loop {
-                let out = self.run(&[i], Some(&token), &["--json", "queue"]);
+                let out = self.run(&[i], Some(token), &["--json", "queue"]);
                 if out.status.success() {
                     break;
                 }
                 let stderr = String::from_utf8_lossy(&out.stderr);
                 assert!(
                     stderr.contains("unauthenticated") && Instant::now() < deadline,
-                    "{} does not accept {role} {name}: {stderr}",
+                    "{} does not accept {who}: {stderr}",
                     node.name
                 );
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        token
     }
 
     /// Defines a team for the whole cluster.
@@ -436,4 +466,132 @@ fn toml_path(path: &Path) -> String {
 
 fn stdout_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Staff asking a cluster on library connections, for tests that ask often (a `sosq`
+/// process per question costs far more): each question on a fresh connection to the
+/// nodes `order` names (the first that answers), so a killed node only needs leaving out.
+/// Nodes keep their addresses across restarts, so the options are taken once.
+pub struct Asker<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    /// Connection options naming each node alone, by index.
+    nodes: Vec<ConnectOptions>,
+}
+
+impl<'a> Asker<'a> {
+    /// Asks `cluster`'s nodes as the staff user with `token`, running on `rt`.
+    pub fn new(rt: &'a tokio::runtime::Runtime, cluster: &Cluster, token: &str) -> Asker<'a> {
+        let nodes = (0..cluster.len())
+            .map(|i| cluster.options(&[i], Some(token)))
+            .collect();
+        Asker { rt, nodes }
+    }
+
+    /// Sends `request` to the first of `order`'s nodes that answers; its reply (a redirect
+    /// followed). Panics on a refusal or a lost connection.
+    pub fn ask(&self, order: &[usize], request: Request) -> Reply {
+        let servers: Vec<&str> = order
+            .iter()
+            .map(|&i| self.nodes[i].server.as_str())
+            .collect();
+        let options = ConnectOptions {
+            server: servers.join(","),
+            ..self.nodes[0].clone()
+        };
+        self.rt.block_on(async {
+            let mut client = Client::connect(&options)
+                .await
+                .unwrap_or_else(|e| panic!("connect to {}: {e}", options.server));
+            let reply = client.request(request.clone()).await;
+            // Goodbye in the background: the answer is all the caller waits for.
+            tokio::spawn(client.close());
+            reply.unwrap_or_else(|e| panic!("{request:?} on {}: {e}", options.server))
+        })
+    }
+
+    /// One case, as `order`'s first answering node shows it.
+    pub fn status(&self, order: &[usize], code: SessionCode) -> CaseInfo {
+        let request = Request::Status {
+            code: code.to_string(),
+            resume_secret: None,
+        };
+        match self.ask(order, request) {
+            Reply::Case(case) => case,
+            other => panic!("status {code}: {other:?}"),
+        }
+    }
+
+    /// Every entry of the queue this user sees, page after page, next first.
+    pub fn queue(&self, order: &[usize]) -> Vec<QueueEntry> {
+        let (mut entries, mut after) = (Vec::new(), None);
+        loop {
+            let Reply::Queue(page) = self.ask(order, Request::Queue { after, limit: 1000 }) else {
+                panic!("no queue page");
+            };
+            entries.extend(page.entries);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return entries,
+            }
+        }
+    }
+
+    /// Every stored case (an admin's list), page after page, oldest first.
+    pub fn cases(&self, order: &[usize]) -> Vec<CaseInfo> {
+        let (mut cases, mut after) = (Vec::new(), None);
+        loop {
+            let request = Request::Cases {
+                state: None,
+                after,
+                limit: 1000,
+            };
+            let Reply::Cases(page) = self.ask(order, request) else {
+                panic!("no case list");
+            };
+            cases.extend(page.cases);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return cases,
+            }
+        }
+    }
+}
+
+/// Which node serves each open case, as the store's rows say (`home_node` `n1` is node
+/// 0): where a client landed is the first node that answered it, not always the first it
+/// named.
+pub fn homes(db: &FreshDatabase) -> HashMap<SessionCode, usize> {
+    db.query_texts(
+        "SELECT code::text || ' ' || home_node FROM cases
+         WHERE state IN ('new', 'pending', 'in_progress')",
+    )
+    .into_iter()
+    .map(|row| {
+        let row = row.expect("an open case served by no node");
+        let parsed = row.split_once(' ').and_then(|(number, node)| {
+            let code = SessionCode::from_number(number.parse().ok()?)?;
+            Some((
+                code,
+                node.strip_prefix('n')?
+                    .parse::<usize>()
+                    .ok()?
+                    .checked_sub(1)?,
+            ))
+        });
+        parsed.unwrap_or_else(|| panic!("unexpected row {row:?}"))
+    })
+    .collect()
+}
+
+/// Polls `probe` every 100 ms until it gives a value; panics naming `what` after
+/// `patience` (a guard against hangs, never a performance assertion).
+pub fn wait_until<T>(what: &str, patience: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + patience;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
