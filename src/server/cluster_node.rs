@@ -141,6 +141,11 @@ impl Shared {
         };
         let teams = caller.teams();
         loop {
+            // Listening before the claim: a case committed while the claim runs still
+            // wakes this pull, instead of leaving it to the next poll.
+            let arrived = self.local_case_arrived.notified();
+            let mut arrived = std::pin::pin!(arrived);
+            arrived.as_mut().enable();
             if let Some(claim) = cluster.claim_next(&caller.name, &teams).await? {
                 match self.seat_claimed(cluster, caller, claim).await {
                     Ok(Some(reply)) => return Ok(reply),
@@ -155,7 +160,7 @@ impl Shared {
                 return Err(BrokerError::InvalidInput("the expert left".into()).into());
             }
             tokio::select! {
-                _ = self.local_case_arrived.notified() => {}
+                _ = arrived => {}
                 _ = tokio::time::sleep(POLL) => {}
             }
         }

@@ -385,7 +385,14 @@ impl Shared {
     ) -> Result<(T, CommitReport), ServerError> {
         let (value, ticket) = self.run_command(actor, command)?;
         let report = match ticket {
-            Some(ticket) => ticket.await?,
+            Some(ticket) => {
+                let report = ticket.await?;
+                if self.cluster.is_some() {
+                    // Committed: now a waiting pull here can claim what it made waiting.
+                    self.local_case_arrived.notify_waiters();
+                }
+                report
+            }
             None => CommitReport::default(),
         };
         if !report.deleted.is_empty() {
