@@ -15,6 +15,7 @@ mod connection;
 mod daemon;
 mod dispatch;
 mod drains;
+mod error;
 mod expiry;
 pub mod metrics;
 pub mod pages;
@@ -46,6 +47,7 @@ mod largest_messages;
 pub use admission::{Admission, AdmissionLimits, Decision};
 pub use daemon::{listening_line, parse_listening_line, Server};
 pub use dispatch::Caller;
+pub use error::ServerError;
 pub use reload::{ReloadReport, Reloader};
 pub use roles::authorize;
 pub use throttle::{Budget, Throttle, ThrottleLimits};
@@ -56,82 +58,15 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use rand::SeedableRng;
-use sosq::protocol::{close_code, ErrorKind, ErrorReply, ServerMessage, Timestamp};
+use sosq::protocol::{close_code, ServerMessage, Timestamp};
 use tokio::sync::{mpsc, Notify};
 
 use crate::broker::{Actor, Broker, BrokerError, Departure, Effect, PartyId, Persist};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::relay::Relays;
-use crate::store::users::{UserDirectory, UserError};
-use crate::store::{CaseStore, CommitReport, CommitTicket, StoreError};
-use crate::transport::{TlsError, TransportError};
-
-/// Why the server could not start or a request failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    /// The core refused.
-    #[error(transparent)]
-    Broker(#[from] BrokerError),
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The users file failed.
-    #[error(transparent)]
-    Users(#[from] UserError),
-    /// The role may not make this request.
-    #[error("{0}")]
-    Forbidden(String),
-    /// Too many wrong codes from this connection, its address, or in total.
-    #[error("too many wrong session codes; wait {} and try again", crate::broker::humanize(Duration::from_secs(.0.as_secs() + 1)))]
-    Throttled(Duration),
-    /// TLS identity problems.
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    /// The endpoint could not be set up.
-    #[error(transparent)]
-    Transport(#[from] TransportError),
-    /// A reloaded configuration is invalid.
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
-    /// A reload came after shutdown had begun.
-    #[error("sosqd is shutting down; nothing reloaded")]
-    ShuttingDown,
-    /// The cluster's shared database failed.
-    #[error(transparent)]
-    Cluster(crate::cluster::ClusterError),
-    /// The case lives on another node of the cluster: the client goes there (not a
-    /// failure; the reply is [`sosq::protocol::Reply::Redirect`]).
-    #[error("the case is served by node {}", .0.node)]
-    Redirect(Box<sosq::protocol::Redirect>),
-}
-
-impl ServerError {
-    /// The refusal a client sees. Internal failures are logged in full and reported
-    /// briefly, so file paths and such stay on the server.
-    pub fn to_reply(&self) -> ErrorReply {
-        let (kind, message) = match self {
-            ServerError::Broker(e) => (e.kind(), e.to_string()),
-            ServerError::Forbidden(message) => (ErrorKind::Forbidden, message.clone()),
-            ServerError::Throttled(_) => (ErrorKind::Throttled, self.to_string()),
-            ServerError::Cluster(error) => {
-                tracing::error!(%error, "request failed on the cluster's database");
-                (
-                    ErrorKind::Internal,
-                    "this node cannot reach the cluster's database right now; try again in a moment (another node may serve you)".to_string(),
-                )
-            }
-            other => {
-                tracing::error!(error = %other, "request failed inside the server");
-                (
-                    ErrorKind::Internal,
-                    "the server failed to carry out the request; try again".to_string(),
-                )
-            }
-        };
-        ErrorReply { kind, message }
-    }
-}
+use crate::store::users::UserDirectory;
+use crate::store::{CaseStore, CommitReport, CommitTicket};
 
 /// A connected party's handle, as other tasks reach it.
 pub struct PartyHandle {

@@ -125,7 +125,10 @@ async fn notify_if_waiting(
     ledger: Option<&Ledger>,
     group: &[(Vec<Persist>, Done)],
 ) -> Result<(), rows::Failure> {
-    if group.iter().any(|(ops, _)| rows::wakes_pulls(ledger, ops)) {
+    if group
+        .iter()
+        .any(|(ops, _)| super::save::wakes_pulls(ledger, ops))
+    {
         tx.execute("SELECT pg_notify('sosq_queue', '')", &[])
             .await?;
     }
@@ -167,7 +170,7 @@ async fn saves_side_by_side(
             Box::pin(async move {
                 let mut made = Vec::new();
                 for record in records {
-                    rows::save(tx, Some(ledger), record, &mut made).await?;
+                    super::save::save(tx, Some(ledger), record, &mut made).await?;
                 }
                 Ok(made)
             }) as Chain<'_>

@@ -11,6 +11,7 @@
 mod group;
 mod ledger;
 pub(crate) mod rows;
+mod save;
 
 pub use ledger::{Ledger, Queued};
 

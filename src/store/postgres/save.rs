@@ -1,0 +1,216 @@
+//! Saving a case: its row and its new history entries, two statements whatever the number
+//! of entries; on a cluster node only at the epoch this node holds (see `ledger`).
+
+use sosq::SessionCode;
+use tokio_postgres::{GenericClient, Row};
+
+use super::ledger::Ledger;
+use super::rows::{code_column, millis, Failure};
+use crate::broker::{CaseRecord, Persist};
+use crate::store::columns::{actor_columns, origin_columns};
+
+/// Whether `ops` leave a case waiting online (one a pull may take), by the ledger.
+pub fn wakes_pulls(ledger: Option<&Ledger>, ops: &[Persist]) -> bool {
+    let Some(ledger) = ledger else {
+        return false;
+    };
+    ops.iter().any(|op| match op {
+        Persist::Save(record) => ledger.holding(record.code).1 == super::ledger::Queued::Online,
+        _ => false,
+    })
+}
+
+/// Upserts the case row and writes the history entries not stored yet (rewriting the
+/// folding last entry of a full history), as the SQLite store does. A cluster node
+/// (`ledger`) writes only rows it holds at its epoch, and creates new ones at epoch 1; a
+/// row it no longer holds fails the save (see `ledger`).
+pub(super) async fn save(
+    client: &impl GenericClient,
+    ledger: Option<&Ledger>,
+    record: &CaseRecord,
+    created: &mut Vec<SessionCode>,
+) -> Result<(), Failure> {
+    let code = code_column(record.code);
+    let (origin, created_by) = origin_columns(&record.origin);
+    // The row keeps the longer of its stored length and this one (see the statements).
+    let history_len = record.history.len() as i64;
+    let (state, priority) = (record.state.as_str(), record.priority.as_str());
+    let (created_at, updated_at, expires_at) = (
+        millis(record.created_at),
+        millis(record.updated_at),
+        millis(record.expires_at),
+    );
+    let waiting_since = record.waiting_since.map(millis);
+    let response_due = record.response_due.map(millis);
+    let first_response_at = record.first_response_at.map(millis);
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+        &code,
+        &origin,
+        &created_by,
+        &record.customer,
+        &record.description,
+        &state,
+        &created_at,
+        &updated_at,
+        &expires_at,
+        &waiting_since,
+        &record.resume_secret_hash,
+        &history_len,
+        &record.group,
+        &record.assigned_to,
+        &priority,
+        &response_due,
+        &first_response_at,
+    ];
+    // Each statement hands back the history length stored before it (0 for a new row),
+    // so the entries to write are known without a read of their own.
+    let stored_before = |row: Option<Row>| -> Result<Option<usize>, Failure> {
+        Ok(row.map(|row| {
+            row.try_get::<_, Option<i64>>(0)
+                .ok()
+                .flatten()
+                .map_or(0, |n| usize::try_from(n).unwrap_or(0))
+        }))
+    };
+    let stored = match ledger {
+        None => stored_before(client.query_opt(UPSERT_CASE, &params).await?)?,
+        Some(ledger) => {
+            let (epoch, queued, expert) = ledger.holding(record.code);
+            // A row this transaction created is at epoch 1, though the ledger says so only
+            // once it commits.
+            let epoch = match epoch {
+                0 if created.contains(&record.code) => 1,
+                epoch => epoch,
+            };
+            let queued = queued.column();
+            let node = ledger.node();
+            params.extend([
+                &node as &(dyn tokio_postgres::types::ToSql + Sync),
+                &queued,
+                &expert,
+                &epoch,
+            ]);
+            if epoch == 0 {
+                let written = client.execute(INSERT_NODE_CASE, &params[..20]).await?;
+                if written > 0 {
+                    // Held once the transaction commits (see `commit_group`): before,
+                    // the row is not there for the node's own checks.
+                    created.push(record.code);
+                }
+                (written > 0).then_some(0)
+            } else {
+                stored_before(client.query_opt(UPDATE_NODE_CASE, &params).await?)?
+            }
+        }
+    };
+    let Some(stored) = stored else {
+        return Err(Failure::from_text(format!(
+            "case {} is served by another node now; this node's change was not written",
+            record.code
+        )));
+    };
+    // A full history's last entry folds every later event into itself (see
+    // `CaseRecord::note`), so it is written again whenever it changed.
+    let first_new = if record.history.len() >= crate::broker::MAX_HISTORY_ENTRIES {
+        stored.min(record.history.len() - 1)
+    } else {
+        stored
+    };
+    let entries = &record.history[first_new.min(record.history.len())..];
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let mut columns = HistoryColumns::default();
+    for (offset, entry) in entries.iter().enumerate() {
+        let (role, name) = actor_columns(entry.actor.as_ref());
+        columns.seq.push((first_new + offset) as i64);
+        columns.at.push(millis(entry.at));
+        columns.state.push(entry.state.as_str());
+        columns.kind.push(entry.kind.as_str());
+        columns.event.push(entry.event.as_str());
+        columns.actor.push(role);
+        columns.actor_name.push(name);
+        columns.address.push(entry.address.as_deref());
+    }
+    // One statement for every new entry: a save costs two round trips, not one per entry.
+    client
+        .execute(
+            "INSERT INTO history (code, seq, at, state, kind, event, actor, actor_name, address)
+             SELECT $1, * FROM unnest($2::BIGINT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[],
+                 $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[])
+             ON CONFLICT (code, seq) DO UPDATE SET
+                 at = excluded.at, state = excluded.state, kind = excluded.kind,
+                 event = excluded.event, actor = excluded.actor,
+                 actor_name = excluded.actor_name, address = excluded.address",
+            &[
+                &code,
+                &columns.seq,
+                &columns.at,
+                &columns.state,
+                &columns.kind,
+                &columns.event,
+                &columns.actor,
+                &columns.actor_name,
+                &columns.address,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The new history entries of one save, column by column (for `unnest`).
+#[derive(Default)]
+struct HistoryColumns<'a> {
+    seq: Vec<i64>,
+    at: Vec<i64>,
+    state: Vec<&'a str>,
+    kind: Vec<&'a str>,
+    event: Vec<&'a str>,
+    actor: Vec<Option<&'a str>>,
+    actor_name: Vec<Option<&'a str>>,
+    address: Vec<Option<&'a str>>,
+}
+
+/// A single node's save: insert, or replace every column.
+const UPSERT_CASE: &str = "WITH old AS (SELECT history_len FROM cases WHERE code = $1)
+     INSERT INTO cases (code, origin, created_by, customer, description,
+        state, created_at, updated_at, expires_at, waiting_since, resume_secret_hash,
+        history_len, team, assigned_to, priority, response_due, first_response_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+     ON CONFLICT (code) DO UPDATE SET
+         origin = excluded.origin, created_by = excluded.created_by,
+         customer = excluded.customer, description = excluded.description,
+         state = excluded.state, created_at = excluded.created_at,
+         updated_at = excluded.updated_at, expires_at = excluded.expires_at,
+         waiting_since = excluded.waiting_since,
+         resume_secret_hash = excluded.resume_secret_hash,
+         history_len = GREATEST(cases.history_len, excluded.history_len), team = excluded.team,
+         assigned_to = excluded.assigned_to, priority = excluded.priority,
+         response_due = excluded.response_due,
+         first_response_at = excluded.first_response_at
+     RETURNING (SELECT history_len FROM old)";
+
+/// A cluster node's first save of a case it created: epoch 1, homed here. A code already
+/// in a row writes nothing (codes are reserved first, so this means a bug, not a race).
+const INSERT_NODE_CASE: &str = "INSERT INTO cases (code, origin, created_by, customer,
+        description, state, created_at, updated_at, expires_at, waiting_since,
+        resume_secret_hash, history_len, team, assigned_to, priority, response_due,
+        first_response_at, home_node, queued, expert, epoch)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+        $18, $19, $20, 1)
+     ON CONFLICT (code) DO NOTHING";
+
+/// A cluster node's later saves: only while the row is still homed here at its epoch. A
+/// case that left the queue (paired, closed) drops its claim, so if it comes back (its
+/// expert left) the next pull may take it at once.
+const UPDATE_NODE_CASE: &str = "WITH old AS (SELECT history_len FROM cases WHERE code = $1)
+     UPDATE cases SET origin = $2, created_by = $3, customer = $4,
+        description = $5, state = $6, created_at = $7, updated_at = $8, expires_at = $9,
+        waiting_since = $10, resume_secret_hash = $11,
+        history_len = GREATEST(history_len, $12), team = $13,
+        assigned_to = $14, priority = $15, response_due = $16, first_response_at = $17,
+        queued = $19, expert = $20,
+        claimed_by = CASE WHEN $19::TEXT IS NULL THEN NULL ELSE claimed_by END,
+        claim_until = CASE WHEN $19::TEXT IS NULL THEN NULL ELSE claim_until END
+     WHERE code = $1 AND home_node = $18 AND epoch = $21
+     RETURNING (SELECT history_len FROM old)";
