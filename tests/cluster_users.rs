@@ -215,7 +215,7 @@ fn an_unreachable_store_is_an_error_naming_it() {
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(
-        said.contains("user directory in postgres://sosq@127.0.0.1/staff")
+        said.contains("user directory in postgres://sosq@127.0.0.1:1/staff")
             && !said.contains("secret"),
         "{said}"
     );

@@ -198,6 +198,15 @@ impl Server {
             drains.abort();
         }
         self.endpoint.set_server_config(None);
+        // A cluster node gives its lease up before telling its parties to come back, so
+        // the node they reconnect to takes their cases over at once instead of sending
+        // them back here. Its last writes are still its own until another node does.
+        node.abort();
+        if let Some(cluster) = &self.shared.cluster {
+            if let Err(error) = cluster.resign().await {
+                tracing::warn!(%error, "could not give up the lease; other nodes wait for it to lapse");
+            }
+        }
         for party in self.shared.parties.iter() {
             party.connection.close(
                 close_code::SHUTDOWN.into(),
@@ -220,14 +229,6 @@ impl Server {
         }
         if let Some(metrics) = metrics {
             metrics.abort();
-        }
-        // Last: the lease is given up once every party here has left, so other nodes take
-        // the cases over at once instead of after the lease.
-        node.abort();
-        if let Some(cluster) = &self.shared.cluster {
-            if let Err(error) = cluster.resign().await {
-                tracing::warn!(%error, "could not give up the lease; other nodes wait for it to lapse");
-            }
         }
         self.endpoint
             .close(close_code::SHUTDOWN.into(), b"sosqd is shutting down");

@@ -258,9 +258,31 @@ async fn reach(
                 }
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
+            // A `pull --wait` on a cluster node waits for its answer; if that node goes
+            // away meanwhile, the wait goes on at the next server given.
+            Err(e @ (ClientError::Disconnected(_) | ClientError::Ended { .. }))
+                if wait && matches!(first, Request::Pull { .. }) && !revoked(&e) =>
+            {
+                out.status(
+                    "reconnecting",
+                    format!("{e}; waiting on at the servers given (--wait)"),
+                    json!({"code": null, "reason": e.to_string()}),
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Whether the daemon ended the connection because the staff token is no good (waiting on
+/// elsewhere would only be refused again).
+fn revoked(error: &ClientError) -> bool {
+    matches!(
+        error,
+        ClientError::Ended { close_code, .. }
+            if *close_code == sosq::protocol::close_code::UNAUTHENTICATED
+    )
 }
 
 /// A `pull` that found nobody waiting says how to wait for the next customer instead.

@@ -322,7 +322,10 @@ pub fn shown(url: &str) -> String {
                 Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
                 None => "localhost".into(),
             };
-            format!("postgres://{user}@{host}/{db}")
+            match config.get_ports().first() {
+                Some(port) if *port != 5432 => format!("postgres://{user}@{host}:{port}/{db}"),
+                _ => format!("postgres://{user}@{host}/{db}"),
+            }
         }
         Err(_) => "postgres (an unreadable address)".into(),
     }

@@ -61,7 +61,11 @@ impl From<tokio_postgres::Error> for Failure {
         let kind = FailureKind { raced };
         match error.as_db_error() {
             Some(db) => Failure(format!("{}: {}", db.severity(), db.message()), kind),
-            None => Failure(error.to_string(), kind),
+            // "error connecting to server" says little; its source says why.
+            None => match std::error::Error::source(&error) {
+                Some(cause) => Failure(format!("{error}: {cause}"), kind),
+                None => Failure(error.to_string(), kind),
+            },
         }
     }
 }

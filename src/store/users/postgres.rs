@@ -79,6 +79,10 @@ impl PgUsers {
         if config.get_application_name().is_none() {
             config.application_name("sosqd users");
         }
+        if config.get_options().is_none() {
+            // `CREATE ... IF NOT EXISTS` notices are not news at every start.
+            config.options("-c client_min_messages=warning");
+        }
         let (work, jobs) = mpsc::channel();
         let (opened, open_result) = mpsc::channel();
         let mut worker = Worker {

@@ -538,6 +538,6 @@ fn an_unreachable_database_is_named_without_its_password() {
         panic!("nothing listens on port 1");
     };
     let said = refused.to_string();
-    assert!(said.contains("postgres://sosq@127.0.0.1/staff"), "{said}");
+    assert!(said.contains("postgres://sosq@127.0.0.1:1/staff"), "{said}");
     assert!(!said.contains("hunter2"), "{said}");
 }
