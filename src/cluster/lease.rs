@@ -7,18 +7,13 @@ use super::{millis, Cluster, ClusterError, NOW_MS, OPEN, QUERY_TIMEOUT};
 use crate::store::postgres::rows;
 
 impl Cluster {
-    /// Joins the cluster: makes or checks the tables, waits out the lease of an earlier
-    /// process with this node name (one killed a moment ago), takes the name, and frees the
-    /// codes an earlier process reserved but never used.
+    /// Joins the cluster: waits out the lease of an earlier process with this node name
+    /// (one killed a moment ago), takes the name, and frees the codes an earlier process
+    /// reserved but never used. The tables are the node's store's to make: open it
+    /// (`PgStore::open_node`) first.
     ///
     /// Errors: the database fails, or another live process keeps renewing this name.
-    pub async fn register(&self, url: &str) -> Result<(), ClusterError> {
-        let mut client = crate::store::postgres::connect_for_setup(url, QUERY_TIMEOUT)
-            .await
-            .map_err(|e| self.failed(e))?;
-        rows::migrate(&mut client, None)
-            .await
-            .map_err(|e| self.failed(e))?;
+    pub async fn register(&self) -> Result<(), ClusterError> {
         let deadline = tokio::time::Instant::now() + 2 * self.lease + QUERY_TIMEOUT;
         loop {
             let taken = self

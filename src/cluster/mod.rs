@@ -59,6 +59,11 @@ pub const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 /// The database's clock in milliseconds since the Unix epoch: every lease and claim time.
 const NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
 
+/// Whether the home node of the case row aliased `c` holds its lease now (on the
+/// database's clock, as [`NOW_MS`]): the test every claim, view and takeover makes.
+const HOME_LIVE: &str = "EXISTS (SELECT 1 FROM sosq_nodes n WHERE n.node_id = c.home_node \
+     AND n.lease_until > (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT)";
+
 /// The states of an open case, as stored.
 const OPEN: &str = "('new', 'pending', 'in_progress')";
 
@@ -144,14 +149,8 @@ impl Cluster {
             store: shown.clone(),
             cause,
         };
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| failed(e.to_string()))?;
-        config.connect_timeout(QUERY_TIMEOUT);
-        config.options(format!(
-            "-c statement_timeout={} -c client_min_messages=warning",
-            QUERY_TIMEOUT.as_millis()
-        ));
+        let config = crate::store::postgres::client_config(url, QUERY_TIMEOUT)
+            .map_err(|e| failed(e.to_string()))?;
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -255,8 +254,7 @@ impl Cluster {
                          WHERE c.queued = 'online' AND c.state = 'pending'
                            AND ((c.assigned_to IS NULL AND c.team = ANY($2)) OR c.assigned_to = $1)
                            AND (c.claim_until IS NULL OR c.claim_until < {NOW_MS})
-                           AND EXISTS (SELECT 1 FROM sosq_nodes n
-                                       WHERE n.node_id = c.home_node AND n.lease_until > {NOW_MS})
+                           AND {HOME_LIVE}
                          ORDER BY {ORDER}
                          LIMIT 1 FOR UPDATE SKIP LOCKED)
                      RETURNING code, home_node)
@@ -334,9 +332,7 @@ impl Cluster {
     ) -> Result<(bool, Option<String>), ClusterError> {
         self.with(async |client| {
             let sql = format!(
-                "SELECT c.queued = 'online' OR c.state = 'in_progress', c.expert, EXISTS (
-                     SELECT 1 FROM sosq_nodes n
-                     WHERE n.node_id = c.home_node AND n.lease_until > {NOW_MS})
+                "SELECT c.queued = 'online' OR c.state = 'in_progress', c.expert, {HOME_LIVE}
                  FROM cases c WHERE c.code = $1"
             );
             let Some(row) = client.query_opt(&sql, &[&rows::code_column(code)]).await? else {
@@ -361,9 +357,7 @@ impl Cluster {
                     "UPDATE cases c SET home_node = $2, epoch = c.epoch + 1,
                          claimed_by = NULL, claim_until = NULL
                      WHERE c.code = $1 AND c.state IN {OPEN}
-                       AND (c.home_node IS NULL OR c.home_node = $2 OR NOT EXISTS (
-                           SELECT 1 FROM sosq_nodes n
-                           WHERE n.node_id = c.home_node AND n.lease_until > {NOW_MS}))
+                       AND (c.home_node IS NULL OR c.home_node = $2 OR NOT {HOME_LIVE})
                      RETURNING c.epoch, {}",
                     crate::store::postgres::rows::CASE_COLUMNS_PREFIXED
                 );
@@ -396,8 +390,7 @@ impl Cluster {
             let sql = format!(
                 "SELECT c.code FROM cases c
                  WHERE c.state IN {OPEN} AND c.expires_at <= $1
-                   AND NOT EXISTS (SELECT 1 FROM sosq_nodes n
-                                   WHERE n.node_id = c.home_node AND n.lease_until > {NOW_MS})
+                   AND NOT {HOME_LIVE}
                  ORDER BY c.expires_at LIMIT $2"
             );
             let found = client.query(&sql, &[&now_ms, &limit]).await?;
@@ -476,8 +469,8 @@ pub async fn listen_for_cases(url: &str, woken: impl Fn()) -> Result<(), Cluster
         store: crate::store::postgres::shown(url),
         cause: e.to_string(),
     };
-    let mut config: tokio_postgres::Config = url.parse().map_err(|e| failed(&e))?;
-    config.connect_timeout(QUERY_TIMEOUT);
+    let mut config =
+        crate::store::postgres::client_config(url, QUERY_TIMEOUT).map_err(|e| failed(&e))?;
     config.keepalives_idle(Duration::from_secs(5));
     let (client, mut connection) = config.connect(NoTls).await.map_err(|e| failed(&e))?;
     let listen = async {

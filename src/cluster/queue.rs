@@ -4,7 +4,7 @@
 use sosq::codec::PageBudget;
 use sosq::protocol::{Priority, QueueCursor, QueueEntry, QueuePage};
 
-use super::{Cluster, ClusterError, NOW_MS};
+use super::{Cluster, ClusterError, HOME_LIVE, NOW_MS};
 use crate::store::postgres::rows;
 
 /// A priority's place in pull order, most urgent first (as `Priority`'s own order).
@@ -61,8 +61,7 @@ impl Cluster {
                 "SELECT c.code, c.customer, c.description,
                      COALESCE(c.waiting_since, c.created_at) AS since, c.priority,
                      COALESCE(c.response_due, c.expires_at) AS due, c.team, c.assigned_to,
-                     c.queued = 'online' AND EXISTS (SELECT 1 FROM sosq_nodes n
-                         WHERE n.node_id = c.home_node AND n.lease_until > {NOW_MS}) AS online,
+                     c.queued = 'online' AND {HOME_LIVE} AS online,
                      {RANK} AS rank
                  FROM cases c
                  WHERE c.queued IS NOT NULL AND c.state = 'pending'
@@ -174,8 +173,7 @@ impl Cluster {
             let found = client
                 .query(
                     &format!(
-                        "SELECT c.team, c.queued = 'online' AND EXISTS (SELECT 1 FROM sosq_nodes n
-                             WHERE n.node_id = c.home_node AND n.lease_until > {NOW_MS}) AS online,
+                        "SELECT c.team, c.queued = 'online' AND {HOME_LIVE} AS online,
                              count(*)
                          FROM cases c WHERE c.queued IS NOT NULL AND c.state = 'pending'
                          GROUP BY 1, 2 ORDER BY 1, 2"

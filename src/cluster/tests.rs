@@ -104,7 +104,7 @@ impl Node {
             ledger,
         )
         .expect("cluster handle");
-        cluster.register(url).await.expect("register");
+        cluster.register().await.expect("register");
         let mut broker = Broker::new(
             BrokerConfig::default(),
             Box::new(<rand::rngs::StdRng as rand::SeedableRng>::from_os_rng()),
@@ -485,4 +485,9 @@ async fn two_nodes_never_reserve_the_same_code() {
         2_000,
         "every candidate to one of them"
     );
+}
+
+#[test]
+fn a_live_home_is_judged_on_the_same_clock_as_every_lease() {
+    assert!(super::HOME_LIVE.contains(super::NOW_MS));
 }

@@ -74,7 +74,7 @@ impl Shared {
             return Ok(());
         };
         let sent = Instant::now();
-        cluster.register(&self.config().store).await?;
+        cluster.register().await?;
         self.lease
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -239,13 +239,7 @@ impl Link {
 
 /// Connects (with the statement timeout set) and makes or checks the tables.
 async fn connect(url: &str, schema: Option<&str>) -> Result<Client, rows::Failure> {
-    let mut config: tokio_postgres::Config = url.parse()?;
-    config.connect_timeout(QUERY_TIMEOUT);
-    config.options(format!(
-        "-c statement_timeout={} -c client_min_messages=warning",
-        QUERY_TIMEOUT.as_millis()
-    ));
-    let (mut client, connection) = config.connect(NoTls).await?;
+    let (mut client, connection) = client_config(url, QUERY_TIMEOUT)?.connect(NoTls).await?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::error!(%error, "case store connection to PostgreSQL ended");
@@ -292,22 +286,20 @@ fn database(shown: &str, cause: impl std::fmt::Display) -> StoreError {
     }
 }
 
-/// A connection of its own for one-off set-up work (the cluster's migrations), with
-/// `timeout` on connecting and on each statement. Errors: the database's refusal.
-pub async fn connect_for_setup(url: &str, timeout: Duration) -> Result<Client, rows::Failure> {
+/// How every sosqd connection to PostgreSQL is set up: `timeout` on connecting and on
+/// each statement (server-side), and no notices below warnings (`CREATE ... IF NOT
+/// EXISTS` says "already exists" at every start). Errors: `url` does not parse.
+pub fn client_config(
+    url: &str,
+    timeout: Duration,
+) -> Result<tokio_postgres::Config, tokio_postgres::Error> {
     let mut config: tokio_postgres::Config = url.parse()?;
     config.connect_timeout(timeout);
     config.options(format!(
         "-c statement_timeout={} -c client_min_messages=warning",
         timeout.as_millis()
     ));
-    let (client, connection) = config.connect(NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "set-up connection to PostgreSQL ended");
-        }
-    });
-    Ok(client)
+    Ok(config)
 }
 
 /// `url` without a password, for messages and logs.
