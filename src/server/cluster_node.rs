@@ -65,6 +65,14 @@ impl Shared {
             .is_some_and(|until| Instant::now() < until)
     }
 
+    /// Notes until when this node's lease holds (`None`: it does not).
+    fn set_lease(&self, until: Option<Instant>) {
+        self.lease
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .valid_until = until;
+    }
+
     /// Joins the cluster before the node serves: takes its name's lease and reserves its
     /// first session codes. A no-op on one node.
     ///
@@ -75,10 +83,7 @@ impl Shared {
         };
         let sent = Instant::now();
         cluster.register().await?;
-        self.lease
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .valid_until = Some(sent + cluster.lease());
+        self.set_lease(Some(sent + cluster.lease()));
         top_up_codes(self, cluster).await?;
         tracing::info!(node = %cluster.node(), address = %cluster.address(), "joined the cluster");
         Ok(())
@@ -410,11 +415,7 @@ pub async fn run(shared: Arc<Shared>) {
         let sent = Instant::now();
         match cluster.renew().await {
             Ok(()) => {
-                shared
-                    .lease
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .valid_until = Some(sent + cluster.lease());
+                shared.set_lease(Some(sent + cluster.lease()));
                 if lapsed {
                     tracing::warn!("the lease is renewed again; serving cases");
                     // Every party was let go at the lapse: none of this node's rows may
@@ -429,11 +430,7 @@ pub async fn run(shared: Arc<Shared>) {
             Err(error) => {
                 tracing::error!(%error, "cannot renew this node's lease");
                 if matches!(error, ClusterError::NodeTaken(_)) {
-                    shared
-                        .lease
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .valid_until = None;
+                    shared.set_lease(None);
                 }
             }
         }
