@@ -40,7 +40,7 @@ use sosq::SessionCode;
 use tokio_postgres::NoTls;
 
 use crate::broker::CaseRecord;
-use crate::store::postgres::rows;
+use crate::store::postgres::{rows, QueueWake};
 use crate::store::Ledger;
 
 /// How long a claimed case stays reserved for the expert who claimed it.
@@ -262,8 +262,9 @@ impl Cluster {
                  FROM claimed JOIN sosq_nodes n ON n.node_id = claimed.home_node",
                 ORDER = queue::ORDER_C
             );
+            let claim = client.prepare_cached(&sql).await?;
             let found = client
-                .query_opt(&sql, &[&expert, &teams, &millis(CLAIM_HOLD)])
+                .query_opt(&claim, &[&expert, &teams, &millis(CLAIM_HOLD)])
                 .await?;
             found
                 .map(|row| {
@@ -301,7 +302,11 @@ impl Cluster {
                  FROM cases c LEFT JOIN sosq_nodes n ON n.node_id = c.home_node
                  WHERE c.code = $1"
             );
-            let Some(row) = client.query_opt(&sql, &[&rows::code_column(code)]).await? else {
+            let statement = client.prepare_cached(&sql).await?;
+            let Some(row) = client
+                .query_opt(&statement, &[&rows::code_column(code)])
+                .await?
+            else {
                 return Ok(Home::Missing);
             };
             let open: bool = row.try_get(0)?;
@@ -335,7 +340,11 @@ impl Cluster {
                 "SELECT c.queued = 'online' OR c.state = 'in_progress', c.expert, {HOME_LIVE}
                  FROM cases c WHERE c.code = $1"
             );
-            let Some(row) = client.query_opt(&sql, &[&rows::code_column(code)]).await? else {
+            let statement = client.prepare_cached(&sql).await?;
+            let Some(row) = client
+                .query_opt(&statement, &[&rows::code_column(code)])
+                .await?
+            else {
                 return Ok((false, None));
             };
             let connected = row.try_get::<_, Option<bool>>(0)?.unwrap_or(false);
@@ -412,9 +421,10 @@ impl Cluster {
                 "INSERT INTO sosq_tickets (ticket, code, node_id, staff, expires_at)
                  VALUES ($1, $2, $3, $4, {NOW_MS} + $5)"
             );
+            let insert = client.prepare_cached(&sql).await?;
             client
                 .execute(
-                    &sql,
+                    &insert,
                     &[
                         &ticket,
                         &rows::code_column(code),
@@ -426,7 +436,9 @@ impl Cluster {
                 .await?;
             // Expired tickets of anyone's go too: the table stays as small as the traffic.
             let sql = format!("DELETE FROM sosq_tickets WHERE expires_at < {NOW_MS} - 60000");
-            client.execute(&sql, &[]).await?;
+            client
+                .execute(&client.prepare_cached(&sql).await?, &[])
+                .await?;
             Ok(())
         })
         .await?;
@@ -445,7 +457,8 @@ impl Cluster {
                 "DELETE FROM sosq_tickets WHERE ticket = $1
                  RETURNING code, node_id, staff, expires_at > {NOW_MS}"
             );
-            let Some(row) = client.query_opt(&sql, &[&ticket]).await? else {
+            let statement = client.prepare_cached(&sql).await?;
+            let Some(row) = client.query_opt(&statement, &[&ticket]).await? else {
                 return Ok(None);
             };
             let code = rows::code_from(&row, 0)?;
@@ -458,13 +471,17 @@ impl Cluster {
     }
 }
 
-/// Calls `woken` whenever any node commits a case that waits online (`NOTIFY
+/// Calls `woken` with the case's team (see [`QueueWake`]; `None` if the notification
+/// cannot be read) whenever any node commits a case that waits online (`NOTIFY
 /// sosq_queue`), over a connection of its own; returns when that connection ends (the
 /// caller reconnects). A wake-up only: pulls poll as well, since notifications sent while
 /// the connection was down are lost.
 ///
 /// Errors: the connection cannot be made or the LISTEN fails.
-pub async fn listen_for_cases(url: &str, woken: impl Fn()) -> Result<(), ClusterError> {
+pub async fn listen_for_cases(
+    url: &str,
+    woken: impl Fn(Option<QueueWake>),
+) -> Result<(), ClusterError> {
     let failed = |e: &dyn std::fmt::Display| ClusterError::Database {
         store: crate::store::postgres::shown(url),
         cause: e.to_string(),
@@ -483,9 +500,9 @@ pub async fn listen_for_cases(url: &str, woken: impl Fn()) -> Result<(), Cluster
     let mut messages = std::pin::pin!(std::future::poll_fn(|cx| {
         loop {
             match connection.poll_message(cx) {
-                std::task::Poll::Ready(Some(Ok(tokio_postgres::AsyncMessage::Notification(_)))) => {
-                    woken()
-                }
+                std::task::Poll::Ready(Some(Ok(tokio_postgres::AsyncMessage::Notification(
+                    note,
+                )))) => woken(serde_json::from_str(note.payload()).ok()),
                 std::task::Poll::Ready(Some(Ok(_))) => {}
                 std::task::Poll::Ready(Some(Err(e))) => return std::task::Poll::Ready(Err(e)),
                 std::task::Poll::Ready(None) => return std::task::Poll::Ready(Ok(())),

@@ -18,6 +18,7 @@ use super::dispatch::Caller;
 use super::{ServerError, Shared};
 use crate::broker::{BrokerError, Effect, Searched};
 use crate::cluster::{Claim, Cluster, ClusterError, Home, QueueView, POLL};
+use crate::store::postgres::QueueWake;
 
 /// Keep at least this many reserved codes; reserve [`CODE_BATCH`] more below it. About a
 /// second of intake at the rates measured (README "Performance", "Cluster").
@@ -138,19 +139,17 @@ impl Shared {
 
     /// A pull on a cluster node: claims the next case of the expert's queues on any node;
     /// one homed here is paired at once, one homed elsewhere becomes a redirect there. With
-    /// `wait`, keeps claiming (every [`POLL`], or sooner when a case arrives here) until a
-    /// case comes or the expert leaves; the reply waits that long.
+    /// `wait`, keeps claiming (when woken for a case of its queues, see `waiting_pulls`, or
+    /// every [`POLL`]) until a case comes or the expert leaves; the reply waits that long.
     pub async fn pull_shared(&self, caller: &Caller, wait: bool) -> Result<Reply, ServerError> {
         let Some(cluster) = &self.cluster else {
             return Err(BrokerError::InvalidInput("not a cluster node".into()).into());
         };
         let teams = caller.teams();
+        // Waiting before the first claim: a case committed while it runs still wakes this
+        // pull, instead of leaving it to the next poll.
+        let waiting = wait.then(|| self.waiting_pulls.wait(&caller.name, &teams));
         loop {
-            // Listening before the claim: a case committed while the claim runs still
-            // wakes this pull, instead of leaving it to the next poll.
-            let arrived = self.local_case_arrived.notified();
-            let mut arrived = std::pin::pin!(arrived);
-            arrived.as_mut().enable();
             if let Some(claim) = cluster.claim_next(&caller.name, &teams).await? {
                 match self.seat_claimed(cluster, caller, claim).await {
                     Ok(Some(reply)) => return Ok(reply),
@@ -158,16 +157,14 @@ impl Shared {
                     Err(e) => return Err(e),
                 }
             }
-            if !wait {
+            let Some(waiting) = &waiting else {
                 return Err(BrokerError::QueueEmpty(Searched { teams }).into());
-            }
+            };
             if !self.parties.contains_key(&caller.party) {
                 return Err(BrokerError::InvalidInput("the expert left".into()).into());
             }
-            tokio::select! {
-                _ = arrived => {}
-                _ = tokio::time::sleep(POLL) => {}
-            }
+            waiting.rearm();
+            waiting.woken_or(POLL).await;
         }
     }
 
@@ -514,15 +511,18 @@ pub async fn keep_codes(shared: Arc<Shared>) {
     }
 }
 
-/// Wakes this node's waiting pulls when any node commits a waiting case (see
-/// `cluster::listen_for_cases`), reconnecting after a lost connection.
+/// Wakes one of this node's waiting pulls that may take it whenever any node (this one
+/// too) commits a case waiting online (see `cluster::listen_for_cases`), reconnecting
+/// after a lost connection.
 pub async fn wake_on_new_cases(shared: Arc<Shared>) {
     if shared.cluster.is_none() {
         return;
     }
     let url = shared.config().store.clone();
     loop {
-        let woken = || shared.local_case_arrived.notify_waiters();
+        let woken = |case: Option<QueueWake>| {
+            shared.waiting_pulls.case_waiting(case.as_ref());
+        };
         if let Err(error) = crate::cluster::listen_for_cases(&url, woken).await {
             tracing::debug!(%error, "the queue's wake-up connection ended; pulls poll meanwhile");
         }

@@ -148,6 +148,17 @@ async fn render_cluster(shared: &Shared) -> String {
         shared.broker().open_cases()
     ));
     flush(&mut out, &mut lines);
+    let name = family(
+        &mut out,
+        "sosqd_cluster_waiting_pulls",
+        "gauge",
+        "Pulls on this node waiting for a case of their queues (`sosq pull --wait`).",
+    );
+    lines.push(format!(
+        "{name}{{node=\"{node}\"}} {}",
+        shared.waiting_pulls.waiting()
+    ));
+    flush(&mut out, &mut lines);
     match cluster.summary().await {
         Ok(summary) => {
             let name = family(

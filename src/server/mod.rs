@@ -24,6 +24,7 @@ mod reload;
 mod retention;
 mod roles;
 mod throttle;
+mod waiting_pulls;
 
 /// The core's settings from the daemon's: the case ttl, the open-case cap and the
 /// first-response targets. Built here, in the shell, so the core knows nothing of config
@@ -120,9 +121,8 @@ pub struct Shared {
     cluster: Option<Arc<crate::cluster::Cluster>>,
     /// On a cluster node, how long its lease holds.
     lease: Mutex<cluster_node::LeaseState>,
-    /// Signalled (to every waiter) when a case starts waiting in a queue here: pulls
-    /// waiting on the shared queue look again at once.
-    local_case_arrived: Notify,
+    /// On a cluster node, the pulls waiting for a case (woken by `NOTIFY sosq_queue`).
+    pub(super) waiting_pulls: waiting_pulls::WaitingPulls,
     /// Signalled when a cluster node's reserved codes run low.
     codes_wanted: Notify,
 }
@@ -200,7 +200,7 @@ impl Shared {
             endpoint_gate: Mutex::new(()),
             cluster,
             lease: Mutex::new(cluster_node::LeaseState::new()),
-            local_case_arrived: Notify::new(),
+            waiting_pulls: waiting_pulls::WaitingPulls::new(),
             codes_wanted: Notify::new(),
         })
     }
@@ -320,14 +320,7 @@ impl Shared {
     ) -> Result<(T, CommitReport), ServerError> {
         let (value, ticket) = self.run_command(actor, command)?;
         let report = match ticket {
-            Some(ticket) => {
-                let report = ticket.await?;
-                if self.cluster.is_some() {
-                    // Committed: now a waiting pull here can claim what it made waiting.
-                    self.local_case_arrived.notify_waiters();
-                }
-                report
-            }
+            Some(ticket) => ticket.await?,
             None => CommitReport::default(),
         };
         if !report.deleted.is_empty() {
@@ -353,9 +346,6 @@ impl Shared {
             let value = command(&mut broker, now, &mut effects)?;
             if broker.queue_version() != queue_before {
                 self.queue_changed.notify_one();
-                if self.cluster.is_some() {
-                    self.local_case_arrived.notify_waiters();
-                }
             }
             broker.attribute(actor, &mut effects);
             let mut changes = Vec::new();

@@ -10,6 +10,7 @@ use std::task::Poll;
 
 use sosq::SessionCode;
 
+use super::save::Statements;
 use super::{database, rows, Done, Ledger, Link, QUERY_TIMEOUT, STALLED};
 use crate::broker::{CaseRecord, Persist};
 use crate::store::CommitReport;
@@ -30,6 +31,7 @@ pub(super) fn commit_group(link: &mut Link, group: Vec<(Vec<Persist>, Done)>) {
     let shown = link.shown.clone();
     let ledger = link.ledger.clone();
     let client = &mut link.client;
+    let statements = &link.statements;
     let outcomes = link.runtime.block_on(async {
         let work = async {
             // Fast path: the whole group in one transaction without savepoints, which
@@ -40,19 +42,20 @@ pub(super) fn commit_group(link: &mut Link, group: Vec<(Vec<Persist>, Done)>) {
                 let tx = client.transaction().await?;
                 let reports = match ledger.as_deref() {
                     Some(ledger) if only_saves(&group) => {
-                        saves_side_by_side(&tx, ledger, &group, &mut created).await?
+                        saves_side_by_side(&tx, statements, ledger, &group, &mut created).await?
                     }
                     _ => {
                         let mut reports = Vec::with_capacity(group.len());
                         for (ops, _) in &group {
                             reports.push(
-                                rows::apply(&tx, ledger.as_deref(), ops, &mut created).await?,
+                                rows::apply(&tx, statements, ledger.as_deref(), ops, &mut created)
+                                    .await?,
                             );
                         }
                         reports
                     }
                 };
-                notify_if_waiting(&tx, ledger.as_deref(), &group).await?;
+                notify_if_waiting(&tx, statements, ledger.as_deref(), &group).await?;
                 tx.commit().await?;
                 Ok::<_, rows::Failure>(reports)
             }
@@ -71,7 +74,9 @@ pub(super) fn commit_group(link: &mut Link, group: Vec<(Vec<Persist>, Done)>) {
             for (ops, _) in &group {
                 let savepoint = tx.savepoint("submission").await?;
                 let before = created.len();
-                match rows::apply(&savepoint, ledger.as_deref(), ops, &mut created).await {
+                match rows::apply(&savepoint, statements, ledger.as_deref(), ops, &mut created)
+                    .await
+                {
                     Ok(report) => {
                         savepoint.commit().await?;
                         outcomes.push(Ok(report));
@@ -83,7 +88,7 @@ pub(super) fn commit_group(link: &mut Link, group: Vec<(Vec<Persist>, Done)>) {
                     }
                 }
             }
-            notify_if_waiting(&tx, ledger.as_deref(), &group).await?;
+            notify_if_waiting(&tx, statements, ledger.as_deref(), &group).await?;
             tx.commit().await?;
             // Only now are the new rows there for this node's own checks (`cluster_node`).
             if let Some(ledger) = &ledger {
@@ -118,19 +123,23 @@ pub(super) fn commit_group(link: &mut Link, group: Vec<(Vec<Persist>, Done)>) {
     }
 }
 
-/// A case that now waits online wakes the nodes' waiting pulls when the transaction
+/// The cases that now wait online wake the nodes' waiting pulls when the transaction
 /// commits (LISTEN/NOTIFY is only a wake-up: they also poll).
 async fn notify_if_waiting(
     tx: &tokio_postgres::Transaction<'_>,
+    statements: &Statements,
     ledger: Option<&Ledger>,
     group: &[(Vec<Persist>, Done)],
 ) -> Result<(), rows::Failure> {
-    if group
+    let mut wakes: Vec<String> = group
         .iter()
-        .any(|(ops, _)| super::save::wakes_pulls(ledger, ops))
-    {
-        tx.execute("SELECT pg_notify('sosq_queue', '')", &[])
-            .await?;
+        .flat_map(|(ops, _)| super::save::queue_wakes(ledger, ops))
+        .filter_map(|wake| serde_json::to_string(&wake).ok())
+        .collect();
+    wakes.sort_unstable();
+    wakes.dedup();
+    if !wakes.is_empty() {
+        tx.execute(&statements.notify, &[&wakes]).await?;
     }
     Ok(())
 }
@@ -146,6 +155,7 @@ fn only_saves(group: &[(Vec<Persist>, Done)]) -> bool {
 /// are added to `created`. One report (empty: saves delete nothing) per submission.
 async fn saves_side_by_side(
     tx: &tokio_postgres::Transaction<'_>,
+    statements: &Statements,
     ledger: &Ledger,
     group: &[(Vec<Persist>, Done)],
     created: &mut Vec<SessionCode>,
@@ -170,7 +180,7 @@ async fn saves_side_by_side(
             Box::pin(async move {
                 let mut made = Vec::new();
                 for record in records {
-                    super::save::save(tx, Some(ledger), record, &mut made).await?;
+                    super::save::save(tx, statements, Some(ledger), record, &mut made).await?;
                 }
                 Ok(made)
             }) as Chain<'_>

@@ -14,6 +14,7 @@ pub(crate) mod rows;
 mod save;
 
 pub use ledger::{Ledger, Queued};
+pub use save::QueueWake;
 
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -88,17 +89,18 @@ impl PgStore {
                         .enable_all()
                         .build()
                         .map_err(|e| database(&name, e))?;
-                    let client = runtime
+                    let (client, statements) = runtime
                         .block_on(connect(&url, schema.as_deref()))
                         .map_err(|e| database(&name, e))?;
-                    Ok((runtime, client))
+                    Ok((runtime, client, statements))
                 })();
                 match connected {
-                    Ok((runtime, client)) => {
+                    Ok((runtime, client, statements)) => {
                         let _ = opened.send(Ok(()));
                         let mut link = Link {
                             runtime,
                             client,
+                            statements,
                             url,
                             schema,
                             shown: name,
@@ -188,6 +190,8 @@ fn within<T>(
 struct Link {
     runtime: Runtime,
     client: Client,
+    /// The save path's statements, prepared on `client`.
+    statements: save::Statements,
     url: String,
     schema: Option<String>,
     shown: String,
@@ -221,9 +225,10 @@ impl Link {
                 .unwrap_or_else(|_| Err(rows::Failure::timed_out("connecting")))
         });
         match connected {
-            Ok(client) => {
+            Ok((client, statements)) => {
                 tracing::info!(store = %self.shown, "case store reconnected to PostgreSQL");
                 self.client = client;
+                self.statements = statements;
                 self.retry_at = None;
                 self.broken = false;
                 Ok(())
@@ -237,8 +242,12 @@ impl Link {
     }
 }
 
-/// Connects (with the statement timeout set) and makes or checks the tables.
-async fn connect(url: &str, schema: Option<&str>) -> Result<Client, rows::Failure> {
+/// Connects (with the statement timeout set), makes or checks the tables, and prepares
+/// the save path's statements.
+async fn connect(
+    url: &str,
+    schema: Option<&str>,
+) -> Result<(Client, save::Statements), rows::Failure> {
     let (mut client, connection) = client_config(url, QUERY_TIMEOUT)?.connect(NoTls).await?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
@@ -246,7 +255,8 @@ async fn connect(url: &str, schema: Option<&str>) -> Result<Client, rows::Failur
         }
     });
     rows::migrate(&mut client, schema).await?;
-    Ok(client)
+    let statements = save::Statements::prepare(&client).await?;
+    Ok((client, statements))
 }
 
 /// The store's thread: commits in groups, reads in turn, until every sender is gone.

@@ -355,8 +355,9 @@ pub async fn selected(
 /// Applies one submission's changes in order.
 /// A cluster node's new rows are added to `created` (the transaction's so far), which the
 /// caller notes in the ledger once the transaction commits.
-pub async fn apply(
+pub(super) async fn apply(
     client: &impl GenericClient,
+    statements: &super::save::Statements,
     ledger: Option<&Ledger>,
     ops: &[Persist],
     created: &mut Vec<SessionCode>,
@@ -364,7 +365,9 @@ pub async fn apply(
     let mut report = CommitReport::default();
     for op in ops {
         match op {
-            Persist::Save(record) => super::save::save(client, ledger, record, created).await?,
+            Persist::Save(record) => {
+                super::save::save(client, statements, ledger, record, created).await?
+            }
             Persist::Delete(codes) => {
                 for &code in codes {
                     if delete(client, code).await? {

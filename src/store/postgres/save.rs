@@ -2,22 +2,68 @@
 //! of entries; on a cluster node only at the epoch this node holds (see `ledger`).
 
 use sosq::SessionCode;
-use tokio_postgres::{GenericClient, Row};
+use tokio_postgres::{Client, GenericClient, Row, Statement};
 
 use super::ledger::Ledger;
 use super::rows::{code_column, millis, Failure};
 use crate::broker::{CaseRecord, Persist};
 use crate::store::columns::{actor_columns, origin_columns};
 
-/// Whether `ops` leave a case waiting online (one a pull may take), by the ledger.
-pub fn wakes_pulls(ledger: Option<&Ledger>, ops: &[Persist]) -> bool {
+/// What a `NOTIFY sosq_queue` carries: a case now waits online for `team`'s pulls, or
+/// for its `assigned` expert's (the claim's own rule, see `cluster::Cluster::claim_next`),
+/// so a node wakes one pull that may take it rather than every pull it has waiting.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QueueWake {
+    /// The case's team.
+    pub team: String,
+    /// The expert it is assigned to, if any.
+    pub assigned: Option<String>,
+}
+
+/// The wake-ups for the cases `ops` leave waiting online (ones a pull may take), by the
+/// ledger; none on a single node.
+pub fn queue_wakes(ledger: Option<&Ledger>, ops: &[Persist]) -> Vec<QueueWake> {
     let Some(ledger) = ledger else {
-        return false;
+        return Vec::new();
     };
-    ops.iter().any(|op| match op {
-        Persist::Save(record) => ledger.holding(record.code).1 == super::ledger::Queued::Online,
-        _ => false,
-    })
+    ops.iter()
+        .filter_map(|op| match op {
+            Persist::Save(record)
+                if ledger.holding(record.code).1 == super::ledger::Queued::Online =>
+            {
+                Some(QueueWake {
+                    team: record.group.clone(),
+                    assigned: record.assigned_to.clone(),
+                })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The statements of the save path, prepared once per connection: PostgreSQL then parses
+/// and plans each once, and a save costs one round trip per statement instead of two
+/// (tokio-postgres prepares a statement given as text before every use).
+pub(super) struct Statements {
+    upsert_case: Statement,
+    insert_node_case: Statement,
+    update_node_case: Statement,
+    insert_history: Statement,
+    /// Wakes the nodes' waiting pulls (see `queue_wakes`).
+    pub notify: Statement,
+}
+
+impl Statements {
+    /// Prepares them on `client` (after the tables are made). Errors: the database's.
+    pub(super) async fn prepare(client: &Client) -> Result<Statements, Failure> {
+        Ok(Statements {
+            upsert_case: client.prepare(UPSERT_CASE).await?,
+            insert_node_case: client.prepare(INSERT_NODE_CASE).await?,
+            update_node_case: client.prepare(UPDATE_NODE_CASE).await?,
+            insert_history: client.prepare(INSERT_HISTORY).await?,
+            notify: client.prepare(NOTIFY_QUEUE).await?,
+        })
+    }
 }
 
 /// Upserts the case row and writes the history entries not stored yet (rewriting the
@@ -26,6 +72,7 @@ pub fn wakes_pulls(ledger: Option<&Ledger>, ops: &[Persist]) -> bool {
 /// row it no longer holds fails the save (see `ledger`).
 pub(super) async fn save(
     client: &impl GenericClient,
+    statements: &Statements,
     ledger: Option<&Ledger>,
     record: &CaseRecord,
     created: &mut Vec<SessionCode>,
@@ -73,7 +120,7 @@ pub(super) async fn save(
         }))
     };
     let stored = match ledger {
-        None => stored_before(client.query_opt(UPSERT_CASE, &params).await?)?,
+        None => stored_before(client.query_opt(&statements.upsert_case, &params).await?)?,
         Some(ledger) => {
             let (epoch, queued, expert) = ledger.holding(record.code);
             // A row this transaction created is at epoch 1, though the ledger says so only
@@ -91,7 +138,9 @@ pub(super) async fn save(
                 &epoch,
             ]);
             if epoch == 0 {
-                let written = client.execute(INSERT_NODE_CASE, &params[..20]).await?;
+                let written = client
+                    .execute(&statements.insert_node_case, &params[..20])
+                    .await?;
                 if written > 0 {
                     // Held once the transaction commits (see `commit_group`): before,
                     // the row is not there for the node's own checks.
@@ -99,7 +148,11 @@ pub(super) async fn save(
                 }
                 (written > 0).then_some(0)
             } else {
-                stored_before(client.query_opt(UPDATE_NODE_CASE, &params).await?)?
+                stored_before(
+                    client
+                        .query_opt(&statements.update_node_case, &params)
+                        .await?,
+                )?
             }
         }
     };
@@ -135,13 +188,7 @@ pub(super) async fn save(
     // One statement for every new entry: a save costs two round trips, not one per entry.
     client
         .execute(
-            "INSERT INTO history (code, seq, at, state, kind, event, actor, actor_name, address)
-             SELECT $1, * FROM unnest($2::BIGINT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[],
-                 $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[])
-             ON CONFLICT (code, seq) DO UPDATE SET
-                 at = excluded.at, state = excluded.state, kind = excluded.kind,
-                 event = excluded.event, actor = excluded.actor,
-                 actor_name = excluded.actor_name, address = excluded.address",
+            &statements.insert_history,
             &[
                 &code,
                 &columns.seq,
@@ -170,6 +217,22 @@ struct HistoryColumns<'a> {
     actor_name: Vec<Option<&'a str>>,
     address: Vec<Option<&'a str>>,
 }
+
+/// A save's new history entries, all in one statement.
+const INSERT_HISTORY: &str =
+    "INSERT INTO history (code, seq, at, state, kind, event, actor, actor_name, address)
+     SELECT $1, * FROM unnest($2::BIGINT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[],
+         $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[])
+     ON CONFLICT (code, seq) DO UPDATE SET
+         at = excluded.at, state = excluded.state, kind = excluded.kind,
+         event = excluded.event, actor = excluded.actor,
+         actor_name = excluded.actor_name, address = excluded.address";
+
+/// Tells every node's waiting pulls which cases wait online now (`$1`: [`QueueWake`]s as
+/// JSON).
+/// (PostgreSQL sends identical notifications of one transaction once; a woken pull that
+/// takes a case wakes the next, see `server::waiting_pulls`.)
+const NOTIFY_QUEUE: &str = "SELECT pg_notify('sosq_queue', wake) FROM unnest($1::TEXT[]) AS wake";
 
 /// A single node's save: insert, or replace every column.
 const UPSERT_CASE: &str = "WITH old AS (SELECT history_len FROM cases WHERE code = $1)
