@@ -12,8 +12,7 @@ use sosq::protocol::close_code;
 
 use super::admission::Decision;
 use super::{
-    cluster_node, connection, drains, expiry, metrics, queue_updates, retention, Reloader,
-    ServerError, Shared,
+    connection, drains, expiry, metrics, queue_updates, retention, Reloader, ServerError, Shared,
 };
 use crate::clock::Clock;
 use crate::config::Config;
@@ -100,7 +99,7 @@ impl Server {
     /// On a cluster node, joins the cluster (takes the node's lease, reserves codes); a
     /// no-op on one node. Errors: the database fails, or the node's name is taken.
     pub async fn join_cluster(&self) -> Result<(), ServerError> {
-        self.shared.join_cluster().await
+        self.shared.placement.join(&self.shared).await
     }
 
     /// The address actually bound (useful with port 0).
@@ -145,14 +144,11 @@ impl Server {
             .map(|listener| tokio::spawn(metrics::serve(self.shared.clone(), listener)));
         let admission = self.shared.admission.clone();
         let retention = tokio::spawn(retention::run(self.shared.clone()));
-        let node = tokio::spawn(cluster_node::run(self.shared.clone()));
-        let codes = tokio::spawn(cluster_node::keep_codes(self.shared.clone()));
-        let wake_ups = tokio::spawn(cluster_node::wake_on_new_cases(self.shared.clone()));
-        let shared_queue = tokio::spawn(cluster_node::watch_shared_queue(self.shared.clone()));
+        let placement = self.shared.placement.clone().start(self.shared.clone());
         let accept = async {
             while let Some(incoming) = self.endpoint.accept().await {
                 let remote = incoming.remote_address();
-                if !self.shared.lease_holds() {
+                if !self.shared.placement.serving() {
                     // A cluster node that lost its lease serves nobody: refused, a client
                     // goes on to the next node it was given.
                     tracing::debug!(%remote, "refused a connection: this node's lease lapsed");
@@ -189,9 +185,6 @@ impl Server {
         self.shared.begin_shutdown();
         expiry.abort();
         retention.abort();
-        shared_queue.abort();
-        codes.abort();
-        wake_ups.abort();
         revocations.abort();
         queue_updates.abort();
         if let Some(drains) = drains {
@@ -201,11 +194,11 @@ impl Server {
         // A cluster node gives its lease up before telling its parties to come back, so
         // the node they reconnect to takes their cases over at once instead of sending
         // them back here. Its last writes are still its own until another node does.
-        node.abort();
-        if let Some(cluster) = &self.shared.cluster {
-            if let Err(error) = cluster.resign().await {
-                tracing::warn!(%error, "could not give up the lease; other nodes wait for it to lapse");
-            }
+        for task in placement {
+            task.abort();
+        }
+        if let Err(error) = self.shared.placement.leave().await {
+            tracing::warn!(%error, "could not give up the lease; other nodes wait for it to lapse");
         }
         for party in self.shared.parties.iter() {
             party.connection.close(

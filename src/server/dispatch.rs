@@ -118,7 +118,7 @@ pub(super) async fn run(
 ) -> Result<Reply, ServerError> {
     // A cluster node first brings the case here (or redirects), or answers from the
     // shared queue; then the request runs as on one node.
-    if let Some(reply) = super::cluster_node::before(shared, caller, &request).await? {
+    if let Some(reply) = shared.placement.before(shared, caller, &request).await? {
         return Ok(reply);
     }
     let actor = &caller.actor();

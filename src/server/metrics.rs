@@ -88,7 +88,7 @@ pub async fn serve(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
             let head = String::from_utf8_lossy(&request[..filled]);
             let response = if head.starts_with("GET /metrics ") || head.starts_with("GET / ") {
                 let mut body = render(&shared);
-                body.push_str(&render_cluster(&shared).await);
+                body.push_str(&shared.placement.metrics(&shared).await);
                 format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
@@ -117,12 +117,15 @@ fn health(shared: &Shared) -> (&'static str, &'static str) {
     }
 }
 
-/// A cluster node's own figures and the shared queue's (empty on one node). The shared
-/// figures are the same on every node: sum them per node, not across nodes.
-async fn render_cluster(shared: &Shared) -> String {
-    let Some(cluster) = &shared.cluster else {
-        return String::new();
-    };
+/// A cluster node's own figures (whether its lease holds, how many pulls wait on it) and
+/// the shared queue's (see `ClusterNode`'s `Placement::metrics`). The shared figures are
+/// the same on every node: sum them per node, not across nodes.
+pub(super) async fn render_cluster(
+    shared: &Shared,
+    cluster: &crate::cluster::Cluster,
+    lease_holds: bool,
+    waiting_pulls: usize,
+) -> String {
     let mut out = String::new();
     let mut lines = Vec::new();
     let name = family(
@@ -134,7 +137,7 @@ async fn render_cluster(shared: &Shared) -> String {
     let node = escape(cluster.node());
     lines.push(format!(
         "{name}{{node=\"{node}\"}} {}",
-        u8::from(shared.lease_holds())
+        u8::from(lease_holds)
     ));
     flush(&mut out, &mut lines);
     let name = family(
@@ -154,10 +157,7 @@ async fn render_cluster(shared: &Shared) -> String {
         "gauge",
         "Pulls on this node waiting for a case of their queues (`sosq pull --wait`).",
     );
-    lines.push(format!(
-        "{name}{{node=\"{node}\"}} {}",
-        shared.waiting_pulls.waiting()
-    ));
+    lines.push(format!("{name}{{node=\"{node}\"}} {}", waiting_pulls));
     flush(&mut out, &mut lines);
     match cluster.summary().await {
         Ok(summary) => {

@@ -19,6 +19,7 @@ mod error;
 mod expiry;
 pub mod metrics;
 pub mod pages;
+mod placement;
 mod queue_updates;
 mod reload;
 mod retention;
@@ -68,6 +69,7 @@ use crate::config::Config;
 use crate::relay::Relays;
 use crate::store::users::UserDirectory;
 use crate::store::{CaseStore, CommitReport, CommitTicket};
+use placement::Placement;
 
 /// A connected party's handle, as other tasks reach it.
 pub struct PartyHandle {
@@ -117,14 +119,9 @@ pub struct Shared {
     /// Held while shutdown begins and while a reload swaps the endpoint's TLS setup, so a
     /// reload never re-opens an endpoint that shutdown closed to new connections.
     endpoint_gate: Mutex<()>,
-    /// On a cluster node, the shared state (`cluster`); `None` on one node.
-    cluster: Option<Arc<crate::cluster::Cluster>>,
-    /// On a cluster node, how long its lease holds.
-    lease: Mutex<cluster_node::LeaseState>,
-    /// On a cluster node, the pulls waiting for a case (woken by `NOTIFY sosq_queue`).
-    pub(super) waiting_pulls: waiting_pulls::WaitingPulls,
-    /// Signalled when a cluster node's reserved codes run low.
-    codes_wanted: Notify,
+    /// Where cases are served: this node alone, or a node of a cluster (see
+    /// [`placement`]).
+    placement: Arc<dyn Placement>,
 }
 
 impl Shared {
@@ -133,8 +130,9 @@ impl Shared {
     /// deadline (one that passed while the daemon was down fires at once), and cases that
     /// were in progress back to pending until their partners reconnect.
     ///
-    /// A cluster node (`cluster`) loads nothing: it takes cases over one at a time as their
-    /// parties come to it, and draws codes from those it reserves in the shared store.
+    /// With `cluster`, the daemon is a node of that cluster (`cluster_node::ClusterNode`),
+    /// which loads nothing: it takes cases over one at a time as their parties come to it,
+    /// and draws codes from those it reserves in the shared store.
     pub fn new(
         config: Config,
         store: Arc<dyn CaseStore>,
@@ -146,13 +144,11 @@ impl Shared {
         let config_admission = AdmissionLimits::from_config(&config);
         let mut broker = Broker::new(broker_config(&config), Box::new(rng));
         broker.set_clock_skew(clock.skew_ms());
-        let open = if cluster.is_some() {
-            broker.use_code_supply();
-            Vec::new()
-        } else {
-            store.load_codes(&mut |code| broker.reserve_code(code))?;
-            store.load_open()?
+        let placement: Arc<dyn Placement> = match cluster {
+            Some(cluster) => Arc::new(cluster_node::ClusterNode::new(cluster)),
+            None => Arc::new(placement::SingleNode),
         };
+        let open = placement.open_cases(&mut broker, store.as_ref())?;
         let restored = open.len();
         for record in open {
             broker.restore(record);
@@ -198,10 +194,7 @@ impl Shared {
             started: std::time::Instant::now(),
             shutting_down: AtomicBool::new(false),
             endpoint_gate: Mutex::new(()),
-            cluster,
-            lease: Mutex::new(cluster_node::LeaseState::new()),
-            waiting_pulls: waiting_pulls::WaitingPulls::new(),
-            codes_wanted: Notify::new(),
+            placement,
         })
     }
 
@@ -370,29 +363,7 @@ impl Shared {
                 );
                 broker.record_traffic(now, code, traffic, &mut changes);
             }
-            if let Some(cluster) = &self.cluster {
-                if broker
-                    .codes_supplied()
-                    .is_some_and(|left| left < cluster_node::CODES_LOW)
-                {
-                    self.codes_wanted.notify_one();
-                }
-                // The shared queue hands out what the rows say waits online.
-                for change in &changes {
-                    if let Persist::Save(record) = change {
-                        let queued = match broker.queue_state(record.code) {
-                            Some(true) => crate::store::Queued::Online,
-                            Some(false) => crate::store::Queued::Away,
-                            None => crate::store::Queued::No,
-                        };
-                        let expert = broker
-                            .case(record.code)
-                            .and_then(|case| case.expert.as_ref())
-                            .map(|seat| seat.name.clone());
-                        cluster.ledger().set_presence(record.code, queued, expert);
-                    }
-                }
-            }
+            self.placement.after_command(&broker, &changes);
             let ticket = (!changes.is_empty()).then(|| self.store.submit(changes));
             // The timer sleeps until the earliest deadline; only a new earliest one wakes it.
             if broker.next_deadline() != deadline_before {

@@ -40,8 +40,8 @@ pub async fn run(shared: Arc<Shared>) {
                 shared.push(customer, Event::QueuePosition { code, position });
             }
         }
-        // A cluster node's watchers see the shared queue (`cluster_node`), not this node's.
-        if last_version == Some(version) || shared.cluster.is_some() {
+        // Watchers of a shared queue get it from the placement (`cluster_node`), not this core.
+        if last_version == Some(version) || shared.placement.shared_queue() {
             continue;
         }
         last_version = Some(version);
