@@ -102,6 +102,38 @@ async fn saves_upserts_and_appends_history(make: Make) {
     assert_eq!(store.list(&CaseSelection::default()).unwrap(), vec![record]);
 }
 
+/// Many new entries in one save (more than a store may carry with the row), then a full
+/// history whose last entry folds later events into itself: each read back whole.
+async fn saves_long_histories_and_a_full_historys_folding_entry(make: Make) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = make(dir.path());
+    let mut record = case(2, CaseState::Pending, 1_000, 1_500);
+    commit(&store, vec![Persist::Save(record.clone())]).await;
+    for i in 0..40 {
+        record
+            .history
+            .push(entry(2_000 + i, CaseState::Pending, &format!("note {i}")));
+    }
+    commit(&store, vec![Persist::Save(record.clone())]).await;
+    assert_eq!(store.get(code(2)).unwrap(), Some(record.clone()));
+    // One at a time up to the limit, as a busy case's saves go.
+    let mut at = 3_000;
+    while record.history.len() < crate::broker::MAX_HISTORY_ENTRIES {
+        record
+            .history
+            .push(entry(at, CaseState::Pending, &format!("note at {at}")));
+        at += 1;
+        commit(&store, vec![Persist::Save(record.clone())]).await;
+    }
+    assert_eq!(store.get(code(2)).unwrap(), Some(record.clone()));
+    if let Some(last) = record.history.last_mut() {
+        last.event = "noted, and 3 more events".into();
+        last.at = Timestamp(at + 10);
+    }
+    commit(&store, vec![Persist::Save(record.clone())]).await;
+    assert_eq!(store.get(code(2)).unwrap(), Some(record));
+}
+
 async fn lists_by_selection_oldest_first(make: Make) {
     let dir = tempfile::tempdir().unwrap();
     let store = make(dir.path());
@@ -326,6 +358,7 @@ async fn audits_admin_deletes_with_their_count(make: Make) {
 /// Runs the whole contract against one backend.
 async fn contract_suite(make: Make) {
     saves_upserts_and_appends_history(make).await;
+    saves_long_histories_and_a_full_historys_folding_entry(make).await;
     lists_by_selection_oldest_first(make).await;
     pages_in_creation_order_from_a_cursor(make).await;
     deletes_by_code_and_by_selection_report_what_went(make).await;
