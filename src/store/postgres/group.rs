@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::task::Poll;
 
 use sosq::SessionCode;
+use tokio_postgres::{Client, GenericClient};
 
 use super::save::Statements;
 use super::{database, rows, Done, Ledger, Link, QUERY_TIMEOUT, STALLED};
@@ -33,71 +34,93 @@ pub(super) fn commit_group(link: &mut Link, group: Vec<(Vec<Persist>, Done)>) {
     let client = &mut link.client;
     let statements = &link.statements;
     let outcomes = link.runtime.block_on(async {
-        let work = async {
-            // Fast path: the whole group in one transaction without savepoints, which
-            // would double its round trips. A submission failing (a fenced write) sends
-            // the group to the careful path below, each submission in a savepoint.
-            let mut created = Vec::new();
-            let fast = async {
-                let tx = client.transaction().await?;
-                let reports = match ledger.as_deref() {
-                    Some(ledger) if only_saves(&group) => {
-                        saves_side_by_side(&tx, statements, ledger, &group, &mut created).await?
-                    }
-                    _ => {
-                        let mut reports = Vec::with_capacity(group.len());
-                        for (ops, _) in &group {
-                            reports.push(
-                                rows::apply(&tx, statements, ledger.as_deref(), ops, &mut created)
-                                    .await?,
-                            );
+        let work =
+            async {
+                // Fast path: the whole group in one transaction without savepoints, which
+                // would double its round trips. A submission failing (a fenced write) sends
+                // the group to the careful path below, each submission in a savepoint.
+                let mut created = Vec::new();
+                let fast = async {
+                let client: &Client = client;
+                // BEGIN goes out with the group's first statements (polled in this order,
+                // each sends its request at once), not a round trip ahead of them. BEGIN
+                // only fails with the connection, and then so does everything after it.
+                let (begun, notified, reports) = tokio::join!(
+                    biased;
+                    client.batch_execute("BEGIN"),
+                    notify_if_waiting(client, statements, ledger.as_deref(), &group),
+                    async {
+                        match ledger.as_deref() {
+                            Some(ledger) if only_saves(&group) => {
+                                saves_side_by_side(client, statements, ledger, &group, &mut created)
+                                    .await
+                            }
+                            _ => {
+                                let mut reports = Vec::with_capacity(group.len());
+                                for (ops, _) in &group {
+                                    reports.push(
+                                        rows::apply(
+                                            client,
+                                            statements,
+                                            ledger.as_deref(),
+                                            ops,
+                                            &mut created,
+                                        )
+                                        .await?,
+                                    );
+                                }
+                                Ok(reports)
+                            }
                         }
-                        reports
-                    }
-                };
-                notify_if_waiting(&tx, statements, ledger.as_deref(), &group).await?;
-                tx.commit().await?;
-                Ok::<_, rows::Failure>(reports)
+                    },
+                );
+                let outcome = begun
+                    .map_err(rows::Failure::from)
+                    .and(notified)
+                    .and(reports);
+                let end = if outcome.is_ok() { "COMMIT" } else { "ROLLBACK" };
+                client.batch_execute(end).await?;
+                outcome
             }
             .await;
-            if let Ok(reports) = fast {
+                if let Ok(reports) = fast {
+                    if let Some(ledger) = &ledger {
+                        for code in created {
+                            ledger.hold(code, 1);
+                        }
+                    }
+                    return Ok(reports.into_iter().map(Ok).collect());
+                }
+                created.clear();
+                let mut tx = client.transaction().await?;
+                let mut outcomes = Vec::with_capacity(group.len());
+                for (ops, _) in &group {
+                    let savepoint = tx.savepoint("submission").await?;
+                    let before = created.len();
+                    match rows::apply(&savepoint, statements, ledger.as_deref(), ops, &mut created)
+                        .await
+                    {
+                        Ok(report) => {
+                            savepoint.commit().await?;
+                            outcomes.push(Ok(report));
+                        }
+                        Err(error) => {
+                            savepoint.rollback().await?;
+                            created.truncate(before);
+                            outcomes.push(Err(database(&shown, error)));
+                        }
+                    }
+                }
+                notify_if_waiting(&tx, statements, ledger.as_deref(), &group).await?;
+                tx.commit().await?;
+                // Only now are the new rows there for this node's own checks (`cluster_node`).
                 if let Some(ledger) = &ledger {
                     for code in created {
                         ledger.hold(code, 1);
                     }
                 }
-                return Ok(reports.into_iter().map(Ok).collect());
-            }
-            created.clear();
-            let mut tx = client.transaction().await?;
-            let mut outcomes = Vec::with_capacity(group.len());
-            for (ops, _) in &group {
-                let savepoint = tx.savepoint("submission").await?;
-                let before = created.len();
-                match rows::apply(&savepoint, statements, ledger.as_deref(), ops, &mut created)
-                    .await
-                {
-                    Ok(report) => {
-                        savepoint.commit().await?;
-                        outcomes.push(Ok(report));
-                    }
-                    Err(error) => {
-                        savepoint.rollback().await?;
-                        created.truncate(before);
-                        outcomes.push(Err(database(&shown, error)));
-                    }
-                }
-            }
-            notify_if_waiting(&tx, statements, ledger.as_deref(), &group).await?;
-            tx.commit().await?;
-            // Only now are the new rows there for this node's own checks (`cluster_node`).
-            if let Some(ledger) = &ledger {
-                for code in created {
-                    ledger.hold(code, 1);
-                }
-            }
-            Ok::<_, rows::Failure>(outcomes)
-        };
+                Ok::<_, rows::Failure>(outcomes)
+            };
         tokio::time::timeout(QUERY_TIMEOUT, work)
             .await
             .unwrap_or_else(|_| {
@@ -126,7 +149,7 @@ pub(super) fn commit_group(link: &mut Link, group: Vec<(Vec<Persist>, Done)>) {
 /// The cases that now wait online wake the nodes' waiting pulls when the transaction
 /// commits (LISTEN/NOTIFY is only a wake-up: they also poll).
 async fn notify_if_waiting(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &impl GenericClient,
     statements: &Statements,
     ledger: Option<&Ledger>,
     group: &[(Vec<Persist>, Done)],
@@ -154,7 +177,7 @@ fn only_saves(group: &[(Vec<Persist>, Done)]) -> bool {
 /// The group's saves, each case's in order, different cases side by side; the new rows
 /// are added to `created`. One report (empty: saves delete nothing) per submission.
 async fn saves_side_by_side(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &impl GenericClient,
     statements: &Statements,
     ledger: &Ledger,
     group: &[(Vec<Persist>, Done)],
