@@ -14,7 +14,7 @@ use sosq::SessionCode;
 
 use super::{Cluster, QueueView};
 use crate::broker::{Broker, BrokerConfig, Effect, PartyId, Persist, SosRequest};
-use crate::store::{CaseStore, Ledger, PgStore, Queued};
+use crate::store::{CaseStore, Ledger, PgStore};
 
 /// A database made for one test, dropped at its end.
 struct FreshDatabase {
@@ -134,23 +134,7 @@ impl Node {
                 _ => None,
             })
             .collect();
-        for change in &changes {
-            if let Persist::Save(record) = change {
-                let queued = match self.broker.queue_state(record.code) {
-                    Some(true) => Queued::Online,
-                    Some(false) => Queued::Away,
-                    None => Queued::No,
-                };
-                let expert = self
-                    .broker
-                    .case(record.code)
-                    .and_then(|case| case.expert.as_ref())
-                    .map(|seat| seat.name.clone());
-                self.cluster
-                    .ledger()
-                    .set_presence(record.code, queued, expert);
-            }
-        }
+        self.cluster.ledger().note_saves(&self.broker, &changes);
         self.store.submit(changes).await.expect("commit");
     }
 

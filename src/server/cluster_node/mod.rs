@@ -392,22 +392,7 @@ impl Placement for ClusterNode {
         if broker.codes_supplied().is_some_and(|left| left < CODES_LOW) {
             self.codes_wanted.notify_one();
         }
-        for change in changes {
-            if let Persist::Save(record) = change {
-                let queued = match broker.queue_state(record.code) {
-                    Some(true) => crate::store::Queued::Online,
-                    Some(false) => crate::store::Queued::Away,
-                    None => crate::store::Queued::No,
-                };
-                let expert = broker
-                    .case(record.code)
-                    .and_then(|case| case.expert.as_ref())
-                    .map(|seat| seat.name.clone());
-                self.cluster
-                    .ledger()
-                    .set_presence(record.code, queued, expert);
-            }
-        }
+        self.cluster.ledger().note_saves(broker, changes);
     }
 
     fn shared_queue(&self) -> bool {

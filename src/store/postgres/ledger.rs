@@ -88,6 +88,25 @@ impl Ledger {
             });
     }
 
+    /// Notes, for each case `changes` save, whether it waits in a queue and which expert
+    /// is in it, as `broker` (the node's core, after the command that made them) holds it.
+    pub fn note_saves(&self, broker: &crate::broker::Broker, changes: &[crate::broker::Persist]) {
+        for change in changes {
+            if let crate::broker::Persist::Save(record) = change {
+                let queued = match broker.queue_state(record.code) {
+                    Some(true) => Queued::Online,
+                    Some(false) => Queued::Away,
+                    None => Queued::No,
+                };
+                let expert = broker
+                    .case(record.code)
+                    .and_then(|case| case.expert.as_ref())
+                    .map(|seat| seat.name.clone());
+                self.set_presence(record.code, queued, expert);
+            }
+        }
+    }
+
     /// The epoch held for `code` (0: not written yet), whether it waits in a queue, and
     /// its expert.
     pub fn holding(&self, code: SessionCode) -> (i64, Queued, Option<String>) {
