@@ -1,8 +1,9 @@
 //! Committing a group of submissions (group commit, as the SQLite writer does): one
 //! transaction for the lot. On a cluster node, a group of saves only (intake, pairing,
 //! departures: the common case) sends the saves of different cases side by side, so
-//! tokio-postgres pipelines them over the one connection and the group costs about as many
-//! round trips as its busiest case has saves, not as all its statements together.
+//! tokio-postgres pipelines them over the one connection (BEGIN and the wake-up with
+//! them) and the group costs about one round trip per save of its busiest case, plus the
+//! COMMIT, not one per statement.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -34,93 +35,51 @@ pub(super) fn commit_group(link: &mut Link, group: Vec<(Vec<Persist>, Done)>) {
     let client = &mut link.client;
     let statements = &link.statements;
     let outcomes = link.runtime.block_on(async {
-        let work =
-            async {
-                // Fast path: the whole group in one transaction without savepoints, which
-                // would double its round trips. A submission failing (a fenced write) sends
-                // the group to the careful path below, each submission in a savepoint.
-                let mut created = Vec::new();
-                let fast = async {
-                let client: &Client = client;
-                // BEGIN goes out with the group's first statements (polled in this order,
-                // each sends its request at once), not a round trip ahead of them. BEGIN
-                // only fails with the connection, and then so does everything after it.
-                let (begun, notified, reports) = tokio::join!(
-                    biased;
-                    client.batch_execute("BEGIN"),
-                    notify_if_waiting(client, statements, ledger.as_deref(), &group),
-                    async {
-                        match ledger.as_deref() {
-                            Some(ledger) if only_saves(&group) => {
-                                saves_side_by_side(client, statements, ledger, &group, &mut created)
-                                    .await
-                            }
-                            _ => {
-                                let mut reports = Vec::with_capacity(group.len());
-                                for (ops, _) in &group {
-                                    reports.push(
-                                        rows::apply(
-                                            client,
-                                            statements,
-                                            ledger.as_deref(),
-                                            ops,
-                                            &mut created,
-                                        )
-                                        .await?,
-                                    );
-                                }
-                                Ok(reports)
-                            }
-                        }
-                    },
-                );
-                let outcome = begun
-                    .map_err(rows::Failure::from)
-                    .and(notified)
-                    .and(reports);
-                let end = if outcome.is_ok() { "COMMIT" } else { "ROLLBACK" };
-                client.batch_execute(end).await?;
-                outcome
-            }
-            .await;
-                if let Ok(reports) = fast {
-                    if let Some(ledger) = &ledger {
-                        for code in created {
-                            ledger.hold(code, 1);
-                        }
-                    }
-                    return Ok(reports.into_iter().map(Ok).collect());
-                }
-                created.clear();
-                let mut tx = client.transaction().await?;
-                let mut outcomes = Vec::with_capacity(group.len());
-                for (ops, _) in &group {
-                    let savepoint = tx.savepoint("submission").await?;
-                    let before = created.len();
-                    match rows::apply(&savepoint, statements, ledger.as_deref(), ops, &mut created)
-                        .await
-                    {
-                        Ok(report) => {
-                            savepoint.commit().await?;
-                            outcomes.push(Ok(report));
-                        }
-                        Err(error) => {
-                            savepoint.rollback().await?;
-                            created.truncate(before);
-                            outcomes.push(Err(database(&shown, error)));
-                        }
-                    }
-                }
-                notify_if_waiting(&tx, statements, ledger.as_deref(), &group).await?;
-                tx.commit().await?;
-                // Only now are the new rows there for this node's own checks (`cluster_node`).
+        let work = async {
+            // Fast path: the whole group in one transaction without savepoints, which
+            // would double its round trips. A submission failing (a fenced write) sends
+            // the group to the careful path below, each submission in a savepoint.
+            let mut created = Vec::new();
+            let fast =
+                commit_fast(client, statements, ledger.as_deref(), &group, &mut created).await;
+            if let Ok(reports) = fast {
                 if let Some(ledger) = &ledger {
                     for code in created {
                         ledger.hold(code, 1);
                     }
                 }
-                Ok::<_, rows::Failure>(outcomes)
-            };
+                return Ok(reports.into_iter().map(Ok).collect());
+            }
+            created.clear();
+            let mut tx = client.transaction().await?;
+            let mut outcomes = Vec::with_capacity(group.len());
+            for (ops, _) in &group {
+                let savepoint = tx.savepoint("submission").await?;
+                let before = created.len();
+                match rows::apply(&savepoint, statements, ledger.as_deref(), ops, &mut created)
+                    .await
+                {
+                    Ok(report) => {
+                        savepoint.commit().await?;
+                        outcomes.push(Ok(report));
+                    }
+                    Err(error) => {
+                        savepoint.rollback().await?;
+                        created.truncate(before);
+                        outcomes.push(Err(database(&shown, error)));
+                    }
+                }
+            }
+            notify_if_waiting(&tx, statements, ledger.as_deref(), &group).await?;
+            tx.commit().await?;
+            // Only now are the new rows there for this node's own checks (`cluster_node`).
+            if let Some(ledger) = &ledger {
+                for code in created {
+                    ledger.hold(code, 1);
+                }
+            }
+            Ok::<_, rows::Failure>(outcomes)
+        };
         tokio::time::timeout(QUERY_TIMEOUT, work)
             .await
             .unwrap_or_else(|_| {
@@ -144,6 +103,51 @@ pub(super) fn commit_group(link: &mut Link, group: Vec<(Vec<Persist>, Done)>) {
             }
         }
     }
+}
+
+/// The fast path of [`commit_group`]: the whole group in one transaction, no savepoints;
+/// rolled back if any statement fails. The new rows go to `created`.
+async fn commit_fast(
+    client: &Client,
+    statements: &Statements,
+    ledger: Option<&Ledger>,
+    group: &[(Vec<Persist>, Done)],
+    created: &mut Vec<SessionCode>,
+) -> Result<Vec<CommitReport>, rows::Failure> {
+    let changes = async {
+        match ledger {
+            Some(ledger) if only_saves(group) => {
+                saves_side_by_side(client, statements, ledger, group, created).await
+            }
+            _ => {
+                let mut reports = Vec::with_capacity(group.len());
+                for (ops, _) in group {
+                    reports.push(rows::apply(client, statements, ledger, ops, created).await?);
+                }
+                Ok(reports)
+            }
+        }
+    };
+    // BEGIN goes out with the group's first statements (polled in this order, each sends
+    // its request at once), not a round trip ahead of them. BEGIN only fails with the
+    // connection, and then so does everything after it.
+    let (begun, notified, reports) = tokio::join!(
+        biased;
+        client.batch_execute("BEGIN"),
+        notify_if_waiting(client, statements, ledger, group),
+        changes,
+    );
+    let outcome = begun
+        .map_err(rows::Failure::from)
+        .and(notified)
+        .and(reports);
+    let end = if outcome.is_ok() {
+        "COMMIT"
+    } else {
+        "ROLLBACK"
+    };
+    client.batch_execute(end).await?;
+    outcome
 }
 
 /// The cases that now wait online wake the nodes' waiting pulls when the transaction
