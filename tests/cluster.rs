@@ -15,11 +15,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::cluster::Cluster;
+use common::cluster::{relay_both_ways, wait_until, Cluster};
 use common::postgres::FreshDatabase;
-use common::{payload, Session, PATIENCE};
+use common::PATIENCE;
 use serde_json::Value;
 
 /// The lease the failover tests run with: short, so that a lost node's cases move within
@@ -52,25 +52,8 @@ fn count_kind(history: &Value, kind: &str) -> usize {
 }
 
 /// Polls `probe` until it gives a value; panics naming `what` after [`PATIENCE`].
-fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(value) = probe() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Sends bytes each way through a paired customer and expert, checking every byte.
-fn relay_both_ways(customer: &mut Session, expert: &mut Session, seed: u64) {
-    let up = payload(100_000, seed);
-    customer.send(&up);
-    assert_eq!(expert.receive(up.len()), up, "customer to expert");
-    let down = payload(80_000, seed + 1);
-    expert.send(&down);
-    assert_eq!(customer.receive(down.len()), down, "expert to customer");
+fn wait_for<T>(what: &str, probe: impl FnMut() -> Option<T>) -> T {
+    wait_until(what, PATIENCE, probe)
 }
 
 /// What must not change about a waiting case when its node dies: its place in line.
@@ -196,7 +179,7 @@ fn sos_on_one_node_pulled_on_another_is_redirected_relayed_both_ways_and_paired_
     assert_eq!(paired["peer_name"], "Alice");
     assert_eq!(customer.expect_event("paired")["peer_name"], "ana");
     pull.expect_line("n1");
-    relay_both_ways(&mut customer, &mut pull, 11);
+    relay_both_ways(&mut customer, &mut pull, 100_000, 11);
 
     // Closed from node B (n2), which holds neither party.
     let closed = cluster.json(&[1], Some(&expert), &["close", &code]);
@@ -297,7 +280,7 @@ fn customers_waiting_on_a_killed_node_resume_on_a_survivor_with_their_place() {
     let mut pull = cluster.session(&[2], Some(&expert), &["pull", "--wait"]);
     assert_eq!(code_of(&pull.expect_event("paired")), *hal);
     hal_session.expect_event("paired");
-    relay_both_ways(hal_session, &mut pull, 21);
+    relay_both_ways(hal_session, &mut pull, 100_000, 21);
     assert!(
         !on_c
             .stderr
@@ -328,7 +311,7 @@ fn a_session_running_on_a_killed_node_re_pairs_on_a_survivor() {
     let mut pull = cluster.session(&cluster.starting_at(1), Some(&expert), &["pull", "--wait"]);
     assert_eq!(code_of(&pull.expect_event("paired")), code);
     customer.expect_event("paired");
-    relay_both_ways(&mut customer, &mut pull, 31);
+    relay_both_ways(&mut customer, &mut pull, 100_000, 31);
 
     cluster.node_mut(0).kill9();
     for side in [&mut customer, &mut pull] {
@@ -341,7 +324,7 @@ fn a_session_running_on_a_killed_node_re_pairs_on_a_survivor() {
         "the expert re-pairs"
     );
     customer.expect_event("paired");
-    relay_both_ways(&mut customer, &mut pull, 33);
+    relay_both_ways(&mut customer, &mut pull, 100_000, 33);
 
     let status = cluster.json(&[2], Some(&admin), &["status", &code]);
     assert_eq!(status["state"], "in_progress", "{status}");
@@ -390,7 +373,7 @@ fn a_node_cut_off_from_postgres_loses_its_cases_and_does_not_touch_them_once_bac
     let mut pull = cluster.session(&[2], Some(&expert), &["pull", "--wait"]);
     assert_eq!(code_of(&pull.expect_event("paired")), code);
     customer.expect_event("paired");
-    relay_both_ways(&mut customer, &mut pull, 41);
+    relay_both_ways(&mut customer, &mut pull, 100_000, 41);
     let settled = cluster.json(&[1], Some(&admin), &["history", &code]);
 
     // The link comes back. Whatever n1 sent while cut off now reaches PostgreSQL, late,
@@ -413,7 +396,7 @@ fn a_node_cut_off_from_postgres_loses_its_cases_and_does_not_touch_them_once_bac
     );
     assert_eq!(status["customer_online"], true);
     assert_eq!(status["expert"], "ana");
-    relay_both_ways(&mut customer, &mut pull, 43);
+    relay_both_ways(&mut customer, &mut pull, 100_000, 43);
     // And n1 serves again: it takes a new case now that it reaches the store.
     let created = cluster.json(&[0], Some(&expert), &["create", "--customer", "Later"]);
     assert_eq!(created["state"], "new");

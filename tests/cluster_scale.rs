@@ -20,9 +20,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::cluster::{homes, wait_until, Asker, Cluster};
+use common::cluster::{homes, relay_both_ways, wait_until, Asker, Cluster};
 use common::postgres::FreshDatabase;
-use common::{payload, Session};
+use common::Session;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
@@ -451,16 +451,6 @@ fn place(case: &CaseInfo) -> impl PartialEq + std::fmt::Debug {
     (created, case.priority, due, expires, case.group.clone())
 }
 
-/// Sends bytes each way through a paired customer and expert, checking every byte.
-fn relay_both_ways(customer: &mut Session, expert: &mut Session, seed: u64) {
-    let up = payload(20_000, seed);
-    customer.send(&up);
-    assert_eq!(expert.receive(up.len()), up, "customer to expert");
-    let down = payload(20_000, seed + 1);
-    expert.send(&down);
-    assert_eq!(customer.receive(down.len()), down, "expert to customer");
-}
-
 fn said_reconnecting(session: &Session) -> bool {
     let lines = session.stderr.lock().unwrap_or_else(|p| p.into_inner());
     lines.iter().any(|line| line.contains("reconnecting"))
@@ -515,7 +505,7 @@ fn twenty_kill_9s_at_random_moments_lose_no_case_place_or_session() {
         let mut pro = cluster.session(&cluster.starting_at(entrance), Some(&tokens[0]), &connect);
         assert_eq!(code_of(&pro.expect_event("paired")), code);
         customer.expect_event("paired");
-        relay_both_ways(&mut customer, &mut pro, round as u64 * 10);
+        relay_both_ways(&mut customer, &mut pro, 20_000, round as u64 * 10);
 
         // The line, each waiting case's place in it, and which node serves which case.
         let line = wait_until(
@@ -573,7 +563,7 @@ fn twenty_kill_9s_at_random_moments_lose_no_case_place_or_session() {
             );
             customer.expect_event("paired");
         }
-        relay_both_ways(&mut customer, &mut pro, round as u64 * 10 + 5);
+        relay_both_ways(&mut customer, &mut pro, 20_000, round as u64 * 10 + 5);
         let line_after = wait_until("everyone online in line again", PHASE_PATIENCE, || {
             let entries = admin.queue(&survivors);
             let all = entries.len() == line.len() && entries.iter().all(|e| e.online);

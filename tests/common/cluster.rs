@@ -595,3 +595,19 @@ pub fn wait_until<T>(what: &str, patience: Duration, mut probe: impl FnMut() -> 
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Sends `bytes` each way through a paired customer and expert (`seed` picks the bytes),
+/// checking every byte.
+pub fn relay_both_ways(
+    customer: &mut super::Session,
+    expert: &mut super::Session,
+    bytes: usize,
+    seed: u64,
+) {
+    let up = super::payload(bytes, seed);
+    customer.send(&up);
+    assert_eq!(expert.receive(up.len()), up, "customer to expert");
+    let down = super::payload(bytes, seed + 1);
+    expert.send(&down);
+    assert_eq!(customer.receive(down.len()), down, "expert to customer");
+}

@@ -130,7 +130,7 @@ pub(super) async fn save(
         len
     };
     let sent_from = len.saturating_sub(SENT_ENTRIES).min(fold_at);
-    let sent = HistoryColumns::of(record, sent_from);
+    let sent = HistoryColumns::of(record, sent_from..len);
     let fold_at_column = fold_at as i64;
     let entries: [Param<'_>; 9] = [
         &sent.seq,
@@ -205,21 +205,20 @@ pub(super) async fn save(
     if first_new >= sent_from {
         return Ok(());
     }
-    let missing = HistoryColumns::of(record, first_new);
-    let upto = sent_from - first_new;
+    let missing = HistoryColumns::of(record, first_new..sent_from);
     client
         .execute(
             &statements.insert_history,
             &[
                 &code,
-                &&missing.seq[..upto],
-                &&missing.at[..upto],
-                &&missing.state[..upto],
-                &&missing.kind[..upto],
-                &&missing.event[..upto],
-                &&missing.actor[..upto],
-                &&missing.actor_name[..upto],
-                &&missing.address[..upto],
+                &missing.seq,
+                &missing.at,
+                &missing.state,
+                &missing.kind,
+                &missing.event,
+                &missing.actor,
+                &missing.actor_name,
+                &missing.address,
             ],
         )
         .await?;
@@ -240,10 +239,16 @@ struct HistoryColumns<'a> {
 }
 
 impl<'a> HistoryColumns<'a> {
-    /// The entries of `record`'s history from `first` on.
-    fn of(record: &'a CaseRecord, first: usize) -> HistoryColumns<'a> {
+    /// The entries `seqs` of `record`'s history.
+    fn of(record: &'a CaseRecord, seqs: std::ops::Range<usize>) -> HistoryColumns<'a> {
         let mut columns = HistoryColumns::default();
-        for (seq, entry) in record.history.iter().enumerate().skip(first) {
+        for (seq, entry) in record
+            .history
+            .iter()
+            .enumerate()
+            .take(seqs.end)
+            .skip(seqs.start)
+        {
             let (role, name) = actor_columns(entry.actor.as_ref());
             columns.seq.push(seq as i64);
             columns.at.push(millis(entry.at));
