@@ -446,3 +446,32 @@ fn several_servers_are_tried_in_turn() {
     assert!(said.contains("no answer from sosqd"), "{said}");
     assert!(said.contains(&dead) && said.contains(&also_dead), "{said}");
 }
+
+/// `sosq status CODE | head -1` and the like: when the reader of its answer goes away,
+/// `sosq` ends quietly and successfully instead of panicking on the broken pipe.
+#[test]
+fn a_reader_that_goes_away_ends_sosq_quietly() {
+    let daemon = Daemon::start(&[]);
+    let root = daemon.add_user("root", "admin");
+    let mut waiting = daemon.session(None, &["request", "--name", "Pipe"]);
+    waiting.expect_event("attached");
+    for args in [&["queue"][..], &["cases"][..]] {
+        let mut child = daemon
+            .sosq(Some(&root))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start sosq");
+        // The reader goes away before `sosq` has its answer (connecting takes longer).
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("sosq ends");
+        assert!(
+            !stderr(&out).contains("panicked"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+}

@@ -81,7 +81,7 @@ fn with_token(
 fn print_queue_rows(out: &Output, page: &QueuePage, header: bool) {
     if out.json {
         for entry in &page.entries {
-            println!("{}", json!(entry));
+            super::output::stdout_line(json!(entry));
         }
     } else {
         let table = if header && page.entries.is_empty() {
@@ -90,7 +90,7 @@ fn print_queue_rows(out: &Output, page: &QueuePage, header: bool) {
             output::queue_rows(&page.entries, header)
         };
         if !table.is_empty() {
-            println!("{}", table.trim_end());
+            super::output::stdout_line(table.trim_end());
         }
     }
 }
@@ -150,7 +150,7 @@ pub async fn cases(
         if paging.all {
             if out.json {
                 for case in &page.cases {
-                    println!("{}", shapes::case(case));
+                    super::output::stdout_line(shapes::case(case));
                 }
             } else {
                 let table = if first && page.cases.is_empty() {
@@ -159,7 +159,7 @@ pub async fn cases(
                     output::cases_rows(&page.cases, first)
                 };
                 if !table.is_empty() {
-                    println!("{}", table.trim_end());
+                    super::output::stdout_line(table.trim_end());
                 }
             }
         } else {

@@ -41,10 +41,25 @@ impl Output {
     /// Prints a listing result on stdout.
     pub fn print(&self, human: String, value: Value) {
         if self.json {
-            println!("{value}");
+            stdout_line(value);
         } else if !human.is_empty() {
-            println!("{}", human.trim_end());
+            stdout_line(human.trim_end());
         }
+    }
+}
+
+/// Writes one line of a command's answer to stdout. A reader that went away (`sosq queue |
+/// head -3`) ends `sosq` quietly and successfully, as other command-line tools do, rather
+/// than with a panic (`println!` panics on a broken pipe); another write error ends it
+/// with that error on stderr and status 1.
+pub fn stdout_line(line: impl std::fmt::Display) {
+    use std::io::Write;
+    if let Err(error) = writeln!(std::io::stdout().lock(), "{line}") {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("sosq: cannot write the answer to stdout: {error}");
+        std::process::exit(1);
     }
 }
 
