@@ -72,6 +72,16 @@ pub struct Config {
     pub log_level: String,
     /// Where to serve Prometheus metrics over plain HTTP; off unless set.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where the web console listens (HTTPS on TCP): unset, the same address and port
+    /// number as `listen` (one port number serves both); `""` turns the console off; or
+    /// an address of its own. See [`Config::web_address`].
+    pub web_listen: Option<String>,
+    /// Web console sessions end after this long without a request.
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
+    pub web_session_idle: Duration,
+    /// Failed console sign-ins allowed per address per minute; more are refused until the
+    /// minute has passed.
+    pub web_signin_attempts: u32,
     /// An operator's certificate chain (PEM) instead of the self-signed one.
     pub tls_cert: Option<PathBuf>,
     /// The private key (PEM) of `tls_cert`.
@@ -195,6 +205,9 @@ impl Default for Config {
             log_format: LogFormat::Text,
             log_level: "info".into(),
             metrics_listen: None,
+            web_listen: None,
+            web_session_idle: Duration::from_secs(8 * 60 * 60),
+            web_signin_attempts: 5,
             tls_cert: None,
             tls_key: None,
             case_ttl: Duration::from_secs(24 * 60 * 60),
@@ -365,6 +378,22 @@ impl Config {
         toml::from_str(text).map_err(|e| toml_error_line(text, &e))
     }
 
+    /// Where the web console listens, given the address the QUIC endpoint actually bound
+    /// (`listen` with its port chosen when it was 0): `None` when `web_listen = ""`.
+    /// Errors: `web_listen` is neither empty nor an address.
+    pub fn web_address(&self, quic_bound: SocketAddr) -> Result<Option<SocketAddr>, ConfigError> {
+        match self.web_listen.as_deref().map(str::trim) {
+            None => Ok(Some(SocketAddr::new(self.listen.ip(), quic_bound.port()))),
+            Some("") => Ok(None),
+            Some(text) => text.parse().map(Some).map_err(|_| ConfigError::Invalid {
+                option: "web_listen",
+                message: format!(
+                    "{text:?} is not an address such as \"0.0.0.0:4433\"; leave it out for the same address as listen, or set it to \"\" to turn the console off"
+                ),
+            }),
+        }
+    }
+
     /// Checks ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |option: &'static str, message: &str| {
@@ -373,6 +402,13 @@ impl Config {
                 message: message.to_string(),
             })
         };
+        self.web_address(self.listen)?;
+        if self.web_session_idle.is_zero() {
+            return invalid("web_session_idle", "must be longer than zero");
+        }
+        if self.web_signin_attempts == 0 {
+            return invalid("web_signin_attempts", "must be at least 1");
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return invalid("tls_cert/tls_key", "give both or neither");
         }

@@ -8,6 +8,7 @@
 //! - [`config`]: one validated configuration from defaults, file and flags.
 //! - [`logging`]: log lines on stderr, with a level a reload can change.
 //! - [`datadir`]: one daemon per data dir (its lock).
+//! - [`web`]: the HTTPS web console and public pages, another way in to the same core.
 //! - [`loadgen`]: the load generator of the scale benchmark and its smoke test.
 
 pub mod broker;
@@ -22,6 +23,7 @@ pub mod relay;
 pub mod server;
 pub mod store;
 pub mod transport;
+pub mod web;
 
 /// The version of this build, from `Cargo.toml`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -55,7 +55,7 @@ pub use queue::{Queue, QueueId, GENERAL};
 pub use selection::CaseSelection;
 pub use stats::{priority_index, Histogram, Stats, RESPONSE_BUCKETS};
 pub use traffic::SessionTraffic;
-pub use views::QueueViewer;
+pub use views::{CustomerFollow, QueueViewer};
 
 /// The longest customer name or expert name accepted, in characters.
 pub const MAX_NAME_CHARS: usize = 100;

@@ -46,6 +46,17 @@ impl QueueViewer<'_> {
     }
 }
 
+/// What a customer following its case sees ([`Broker::customer_follow`]).
+#[derive(Debug, Clone)]
+pub struct CustomerFollow {
+    /// The case.
+    pub info: CaseInfo,
+    /// Its place in its queue while it waits online.
+    pub position: Option<u32>,
+    /// The latest entries of its history, oldest first.
+    pub history: Vec<sosq::protocol::HistoryEntry>,
+}
+
 impl Broker {
     /// A customer looks at its own case (attached, or with the resume secret).
     pub fn customer_view(
@@ -57,6 +68,36 @@ impl Broker {
         let code = self.open_code(code)?;
         self.check_customer_owns(party, code, secret)?;
         Ok(self.cases[&code].info())
+    }
+
+    /// A customer follows its own open case (with the resume secret, from the web
+    /// console's `/case`): the case, its place in its queue while it waits, and the last
+    /// `entries` entries of its history without staff-internal ones. Errors as
+    /// [`Broker::customer_view`].
+    pub fn customer_follow(
+        &self,
+        party: PartyId,
+        code: SessionCode,
+        secret: &str,
+        entries: usize,
+    ) -> Result<CustomerFollow, BrokerError> {
+        let code = self.open_code(&code.to_string())?;
+        self.check_customer_owns(party, code, Some(secret))?;
+        let case = &self.cases[&code];
+        let history: Vec<sosq::protocol::HistoryEntry> = case
+            .record
+            .history
+            .iter()
+            .rev()
+            .take(entries)
+            .rev()
+            .cloned()
+            .collect();
+        Ok(CustomerFollow {
+            info: case.info(),
+            position: self.queue.position(code),
+            history,
+        })
     }
 
     /// Open cases by state: new, pending, in progress.

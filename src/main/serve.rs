@@ -63,6 +63,9 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "{}",
             sosqd::server::listening_line(addr, server.fingerprint())
         );
+        if let Some(web) = server.web_addr() {
+            tracing::info!("{}", sosqd::server::console_line(web));
+        }
         if let Some(metrics) = server.metrics_addr() {
             tracing::info!("metrics on http://{metrics}/metrics");
         }

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::admission::AdmissionGuard;
-use super::dispatch::{self, Caller};
+use super::dispatch::{self, Caller, Channel};
 use super::{PartyHandle, Shared, OUTBOX_CAPACITY};
 use crate::broker::Departure;
 use crate::relay;
@@ -277,6 +277,7 @@ fn greet(
             name: String::new(),
             user: None,
             address,
+            channel: Channel::Quic,
         });
     };
     match shared.users.authenticate(&token) {
@@ -286,6 +287,7 @@ fn greet(
             name: user.name.clone(),
             user: Some(user),
             address,
+            channel: Channel::Quic,
         }),
         Ok(None) => {
             shared

@@ -25,6 +25,8 @@ pub struct Server {
     endpoint: quinn::Endpoint,
     fingerprint: String,
     metrics: Option<std::net::TcpListener>,
+    /// The web console's listener and HTTPS setup, unless `web_listen = ""`.
+    web: Option<(std::net::TcpListener, Arc<rustls::ServerConfig>)>,
 }
 
 impl Server {
@@ -53,7 +55,15 @@ impl Server {
     ) -> Result<Server, ServerError> {
         let identity = crate::transport::Identity::from_config_or_create(&config)?;
         let fingerprint = identity.fingerprint();
-        let endpoint = transport::bind(&config, &identity)?;
+        let (endpoint, web_listener) = bind_both(&config, &identity)?;
+        let web = match web_listener {
+            Some(listener) => Some((
+                listener,
+                crate::web::tls_config(&identity)
+                    .map_err(|e| crate::transport::TlsError::Generate(e.to_string()))?,
+            )),
+            None => None,
+        };
         let metrics = match config.metrics_listen {
             Some(addr) => {
                 let listener = std::net::TcpListener::bind(addr)
@@ -93,6 +103,7 @@ impl Server {
             endpoint,
             fingerprint,
             metrics,
+            web,
         })
     }
 
@@ -110,6 +121,11 @@ impl Server {
     /// The address of the metrics endpoint, if enabled.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The address of the web console, if it is on.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// The certificate fingerprint clients pin (as started; a reload may change it).
@@ -142,6 +158,11 @@ impl Server {
             .take()
             .and_then(|listener| tokio::net::TcpListener::from_std(listener).ok())
             .map(|listener| tokio::spawn(metrics::serve(self.shared.clone(), listener)));
+        let web = self.web.take().and_then(|(listener, tls)| {
+            let listener = tokio::net::TcpListener::from_std(listener).ok()?;
+            let state = crate::web::WebState::new(self.shared.clone());
+            Some(tokio::spawn(crate::web::serve(state, listener, tls)))
+        });
         let admission = self.shared.admission.clone();
         let retention = tokio::spawn(retention::run(self.shared.clone()));
         let placement = self.shared.placement.clone().start(self.shared.clone());
@@ -223,10 +244,58 @@ impl Server {
         if let Some(metrics) = metrics {
             metrics.abort();
         }
+        if let Some(web) = web {
+            web.abort();
+        }
         self.endpoint
             .close(close_code::SHUTDOWN.into(), b"sosqd is shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
         tracing::info!("stopped");
+    }
+}
+
+/// How often binding the QUIC endpoint and the console's TCP listener on one port number
+/// is tried when the port is chosen by the system (0): the number UDP got may be taken on
+/// TCP, so both are bound again on a new number.
+const BIND_ATTEMPTS: usize = 20;
+
+/// Binds the QUIC endpoint and, unless `web_listen = ""`, the console's TCP listener (by
+/// default on the same port number). Errors: either address cannot be bound.
+fn bind_both(
+    config: &Config,
+    identity: &crate::transport::Identity,
+) -> Result<(quinn::Endpoint, Option<std::net::TcpListener>), ServerError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let endpoint = transport::bind(config, identity)?;
+        let bound = endpoint.local_addr().map_err(|cause| TransportError::Socket {
+            addr: config.listen,
+            cause,
+        })?;
+        let Some(addr) = config.web_address(bound)? else {
+            return Ok((endpoint, None));
+        };
+        match std::net::TcpListener::bind(addr).and_then(|l| l.set_nonblocking(true).map(|()| l)) {
+            Ok(listener) => return Ok((endpoint, Some(listener))),
+            Err(cause)
+                if cause.kind() == std::io::ErrorKind::AddrInUse
+                    && config.listen.port() == 0
+                    && config.web_listen.is_none()
+                    && attempt < BIND_ATTEMPTS =>
+            {
+                drop(endpoint);
+            }
+            Err(cause) => {
+                return Err(crate::config::ConfigError::Invalid {
+                    option: "web_listen",
+                    message: format!(
+                        "the web console cannot listen on TCP {addr}: {cause}; set web_listen to another address, or web_listen = \"\" to turn the console off"
+                    ),
+                }
+                .into())
+            }
+        }
     }
 }
 
@@ -252,6 +321,24 @@ fn advertised(config: &Config, bound: SocketAddr) -> Result<String, ServerError>
 /// Tests and benchmarks find the daemon by it, through [`parse_listening_line`].
 pub fn listening_line(addr: SocketAddr, fingerprint: &str) -> String {
     format!("listening on {addr} (certificate fingerprint {fingerprint})")
+}
+
+/// The log line that gives the web console's URL (a wildcard address shows as
+/// `localhost`, which a browser on the same machine opens). Tests find the console by it,
+/// through [`parse_console_line`].
+pub fn console_line(addr: SocketAddr) -> String {
+    let host = if addr.ip().is_unspecified() {
+        "localhost".to_string()
+    } else {
+        SocketAddr::new(addr.ip(), 0).to_string().trim_end_matches(":0").to_string()
+    };
+    format!("web console at https://{host}:{}/ (the same certificate)", addr.port())
+}
+
+/// The console's URL from a log line containing [`console_line`].
+pub fn parse_console_line(line: &str) -> Option<String> {
+    let rest = line.split("web console at ").nth(1)?;
+    Some(rest.split_whitespace().next()?.to_string())
 }
 
 /// The address and fingerprint from a log line containing [`listening_line`].

@@ -31,6 +31,18 @@ pub struct Caller {
     pub user: Option<crate::store::users::User>,
     /// Where the connection comes from.
     pub address: SocketAddr,
+    /// Which way in the request came: the QUIC protocol or the web console.
+    pub channel: Channel,
+}
+
+/// Which way in a request came. Both run the same role matrix and the same core; the
+/// history and audit log say which one it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// The QUIC protocol (`sosq`, or any client speaking it).
+    Quic,
+    /// The web console, signed in with a staff token (or a public page).
+    Console,
 }
 
 impl Caller {
@@ -52,9 +64,13 @@ impl Caller {
             },
             role => sosq::protocol::Actor::new(role.into(), self.name.clone()),
         };
+        let address = match self.channel {
+            Channel::Quic => self.address.to_string(),
+            Channel::Console => format!("{} via console", self.address),
+        };
         Actor {
             who,
-            address: Some(self.address.to_string()),
+            address: Some(address),
         }
     }
 }

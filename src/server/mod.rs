@@ -12,6 +12,7 @@ mod admission;
 mod cluster_node;
 pub mod commands;
 mod connection;
+mod console;
 mod daemon;
 mod dispatch;
 mod drains;
@@ -47,8 +48,9 @@ fn broker_config(config: &Config) -> crate::broker::BrokerConfig {
 mod largest_messages;
 
 pub use admission::{Admission, AdmissionLimits, Decision};
-pub use daemon::{listening_line, parse_listening_line, Server};
-pub use dispatch::Caller;
+pub use daemon::{console_line, listening_line, parse_console_line, parse_listening_line, Server};
+pub use dispatch::{Caller, Channel};
+pub(crate) use dispatch::handle;
 pub use error::ServerError;
 pub use reload::{ReloadReport, Reloader};
 pub use roles::authorize;
@@ -101,6 +103,9 @@ pub struct Shared {
     throttle: Mutex<Throttle>,
     /// Signalled when a command changed the queue.
     queue_changed: Notify,
+    /// The queue's version after each batch of live updates, for the web console's live
+    /// views (`queue_updates.rs` sends, `console.rs` subscribes).
+    queue_seen: tokio::sync::watch::Sender<u64>,
     /// Counters for the metrics endpoint.
     pub counters: metrics::Counters,
     /// Staff watching the queue live, with what each may see and how many entries each
@@ -185,6 +190,7 @@ impl Shared {
             clock,
             next_party: AtomicU64::new(1),
             queue_changed: Notify::new(),
+            queue_seen: tokio::sync::watch::Sender::new(0),
             counters: metrics::Counters::default(),
             queue_watchers: DashMap::new(),
             drains,
@@ -423,7 +429,7 @@ impl Shared {
 
     /// Whether a staff account (if any) still holds a valid token. An unreadable users file
     /// counts as "no": failing closed is the safe side for access control.
-    fn still_authorized(&self, user: Option<&crate::store::users::User>) -> bool {
+    pub(crate) fn still_authorized(&self, user: Option<&crate::store::users::User>) -> bool {
         match user {
             None => true,
             Some(user) => self.users.still_valid(user).unwrap_or_else(|e| {

@@ -35,6 +35,7 @@ pub async fn run(shared: Arc<Shared>) {
                 .collect();
             (broker.queue_version(), broker.take_moved_positions(), views)
         };
+        shared.queue_seen.send_replace(version);
         for (code, customer, position) in moved {
             if let Some(customer) = customer {
                 shared.push(customer, Event::QueuePosition { code, position });

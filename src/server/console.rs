@@ -1,0 +1,136 @@
+//! What the web console (`crate::web`) asks of the daemon beyond the wire's requests:
+//! sign-in, party ids for its sessions, the queue-change signal its live views follow,
+//! the public status, a customer following its case, and the audit log's latest entries.
+//! Each is a thin read of state the daemon already keeps.
+
+use std::sync::atomic::Ordering;
+
+use sosq::protocol::{Priority, Timestamp};
+use tokio::sync::watch;
+
+use super::Shared;
+use crate::broker::{CustomerFollow, PartyId, QueueId, RESPONSE_BUCKETS};
+use crate::store::users::User;
+use crate::web::public::{StatusReport, TeamStatus};
+
+/// How many history entries a customer's follow page shows (the latest).
+const FOLLOW_HISTORY: usize = 50;
+
+impl Shared {
+    /// The staff account of `token`, if it is valid. Errors: the users store cannot be read.
+    pub(crate) fn authenticate(&self, token: &str) -> Result<Option<User>, String> {
+        let found = self.users.authenticate(token).map_err(|e| {
+            tracing::error!(error = %e, "cannot read the users store");
+            "the users store cannot be read; see the daemon's log".to_string()
+        })?;
+        if found.is_none() {
+            self.counters
+                .failed_authentications
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(found)
+    }
+
+    /// A party id for a console session (or one public request), never reused.
+    pub(crate) fn new_party(&self) -> PartyId {
+        self.next_party_id()
+    }
+
+    /// Forgets what the throttle keeps for a console party that is gone.
+    pub(crate) fn forget_party(&self, party: PartyId) {
+        self.throttle().forget(party);
+    }
+
+    /// A receiver that sees a new value whenever the queue changed (after the same short
+    /// batching as `sosq queue --watch`).
+    pub(crate) fn queue_changes(&self) -> watch::Receiver<u64> {
+        self.queue_seen.subscribe()
+    }
+
+    /// A customer following its case on `/case`. Errors: the words to show (no open case
+    /// with this code and secret).
+    pub(crate) fn customer_case(
+        &self,
+        party: PartyId,
+        code: sosq::SessionCode,
+        secret: &str,
+    ) -> Result<CustomerFollow, String> {
+        self.broker()
+            .customer_follow(party, code, secret, FOLLOW_HISTORY)
+            .map_err(|_| {
+                format!("request {code} is no longer open: it was closed, expired or deleted")
+            })
+    }
+
+    /// `/status` now: up or shutting down, the maintenance notice, the public teams'
+    /// queues and the typical wait.
+    pub(crate) fn public_status(&self) -> StatusReport {
+        let now = self.now();
+        let public = self.public_teams();
+        let (summary, stats) = {
+            let broker = self.broker();
+            (broker.queue_summary(), broker.stats().clone())
+        };
+        let teams = public
+            .into_iter()
+            .map(|team| {
+                let (waiting, oldest) = summary
+                    .iter()
+                    .filter(|(id, _, _)| *id == QueueId::Group(team.clone()))
+                    .fold((0, None::<Timestamp>), |(n, oldest), (_, count, since)| {
+                        (n + count, Some(oldest.map_or(*since, |o| o.min(*since))))
+                    });
+                TeamStatus {
+                    team,
+                    waiting,
+                    longest_wait_seconds: oldest.map_or(0, |since| now.0.saturating_sub(since.0) / 1000),
+                }
+            })
+            .collect();
+        let mut buckets = [0u64; RESPONSE_BUCKETS.len()];
+        let mut count = 0;
+        for priority in Priority::ALL {
+            let histogram = &stats.first_response[crate::broker::priority_index(priority)];
+            for (sum, n) in buckets.iter_mut().zip(histogram.buckets) {
+                *sum += n;
+            }
+            count += histogram.count;
+        }
+        let typical_wait_seconds = (count > 0)
+            .then(|| {
+                buckets
+                    .iter()
+                    .zip(RESPONSE_BUCKETS)
+                    .find(|(n, _)| **n * 2 >= count)
+                    .map(|(_, bound)| bound as u64)
+            })
+            .flatten();
+        StatusReport {
+            service: if self.is_shutting_down() { "shutting_down" } else { "up" },
+            notice: self.notice(),
+            teams,
+            typical_wait_seconds,
+        }
+    }
+
+    /// The teams an admin marked public (shown on `/status`).
+    fn public_teams(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The maintenance notice an admin set, if any.
+    fn notice(&self) -> Option<String> {
+        None
+    }
+
+    /// The latest `limit` audit entries, newest first. Errors: the store cannot be read.
+    pub(crate) async fn audit_tail(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<crate::broker::AuditEntry>, String> {
+        let mut log = self.store.audit_log().map_err(|e| e.to_string())?;
+        log.reverse();
+        log.truncate(limit);
+        Ok(log)
+    }
+}

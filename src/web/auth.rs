@@ -1,0 +1,525 @@
+//! Who is signed in: console sessions (a random id in a `Secure; HttpOnly;
+//! SameSite=Strict` cookie, kept only in this daemon's memory), the CSRF token of each
+//! session, the same-origin check on every state-changing request, and the sign-in
+//! throttle per address.
+//!
+//! Staff sign in with their access token, the same as `sosq --token`; a session re-checks
+//! the account on every request, so a revoked token ends its sessions at their next
+//! request, and the live views check every second. A customer following its own case
+//! (`/case`) gets a session of its own holding the case's code and resume secret.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use dashmap::DashMap;
+use maud::html;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use super::layout::{page, PageError};
+use super::WebState;
+use crate::broker::PartyId;
+use crate::server::Caller;
+use crate::store::users::{StaffRole, User};
+
+/// The staff session cookie.
+pub const STAFF_COOKIE: &str = "sosq_session";
+/// The cookie of a customer following its case on `/case`.
+pub const CUSTOMER_COOKIE: &str = "sosq_case";
+/// The most console sessions held at once; past it the least recently used goes.
+const MAX_SESSIONS: usize = 10_000;
+/// The most addresses the sign-in throttle remembers; past it, sign-ins from new
+/// addresses wait like a throttled one (so a flood from many addresses cannot grow it).
+const MAX_THROTTLED_ADDRESSES: usize = 10_000;
+/// The sign-in throttle's window.
+const SIGNIN_WINDOW: Duration = Duration::from_secs(60);
+
+/// Whose a session is.
+#[derive(Debug, Clone)]
+pub enum Holder {
+    /// A signed-in expert or admin.
+    Staff(User),
+    /// A customer following its case by code and resume secret.
+    Customer {
+        /// The case's code.
+        code: sosq::SessionCode,
+        /// Its resume secret, as the customer typed it.
+        secret: String,
+    },
+}
+
+/// One console session.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// Whose it is.
+    pub holder: Holder,
+    /// The token every form of this session carries.
+    pub csrf: String,
+    /// The party id the daemon knows this session by (throttles, history).
+    pub party: PartyId,
+    /// The last request, for the idle limit.
+    last_seen: Instant,
+    /// A message for the next page this session sees ("note added").
+    flash: Option<String>,
+}
+
+/// The console sessions of this daemon.
+pub struct Sessions {
+    by_id: DashMap<String, Session>,
+    idle: Duration,
+}
+
+impl Sessions {
+    /// No sessions; each ends after `idle` without a request.
+    pub fn new(idle: Duration) -> Sessions {
+        Sessions {
+            by_id: DashMap::new(),
+            idle,
+        }
+    }
+
+    /// Opens a session for `holder` as `party`; returns its id (the cookie's value).
+    pub fn open(&self, holder: Holder, party: PartyId) -> String {
+        if self.by_id.len() >= MAX_SESSIONS {
+            self.evict();
+        }
+        let id = random_token();
+        self.by_id.insert(
+            id.clone(),
+            Session {
+                holder,
+                csrf: random_token(),
+                party,
+                last_seen: Instant::now(),
+                flash: None,
+            },
+        );
+        id
+    }
+
+    /// The live session `id` names, touched; `None` if there is none or it sat idle too long.
+    fn touch(&self, id: &str) -> Option<Session> {
+        let mut entry = self.by_id.get_mut(id)?;
+        if entry.last_seen.elapsed() > self.idle {
+            drop(entry);
+            self.by_id.remove(id);
+            return None;
+        }
+        entry.last_seen = Instant::now();
+        Some(entry.clone())
+    }
+
+    /// Ends session `id`.
+    pub fn close(&self, id: &str) {
+        self.by_id.remove(id);
+    }
+
+    /// Leaves `message` for the next page session `id` renders.
+    pub fn flash(&self, id: &str, message: impl Into<String>) {
+        if let Some(mut session) = self.by_id.get_mut(id) {
+            session.flash = Some(message.into());
+        }
+    }
+
+    /// Takes the message waiting for session `id`, if any.
+    pub fn take_flash(&self, id: &str) -> Option<String> {
+        self.by_id.get_mut(id).and_then(|mut s| s.flash.take())
+    }
+
+    /// Drops idle sessions, then (if still full) the least recently used tenth.
+    fn evict(&self) {
+        self.by_id.retain(|_, s| s.last_seen.elapsed() <= self.idle);
+        if self.by_id.len() < MAX_SESSIONS {
+            return;
+        }
+        let mut seen: Vec<(Instant, String)> = self
+            .by_id
+            .iter()
+            .map(|s| (s.last_seen, s.key().clone()))
+            .collect();
+        seen.sort();
+        for (_, id) in seen.into_iter().take(MAX_SESSIONS / 10) {
+            self.by_id.remove(&id);
+        }
+    }
+
+    /// How many sessions are held (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether no session is held.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
+
+/// 32 bytes from the operating system's CSPRNG, hex: a session id or a CSRF token.
+pub fn random_token() -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 32];
+    // The system RNG failing is not something a daemon can serve through.
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the operating system's random number generator failed");
+    sosq::tls::hex(&bytes)
+}
+
+/// Whether two strings are equal, in time that does not depend on where they differ.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The value of cookie `name` in a request's headers.
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+/// The `Set-Cookie` value that gives the browser session `id` under `name`.
+pub fn set_cookie(name: &str, id: &str) -> String {
+    format!("{name}={id}; Path=/; Secure; HttpOnly; SameSite=Strict")
+}
+
+/// The `Set-Cookie` value that removes cookie `name`.
+fn clear_cookie(name: &str) -> String {
+    format!("{name}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0")
+}
+
+/// A signed-in staff member, for a handler: its caller (for the daemon's dispatch), its
+/// session's CSRF token, and the message waiting for its next page.
+pub struct Staff {
+    /// Who the daemon sees.
+    pub caller: Caller,
+    /// The session id (the cookie's value).
+    pub session: String,
+    /// The token every form of the page must carry back.
+    pub csrf: String,
+    /// The staff account.
+    pub user: User,
+}
+
+impl Staff {
+    /// Whether this staff member is an admin.
+    pub fn is_admin(&self) -> bool {
+        self.user.role == StaffRole::Admin
+    }
+
+    /// Refuses a state-changing request whose form does not carry this session's token.
+    pub fn check_csrf(&self, token: &str) -> Result<(), PageError> {
+        check_csrf(&self.csrf, token)
+    }
+
+    /// The page header's view of this staff member.
+    pub fn viewer(&self) -> super::layout::Viewer<'_> {
+        super::layout::Viewer {
+            name: Some(&self.user.name),
+            admin: self.is_admin(),
+            csrf: &self.csrf,
+        }
+    }
+}
+
+/// Refuses `token` unless it is `expected` (a missing token included).
+pub fn check_csrf(expected: &str, token: &str) -> Result<(), PageError> {
+    if token.is_empty() || !same_secret(expected, token) {
+        return Err(PageError::new(
+            StatusCode::FORBIDDEN,
+            "this form is out of date or did not come from this console (CSRF token missing or wrong); reload the page and try again",
+        ));
+    }
+    Ok(())
+}
+
+/// Why a request has no staff session: sent to sign in (pages) or refused (everything else).
+pub struct NotSignedIn {
+    page: bool,
+    why: &'static str,
+}
+
+impl IntoResponse for NotSignedIn {
+    fn into_response(self) -> Response {
+        if self.page {
+            Redirect::to("/signin").into_response()
+        } else {
+            PageError::new(StatusCode::UNAUTHORIZED, self.why).into_response()
+        }
+    }
+}
+
+impl FromRequestParts<Arc<WebState>> for Staff {
+    type Rejection = NotSignedIn;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<WebState>,
+    ) -> Result<Staff, NotSignedIn> {
+        let page = parts.method == Method::GET
+            && !parts.uri.path().ends_with("/live")
+            && !parts.uri.path().ends_with(".csv");
+        let refuse = |why| NotSignedIn { page, why };
+        let id = cookie(&parts.headers, STAFF_COOKIE).ok_or(refuse("sign in first"))?;
+        let session = state
+            .sessions
+            .touch(id)
+            .ok_or(refuse("your console session ended; sign in again"))?;
+        let Holder::Staff(user) = session.holder else {
+            return Err(refuse("sign in first"));
+        };
+        if !state.shared.still_authorized(Some(&user)) {
+            state.sessions.close(id);
+            return Err(refuse("your access token was revoked"));
+        }
+        let address = peer(parts);
+        Ok(Staff {
+            caller: super::console_caller(session.party, Some(&user), address),
+            session: id.to_string(),
+            csrf: session.csrf,
+            user,
+        })
+    }
+}
+
+/// A customer following its case on `/case`, for a handler.
+pub struct Follower {
+    /// Who the daemon sees (an anonymous customer).
+    pub caller: Caller,
+    /// The session id.
+    pub session: String,
+    /// The CSRF token of the session's forms.
+    pub csrf: String,
+    /// The case's code.
+    pub code: sosq::SessionCode,
+    /// The resume secret the customer gave.
+    pub secret: String,
+}
+
+impl FromRequestParts<Arc<WebState>> for Follower {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<WebState>) -> Result<Follower, Response> {
+        let session = cookie(&parts.headers, CUSTOMER_COOKIE)
+            .and_then(|id| Some((id.to_string(), state.sessions.touch(id)?)));
+        let Some((id, Session { holder: Holder::Customer { code, secret }, csrf, party, .. })) = session else {
+            return Err(if parts.method == Method::GET && !parts.uri.path().ends_with("/live") {
+                Redirect::to("/case").into_response()
+            } else {
+                PageError::new(StatusCode::UNAUTHORIZED, "enter your session code and secret first").into_response()
+            });
+        };
+        Ok(Follower {
+            caller: super::console_caller(party, None, peer(parts)),
+            session: id,
+            csrf,
+            code,
+            secret,
+        })
+    }
+}
+
+/// Where a request came from (the TCP peer).
+pub fn peer(parts: &Parts) -> SocketAddr {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0)
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+/// Refuses a state-changing request sent by another site: its `Origin` (or, without one,
+/// `Sec-Fetch-Site`) must be this console. The CSRF token is the main defence; this one
+/// also covers the sign-in form, which has no session yet.
+pub async fn same_origin(request: axum::extract::Request, next: Next) -> Response {
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
+        return next.run(request).await;
+    }
+    let headers = request.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    let cross_site = match headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        Some(origin) => host.is_none_or(|host| origin != format!("https://{host}")),
+        None => headers
+            .get("sec-fetch-site")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|site| site == "cross-site"),
+    };
+    if cross_site {
+        return PageError::new(
+            StatusCode::FORBIDDEN,
+            "a request from another site was refused (it did not come from this console)",
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Failed sign-ins per address in the current window.
+pub struct SignInThrottle {
+    allowed: u32,
+    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl SignInThrottle {
+    /// `allowed` failed sign-ins per address per minute.
+    pub fn new(allowed: u32) -> SignInThrottle {
+        SignInThrottle {
+            allowed,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `Err(how long to wait)` while `address` has used up its failures.
+    fn check(&self, address: IpAddr) -> Result<(), Duration> {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        failures.retain(|_, (since, _)| now.duration_since(*since) < SIGNIN_WINDOW);
+        match failures.get(&address) {
+            Some((since, count)) if *count >= self.allowed => {
+                Err(SIGNIN_WINDOW.saturating_sub(now.duration_since(*since)))
+            }
+            None if failures.len() >= MAX_THROTTLED_ADDRESSES => Err(SIGNIN_WINDOW),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a failed sign-in from `address`.
+    fn failed(&self, address: IpAddr) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if failures.len() >= MAX_THROTTLED_ADDRESSES && !failures.contains_key(&address) {
+            return;
+        }
+        failures.entry(address).or_insert((Instant::now(), 0)).1 += 1;
+    }
+}
+
+/// `/`: the queue for signed-in staff (the case table for admins), else the sign-in page.
+pub async fn home(staff: Option<Staff>) -> Redirect {
+    match staff {
+        Some(staff) if staff.is_admin() => Redirect::to("/admin/cases"),
+        Some(_) => Redirect::to("/queue"),
+        None => Redirect::to("/signin"),
+    }
+}
+
+/// `GET /signin`.
+pub async fn signin_page() -> maud::Markup {
+    signin_form(None)
+}
+
+fn signin_form(error: Option<&str>) -> maud::Markup {
+    page(
+        "Staff sign-in",
+        None,
+        None,
+        html! {
+            @if let Some(error) = error {
+                p.error role="alert" { (error) }
+            }
+            form method="post" action="/signin" {
+                label for="token" { "Access token" }
+                input #token type="password" name="token" autocomplete="current-password" required autofocus;
+                p.hint { "The token " code { "sosqd user add" } " printed (sosq_ and 64 hex digits)." }
+                button type="submit" { "Sign in" }
+            }
+        },
+    )
+}
+
+/// The sign-in form's fields.
+#[derive(Deserialize)]
+pub struct SignIn {
+    token: String,
+}
+
+/// `POST /signin`: a staff token opens a session, at most `web_signin_attempts` failures
+/// per address per minute.
+pub async fn signin(
+    State(state): State<Arc<WebState>>,
+    ConnectInfo(address): ConnectInfo<SocketAddr>,
+    Form(form): Form<SignIn>,
+) -> Response {
+    if let Err(wait) = state.signins.check(address.ip()) {
+        let message = format!(
+            "too many failed sign-ins from your address; try again in {} s",
+            wait.as_secs().max(1)
+        );
+        return (StatusCode::TOO_MANY_REQUESTS, signin_form(Some(&message))).into_response();
+    }
+    let user = match state.shared.authenticate(form.token.trim()) {
+        Ok(Some(user)) => user,
+        Ok(None) => {
+            state.signins.failed(address.ip());
+            tracing::warn!(%address, "refused a console sign-in with an unknown or revoked token");
+            return (
+                StatusCode::UNAUTHORIZED,
+                signin_form(Some("unknown or revoked access token")),
+            )
+                .into_response();
+        }
+        Err(message) => {
+            return PageError::new(StatusCode::INTERNAL_SERVER_ERROR, message).into_response()
+        }
+    };
+    tracing::info!(user = %user.name, %address, "console sign-in");
+    let admin = user.role == StaffRole::Admin;
+    let id = state.sessions.open(Holder::Staff(user), state.shared.new_party());
+    let to = if admin { "/admin/cases" } else { "/queue" };
+    (
+        [(header::SET_COOKIE, set_cookie(STAFF_COOKIE, &id))],
+        Redirect::to(to),
+    )
+        .into_response()
+}
+
+/// The sign-out form's fields (every form carries the CSRF token).
+#[derive(Deserialize)]
+pub struct Csrf {
+    /// The session's CSRF token.
+    #[serde(default)]
+    pub csrf: String,
+}
+
+/// `POST /signout`.
+pub async fn signout(
+    State(state): State<Arc<WebState>>,
+    staff: Staff,
+    Form(form): Form<Csrf>,
+) -> Result<Response, PageError> {
+    staff.check_csrf(&form.csrf)?;
+    state.sessions.close(&staff.session);
+    state.shared.forget_party(staff.caller.party);
+    Ok((
+        [(header::SET_COOKIE, clear_cookie(STAFF_COOKIE))],
+        Redirect::to("/signin"),
+    )
+        .into_response())
+}
+
+impl axum::extract::OptionalFromRequestParts<Arc<WebState>> for Staff {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<WebState>,
+    ) -> Result<Option<Staff>, Self::Rejection> {
+        Ok(<Staff as FromRequestParts<Arc<WebState>>>::from_request_parts(parts, state)
+            .await
+            .ok())
+    }
+}

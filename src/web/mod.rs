@@ -1,0 +1,145 @@
+//! The web console: HTTPS on TCP, served by `sosqd` itself with the daemon's own
+//! certificate, at the QUIC port's number unless `web_listen` says otherwise.
+//!
+//! It is another way in to the same core, not a second broker: every action a page offers
+//! becomes the same [`sosq::protocol::Request`] a `sosq` command sends, run through
+//! [`crate::server::handle`] with a [`Caller`] of channel [`Channel::Console`], so the role
+//! matrix, the limits, the history and the audit log are the ones the wire has (history
+//! entries and audit lines say "via console").
+//!
+//! A reader following one request passes: `serve.rs` (TLS and HTTP), the router below,
+//! `auth.rs` (who is signed in, CSRF), then one page module, which renders with
+//! `layout.rs`:
+//! - `queue.rs`: the expert's live queue (server-sent events);
+//! - `case.rs`: a case's page and its actions;
+//! - `admin.rs`: the admin's case table, bulk delete and CSV export;
+//! - `public.rs`: `/status`, `/case` (a customer follows its request) and `/healthz`.
+
+mod admin;
+mod auth;
+mod case;
+mod layout;
+pub(crate) mod public;
+mod queue;
+mod serve;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue};
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::server::{Caller, Channel, Shared};
+
+pub use serve::{serve, tls_config, WebError};
+
+/// The most bytes a request body may have: the largest form (a note or an escalation
+/// reason of 2,000 characters in 4-byte characters, plus the CSRF token) fits many times.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The Content-Security-Policy of every answer: only this origin's own script and style
+/// files, no inline script or style, no frames, forms only to here.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// What every page handler shares: the daemon and the console's own state.
+pub struct WebState {
+    /// The daemon's shared state; requests go through its dispatch like the wire's.
+    pub shared: Arc<Shared>,
+    /// Signed-in staff and customers following their case.
+    pub sessions: auth::Sessions,
+    /// Failed sign-ins per address.
+    pub signins: auth::SignInThrottle,
+    /// `/status`, computed at most once a second whatever the traffic.
+    pub status: public::StatusCache,
+}
+
+impl WebState {
+    /// The console's state around a running daemon's.
+    pub fn new(shared: Arc<Shared>) -> Arc<WebState> {
+        let config = shared.config();
+        Arc::new(WebState {
+            sessions: auth::Sessions::new(config.web_session_idle),
+            signins: auth::SignInThrottle::new(config.web_signin_attempts),
+            status: public::StatusCache::default(),
+            shared,
+        })
+    }
+
+    /// Runs one request as `caller` through the daemon's dispatch (the wire's path: role
+    /// matrix, throttles, core, store) and returns its reply.
+    pub async fn run(&self, caller: &Caller, request: sosq::protocol::Request) -> sosq::protocol::Reply {
+        crate::server::handle(&self.shared, caller, request).await
+    }
+}
+
+/// A caller for one console request from `address`: staff with their account, or an
+/// anonymous customer (a public page).
+pub(crate) fn console_caller(
+    party: crate::broker::PartyId,
+    user: Option<&crate::store::users::User>,
+    address: std::net::SocketAddr,
+) -> Caller {
+    Caller {
+        party,
+        role: user.map_or(sosq::protocol::Role::Customer, |u| u.role.role()),
+        name: user.map(|u| u.name.clone()).unwrap_or_default(),
+        user: user.cloned(),
+        address,
+        channel: Channel::Console,
+    }
+}
+
+/// Every route of the console, with the security headers and limits on all of them.
+pub fn router(state: Arc<WebState>) -> Router {
+    let pages = Router::new()
+        .route("/", get(auth::home))
+        .route("/signin", get(auth::signin_page).post(auth::signin))
+        .route("/signout", post(auth::signout))
+        .route("/queue", get(queue::show))
+        .route("/queue/live", get(queue::live))
+        .route("/cases/{code}", get(case::show))
+        .route("/cases/{code}/{action}", post(case::act))
+        .route("/admin/cases", get(admin::cases))
+        .route("/admin/cases.csv", get(admin::cases_csv))
+        .route("/admin/delete", post(admin::delete))
+        .route("/admin/audit", get(admin::audit))
+        .route("/status", get(public::status))
+        .route("/case", get(public::case_form).post(public::case_open))
+        .route("/case/view", get(public::case_view))
+        .route("/case/live", get(public::case_live))
+        .route("/case/close", post(public::case_close))
+        .route("/healthz", get(public::healthz))
+        .route("/assets/{file}", get(layout::asset))
+        .fallback(layout::not_found);
+    pages
+        .layer(axum::middleware::from_fn(auth::same_origin))
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        // Pages carry case data: never kept by a browser or a proxy (assets say otherwise).
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .with_state(state)
+}
+
+/// How long a client has for the TLS handshake and the request head.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
