@@ -177,6 +177,18 @@ impl Daemon {
             .to_string()
     }
 
+    /// The web console's base URL (`https://127.0.0.1:PORT`, no trailing slash), from the
+    /// daemon's start-up log.
+    pub fn console_url(&self) -> String {
+        self.wait_for_log("web console at ");
+        let log = self.log();
+        let url = log
+            .lines()
+            .find_map(sosqd::server::parse_console_line)
+            .expect("the start-up log names the console's URL");
+        url.trim_end_matches('/').to_string()
+    }
+
     /// The daemon's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
