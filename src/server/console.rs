@@ -83,7 +83,8 @@ impl Shared {
                 TeamStatus {
                     team,
                     waiting,
-                    longest_wait_seconds: oldest.map_or(0, |since| now.0.saturating_sub(since.0) / 1000),
+                    longest_wait_seconds: oldest
+                        .map_or(0, |since| now.0.saturating_sub(since.0) / 1000),
                 }
             })
             .collect();
@@ -106,7 +107,11 @@ impl Shared {
             })
             .flatten();
         StatusReport {
-            service: if self.is_shutting_down() { "shutting_down" } else { "up" },
+            service: if self.is_shutting_down() {
+                "shutting_down"
+            } else {
+                "up"
+            },
             notice: self.notice(),
             teams,
             typical_wait_seconds,

@@ -269,10 +269,12 @@ fn bind_both(
     loop {
         attempt += 1;
         let endpoint = transport::bind(config, identity)?;
-        let bound = endpoint.local_addr().map_err(|cause| TransportError::Socket {
-            addr: config.listen,
-            cause,
-        })?;
+        let bound = endpoint
+            .local_addr()
+            .map_err(|cause| TransportError::Socket {
+                addr: config.listen,
+                cause,
+            })?;
         let Some(addr) = config.web_address(bound)? else {
             return Ok((endpoint, None));
         };
@@ -330,9 +332,15 @@ pub fn console_line(addr: SocketAddr) -> String {
     let host = if addr.ip().is_unspecified() {
         "localhost".to_string()
     } else {
-        SocketAddr::new(addr.ip(), 0).to_string().trim_end_matches(":0").to_string()
+        SocketAddr::new(addr.ip(), 0)
+            .to_string()
+            .trim_end_matches(":0")
+            .to_string()
     };
-    format!("web console at https://{host}:{}/ (the same certificate)", addr.port())
+    format!(
+        "web console at https://{host}:{}/ (the same certificate)",
+        addr.port()
+    )
 }
 
 /// The console's URL from a log line containing [`console_line`].

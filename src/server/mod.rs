@@ -49,8 +49,8 @@ mod largest_messages;
 
 pub use admission::{Admission, AdmissionLimits, Decision};
 pub use daemon::{console_line, listening_line, parse_console_line, parse_listening_line, Server};
-pub use dispatch::{Caller, Channel};
 pub(crate) use dispatch::handle;
+pub use dispatch::{Caller, Channel};
 pub use error::ServerError;
 pub use reload::{ReloadReport, Reloader};
 pub use roles::authorize;

@@ -43,7 +43,10 @@ impl Filter {
     fn state(&self) -> Result<Option<CaseState>, PageError> {
         match self.state.trim() {
             "" => Ok(None),
-            name => name.parse().map(Some).map_err(|e: String| PageError::new(StatusCode::BAD_REQUEST, e)),
+            name => name
+                .parse()
+                .map(Some)
+                .map_err(|e: String| PageError::new(StatusCode::BAD_REQUEST, e)),
         }
     }
 
@@ -52,7 +55,12 @@ impl Filter {
             "" => Ok(None),
             text => humantime::parse_duration(text)
                 .map(|d| Some(d.as_millis() as u64))
-                .map_err(|e| PageError::new(StatusCode::BAD_REQUEST, format!("{text:?} is not an age such as 1d or 36h: {e}"))),
+                .map_err(|e| {
+                    PageError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("{text:?} is not an age such as 1d or 36h: {e}"),
+                    )
+                }),
         }
     }
 
@@ -96,13 +104,26 @@ fn admin_only(staff: &Staff) -> Result<(), PageError> {
     if staff.is_admin() {
         Ok(())
     } else {
-        Err(PageError::new(StatusCode::FORBIDDEN, "listing and deleting all cases is for admins; you are signed in as an expert"))
+        Err(PageError::new(
+            StatusCode::FORBIDDEN,
+            "listing and deleting all cases is for admins; you are signed in as an expert",
+        ))
     }
 }
 
 /// One page of cases matching `filter`, after `after`.
-async fn fetch(state: &WebState, staff: &Staff, filter: &Filter, after: Option<CasesCursor>, limit: u32) -> Result<CasesPage, PageError> {
-    let request = Request::Cases { state: filter.state()?, after, limit };
+async fn fetch(
+    state: &WebState,
+    staff: &Staff,
+    filter: &Filter,
+    after: Option<CasesCursor>,
+    limit: u32,
+) -> Result<CasesPage, PageError> {
+    let request = Request::Cases {
+        state: filter.state()?,
+        after,
+        limit,
+    };
     match state.run(&staff.caller, request).await {
         Reply::Cases(page) => Ok(page),
         other => Err(PageError::unexpected(&other)),
@@ -112,7 +133,10 @@ async fn fetch(state: &WebState, staff: &Staff, filter: &Filter, after: Option<C
 fn cursor(text: &str) -> Result<Option<CasesCursor>, PageError> {
     match text.trim() {
         "" => Ok(None),
-        token => token.parse().map(Some).map_err(|e: String| PageError::new(StatusCode::BAD_REQUEST, e)),
+        token => token
+            .parse()
+            .map(Some)
+            .map_err(|e: String| PageError::new(StatusCode::BAD_REQUEST, e)),
     }
 }
 
@@ -204,7 +228,9 @@ impl DeleteForm {
                 "csrf" => form.csrf = value,
                 "scope" => form.scope = value,
                 "confirm" => form.confirm = value == "yes",
-                "code" if form.codes.len() < sosq::protocol::MAX_CODES_PER_DELETE => form.codes.push(value),
+                "code" if form.codes.len() < sosq::protocol::MAX_CODES_PER_DELETE => {
+                    form.codes.push(value)
+                }
                 "state" => form.filter.state = value,
                 "older" => form.filter.older = value,
                 _ => {}
@@ -216,27 +242,45 @@ impl DeleteForm {
 
 /// `POST /admin/delete`: first a confirmation naming what goes, then (with `confirm=yes`)
 /// the delete, whose result names the count.
-pub async fn delete(State(state): State<Arc<WebState>>, staff: Staff, body: Bytes) -> Result<Response, PageError> {
+pub async fn delete(
+    State(state): State<Arc<WebState>>,
+    staff: Staff,
+    body: Bytes,
+) -> Result<Response, PageError> {
     let form = DeleteForm::parse(&body);
     staff.check_csrf(&form.csrf)?;
     admin_only(&staff)?;
     let selector = match form.scope.as_str() {
         "ticked" if form.codes.is_empty() => {
-            return Err(PageError::new(StatusCode::BAD_REQUEST, "tick at least one case first"));
+            return Err(PageError::new(
+                StatusCode::BAD_REQUEST,
+                "tick at least one case first",
+            ));
         }
         "ticked" => {
             let codes = form
                 .codes
                 .iter()
-                .map(|c| c.parse().map_err(|e: sosq::code::BadCode| PageError::new(StatusCode::BAD_REQUEST, e.to_string())))
+                .map(|c| {
+                    c.parse().map_err(|e: sosq::code::BadCode| {
+                        PageError::new(StatusCode::BAD_REQUEST, e.to_string())
+                    })
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             DeleteSelector::Codes(codes)
         }
         "all" => DeleteSelector::Filter(form.filter.to_wire()?),
-        _ => return Err(PageError::new(StatusCode::BAD_REQUEST, "say which cases: the ticked ones or all that match")),
+        _ => {
+            return Err(PageError::new(
+                StatusCode::BAD_REQUEST,
+                "say which cases: the ticked ones or all that match",
+            ))
+        }
     };
     let what = match &selector {
-        DeleteSelector::Codes(codes) => format!("{} ticked case(s): {}", codes.len(), form.codes.join(", ")),
+        DeleteSelector::Codes(codes) => {
+            format!("{} ticked case(s): {}", codes.len(), form.codes.join(", "))
+        }
         DeleteSelector::Filter(_) => format!("every case matching {}", form.filter.describe()),
     };
     if !form.confirm {
@@ -261,10 +305,16 @@ pub async fn delete(State(state): State<Arc<WebState>>, staff: Staff, body: Byte
         .into_response());
     }
     let message = match state.run(&staff.caller, Request::Delete(selector)).await {
-        Reply::Deleted { count, not_found } if not_found.is_empty() => format!("Deleted {count} case(s) ({what})."),
+        Reply::Deleted { count, not_found } if not_found.is_empty() => {
+            format!("Deleted {count} case(s) ({what}).")
+        }
         Reply::Deleted { count, not_found } => format!(
             "Deleted {count} case(s); {} were already gone.",
-            not_found.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            not_found
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         other => return Err(PageError::unexpected(&other)),
     };
@@ -284,7 +334,11 @@ pub fn csv_cell(text: &str) -> String {
 }
 
 fn csv_row(cells: &[String]) -> String {
-    let mut line = cells.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(",");
+    let mut line = cells
+        .iter()
+        .map(|c| csv_cell(c))
+        .collect::<Vec<_>>()
+        .join(",");
     line.push_str("\r\n");
     line
 }
@@ -299,12 +353,37 @@ pub async fn cases_csv(
     admin_only(&staff)?;
     let older = filter.older_than_ms()?;
     filter.state()?;
-    let header_row = csv_row(&["code", "state", "customer", "description", "team", "priority", "assigned_to", "created_at", "updated_at", "expires_at", "first_response_at"].map(String::from));
+    let header_row = csv_row(
+        &[
+            "code",
+            "state",
+            "customer",
+            "description",
+            "team",
+            "priority",
+            "assigned_to",
+            "created_at",
+            "updated_at",
+            "expires_at",
+            "first_response_at",
+        ]
+        .map(String::from),
+    );
     let stream = futures_util::stream::unfold(
-        (state, staff, filter, None::<CasesCursor>, Some(header_row), false),
+        (
+            state,
+            staff,
+            filter,
+            None::<CasesCursor>,
+            Some(header_row),
+            false,
+        ),
         move |(state, staff, filter, after, header_row, done)| async move {
             if let Some(row) = header_row {
-                return Some((Ok::<_, std::io::Error>(Bytes::from(row)), (state, staff, filter, after, None, false)));
+                return Some((
+                    Ok::<_, std::io::Error>(Bytes::from(row)),
+                    (state, staff, filter, after, None, false),
+                ));
             }
             if done {
                 return None;
@@ -313,7 +392,12 @@ pub async fn cases_csv(
             let page_of = match fetch(&state, &staff, &filter, after, EXPORT_PAGE).await {
                 Ok(page_of) => page_of,
                 // Cut the download off with an error rather than end it as if complete.
-                Err(e) => return Some((Err(std::io::Error::other(e.message)), (state, staff, filter, after, None, true))),
+                Err(e) => {
+                    return Some((
+                        Err(std::io::Error::other(e.message)),
+                        (state, staff, filter, after, None, true),
+                    ))
+                }
             };
             let mut chunk = String::new();
             let mut finished = page_of.next.is_none();
@@ -336,13 +420,19 @@ pub async fn cases_csv(
                     c.first_response_at.map(clock_time).unwrap_or_default(),
                 ]));
             }
-            Some((Ok(Bytes::from(chunk)), (state, staff, filter, page_of.next, None, finished)))
+            Some((
+                Ok(Bytes::from(chunk)),
+                (state, staff, filter, page_of.next, None, finished),
+            ))
         },
     );
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-            (header::CONTENT_DISPOSITION, "attachment; filename=\"sosq-cases.csv\""),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"sosq-cases.csv\"",
+            ),
         ],
         Body::from_stream(stream),
     )
@@ -352,7 +442,11 @@ pub async fn cases_csv(
 /// `GET /admin/audit`: the latest entries of the audit log, newest first.
 pub async fn audit(State(state): State<Arc<WebState>>, staff: Staff) -> Result<Markup, PageError> {
     admin_only(&staff)?;
-    let entries = state.shared.audit_tail(200).await.map_err(|e| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let entries = state
+        .shared
+        .audit_tail(200)
+        .await
+        .map_err(|e| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     Ok(page(
         "Audit log",
         Some(&staff.viewer()),

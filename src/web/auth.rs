@@ -175,7 +175,11 @@ pub fn random_token() -> String {
 
 /// Whether two strings are equal, in time that does not depend on where they differ.
 fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// The value of cookie `name` in a request's headers.
@@ -311,15 +315,33 @@ pub struct Follower {
 impl FromRequestParts<Arc<WebState>> for Follower {
     type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<WebState>) -> Result<Follower, Response> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<WebState>,
+    ) -> Result<Follower, Response> {
         let session = cookie(&parts.headers, CUSTOMER_COOKIE)
             .and_then(|id| Some((id.to_string(), state.sessions.touch(id)?)));
-        let Some((id, Session { holder: Holder::Customer { code, secret }, csrf, party, .. })) = session else {
-            return Err(if parts.method == Method::GET && !parts.uri.path().ends_with("/live") {
-                Redirect::to("/case").into_response()
-            } else {
-                PageError::new(StatusCode::UNAUTHORIZED, "enter your session code and secret first").into_response()
-            });
+        let Some((
+            id,
+            Session {
+                holder: Holder::Customer { code, secret },
+                csrf,
+                party,
+                ..
+            },
+        )) = session
+        else {
+            return Err(
+                if parts.method == Method::GET && !parts.uri.path().ends_with("/live") {
+                    Redirect::to("/case").into_response()
+                } else {
+                    PageError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "enter your session code and secret first",
+                    )
+                    .into_response()
+                },
+            );
         };
         Ok(Follower {
             caller: super::console_caller(party, None, peer(parts)),
@@ -478,7 +500,9 @@ pub async fn signin(
     };
     tracing::info!(user = %user.name, %address, "console sign-in");
     let admin = user.role == StaffRole::Admin;
-    let id = state.sessions.open(Holder::Staff(user), state.shared.new_party());
+    let id = state
+        .sessions
+        .open(Holder::Staff(user), state.shared.new_party());
     let to = if admin { "/admin/cases" } else { "/queue" };
     (
         [(header::SET_COOKIE, set_cookie(STAFF_COOKIE, &id))],
@@ -518,8 +542,10 @@ impl axum::extract::OptionalFromRequestParts<Arc<WebState>> for Staff {
         parts: &mut Parts,
         state: &Arc<WebState>,
     ) -> Result<Option<Staff>, Self::Rejection> {
-        Ok(<Staff as FromRequestParts<Arc<WebState>>>::from_request_parts(parts, state)
-            .await
-            .ok())
+        Ok(
+            <Staff as FromRequestParts<Arc<WebState>>>::from_request_parts(parts, state)
+                .await
+                .ok(),
+        )
     }
 }

@@ -32,12 +32,19 @@ pub async fn show(
     Path(code): Path<String>,
     Query(view): Query<HistoryView>,
 ) -> Result<Markup, PageError> {
-    let status = Request::Status { code: code.clone(), resume_secret: None };
+    let status = Request::Status {
+        code: code.clone(),
+        resume_secret: None,
+    };
     let case = match state.run(&staff.caller, status).await {
         Reply::Case(case) => case,
         other => return Err(PageError::unexpected(&other)),
     };
-    let history = Request::History { code: code.clone(), from: view.from, limit: 0 };
+    let history = Request::History {
+        code: code.clone(),
+        from: view.from,
+        limit: 0,
+    };
     let history = match state.run(&staff.caller, history).await {
         Reply::History(page) => page,
         other => return Err(PageError::unexpected(&other)),
@@ -64,9 +71,11 @@ pub async fn show(
     ))
 }
 
-
 fn is_open(case: &CaseInfo) -> bool {
-    !matches!(case.state, sosq::protocol::CaseState::Closed | sosq::protocol::CaseState::Expired)
+    !matches!(
+        case.state,
+        sosq::protocol::CaseState::Closed | sosq::protocol::CaseState::Expired
+    )
 }
 
 fn summary(case: &CaseInfo, now: sosq::protocol::Timestamp) -> Markup {
@@ -191,7 +200,10 @@ impl ActionForm {
         match self.kind.as_str() {
             "expert" => Ok(Assignee::Expert(to)),
             "team" => Ok(Assignee::Group(to)),
-            other => Err(PageError::new(StatusCode::BAD_REQUEST, format!("assign to an expert or a team, not {other:?}"))),
+            other => Err(PageError::new(
+                StatusCode::BAD_REQUEST,
+                format!("assign to an expert or a team, not {other:?}"),
+            )),
         }
     }
 }
@@ -206,27 +218,52 @@ pub async fn act(
 ) -> Result<Redirect, PageError> {
     staff.check_csrf(&form.csrf)?;
     let request = match action.as_str() {
-        "take" => Request::Assign { code: code.clone(), to: Assignee::Expert(staff.user.name.clone()) },
-        "assign" => Request::Assign { code: code.clone(), to: form.assignee()? },
-        "transfer" => Request::Transfer { code: code.clone(), to: form.assignee()? },
+        "take" => Request::Assign {
+            code: code.clone(),
+            to: Assignee::Expert(staff.user.name.clone()),
+        },
+        "assign" => Request::Assign {
+            code: code.clone(),
+            to: form.assignee()?,
+        },
+        "transfer" => Request::Transfer {
+            code: code.clone(),
+            to: form.assignee()?,
+        },
         "escalate" => Request::Escalate {
             code: code.clone(),
-            priority: form.priority.parse().map_err(|e: String| PageError::new(StatusCode::BAD_REQUEST, e))?,
+            priority: form
+                .priority
+                .parse()
+                .map_err(|e: String| PageError::new(StatusCode::BAD_REQUEST, e))?,
             reason: form.reason.clone(),
         },
-        "close" => Request::Close { code: code.clone(), resume_secret: None },
-        _ => return Err(PageError::new(StatusCode::NOT_FOUND, format!("there is no action {action:?}"))),
+        "close" => Request::Close {
+            code: code.clone(),
+            resume_secret: None,
+        },
+        _ => {
+            return Err(PageError::new(
+                StatusCode::NOT_FOUND,
+                format!("there is no action {action:?}"),
+            ))
+        }
     };
     let done = match state.run(&staff.caller, request).await {
         Reply::Error(e) => return Err(PageError::from_reply(e.kind, e.message)),
         Reply::Redirect(redirect) => {
             return Err(PageError::new(
                 StatusCode::MISDIRECTED_REQUEST,
-                format!("this case is served by the cluster node at {}; open its console there", redirect.address),
+                format!(
+                    "this case is served by the cluster node at {}; open its console there",
+                    redirect.address
+                ),
             ))
         }
         _ => match action.as_str() {
-            "take" => format!("Case {code} is assigned to you: run sosq connect {code} to start the session."),
+            "take" => format!(
+                "Case {code} is assigned to you: run sosq connect {code} to start the session."
+            ),
             "assign" => format!("Assigned to {}.", form.assignee()?),
             "transfer" => format!("Transferred to {}.", form.assignee()?),
             "escalate" => format!("Priority is now {}.", form.priority),
@@ -235,5 +272,8 @@ pub async fn act(
     };
     state.sessions.flash(&staff.session, done);
     let code = code.trim().to_string();
-    Ok(Redirect::to(&format!("/cases/{}", super::queue::encode(&code))))
+    Ok(Redirect::to(&format!(
+        "/cases/{}",
+        super::queue::encode(&code)
+    )))
 }

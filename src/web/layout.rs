@@ -110,7 +110,10 @@ impl PageError {
             sosq::protocol::Reply::Error(e) => PageError::from_reply(e.kind, e.message.clone()),
             other => {
                 tracing::error!(?other, "the console got an unexpected reply");
-                PageError::new(StatusCode::INTERNAL_SERVER_ERROR, "unexpected answer from the broker")
+                PageError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "unexpected answer from the broker",
+                )
             }
         }
     }
@@ -119,7 +122,7 @@ impl PageError {
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         let body = page(
-            &format!("{}", self.status.canonical_reason().unwrap_or("Error")),
+            self.status.canonical_reason().unwrap_or("Error"),
             None,
             None,
             html! {
@@ -155,7 +158,8 @@ pub async fn asset(Path(file): Path<String>) -> Response {
 
 /// `2026-11-25 20:14:03 UTC`.
 pub fn clock_time(at: Timestamp) -> String {
-    let text = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(at.0)).to_string();
+    let text =
+        humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(at.0)).to_string();
     format!("{} UTC", text.trim_end_matches('Z').replace('T', " "))
 }
 

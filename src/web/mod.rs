@@ -70,7 +70,11 @@ impl WebState {
 
     /// Runs one request as `caller` through the daemon's dispatch (the wire's path: role
     /// matrix, throttles, core, store) and returns its reply.
-    pub async fn run(&self, caller: &Caller, request: sosq::protocol::Request) -> sosq::protocol::Reply {
+    pub async fn run(
+        &self,
+        caller: &Caller,
+        request: sosq::protocol::Request,
+    ) -> sosq::protocol::Reply {
         crate::server::handle(&self.shared, caller, request).await
     }
 }

@@ -173,14 +173,27 @@ pub async fn case_open(
 ) -> Response {
     let party = state.shared.new_party();
     let caller = super::console_caller(party, None, address);
-    let request = Request::Status { code: form.code.clone(), resume_secret: Some(form.secret.clone()) };
+    let request = Request::Status {
+        code: form.code.clone(),
+        resume_secret: Some(form.secret.clone()),
+    };
     let reply = state.run(&caller, request).await;
     // The address's budget stays charged; this one-request party's own budget goes.
     state.shared.forget_party(party);
     match reply {
         Reply::Case(case) => {
-            let id = state.sessions.open(Holder::Customer { code: case.code, secret: form.secret }, party);
-            ([(header::SET_COOKIE, set_cookie(CUSTOMER_COOKIE, &id))], Redirect::to("/case/view")).into_response()
+            let id = state.sessions.open(
+                Holder::Customer {
+                    code: case.code,
+                    secret: form.secret,
+                },
+                party,
+            );
+            (
+                [(header::SET_COOKIE, set_cookie(CUSTOMER_COOKIE, &id))],
+                Redirect::to("/case/view"),
+            )
+                .into_response()
         }
         Reply::Error(e) => {
             let status = PageError::from_reply(e.kind, String::new()).status;
@@ -193,7 +206,10 @@ pub async fn case_open(
 /// The part of the follow page that updates live.
 fn case_fragment(state: &WebState, follower: &Follower) -> Markup {
     let now = state.shared.now();
-    match state.shared.customer_case(follower.caller.party, follower.code, &follower.secret) {
+    match state
+        .shared
+        .customer_case(follower.caller.party, follower.code, &follower.secret)
+    {
         Ok(view) => html! {
             dl.case {
                 dt { "Code" } dd { (view.info.code) }
@@ -249,7 +265,10 @@ pub async fn case_view(State(state): State<Arc<WebState>>, follower: Follower) -
 
 /// `GET /case/live`: the follow page's fragment whenever it changes (checked on every
 /// queue change and at least once a second).
-pub async fn case_live(State(state): State<Arc<WebState>>, follower: Follower) -> impl IntoResponse {
+pub async fn case_live(
+    State(state): State<Arc<WebState>>,
+    follower: Follower,
+) -> impl IntoResponse {
     let changes = state.shared.queue_changes();
     let stream = futures_util::stream::unfold(
         (state, follower, changes, String::new()),
@@ -261,7 +280,10 @@ pub async fn case_live(State(state): State<Arc<WebState>>, follower: Follower) -
                 let rendered = case_fragment(&state, &follower).into_string();
                 if rendered != last {
                     let event = Event::default().event("case").data(rendered.clone());
-                    return Some((Ok::<_, std::convert::Infallible>(event), (state, follower, changes, rendered)));
+                    return Some((
+                        Ok::<_, std::convert::Infallible>(event),
+                        (state, follower, changes, rendered),
+                    ));
                 }
                 last = rendered;
             }
@@ -278,7 +300,10 @@ pub async fn case_close(
     Form(form): Form<super::auth::Csrf>,
 ) -> Result<Markup, PageError> {
     check_csrf(&follower.csrf, &form.csrf)?;
-    let request = Request::Close { code: follower.code.to_string(), resume_secret: Some(follower.secret.clone()) };
+    let request = Request::Close {
+        code: follower.code.to_string(),
+        resume_secret: Some(follower.secret.clone()),
+    };
     match state.run(&follower.caller, request).await {
         Reply::Case(_) | Reply::Deleted { .. } => {}
         Reply::Error(e) => return Err(PageError::from_reply(e.kind, e.message)),

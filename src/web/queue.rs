@@ -29,10 +29,9 @@ const LIVE_TICK: Duration = Duration::from_secs(1);
 
 /// Waits for the queue to change or for [`LIVE_TICK`], whichever comes first.
 pub async fn wait_for_change(changes: &mut tokio::sync::watch::Receiver<u64>) {
-    match tokio::time::timeout(LIVE_TICK, changes.changed()).await {
+    if let Ok(Err(_)) = tokio::time::timeout(LIVE_TICK, changes.changed()).await {
         // The daemon is going away: no more changes, only the tick.
-        Ok(Err(_)) => tokio::time::sleep(LIVE_TICK).await,
-        Ok(Ok(())) | Err(_) => {}
+        tokio::time::sleep(LIVE_TICK).await;
     }
 }
 
@@ -57,7 +56,12 @@ pub struct View {
 impl View {
     /// The query string that reproduces this view (for the live stream's URL).
     fn query(&self) -> String {
-        let pairs = [("sort", &self.sort), ("q", &self.q), ("team", &self.team), ("after", &self.after)];
+        let pairs = [
+            ("sort", &self.sort),
+            ("q", &self.q),
+            ("team", &self.team),
+            ("after", &self.after),
+        ];
         pairs
             .iter()
             .filter(|(_, v)| !v.is_empty())
@@ -72,7 +76,9 @@ pub fn encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(byte as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(byte as char)
+            }
             _ => out.push_str(&format!("%{byte:02X}")),
         }
     }
@@ -83,11 +89,16 @@ pub fn encode(text: &str) -> String {
 async fn fetch(state: &WebState, staff: &Staff, view: &View) -> Result<QueuePage, PageError> {
     let after = match view.after.trim() {
         "" => None,
-        token => Some(token.parse::<QueueCursor>().map_err(|e| {
-            PageError::new(axum::http::StatusCode::BAD_REQUEST, e)
-        })?),
+        token => Some(
+            token
+                .parse::<QueueCursor>()
+                .map_err(|e| PageError::new(axum::http::StatusCode::BAD_REQUEST, e))?,
+        ),
     };
-    match state.run(&staff.caller, Request::Queue { after, limit: 0 }).await {
+    match state
+        .run(&staff.caller, Request::Queue { after, limit: 0 })
+        .await
+    {
         Reply::Queue(page) => Ok(page),
         other => Err(PageError::unexpected(&other)),
     }
@@ -110,7 +121,9 @@ fn arrange<'p>(entries: &'p [QueueEntry], view: &View, me: &str) -> Vec<&'p Queu
     let mine = |e: &QueueEntry| e.assigned_to.as_deref() != Some(me);
     match view.sort.as_str() {
         "waiting" => shown.sort_by_key(|e| (mine(e), e.waiting_since)),
-        "priority" => shown.sort_by_key(|e| (mine(e), std::cmp::Reverse(e.priority), e.waiting_since)),
+        "priority" => {
+            shown.sort_by_key(|e| (mine(e), std::cmp::Reverse(e.priority), e.waiting_since))
+        }
         "due" => shown.sort_by_key(|e| (mine(e), e.response_due)),
         _ => shown.sort_by_key(|e| mine(e)),
     }
@@ -153,7 +166,12 @@ pub async fn show(
         "" => "/queue/live".to_string(),
         query => format!("/queue/live?{query}"),
     };
-    let sorts = [("queue", "Pull order"), ("waiting", "Longest waiting"), ("priority", "Priority"), ("due", "Response due")];
+    let sorts = [
+        ("queue", "Pull order"),
+        ("waiting", "Longest waiting"),
+        ("priority", "Priority"),
+        ("due", "Response due"),
+    ];
     Ok(page(
         "Queue",
         Some(&staff.viewer()),
@@ -185,7 +203,6 @@ pub async fn show(
     ))
 }
 
-
 /// `GET /queue/live`: server-sent events, each a `queue` event carrying the table's rows
 /// (HTML, escaped) when they changed, until the session ends or the token is revoked.
 pub async fn live(
@@ -215,7 +232,9 @@ fn updates(
                 }
                 if !state.shared.still_authorized(Some(&staff.user)) {
                     state.sessions.close(&staff.session);
-                    let event = Event::default().event("signedout").data("your access token was revoked; sign in again");
+                    let event = Event::default()
+                        .event("signedout")
+                        .data("your access token was revoked; sign in again");
                     return Some((Ok(event), (state, staff, view, changes, last, true)));
                 }
                 let rendered = match fetch(&state, &staff, &view).await {

@@ -79,10 +79,12 @@ async fn serve_connection(
     remote: SocketAddr,
     app: axum::Router,
 ) {
-    let service = app.map_request(move |mut request: axum::http::Request<hyper::body::Incoming>| {
-        request.extensions_mut().insert(ConnectInfo(remote));
-        request
-    });
+    let service = app.map_request(
+        move |mut request: axum::http::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(remote));
+            request
+        },
+    );
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod fake_node;
 pub mod postgres;
 pub mod proxy;
+pub mod web;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

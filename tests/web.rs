@@ -1,0 +1,265 @@
+//! The web console at the HTTP level, against a real daemon on loopback: who may see
+//! what, sessions and their cookies, CSRF and same-origin checks, revocation, the sign-in
+//! throttle, escaping, the customer's `/case`, `/status`, `/healthz`, and that console
+//! actions land in the history "via console".
+
+mod common;
+
+use common::web::{customer_asks, hidden_value, Console};
+use common::Daemon;
+
+#[tokio::test]
+async fn pages_need_a_session_and_sign_in_sets_a_strict_cookie() {
+    let daemon = Daemon::start(&[]);
+    let expert = daemon.add_user("ana", "expert");
+    let console = Console::new(&daemon);
+
+    let response = console.get("/queue").await;
+    assert_eq!(
+        response.status(),
+        303,
+        "a page without a session goes to sign-in"
+    );
+    assert_eq!(response.headers()["location"], "/signin");
+    let response = console
+        .post("/cases/s123-456-789/close", &[("csrf", "x")])
+        .await;
+    assert_eq!(
+        response.status(),
+        401,
+        "an action without a session is refused"
+    );
+
+    let response = console.post("/signin", &[("token", &expert)]).await;
+    assert_eq!(response.status(), 303);
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    for flag in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(flag), "{flag} in {cookie}");
+    }
+    let page = console.page("/queue").await;
+    assert!(page.contains("Nobody is waiting"), "{page}");
+    let response = console.get("/queue").await;
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert_eq!(response.headers()["x-frame-options"], "DENY");
+}
+
+#[tokio::test]
+async fn an_expert_cannot_open_admin_views_and_a_wrong_token_is_refused() {
+    let daemon = Daemon::start(&[]);
+    let expert = daemon.add_user("ana", "expert");
+    let console = Console::new(&daemon);
+    let response = console
+        .post("/signin", &[("token", "sosq_not-a-token")])
+        .await;
+    assert_eq!(response.status(), 401);
+    assert!(response
+        .text()
+        .await
+        .unwrap()
+        .contains("unknown or revoked access token"));
+
+    console.sign_in(&expert).await;
+    for path in ["/admin/cases", "/admin/cases.csv", "/admin/audit"] {
+        let response = console.get(path).await;
+        assert_eq!(response.status(), 403, "{path}");
+        assert!(
+            response.text().await.unwrap().contains("for admins"),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn state_changes_need_the_sessions_csrf_token_and_this_origin() {
+    let daemon = Daemon::start(&[]);
+    let expert = daemon.add_user("ana", "expert");
+    let (_customer, code, _) = customer_asks(&daemon, "Bob", "printer").await;
+    let console = Console::new(&daemon);
+    console.sign_in(&expert).await;
+    let path = format!("/cases/{code}/take");
+
+    let response = console.post(&path, &[]).await;
+    assert_eq!(response.status(), 403, "no token");
+    assert!(response.text().await.unwrap().contains("CSRF"));
+    let response = console.post(&path, &[("csrf", "00")]).await;
+    assert_eq!(response.status(), 403, "a wrong token");
+
+    let csrf = console.csrf().await;
+    let cross_site = console
+        .http
+        .post(format!("{}{path}", console.base))
+        .header("origin", "https://evil.example")
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross_site.status(), 403, "another site's form");
+
+    let status = daemon.json(Some(&expert), &["status", &code]);
+    assert_eq!(
+        status["assigned_to"],
+        serde_json::Value::Null,
+        "nothing refused changed anything"
+    );
+
+    let response = console.post(&path, &[("csrf", &csrf)]).await;
+    assert_eq!(response.status(), 303);
+    let page = console.page(&format!("/cases/{code}")).await;
+    assert!(page.contains(&format!("sosq connect {code}")), "{page}");
+    assert!(page.contains("is assigned to you"), "{page}");
+    let status = daemon.json(Some(&expert), &["status", &code]);
+    assert_eq!(status["assigned_to"], "ana");
+    let history = daemon.json(Some(&expert), &["history", &code]);
+    let entries = history["history"].as_array().unwrap();
+    let assigned = entries
+        .iter()
+        .find(|e| e["kind"] == "assigned")
+        .expect("an assigned entry");
+    assert!(
+        assigned["address"]
+            .as_str()
+            .unwrap()
+            .ends_with("via console"),
+        "{assigned}"
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_token_ends_its_console_session() {
+    let daemon = Daemon::start(&[]);
+    let expert = daemon.add_user("ana", "expert");
+    let console = Console::new(&daemon);
+    console.sign_in(&expert).await;
+    console.page("/queue").await;
+    let mut live = console.get("/queue/live").await;
+    assert_eq!(live.status(), 200);
+    let first = live.chunk().await.unwrap().expect("a first update");
+    assert!(String::from_utf8_lossy(&first).contains("event: queue"));
+
+    let out = daemon.admin_command(&["user", "revoke", "ana"]);
+    assert!(out.status.success());
+    // The live stream says so (within a second) and ends.
+    let mut seen = String::new();
+    while let Some(chunk) = tokio::time::timeout(common::PATIENCE, live.chunk())
+        .await
+        .expect("the stream answers")
+        .unwrap()
+    {
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.contains("event: signedout"), "{seen}");
+    let response = console.get("/queue").await;
+    assert_eq!(response.status(), 303, "the session is gone");
+}
+
+#[tokio::test]
+async fn failed_sign_ins_are_throttled_per_address() {
+    let daemon = Daemon::start(&[]);
+    let expert = daemon.add_user("ana", "expert");
+    let console = Console::new(&daemon);
+    for _ in 0..5 {
+        let response = console.post("/signin", &[("token", "sosq_wrong")]).await;
+        assert_eq!(response.status(), 401);
+    }
+    let response = console.post("/signin", &[("token", &expert)]).await;
+    assert_eq!(response.status(), 429, "even the right token waits");
+    assert!(response
+        .text()
+        .await
+        .unwrap()
+        .contains("too many failed sign-ins"));
+}
+
+#[tokio::test]
+async fn html_from_customers_is_shown_as_text() {
+    let daemon = Daemon::start(&[]);
+    let expert = daemon.add_user("ana", "expert");
+    let name = "<script>alert(1)</script>";
+    let (_customer, code, _) = customer_asks(&daemon, name, "<img src=x onerror=alert(2)>").await;
+    let console = Console::new(&daemon);
+    console.sign_in(&expert).await;
+    for path in ["/queue".to_string(), format!("/cases/{code}")] {
+        let page = console.page(&path).await;
+        assert!(!page.contains("<script>alert"), "{path}: {page}");
+        assert!(!page.contains("<img src=x"), "{path}");
+        assert!(
+            page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_customer_follows_its_case_with_code_and_secret_and_can_close_it() {
+    let daemon = Daemon::start(&[]);
+    let (_customer, code, secret) = customer_asks(&daemon, "Carol", "no sound").await;
+    let console = Console::new(&daemon);
+
+    let response = console
+        .post("/case", &[("code", &code), ("secret", "wrong-secret")])
+        .await;
+    assert_ne!(response.status(), 303, "a wrong secret opens nothing");
+    let page = response.text().await.unwrap();
+    assert!(page.contains("role=\"alert\""), "{page}");
+
+    let response = console
+        .post("/case", &[("code", &code), ("secret", &secret)])
+        .await;
+    assert_eq!(response.status(), 303);
+    let page = console.page("/case/view").await;
+    assert!(page.contains("waiting for an expert"), "{page}");
+    assert!(page.contains("id=\"position\">1<"), "{page}");
+    let csrf = hidden_value(&page, "csrf").unwrap();
+    let response = console.post("/case/close", &[("csrf", &csrf)]).await;
+    assert_eq!(response.status(), 200);
+    let expert = daemon.add_user("ana", "expert");
+    let status = daemon.json(Some(&expert), &["status", &code]);
+    assert_eq!(status["state"], "closed");
+}
+
+#[tokio::test]
+async fn status_healthz_and_csv_export() {
+    let daemon = Daemon::start(&[]);
+    let admin = daemon.add_user("root", "admin");
+    let (_customer, code, _) = customer_asks(&daemon, "=HYPERLINK(\"x\")", "-2+3").await;
+    let console = Console::new(&daemon);
+    assert_eq!(console.page("/healthz").await, "ok\n");
+    let body = console
+        .http
+        .get(format!("{}/status", console.base))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(json["service"], "up");
+    assert!(console
+        .page("/status")
+        .await
+        .contains("The support service is up."));
+
+    console.sign_in(&admin).await;
+    let csv = console.page("/admin/cases.csv").await;
+    let mut lines = csv.lines();
+    assert!(lines.next().unwrap().starts_with("\"code\",\"state\""));
+    let row = lines.next().expect("one case");
+    assert!(
+        row.starts_with(&format!(
+            "\"{code}\",\"pending\",\"'=HYPERLINK(\"\"x\"\")\",\"'-2+3\""
+        )),
+        "{row}"
+    );
+    assert_eq!(lines.next(), None);
+}
