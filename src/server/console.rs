@@ -139,3 +139,41 @@ impl Shared {
         Ok(log)
     }
 }
+
+impl Shared {
+    /// The experts, admins and teams (the console's admin pages manage them, as
+    /// `sosqd user` and `sosqd group` do).
+    pub(crate) fn users(&self) -> &crate::store::users::UserDirectory {
+        &self.users
+    }
+
+    /// Records an admin's console action that touches no case (a user added or revoked,
+    /// a team added) in the audit log, and waits until it is kept. Errors: the store
+    /// failed.
+    pub(crate) async fn audit(
+        &self,
+        actor: &crate::broker::Actor,
+        action: &str,
+        selector: String,
+    ) -> Result<(), String> {
+        let entry = crate::broker::AuditEntry {
+            at: self.now(),
+            actor: actor.who.to_string(),
+            address: actor.address.clone(),
+            action: action.to_string(),
+            selector,
+            count: 0,
+        };
+        let ticket = self
+            .store
+            .submit(vec![crate::broker::Persist::Audit(entry)]);
+        ticket.await.map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    /// The daemon's certificate fingerprint, for support profiles made in the console.
+    pub(crate) fn fingerprint(&self) -> Result<String, String> {
+        crate::transport::Identity::from_config(&self.config())
+            .map(|identity| identity.fingerprint())
+            .map_err(|e| e.to_string())
+    }
+}

@@ -46,6 +46,9 @@ pub fn page(title: &str, viewer: Option<&Viewer>, flash: Option<&str>, body: Mar
                             @if viewer.admin {
                                 a href="/admin/cases" { "Cases" }
                                 a href="/admin/audit" { "Audit log" }
+                                a href="/admin/users" { "Users" }
+                                a href="/admin/teams" { "Teams" }
+                                a href="/admin/profiles" { "Profiles" }
                             }
                             a href="/status" { "Status" }
                             span.who { (viewer.name.unwrap_or("")) }

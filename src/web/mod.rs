@@ -12,9 +12,11 @@
 //! `layout.rs`:
 //! - `queue.rs`: the expert's live queue (server-sent events);
 //! - `case.rs`: a case's page and its actions;
-//! - `admin.rs`: the admin's case table, bulk delete and CSV export;
+//! - `admin.rs`: the admin's case table, bulk delete and CSV export, the audit log;
+//! - `accounts.rs`: users, teams and support profiles;
 //! - `public.rs`: `/status`, `/case` (a customer follows its request) and `/healthz`.
 
+mod accounts;
 mod admin;
 mod auth;
 mod case;
@@ -110,6 +112,19 @@ pub fn router(state: Arc<WebState>) -> Router {
         .route("/admin/cases.csv", get(admin::cases_csv))
         .route("/admin/delete", post(admin::delete))
         .route("/admin/audit", get(admin::audit))
+        .route(
+            "/admin/users",
+            get(accounts::users).post(accounts::add_user),
+        )
+        .route("/admin/users/{name}/revoke", post(accounts::revoke_user))
+        .route(
+            "/admin/teams",
+            get(accounts::teams).post(accounts::add_team),
+        )
+        .route(
+            "/admin/profiles",
+            get(accounts::profiles).post(accounts::download_profile),
+        )
         .route("/status", get(public::status))
         .route("/case", get(public::case_form).post(public::case_open))
         .route("/case/view", get(public::case_view))

@@ -1,0 +1,322 @@
+//! The admin's account pages: users (add, with the token shown once; revoke), teams
+//! (groups), and support profiles (made here and downloaded: the file customers run
+//! `sosq request --profile FILE` with). They do what `sosqd user`, `sosqd group` and
+//! `sosqd profile` do, on the same users store, and each change goes in the audit log.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use maud::{html, Markup};
+use serde::Deserialize;
+
+use super::auth::Staff;
+use super::layout::{clock_time, page, PageError};
+use super::WebState;
+use crate::store::users::StaffRole;
+
+/// Refuses staff who are not admins.
+fn admin_only(staff: &Staff) -> Result<(), PageError> {
+    if staff.is_admin() {
+        Ok(())
+    } else {
+        Err(PageError::new(
+            StatusCode::FORBIDDEN,
+            "managing users, teams and profiles is for admins; you are signed in as an expert",
+        ))
+    }
+}
+
+fn store_error(e: impl std::fmt::Display) -> PageError {
+    PageError::new(StatusCode::BAD_REQUEST, e.to_string())
+}
+
+/// `GET /admin/users`.
+pub async fn users(State(state): State<Arc<WebState>>, staff: Staff) -> Result<Markup, PageError> {
+    admin_only(&staff)?;
+    let flash = state.sessions.take_flash(&staff.session);
+    users_page(&state, &staff, flash.as_deref(), None)
+}
+
+fn users_page(
+    state: &WebState,
+    staff: &Staff,
+    flash: Option<&str>,
+    token: Option<(&str, &str)>,
+) -> Result<Markup, PageError> {
+    let users = state.shared.users().list().map_err(store_error)?;
+    let groups = state.shared.users().groups().map_err(store_error)?;
+    Ok(page(
+        "Users",
+        Some(&staff.viewer()),
+        flash,
+        html! {
+            @if let Some((name, token)) = token {
+                section.token role="status" {
+                    p { "The access token of " strong { (name) } " (shown only now; it is stored as a hash):" }
+                    pre #new-token { (token) }
+                    button type="button" data-copy="new-token" { "Copy token" }
+                }
+            }
+            table #users {
+                thead { tr { th { "Name" } th { "Role" } th { "Teams" } th { "Added" } th {} } }
+                tbody {
+                    @for user in &users {
+                        tr {
+                            td { (user.name) } td { (user.role.as_str()) } td { (user.teams().join(", ")) } td { (clock_time(user.created_at)) }
+                            td {
+                                form.inline method="post" action={ "/admin/users/" (super::queue::encode(&user.name)) "/revoke" } {
+                                    input type="hidden" name="csrf" value=(staff.csrf);
+                                    button.danger type="submit" { "Revoke" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            h2 { "Add a user" }
+            form method="post" action="/admin/users" {
+                input type="hidden" name="csrf" value=(staff.csrf);
+                label { "Name " input type="text" name="name" required pattern="[A-Za-z0-9._-]+"; }
+                label { "Role " select name="role" { option value="expert" { "expert" } option value="admin" { "admin" } } }
+                label { "Teams " input type="text" name="groups" placeholder="general" list="team-names"; }
+                datalist #team-names { @for g in &groups { option value=(g) {} } }
+                button type="submit" { "Add" }
+            }
+        },
+    ))
+}
+
+/// The add-user form.
+#[derive(Deserialize)]
+pub struct NewUser {
+    #[serde(default)]
+    csrf: String,
+    name: String,
+    role: String,
+    /// Team names separated by commas or spaces; empty for `general`.
+    #[serde(default)]
+    groups: String,
+}
+
+/// `POST /admin/users`: adds the user and shows its token this once.
+pub async fn add_user(
+    State(state): State<Arc<WebState>>,
+    staff: Staff,
+    Form(form): Form<NewUser>,
+) -> Result<Markup, PageError> {
+    staff.check_csrf(&form.csrf)?;
+    admin_only(&staff)?;
+    let role = match form.role.as_str() {
+        "expert" => StaffRole::Expert,
+        "admin" => StaffRole::Admin,
+        other => {
+            return Err(PageError::new(
+                StatusCode::BAD_REQUEST,
+                format!("a user is an expert or an admin, not {other:?}"),
+            ))
+        }
+    };
+    let groups: Vec<String> = form
+        .groups
+        .split([',', ' '])
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .map(String::from)
+        .collect();
+    let name = form.name.trim();
+    let token = state
+        .shared
+        .users()
+        .add_in_groups(name, role, &groups)
+        .map_err(store_error)?;
+    state
+        .shared
+        .audit(
+            &staff.caller.actor(),
+            "user add",
+            format!("{} {name}", role.as_str()),
+        )
+        .await
+        .map_err(|e| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    users_page(
+        &state,
+        &staff,
+        Some(&format!("Added {} {name}.", role.as_str())),
+        Some((name, &token)),
+    )
+}
+
+/// `POST /admin/users/{name}/revoke`: the user's connections and console sessions end
+/// within a second.
+pub async fn revoke_user(
+    State(state): State<Arc<WebState>>,
+    staff: Staff,
+    Path(name): Path<String>,
+    Form(form): Form<super::auth::Csrf>,
+) -> Result<Redirect, PageError> {
+    staff.check_csrf(&form.csrf)?;
+    admin_only(&staff)?;
+    state.shared.users().revoke(&name).map_err(store_error)?;
+    state
+        .shared
+        .audit(&staff.caller.actor(), "user revoke", name.clone())
+        .await
+        .map_err(|e| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    state.sessions.flash(
+        &staff.session,
+        format!(
+            "Revoked {name}'s token; its connections and console sessions end within a second."
+        ),
+    );
+    Ok(Redirect::to("/admin/users"))
+}
+
+/// `GET /admin/teams`.
+pub async fn teams(State(state): State<Arc<WebState>>, staff: Staff) -> Result<Markup, PageError> {
+    admin_only(&staff)?;
+    let groups = state.shared.users().groups().map_err(store_error)?;
+    let flash = state.sessions.take_flash(&staff.session);
+    Ok(page(
+        "Teams",
+        Some(&staff.viewer()),
+        flash.as_deref(),
+        html! {
+            ul #teams-list { @for g in &groups { li { (g) } } }
+            form method="post" action="/admin/teams" {
+                input type="hidden" name="csrf" value=(staff.csrf);
+                label { "New team " input type="text" name="name" required pattern="[A-Za-z0-9._-]+"; }
+                button type="submit" { "Add" }
+            }
+        },
+    ))
+}
+
+/// The add-team form.
+#[derive(Deserialize)]
+pub struct NewTeam {
+    #[serde(default)]
+    csrf: String,
+    name: String,
+}
+
+/// `POST /admin/teams`.
+pub async fn add_team(
+    State(state): State<Arc<WebState>>,
+    staff: Staff,
+    Form(form): Form<NewTeam>,
+) -> Result<Redirect, PageError> {
+    staff.check_csrf(&form.csrf)?;
+    admin_only(&staff)?;
+    let name = form.name.trim();
+    state.shared.users().add_group(name).map_err(store_error)?;
+    state
+        .shared
+        .audit(&staff.caller.actor(), "group add", name.to_string())
+        .await
+        .map_err(|e| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    state
+        .sessions
+        .flash(&staff.session, format!("Added team {name}."));
+    Ok(Redirect::to("/admin/teams"))
+}
+
+/// `GET /admin/profiles`: the form that makes a support profile.
+pub async fn profiles(
+    State(state): State<Arc<WebState>>,
+    staff: Staff,
+    headers: HeaderMap,
+) -> Result<Markup, PageError> {
+    admin_only(&staff)?;
+    let groups = state.shared.users().groups().map_err(store_error)?;
+    // Customers dial the host the admin's browser reached, at the QUIC port.
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.rsplit_once(':').map(|(host, _)| host.to_string()))
+        .unwrap_or_default();
+    let server = format!("{host}:{}", state.shared.config().listen.port());
+    Ok(page(
+        "Support profiles",
+        Some(&staff.viewer()),
+        None,
+        html! {
+            p { "A support profile tells " code { "sosq request --profile FILE" } " where the broker is, which certificate to trust and which team's queue to join." }
+            form method="post" action="/admin/profiles" {
+                input type="hidden" name="csrf" value=(staff.csrf);
+                label { "Broker address " input type="text" name="server" value=(server) required; }
+                label { "Team " select name="group" { option value="" { "general" } @for g in &groups { option value=(g) { (g) } } } }
+                label { "Welcome text " input type="text" name="welcome" size="40"; }
+                button type="submit" { "Download profile" }
+            }
+        },
+    ))
+}
+
+/// The profile form.
+#[derive(Deserialize)]
+pub struct NewProfile {
+    #[serde(default)]
+    csrf: String,
+    server: String,
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    welcome: String,
+}
+
+/// `POST /admin/profiles`: the profile file, as a download.
+pub async fn download_profile(
+    State(state): State<Arc<WebState>>,
+    staff: Staff,
+    Form(form): Form<NewProfile>,
+) -> Result<Response, PageError> {
+    staff.check_csrf(&form.csrf)?;
+    admin_only(&staff)?;
+    let group = Some(form.group.trim().to_string()).filter(|g| !g.is_empty());
+    if let Some(group) = &group {
+        if !state
+            .shared
+            .users()
+            .group_exists(group)
+            .map_err(store_error)?
+        {
+            return Err(PageError::new(
+                StatusCode::BAD_REQUEST,
+                format!("no team named {group:?}; add it first"),
+            ));
+        }
+    }
+    let server = form.server.trim().to_string();
+    if server.is_empty() || !server.contains(':') {
+        return Err(PageError::new(
+            StatusCode::BAD_REQUEST,
+            "give the broker's address as customers reach it, host:port",
+        ));
+    }
+    let profile = sosq::profile::SupportProfile {
+        server,
+        fingerprint: state
+            .shared
+            .fingerprint()
+            .map_err(|e| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?,
+        group,
+        welcome: Some(form.welcome.trim().to_string()).filter(|w| !w.is_empty()),
+    };
+    let text = serde_json::to_string_pretty(&profile)
+        .map_err(|e| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        + "\n";
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"sosq-profile.json\"",
+            ),
+        ],
+        text,
+    )
+        .into_response())
+}
