@@ -22,6 +22,7 @@ pub mod pages;
 mod placement;
 mod queue_updates;
 mod reload;
+mod reports;
 mod retention;
 mod roles;
 mod throttle;
@@ -51,6 +52,7 @@ pub use daemon::{listening_line, parse_listening_line, Server};
 pub use dispatch::Caller;
 pub use error::ServerError;
 pub use reload::{ReloadReport, Reloader};
+pub use reports::TOP_EXPERTS;
 pub use roles::authorize;
 pub use throttle::{Budget, Throttle, ThrottleLimits};
 

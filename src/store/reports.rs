@@ -173,6 +173,21 @@ pub struct ExpertsReport {
     pub other_experts: u64,
 }
 
+/// Every report over one window: what the Reports page charts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reports {
+    /// The window the reports cover (after cutting, see [`ReportWindow::new`]).
+    pub window: ReportWindow,
+    /// First responses per priority, most urgent first.
+    pub first_responses: Vec<FirstResponse>,
+    /// Outcomes per UTC day, oldest first.
+    pub outcomes: Vec<DayOutcomes>,
+    /// Queue length over the window.
+    pub queue: QueueSeries,
+    /// Cases per expert, busiest first.
+    pub experts: ExpertsReport,
+}
+
 /// The window's days with their counts: `closed`, `expired` and `deleted` are sparse
 /// `(day start in ms, count)` rows as a query returns them; days without a row count 0.
 pub fn outcome_days(
