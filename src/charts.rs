@@ -17,20 +17,22 @@ use sosq::protocol::Timestamp;
 /// A chart's width, in px (the `viewBox` too: the page may scale it).
 pub const WIDTH: u32 = 640;
 /// A chart's height, in px.
-pub const HEIGHT: u32 = 240;
+pub const HEIGHT: u32 = 260;
 /// What a chart without data says.
 pub const NO_DATA: &str = "no data in this period";
 
-const LEFT: f64 = 56.0;
+/// Room for the value ticks, and for the first slanted label's run to the left.
+const LEFT: f64 = 72.0;
 const RIGHT: f64 = 16.0;
 const TOP: f64 = 36.0;
-const BOTTOM: f64 = 56.0;
+/// Room for slanted labels of [`MAX_LABEL_CHARS`].
+const BOTTOM: f64 = 80.0;
 const PLOT_WIDTH: f64 = WIDTH as f64 - LEFT - RIGHT;
 const PLOT_HEIGHT: f64 = HEIGHT as f64 - TOP - BOTTOM;
 /// The baseline's y.
 const BASE: f64 = TOP + PLOT_HEIGHT;
 /// The longest label drawn, in characters; the whole label is in the bar's `<title>`.
-const MAX_LABEL_CHARS: usize = 18;
+const MAX_LABEL_CHARS: usize = 14;
 /// The most x-axis labels drawn; with more columns, every k-th is labelled.
 const MAX_X_LABELS: usize = 16;
 /// The colour of bars and lines of a single series.
@@ -164,8 +166,8 @@ pub fn stacked_bar_chart<S: AsRef<str>>(
 }
 
 /// A line chart of `points` (time in ms since the epoch, value) in time order, the time
-/// axis labelled in UTC (by day when the points cross midnight, else by time of day); the
-/// hover text of the line says its peak. `unit` may be empty. No points or all-zero draws
+/// axis labelled in UTC (by day when the points cross midnight, else by time of day);
+/// hovering shows the nearest point's time and value, the line's own hover text its peak. `unit` may be empty. No points or all-zero draws
 /// the [`NO_DATA`] chart.
 pub fn line_chart(title: &str, points: &[(Timestamp, u64)], unit: &str) -> String {
     let max = points.iter().map(|(_, value)| *value).max().unwrap_or(0);
@@ -183,6 +185,18 @@ pub fn line_chart(title: &str, points: &[(Timestamp, u64)], unit: &str) -> Strin
         .iter()
         .map(|(at, value)| format!("{:.1},{:.1}", x_of(*at), BASE - scaled(*value, max)))
         .collect();
+    // A transparent strip around each point shows its value on hover, without a script.
+    svg.push_str("<g class=\"hover\" fill=\"#000\" fill-opacity=\"0\">");
+    let strip = PLOT_WIDTH / points.len() as f64;
+    for (at, value) in points {
+        let _ = write!(
+            svg,
+            "<rect x=\"{:.1}\" y=\"{TOP}\" width=\"{strip:.1}\" height=\"{PLOT_HEIGHT}\"><title>{}</title></rect>",
+            (x_of(*at) - strip / 2.0).max(LEFT),
+            escape(&hover(&format!("{} UTC", utc_minute(*at)), *value, unit)),
+        );
+    }
+    svg.push_str("</g>");
     let peak = points
         .iter()
         .find(|(_, value)| *value == max)

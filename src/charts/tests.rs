@@ -284,6 +284,10 @@ fn the_largest_value_reaches_the_top_and_the_rest_scale() {
         BASE - PLOT_HEIGHT / 2.0
     );
     assert!(svg.contains(&expected), "{svg}");
+    assert!(
+        svg.contains("<title>01-01 00:00 UTC: 8</title>"),
+        "hover value: {svg}"
+    );
 }
 
 #[test]
