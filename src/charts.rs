@@ -1,6 +1,7 @@
 //! Small SVG charts for the web console's Reports page, rendered on the server as strings:
 //! a bar chart, a stacked bar chart (days × outcomes, with a legend) and a line chart
-//! (points over time). Pure functions: data in, SVG text out.
+//! (points over time). Pure functions: data in, SVG text out. The Reports page's charts
+//! from the store's report types are ready made (`first_response_chart`, ...).
 //!
 //! The page's Content-Security-Policy forbids inline scripts and style attributes, so the
 //! SVG has neither: colours, sizes and alignment are presentation attributes (`fill`,
@@ -10,9 +11,15 @@
 //! become markup. Nothing is drawn for empty data but a frame saying so
 //! ([`NO_DATA`]).
 
+mod reports;
+
 use std::fmt::Write;
 
 use sosq::protocol::Timestamp;
+
+pub use reports::{
+    experts_chart, first_response_chart, outcomes_chart, queue_chart, within_target_chart,
+};
 
 /// A chart's width, in px (the `viewBox` too: the page may scale it).
 pub const WIDTH: u32 = 640;
