@@ -4,6 +4,7 @@
 //! - [`server`]: the async shell that runs the core behind QUIC, one task per connection.
 //! - [`relay`]: splices session streams between paired parties.
 //! - [`store`]: where cases and users are kept.
+//! - [`charts`]: small SVG charts for the web console's Reports page.
 //! - [`transport`]: the QUIC endpoint and the TLS identity.
 //! - [`config`]: one validated configuration from defaults, file and flags.
 //! - [`logging`]: log lines on stderr, with a level a reload can change.
@@ -12,6 +13,7 @@
 //! - [`loadgen`]: the load generator of the scale benchmark and its smoke test.
 
 pub mod broker;
+pub mod charts;
 pub mod clock;
 pub mod cluster;
 pub mod config;

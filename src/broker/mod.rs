@@ -49,7 +49,7 @@ pub use codes::{hash_secret, secret_matches, CodeBook, SecureRandom};
 pub use deadlines::Deadlines;
 pub use error::{BrokerError, Searched};
 pub use intake::SosRequest;
-pub use pairing::PullRequest;
+pub use pairing::{PullRequest, EXPERT_CONNECTED};
 pub use presence::Departure;
 pub use queue::{Queue, QueueId, GENERAL};
 pub use selection::CaseSelection;

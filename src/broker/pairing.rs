@@ -278,10 +278,11 @@ impl Broker {
     ) {
         self.parties.insert(seat.party, code);
         let case = self.case_mut(code);
+        let (before, after) = EXPERT_CONNECTED;
         case.record.note(
             now,
             HistoryKind::Attached,
-            format!("expert {} connected", seat.name),
+            format!("{before}{}{after}", seat.name),
         );
         case.expert = Some(seat);
         self.after_seating(now, code, out);
@@ -415,6 +416,12 @@ impl Broker {
         }
     }
 }
+
+/// The words around the expert's name in the history entry (kind `attached`) an expert
+/// sitting down in a case writes: `expert NAME connected`. Reports find who took a case by
+/// them (`store::reports`), not by the entry's actor: that is whoever's command seated the
+/// expert, which for a waiting pull is the customer whose SOS woke it.
+pub const EXPERT_CONNECTED: (&str, &str) = ("expert ", " connected");
 
 fn checked_assignee(to: &Assignee) -> Result<Assignee, BrokerError> {
     Ok(match to {

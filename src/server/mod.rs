@@ -23,6 +23,7 @@ pub mod pages;
 mod placement;
 mod queue_updates;
 mod reload;
+mod reports;
 mod retention;
 mod roles;
 mod throttle;
@@ -53,6 +54,7 @@ pub(crate) use dispatch::handle;
 pub use dispatch::{Caller, Channel};
 pub use error::ServerError;
 pub use reload::{ReloadReport, Reloader};
+pub use reports::TOP_EXPERTS;
 pub use roles::authorize;
 pub use throttle::{Budget, Throttle, ThrottleLimits};
 

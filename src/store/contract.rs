@@ -1,6 +1,8 @@
 //! The contract every [`CaseStore`] backend meets, as one suite run against each backend
 //! (a future PostgreSQL store adds one line at the bottom).
 
+mod reports;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -366,6 +368,7 @@ async fn contract_suite(make: Make) {
     loads_open_cases_and_every_code(make).await;
     finds_finished_cases_for_retention_oldest_first(make).await;
     audits_admin_deletes_with_their_count(make).await;
+    reports::reports_count_exactly(make).await;
 }
 
 #[tokio::test]

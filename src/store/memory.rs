@@ -4,9 +4,13 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
-use sosq::protocol::Timestamp;
+use sosq::protocol::{CaseState, HistoryKind, Priority, Timestamp};
 use sosq::SessionCode;
 
+use super::reports::{
+    self, DayOutcomes, ExpertsReport, FirstResponse, QueueSeries, ReportWindow, DAY_MS,
+    RETENTION_ACTOR,
+};
 use super::{CaseStore, CommitReport, CommitTicket, StoreError};
 use crate::broker::{AuditEntry, CaseRecord, CaseSelection, Persist};
 
@@ -62,7 +66,9 @@ impl CaseStore for MemoryStore {
                         });
                     }
                     Persist::Audit(mut entry) => {
-                        entry.count = report.deleted.len() as u64;
+                        // As the SQL stores do: a bulk delete in steps audits once, with
+                        // the earlier steps' count plus this submission's.
+                        entry.count += report.deleted.len() as u64;
                         tables.audit.push(entry);
                     }
                 }
@@ -147,5 +153,128 @@ impl CaseStore for MemoryStore {
 
     fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError> {
         Ok(self.locked()?.audit.clone())
+    }
+
+    // The reports walk every case: this store is the reference the SQL ones are held to,
+    // not a store for many cases.
+
+    fn first_responses(&self, window: &ReportWindow) -> Result<Vec<FirstResponse>, StoreError> {
+        let tables = self.locked()?;
+        let found = Priority::ALL
+            .into_iter()
+            .map(|priority| {
+                let cases: Vec<&CaseRecord> = tables
+                    .cases
+                    .values()
+                    .filter(|r| r.priority == priority && r.response_due.is_some())
+                    .filter(|r| window.from() <= r.created_at && r.created_at < window.to())
+                    .collect();
+                let mut times: Vec<u64> = cases
+                    .iter()
+                    .filter_map(|r| Some(r.first_response_at?.0.saturating_sub(r.created_at.0)))
+                    .collect();
+                times.sort_unstable();
+                let n = times.len();
+                FirstResponse {
+                    priority,
+                    cases: cases.len() as u64,
+                    responded: n as u64,
+                    within_target: cases
+                        .iter()
+                        .filter(|r| r.response_target_met() == Some(true))
+                        .count() as u64,
+                    median_ms: (n > 0).then(|| (times[(n - 1) / 2] + times[n / 2]) / 2),
+                }
+            })
+            .collect();
+        Ok(found)
+    }
+
+    fn outcomes_by_day(&self, window: &ReportWindow) -> Result<Vec<DayOutcomes>, StoreError> {
+        let tables = self.locked()?;
+        let inside = |at: Timestamp| window.from() <= at && at < window.to();
+        let day = |at: Timestamp| at.0 / DAY_MS * DAY_MS;
+        let ended = |state: CaseState| -> Vec<(u64, u64)> {
+            let cases = tables.cases.values();
+            cases
+                .filter(|r| r.state == state && inside(r.updated_at))
+                .map(|r| (day(r.updated_at), 1))
+                .collect()
+        };
+        let deleted: Vec<(u64, u64)> = tables
+            .audit
+            .iter()
+            .filter(|e| e.action == "delete" && e.actor != RETENTION_ACTOR && inside(e.at))
+            .map(|e| (day(e.at), e.count))
+            .collect();
+        Ok(reports::outcome_days(
+            window,
+            &ended(CaseState::Closed),
+            &ended(CaseState::Expired),
+            &deleted,
+        ))
+    }
+
+    fn queue_length(&self, window: &ReportWindow) -> Result<QueueSeries, StoreError> {
+        let tables = self.locked()?;
+        let mut changes = std::collections::BTreeMap::<u64, i64>::new();
+        for record in tables.cases.values().filter(|r| r.response_due.is_some()) {
+            let finished = !record.state.is_open();
+            let end = [
+                record.first_response_at,
+                finished.then_some(record.updated_at),
+                Some(record.expires_at),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(record.expires_at);
+            *changes
+                .entry(reports::queue_point_of(window, record.created_at.0))
+                .or_default() += 1;
+            *changes
+                .entry(reports::queue_point_of(window, end.0))
+                .or_default() -= 1;
+        }
+        let mut total = 0;
+        let running: Vec<(u64, i64)> = changes
+            .into_iter()
+            .map(|(point, change)| {
+                total += change;
+                (point, total)
+            })
+            .collect();
+        Ok(reports::queue_series(window, &running))
+    }
+
+    fn cases_per_expert(
+        &self,
+        window: &ReportWindow,
+        top: usize,
+    ) -> Result<ExpertsReport, StoreError> {
+        let tables = self.locked()?;
+        let mut taken = BTreeMap::<&str, u64>::new();
+        for record in tables.cases.values() {
+            if record.created_at < window.from() || window.to() <= record.created_at {
+                continue;
+            }
+            let experts: std::collections::BTreeSet<&str> = record
+                .history
+                .iter()
+                .filter(|entry| entry.kind == HistoryKind::Attached)
+                .filter_map(|entry| reports::expert_of(&entry.event))
+                .collect();
+            for expert in experts {
+                *taken.entry(expert).or_default() += 1;
+            }
+        }
+        let total = taken.values().sum();
+        let experts = taken.len() as u64;
+        let mut rows: Vec<(String, u64)> = taken
+            .into_iter()
+            .map(|(expert, n)| (expert.to_string(), n))
+            .collect();
+        rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Ok(reports::experts_report(rows, top, total, experts))
     }
 }

@@ -12,6 +12,7 @@ mod columns;
 mod contract;
 mod memory;
 pub(crate) mod postgres;
+pub mod reports;
 mod sqlite;
 pub mod users;
 
@@ -25,6 +26,7 @@ use sosq::SessionCode;
 use tokio::sync::oneshot;
 
 use crate::broker::{AuditEntry, CaseRecord, CaseSelection, Persist};
+use reports::{DayOutcomes, ExpertsReport, FirstResponse, QueueSeries, ReportWindow};
 
 pub use memory::MemoryStore;
 pub use postgres::{Ledger, PgStore, Queued};
@@ -210,4 +212,25 @@ pub trait CaseStore: Send + Sync + 'static {
 
     /// The audit log, oldest first.
     fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// First responses to the cases with a response target created in `window`: one row
+    /// per priority, most urgent first (see [`reports::FirstResponse`]; times in ms).
+    fn first_responses(&self, window: &ReportWindow) -> Result<Vec<FirstResponse>, StoreError>;
+
+    /// Cases closed, expired and deleted (by admins) on each UTC day `window` touches,
+    /// counting only what happened inside the window; oldest day first.
+    fn outcomes_by_day(&self, window: &ReportWindow) -> Result<Vec<DayOutcomes>, StoreError>;
+
+    /// How many cases waited for a first response at each point of `window` (every
+    /// [`ReportWindow::queue_step_ms`] from its start), computed from the cases that can
+    /// have waited in it, never by loading them.
+    fn queue_length(&self, window: &ReportWindow) -> Result<QueueSeries, StoreError>;
+
+    /// How many of the cases created in `window` each expert sat down in: the `top`
+    /// busiest, and the rest summed.
+    fn cases_per_expert(
+        &self,
+        window: &ReportWindow,
+        top: usize,
+    ) -> Result<ExpertsReport, StoreError>;
 }

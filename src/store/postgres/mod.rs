@@ -10,6 +10,7 @@
 
 mod group;
 mod ledger;
+mod reports;
 pub(crate) mod rows;
 mod save;
 
@@ -26,6 +27,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 use tokio_postgres::{Client, NoTls};
 
+use super::reports::{DayOutcomes, ExpertsReport, FirstResponse, QueueSeries, ReportWindow};
 use super::{CaseStore, CommitReport, CommitTicket, StoreError};
 use crate::broker::{AuditEntry, CaseRecord, CaseSelection, Persist};
 
@@ -479,6 +481,32 @@ impl CaseStore for PgStore {
                     .await?;
                 found.iter().map(rows::audit_from_row).collect()
             })
+        })
+    }
+
+    fn first_responses(&self, window: &ReportWindow) -> Result<Vec<FirstResponse>, StoreError> {
+        let window = *window;
+        self.read(move |runtime, client| within(runtime, reports::first_responses(client, &window)))
+    }
+
+    fn outcomes_by_day(&self, window: &ReportWindow) -> Result<Vec<DayOutcomes>, StoreError> {
+        let window = *window;
+        self.read(move |runtime, client| within(runtime, reports::outcomes_by_day(client, &window)))
+    }
+
+    fn queue_length(&self, window: &ReportWindow) -> Result<QueueSeries, StoreError> {
+        let window = *window;
+        self.read(move |runtime, client| within(runtime, reports::queue_length(client, &window)))
+    }
+
+    fn cases_per_expert(
+        &self,
+        window: &ReportWindow,
+        top: usize,
+    ) -> Result<ExpertsReport, StoreError> {
+        let window = *window;
+        self.read(move |runtime, client| {
+            within(runtime, reports::cases_per_expert(client, &window, top))
         })
     }
 }

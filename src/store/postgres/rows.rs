@@ -169,6 +169,7 @@ async fn migrate_once(
     // Version 2: what a cluster shares besides the cases (see `cluster`). Plain DDL that
     // CockroachDB runs too; `IF NOT EXISTS` makes a half-done step safe to run again.
     client.batch_execute(CLUSTER_TABLES).await?;
+    client.batch_execute(REPORT_INDEXES).await?;
     match version {
         None => {
             client
@@ -233,6 +234,14 @@ const CLUSTER_TABLES: &str = "
         staff TEXT,
         expires_at BIGINT NOT NULL
     );";
+
+/// The indexes the Reports page's queries need (`store::postgres::reports`): cases by
+/// expiry for the queue-length sweep, the audit log by time for deletions per day. Only
+/// indexes, which an older sosqd reading the same database neither needs nor minds, so the
+/// schema version stays (a bump would make older nodes refuse the database mid-upgrade).
+const REPORT_INDEXES: &str = "
+    CREATE INDEX IF NOT EXISTS reports_by_expiry ON cases (expires_at);
+    CREATE INDEX IF NOT EXISTS audit_by_time ON audit (at);";
 
 pub use crate::store::columns::timestamp;
 use crate::store::columns::{actor_from_columns, code_from_column, origin_from_columns};

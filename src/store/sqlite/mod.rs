@@ -12,6 +12,7 @@
 //! - [`backup`]: whole copies taken while the daemon serves, and putting one back.
 
 pub mod backup;
+mod reports;
 mod rows;
 mod schema;
 mod wal_check;
@@ -25,6 +26,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use sosq::protocol::Timestamp;
 use sosq::SessionCode;
 
+use super::reports::{DayOutcomes, ExpertsReport, FirstResponse, QueueSeries, ReportWindow};
 use super::{CaseStore, CommitTicket, StoreError};
 use crate::broker::{AuditEntry, CaseRecord, CaseSelection, Persist};
 use rows::{
@@ -307,6 +309,26 @@ impl CaseStore for SqliteStore {
             let entries = statement.query_map([], audit_from_row)?.collect();
             entries
         })
+    }
+
+    fn first_responses(&self, window: &ReportWindow) -> Result<Vec<FirstResponse>, StoreError> {
+        self.read(|conn| reports::first_responses(conn, window))
+    }
+
+    fn outcomes_by_day(&self, window: &ReportWindow) -> Result<Vec<DayOutcomes>, StoreError> {
+        self.read(|conn| reports::outcomes_by_day(conn, window))
+    }
+
+    fn queue_length(&self, window: &ReportWindow) -> Result<QueueSeries, StoreError> {
+        self.read(|conn| reports::queue_length(conn, window))
+    }
+
+    fn cases_per_expert(
+        &self,
+        window: &ReportWindow,
+        top: usize,
+    ) -> Result<ExpertsReport, StoreError> {
+        self.read(|conn| reports::cases_per_expert(conn, window, top))
     }
 }
 

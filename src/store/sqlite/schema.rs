@@ -98,6 +98,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
         WHEN event GLOB '* was lost (its connection stopped answering)' THEN 'left'
         ELSE 'event'
     END;",
+    // 4 (reports): the Reports page's queue-length sweep finds the cases that can have
+    // waited in its window by their expiry, and its deletions per day read the audit log
+    // by time (`store::sqlite::reports`).
+    "CREATE INDEX reports_by_expiry ON cases (expires_at);
+    CREATE INDEX audit_by_time ON audit (at);",
 ];
 
 /// The first 16 bytes of every SQLite database file.
