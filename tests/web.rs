@@ -263,3 +263,104 @@ async fn status_healthz_and_csv_export() {
     );
     assert_eq!(lines.next(), None);
 }
+
+#[tokio::test]
+async fn an_admin_manages_users_teams_and_profiles_and_the_audit_log_says_via_console() {
+    let daemon = Daemon::start(&[]);
+    let admin = daemon.add_user("root", "admin");
+    let console = Console::new(&daemon);
+    console.sign_in(&admin).await;
+    let csrf = hidden_value(&console.page("/admin/users").await, "csrf").unwrap();
+
+    let response = console
+        .post("/admin/teams", &[("csrf", &csrf), ("name", "billing")])
+        .await;
+    assert_eq!(response.status(), 303);
+    assert!(console
+        .page("/admin/teams")
+        .await
+        .contains("<li>billing</li>"));
+
+    let response = console
+        .post(
+            "/admin/users",
+            &[
+                ("csrf", &csrf),
+                ("name", "bea"),
+                ("role", "expert"),
+                ("groups", "billing"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let page = response.text().await.unwrap();
+    let token = page
+        .split("<pre id=\"new-token\">")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .expect("the token is shown once")
+        .to_string();
+    assert!(token.starts_with("sosq_"), "{token}");
+    let bea = Console::new(&daemon);
+    bea.sign_in(&token).await;
+    assert!(bea.page("/queue").await.contains("bea"));
+
+    let response = console
+        .post("/admin/users/bea/revoke", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(bea.get("/queue").await.status(), 303, "bea's session ended");
+
+    let response = console
+        .post(
+            "/admin/profiles",
+            &[
+                ("csrf", &csrf),
+                ("server", "support.example:4433"),
+                ("group", "billing"),
+                ("welcome", "Hi"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let profile: serde_json::Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert_eq!(profile["server"], "support.example:4433");
+    assert_eq!(profile["group"], "billing");
+    assert_eq!(profile["fingerprint"], daemon.fingerprint.as_str());
+
+    let audit = console.page("/admin/audit").await;
+    for action in ["user add", "user revoke", "group add"] {
+        assert!(audit.contains(action), "{action} in {audit}");
+    }
+    assert!(audit.contains("via console"), "{audit}");
+}
+
+#[tokio::test]
+async fn the_reports_page_draws_its_charts_from_the_cases() {
+    let daemon = Daemon::start(&[]);
+    let admin = daemon.add_user("root", "admin");
+    let expert = daemon.add_user("ana", "expert");
+    let (_customer, code, _) = customer_asks(&daemon, "Dora", "vpn").await;
+    let out = daemon.run(Some(&expert), &["close", &code]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let console = Console::new(&daemon);
+    console.sign_in(&admin).await;
+    let page = console.page("/admin/reports?days=7").await;
+    for id in [
+        "report-first-response",
+        "report-outcomes",
+        "report-queue",
+        "report-experts",
+    ] {
+        assert!(page.contains(&format!("id=\"{id}\"")), "{id}");
+    }
+    assert!(page.matches("<svg").count() >= 5, "{page}");
+    assert!(!page.contains("style="), "no inline style under the CSP");
+    let expert_console = Console::new(&daemon);
+    expert_console.sign_in(&expert).await;
+    assert_eq!(expert_console.get("/admin/reports").await.status(), 403);
+}

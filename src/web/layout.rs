@@ -45,6 +45,7 @@ pub fn page(title: &str, viewer: Option<&Viewer>, flash: Option<&str>, body: Mar
                             a href="/queue" { "Queue" }
                             @if viewer.admin {
                                 a href="/admin/cases" { "Cases" }
+                                a href="/admin/reports" { "Reports" }
                                 a href="/admin/audit" { "Audit log" }
                                 a href="/admin/users" { "Users" }
                                 a href="/admin/teams" { "Teams" }

@@ -14,6 +14,7 @@
 //! - `case.rs`: a case's page and its actions;
 //! - `admin.rs`: the admin's case table, bulk delete and CSV export, the audit log;
 //! - `accounts.rs`: users, teams and support profiles;
+//! - `reports.rs`: the admin's charts;
 //! - `public.rs`: `/status`, `/case` (a customer follows its request) and `/healthz`.
 
 mod accounts;
@@ -23,6 +24,7 @@ mod case;
 mod layout;
 pub(crate) mod public;
 mod queue;
+mod reports;
 mod serve;
 
 use std::sync::Arc;
@@ -112,6 +114,7 @@ pub fn router(state: Arc<WebState>) -> Router {
         .route("/admin/cases.csv", get(admin::cases_csv))
         .route("/admin/delete", post(admin::delete))
         .route("/admin/audit", get(admin::audit))
+        .route("/admin/reports", get(reports::show))
         .route(
             "/admin/users",
             get(accounts::users).post(accounts::add_user),
