@@ -61,6 +61,13 @@ impl CaseStore for MemoryStore {
                             !doomed
                         });
                     }
+                    Persist::Note { code, entry } => {
+                        if let Some(record) = tables.cases.get_mut(&code) {
+                            if record.history.len() < crate::broker::MAX_HISTORY_ENTRIES {
+                                record.history.push(entry);
+                            }
+                        }
+                    }
                     Persist::Audit(mut entry) => {
                         entry.count = report.deleted.len() as u64;
                         tables.audit.push(entry);
