@@ -1,5 +1,6 @@
 //! `sosqd`: run the broker (`serve`, the default), print the certificate fingerprint, add
-//! staff users and teams, write support profiles, back up and restore the case store.
+//! staff users and teams, set the public status page's notice, write support profiles,
+//! back up and restore the case store.
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,5 +1,6 @@
 //! Experts and admins, and the teams (groups) they work: names, roles and the SHA-256 of
-//! each access token (never the token itself).
+//! each access token (never the token itself); and what the public status page shows
+//! besides the queue: which teams are public and the maintenance notice (`notice.rs`).
 //!
 //! Two backends keep them, with one set of rules (this module) and one contract suite
 //! (`tests`):
