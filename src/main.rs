@@ -308,9 +308,13 @@ fn run() -> anyhow::Result<()> {
         }
         Some(Command::Group(GroupCommand::Set { name, public, data })) => {
             directory(&data, Writes::Yes)?.set_group_public(&name, public)?;
-            match public {
-                true => eprintln!("group {name} is public: the status page shows its waiting count and typical wait"),
-                false => eprintln!("group {name} is not public: the status page no longer shows it"),
+            if public {
+                eprintln!(
+                    "group {name} is public: the status page shows its waiting count and \
+                     typical wait"
+                );
+            } else {
+                eprintln!("group {name} is not public: the status page no longer shows it");
             }
             Ok(())
         }
