@@ -5,8 +5,9 @@
 //! "Largest" is taken from the validators, not guessed: customer names of
 //! [`MAX_NAME_CHARS`], descriptions, escalation reasons and staff notes of
 //! [`MAX_DESCRIPTION_CHARS`], team and assignee names of [`MAX_NAME_CHARS`] (the core's
-//! bound; the users file's, 1 to 64 ASCII characters, is smaller still), staff names of 64 ASCII characters (the
-//! users file's `check_name`: they come from an account, the core takes them on trust).
+//! bound; the users file's, 1 to 64 ASCII characters, is smaller still), staff names of
+//! 64 ASCII characters (the users file's `check_name`: they come from an account, the core
+//! takes them on trust).
 //! Characters are drawn from 1- to 4-byte UTF-8, mostly 4-byte, and
 //! `the_widest_of_everything_fits` takes 4-byte characters only, so the byte length is
 //! the largest there is. Content goes through the real core (a [`Broker`] that opens,
