@@ -39,6 +39,24 @@ fn staff_note_cases_and_read_them_and_the_customer_never_sees_them() {
     assert_eq!(notes[0]["actor"]["name"], "ana");
     assert_eq!(notes[0]["actor"]["role"], "expert");
 
+    // People read it as a note, with its author.
+    let table = daemon.run(Some(&root), &["history", &code]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    let line = table
+        .lines()
+        .find(|line| line.contains("invoice number"))
+        .unwrap_or_else(|| panic!("no note in:\n{table}"));
+    assert!(
+        line.contains("expert ana") && line.contains("note: asked"),
+        "{line}"
+    );
+    let details = daemon.run(Some(&ana), &["status", &code]);
+    let details = String::from_utf8_lossy(&details.stdout);
+    assert!(
+        details.contains("note by expert ana: asked for the invoice number"),
+        "{details}"
+    );
+
     // The customer's own view of its case, from another connection with its secret: the
     // case, no history, no note.
     let status = daemon.run(None, &["--json", "status", &code, "--secret", &secret]);
