@@ -1,5 +1,6 @@
 //! `sosqd`: run the broker (`serve`, the default), print the certificate fingerprint, add
-//! staff users and teams, write support profiles, back up and restore the case store.
+//! staff users and teams, set the public status page's notice, write support profiles,
+//! back up and restore the case store.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -66,6 +67,9 @@ enum Command {
     /// Manage support teams (groups), each with its own queue.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// The maintenance notice of the public status page (every node shows the same).
+    #[command(subcommand)]
+    Notice(NoticeCommand),
     /// Write a consistent copy of the case store to FILE, while the daemon serves.
     Backup {
         /// Where to write the backup (replaced atomically if it exists; owner-only).
@@ -141,11 +145,39 @@ enum GroupCommand {
     Add {
         /// The team's name: letters, digits, '.', '_' or '-'.
         name: String,
+        /// Show its waiting count and typical wait on the public status page.
+        #[arg(long)]
+        public: bool,
         #[command(flatten)]
         data: StoreArgs,
     },
-    /// List the teams.
+    /// Change a team: whether the public status page shows it (`general` too).
+    Set {
+        /// The team's name.
+        name: String,
+        /// true: the public status page shows its waiting count and typical wait.
+        #[arg(long, value_name = "true|false", action = clap::ArgAction::Set, required = true)]
+        public: bool,
+        #[command(flatten)]
+        data: StoreArgs,
+    },
+    /// List the teams, `general` first; public ones say so.
     List(StoreArgs),
+}
+
+#[derive(Subcommand)]
+enum NoticeCommand {
+    /// Show TEXT on the public status page; running daemons show it within a second.
+    Set {
+        /// One line, at most 500 characters.
+        text: String,
+        #[command(flatten)]
+        data: StoreArgs,
+    },
+    /// Remove the notice.
+    Clear(StoreArgs),
+    /// Print the notice (stdout) and when it was set (stderr); nothing if none is set.
+    Show(StoreArgs),
 }
 
 #[derive(Subcommand)]
@@ -268,17 +300,36 @@ fn run() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Some(Command::Group(GroupCommand::Add { name, data })) => {
-            directory(&data, Writes::Yes)?.add_group(&name)?;
-            eprintln!("added group {name}; put experts on it with `sosqd user add NAME --role expert --group {name}`");
+        Some(Command::Group(GroupCommand::Add { name, public, data })) => {
+            directory(&data, Writes::Yes)?.add_group_public(&name, public)?;
+            let shown = if public { " (public)" } else { "" };
+            eprintln!("added group {name}{shown}; put experts on it with `sosqd user add NAME --role expert --group {name}`");
             Ok(())
         }
-        Some(Command::Group(GroupCommand::List(data))) => {
-            for group in directory(&data, Writes::No)?.groups()? {
-                println!("{group}");
+        Some(Command::Group(GroupCommand::Set { name, public, data })) => {
+            directory(&data, Writes::Yes)?.set_group_public(&name, public)?;
+            if public {
+                eprintln!(
+                    "group {name} is public: the status page shows its waiting count and \
+                     typical wait"
+                );
+            } else {
+                eprintln!("group {name} is not public: the status page no longer shows it");
             }
             Ok(())
         }
+        Some(Command::Group(GroupCommand::List(data))) => {
+            let directory = directory(&data, Writes::No)?;
+            let public = directory.public_groups()?;
+            for group in directory.groups()? {
+                match public.contains(&group) {
+                    true => println!("{group:<24} public"),
+                    false => println!("{group}"),
+                }
+            }
+            Ok(())
+        }
+        Some(Command::Notice(command)) => notice(command),
         Some(Command::User(UserCommand::List(data))) => {
             let directory = directory(&data, Writes::No)?;
             let users = directory.list()?;
@@ -377,6 +428,34 @@ fn writing_config(data: &DataDirArgs) -> anyhow::Result<Config> {
 }
 
 /// Whether a command changes the user directory.
+/// `sosqd notice set|clear|show`.
+fn notice(command: NoticeCommand) -> anyhow::Result<()> {
+    match command {
+        NoticeCommand::Set { text, data } => {
+            let directory = directory(&data, Writes::Yes)?;
+            directory.set_notice(Some(&text))?;
+            eprintln!(
+                "notice set in {}; the public status page shows it within a second",
+                directory.location()
+            );
+        }
+        NoticeCommand::Clear(data) => {
+            let directory = directory(&data, Writes::Yes)?;
+            directory.set_notice(None)?;
+            eprintln!("notice cleared in {}", directory.location());
+        }
+        NoticeCommand::Show(data) => match directory(&data, Writes::No)?.notice()? {
+            Some(notice) => {
+                let since = std::time::UNIX_EPOCH + Duration::from_millis(notice.set_at.0);
+                println!("{}", notice.text);
+                eprintln!("set {}", humantime::format_rfc3339_seconds(since));
+            }
+            None => eprintln!("no notice is set; set one with `sosqd notice set TEXT`"),
+        },
+    }
+    Ok(())
+}
+
 #[derive(PartialEq)]
 enum Writes {
     Yes,

@@ -481,3 +481,57 @@ fn a_delete_on_one_node_ends_the_sessions_of_cases_homed_on_others() {
         assert!(codes_of(&cases["cases"]).is_empty(), "n{}: {cases}", i + 1);
     }
 }
+
+#[test]
+fn staff_notes_reach_a_case_homed_on_another_node_open_or_closed() {
+    let Some(db) = FreshDatabase::create() else {
+        return;
+    };
+    let cluster = Cluster::start(2, db.url(), "");
+    let expert = cluster.add_user("ana", "expert");
+    let admin = cluster.add_user("root", "admin");
+    // Ann's case is homed on n1, where she waits; the staff are on n2.
+    let mut ann = cluster.session(&[0], None, &["request", "--name", "Ann"]);
+    let code = code_of(&ann.expect_event("attached"));
+    let noted = cluster.run(
+        &[1],
+        Some(&expert),
+        &["note", &code, "open: redirected home"],
+    );
+    assert!(noted.status.success(), "{noted:?}");
+    let closed = cluster.run(&[1], Some(&expert), &["close", &code]);
+    assert!(closed.status.success(), "{closed:?}");
+    let (status, _) = ann.wait();
+    assert!(status.success());
+    let noted = cluster.run(
+        &[1],
+        Some(&admin),
+        &["note", &code, "closed: from the store"],
+    );
+    assert!(noted.status.success(), "{noted:?}");
+    for i in 0..2 {
+        let history = cluster.json(&[i], Some(&admin), &["history", &code]);
+        let notes: Vec<(&str, &str)> = history["history"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .filter(|entry| entry["kind"] == "note")
+            .map(|entry| {
+                (
+                    entry["actor"]["name"].as_str().unwrap_or_default(),
+                    entry["event"].as_str().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            notes,
+            [
+                ("ana", "open: redirected home"),
+                ("root", "closed: from the store")
+            ],
+            "n{}: {history}",
+            i + 1
+        );
+        assert_eq!(count_kind(&history, "closed"), 1, "{history}");
+    }
+}

@@ -80,6 +80,21 @@ async fn the_authorization_matrix_holds_cell_by_cell() {
                 },
             ),
             (
+                "history other",
+                Request::History {
+                    code: code.into(),
+                    from: 0,
+                    limit: 0,
+                },
+            ),
+            (
+                "note other",
+                Request::Note {
+                    code: code.into(),
+                    text: "called back".into(),
+                },
+            ),
+            (
                 "cases",
                 Request::Cases {
                     state: None,
@@ -95,7 +110,7 @@ async fn the_authorization_matrix_holds_cell_by_cell() {
     };
     // Columns: customer, expert, admin. For customers, "other" cases are refused as not
     // theirs (Forbidden), which is the point of the matrix.
-    let allowed: [(&str, [bool; 3]); 10] = [
+    let allowed: [(&str, [bool; 3]); 12] = [
         ("request", [true, false, false]),
         ("join other", [false, false, false]),
         ("queue", [false, true, true]),
@@ -104,6 +119,10 @@ async fn the_authorization_matrix_holds_cell_by_cell() {
         ("create", [false, true, false]),
         ("close other", [false, true, false]),
         ("status other", [false, true, true]),
+        ("history other", [false, true, true]),
+        // The expert's note lands on the case its "close other" closed: a note is for any
+        // stored case, open or not.
+        ("note other", [false, true, true]),
         ("cases", [false, false, true]),
         ("delete", [false, false, true]),
     ];
@@ -129,7 +148,36 @@ async fn the_authorization_matrix_holds_cell_by_cell() {
             client.close().await;
         }
     }
-    // The expert's "close other" above closed the owner's case; the owner was told.
+    // The expert's "close other" above closed the owner's case; the owner was told. Both
+    // staff notes were kept, on the closed case, by whom.
+    let mut admin = Client::connect(&daemon.options(Some(&admin_token)))
+        .await
+        .unwrap();
+    let reply = admin
+        .request(Request::History {
+            code: code.clone(),
+            from: 0,
+            limit: 0,
+        })
+        .await
+        .unwrap();
+    let sosq::protocol::Reply::History(page) = reply else {
+        panic!("not a history: {reply:?}");
+    };
+    let notes: Vec<String> = page
+        .entries
+        .iter()
+        .filter(|entry| entry.staff_only())
+        .map(|entry| {
+            entry
+                .actor
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(notes, ["expert ana", "admin root"], "{:?}", page.entries);
+    admin.close().await;
     // Revoked tokens get nowhere.
     match Client::connect(&daemon.options(Some(&revoked_token))).await {
         Err(ClientError::Refused(r)) => assert_eq!(r.kind, ErrorKind::Unauthenticated),

@@ -222,6 +222,15 @@ fn every_line_a_case_life_prints_matches_the_schema() {
         );
     }
 
+    // A staff note on the closed case prints the case, and its history then holds it, by
+    // whom.
+    let noted = &schema
+        .check_run(
+            "case",
+            &daemon.run(ana, &["--json", "note", &code, "refund promised"]),
+        )
+        .0[0];
+    assert_eq!(noted["state"], "closed");
     // The history once closed: paired, the first response, closed, each by whom.
     let history = &schema
         .check_run("history", &daemon.run(ana, &["--json", "history", &code]))
@@ -238,6 +247,10 @@ fn every_line_a_case_life_prints_matches_the_schema() {
         .unwrap();
     assert_eq!(closed["actor"], json!({"role": "expert", "name": "ana"}));
     assert_eq!(closed["state"], "closed");
+    let note = history["history"].as_array().unwrap().last().unwrap();
+    assert_eq!(note["kind"], "note");
+    assert_eq!(note["event"], "refund promised");
+    assert_eq!(note["actor"], json!({"role": "expert", "name": "ana"}));
 
     // The admin's lists and delete.
     let (page, more) = schema.check_run(

@@ -21,7 +21,7 @@ fn help_lists_every_command() {
     let help = String::from_utf8_lossy(&out.stdout);
     for command in [
         "request", "join", "queue", "pull", "connect", "create", "close", "status", "cases",
-        "delete",
+        "delete", "note",
     ] {
         assert!(help.contains(command), "{command} missing from:\n{help}");
     }

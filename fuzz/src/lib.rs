@@ -397,6 +397,19 @@ impl Sim {
                 .map(|reply| Answer::Reply(Box::new(reply))),
             // One node never redirects: a ticket is refused, as the daemon does.
             Route::Redeem => Err(BrokerError::InvalidInput("no cluster".into())),
+            // As the daemon runs a note: with the stored record when the core has no case.
+            Route::Note => match &request {
+                Request::Note { code, text } => {
+                    let stored = code
+                        .parse::<sosq::SessionCode>()
+                        .ok()
+                        .and_then(|code| self.store.iter().find(|r| r.code == code).cloned());
+                    self.broker
+                        .add_note(now, code, text, stored.as_ref(), &mut out)
+                        .map(|case| Answer::Reply(Box::new(Reply::Case(case))))
+                }
+                _ => Err(BrokerError::InvalidInput("not a note".into())),
+            },
         };
         if result.is_err() {
             assert!(out.is_empty(), "a refused request pushed {out:?}");
@@ -633,6 +646,11 @@ impl Sim {
                     }
                     !doomed
                 }),
+                Persist::Note { code, entry } => {
+                    if let Some(record) = self.store.iter_mut().find(|r| r.code == *code) {
+                        record.history.push(entry.clone());
+                    }
+                }
                 // The audit log is the store's business; the simulation keeps none.
                 Persist::Audit(_) => {}
             }

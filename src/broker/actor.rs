@@ -45,6 +45,17 @@ impl Actor {
     }
 }
 
+impl Actor {
+    /// Fills in who and where on one entry that has no actor yet (a staff note on a stored
+    /// case, which travels to the store alone).
+    pub fn stamp_entry(&self, entry: &mut protocol::HistoryEntry) {
+        if entry.actor.is_none() {
+            entry.actor = Some(self.who.clone());
+            entry.address.clone_from(&self.address);
+        }
+    }
+}
+
 /// One admin action kept in the audit log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {

@@ -94,8 +94,13 @@ impl CaseRecord {
     /// many were folded and what the latest was, with its time, state and actor, so the
     /// history still ends in the case's current state (its kind is [`HistoryKind::Folded`]).
     pub fn note(&mut self, now: Timestamp, kind: HistoryKind, event: impl Into<String>) {
-        let event = event.into();
+        let mut event = event.into();
         if self.history.len() >= MAX_HISTORY_ENTRIES {
+            // A staff note's words never go into a folding entry, which is not staff-only
+            // (the core refuses notes before it comes to this; see `notes.rs`).
+            if kind == HistoryKind::Note {
+                event = "a staff note".into();
+            }
             if let Some(last) = self.history.last_mut() {
                 let folded = folded_count(&last.event).unwrap_or(1) + 1;
                 *last = HistoryEntry {

@@ -20,6 +20,7 @@ mod ending;
 mod error;
 mod homing;
 mod intake;
+mod notes;
 mod pairing;
 mod presence;
 mod queue;
@@ -49,6 +50,7 @@ pub use codes::{hash_secret, secret_matches, CodeBook, SecureRandom};
 pub use deadlines::Deadlines;
 pub use error::{BrokerError, Searched};
 pub use intake::SosRequest;
+pub use notes::{MAX_NOTE_CHARS, NOTE_ROOM};
 pub use pairing::{PullRequest, EXPERT_CONNECTED};
 pub use presence::Departure;
 pub use queue::{Queue, QueueId, GENERAL};
@@ -174,6 +176,16 @@ pub enum Persist {
     Delete(Vec<SessionCode>),
     /// Delete every case the selection matches.
     DeleteWhere(CaseSelection),
+    /// Append this staff note to the history of a stored case the core does not hold (a
+    /// closed or expired one), after whatever history the store holds then; nothing if
+    /// the case is no longer stored, or its history holds [`MAX_HISTORY_ENTRIES`] already.
+    /// An append, not a save of the record read: see `notes.rs`.
+    Note {
+        /// The case.
+        code: SessionCode,
+        /// The note's entry (its actor stamped by [`Broker::attribute`]).
+        entry: sosq::protocol::HistoryEntry,
+    },
     /// Append to the audit log; the store records its `count` (cases removed by earlier
     /// steps of the same delete, else 0) plus the number of cases the deletes earlier in the
     /// same submission removed.
@@ -318,11 +330,15 @@ impl Broker {
     /// the store to save, and in the open cases the core keeps.
     pub fn attribute(&mut self, actor: &Actor, out: &mut [Effect]) {
         for effect in out.iter_mut() {
-            if let Effect::Persist(Persist::Save(record)) = effect {
-                actor.stamp(record);
-                if let Some(case) = self.cases.get_mut(&record.code) {
-                    actor.stamp(&mut case.record);
+            match effect {
+                Effect::Persist(Persist::Save(record)) => {
+                    actor.stamp(record);
+                    if let Some(case) = self.cases.get_mut(&record.code) {
+                        actor.stamp(&mut case.record);
+                    }
                 }
+                Effect::Persist(Persist::Note { entry, .. }) => actor.stamp_entry(entry),
+                _ => {}
             }
         }
     }

@@ -28,6 +28,9 @@ pub enum Route {
     BulkDelete,
     /// A request a cluster node redirected here, with its ticket (see `cluster`).
     Redeem,
+    /// A staff note: a core command that needs the stored record first when the core does
+    /// not hold the case (a closed or expired one; see `broker/notes.rs`).
+    Note,
 }
 
 /// Which of the [`Route`]s `request` takes.
@@ -54,6 +57,7 @@ pub fn route(request: &Request) -> Route {
         | Request::Cases { .. }
         | Request::History { .. } => Route::Read,
         Request::Redeem { .. } => Route::Redeem,
+        Request::Note { .. } => Route::Note,
     }
 }
 
@@ -190,9 +194,10 @@ pub fn command(
         | Request::Status { .. }
         | Request::Cases { .. }
         | Request::History { .. }
-        | Request::Redeem { .. } => {
+        | Request::Redeem { .. }
+        | Request::Note { .. } => {
             return Err(BrokerError::InvalidInput(
-                "a read or a redirect's ticket is not a core command".into(),
+                "a read, a redirect's ticket or a note is not a plain core command".into(),
             ))
         }
     };

@@ -175,12 +175,51 @@ pub(super) async fn run(
             })
         }
         Route::Read => read(shared, caller, request).await,
+        Route::Note => {
+            let Request::Note { code, text } = &request else {
+                return Err(BrokerError::InvalidInput("a note names a case".into()).into());
+            };
+            add_note(shared, actor, code, text).await
+        }
         Route::Redeem => Err(BrokerError::InvalidInput(
             "this sosqd is not a cluster node: it never redirects, so it has no ticket to redeem"
                 .into(),
         )
         .into()),
     }
+}
+
+/// Adds a staff note: to the open case the core holds, or else to the stored case (closed
+/// or expired), whose record is read first, outside the core lock, for the core to check
+/// and answer with (see `broker/notes.rs`). A case that closes between the look-up and the
+/// command is looked up once more, from the store.
+async fn add_note(
+    shared: &Shared,
+    actor: &Actor,
+    typed: &str,
+    text: &str,
+) -> Result<Reply, ServerError> {
+    let code: SessionCode = typed.parse().map_err(BrokerError::from)?;
+    let mut stored = None;
+    if shared.broker().case(code).is_none() {
+        stored = shared.store.get(code)?;
+    }
+    for last in [false, true] {
+        let looked = stored.is_some();
+        let result = shared
+            .execute(actor, |b, now, out| {
+                b.add_note(now, typed, text, stored.as_ref(), out)
+            })
+            .await;
+        match result {
+            Ok((case, _)) => return Ok(Reply::Case(case)),
+            Err(ServerError::Broker(BrokerError::UnknownCode(_))) if !looked && !last => {
+                stored = shared.store.get(code)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(BrokerError::UnknownCode(code).into())
 }
 
 /// Refuses a command naming a team or expert the users file does not have, before the

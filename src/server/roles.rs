@@ -28,6 +28,7 @@ pub fn authorize(role: Role, request: &Request) -> Result<(), ServerError> {
         Request::Cases { .. } => ("listing all cases", &[Role::Admin]),
         Request::Delete(_) => ("deleting cases", &[Role::Admin]),
         Request::History { .. } => ("viewing a case's history", &[Role::Expert, Role::Admin]),
+        Request::Note { .. } => ("adding a staff note", &[Role::Expert, Role::Admin]),
         // A redirect's request is judged as itself; a ticket adds no right.
         Request::Redeem { request, .. } => match **request {
             Request::Redeem { .. } => {

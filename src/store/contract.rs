@@ -136,6 +136,68 @@ async fn saves_long_histories_and_a_full_historys_folding_entry(make: Make) {
     assert_eq!(store.get(code(2)).unwrap(), Some(record));
 }
 
+/// Staff notes on a stored case are appends, in submission order, after whatever the store
+/// holds then: two notes in one batch both stay, a note on a gone case brings nothing
+/// back, and a full history takes no more (kind and author kept, as `note` is read back).
+async fn appends_notes_to_stored_cases(make: Make) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = make(dir.path());
+    let mut record = case(4, CaseState::Closed, 1_000, 2_000);
+    commit(&store, vec![Persist::Save(record.clone())]).await;
+    let note = |at: u64, text: &str| HistoryEntry {
+        kind: HistoryKind::Note,
+        actor: Some(Actor::new(ActorRole::Admin, "root")),
+        ..entry(at, CaseState::Closed, text)
+    };
+    let notes = vec![
+        Persist::Note {
+            code: code(4),
+            entry: note(3_000, "refund sent"),
+        },
+        Persist::Note {
+            code: code(4),
+            entry: note(3_001, "customer called back"),
+        },
+        // Nobody has case 5: nothing is made of it.
+        Persist::Note {
+            code: code(5),
+            entry: note(3_002, "lost"),
+        },
+    ];
+    commit(&store, notes).await;
+    record.history.push(note(3_000, "refund sent"));
+    record.history.push(note(3_001, "customer called back"));
+    assert_eq!(store.get(code(4)).unwrap(), Some(record.clone()));
+    assert_eq!(store.get(code(5)).unwrap(), None);
+
+    // A later save of the record as it now stands keeps the notes where they are.
+    record
+        .history
+        .push(entry(4_000, CaseState::Closed, "after"));
+    commit(&store, vec![Persist::Save(record.clone())]).await;
+    assert_eq!(store.get(code(4)).unwrap(), Some(record.clone()));
+
+    // Up to the limit and no further: two more than fit are sent.
+    let room = crate::broker::MAX_HISTORY_ENTRIES - record.history.len();
+    for i in 0..room + 2 {
+        let entry = note(5_000 + i as u64, "more");
+        commit(
+            &store,
+            vec![Persist::Note {
+                code: code(4),
+                entry: entry.clone(),
+            }],
+        )
+        .await;
+        if i < room {
+            record.history.push(entry);
+        }
+    }
+    let stored = store.get(code(4)).unwrap().expect("kept");
+    assert_eq!(stored.history.len(), crate::broker::MAX_HISTORY_ENTRIES);
+    assert_eq!(stored, record);
+}
+
 async fn lists_by_selection_oldest_first(make: Make) {
     let dir = tempfile::tempdir().unwrap();
     let store = make(dir.path());
@@ -361,6 +423,7 @@ async fn audits_admin_deletes_with_their_count(make: Make) {
 async fn contract_suite(make: Make) {
     saves_upserts_and_appends_history(make).await;
     saves_long_histories_and_a_full_historys_folding_entry(make).await;
+    appends_notes_to_stored_cases(make).await;
     lists_by_selection_oldest_first(make).await;
     pages_in_creation_order_from_a_cursor(make).await;
     deletes_by_code_and_by_selection_report_what_went(make).await;

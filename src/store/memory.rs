@@ -65,6 +65,13 @@ impl CaseStore for MemoryStore {
                             !doomed
                         });
                     }
+                    Persist::Note { code, entry } => {
+                        if let Some(record) = tables.cases.get_mut(&code) {
+                            if record.history.len() < crate::broker::MAX_HISTORY_ENTRIES {
+                                record.history.push(entry);
+                            }
+                        }
+                    }
                     Persist::Audit(mut entry) => {
                         // As the SQL stores do: a bulk delete in steps audits once, with
                         // the earlier steps' count plus this submission's.

@@ -29,11 +29,12 @@ forward one TCP service (VNC, SSH...) the customer shares.
     sosq escalate CODE, assign CODE   change a case's priority; route it to an expert or team
     sosq transfer CODE                hand your session's case to another expert or team
     sosq status CODE, history CODE    a case and who did what (open, closed or expired)
+    sosq note CODE TEXT               a note in the case's history, for staff only
     sosq close CODE                   close a case
   Admins (--token TOKEN):
     sosq cases                        every stored case, a page at a time
     sosq delete CODE...               delete cases by code, or in bulk by state and age
-    sosq queue, status, history, escalate, assign: as experts, over every team
+    sosq queue, status, history, note, escalate, assign: as experts, over every team
 
 Every command needs the broker's address and certificate: --server ADDR and
 --fingerprint FINGERPRINT (or the environment, or a support profile with --profile FILE).";

@@ -265,6 +265,14 @@ pub enum Command {
         #[arg(long, value_name = "TEXT")]
         reason: String,
     },
+    /// Expert or admin: add a staff note to a case's history, open or not. Notes are for
+    /// staff: the customer never sees them.
+    Note {
+        /// The session code.
+        code: String,
+        /// The note (at most 2,000 characters).
+        text: String,
+    },
     /// Expert or admin: route a case to one expert (offered only to them) or a team queue.
     Assign {
         /// The session code.
@@ -514,6 +522,17 @@ async fn one_shot(
             };
             out.print(
                 format!("case {} is now {}", case.code, case.priority),
+                shapes::case(&case),
+            );
+            Ok(())
+        }
+        Command::Note { code, text } => {
+            let reply = client.request(Request::Note { code, text }).await?;
+            let Reply::Case(case) = reply else {
+                return Err(unexpected());
+            };
+            out.print(
+                format!("note added to case {}", case.code),
                 shapes::case(&case),
             );
             Ok(())

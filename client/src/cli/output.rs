@@ -4,7 +4,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use sosq::protocol::{CaseInfo, CaseState, HistoryEntry, QueueEntry, QueuePage, Timestamp};
+use sosq::protocol::{
+    CaseInfo, CaseState, HistoryEntry, HistoryKind, QueueEntry, QueuePage, Timestamp,
+};
 use sosq::SessionCode;
 
 /// Where and how to report.
@@ -228,10 +230,22 @@ pub fn case_details(case: &CaseInfo, history: &[HistoryEntry]) -> String {
             "  {}  {:<12} {}\n",
             clock_time(entry.at),
             entry.state.as_str(),
-            entry.event
+            what(entry, true)
         ));
     }
     text
+}
+
+/// What an entry says, for people: its words, a staff note marked as one (its words alone
+/// would read like an event), naming its author where no column does (`with_who`).
+fn what(entry: &HistoryEntry, with_who: bool) -> String {
+    if entry.kind != HistoryKind::Note {
+        return entry.event.clone();
+    }
+    match (&entry.actor, with_who) {
+        (Some(actor), true) => format!("note by {actor}: {}", entry.event),
+        _ => format!("note: {}", entry.event),
+    }
 }
 
 /// A case's history as a table: when, state after, who, from where, what.
@@ -253,7 +267,7 @@ pub fn history_table(code: SessionCode, state: CaseState, entries: &[HistoryEntr
                 20
             ),
             entry.address.as_deref().unwrap_or("-"),
-            entry.event
+            what(entry, false)
         ));
     }
     table

@@ -24,6 +24,15 @@ pub struct HistoryEntry {
     pub address: Option<String>,
 }
 
+impl HistoryEntry {
+    /// Whether only staff may see this entry: a staff note is internal to the support
+    /// team. Every page shown to a customer (the web console's customer page, anything a
+    /// customer's connection reads) must leave these entries out.
+    pub fn staff_only(&self) -> bool {
+        self.kind.staff_only()
+    }
+}
+
 /// What a history entry records, for programs (the entry's `event` says it in words).
 ///
 /// Kinds may be added in later versions; a reader treats one it does not know as
@@ -68,13 +77,16 @@ pub enum HistoryKind {
     Deleted,
     /// The history is full: this last entry holds every later event.
     Folded,
+    /// A staff note (an expert's or admin's words on the case): staff-internal, never
+    /// shown to the customer (see [`HistoryEntry::staff_only`]).
+    Note,
     /// Anything else, and entries stored before kinds existed that say nothing clearer.
     Event,
 }
 
 impl HistoryKind {
     /// Every kind.
-    pub const ALL: [HistoryKind; 19] = [
+    pub const ALL: [HistoryKind; 20] = [
         HistoryKind::Created,
         HistoryKind::Attached,
         HistoryKind::Started,
@@ -93,6 +105,7 @@ impl HistoryKind {
         HistoryKind::Expired,
         HistoryKind::Deleted,
         HistoryKind::Folded,
+        HistoryKind::Note,
         HistoryKind::Event,
     ];
 
@@ -117,8 +130,15 @@ impl HistoryKind {
             HistoryKind::Expired => "expired",
             HistoryKind::Deleted => "deleted",
             HistoryKind::Folded => "folded",
+            HistoryKind::Note => "note",
             HistoryKind::Event => "event",
         }
+    }
+
+    /// Whether entries of this kind are for staff only (see [`HistoryEntry::staff_only`]).
+    /// A kind this version does not know reads as [`HistoryKind::Event`], which is not.
+    pub fn staff_only(self) -> bool {
+        matches!(self, HistoryKind::Note)
     }
 
     /// The kind named `name`; [`HistoryKind::Event`] for a name this version does not know.

@@ -26,7 +26,8 @@ pub use paging::*;
 /// 4: history entries carry their kind and a structured actor.
 /// 5: the welcome carries the daemon's protocol version too (the hello carries it both
 /// ways), so either side can say which one to upgrade.
-pub const PROTOCOL_VERSION: u16 = 6;
+/// 7: staff notes (`Request::Note`, history entries of kind `note`).
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// What to tell a user whose client and daemon speak different protocol versions: which
 /// side is older and so needs upgrading. Both the daemon's refusal and the client's check
@@ -173,6 +174,14 @@ pub enum Request {
         from: u32,
         /// Most entries wanted (0: the default; see [`page_items`]).
         limit: u32,
+    },
+    /// Expert or admin: add a staff note to a case's history, open or not. Notes are
+    /// staff-internal: a customer never sees them. Answered with [`Reply::Case`].
+    Note {
+        /// The code as typed.
+        code: String,
+        /// The note, in words (at most 2,000 characters, as a description).
+        text: String,
     },
     /// The request a [`Reply::Redirect`] sent here, with its ticket: a cluster node
     /// answers `request` as if it had come first, holding what the redirecting node

@@ -32,6 +32,7 @@ mod access;
 mod ending;
 mod intake;
 mod lifecycle;
+mod notes;
 mod pairing;
 mod presence;
 

@@ -270,7 +270,8 @@ impl ClusterNode {
             | Request::Close { code, .. }
             | Request::Assign { code, .. }
             | Request::Transfer { code, .. }
-            | Request::Escalate { code, .. } => {
+            | Request::Escalate { code, .. }
+            | Request::Note { code, .. } => {
                 self.bring_here(shared, caller, code, request).await?;
                 Ok(None)
             }
@@ -427,6 +428,7 @@ fn named_code(request: &Request) -> Option<SessionCode> {
         | Request::Assign { code, .. }
         | Request::Transfer { code, .. }
         | Request::Escalate { code, .. }
+        | Request::Note { code, .. }
         | Request::Status { code, .. } => code.parse().ok(),
         _ => None,
     }

@@ -3,10 +3,11 @@
 //! payload behind the 4-byte length).
 //!
 //! "Largest" is taken from the validators, not guessed: customer names of
-//! [`MAX_NAME_CHARS`], descriptions and escalation reasons of [`MAX_DESCRIPTION_CHARS`],
-//! team and assignee names of [`MAX_NAME_CHARS`] (the core's bound; the users file's,
-//! 1 to 64 ASCII characters, is smaller still), staff names of 64 ASCII characters (the
-//! users file's `check_name`: they come from an account, the core takes them on trust).
+//! [`MAX_NAME_CHARS`], descriptions, escalation reasons and staff notes of
+//! [`MAX_DESCRIPTION_CHARS`], team and assignee names of [`MAX_NAME_CHARS`] (the core's
+//! bound; the users file's, 1 to 64 ASCII characters, is smaller still), staff names of
+//! 64 ASCII characters (the users file's `check_name`: they come from an account, the core
+//! takes them on trust).
 //! Characters are drawn from 1- to 4-byte UTF-8, mostly 4-byte, and
 //! `the_widest_of_everything_fits` takes 4-byte characters only, so the byte length is
 //! the largest there is. Content goes through the real core (a [`Broker`] that opens,
@@ -329,6 +330,15 @@ fn refusals(scene: &mut Scene) -> Result<Vec<ServerError>, TestCaseError> {
         Err(e) => errors.push(e.into()),
         Ok(_) => return Err(TestCaseError::fail("the core took a bad join")),
     }
+    // A note past its limit, and one on a history with no room (the longest code).
+    let full = scene::full_closed_record(code);
+    let typed = code.to_string();
+    for (text, stored) in [(long_text.as_str(), None), ("x", Some(&full))] {
+        match broker.add_note(now, &typed, text, stored, &mut out) {
+            Err(e) => errors.push(e.into()),
+            Ok(_) => return Err(TestCaseError::fail("the core took a bad note")),
+        }
+    }
     // Every request a role may not make.
     let requests = [
         Request::OpenSos {
@@ -378,6 +388,10 @@ fn refusals(scene: &mut Scene) -> Result<Vec<ServerError>, TestCaseError> {
             code: w.typed.clone(),
             from: 0,
             limit: 0,
+        },
+        Request::Note {
+            code: w.typed.clone(),
+            text: w.typed.clone(),
         },
     ];
     for role in [Role::Customer, Role::Expert, Role::Admin] {

@@ -204,6 +204,11 @@ impl Scene {
         for n in 0..12 {
             reply(Reply::Case(escalate(self, n, &reason)?))?;
         }
+        // Staff notes of the widest text the core takes, kept as they were written.
+        for _ in 0..4 {
+            let note = self.run(|b, now, out| b.add_note(now, &typed, &reason, None, out))?;
+            reply(Reply::Case(note))?;
+        }
         // Short entries up to the cap cost little to copy; the widest come last.
         let mut n = 0;
         while self
@@ -246,6 +251,36 @@ pub(super) fn history(
 
 /// A case with every field at its widest at once (the core never fills all of them on one
 /// case: an expert-created case has no response target, say).
+/// A closed case whose history has no room for a note (see `broker::NOTE_ROOM`).
+pub(super) fn full_closed_record(code: SessionCode) -> crate::broker::CaseRecord {
+    let entry = HistoryEntry {
+        at: Timestamp(1),
+        state: CaseState::Closed,
+        kind: sosq::protocol::HistoryKind::Event,
+        event: String::new(),
+        actor: None,
+        address: None,
+    };
+    crate::broker::CaseRecord {
+        code,
+        origin: CaseOrigin::Sos,
+        customer: String::new(),
+        description: String::new(),
+        state: CaseState::Closed,
+        created_at: Timestamp(1),
+        updated_at: Timestamp(1),
+        expires_at: Timestamp(1),
+        waiting_since: None,
+        group: crate::broker::GENERAL.to_string(),
+        assigned_to: None,
+        priority: Priority::Normal,
+        response_due: None,
+        first_response_at: None,
+        resume_secret_hash: None,
+        history: vec![entry; crate::broker::NOTE_ROOM],
+    }
+}
+
 pub(super) fn widest_case(w: &Widest, description: &str) -> CaseInfo {
     CaseInfo {
         code: SessionCode::from_number(LAST_CODE).expect("a code"),

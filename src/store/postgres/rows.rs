@@ -396,6 +396,7 @@ pub(super) async fn apply(
                     }
                 }
             }
+            Persist::Note { code, entry } => note(client, *code, entry).await?,
             Persist::Audit(entry) => {
                 let count = entry.count + report.deleted.len() as u64;
                 client
@@ -416,6 +417,39 @@ pub(super) async fn apply(
         }
     }
     Ok(report)
+}
+
+/// Appends a staff note to a stored case's history, after whatever it holds now; nothing
+/// when the case is gone or its history is full (see `Persist::Note`). One statement, so
+/// the entry and the row's length change together.
+async fn note(
+    client: &impl GenericClient,
+    code: SessionCode,
+    entry: &sosq::protocol::HistoryEntry,
+) -> Result<(), Failure> {
+    let (role, name) = crate::store::columns::actor_columns(entry.actor.as_ref());
+    client
+        .execute(
+            "WITH grown AS (
+                 UPDATE cases SET history_len = history_len + 1
+                 WHERE code = $1 AND history_len < $9
+                 RETURNING history_len - 1 AS seq)
+             INSERT INTO history (code, seq, at, state, kind, event, actor, actor_name, address)
+             SELECT $1, seq, $2, $3, $4, $5, $6, $7, $8 FROM grown",
+            &[
+                &code_column(code),
+                &millis(entry.at),
+                &entry.state.as_str(),
+                &entry.kind.as_str(),
+                &entry.event,
+                &role,
+                &name,
+                &entry.address,
+                &(crate::broker::MAX_HISTORY_ENTRIES as i64),
+            ],
+        )
+        .await?;
+    Ok(())
 }
 
 /// Deletes a case (its history goes with it); whether there was one.

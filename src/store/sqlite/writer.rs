@@ -162,6 +162,7 @@ fn apply(conn: &Connection, ops: &[Persist]) -> rusqlite::Result<CommitReport> {
                     }
                 }
             }
+            Persist::Note { code, entry } => note(conn, *code, entry)?,
             Persist::Audit(entry) => audit(conn, entry, entry.count + report.deleted.len() as u64)?,
         }
     }
@@ -240,6 +241,39 @@ fn save(conn: &Connection, record: &CaseRecord) -> rusqlite::Result<()> {
             name,
             entry.address,
         ])?;
+    }
+    Ok(())
+}
+
+/// Appends a staff note to a stored case's history, after whatever it holds now; nothing
+/// when the case is gone or its history is full (see `Persist::Note`).
+fn note(
+    conn: &Connection,
+    code: sosq::SessionCode,
+    entry: &sosq::protocol::HistoryEntry,
+) -> rusqlite::Result<()> {
+    let code = code_column(code);
+    let (role, name) = actor_columns(entry.actor.as_ref());
+    let added = conn
+        .prepare_cached(
+            "INSERT INTO history (code, seq, at, state, kind, event, actor, actor_name, address)
+             SELECT code, history_len, ?2, ?3, ?4, ?5, ?6, ?7, ?8 FROM cases
+             WHERE code = ?1 AND history_len < ?9",
+        )?
+        .execute(params![
+            code,
+            millis(entry.at),
+            entry.state.as_str(),
+            entry.kind.as_str(),
+            entry.event,
+            role,
+            name,
+            entry.address,
+            crate::broker::MAX_HISTORY_ENTRIES as i64,
+        ])?;
+    if added > 0 {
+        conn.prepare_cached("UPDATE cases SET history_len = history_len + 1 WHERE code = ?1")?
+            .execute(params![code])?;
     }
     Ok(())
 }

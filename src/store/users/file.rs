@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use super::{Roster, StaffRole, User, UserError, USERS_FILE};
+use super::{Notice, Roster, StaffRole, User, UserError, USERS_FILE};
 
 #[derive(Default)]
 struct Cached {
@@ -66,14 +66,31 @@ impl FileUsers {
         Ok(changed)
     }
 
-    /// Adds a checked team name that is not `general`.
-    pub(super) fn insert_group(&self, name: &str) -> Result<(), UserError> {
+    /// Adds a checked team name that is not `general`, public or not.
+    pub(super) fn insert_group(&self, name: &str, public: bool) -> Result<(), UserError> {
         let _turn = self.writers_turn()?;
         let mut file = self.read_file()?;
         if file.groups.iter().any(|g| g == name) {
             return Err(UserError::GroupExists(name.to_string()));
         }
         file.groups.push(name.to_string());
+        file.set_public(name, public)?;
+        self.write_file(&file)
+    }
+
+    /// See [`super::UserDirectory::set_group_public`].
+    pub(super) fn set_public(&self, name: &str, public: bool) -> Result<(), UserError> {
+        let _turn = self.writers_turn()?;
+        let mut file = self.read_file()?;
+        file.set_public(name, public)?;
+        self.write_file(&file)
+    }
+
+    /// Sets or removes the maintenance notice (already checked).
+    pub(super) fn set_notice(&self, notice: Option<Notice>) -> Result<(), UserError> {
+        let _turn = self.writers_turn()?;
+        let mut file = self.read_file()?;
+        file.notice = notice;
         self.write_file(&file)
     }
 

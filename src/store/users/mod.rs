@@ -1,5 +1,6 @@
 //! Experts and admins, and the teams (groups) they work: names, roles and the SHA-256 of
-//! each access token (never the token itself).
+//! each access token (never the token itself); and what the public status page shows
+//! besides the queue: which teams are public and the maintenance notice (`notice.rs`).
 //!
 //! Two backends keep them, with one set of rules (this module) and one contract suite
 //! (`tests`):
@@ -13,6 +14,7 @@
 //!   second.
 
 mod file;
+mod notice;
 mod postgres;
 mod sql;
 #[cfg(test)]
@@ -26,6 +28,8 @@ use sosq::protocol::{Role, Timestamp};
 
 use crate::broker::hash_secret;
 use crate::config::Config;
+
+pub use notice::{Notice, MAX_NOTICE_CHARS};
 
 /// The file name inside the data dir.
 pub const USERS_FILE: &str = "users.json";
@@ -147,6 +151,9 @@ pub enum UserError {
     /// The group is already defined.
     #[error("a group named {0:?} already exists")]
     GroupExists(String),
+    /// The maintenance notice is unusable (empty, too long, not one line).
+    #[error("{0}")]
+    InvalidNotice(String),
 }
 
 fn check_name(name: &str) -> Result<(), UserError> {
@@ -171,6 +178,14 @@ struct Roster {
     /// Team names besides the built-in `general`, in the order they were added.
     #[serde(default)]
     groups: Vec<String>,
+    /// The teams (`general` may be one) whose waiting count and typical wait the public
+    /// status page shows. Absent from files written before it existed (none is public),
+    /// and left out when empty, so such files stay as they were.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    public_groups: Vec<String>,
+    /// The maintenance notice of the public status page, if one is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    notice: Option<Notice>,
 }
 
 impl Roster {
@@ -193,6 +208,26 @@ impl Roster {
 
     fn group_exists(&self, name: &str) -> bool {
         name == crate::broker::GENERAL || self.groups.iter().any(|g| g == name)
+    }
+
+    /// The public teams, in the order [`Roster::groups`] lists them.
+    fn public_groups(&self) -> Vec<String> {
+        self.groups()
+            .into_iter()
+            .filter(|group| self.public_groups.contains(group))
+            .collect()
+    }
+
+    /// Marks `name` public or not; an error if the team does not exist.
+    fn set_public(&mut self, name: &str, public: bool) -> Result<(), UserError> {
+        if !self.group_exists(name) {
+            return Err(UserError::NoSuchGroup(name.to_string()));
+        }
+        self.public_groups.retain(|group| group != name);
+        if public {
+            self.public_groups.push(name.to_string());
+        }
+        Ok(())
     }
 
     fn expert(&self, name: &str) -> Option<User> {
@@ -351,19 +386,72 @@ impl UserDirectory {
         }
     }
 
-    /// Defines a team (group) whose queue experts can be put on.
+    /// Defines a team (group) whose queue experts can be put on; not public.
+    ///
+    /// Errors: as [`UserDirectory::add_group_public`].
+    pub fn add_group(&self, name: &str) -> Result<(), UserError> {
+        self.add_group_public(name, false)
+    }
+
+    /// Defines a team (group) whose queue experts can be put on, `public` or not (see
+    /// [`UserDirectory::public_groups`]), in one write.
     ///
     /// Errors: [`UserError::InvalidName`], [`UserError::GroupExists`] (`general` always
     /// does), or the backend's.
-    pub fn add_group(&self, name: &str) -> Result<(), UserError> {
+    pub fn add_group_public(&self, name: &str, public: bool) -> Result<(), UserError> {
         check_name(name)?;
         if name == crate::broker::GENERAL {
             return Err(UserError::GroupExists(name.to_string()));
         }
         match &self.backend {
-            Backend::File(file) => file.insert_group(name),
-            Backend::Postgres(pg) => pg.insert_group(name),
+            Backend::File(file) => file.insert_group(name, public),
+            Backend::Postgres(pg) => pg.insert_group(name, public),
         }
+    }
+
+    /// Marks a team (`general` too) public or not: the public status page shows the
+    /// waiting count and typical wait of the public teams only.
+    ///
+    /// Errors: [`UserError::NoSuchGroup`], or the backend's.
+    pub fn set_group_public(&self, name: &str, public: bool) -> Result<(), UserError> {
+        match &self.backend {
+            Backend::File(file) => file.set_public(name, public),
+            Backend::Postgres(pg) => pg.set_public(name, public),
+        }
+    }
+
+    /// The public teams, `general` first if it is one, then in the order they were added:
+    /// what the public status page may show (waiting count, typical wait).
+    pub fn public_groups(&self) -> Result<Vec<String>, UserError> {
+        self.read(Roster::public_groups)
+    }
+
+    /// The maintenance notice of the public status page, if one is set. A running daemon
+    /// sees a change made anywhere (`sosqd notice set`, another node) at its next read on
+    /// one node, within a reload (a quarter second) in a cluster.
+    pub fn notice(&self) -> Result<Option<Notice>, UserError> {
+        self.read(|roster| roster.notice.clone())
+    }
+
+    /// Sets the maintenance notice to `text` (trimmed), stamped now, or removes it
+    /// (`None`); returns the notice now in force.
+    ///
+    /// Errors: [`UserError::InvalidNotice`] (empty, over [`MAX_NOTICE_CHARS`] characters,
+    /// not one line), or the backend's.
+    pub fn set_notice(&self, text: Option<&str>) -> Result<Option<Notice>, UserError> {
+        let notice = text
+            .map(|text| {
+                notice::checked(text).map(|text| Notice {
+                    text: text.to_string(),
+                    set_at: Timestamp::now(),
+                })
+            })
+            .transpose()?;
+        match &self.backend {
+            Backend::File(file) => file.set_notice(notice.clone())?,
+            Backend::Postgres(pg) => pg.set_notice(notice.clone())?,
+        }
+        Ok(notice)
     }
 
     /// Removes a user; its token stops working, on open connections too.

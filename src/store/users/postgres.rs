@@ -23,7 +23,7 @@ use tokio::runtime::Runtime;
 use tokio_postgres::{Client, NoTls};
 
 use super::sql::{self, Write};
-use super::{Roster, User, UserError};
+use super::{Notice, Roster, User, UserError};
 
 /// How often the in-memory copy is reloaded.
 pub(super) const REFRESH_EVERY: Duration = Duration::from_millis(250);
@@ -165,9 +165,21 @@ impl PgUsers {
             .ok_or_else(|| self.database("the update returned no user".into()))
     }
 
-    /// Adds a checked team name that is not `general`.
-    pub(super) fn insert_group(&self, name: &str) -> Result<(), UserError> {
-        self.write(Write::AddGroup(name.to_string())).map(drop)
+    /// Adds a checked team name that is not `general`, public or not.
+    pub(super) fn insert_group(&self, name: &str, public: bool) -> Result<(), UserError> {
+        self.write(Write::AddGroup(name.to_string(), public))
+            .map(drop)
+    }
+
+    /// See [`super::UserDirectory::set_group_public`].
+    pub(super) fn set_public(&self, name: &str, public: bool) -> Result<(), UserError> {
+        self.write(Write::SetPublic(name.to_string(), public))
+            .map(drop)
+    }
+
+    /// Sets or removes the maintenance notice (already checked).
+    pub(super) fn set_notice(&self, notice: Option<Notice>) -> Result<(), UserError> {
+        self.write(Write::SetNotice(notice)).map(drop)
     }
 
     /// Removes a user, returning it.

@@ -10,7 +10,7 @@ use sosq::protocol::Timestamp;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, GenericClient, Row};
 
-use super::{Roster, StaffRole, User, UserError};
+use super::{Notice, Roster, StaffRole, User, UserError};
 
 /// Schema migrations, in order; the version is how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -27,6 +27,18 @@ const MIGRATIONS: &[&str] = &[
          created_at BIGINT NOT NULL,
          groups TEXT[] NOT NULL,
          seq BIGSERIAL NOT NULL
+     );",
+    // 2: the public status page: which teams are public (`general` may be, though it has
+    // no row in sosq_groups) and the maintenance notice (one row at most). New tables
+    // only, so the rows of schema 1 stay as they are.
+    "CREATE TABLE sosq_public_groups (
+         name TEXT PRIMARY KEY,
+         seq BIGSERIAL NOT NULL
+     );
+     CREATE TABLE sosq_notice (
+         id INTEGER PRIMARY KEY CHECK (id = 1),
+         text TEXT NOT NULL,
+         set_at BIGINT NOT NULL
      );",
 ];
 
@@ -114,8 +126,9 @@ pub(super) async fn migrate(client: &mut Client, schema: Option<&str>) -> Result
     tx.commit().await.map_err(failure)
 }
 
-/// Every user and team, in the order they were added: one statement, so one consistent
-/// view of both tables.
+/// Every user and team, the public teams and the notice, in the order they were added:
+/// one statement, so one consistent view of every table (the notice's words ride in the
+/// `name` column, its time in `created_at`).
 pub(super) async fn roster(client: &impl GenericClient) -> Result<Roster, String> {
     let rows = client
         .query(
@@ -124,6 +137,12 @@ pub(super) async fn roster(client: &impl GenericClient) -> Result<Roster, String
              UNION ALL
              SELECT 'group', name, NULL::text, NULL::text, NULL::bigint, NULL::text[], seq
                  FROM sosq_groups
+             UNION ALL
+             SELECT 'public', name, NULL::text, NULL::text, NULL::bigint, NULL::text[], seq
+                 FROM sosq_public_groups
+             UNION ALL
+             SELECT 'notice', text, NULL::text, NULL::text, set_at, NULL::text[], id
+                 FROM sosq_notice
              ORDER BY kind DESC, seq",
             &[],
         )
@@ -132,10 +151,17 @@ pub(super) async fn roster(client: &impl GenericClient) -> Result<Roster, String
     let mut roster = Roster::default();
     for row in &rows {
         let kind: &str = row.try_get(0).map_err(failure)?;
-        if kind == "group" {
-            roster.groups.push(row.try_get(1).map_err(failure)?);
-        } else {
-            roster.users.push(user_from(row, 1)?);
+        match kind {
+            "group" => roster.groups.push(row.try_get(1).map_err(failure)?),
+            "public" => roster.public_groups.push(row.try_get(1).map_err(failure)?),
+            "notice" => {
+                let set_at: i64 = row.try_get(4).map_err(failure)?;
+                roster.notice = Some(Notice {
+                    text: row.try_get(1).map_err(failure)?,
+                    set_at: Timestamp(u64::try_from(set_at).unwrap_or(0)),
+                });
+            }
+            _ => roster.users.push(user_from(row, 1)?),
         }
     }
     Ok(roster)
@@ -166,8 +192,12 @@ pub(super) enum Write {
     AddUser(User),
     /// Put an expert on these teams.
     SetGroups(String, Vec<String>),
-    /// Define a team (not `general`).
-    AddGroup(String),
+    /// Define a team (not `general`), public or not.
+    AddGroup(String, bool),
+    /// Mark a team (`general` too) public or not.
+    SetPublic(String, bool),
+    /// Set or remove the maintenance notice (already checked).
+    SetNotice(Option<Notice>),
     /// Remove a user.
     Revoke(String),
 }
@@ -182,7 +212,7 @@ pub(super) async fn apply(
     let outcome = match write {
         Write::AddUser(user) => add_user(&tx, user).await?.map(|()| None),
         Write::SetGroups(name, groups) => set_groups(&tx, name, groups).await?.map(Some),
-        Write::AddGroup(name) => {
+        Write::AddGroup(name, public) => {
             let added = tx
                 .execute(
                     "INSERT INTO sosq_groups (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
@@ -193,8 +223,30 @@ pub(super) async fn apply(
             if added == 0 {
                 Err(UserError::GroupExists(name))
             } else {
-                Ok(None)
+                set_public(&tx, name, public).await?.map(|()| None)
             }
+        }
+        Write::SetPublic(name, public) => set_public(&tx, name, public).await?.map(|()| None),
+        Write::SetNotice(notice) => {
+            match notice {
+                Some(notice) => {
+                    let set_at = i64::try_from(notice.set_at.0).unwrap_or(i64::MAX);
+                    tx.execute(
+                        "INSERT INTO sosq_notice (id, text, set_at) VALUES (1, $1, $2)
+                         ON CONFLICT (id) DO UPDATE SET text = excluded.text,
+                             set_at = excluded.set_at",
+                        &[&notice.text, &set_at],
+                    )
+                    .await
+                    .map_err(failure)?;
+                }
+                None => {
+                    tx.execute("DELETE FROM sosq_notice", &[])
+                        .await
+                        .map_err(failure)?;
+                }
+            }
+            Ok(None)
         }
         Write::Revoke(name) => {
             let removed = tx
@@ -236,10 +288,36 @@ async fn check_groups(
         .collect::<Result<_, _>>()
         .map_err(failure)?;
     let known = Roster {
-        users: Vec::new(),
         groups: found,
+        ..Roster::default()
     };
     Ok(known.check_groups(groups))
+}
+
+/// Marks a team public or not; refused for a team that does not exist (`general` always
+/// does; teams are never removed, so the check holds until the transaction commits).
+async fn set_public(
+    tx: &impl GenericClient,
+    name: String,
+    public: bool,
+) -> Result<Result<(), UserError>, String> {
+    let wanted = [name.clone()];
+    if let Err(missing) = check_groups(tx, &wanted).await? {
+        return Ok(Err(missing));
+    }
+    if public {
+        tx.execute(
+            "INSERT INTO sosq_public_groups (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+            &[&name],
+        )
+        .await
+        .map_err(failure)?;
+    } else {
+        tx.execute("DELETE FROM sosq_public_groups WHERE name = $1", &[&name])
+            .await
+            .map_err(failure)?;
+    }
+    Ok(Ok(()))
 }
 
 async fn add_user(tx: &impl GenericClient, user: User) -> Result<Result<(), UserError>, String> {

@@ -149,6 +149,8 @@ macro_rules! contract {
     };
 }
 
+mod public_page;
+
 contract!(
     tokens_authenticate_their_user_only,
     a_revoked_user_is_no_longer_valid_and_its_token_fails,
