@@ -279,7 +279,7 @@ async fn an_admin_manages_users_teams_and_profiles_and_the_audit_log_says_via_co
     assert!(console
         .page("/admin/teams")
         .await
-        .contains("<li>billing</li>"));
+        .contains("<td class=\"team\">billing</td>"));
 
     let response = console
         .post(
@@ -363,4 +363,82 @@ async fn the_reports_page_draws_its_charts_from_the_cases() {
     let expert_console = Console::new(&daemon);
     expert_console.sign_in(&expert).await;
     assert_eq!(expert_console.get("/admin/reports").await.status(), 403);
+}
+
+#[tokio::test]
+async fn notes_stay_with_staff_and_the_status_page_shows_public_teams_and_the_notice() {
+    let daemon = Daemon::start(&[]);
+    let admin = daemon.add_user("root", "admin");
+    let expert = daemon.add_user("ana", "expert");
+    let (_customer, code, secret) = customer_asks(&daemon, "Eve", "slow disk").await;
+
+    let console = Console::new(&daemon);
+    console.sign_in(&expert).await;
+    let csrf = console.csrf().await;
+    let response = console
+        .post(
+            &format!("/cases/{code}/note"),
+            &[
+                ("csrf", &csrf),
+                ("reason", "called back; <b>disk</b> at 99%"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 303);
+    let page = console.page(&format!("/cases/{code}")).await;
+    assert!(page.contains("Note added."), "{page}");
+    assert!(page.contains("&lt;b&gt;disk&lt;/b&gt; at 99%"), "{page}");
+
+    let customer = Console::new(&daemon);
+    assert_eq!(
+        customer
+            .post("/case", &[("code", &code), ("secret", &secret)])
+            .await
+            .status(),
+        303
+    );
+    let follow = customer.page("/case/view").await;
+    assert!(follow.contains("asked for help"), "{follow}");
+    assert!(
+        !follow.contains("disk</b>") && !follow.contains("called back"),
+        "{follow}"
+    );
+
+    let admin_console = Console::new(&daemon);
+    admin_console.sign_in(&admin).await;
+    let csrf = hidden_value(&admin_console.page("/admin/teams").await, "csrf").unwrap();
+    let response = admin_console
+        .post(
+            "/admin/teams/general/public",
+            &[("csrf", &csrf), ("public", "true")],
+        )
+        .await;
+    assert_eq!(response.status(), 303);
+    let response = admin_console
+        .post(
+            "/admin/notice",
+            &[("csrf", &csrf), ("text", "Maintenance <tonight> 22:00")],
+        )
+        .await;
+    assert_eq!(response.status(), 303);
+    // The status page is computed at most once a second.
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    let status = loop {
+        let status = customer.page("/status?format=json").await;
+        if status.contains("Maintenance") || std::time::Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["notice"], "Maintenance <tonight> 22:00");
+    assert_eq!(status["teams"][0]["team"], "general");
+    assert_eq!(status["teams"][0]["waiting"], 1);
+    let html = customer.page("/status").await;
+    assert!(html.contains("Maintenance &lt;tonight&gt; 22:00"), "{html}");
+    let audit = admin_console.page("/admin/audit").await;
+    assert!(
+        audit.contains("notice set") && audit.contains("group public"),
+        "{audit}"
+    );
 }

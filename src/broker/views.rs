@@ -84,15 +84,16 @@ impl Broker {
         let code = self.open_code(&code.to_string())?;
         self.check_customer_owns(party, code, Some(secret))?;
         let case = &self.cases[&code];
-        let history: Vec<sosq::protocol::HistoryEntry> = case
+        let mut history: Vec<sosq::protocol::HistoryEntry> = case
             .record
             .history
             .iter()
             .rev()
+            .filter(|entry| !entry.staff_only())
             .take(entries)
-            .rev()
             .cloned()
             .collect();
+        history.reverse();
         Ok(CustomerFollow {
             info: case.info(),
             position: self.queue.position(code),

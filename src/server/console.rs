@@ -118,14 +118,24 @@ impl Shared {
         }
     }
 
-    /// The teams an admin marked public (shown on `/status`).
+    /// The teams an admin marked public (shown on `/status`); none while the users
+    /// store cannot be read (logged), since a public page must not fail for it.
     fn public_teams(&self) -> Vec<String> {
-        Vec::new()
+        self.users.public_groups().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read the public teams");
+            Vec::new()
+        })
     }
 
     /// The maintenance notice an admin set, if any.
     fn notice(&self) -> Option<String> {
-        None
+        match self.users.notice() {
+            Ok(notice) => notice.map(|n| n.text),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the maintenance notice");
+                None
+            }
+        }
     }
 
     /// The latest `limit` audit entries, newest first. Errors: the store cannot be read.

@@ -1,5 +1,5 @@
 //! The admin's account pages: users (add, with the token shown once; revoke), teams
-//! (groups), and support profiles (made here and downloaded: the file customers run
+//! (groups; which show on the public status page) and the status page's notice, and support profiles (made here and downloaded: the file customers run
 //! `sosq request --profile FILE` with). They do what `sosqd user`, `sosqd group` and
 //! `sosqd profile` do, on the same users store, and each change goes in the audit log.
 
@@ -178,17 +178,45 @@ pub async fn revoke_user(
 pub async fn teams(State(state): State<Arc<WebState>>, staff: Staff) -> Result<Markup, PageError> {
     admin_only(&staff)?;
     let groups = state.shared.users().groups().map_err(store_error)?;
+    let public = state.shared.users().public_groups().map_err(store_error)?;
+    let notice = state.shared.users().notice().map_err(store_error)?;
     let flash = state.sessions.take_flash(&staff.session);
     Ok(page(
-        "Teams",
+        "Teams and status page",
         Some(&staff.viewer()),
         flash.as_deref(),
         html! {
-            ul #teams-list { @for g in &groups { li { (g) } } }
+            table #teams-list {
+                thead { tr { th { "Team" } th { "On the public status page" } th {} } }
+                tbody {
+                    @for g in &groups {
+                        @let is_public = public.contains(g);
+                        tr {
+                            td.team { (g) }
+                            td { (if is_public { "yes" } else { "no" }) }
+                            td {
+                                form.inline method="post" action={ "/admin/teams/" (super::queue::encode(g)) "/public" } {
+                                    input type="hidden" name="csrf" value=(staff.csrf);
+                                    input type="hidden" name="public" value=(if is_public { "false" } else { "true" });
+                                    button type="submit" { (if is_public { "Hide from /status" } else { "Show on /status" }) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
             form method="post" action="/admin/teams" {
                 input type="hidden" name="csrf" value=(staff.csrf);
                 label { "New team " input type="text" name="name" required pattern="[A-Za-z0-9._-]+"; }
                 button type="submit" { "Add" }
+            }
+            h2 { "Maintenance notice" }
+            p.hint { "Shown on the public " a href="/status" { "status page" } " (also " code { "sosqd notice set TEXT" } ")." }
+            form method="post" action="/admin/notice" {
+                input type="hidden" name="csrf" value=(staff.csrf);
+                label { "Notice " input #notice type="text" name="text" size="60" value=(notice.map(|n| n.text).unwrap_or_default()); }
+                button type="submit" { "Set" }
+                span.hint { " (empty clears it)" }
             }
         },
     ))
@@ -220,6 +248,86 @@ pub async fn add_team(
     state
         .sessions
         .flash(&staff.session, format!("Added team {name}."));
+    Ok(Redirect::to("/admin/teams"))
+}
+
+/// The public-flag form.
+#[derive(Deserialize)]
+pub struct PublicFlag {
+    #[serde(default)]
+    csrf: String,
+    public: String,
+}
+
+/// `POST /admin/teams/{name}/public`: shows or hides a team's queue on `/status`.
+pub async fn set_public(
+    State(state): State<Arc<WebState>>,
+    staff: Staff,
+    Path(name): Path<String>,
+    Form(form): Form<PublicFlag>,
+) -> Result<Redirect, PageError> {
+    staff.check_csrf(&form.csrf)?;
+    admin_only(&staff)?;
+    let public = form.public == "true";
+    state
+        .shared
+        .users()
+        .set_group_public(&name, public)
+        .map_err(store_error)?;
+    let action = if public {
+        "group public"
+    } else {
+        "group private"
+    };
+    state
+        .shared
+        .audit(&staff.caller.actor(), action, name.clone())
+        .await
+        .map_err(|e| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let shown = if public { "shows" } else { "no longer shows" };
+    state.sessions.flash(
+        &staff.session,
+        format!("The status page {shown} team {name}."),
+    );
+    Ok(Redirect::to("/admin/teams"))
+}
+
+/// The notice form.
+#[derive(Deserialize)]
+pub struct NoticeForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    text: String,
+}
+
+/// `POST /admin/notice`: sets (or, empty, clears) the status page's maintenance notice.
+pub async fn set_notice(
+    State(state): State<Arc<WebState>>,
+    staff: Staff,
+    Form(form): Form<NoticeForm>,
+) -> Result<Redirect, PageError> {
+    staff.check_csrf(&form.csrf)?;
+    admin_only(&staff)?;
+    let text = Some(form.text.trim()).filter(|t| !t.is_empty());
+    state.shared.users().set_notice(text).map_err(store_error)?;
+    let (action, selector) = match text {
+        Some(text) => ("notice set", text.to_string()),
+        None => ("notice clear", String::new()),
+    };
+    state
+        .shared
+        .audit(&staff.caller.actor(), action, selector)
+        .await
+        .map_err(|e| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    state.sessions.flash(
+        &staff.session,
+        if text.is_some() {
+            "Notice set."
+        } else {
+            "Notice cleared."
+        },
+    );
     Ok(Redirect::to("/admin/teams"))
 }
 

@@ -1,7 +1,7 @@
 //! A case's page for staff: its state, who is online, its timings, its whole history
 //! (paged), and the actions: take it (assign it to oneself; the session itself runs in the
 //! native client, so the page shows the `sosq connect` command to copy), assign, transfer,
-//! escalate with a reason, close, add a note. Each action is the wire's request for it.
+//! escalate with a reason, close, add a note (staff only: never shown to the customer). Each action is the wire's request for it.
 
 use std::sync::Arc;
 
@@ -115,6 +115,11 @@ fn actions(case: &CaseInfo, staff: &Staff) -> Markup {
                     button type="submit" { "Take it" }
                     span.hint { " assigns it to you; then run the command above" }
                 }
+            }
+            form method="post" action=(action("note")) {
+                input type="hidden" name="csrf" value=(staff.csrf);
+                label { "Note " input type="text" name="reason" required size="50" placeholder="staff only; the customer never sees it" aria-label="note"; }
+                button type="submit" { "Add note" }
             }
             @if open {
                 form method="post" action=(action("assign")) {
@@ -242,6 +247,10 @@ pub async fn act(
             code: code.clone(),
             resume_secret: None,
         },
+        "note" => Request::Note {
+            code: code.clone(),
+            text: form.reason.clone(),
+        },
         _ => {
             return Err(PageError::new(
                 StatusCode::NOT_FOUND,
@@ -267,6 +276,7 @@ pub async fn act(
             "assign" => format!("Assigned to {}.", form.assignee()?),
             "transfer" => format!("Transferred to {}.", form.assignee()?),
             "escalate" => format!("Priority is now {}.", form.priority),
+            "note" => "Note added.".to_string(),
             _ => "Closed.".to_string(),
         },
     };

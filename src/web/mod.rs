@@ -124,6 +124,8 @@ pub fn router(state: Arc<WebState>) -> Router {
             "/admin/teams",
             get(accounts::teams).post(accounts::add_team),
         )
+        .route("/admin/teams/{name}/public", post(accounts::set_public))
+        .route("/admin/notice", post(accounts::set_notice))
         .route(
             "/admin/profiles",
             get(accounts::profiles).post(accounts::download_profile),
