@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::Redirect;
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use maud::{html, Markup};
 use serde::Deserialize;
@@ -220,7 +220,7 @@ pub async fn act(
     staff: Staff,
     Path((code, action)): Path<(String, String)>,
     Form(form): Form<ActionForm>,
-) -> Result<Redirect, PageError> {
+) -> Result<Response, PageError> {
     staff.check_csrf(&form.csrf)?;
     let request = match action.as_str() {
         "take" => Request::Assign {
@@ -261,13 +261,20 @@ pub async fn act(
     let done = match state.run(&staff.caller, request).await {
         Reply::Error(e) => return Err(PageError::from_reply(e.kind, e.message)),
         Reply::Redirect(redirect) => {
-            return Err(PageError::new(
-                StatusCode::MISDIRECTED_REQUEST,
-                format!(
-                    "this case is served by the cluster node at {}; open its console there",
-                    redirect.address
-                ),
-            ))
+            // The case's parties are connected to another node of the cluster, which
+            // alone may change it; its console is at the same port number (web_listen's
+            // default). Console sessions live in each node's memory: sign in there.
+            let there = format!("https://{}/cases/{}", redirect.address, code.trim());
+            let body = page(
+                "On another node",
+                Some(&staff.viewer()),
+                None,
+                html! {
+                    p.warning role="alert" { "Case " (code) " is served by the cluster node at " (redirect.address) ", which alone may change it." }
+                    p { a #home-node href=(there) { "Open case " (code) " on that node's console" } " (sign in there with your token), or run the action with " code { "sosq" } ", which follows the node by itself." }
+                },
+            );
+            return Ok((StatusCode::MISDIRECTED_REQUEST, body).into_response());
         }
         _ => match action.as_str() {
             "take" => format!(
@@ -282,8 +289,5 @@ pub async fn act(
     };
     state.sessions.flash(&staff.session, done);
     let code = code.trim().to_string();
-    Ok(Redirect::to(&format!(
-        "/cases/{}",
-        super::queue::encode(&code)
-    )))
+    Ok(Redirect::to(&format!("/cases/{}", super::queue::encode(&code))).into_response())
 }

@@ -1,0 +1,99 @@
+//! The web console on a cluster node (issue 15: "works on a single node and on any node of
+//! a cluster"): a customer asks for help on one node, and an expert signed in to another
+//! node's console sees the case in the queue and opens its page; changing it is for the
+//! node its customer is connected to, whose console the page links to, and works there as
+//! on one node. Skipped in one line without `SOSQ_TEST_DATABASE_URL`.
+
+mod common;
+
+use common::cluster::{wait_until, Cluster};
+use common::postgres::FreshDatabase;
+use common::web::Console;
+use common::PATIENCE;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_on_any_node_shows_and_works_the_shared_queue() {
+    let Some(db) = FreshDatabase::create() else {
+        return;
+    };
+    let cluster = Cluster::start(2, db.url(), "");
+    let expert = cluster.add_user("ana", "expert");
+    let mut customer = cluster.session(
+        &[0],
+        None,
+        &["request", "--name", "Fay", "--description", "mail"],
+    );
+    let attached = customer.expect_event("attached");
+    let code = attached["code"].as_str().expect("a code").to_string();
+
+    let console = Console::new(cluster.node(1).daemon());
+    console.sign_in(&expert).await;
+    // The shared queue reaches the other node's console.
+    let mut queue = String::new();
+    for _ in 0..(PATIENCE.as_millis() / 200) {
+        queue = console.page("/queue").await;
+        if queue.contains(&code) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(queue.contains(&code) && queue.contains("Fay"), "{queue}");
+
+    let page = console.page(&format!("/cases/{code}")).await;
+    assert!(page.contains("Fay") && page.contains("mail"), "{page}");
+    let csrf = console.csrf().await;
+    // n2 may not change a case whose customer is connected to n1: its page says so and
+    // links to the case on n1's console, where the same token signs in.
+    let response = console
+        .post(&format!("/cases/{code}/take"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(response.status(), 421);
+    let page = response.text().await.unwrap();
+    let home = cluster.node(0).daemon().console_url();
+    assert!(
+        page.contains(&format!("href=\"{home}/cases/{code}\"")),
+        "{page}"
+    );
+    let console = Console::new(cluster.node(0).daemon());
+    console.sign_in(&expert).await;
+    let csrf = console.csrf().await;
+    let response = console
+        .post(&format!("/cases/{code}/take"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(
+        response.status(),
+        303,
+        "{}",
+        response.text().await.unwrap_or_default()
+    );
+    let response = console
+        .post(
+            &format!("/cases/{code}/note"),
+            &[("csrf", &csrf), ("reason", "taken on n2")],
+        )
+        .await;
+    assert_eq!(
+        response.status(),
+        303,
+        "{}",
+        response.text().await.unwrap_or_default()
+    );
+    let status = wait_until("the case is assigned to ana", PATIENCE, || {
+        let status = cluster.json(&[0], Some(&expert), &["status", &code]);
+        (status["assigned_to"] == "ana").then_some(status)
+    });
+    assert_eq!(status["state"], "pending");
+    let history = cluster.json(&[0], Some(&expert), &["history", &code]);
+    let notes: Vec<_> = history["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "note")
+        .collect();
+    assert_eq!(notes.len(), 1, "{history}");
+    assert!(notes[0]["address"]
+        .as_str()
+        .unwrap()
+        .ends_with("via console"));
+    customer.finish();
+}
