@@ -298,6 +298,20 @@ fn sighup_serves_a_new_certificate_to_new_clients_while_old_connections_go_on() 
     assert!(!stale.status.success());
     assert!(stderr(&stale).contains("fingerprint"), "{}", stderr(&stale));
 
+    // The web console serves the new certificate too.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let console = common::web::Console::pinned(&daemon, &new);
+        assert_eq!(console.page("/healthz").await, "ok\n");
+        let stale = common::web::Console::pinned(&daemon, &old);
+        let refused = stale
+            .http
+            .get(format!("{}/healthz", stale.base))
+            .send()
+            .await;
+        assert!(refused.is_err(), "the old certificate is no longer served");
+    });
+
     // The session made under the old certificate carries on, never reconnected.
     still_relays(&mut customer, &mut pulled, 3);
     assert_never_reconnected(&customer);

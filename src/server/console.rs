@@ -151,6 +151,19 @@ impl Shared {
 }
 
 impl Shared {
+    /// The console's HTTPS setup in force (`None` while the console is off).
+    pub(crate) fn web_tls(&self) -> Option<std::sync::Arc<rustls::ServerConfig>> {
+        self.web_tls
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts a console HTTPS setup in force: new connections use it, open ones keep theirs.
+    pub(crate) fn set_web_tls(&self, tls: std::sync::Arc<rustls::ServerConfig>) {
+        *self.web_tls.write().unwrap_or_else(|p| p.into_inner()) = Some(tls);
+    }
+
     /// The experts, admins and teams (the console's admin pages manage them, as
     /// `sosqd user` and `sosqd group` do).
     pub(crate) fn users(&self) -> &crate::store::users::UserDirectory {

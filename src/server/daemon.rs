@@ -160,8 +160,9 @@ impl Server {
             .map(|listener| tokio::spawn(metrics::serve(self.shared.clone(), listener)));
         let web = self.web.take().and_then(|(listener, tls)| {
             let listener = tokio::net::TcpListener::from_std(listener).ok()?;
+            self.shared.set_web_tls(tls);
             let state = crate::web::WebState::new(self.shared.clone());
-            Some(tokio::spawn(crate::web::serve(state, listener, tls)))
+            Some(tokio::spawn(crate::web::serve(state, listener)))
         });
         let admission = self.shared.admission.clone();
         let retention = tokio::spawn(retention::run(self.shared.clone()));

@@ -129,6 +129,9 @@ pub struct Shared {
     /// Where cases are served: this node alone, or a node of a cluster (see
     /// [`placement`]).
     placement: Arc<dyn Placement>,
+    /// The web console's HTTPS setup while the console is on; a reload with a new
+    /// certificate swaps it, as it does the QUIC endpoint's.
+    web_tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
 }
 
 impl Shared {
@@ -203,6 +206,7 @@ impl Shared {
             shutting_down: AtomicBool::new(false),
             endpoint_gate: Mutex::new(()),
             placement,
+            web_tls: RwLock::new(None),
         })
     }
 

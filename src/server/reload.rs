@@ -135,8 +135,18 @@ impl Reloader {
 
         let mut report = ReloadReport::default();
         if let Some(server_config) = new_tls {
+            let web_tls = match self.shared.web_tls() {
+                Some(_) => Some(
+                    crate::web::tls_config(&identity)
+                        .map_err(|e| crate::transport::TlsError::Generate(e.to_string()))?,
+                ),
+                None => None,
+            };
             let swapped = self.shared.unless_shutting_down(|| {
                 self.endpoint.set_server_config(Some(server_config));
+                if let Some(web_tls) = web_tls {
+                    self.shared.set_web_tls(web_tls);
+                }
             });
             if !swapped {
                 return Err(ServerError::ShuttingDown);

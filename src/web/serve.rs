@@ -38,9 +38,10 @@ pub fn tls_config(identity: &Identity) -> Result<Arc<rustls::ServerConfig>, WebE
     Ok(Arc::new(tls))
 }
 
-/// Serves the console on `listener` until the task is aborted.
-pub async fn serve(state: Arc<WebState>, listener: TcpListener, tls: Arc<rustls::ServerConfig>) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+/// Serves the console on `listener` until the task is aborted, each connection with the
+/// HTTPS setup in force when it arrives (a reload may swap the certificate).
+pub async fn serve(state: Arc<WebState>, listener: TcpListener) {
+    let shared = state.shared.clone();
     let app = router(state);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -56,7 +57,10 @@ pub async fn serve(state: Arc<WebState>, listener: TcpListener, tls: Arc<rustls:
                 continue;
             }
         };
-        let acceptor = acceptor.clone();
+        let Some(tls) = shared.web_tls() else {
+            return;
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
         let app = app.clone();
         tokio::spawn(async move {
             let _slot = slot;

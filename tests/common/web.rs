@@ -17,7 +17,12 @@ pub struct Console {
 impl Console {
     /// A client of `daemon`'s console with an empty cookie jar.
     pub fn new(daemon: &Daemon) -> Console {
-        let verifier = sosq::tls::PinnedServerCert::new(daemon.fingerprint.clone());
+        Console::pinned(daemon, &daemon.fingerprint)
+    }
+
+    /// A client of `daemon`'s console that trusts only the certificate `fingerprint`.
+    pub fn pinned(daemon: &Daemon, fingerprint: &str) -> Console {
+        let verifier = sosq::tls::PinnedServerCert::new(fingerprint.to_string());
         let mut tls = rustls::ClientConfig::builder_with_provider(sosq::tls::crypto_provider())
             .with_safe_default_protocol_versions()
             .expect("TLS versions")
