@@ -383,6 +383,7 @@ impl Sim {
             name: caller.name.clone(),
             user: None,
             address: std::net::SocketAddr::from(([127, 0, 0, 1], 4433)),
+            channel: sosqd::server::Channel::Quic,
         };
         let mut out = Vec::new();
         let result: Result<Answer, BrokerError> = match commands::route(&request) {

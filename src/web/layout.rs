@@ -119,7 +119,7 @@ impl PageError {
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         let body = page(
-            &format!("{}", self.status.canonical_reason().unwrap_or("Error")),
+            self.status.canonical_reason().unwrap_or("Error"),
             None,
             None,
             html! {

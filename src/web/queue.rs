@@ -29,10 +29,9 @@ const LIVE_TICK: Duration = Duration::from_secs(1);
 
 /// Waits for the queue to change or for [`LIVE_TICK`], whichever comes first.
 pub async fn wait_for_change(changes: &mut tokio::sync::watch::Receiver<u64>) {
-    match tokio::time::timeout(LIVE_TICK, changes.changed()).await {
-        // The daemon is going away: no more changes, only the tick.
-        Ok(Err(_)) => tokio::time::sleep(LIVE_TICK).await,
-        Ok(Ok(())) | Err(_) => {}
+    // A change or the tick: done. The daemon going away (no more changes): only the tick.
+    if let Ok(Err(_)) = tokio::time::timeout(LIVE_TICK, changes.changed()).await {
+        tokio::time::sleep(LIVE_TICK).await;
     }
 }
 
