@@ -340,8 +340,8 @@ pub fn peer(parts: &Parts) -> SocketAddr {
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
 }
 
-/// Refuses a state-changing request sent by another site: its `Origin` (or, without one,
-/// `Sec-Fetch-Site`) must be this console. The CSRF token is the main defence; this one
+/// Refuses a state-changing request sent by another site: its `Origin` (or, without one or
+/// with `Origin: null`, `Sec-Fetch-Site`) must be this console. The CSRF token is the main defence; this one
 /// also covers the sign-in form, which has no session yet.
 pub async fn same_origin(request: axum::extract::Request, next: Next) -> Response {
     if matches!(*request.method(), Method::GET | Method::HEAD) {
@@ -352,12 +352,14 @@ pub async fn same_origin(request: axum::extract::Request, next: Next) -> Respons
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
     let cross_site = match headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        // Browsers send `Origin: null` with the console's own forms, whose pages say
+        // `Referrer-Policy: no-referrer` (and so does another site's page saying the same):
+        // then only the browser's `Sec-Fetch-Site` can vouch for the request.
+        Some("null") => fetch_site != Some("same-origin"),
         Some(origin) => host.is_none_or(|host| origin != format!("https://{host}")),
-        None => headers
-            .get("sec-fetch-site")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|site| site == "cross-site"),
+        None => fetch_site.is_some_and(|site| site == "cross-site"),
     };
     if cross_site {
         return PageError::new(
