@@ -144,6 +144,11 @@ fn answers_status(port: u16) -> bool {
     }
 }
 
+/// Whether a WebDriver command failed because its element left the page.
+fn is_stale(error: &CmdError) -> bool {
+    matches!(error, CmdError::Standard(e) if e.error == fantoccini::error::ErrorStatus::StaleElementReference)
+}
+
 /// Kills `child`'s whole process group (chromedriver and the browser it started) and
 /// reaps `child`.
 fn kill_group(child: &mut Child) {
@@ -349,10 +354,22 @@ impl Browser {
         )
     }
 
-    /// Clicks the element matching `css` (waiting for it to be there).
+    /// Clicks the element matching `css` (waiting for it to be there). A live table may
+    /// replace the element between finding and clicking it: then it is found again.
     pub fn click(&self, css: &str) {
-        let element = self.find(css);
-        self.run(&format!("click {css}"), element.click());
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let element = self.find(css);
+            let clicked = self
+                .rt
+                .block_on(async { tokio::time::timeout(PATIENCE, element.click()).await });
+            match clicked {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) if is_stale(&e) && Instant::now() < deadline => continue,
+                Ok(Err(e)) => panic!("click {css}: {e}"),
+                Err(_) => panic!("click {css}: WebDriver did not answer"),
+            }
+        }
     }
 
     /// Types `text` into the field matching `css`, after clearing it.
@@ -397,7 +414,7 @@ impl Browser {
         let described = self.js(
             "const e = document.activeElement; if (!e) return ''; \
              return [e.tagName.toLowerCase(), e.getAttribute('href') || '', e.id || '', \
-                     e.getAttribute('name') || '', (e.innerText || e.value || '').trim()].join(' | ');",
+                     e.getAttribute('name') || '', (e.innerText || e.value || '').trim().slice(0, 80)].join(' | ');",
             vec![],
         );
         described.as_str().unwrap_or_default().to_string()
