@@ -27,12 +27,18 @@ use serde_json::{json, Value};
 
 use super::{Daemon, PATIENCE};
 
-/// Where the Debian packages `chromium` and `chromium-driver` put their programs.
+/// Where the Debian packages `chromium` and `chromium-driver` put their programs
+/// (`SOSQ_TEST_CHROMIUM` and `SOSQ_TEST_CHROMEDRIVER` name others).
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
-/// `path` if it exists, else the program `name` found on `PATH`.
-fn program(path: &str, name: &str) -> Option<PathBuf> {
+/// The program named by the environment variable `var` if it is set (an existing file, or
+/// none), else `path` if it exists, else `name` found on `PATH`.
+fn program(var: &str, path: &str, name: &str) -> Option<PathBuf> {
+    if let Some(given) = std::env::var_os(var) {
+        let given = PathBuf::from(given);
+        return given.is_file().then_some(given);
+    }
     if Path::new(path).exists() {
         return Some(PathBuf::from(path));
     }
@@ -184,13 +190,16 @@ impl Browser {
     /// A browser on `daemon`'s console for the test `test`; `None` (after one line saying
     /// why) when this machine has no chromedriver or Chromium, so the test passes skipped.
     pub fn open(daemon: &Daemon, test: &str) -> Option<Browser> {
-        let Some(chromedriver) = program(CHROMEDRIVER, "chromedriver") else {
-            eprintln!("skipped {test}: chromedriver is missing (apt-get install chromium chromium-driver)");
+        let Some(chromedriver) = program("SOSQ_TEST_CHROMEDRIVER", CHROMEDRIVER, "chromedriver")
+        else {
+            eprintln!(
+                "skipped browser test {test}: chromedriver is missing (apt-get install chromium chromium-driver)"
+            );
             return None;
         };
-        let Some(chromium) = program(CHROMIUM, "chromium") else {
+        let Some(chromium) = program("SOSQ_TEST_CHROMIUM", CHROMIUM, "chromium") else {
             eprintln!(
-                "skipped {test}: chromium is missing (apt-get install chromium chromium-driver)"
+                "skipped browser test {test}: chromium is missing (apt-get install chromium chromium-driver)"
             );
             return None;
         };
@@ -292,6 +301,17 @@ impl Browser {
     /// Runs `script` in the page with `args`; its return value.
     pub fn js(&self, script: &str, args: Vec<Value>) -> Value {
         self.run("run a script", self.client().execute(script, args))
+    }
+
+    /// Marks the page shown, to tell later whether it is still the same page (no reload,
+    /// no navigation): [`Browser::is_marked_page`].
+    pub fn mark_page(&self) {
+        self.js("window.sosqTestMark = true;", vec![]);
+    }
+
+    /// Whether the page shown is the one [`Browser::mark_page`] marked.
+    pub fn is_marked_page(&self) -> bool {
+        self.js("return window.sosqTestMark === true;", vec![]) == Value::Bool(true)
     }
 
     /// The text of the first element matching `css`, if there is one.
