@@ -9,9 +9,11 @@
 //! Without chromedriver and Chromium (`apt-get install chromium chromium-driver`) each test
 //! says in one line that it was skipped, and passes.
 
+#[path = "common/browser.rs"]
+mod browser;
 mod common;
 
-use common::browser::Browser;
+use browser::Browser;
 use common::{Daemon, Session};
 use fantoccini::key::Key;
 

@@ -8,8 +8,13 @@
 //! `https://localhost:PORT`, a name the certificate carries (src/transport/tls.rs).
 //!
 //! The calls are blocking (each runs on the browser's own small runtime), like the rest of
-//! the suite's harness, so a test can mix them with [`super::Session`] and friends. Every
+//! the suite's harness, so a test can mix them with [`crate::common::Session`] and friends. Every
 //! wait is for something to show up in the page, bounded by [`PATIENCE`] only to stop a hang.
+//!
+//! Only tests/browser.rs includes it (`#[path]`), so the rest of the suite neither builds
+//! nor links the WebDriver client.
+
+#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -25,7 +30,7 @@ use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
-use super::{Daemon, PATIENCE};
+use crate::common::{Daemon, PATIENCE};
 
 /// Where the Debian packages `chromium` and `chromium-driver` put their programs
 /// (`SOSQ_TEST_CHROMIUM` and `SOSQ_TEST_CHROMEDRIVER` name others).

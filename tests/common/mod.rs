@@ -6,7 +6,6 @@
 
 #![allow(dead_code)]
 
-pub mod browser;
 pub mod cluster;
 pub mod fake_node;
 pub mod postgres;
