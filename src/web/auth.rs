@@ -525,3 +525,51 @@ impl axum::extract::OptionalFromRequestParts<Arc<WebState>> for Staff {
             .ok())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use axum::routing::post;
+    use axum::Router;
+    use tower::ServiceExt;
+
+    /// The status a POST to the console at `localhost:8443` gets through [`super::same_origin`]
+    /// with these `Origin` and `Sec-Fetch-Site` headers.
+    async fn post_with(origin: Option<&str>, fetch_site: Option<&str>) -> StatusCode {
+        let app = Router::new()
+            .route("/signin", post(|| async { "ok" }))
+            .layer(axum::middleware::from_fn(super::same_origin));
+        let mut request = Request::post("/signin").header("host", "localhost:8443");
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        if let Some(site) = fetch_site {
+            request = request.header("sec-fetch-site", site);
+        }
+        app.oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+            .status()
+    }
+
+    #[tokio::test]
+    async fn a_form_of_the_console_passes_and_another_sites_is_refused() {
+        let ok = StatusCode::OK;
+        let refused = StatusCode::FORBIDDEN;
+        assert_eq!(post_with(Some("https://localhost:8443"), None).await, ok);
+        assert_eq!(
+            post_with(Some("https://evil.example"), Some("same-origin")).await,
+            refused
+        );
+        // What Chromium sends with the console's own forms under `no-referrer`.
+        assert_eq!(post_with(Some("null"), Some("same-origin")).await, ok);
+        // `Origin: null` from anywhere else, or with nothing to vouch for it.
+        assert_eq!(post_with(Some("null"), Some("cross-site")).await, refused);
+        assert_eq!(post_with(Some("null"), Some("same-site")).await, refused);
+        assert_eq!(post_with(Some("null"), None).await, refused);
+        // No Origin at all (not a browser): only a browser saying cross-site is refused.
+        assert_eq!(post_with(None, None).await, ok);
+        assert_eq!(post_with(None, Some("cross-site")).await, refused);
+    }
+}
