@@ -176,11 +176,14 @@ fn the_csv_export_guards_a_customer_name_a_spreadsheet_would_run_as_a_formula() 
     let daemon = Daemon::start(&[]);
     let admin = daemon.add_user("root", "admin");
     let customer = request(&daemon, "=HYPERLINK(\"x\")", "formula");
-    let Some(browser) = Browser::open(&daemon, "csv") else {
+    let Some(mut browser) = Browser::open(&daemon, "csv") else {
         return;
     };
     browser.sign_in(&admin);
-    browser.wait_for_text("#cases", &customer.code);
+    // On the page the name is text, shown as typed.
+    let table = browser.wait_for_text("#cases", &customer.code);
+    assert!(table.contains("=HYPERLINK(\"x\")"), "{table}");
+    browser.screenshot("admin-cases");
     let (status, csv) = browser.fetch("/admin/cases.csv");
     assert_eq!(status, 200, "{csv}");
     let row = csv
