@@ -362,8 +362,8 @@ pub fn peer(parts: &Parts) -> SocketAddr {
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
 }
 
-/// Refuses a state-changing request sent by another site: its `Origin` (or, without one,
-/// `Sec-Fetch-Site`) must be this console. The CSRF token is the main defence; this one
+/// Refuses a state-changing request sent by another site: its `Origin` (or, without one or
+/// with `Origin: null`, `Sec-Fetch-Site`) must be this console. The CSRF token is the main defence; this one
 /// also covers the sign-in form, which has no session yet.
 pub async fn same_origin(request: axum::extract::Request, next: Next) -> Response {
     if matches!(*request.method(), Method::GET | Method::HEAD) {
@@ -374,12 +374,14 @@ pub async fn same_origin(request: axum::extract::Request, next: Next) -> Respons
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
     let cross_site = match headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        // Browsers send `Origin: null` with the console's own forms, whose pages say
+        // `Referrer-Policy: no-referrer` (and so does another site's page saying the same):
+        // then only the browser's `Sec-Fetch-Site` can vouch for the request.
+        Some("null") => fetch_site != Some("same-origin"),
         Some(origin) => host.is_none_or(|host| origin != format!("https://{host}")),
-        None => headers
-            .get("sec-fetch-site")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|site| site == "cross-site"),
+        None => fetch_site.is_some_and(|site| site == "cross-site"),
     };
     if cross_site {
         return PageError::new(
@@ -547,5 +549,53 @@ impl axum::extract::OptionalFromRequestParts<Arc<WebState>> for Staff {
                 .await
                 .ok(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use axum::routing::post;
+    use axum::Router;
+    use tower::ServiceExt;
+
+    /// The status a POST to the console at `localhost:8443` gets through [`super::same_origin`]
+    /// with these `Origin` and `Sec-Fetch-Site` headers.
+    async fn post_with(origin: Option<&str>, fetch_site: Option<&str>) -> StatusCode {
+        let app = Router::new()
+            .route("/signin", post(|| async { "ok" }))
+            .layer(axum::middleware::from_fn(super::same_origin));
+        let mut request = Request::post("/signin").header("host", "localhost:8443");
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        if let Some(site) = fetch_site {
+            request = request.header("sec-fetch-site", site);
+        }
+        app.oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+            .status()
+    }
+
+    #[tokio::test]
+    async fn a_form_of_the_console_passes_and_another_sites_is_refused() {
+        let ok = StatusCode::OK;
+        let refused = StatusCode::FORBIDDEN;
+        assert_eq!(post_with(Some("https://localhost:8443"), None).await, ok);
+        assert_eq!(
+            post_with(Some("https://evil.example"), Some("same-origin")).await,
+            refused
+        );
+        // What Chromium sends with the console's own forms under `no-referrer`.
+        assert_eq!(post_with(Some("null"), Some("same-origin")).await, ok);
+        // `Origin: null` from anywhere else, or with nothing to vouch for it.
+        assert_eq!(post_with(Some("null"), Some("cross-site")).await, refused);
+        assert_eq!(post_with(Some("null"), Some("same-site")).await, refused);
+        assert_eq!(post_with(Some("null"), None).await, refused);
+        // No Origin at all (not a browser): only a browser saying cross-site is refused.
+        assert_eq!(post_with(None, None).await, ok);
+        assert_eq!(post_with(None, Some("cross-site")).await, refused);
     }
 }

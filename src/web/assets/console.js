@@ -9,7 +9,17 @@ function live(element, eventName, target) {
   const state = document.getElementById("live-state");
   const source = new EventSource(url);
   source.addEventListener(eventName, (event) => {
+    // Someone working by keyboard keeps its place: the link or control that had the focus
+    // inside the table gets it back in the new rows (same href, else same id).
+    const focused = target.contains(document.activeElement) ? document.activeElement : null;
+    const href = focused && focused.getAttribute("href");
+    const id = focused && focused.id;
     target.innerHTML = event.data;
+    if (focused) {
+      const again = Array.from(target.querySelectorAll("[href], [id]")).find((e) =>
+        href ? e.getAttribute("href") === href : id && e.id === id);
+      if (again) again.focus();
+    }
     if (state) state.textContent = "Live: this table updates by itself.";
   });
   source.addEventListener("signedout", () => {
