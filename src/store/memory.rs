@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard};
 use sosq::protocol::Timestamp;
 use sosq::SessionCode;
 
-use super::{CaseStore, CommitReport, CommitTicket, StoreError};
+use super::{AuditRecord, CaseStore, CommitReport, CommitTicket, StoreError};
 use crate::broker::{AuditEntry, CaseRecord, CaseSelection, Persist};
 
 #[derive(Default)]
@@ -110,6 +110,18 @@ impl CaseStore for MemoryStore {
         Ok(found)
     }
 
+    fn count(&self, selection: &CaseSelection, cap: u64) -> Result<u64, StoreError> {
+        let cap = usize::try_from(cap).unwrap_or(usize::MAX);
+        let tables = self.locked()?;
+        let found = tables
+            .cases
+            .values()
+            .filter(|record| selection.matches(record))
+            .take(cap)
+            .count();
+        Ok(found as u64)
+    }
+
     fn load_open(&self) -> Result<Vec<CaseRecord>, StoreError> {
         Ok(self
             .locked()?
@@ -147,5 +159,29 @@ impl CaseStore for MemoryStore {
 
     fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError> {
         Ok(self.locked()?.audit.clone())
+    }
+
+    fn audit_page(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        // An entry's id is its place in the log, from 1 (like SQLite's first rowid).
+        let tables = self.locked()?;
+        let end = before.map_or(tables.audit.len(), |before| {
+            usize::try_from(before.saturating_sub(1))
+                .unwrap_or(usize::MAX)
+                .min(tables.audit.len())
+        });
+        Ok(tables.audit[..end]
+            .iter()
+            .enumerate()
+            .rev()
+            .take(limit)
+            .map(|(index, entry)| AuditRecord {
+                id: index as u64 + 1,
+                entry: entry.clone(),
+            })
+            .collect())
     }
 }

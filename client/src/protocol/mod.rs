@@ -26,7 +26,9 @@ pub use paging::*;
 /// 4: history entries carry their kind and a structured actor.
 /// 5: the welcome carries the daemon's protocol version too (the hello carries it both
 /// ways), so either side can say which one to upgrade.
-pub const PROTOCOL_VERSION: u16 = 6;
+/// 7: a case filter also selects by team, priority, creation and closing time ranges and
+/// text, and `Cases` takes a whole filter instead of a state.
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// What to tell a user whose client and daemon speak different protocol versions: which
 /// side is older and so needs upgrading. Both the daemon's refusal and the client's check
@@ -154,10 +156,10 @@ pub enum Request {
         /// To whom.
         to: Assignee,
     },
-    /// Admin: one page of the stored cases, oldest first, optionally in one state.
+    /// Admin: one page of the stored cases matching a filter, oldest first.
     Cases {
-        /// Only cases in this state.
-        state: Option<CaseState>,
+        /// Which cases (every given field must match; empty: every case).
+        filter: CaseFilter,
         /// Start after this case (from the previous page's `next`); none: from the oldest.
         after: Option<CasesCursor>,
         /// Most cases wanted (0: the default; see [`page_items`]).
