@@ -128,7 +128,10 @@ fn measure(name: &str, store: &dyn CaseStore) {
         ("first page of 100, state closed + team", filtered),
         ("first page of 100, text \"vpn\" (1 case in 1,000)", texted),
         ("count state closed, capped at 100,000", counted),
-        ("export 100,000 cases by creation range, pages of 1,000", export),
+        (
+            "export 100,000 cases by creation range, pages of 1,000",
+            export,
+        ),
     ] {
         println!(
             "{what:<52} {:>12} {:>10.1}",

@@ -34,6 +34,7 @@ mod intake;
 mod lifecycle;
 mod pairing;
 mod presence;
+mod selection;
 
 // ----- fixtures ------------------------------------------------------------------------
 
