@@ -136,9 +136,10 @@ pub struct CommitReport {
 /// The cap a caller passes to [`CaseStore::count`] unless it has a reason for another:
 /// the web console's admin table shows "100,000+" past it. 100,000 is about what one bulk
 /// delete by filter removes in bounded time (`DELETE_STEP` steps of 500 in
-/// `server::dispatch`; 100,000 cases took the store writer about 18 s), and counting that
-/// many index entries stays well under a page's budget (`benches/cases_filter.rs`
-/// measures it against a plain page).
+/// `server::dispatch`; 100,000 cases took the store writer about 18 s), and a count that
+/// reaches it costs tens of milliseconds, not seconds: with 1,000,000 cases stored,
+/// `benches/cases_filter.rs` counted 100,000 closed cases in about 7 ms on SQLite (44
+/// times the first unfiltered page) and 29 ms on PostgreSQL (99 times).
 pub const DEFAULT_COUNT_CAP: u64 = 100_000;
 
 /// One audit entry with its place in the log.
