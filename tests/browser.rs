@@ -156,8 +156,13 @@ fn an_admin_deletes_every_closed_case_after_a_confirmation_naming_the_filter() {
     );
     browser.screenshot("admin-cases-closed");
 
+    let count = browser.wait_for_text("#match-count", "match");
+    assert!(
+        count.starts_with("2 case(s) match: state closed"),
+        "{count}"
+    );
     browser.click("#delete-form button[name=scope][value=all]");
-    let warning = browser.wait_for_text("main", "Delete every case matching");
+    let warning = browser.wait_for_text("#confirm-what", "Delete all 2 case(s) matching");
     assert!(warning.contains("state closed"), "{warning}");
     browser.screenshot("confirm-delete");
 

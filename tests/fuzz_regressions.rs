@@ -277,10 +277,10 @@ fn regenerate_structured_seeds() {
             hello(Some("ad")),
             req(Request::Delete(DeleteSelector::Filter(CaseFilter {
                 state: Some(CaseState::Pending),
-                older_than_ms: None,
+                ..CaseFilter::default()
             }))),
             req(Request::Cases {
-                state: None,
+                filter: Default::default(),
                 after: None,
                 limit: 0,
             }),
@@ -300,7 +300,7 @@ fn regenerate_structured_seeds() {
             status("@0", None),
             req(Request::Delete(DeleteSelector::Codes(vec![code(0)]))),
             req(Request::Cases {
-                state: None,
+                filter: Default::default(),
                 after: None,
                 limit: 0,
             }),

@@ -97,7 +97,7 @@ async fn the_authorization_matrix_holds_cell_by_cell() {
             (
                 "cases",
                 Request::Cases {
-                    state: None,
+                    filter: Default::default(),
                     after: None,
                     limit: 0,
                 },
@@ -206,7 +206,7 @@ async fn a_request_pipelined_behind_a_refused_hello_is_never_run() {
         .expect("admin");
     match admin
         .request(Request::Cases {
-            state: None,
+            filter: Default::default(),
             after: None,
             limit: 0,
         })

@@ -54,7 +54,7 @@ async fn every_role_is_refused_what_it_may_not_do() {
             working_queue: false,
         },
         Request::Cases {
-            state: None,
+            filter: Default::default(),
             after: None,
             limit: 0,
         },
@@ -69,7 +69,7 @@ async fn every_role_is_refused_what_it_may_not_do() {
     for request in [
         sos(),
         Request::Cases {
-            state: None,
+            filter: Default::default(),
             after: None,
             limit: 0,
         },
@@ -101,7 +101,7 @@ async fn every_role_is_refused_what_it_may_not_do() {
         matches!(expert.request(Request::Queue { after: None, limit: 0 }).await, Ok(Reply::Queue(q)) if q.entries.is_empty())
     );
     assert!(
-        matches!(admin.request(Request::Cases { state: None, after: None, limit: 0 }).await, Ok(Reply::Cases(c)) if c.cases.is_empty())
+        matches!(admin.request(Request::Cases { filter: Default::default(), after: None, limit: 0 }).await, Ok(Reply::Cases(c)) if c.cases.is_empty())
     );
 
     // An unknown token is refused at hello.

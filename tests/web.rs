@@ -442,3 +442,62 @@ async fn notes_stay_with_staff_and_the_status_page_shows_public_teams_and_the_no
         "{audit}"
     );
 }
+
+#[tokio::test]
+async fn the_admin_table_filters_counts_and_deletes_all_that_match_and_the_audit_log_pages() {
+    let daemon = Daemon::start(&[]);
+    let admin = daemon.add_user("root", "admin");
+    let mut keep = Vec::new();
+    for (name, what) in [
+        ("Gus", "vpn down"),
+        ("Hal", "printer jam"),
+        ("Ida", "VPN slow"),
+    ] {
+        keep.push(customer_asks(&daemon, name, what).await);
+    }
+    let console = Console::new(&daemon);
+    console.sign_in(&admin).await;
+    let page = console.page("/admin/cases?text=vpn").await;
+    assert!(
+        page.contains("2 case(s) match: text &quot;vpn&quot; in customer or description"),
+        "{page}"
+    );
+    assert!(
+        page.contains("Gus") && page.contains("Ida") && !page.contains("Hal"),
+        "{page}"
+    );
+    let csv = console.page("/admin/cases.csv?text=vpn").await;
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    let response = console.get("/admin/cases?created_after=not-a-day").await;
+    assert_eq!(response.status(), 400);
+    assert!(response.text().await.unwrap().contains("is not a day"));
+
+    let csrf = hidden_value(&page, "csrf").unwrap();
+    let fields = [("csrf", csrf.as_str()), ("scope", "all"), ("text", "vpn")];
+    let confirm = console
+        .post("/admin/delete", &fields)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        confirm.contains("Delete all 2 case(s) matching text &quot;vpn&quot;"),
+        "{confirm}"
+    );
+    let mut confirmed = fields.to_vec();
+    confirmed.push(("confirm", "yes"));
+    let response = console.post("/admin/delete", &confirmed).await;
+    assert_eq!(response.status(), 303);
+    let page = console.page("/admin/cases").await;
+    assert!(page.contains("Deleted 2 case(s)"), "{page}");
+    assert!(page.contains("Hal") && !page.contains("Gus"), "{page}");
+
+    let audit = console.page("/admin/audit").await;
+    assert!(
+        audit.contains("delete") && audit.contains("vpn") && audit.contains("via console"),
+        "{audit}"
+    );
+    let csv = console.page("/admin/audit.csv").await;
+    assert!(csv.starts_with("\"at\",\"actor\""), "{csv}");
+    assert!(csv.contains("\"admin root\""), "{csv}");
+}

@@ -468,11 +468,12 @@ impl Sim {
                 _ => Reply::Case(self.staff_view(&code)?),
             },
             Request::Cases {
-                state,
+                filter,
                 after,
                 limit,
             } => {
-                let mut cases = self.list(state);
+                let selection = CaseSelection::resolve(&filter, self.now)?;
+                let mut cases = self.list(&selection);
                 if let Some(after) = after {
                     cases.retain(|case| {
                         (case.created_at, case.code) > (after.created_at, after.code)
@@ -602,11 +603,7 @@ impl Sim {
             .ok_or(BrokerError::UnknownCode(code))
     }
 
-    fn list(&self, state: Option<CaseState>) -> Vec<CaseInfo> {
-        let selection = CaseSelection {
-            state,
-            created_before: None,
-        };
+    fn list(&self, selection: &CaseSelection) -> Vec<CaseInfo> {
         self.store
             .iter()
             .filter(|r| selection.matches(r))

@@ -316,6 +316,7 @@ pub async fn delete_closed(
     let filter = CaseFilter {
         state: Some(CaseState::Closed),
         older_than_ms: Some(older_than.as_millis() as u64),
+        ..CaseFilter::default()
     };
     let started = Instant::now();
     let reply = tokio::time::timeout(

@@ -152,10 +152,11 @@ pub fn command(
         Request::Delete(selector) => {
             let selection = super::deletion(selector, now)?;
             broker.delete(now, name, selection, out)?;
+            let actor = caller.actor();
             out.push(Effect::Persist(Persist::Audit(AuditEntry {
                 at: now,
-                actor: caller.actor().who.to_string(),
-                address: Some(caller.address.to_string()),
+                actor: actor.who.to_string(),
+                address: actor.address,
                 action: "delete".into(),
                 selector: super::dispatch::describe_selector(selector, now),
                 count: 0,

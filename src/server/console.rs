@@ -138,15 +138,36 @@ impl Shared {
         }
     }
 
-    /// The latest `limit` audit entries, newest first. Errors: the store cannot be read.
-    pub(crate) async fn audit_tail(
+    /// At most `limit` audit entries with ids below `before`, newest first (a page of the
+    /// console's audit log). Errors: the store cannot be read.
+    pub(crate) async fn audit_page(
         &self,
+        before: Option<u64>,
         limit: usize,
-    ) -> Result<Vec<crate::broker::AuditEntry>, String> {
-        let mut log = self.store.audit_log().map_err(|e| e.to_string())?;
-        log.reverse();
-        log.truncate(limit);
-        Ok(log)
+    ) -> Result<Vec<crate::store::AuditRecord>, String> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.audit_page(before, limit))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    /// How many stored cases `filter` selects now, up to [`crate::store::DEFAULT_COUNT_CAP`]
+    /// (the console's "all N that match"). Errors: the filter is invalid (in words), or the
+    /// store cannot be read.
+    pub(crate) async fn count_cases(
+        &self,
+        filter: &sosq::protocol::CaseFilter,
+    ) -> Result<u64, String> {
+        let selection =
+            crate::broker::CaseSelection::resolve(filter, self.now()).map_err(|e| e.to_string())?;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            store.count(&selection, crate::store::DEFAULT_COUNT_CAP)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
     }
 }
 

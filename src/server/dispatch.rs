@@ -268,14 +268,11 @@ async fn read(shared: &Shared, caller: &Caller, request: Request) -> Result<Repl
             }
         }
         Request::Cases {
-            state,
+            filter,
             after,
             limit,
         } => {
-            let selection = CaseSelection {
-                state,
-                created_before: None,
-            };
+            let selection = CaseSelection::resolve(&filter, shared.now())?;
             Reply::Cases(list_cases(shared, &selection, after, limit).await?)
         }
         Request::History { code, from, limit } => {
@@ -365,8 +362,34 @@ pub(super) fn describe_selector(selector: &DeleteSelector, now: Timestamp) -> St
                     now.0.saturating_sub(ms)
                 ));
             }
+            if let Some(team) = &filter.team {
+                parts.push(format!("team {team:?}"));
+            }
+            if let Some(priority) = filter.priority {
+                parts.push(format!("priority {priority}"));
+            }
+            if let Some(range) = describe_range(filter.created_from, filter.created_to) {
+                parts.push(format!("created {range}"));
+            }
+            if let Some(range) = describe_range(filter.closed_from, filter.closed_to) {
+                parts.push(format!("closed or expired {range}"));
+            }
+            if let Some(text) = &filter.text {
+                parts.push(format!("text {text:?} in customer or description"));
+            }
             parts.join(", ")
         }
+    }
+}
+
+/// A time range `[from, to)` in words (milliseconds since the epoch, as stored), or None
+/// when neither end is given.
+fn describe_range(from: Option<Timestamp>, to: Option<Timestamp>) -> Option<String> {
+    match (from, to) {
+        (None, None) => None,
+        (Some(from), None) => Some(format!("at or after {} ms", from.0)),
+        (None, Some(to)) => Some(format!("before {} ms", to.0)),
+        (Some(from), Some(to)) => Some(format!("at or after {} ms and before {} ms", from.0, to.0)),
     }
 }
 

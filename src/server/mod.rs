@@ -523,16 +523,13 @@ pub(crate) fn deletion(
             "name at least one code to delete".into(),
         )),
         DeleteSelector::Codes(codes) => Ok(Persist::Delete(codes.clone())),
-        DeleteSelector::Filter(filter)
-            if filter.state.is_none() && filter.older_than_ms.is_none() =>
-        {
-            Err(BrokerError::InvalidInput(
-                "a bulk delete needs codes, a state or an age; refusing to delete every case"
-                    .into(),
-            ))
-        }
+        DeleteSelector::Filter(filter) if filter.is_empty() => Err(BrokerError::InvalidInput(
+            "a bulk delete needs codes or a filter (state, age, team, priority, times or \
+             text); refusing to delete every case"
+                .into(),
+        )),
         DeleteSelector::Filter(filter) => {
-            Ok(Persist::DeleteWhere(CaseSelection::resolve(filter, now)))
+            Ok(Persist::DeleteWhere(CaseSelection::resolve(filter, now)?))
         }
     }
 }

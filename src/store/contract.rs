@@ -1,5 +1,6 @@
 //! The contract every [`CaseStore`] backend meets, as one suite run against each backend
-//! (a future PostgreSQL store adds one line at the bottom).
+//! (a future PostgreSQL store adds one line at the bottom). The filters' and the audit
+//! pages' part is `contract_filters`.
 
 mod reports;
 
@@ -15,9 +16,9 @@ use super::{CaseStore, MemoryStore, SqliteStore};
 use crate::broker::{AuditEntry, CaseRecord, CaseSelection, Persist};
 
 /// Makes an empty store keeping its files (if any) under the given directory.
-type Make = fn(&Path) -> Arc<dyn CaseStore>;
+pub(super) type Make = fn(&Path) -> Arc<dyn CaseStore>;
 
-fn code(n: u64) -> SessionCode {
+pub(super) fn code(n: u64) -> SessionCode {
     SessionCode::from_number(n).unwrap()
 }
 
@@ -35,7 +36,7 @@ fn entry(at: u64, state: CaseState, event: &str) -> HistoryEntry {
 
 /// A case created at `created` in `state`, last changed at `updated`, with a history that
 /// ends in that state.
-fn case(n: u64, state: CaseState, created: u64, updated: u64) -> CaseRecord {
+pub(super) fn case(n: u64, state: CaseState, created: u64, updated: u64) -> CaseRecord {
     let mut history = vec![entry(created, CaseState::New, "created by expert ana")];
     if state != CaseState::New {
         history.push(entry(updated, state, "moved on"));
@@ -69,13 +70,13 @@ fn case(n: u64, state: CaseState, created: u64, updated: u64) -> CaseRecord {
     }
 }
 
-async fn commit(store: &Arc<dyn CaseStore>, ops: Vec<Persist>) -> Vec<SessionCode> {
+pub(super) async fn commit(store: &Arc<dyn CaseStore>, ops: Vec<Persist>) -> Vec<SessionCode> {
     let mut deleted = store.submit(ops).await.expect("commit").deleted;
     deleted.sort_unstable();
     deleted
 }
 
-fn codes(records: &[CaseRecord]) -> Vec<SessionCode> {
+pub(super) fn codes(records: &[CaseRecord]) -> Vec<SessionCode> {
     records.iter().map(|record| record.code).collect()
 }
 
@@ -212,20 +213,21 @@ async fn lists_by_selection_oldest_first(make: Make) {
     assert_eq!(codes(&every), vec![code(10), code(20), code(21), code(30)]);
     let closed = CaseSelection {
         state: Some(CaseState::Closed),
-        created_before: None,
+        ..CaseSelection::default()
     };
     assert_eq!(
         codes(&store.list(&closed).unwrap()),
         vec![code(21), code(30)]
     );
     let old = CaseSelection {
-        state: None,
         created_before: Some(Timestamp(2_000)),
+        ..CaseSelection::default()
     };
     assert_eq!(codes(&store.list(&old).unwrap()), vec![code(10)]);
     let both = CaseSelection {
         state: Some(CaseState::Closed),
         created_before: Some(Timestamp(3_000)),
+        ..CaseSelection::default()
     };
     assert_eq!(codes(&store.list(&both).unwrap()), vec![code(21)]);
     assert_eq!(store.list(&both).unwrap()[0].history.len(), 2);
@@ -294,7 +296,7 @@ async fn deletes_by_code_and_by_selection_report_what_went(make: Make) {
         &store,
         vec![Persist::DeleteWhere(CaseSelection {
             state: Some(CaseState::Closed),
-            created_before: None,
+            ..CaseSelection::default()
         })],
     )
     .await;
@@ -302,8 +304,8 @@ async fn deletes_by_code_and_by_selection_report_what_went(make: Make) {
     let deleted = commit(
         &store,
         vec![Persist::DeleteWhere(CaseSelection {
-            state: None,
             created_before: Some(Timestamp(6_000)),
+            ..CaseSelection::default()
         })],
     )
     .await;
@@ -432,6 +434,7 @@ async fn contract_suite(make: Make) {
     finds_finished_cases_for_retention_oldest_first(make).await;
     audits_admin_deletes_with_their_count(make).await;
     reports::reports_count_exactly(make).await;
+    super::contract_filters::suite(make).await;
 }
 
 #[tokio::test]

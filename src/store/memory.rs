@@ -11,7 +11,7 @@ use super::reports::{
     self, DayOutcomes, ExpertsReport, FirstResponse, QueueSeries, ReportWindow, DAY_MS,
     RETENTION_ACTOR,
 };
-use super::{CaseStore, CommitReport, CommitTicket, StoreError};
+use super::{AuditRecord, CaseStore, CommitReport, CommitTicket, StoreError};
 use crate::broker::{AuditEntry, CaseRecord, CaseSelection, Persist};
 
 #[derive(Default)]
@@ -121,6 +121,18 @@ impl CaseStore for MemoryStore {
         found.sort_by_key(|record| (record.created_at, record.code));
         found.truncate(limit);
         Ok(found)
+    }
+
+    fn count(&self, selection: &CaseSelection, cap: u64) -> Result<u64, StoreError> {
+        let cap = usize::try_from(cap).unwrap_or(usize::MAX);
+        let tables = self.locked()?;
+        let found = tables
+            .cases
+            .values()
+            .filter(|record| selection.matches(record))
+            .take(cap)
+            .count();
+        Ok(found as u64)
     }
 
     fn load_open(&self) -> Result<Vec<CaseRecord>, StoreError> {
@@ -283,5 +295,29 @@ impl CaseStore for MemoryStore {
             .collect();
         rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         Ok(reports::experts_report(rows, top, total, experts))
+    }
+
+    fn audit_page(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        // An entry's id is its place in the log, from 1 (like SQLite's first rowid).
+        let tables = self.locked()?;
+        let end = before.map_or(tables.audit.len(), |before| {
+            usize::try_from(before.saturating_sub(1))
+                .unwrap_or(usize::MAX)
+                .min(tables.audit.len())
+        });
+        Ok(tables.audit[..end]
+            .iter()
+            .enumerate()
+            .rev()
+            .take(limit)
+            .map(|(index, entry)| AuditRecord {
+                id: index as u64 + 1,
+                entry: entry.clone(),
+            })
+            .collect())
     }
 }

@@ -1,7 +1,8 @@
 //! The admin's views: every stored case in a table with filters, paged by key (creation
 //! time and code, the same pages as `sosq cases`), ticked rows or "all that match" deleted
 //! after a confirmation that names the count and the filter, a CSV export of the filtered
-//! cases, and the audit log. Every read and delete is the wire's request for it.
+//! cases. Every read and delete is the wire's request for it; the count of matching
+//! cases is the store's, capped (`store::DEFAULT_COUNT_CAP`).
 
 use std::sync::Arc;
 
@@ -10,12 +11,10 @@ use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{html, Markup};
-use serde::Deserialize;
-use sosq::protocol::{
-    CaseFilter, CaseInfo, CaseState, CasesCursor, CasesPage, DeleteSelector, Reply, Request,
-};
+use sosq::protocol::{CasesCursor, CasesPage, DeleteSelector, Reply, Request};
 
 use super::auth::Staff;
+use super::case_filter::Filter;
 use super::layout::{clock_time, page, PageError};
 use super::queue::encode;
 use super::WebState;
@@ -24,80 +23,6 @@ use super::WebState;
 const PAGE_ROWS: u32 = 50;
 /// Cases per page read while exporting CSV (the protocol's largest page).
 const EXPORT_PAGE: u32 = sosq::protocol::MAX_PAGE_ITEMS;
-
-/// The case table's filter, from the query string (or the delete form's fields).
-#[derive(Debug, Default, Clone, Deserialize)]
-pub struct Filter {
-    /// A state name, or empty for all.
-    #[serde(default)]
-    state: String,
-    /// Only cases created more than this long ago ("1d", "36h"), or empty.
-    #[serde(default)]
-    older: String,
-    /// The page: right after this case (the token `sosq cases` prints).
-    #[serde(default)]
-    after: String,
-}
-
-impl Filter {
-    fn state(&self) -> Result<Option<CaseState>, PageError> {
-        match self.state.trim() {
-            "" => Ok(None),
-            name => name
-                .parse()
-                .map(Some)
-                .map_err(|e: String| PageError::new(StatusCode::BAD_REQUEST, e)),
-        }
-    }
-
-    fn older_than_ms(&self) -> Result<Option<u64>, PageError> {
-        match self.older.trim() {
-            "" => Ok(None),
-            text => humantime::parse_duration(text)
-                .map(|d| Some(d.as_millis() as u64))
-                .map_err(|e| {
-                    PageError::new(
-                        StatusCode::BAD_REQUEST,
-                        format!("{text:?} is not an age such as 1d or 36h: {e}"),
-                    )
-                }),
-        }
-    }
-
-    /// The wire's filter.
-    fn to_wire(&self) -> Result<CaseFilter, PageError> {
-        Ok(CaseFilter {
-            state: self.state()?,
-            older_than_ms: self.older_than_ms()?,
-        })
-    }
-
-    /// The filter in words, for the confirmation and the result.
-    fn describe(&self) -> String {
-        let mut parts = Vec::new();
-        if !self.state.trim().is_empty() {
-            parts.push(format!("state {}", self.state.trim()));
-        }
-        if !self.older.trim().is_empty() {
-            parts.push(format!("created more than {} ago", self.older.trim()));
-        }
-        if parts.is_empty() {
-            "no filter (every case)".into()
-        } else {
-            parts.join(", ")
-        }
-    }
-
-    /// The query string of this filter without the page.
-    fn query(&self) -> String {
-        [("state", &self.state), ("older", &self.older)]
-            .iter()
-            .filter(|(_, v)| !v.trim().is_empty())
-            .map(|(k, v)| format!("{k}={}", encode(v.trim())))
-            .collect::<Vec<_>>()
-            .join("&")
-    }
-}
 
 /// Refuses staff who are not admins, with the wire's words.
 fn admin_only(staff: &Staff) -> Result<(), PageError> {
@@ -120,7 +45,7 @@ async fn fetch(
     limit: u32,
 ) -> Result<CasesPage, PageError> {
     let request = Request::Cases {
-        state: filter.state()?,
+        filter: filter.to_wire()?,
         after,
         limit,
     };
@@ -140,6 +65,22 @@ fn cursor(text: &str) -> Result<Option<CasesCursor>, PageError> {
     }
 }
 
+/// "12", or "100,000+" at the count's cap.
+fn count_text(count: u64) -> String {
+    let digits = count.to_string();
+    let mut grouped = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    if count >= crate::store::DEFAULT_COUNT_CAP {
+        grouped.push('+');
+    }
+    grouped
+}
+
 /// `GET /admin/cases`.
 pub async fn cases(
     State(state): State<Arc<WebState>>,
@@ -147,37 +88,29 @@ pub async fn cases(
     Query(filter): Query<Filter>,
 ) -> Result<Markup, PageError> {
     admin_only(&staff)?;
-    let older = filter.older_than_ms()?;
-    let now = state.shared.now();
     let page_of = fetch(&state, &staff, &filter, cursor(&filter.after)?, PAGE_ROWS).await?;
-    // `Request::Cases` filters by state; the age filter narrows the page (cases are in
-    // creation order, so once one is too young every later one is too).
-    let shown: Vec<&CaseInfo> = page_of
-        .cases
-        .iter()
-        .filter(|c| older.is_none_or(|ms| c.created_at.0 < now.0.saturating_sub(ms)))
-        .collect();
-    let more = page_of.next.filter(|_| shown.len() == page_of.cases.len());
+    let matching = state
+        .shared
+        .count_cases(&filter.to_wire()?)
+        .await
+        .map_err(|e| PageError::new(StatusCode::BAD_REQUEST, e))?;
     let flash = state.sessions.take_flash(&staff.session);
     let query = filter.query();
+    let joiner = if query.is_empty() { "" } else { "&" };
     Ok(page(
         "All cases",
         Some(&staff.viewer()),
         flash.as_deref(),
         html! {
             form.filters method="get" action="/admin/cases" {
-                label { "State " select name="state" {
-                    option value="" { "any" }
-                    @for s in CaseState::ALL { option value=(s) selected[filter.state == s.as_str()] { (s) } }
-                } }
-                label { "Created more than " input type="text" name="older" value=(filter.older) size="6" placeholder="1d"; " ago" }
+                (filter.inputs())
                 button type="submit" { "Filter" }
                 a href={ "/admin/cases.csv?" (query) } download { "Export CSV" }
             }
+            p #match-count { (count_text(matching)) " case(s) match: " (filter.describe()) "." }
             form #delete-form method="post" action="/admin/delete" {
                 input type="hidden" name="csrf" value=(staff.csrf);
-                input type="hidden" name="state" value=(filter.state);
-                input type="hidden" name="older" value=(filter.older);
+                (filter.hidden())
                 table #cases {
                     thead { tr {
                         th { input type="checkbox" #select-page aria-label="select every case on this page"; }
@@ -185,8 +118,8 @@ pub async fn cases(
                         th { "Priority" } th { "Created" } th { "Last change" }
                     } }
                     tbody {
-                        @if shown.is_empty() { tr { td colspan="9" { "No case matches." } } }
-                        @for c in &shown {
+                        @if page_of.cases.is_empty() { tr { td colspan="9" { "No case matches." } } }
+                        @for c in &page_of.cases {
                             tr {
                                 td { input type="checkbox" name="code" value=(c.code) aria-label={ "select " (c.code) }; }
                                 td { a href={ "/cases/" (c.code) } { (c.code) } }
@@ -199,11 +132,13 @@ pub async fn cases(
                 p.bulk {
                     button type="submit" name="scope" value="ticked" { "Delete ticked cases…" }
                     " "
-                    button type="submit" name="scope" value="all" { "Delete all that match the filter…" }
+                    @if !filter.to_wire()?.is_empty() && matching > 0 {
+                        button type="submit" name="scope" value="all" { "Delete all " (count_text(matching)) " that match…" }
+                    }
                 }
             }
-            @if let Some(next) = more {
-                p { a href={ "/admin/cases?" (query) (if query.is_empty() { "" } else { "&" }) "after=" (encode(&next.to_string())) } { "Next page" } }
+            @if let Some(next) = page_of.next {
+                p { a #next-page href={ "/admin/cases?" (query) (joiner) "after=" (encode(&next.to_string())) } { "Next page" } }
             }
         },
     ))
@@ -231,17 +166,17 @@ impl DeleteForm {
                 "code" if form.codes.len() < sosq::protocol::MAX_CODES_PER_DELETE => {
                     form.codes.push(value)
                 }
-                "state" => form.filter.state = value,
-                "older" => form.filter.older = value,
-                _ => {}
+                name => {
+                    form.filter.set(name, value);
+                }
             }
         }
         form
     }
 }
 
-/// `POST /admin/delete`: first a confirmation naming what goes, then (with `confirm=yes`)
-/// the delete, whose result names the count.
+/// `POST /admin/delete`: first a confirmation naming the count and the filter, then (with
+/// `confirm=yes`) the delete, whose result names the count deleted.
 pub async fn delete(
     State(state): State<Arc<WebState>>,
     staff: Staff,
@@ -250,7 +185,7 @@ pub async fn delete(
     let form = DeleteForm::parse(&body);
     staff.check_csrf(&form.csrf)?;
     admin_only(&staff)?;
-    let selector = match form.scope.as_str() {
+    let (selector, what) = match form.scope.as_str() {
         "ticked" if form.codes.is_empty() => {
             return Err(PageError::new(
                 StatusCode::BAD_REQUEST,
@@ -267,9 +202,23 @@ pub async fn delete(
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            DeleteSelector::Codes(codes)
+            let what = format!("{} ticked case(s): {}", codes.len(), form.codes.join(", "));
+            (DeleteSelector::Codes(codes), what)
         }
-        "all" => DeleteSelector::Filter(form.filter.to_wire()?),
+        "all" => {
+            let wire = form.filter.to_wire()?;
+            let matching = state
+                .shared
+                .count_cases(&wire)
+                .await
+                .map_err(|e| PageError::new(StatusCode::BAD_REQUEST, e))?;
+            let what = format!(
+                "all {} case(s) matching {}",
+                count_text(matching),
+                form.filter.describe()
+            );
+            (DeleteSelector::Filter(wire), what)
+        }
         _ => {
             return Err(PageError::new(
                 StatusCode::BAD_REQUEST,
@@ -277,24 +226,17 @@ pub async fn delete(
             ))
         }
     };
-    let what = match &selector {
-        DeleteSelector::Codes(codes) => {
-            format!("{} ticked case(s): {}", codes.len(), form.codes.join(", "))
-        }
-        DeleteSelector::Filter(_) => format!("every case matching {}", form.filter.describe()),
-    };
     if !form.confirm {
         return Ok(page(
             "Delete cases?",
             Some(&staff.viewer()),
             None,
             html! {
-                p.warning role="alert" { "Delete " (what) "? Open cases among them end their sessions. This cannot be undone." }
+                p.warning #confirm-what role="alert" { "Delete " (what) "? Open cases among them end their sessions. This cannot be undone." }
                 form method="post" action="/admin/delete" {
                     input type="hidden" name="csrf" value=(staff.csrf);
                     input type="hidden" name="scope" value=(form.scope);
-                    input type="hidden" name="state" value=(form.filter.state);
-                    input type="hidden" name="older" value=(form.filter.older);
+                    (form.filter.hidden())
                     @for code in &form.codes { input type="hidden" name="code" value=(code); }
                     button.danger type="submit" name="confirm" value="yes" autofocus { "Delete" }
                     " "
@@ -333,7 +275,7 @@ pub fn csv_cell(text: &str) -> String {
     format!("\"{}\"", guarded.replace('"', "\"\""))
 }
 
-fn csv_row(cells: &[String]) -> String {
+pub fn csv_row(cells: &[String]) -> String {
     let mut line = cells
         .iter()
         .map(|c| csv_cell(c))
@@ -343,16 +285,17 @@ fn csv_row(cells: &[String]) -> String {
     line
 }
 
-/// `GET /admin/cases.csv`: every case matching the filter, read page by page as the
-/// download goes, so the export holds one page in memory however many cases match.
+/// `GET /admin/cases.csv`: every case matching the filter, read a page at a time as the
+/// download goes, so the export holds one page in memory however many cases match. A
+/// failure part-way cuts the download off with an error rather than ending it as if
+/// complete.
 pub async fn cases_csv(
     State(state): State<Arc<WebState>>,
     staff: Staff,
     Query(filter): Query<Filter>,
 ) -> Result<Response, PageError> {
     admin_only(&staff)?;
-    let older = filter.older_than_ms()?;
-    filter.state()?;
+    filter.to_wire()?;
     let header_row = csv_row(
         &[
             "code",
@@ -388,10 +331,8 @@ pub async fn cases_csv(
             if done {
                 return None;
             }
-            let now = state.shared.now();
             let page_of = match fetch(&state, &staff, &filter, after, EXPORT_PAGE).await {
                 Ok(page_of) => page_of,
-                // Cut the download off with an error rather than end it as if complete.
                 Err(e) => {
                     return Some((
                         Err(std::io::Error::other(e.message)),
@@ -400,12 +341,7 @@ pub async fn cases_csv(
                 }
             };
             let mut chunk = String::new();
-            let mut finished = page_of.next.is_none();
             for c in &page_of.cases {
-                if older.is_some_and(|ms| c.created_at.0 >= now.0.saturating_sub(ms)) {
-                    finished = true;
-                    break;
-                }
                 chunk.push_str(&csv_row(&[
                     c.code.to_string(),
                     c.state.to_string(),
@@ -420,47 +356,27 @@ pub async fn cases_csv(
                     c.first_response_at.map(clock_time).unwrap_or_default(),
                 ]));
             }
+            let finished = page_of.next.is_none();
             Some((
                 Ok(Bytes::from(chunk)),
                 (state, staff, filter, page_of.next, None, finished),
             ))
         },
     );
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-            (
-                header::CONTENT_DISPOSITION,
-                "attachment; filename=\"sosq-cases.csv\"",
-            ),
-        ],
-        Body::from_stream(stream),
-    )
-        .into_response())
+    Ok(csv_download("sosq-cases.csv", Body::from_stream(stream)))
 }
 
-/// `GET /admin/audit`: the latest entries of the audit log, newest first.
-pub async fn audit(State(state): State<Arc<WebState>>, staff: Staff) -> Result<Markup, PageError> {
-    admin_only(&staff)?;
-    let entries = state
-        .shared
-        .audit_tail(200)
-        .await
-        .map_err(|e| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    Ok(page(
-        "Audit log",
-        Some(&staff.viewer()),
-        None,
-        html! {
-            table #audit {
-                thead { tr { th { "When" } th { "Who" } th { "From" } th { "Action" } th { "What" } th { "Cases" } } }
-                tbody {
-                    @if entries.is_empty() { tr { td colspan="6" { "Nothing yet." } } }
-                    @for e in &entries {
-                        tr { td { (clock_time(e.at)) } td { (e.actor) } td { (e.address.as_deref().unwrap_or("")) } td { (e.action) } td { (e.selector) } td { (e.count) } }
-                    }
-                }
-            }
-        },
-    ))
+/// A CSV download named `name`.
+pub fn csv_download(name: &str, body: Body) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response()
 }

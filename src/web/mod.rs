@@ -12,15 +12,18 @@
 //! `layout.rs`:
 //! - `queue.rs`: the expert's live queue (server-sent events);
 //! - `case.rs`: a case's page and its actions;
-//! - `admin.rs`: the admin's case table, bulk delete and CSV export, the audit log;
+//! - `admin.rs` (with `case_filter.rs`): the admin's case table, bulk delete, CSV export;
+//! - `audit.rs`: the audit log and its CSV export;
 //! - `accounts.rs`: users, teams and support profiles;
 //! - `reports.rs`: the admin's charts;
 //! - `public.rs`: `/status`, `/case` (a customer follows its request) and `/healthz`.
 
 mod accounts;
 mod admin;
+mod audit;
 mod auth;
 mod case;
+mod case_filter;
 mod layout;
 pub(crate) mod public;
 mod queue;
@@ -113,7 +116,8 @@ pub fn router(state: Arc<WebState>) -> Router {
         .route("/admin/cases", get(admin::cases))
         .route("/admin/cases.csv", get(admin::cases_csv))
         .route("/admin/delete", post(admin::delete))
-        .route("/admin/audit", get(admin::audit))
+        .route("/admin/audit", get(audit::show))
+        .route("/admin/audit.csv", get(audit::csv))
         .route("/admin/reports", get(reports::show))
         .route(
             "/admin/users",

@@ -541,7 +541,7 @@ impl<'a> Asker<'a> {
         let (mut cases, mut after) = (Vec::new(), None);
         loop {
             let request = Request::Cases {
-                state: None,
+                filter: Default::default(),
                 after,
                 limit: 1000,
             };

@@ -32,8 +32,10 @@ forward one TCP service (VNC, SSH...) the customer shares.
     sosq note CODE TEXT               a note in the case's history, for staff only
     sosq close CODE                   close a case
   Admins (--token TOKEN):
-    sosq cases                        every stored case, a page at a time
-    sosq delete CODE...               delete cases by code, or in bulk by state and age
+    sosq cases                        every stored case, a page at a time; filter flags:
+                                      --state, --team, --priority, --text, --older-than,
+                                      --created-after/-before, --closed-after/-before
+    sosq delete CODE...               delete cases by code, or in bulk by the same flags
     sosq queue, status, history, note, escalate, assign: as experts, over every team
 
 Every command needs the broker's address and certificate: --server ADDR and

@@ -6,8 +6,8 @@
 use clap::Args;
 use serde_json::json;
 use sosq::protocol::{
-    CaseState, CasesCursor, Event, HistoryEntry, HistoryPage, QueueCursor, QueuePage, Reply,
-    Request, Role, Timestamp,
+    CasesCursor, Event, HistoryEntry, HistoryPage, QueueCursor, QueuePage, Reply, Request, Role,
+    Timestamp,
 };
 use sosq::{Client, ClientError};
 
@@ -133,14 +133,15 @@ pub async fn watch_queue(mut client: Client, out: Output, limit: u32) -> Result<
 pub async fn cases(
     client: &mut Client,
     out: &Output,
-    state: Option<CaseState>,
+    filter: super::filters::FilterArgs,
     paging: Paging,
 ) -> Result<(), ClientError> {
+    let wire = filter.filter()?;
     let mut after = parse_token::<CasesCursor>(paging.after.as_deref())?;
     let mut first = true;
     loop {
         let request = Request::Cases {
-            state,
+            filter: wire.clone(),
             after,
             limit: paging.limit,
         };
@@ -172,11 +173,11 @@ pub async fn cases(
         match page.next {
             Some(next) if paging.all => after = Some(next),
             Some(next) => {
-                let state = state.map(|s| format!(" --state {s}")).unwrap_or_default();
+                let flags = filter.flags();
                 let limit = limit_flag(paging.limit);
                 more(
                     out,
-                    &format!("sosq cases{state}{limit} --after {next}"),
+                    &format!("sosq cases{flags}{limit} --after {next}"),
                     next.to_string(),
                 );
                 return Ok(());

@@ -5,6 +5,7 @@
 pub mod chat;
 pub mod endpoints;
 pub mod events;
+pub mod filters;
 pub mod forwards;
 pub mod help;
 pub mod lists;
@@ -16,15 +17,11 @@ pub mod signals;
 pub mod start;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use sosq::profile::SupportProfile;
-use sosq::protocol::{
-    Assignee, CaseFilter, CaseState, DeleteSelector, ErrorKind, ErrorReply, Priority, Reply,
-    Request,
-};
+use sosq::protocol::{Assignee, DeleteSelector, ErrorKind, ErrorReply, Priority, Reply, Request};
 use sosq::{Client, ClientError, ConnectOptions, SessionCode};
 
 use help::{ABOUT, GLOBAL, LONG_ABOUT};
@@ -294,31 +291,22 @@ pub enum Command {
         /// The session code.
         code: String,
     },
-    /// Admin: list the cases with their state and times, oldest first, a page at a time.
+    /// Admin: list the cases with their state and times, oldest first, a page at a time;
+    /// the filter flags narrow it.
     Cases {
-        /// Only cases in this state: new, pending, in_progress, closed, expired.
-        #[arg(long, value_name = "STATE")]
-        state: Option<CaseState>,
+        #[command(flatten)]
+        filter: filters::FilterArgs,
         #[command(flatten)]
         paging: lists::Paging,
     },
-    /// Admin: delete cases by code, or in bulk by state and/or age. Deleting an active
-    /// case ends its session.
+    /// Admin: delete cases by code, or in bulk by filter (the flags `sosq cases` takes:
+    /// what it lists is what is deleted). Deleting an active case ends its session.
     Delete {
         /// Codes of the cases to delete; a code no case has is an error, named.
         #[arg(value_name = "CODE")]
         codes: Vec<String>,
-        /// Delete every case in this state.
-        #[arg(long, conflicts_with = "codes", value_name = "STATE")]
-        state: Option<CaseState>,
-        /// Delete cases created longer ago than this, e.g. "7d", "12h".
-        #[arg(
-            long,
-            value_parser = humantime::parse_duration,
-            conflicts_with = "codes",
-            value_name = "DURATION"
-        )]
-        older_than: Option<Duration>,
+        #[command(flatten)]
+        filter: filters::FilterArgs,
     },
 }
 
@@ -401,11 +389,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
     }
     // Check what we can before touching the network.
     let delete = match &cli.command {
-        Command::Delete {
-            codes,
-            state,
-            older_than,
-        } => Some(delete_selector(codes, *state, *older_than)?),
+        Command::Delete { codes, filter } => Some(delete_selector(codes, filter)?),
         _ => None,
     };
     if let Command::Queue {
@@ -539,7 +523,7 @@ async fn one_shot(
         }
         Command::Status { code, secret, .. } => lists::status(client, out, code, secret).await,
         Command::History { code } => lists::history(client, out, code).await,
-        Command::Cases { state, paging } => lists::cases(client, out, state, paging).await,
+        Command::Cases { filter, paging } => lists::cases(client, out, filter, paging).await,
         Command::Delete { .. } => {
             let selector = delete.ok_or_else(unexpected)?;
             let Reply::Deleted { count, not_found } =
@@ -581,10 +565,15 @@ fn not_deleted(not_found: &[SessionCode]) -> Result<(), ClientError> {
 
 fn delete_selector(
     codes: &[String],
-    state: Option<CaseState>,
-    older_than: Option<Duration>,
+    filter: &filters::FilterArgs,
 ) -> Result<DeleteSelector, ClientError> {
+    let filter = filter.filter()?;
     if !codes.is_empty() {
+        if !filter.is_empty() {
+            return Err(ClientError::Options(
+                "delete either codes or by filter flags, not both".into(),
+            ));
+        }
         let parsed = codes
             .iter()
             .map(|code| code.parse::<SessionCode>())
@@ -592,15 +581,15 @@ fn delete_selector(
             .map_err(|e| ClientError::Options(e.to_string()))?;
         return Ok(DeleteSelector::Codes(parsed));
     }
-    if state.is_none() && older_than.is_none() {
+    if filter.is_empty() {
         return Err(ClientError::Options(
-            "say what to delete: codes, --state STATE and/or --older-than DURATION".into(),
+            "say what to delete: codes, or filter flags (--state, --older-than, --team, \
+             --priority, --created-after/--created-before, --closed-after/--closed-before, \
+             --text)"
+                .into(),
         ));
     }
-    Ok(DeleteSelector::Filter(CaseFilter {
-        state,
-        older_than_ms: older_than.map(|d| d.as_millis() as u64),
-    }))
+    Ok(DeleteSelector::Filter(filter))
 }
 
 /// The error for a reply that does not fit the request.

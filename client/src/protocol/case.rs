@@ -317,11 +317,42 @@ where
     deserializer.deserialize_seq(Codes)
 }
 
-/// A filter over cases; every given field must match.
+/// The longest text filter accepted, in characters. A text filter is a substring search
+/// over the customer's name and the description, which no index serves: the cap keeps one
+/// comparison per row cheap, and nobody types a longer search.
+pub const MAX_FILTER_TEXT_CHARS: usize = 200;
+
+/// A filter over cases; every given field must match. An empty filter (every field None)
+/// selects every case: listing accepts it, a bulk delete refuses it.
+///
+/// Times are absolute milliseconds since the epoch; each range is `[from, to)` (from
+/// inclusive, to exclusive), so consecutive ranges never overlap.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaseFilter {
     /// Only cases in this state.
     pub state: Option<CaseState>,
     /// Only cases created more than this many milliseconds before the server's now.
     pub older_than_ms: Option<u64>,
+    /// Only cases of this team (group), exactly.
+    pub team: Option<String>,
+    /// Only cases of this priority.
+    pub priority: Option<Priority>,
+    /// Only cases created at or after this time.
+    pub created_from: Option<Timestamp>,
+    /// Only cases created strictly before this time.
+    pub created_to: Option<Timestamp>,
+    /// Only closed or expired cases that ended at or after this time.
+    pub closed_from: Option<Timestamp>,
+    /// Only closed or expired cases that ended strictly before this time.
+    pub closed_to: Option<Timestamp>,
+    /// Only cases whose customer name or description contains this text, ignoring ASCII
+    /// case; at most [`MAX_FILTER_TEXT_CHARS`] characters.
+    pub text: Option<String>,
+}
+
+impl CaseFilter {
+    /// Whether no field is given, so the filter selects every case.
+    pub fn is_empty(&self) -> bool {
+        *self == CaseFilter::default()
+    }
 }

@@ -26,7 +26,9 @@ pub use paging::*;
 /// 4: history entries carry their kind and a structured actor.
 /// 5: the welcome carries the daemon's protocol version too (the hello carries it both
 /// ways), so either side can say which one to upgrade.
-/// 7: staff notes (`Request::Note`, history entries of kind `note`).
+/// 7: staff notes (`Request::Note`, history entries of kind `note`); a case filter also
+/// selects by team, priority, creation and closing time ranges and text, and `Cases` takes
+/// a whole filter instead of a state.
 pub const PROTOCOL_VERSION: u16 = 7;
 
 /// What to tell a user whose client and daemon speak different protocol versions: which
@@ -155,10 +157,10 @@ pub enum Request {
         /// To whom.
         to: Assignee,
     },
-    /// Admin: one page of the stored cases, oldest first, optionally in one state.
+    /// Admin: one page of the stored cases matching a filter, oldest first.
     Cases {
-        /// Only cases in this state.
-        state: Option<CaseState>,
+        /// Which cases (every given field must match; empty: every case).
+        filter: CaseFilter,
         /// Start after this case (from the previous page's `next`); none: from the oldest.
         after: Option<CasesCursor>,
         /// Most cases wanted (0: the default; see [`page_items`]).

@@ -396,8 +396,10 @@ impl Harness {
                 let filter = CaseFilter {
                     state: *state,
                     older_than_ms: *older_than_ms,
+                    ..CaseFilter::default()
                 };
-                let selection = CaseSelection::resolve(&filter, now);
+                let selection = CaseSelection::resolve(&filter, now)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 let persist = Persist::DeleteWhere(selection.clone());
                 let core = self.broker.delete(now, "root", persist.clone(), &mut out);
                 prop_assert_eq!(out.first(), Some(&Effect::Persist(persist)));

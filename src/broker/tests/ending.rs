@@ -407,7 +407,7 @@ fn delete_where_state_ends_only_matching_open_cases() {
     let new = create(&mut b, T0, "ana", "Bob");
     let selection = Persist::DeleteWhere(CaseSelection {
         state: Some(CaseState::Pending),
-        created_before: None,
+        ..CaseSelection::default()
     });
 
     let mut out = Vec::new();
@@ -441,9 +441,11 @@ fn delete_where_created_before_selects_by_age() {
         &CaseFilter {
             state: None,
             older_than_ms: Some(1_000),
+            ..CaseFilter::default()
         },
         at(2_000),
-    );
+    )
+    .unwrap();
     assert_eq!(selection.created_before, Some(at(1_000)));
 
     let mut out = Vec::new();
@@ -467,6 +469,7 @@ fn delete_where_with_both_fields_needs_both_to_match() {
     let selection = CaseSelection {
         state: Some(CaseState::Pending),
         created_before: Some(at(1)),
+        ..CaseSelection::default()
     };
     let mut out = Vec::new();
     b.delete(at(6_000), "root", Persist::DeleteWhere(selection), &mut out)
@@ -488,21 +491,24 @@ fn delete_needs_codes_or_a_filter() {
 
 #[test]
 fn case_selection_resolves_against_now_and_matches_every_given_field() {
-    let everything = CaseSelection::resolve(&CaseFilter::default(), at(10));
+    let everything = CaseSelection::resolve(&CaseFilter::default(), at(10)).unwrap();
     assert_eq!(everything, CaseSelection::default());
 
     let resolved = CaseSelection::resolve(
         &CaseFilter {
             state: Some(CaseState::Closed),
             older_than_ms: Some(60_000),
+            ..CaseFilter::default()
         },
         at(100_000),
-    );
+    )
+    .unwrap();
     assert_eq!(
         resolved,
         CaseSelection {
             state: Some(CaseState::Closed),
             created_before: Some(at(40_000)),
+            ..CaseSelection::default()
         }
     );
     // "Older than" more than the epoch saturates instead of wrapping around.
@@ -510,9 +516,11 @@ fn case_selection_resolves_against_now_and_matches_every_given_field() {
         &CaseFilter {
             state: None,
             older_than_ms: Some(u64::MAX),
+            ..CaseFilter::default()
         },
         at(0),
-    );
+    )
+    .unwrap();
     assert_eq!(saturated.created_before, Some(Timestamp(0)));
 
     let code = some_code(1);
@@ -535,7 +543,7 @@ fn case_selection_resolves_against_now_and_matches_every_given_field() {
     }
     let by_state = CaseSelection {
         state: Some(CaseState::Expired),
-        created_before: None,
+        ..CaseSelection::default()
     };
     record.state = CaseState::Expired;
     assert!(by_state.matches(&record));

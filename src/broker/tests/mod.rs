@@ -35,6 +35,7 @@ mod lifecycle;
 mod notes;
 mod pairing;
 mod presence;
+mod selection;
 
 // ----- fixtures ------------------------------------------------------------------------
 

@@ -379,7 +379,7 @@ fn refusals(scene: &mut Scene) -> Result<Vec<ServerError>, TestCaseError> {
             to: Assignee::Group(w.typed.clone()),
         },
         Request::Cases {
-            state: None,
+            filter: CaseFilter::default(),
             after: None,
             limit: 0,
         },

@@ -10,6 +10,7 @@
 
 mod group;
 mod ledger;
+mod listing;
 mod reports;
 pub(crate) mod rows;
 mod save;
@@ -28,7 +29,7 @@ use tokio::sync::oneshot;
 use tokio_postgres::{Client, NoTls};
 
 use super::reports::{DayOutcomes, ExpertsReport, FirstResponse, QueueSeries, ReportWindow};
-use super::{CaseStore, CommitReport, CommitTicket, StoreError};
+use super::{AuditRecord, CaseStore, CommitReport, CommitTicket, StoreError};
 use crate::broker::{AuditEntry, CaseRecord, CaseSelection, Persist};
 
 /// The most submissions one transaction takes, as in the SQLite writer.
@@ -365,18 +366,7 @@ impl CaseStore for PgStore {
     fn list(&self, selection: &CaseSelection) -> Result<Vec<CaseRecord>, StoreError> {
         let selection = selection.clone();
         self.read(move |runtime, client| {
-            within(runtime, async {
-                let sql = format!(
-                    "SELECT {} FROM cases
-                     WHERE ($1::text IS NULL OR state = $1) AND ($2::bigint IS NULL OR created_at < $2)
-                     ORDER BY created_at, code",
-                    rows::CASE_COLUMNS
-                );
-                let state = selection.state.map(|state| state.as_str());
-                let before = selection.created_before.map(rows::millis);
-                let found = client.query(&sql, &[&state, &before]).await?;
-                rows::with_history(client, &found).await
-            })
+            within(runtime, async { listing::list(client, &selection).await })
         })
     }
 
@@ -389,25 +379,16 @@ impl CaseStore for PgStore {
         let selection = selection.clone();
         self.read(move |runtime, client| {
             within(runtime, async {
-                // The row-value comparison walks the creation index from the cursor on.
-                let sql = format!(
-                    "SELECT {} FROM cases
-                     WHERE ($1::text IS NULL OR state = $1) AND ($2::bigint IS NULL OR created_at < $2)
-                       AND (created_at, code) > ($3, $4)
-                     ORDER BY created_at, code LIMIT $5",
-                    rows::CASE_COLUMNS
-                );
-                let (after_at, after_code) = match after {
-                    Some((at, code)) => (rows::millis(at), rows::code_column(code)),
-                    None => (i64::MIN, i64::MIN),
-                };
-                let state = selection.state.map(|state| state.as_str());
-                let before = selection.created_before.map(rows::millis);
-                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-                let found = client
-                    .query(&sql, &[&state, &before, &after_at, &after_code, &limit])
-                    .await?;
-                found.iter().map(rows::case_from_row).collect()
+                listing::page(client, &selection, after, limit).await
+            })
+        })
+    }
+
+    fn count(&self, selection: &CaseSelection, cap: u64) -> Result<u64, StoreError> {
+        let selection = selection.clone();
+        self.read(move |runtime, client| {
+            within(runtime, async {
+                listing::count(client, &selection, cap).await
             })
         })
     }
@@ -415,7 +396,7 @@ impl CaseStore for PgStore {
     fn codes(&self, selection: &CaseSelection) -> Result<Vec<SessionCode>, StoreError> {
         let selection = selection.clone();
         self.read(move |runtime, client| {
-            within(runtime, async { rows::selected(client, &selection).await })
+            within(runtime, async { listing::codes(client, &selection).await })
         })
     }
 
@@ -507,6 +488,18 @@ impl CaseStore for PgStore {
         let window = *window;
         self.read(move |runtime, client| {
             within(runtime, reports::cases_per_expert(client, &window, top))
+        })
+    }
+
+    fn audit_page(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.read(move |runtime, client| {
+            within(runtime, async {
+                listing::audit_page(client, before, limit).await
+            })
         })
     }
 }

@@ -6,7 +6,7 @@ use sosq::SessionCode;
 use tokio_postgres::{GenericClient, Row};
 
 use super::ledger::Ledger;
-use crate::broker::{AuditEntry, CaseRecord, CaseSelection, Persist};
+use crate::broker::{AuditEntry, CaseRecord, Persist};
 use crate::store::CommitReport;
 
 /// Why a statement or a row failed: the database's words, or a value no sosqd writes.
@@ -71,7 +71,7 @@ impl From<tokio_postgres::Error> for Failure {
 }
 
 /// The schema version this build writes (`sosq_meta`); a newer database is refused.
-const SCHEMA_VERSION: i32 = 2;
+const SCHEMA_VERSION: i32 = 3;
 
 /// Makes the tables if missing (in `schema`, made if missing, when given) and checks the
 /// version. Errors: the database refuses, or it was written by a newer sosqd.
@@ -170,6 +170,7 @@ async fn migrate_once(
     // CockroachDB runs too; `IF NOT EXISTS` makes a half-done step safe to run again.
     client.batch_execute(CLUSTER_TABLES).await?;
     client.batch_execute(REPORT_INDEXES).await?;
+    client.batch_execute(FILTER_INDEXES).await?;
     match version {
         None => {
             client
@@ -242,6 +243,15 @@ const CLUSTER_TABLES: &str = "
 const REPORT_INDEXES: &str = "
     CREATE INDEX IF NOT EXISTS reports_by_expiry ON cases (expires_at);
     CREATE INDEX IF NOT EXISTS audit_by_time ON audit (at);";
+/// Version 3: the admin table's filters (`store::filter_sql`), as in the SQLite store's
+/// schema 4: each index leads with the column an equality filter names and goes on in
+/// creation order, so a filtered page walks one index from its cursor. Closing-time ranges
+/// use `cases_by_state` (state, updated_at). Plain `CREATE INDEX` holds writes to `cases`
+/// while it builds, once, on the first start of this version.
+const FILTER_INDEXES: &str = "
+    CREATE INDEX IF NOT EXISTS cases_by_state_creation ON cases (state, created_at, code);
+    CREATE INDEX IF NOT EXISTS cases_by_team_creation ON cases (team, created_at, code);
+    CREATE INDEX IF NOT EXISTS cases_by_priority_creation ON cases (priority, created_at, code);";
 
 pub use crate::store::columns::timestamp;
 use crate::store::columns::{actor_from_columns, code_from_column, origin_from_columns};
@@ -349,23 +359,6 @@ pub fn audit_from_row(row: &Row) -> Result<AuditEntry, Failure> {
     })
 }
 
-/// Codes of the cases a selection matches.
-pub async fn selected(
-    client: &impl GenericClient,
-    selection: &CaseSelection,
-) -> Result<Vec<SessionCode>, Failure> {
-    let state = selection.state.map(|state| state.as_str());
-    let before = selection.created_before.map(millis);
-    let found = client
-        .query(
-            "SELECT code FROM cases
-             WHERE ($1::text IS NULL OR state = $1) AND ($2::bigint IS NULL OR created_at < $2)",
-            &[&state, &before],
-        )
-        .await?;
-    found.iter().map(|row| code_from(row, 0)).collect()
-}
-
 /// Applies one submission's changes in order.
 /// A cluster node's new rows are added to `created` (the transaction's so far), which the
 /// caller notes in the ledger once the transaction commits.
@@ -390,7 +383,7 @@ pub(super) async fn apply(
                 }
             }
             Persist::DeleteWhere(selection) => {
-                for code in selected(client, selection).await? {
+                for code in super::listing::codes(client, selection).await? {
                     if delete(client, code).await? {
                         report.deleted.push(code);
                     }

@@ -12,6 +12,7 @@
 //! - [`backup`]: whole copies taken while the daemon serves, and putting one back.
 
 pub mod backup;
+mod listing;
 mod reports;
 mod rows;
 mod schema;
@@ -27,7 +28,7 @@ use sosq::protocol::Timestamp;
 use sosq::SessionCode;
 
 use super::reports::{DayOutcomes, ExpertsReport, FirstResponse, QueueSeries, ReportWindow};
-use super::{CaseStore, CommitTicket, StoreError};
+use super::{AuditRecord, CaseStore, CommitTicket, StoreError};
 use crate::broker::{AuditEntry, CaseRecord, CaseSelection, Persist};
 use rows::{
     audit_from_row, case_from_row, cases_with_history, code_column, code_from, history_of, millis,
@@ -202,21 +203,7 @@ impl CaseStore for SqliteStore {
     }
 
     fn list(&self, selection: &CaseSelection) -> Result<Vec<CaseRecord>, StoreError> {
-        self.read(|conn| {
-            let sql = format!(
-                "SELECT {CASE_COLUMNS} FROM cases
-                 WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR created_at < ?2)
-                 ORDER BY created_at, code"
-            );
-            cases_with_history(
-                conn,
-                &sql,
-                params![
-                    selection.state.map(|state| state.as_str()),
-                    selection.created_before.map(millis)
-                ],
-            )
-        })
+        self.read(|conn| listing::list(conn, selection))
     }
 
     fn page(
@@ -225,38 +212,15 @@ impl CaseStore for SqliteStore {
         after: Option<(Timestamp, SessionCode)>,
         limit: usize,
     ) -> Result<Vec<CaseRecord>, StoreError> {
-        // The row-value comparison walks the creation index from the cursor on, so a page
-        // deep into a million cases costs the page, not the cases before it.
-        let sql = format!(
-            "SELECT {CASE_COLUMNS} FROM cases
-             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR created_at < ?2)
-               AND (created_at, code) > (?3, ?4)
-             ORDER BY created_at, code LIMIT ?5"
-        );
-        let (after_at, after_code) = match after {
-            Some((at, code)) => (millis(at), code_column(code)),
-            None => (i64::MIN, i64::MIN),
-        };
-        self.read(|conn| {
-            let mut statement = conn.prepare_cached(&sql)?;
-            let records = statement
-                .query_map(
-                    params![
-                        selection.state.map(|state| state.as_str()),
-                        selection.created_before.map(millis),
-                        after_at,
-                        after_code,
-                        i64::try_from(limit).unwrap_or(i64::MAX)
-                    ],
-                    case_from_row,
-                )?
-                .collect();
-            records
-        })
+        self.read(|conn| listing::page(conn, selection, after, limit))
+    }
+
+    fn count(&self, selection: &CaseSelection, cap: u64) -> Result<u64, StoreError> {
+        self.read(|conn| listing::count(conn, selection, cap))
     }
 
     fn codes(&self, selection: &CaseSelection) -> Result<Vec<SessionCode>, StoreError> {
-        self.read(|conn| writer::selected(conn, selection))
+        self.read(|conn| listing::codes(conn, selection))
     }
 
     fn load_open(&self) -> Result<Vec<CaseRecord>, StoreError> {
@@ -329,6 +293,14 @@ impl CaseStore for SqliteStore {
         top: usize,
     ) -> Result<ExpertsReport, StoreError> {
         self.read(|conn| reports::cases_per_expert(conn, window, top))
+    }
+
+    fn audit_page(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.read(|conn| listing::audit_page(conn, before, limit))
     }
 }
 

@@ -103,6 +103,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // by time (`store::sqlite::reports`).
     "CREATE INDEX reports_by_expiry ON cases (expires_at);
     CREATE INDEX audit_by_time ON audit (at);",
+    // 5: the admin table's filters (`store::filter_sql`). Each index leads with the column
+    // an equality filter names and goes on in creation order (the rowid `code` follows
+    // implicitly), so a filtered page walks one index from its cursor, like the unfiltered
+    // page walks `cases_by_creation`. Closing-time ranges use `cases_finished`.
+    "CREATE INDEX cases_by_state_creation ON cases (state, created_at);
+    CREATE INDEX cases_by_team_creation ON cases (team, created_at);
+    CREATE INDEX cases_by_priority_creation ON cases (priority, created_at);",
 ];
 
 /// The first 16 bytes of every SQLite database file.

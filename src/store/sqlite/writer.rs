@@ -10,8 +10,8 @@ use std::sync::mpsc;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::rows::{actor_columns, code_column, code_from, millis, origin_columns};
-use crate::broker::{AuditEntry, CaseRecord, CaseSelection, Persist};
+use super::rows::{actor_columns, code_column, millis, origin_columns};
+use crate::broker::{AuditEntry, CaseRecord, Persist};
 use crate::store::{CommitReport, StoreError};
 
 /// The most batches committed in one transaction; bounds the latency of the first.
@@ -156,7 +156,7 @@ fn apply(conn: &Connection, ops: &[Persist]) -> rusqlite::Result<CommitReport> {
                 }
             }
             Persist::DeleteWhere(selection) => {
-                for code in selected(conn, selection)? {
+                for code in super::listing::codes(conn, selection)? {
                     if delete(conn, code)? {
                         report.deleted.push(code);
                     }
@@ -287,27 +287,6 @@ fn delete(conn: &Connection, code: sosq::SessionCode) -> rusqlite::Result<bool> 
         .prepare_cached("DELETE FROM cases WHERE code = ?1")?
         .execute(params![code])?;
     Ok(removed > 0)
-}
-
-/// Codes of the cases a selection matches.
-pub(super) fn selected(
-    conn: &Connection,
-    selection: &CaseSelection,
-) -> rusqlite::Result<Vec<sosq::SessionCode>> {
-    let mut statement = conn.prepare_cached(
-        "SELECT code FROM cases
-         WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR created_at < ?2)",
-    )?;
-    let codes = statement
-        .query_map(
-            params![
-                selection.state.map(|state| state.as_str()),
-                selection.created_before.map(millis)
-            ],
-            |row| code_from(row, 0),
-        )?
-        .collect();
-    codes
 }
 
 fn audit(conn: &Connection, entry: &AuditEntry, count: u64) -> rusqlite::Result<()> {
