@@ -173,6 +173,11 @@ fn an_admin_deletes_every_closed_case_after_a_confirmation_naming_the_filter() {
     assert!(closed.iter().all(|code| !table.contains(code)), "{table}");
     browser.screenshot("admin-cases-deleted");
 
+    // The reports count the two deletions (and draw them on the server, as SVG).
+    browser.goto("/admin/reports?days=7");
+    browser.wait_for("#report-outcomes svg");
+    browser.screenshot("reports");
+
     assert_eq!(stored_codes(&daemon, &admin), vec![open]);
 }
 
