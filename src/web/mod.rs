@@ -29,6 +29,7 @@ pub(crate) mod public;
 mod queue;
 mod reports;
 mod serve;
+mod signin;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,7 +59,7 @@ pub struct WebState {
     /// Signed-in staff and customers following their case.
     pub sessions: auth::Sessions,
     /// Failed sign-ins per address.
-    pub signins: auth::SignInThrottle,
+    pub signins: signin::SignInThrottle,
     /// `/status`, computed at most once a second whatever the traffic.
     pub status: public::StatusCache,
 }
@@ -69,7 +70,7 @@ impl WebState {
         let config = shared.config();
         Arc::new(WebState {
             sessions: auth::Sessions::new(config.web_session_idle),
-            signins: auth::SignInThrottle::new(config.web_signin_attempts),
+            signins: signin::SignInThrottle::new(config.web_signin_attempts),
             status: public::StatusCache::default(),
             shared,
         })
@@ -106,9 +107,9 @@ pub(crate) fn console_caller(
 /// Every route of the console, with the security headers and limits on all of them.
 pub fn router(state: Arc<WebState>) -> Router {
     let pages = Router::new()
-        .route("/", get(auth::home))
-        .route("/signin", get(auth::signin_page).post(auth::signin))
-        .route("/signout", post(auth::signout))
+        .route("/", get(signin::home))
+        .route("/signin", get(signin::signin_page).post(signin::signin))
+        .route("/signout", post(signin::signout))
         .route("/queue", get(queue::show))
         .route("/queue/live", get(queue::live))
         .route("/cases/{code}", get(case::show))
@@ -159,7 +160,7 @@ pub fn router(state: Arc<WebState>) -> Router {
         ))
         .layer(SetResponseHeaderLayer::overriding(
             header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
+            HeaderValue::from_static("same-origin"),
         ))
         // Pages carry case data: never kept by a browser or a proxy (assets say otherwise).
         .layer(SetResponseHeaderLayer::if_not_present(
