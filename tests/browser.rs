@@ -102,6 +102,34 @@ fn an_expert_sees_a_request_arrive_live_takes_it_connects_and_closes_it() {
     browser.wait_text("#case-state", "in_progress", |s| s == "in_progress");
     browser.screenshot("case-in-progress");
 
+    // A note, for staff only: in the history, never on the customer's side.
+    browser.fill(
+        &format!(
+            "form[action='/cases/{}/note'] input[name=reason]",
+            alice.code
+        ),
+        "customer's VPN client is 3 versions old",
+    );
+    browser.click(&format!(
+        "form[action='/cases/{}/note'] button[type=submit]",
+        alice.code
+    ));
+    browser.wait_for_text(".flash", "Note added");
+    browser.wait_for_text("#history", "VPN client is 3 versions old");
+    let history = daemon.json(Some(&expert), &["history", &alice.code]);
+    let note = history["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "note")
+        .unwrap_or_else(|| panic!("a note in {history}"))
+        .clone();
+    assert!(
+        note["address"].as_str().unwrap().ends_with("via console"),
+        "{note}"
+    );
+    browser.screenshot("case-note");
+
     browser.click(&format!(
         "form[action='/cases/{}/close'] button[type=submit]",
         alice.code
@@ -113,16 +141,34 @@ fn an_expert_sees_a_request_arrive_live_takes_it_connects_and_closes_it() {
     assert_eq!(closed["state"], "closed", "{closed}");
 }
 
+/// Closed cases older than a day, in the store before the daemon starts (as a daemon that
+/// has run for days has them).
+const OLD_CLOSED: u64 = 3;
+
 #[test]
-fn an_admin_deletes_every_closed_case_after_a_confirmation_naming_the_filter() {
-    let daemon = Daemon::start(&[]);
+fn an_admin_deletes_closed_cases_older_than_a_day_after_a_confirmation_naming_count_and_filter() {
+    let dir = std::sync::Arc::new(tempfile::tempdir().expect("temp dir"));
+    let two_days_ago =
+        sosq::protocol::Timestamp(sosq::protocol::Timestamp::now().0 - 2 * 24 * 60 * 60 * 1000);
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(sosqd::loadgen::seed_finished_cases(
+            dir.path(),
+            OLD_CLOSED,
+            |_| (two_days_ago, sosq::protocol::CaseState::Closed),
+        ))
+        .expect("seed old closed cases");
+    let daemon = Daemon::start_in(dir, &[]);
     let expert = daemon.add_user("ana", "expert");
     let admin = daemon.add_user("root", "admin");
+    let old = stored_codes(&daemon, &admin);
+    assert_eq!(old.len() as u64, OLD_CLOSED);
     let customers: Vec<Customer> = ["Ann", "Ben", "Cy"]
         .iter()
         .map(|name| request(&daemon, name, "needs help"))
         .collect();
-    // Ann's and Ben's cases are closed by the expert; Cy still waits.
+    // Ann's and Ben's cases are closed today by the expert; Cy still waits. Only the old
+    // closed cases are closed and older than a day.
     for customer in &customers[..2] {
         let out = daemon.run(Some(&expert), &["close", &customer.code]);
         assert!(
@@ -131,54 +177,64 @@ fn an_admin_deletes_every_closed_case_after_a_confirmation_naming_the_filter() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let (closed, open) = (
-        [customers[0].code.clone(), customers[1].code.clone()],
-        customers[2].code.clone(),
-    );
     let Some(mut browser) = Browser::open(&daemon, "admin") else {
         return;
     };
     browser.sign_in(&admin);
     assert_eq!(browser.path(), "/admin/cases");
-    let table = browser.wait_for_text("#cases", &open);
-    assert!(closed.iter().all(|code| table.contains(code)), "{table}");
+    let table = browser.wait_for_text("#cases", &customers[2].code);
+    assert!(old.iter().all(|code| table.contains(code)), "{table}");
     browser.screenshot("admin-cases");
 
     browser.select("form[action='/admin/cases'] select[name=state]", "closed");
+    browser.fill("form[action='/admin/cases'] input[name=older]", "1d");
     browser.click("form[action='/admin/cases'] button[type=submit]");
-    browser.wait_until("the closed cases only", |b| {
-        b.path().contains("state=closed")
+    browser.wait_until("the old closed cases only", |b| {
+        b.path().contains("state=closed") && b.path().contains("older=1d")
     });
-    let table = browser.wait_for_text("#cases", &closed[0]);
+    let table = browser.wait_for_text("#cases", &old[0]);
     assert!(
-        table.contains(&closed[1]) && !table.contains(&open),
+        old.iter().all(|code| table.contains(code))
+            && customers.iter().all(|c| !table.contains(&c.code)),
         "{table}"
     );
-    browser.screenshot("admin-cases-closed");
+    browser.screenshot("admin-cases-filtered");
 
     let count = browser.wait_for_text("#match-count", "match");
     assert!(
-        count.starts_with("2 case(s) match: state closed"),
+        count.starts_with("3 case(s) match: state closed, created more than 1d ago"),
         "{count}"
     );
     browser.click("#delete-form button[name=scope][value=all]");
-    let warning = browser.wait_for_text("#confirm-what", "Delete all 2 case(s) matching");
-    assert!(warning.contains("state closed"), "{warning}");
+    let warning = browser.wait_for_text("#confirm-what", "Delete all 3 case(s) matching");
+    assert!(
+        warning.contains("state closed, created more than 1d ago"),
+        "{warning}"
+    );
     browser.screenshot("confirm-delete");
 
     browser.click("button[name=confirm][value=yes]");
     let flash = browser.wait_for_text(".flash", "Deleted");
-    assert!(flash.contains("Deleted 2 case(s)"), "{flash}");
+    assert!(flash.contains("Deleted 3 case(s)"), "{flash}");
     let table = browser.wait_for_text("#cases", "No case matches");
-    assert!(closed.iter().all(|code| !table.contains(code)), "{table}");
+    assert!(old.iter().all(|code| !table.contains(code)), "{table}");
     browser.screenshot("admin-cases-deleted");
 
-    // The reports count the two deletions (and draw them on the server, as SVG).
+    // The reports count the deletions (and draw them on the server, as SVG).
     browser.goto("/admin/reports?days=7");
-    browser.wait_for("#report-outcomes svg");
+    browser.wait_for_text("#report-outcomes", "deleted");
+    let charts = browser.js(
+        "return document.querySelectorAll('main svg').length;",
+        vec![],
+    );
+    assert!(charts.as_u64().is_some_and(|n| n >= 5), "{charts}");
     browser.screenshot("reports");
 
-    assert_eq!(stored_codes(&daemon, &admin), vec![open]);
+    let mut left = stored_codes(&daemon, &admin);
+    left.sort();
+    let mut today: Vec<String> = customers.iter().map(|c| c.code.clone()).collect();
+    today.sort();
+    assert_eq!(left, today, "today's cases stay, closed or not");
 }
 
 #[test]

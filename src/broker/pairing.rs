@@ -325,7 +325,9 @@ impl Broker {
                 case.record.first_response_at = Some(now);
                 let index = priority_index(case.record.priority);
                 if let Some(since) = case.record.waiting_since {
-                    self.stats.first_response[index].observe(now.since(since));
+                    let waited = now.since(since);
+                    self.stats.first_response[index].observe(waited);
+                    self.stats.observe_team_wait(&case.record.group, waited);
                 }
                 if case.record.response_due.is_some_and(|due| now > due) {
                     self.stats.targets_missed[index] += 1;

@@ -48,6 +48,43 @@ pub struct Stats {
     pub expired: u64,
     /// Times both partners of a case got connected.
     pub pairings: u64,
+    /// Time from starting to wait to the first expert, per team (for the public status
+    /// page's typical wait). Teams are made by admins, so the map stays small; a team
+    /// past [`MAX_TEAMS_TRACKED`] is not tracked.
+    pub first_response_by_team: std::collections::BTreeMap<String, Histogram>,
+}
+
+/// The most teams whose waits [`Stats::first_response_by_team`] keeps.
+pub const MAX_TEAMS_TRACKED: usize = 1_000;
+
+impl Stats {
+    /// Records that a case of `team` waited `waited` for its first expert.
+    pub fn observe_team_wait(&mut self, team: &str, waited: Duration) {
+        if let Some(histogram) = self.first_response_by_team.get_mut(team) {
+            histogram.observe(waited);
+        } else if self.first_response_by_team.len() < MAX_TEAMS_TRACKED {
+            let mut histogram = Histogram::default();
+            histogram.observe(waited);
+            self.first_response_by_team
+                .insert(team.to_string(), histogram);
+        }
+    }
+}
+
+impl Histogram {
+    /// The upper bound, in seconds, of the bucket holding the median observation: "under
+    /// N s" for a typical wait (`None` before the first observation, or when the median
+    /// is past the last bucket).
+    pub fn median_bound(&self) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        self.buckets
+            .iter()
+            .zip(RESPONSE_BUCKETS)
+            .find(|(n, _)| **n * 2 >= self.count)
+            .map(|(_, bound)| bound)
+    }
 }
 
 /// Index of a priority in the per-priority arrays.

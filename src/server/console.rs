@@ -5,11 +5,11 @@
 
 use std::sync::atomic::Ordering;
 
-use sosq::protocol::{Priority, Timestamp};
+use sosq::protocol::Timestamp;
 use tokio::sync::watch;
 
 use super::Shared;
-use crate::broker::{CustomerFollow, PartyId, QueueId, RESPONSE_BUCKETS};
+use crate::broker::{CustomerFollow, PartyId, QueueId};
 use crate::store::users::User;
 use crate::web::public::{StatusReport, TeamStatus};
 
@@ -80,32 +80,28 @@ impl Shared {
                     .fold((0, None::<Timestamp>), |(n, oldest), (_, count, since)| {
                         (n + count, Some(oldest.map_or(*since, |o| o.min(*since))))
                     });
+                let typical_wait_seconds = stats
+                    .first_response_by_team
+                    .get(&team)
+                    .and_then(|histogram| histogram.median_bound())
+                    .map(|bound| bound as u64);
                 TeamStatus {
                     team,
                     waiting,
                     longest_wait_seconds: oldest
                         .map_or(0, |since| now.0.saturating_sub(since.0) / 1000),
+                    typical_wait_seconds,
                 }
             })
             .collect();
-        let mut buckets = [0u64; RESPONSE_BUCKETS.len()];
-        let mut count = 0;
-        for priority in Priority::ALL {
-            let histogram = &stats.first_response[crate::broker::priority_index(priority)];
-            for (sum, n) in buckets.iter_mut().zip(histogram.buckets) {
+        let mut overall = crate::broker::Histogram::default();
+        for histogram in &stats.first_response {
+            for (sum, n) in overall.buckets.iter_mut().zip(histogram.buckets) {
                 *sum += n;
             }
-            count += histogram.count;
+            overall.count += histogram.count;
         }
-        let typical_wait_seconds = (count > 0)
-            .then(|| {
-                buckets
-                    .iter()
-                    .zip(RESPONSE_BUCKETS)
-                    .find(|(n, _)| **n * 2 >= count)
-                    .map(|(_, bound)| bound as u64)
-            })
-            .flatten();
+        let typical_wait_seconds = overall.median_bound().map(|bound| bound as u64);
         StatusReport {
             service: if self.is_shutting_down() {
                 "shutting_down"

@@ -143,6 +143,14 @@ impl Sessions {
         }
     }
 
+    /// Ends every staff session whose account `keep` refuses (a revoked token).
+    pub fn retain_staff(&self, keep: impl Fn(&User) -> bool) {
+        self.by_id.retain(|_, session| match &session.holder {
+            Holder::Staff(user) => keep(user),
+            Holder::Customer { .. } => true,
+        });
+    }
+
     /// How many sessions are held (for tests and metrics).
     pub fn len(&self) -> usize {
         self.by_id.len()

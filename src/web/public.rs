@@ -47,7 +47,7 @@ pub struct StatusReport {
     /// The public teams' queues.
     pub teams: Vec<TeamStatus>,
     /// The typical time from asking for help to an expert, over every team since the
-    /// daemon started: the upper bound of the histogram bucket holding the median, in
+    /// daemon started (each team's is in [`TeamStatus`]): the upper bound of the histogram bucket holding the median, in
     /// seconds; none before the first response.
     pub typical_wait_seconds: Option<u64>,
 }
@@ -61,6 +61,10 @@ pub struct TeamStatus {
     pub waiting: usize,
     /// How long the longest of them has waited, in seconds.
     pub longest_wait_seconds: u64,
+    /// The typical time from asking for help to an expert in this team since the daemon
+    /// started: the upper bound of the histogram bucket holding the median, in seconds;
+    /// none before its first response.
+    pub typical_wait_seconds: Option<u64>,
 }
 
 /// `/status` as last computed.
@@ -120,10 +124,18 @@ pub async fn status(
             }
             @if !report.teams.is_empty() {
                 table #teams {
-                    thead { tr { th { "Team" } th { "Waiting" } th { "Longest wait" } } }
+                    thead { tr { th { "Team" } th { "Waiting" } th { "Longest wait now" } th { "Typical wait" } } }
                     tbody {
                         @for team in &report.teams {
-                            tr { td { (team.team) } td { (team.waiting) } td { (humantime::format_duration(Duration::from_secs(team.longest_wait_seconds))) } }
+                            tr {
+                                td { (team.team) }
+                                td { (team.waiting) }
+                                td { (humantime::format_duration(Duration::from_secs(team.longest_wait_seconds))) }
+                                td { @match team.typical_wait_seconds {
+                                    Some(s) => { "under " (humantime::format_duration(Duration::from_secs(s))) }
+                                    None => "no answer yet",
+                                } }
+                            }
                         }
                     }
                 }

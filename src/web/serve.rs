@@ -41,6 +41,30 @@ pub fn tls_config(identity: &Identity) -> Result<Arc<rustls::ServerConfig>, WebE
 /// Serves the console on `listener` until the task is aborted, each connection with the
 /// HTTPS setup in force when it arrives (a reload may swap the certificate).
 pub async fn serve(state: Arc<WebState>, listener: TcpListener) {
+    tokio::select! {
+        () = accept(state.clone(), listener) => {}
+        () = sweep_revoked(state) => {}
+    }
+}
+
+/// How often console sessions are checked against the users store.
+const REVOCATION_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Ends the console sessions of revoked tokens within [`REVOCATION_CHECK`], as the
+/// daemon closes their QUIC connections (each request checks too; this also ends the
+/// sessions that make none).
+async fn sweep_revoked(state: Arc<WebState>) {
+    let mut tick = tokio::time::interval(REVOCATION_CHECK);
+    loop {
+        tick.tick().await;
+        state
+            .sessions
+            .retain_staff(|user| state.shared.still_authorized(Some(user)));
+    }
+}
+
+/// The accept loop.
+async fn accept(state: Arc<WebState>, listener: TcpListener) {
     let shared = state.shared.clone();
     let app = router(state);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
