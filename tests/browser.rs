@@ -78,6 +78,7 @@ fn an_expert_sees_a_request_arrive_live_takes_it_connects_and_closes_it() {
         "{row}"
     );
     assert!(browser.is_marked_page(), "the queue page was reloaded");
+    browser.wait_for_text("#queue-counts", "1 waiting online");
     browser.screenshot("queue");
 
     browser.click(&format!("#queue-rows a[href='/cases/{}']", alice.code));

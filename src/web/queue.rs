@@ -187,7 +187,7 @@ pub async fn show(
                 label { "Team " input type="text" name="team" value=(view.team) size="12"; }
                 button type="submit" { "Apply" }
             }
-            p #queue-counts { (queue.online) " waiting online, " (queue.offline) " offline." }
+            p #queue-counts { (counts(&queue)) }
             table #queue data-live=(live) {
                 thead { tr {
                     th { "#" } th { "Code" } th { "Priority" } th { "Customer" } th { "Description" }
@@ -218,39 +218,71 @@ fn updates(
     staff: Staff,
     view: View,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    let changes = state.shared.queue_changes();
-    futures_util::stream::unfold(
-        (state, staff, view, changes, String::new(), false),
-        |(state, staff, view, mut changes, last, ended)| async move {
-            if ended {
-                return None;
+    /// What the stream carries from one step to the next.
+    struct Live {
+        state: Arc<WebState>,
+        staff: Staff,
+        view: View,
+        changes: tokio::sync::watch::Receiver<u64>,
+        /// The rows and counts last sent.
+        last: String,
+        /// The counts event that goes right after the rows event.
+        counts: Option<Event>,
+        ended: bool,
+    }
+    let live = Live {
+        changes: state.shared.queue_changes(),
+        state,
+        staff,
+        view,
+        last: String::new(),
+        counts: None,
+        ended: false,
+    };
+    futures_util::stream::unfold(live, |mut live| async move {
+        if let Some(counts) = live.counts.take() {
+            return Some((Ok(counts), live));
+        }
+        if live.ended {
+            return None;
+        }
+        loop {
+            if !live.last.is_empty() {
+                wait_for_change(&mut live.changes).await;
             }
-            let mut last = last;
-            loop {
-                if !last.is_empty() {
-                    wait_for_change(&mut changes).await;
-                }
-                if !state.shared.still_authorized(Some(&staff.user)) {
-                    state.sessions.close(&staff.session);
-                    let event = Event::default()
-                        .event("signedout")
-                        .data("your access token was revoked; sign in again");
-                    return Some((Ok(event), (state, staff, view, changes, last, true)));
-                }
-                let rendered = match fetch(&state, &staff, &view).await {
-                    Ok(queue) => {
-                        let now = state.shared.now();
-                        let shown = arrange(&queue.entries, &view, &staff.user.name);
-                        rows(&shown, now).into_string()
-                    }
-                    Err(e) => html! { tr { td colspan="9" { (e.message) } } }.into_string(),
-                };
-                if rendered != last {
-                    let event = Event::default().event("queue").data(rendered.clone());
-                    return Some((Ok(event), (state, staff, view, changes, rendered, false)));
-                }
-                last = rendered;
+            if !live.state.shared.still_authorized(Some(&live.staff.user)) {
+                live.state.sessions.close(&live.staff.session);
+                live.ended = true;
+                let event = Event::default()
+                    .event("signedout")
+                    .data("your access token was revoked; sign in again");
+                return Some((Ok(event), live));
             }
-        },
-    )
+            let (rows_html, counts_html) = match fetch(&live.state, &live.staff, &live.view).await {
+                Ok(queue) => {
+                    let now = live.state.shared.now();
+                    let shown = arrange(&queue.entries, &live.view, &live.staff.user.name);
+                    (
+                        rows(&shown, now).into_string(),
+                        counts(&queue).into_string(),
+                    )
+                }
+                Err(e) => (
+                    html! { tr { td colspan="9" { (e.message) } } }.into_string(),
+                    String::new(),
+                ),
+            };
+            let rendered = format!("{rows_html}{counts_html}");
+            if rendered != live.last {
+                live.last = rendered;
+                live.counts = Some(Event::default().event("counts").data(counts_html));
+                return Some((Ok(Event::default().event("queue").data(rows_html)), live));
+            }
+        }
+    })
+}
+
+/// "3 waiting online, 1 offline."
+fn counts(queue: &QueuePage) -> Markup {
+    html! { (queue.online) " waiting online, " (queue.offline) " offline." }
 }

@@ -22,6 +22,10 @@ function live(element, eventName, target) {
     }
     if (state) state.textContent = "Live: this table updates by itself.";
   });
+  const counts = document.getElementById("queue-counts");
+  source.addEventListener("counts", (event) => {
+    if (counts && event.data) counts.innerHTML = event.data;
+  });
   source.addEventListener("signedout", () => {
     source.close();
     window.location.assign("/signin");
