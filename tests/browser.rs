@@ -229,6 +229,11 @@ fn an_admin_deletes_closed_cases_older_than_a_day_after_a_confirmation_naming_co
         vec![],
     );
     assert!(charts.as_u64().is_some_and(|n| n >= 5), "{charts}");
+    // The picture shows the chart with today's deletions.
+    browser.js(
+        "document.getElementById('report-outcomes').scrollIntoView();",
+        vec![],
+    );
     browser.screenshot("reports");
 
     let mut left = stored_codes(&daemon, &admin);
