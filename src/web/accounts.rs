@@ -17,25 +17,13 @@ use super::layout::{clock_time, page, PageError};
 use super::WebState;
 use crate::store::users::StaffRole;
 
-/// Refuses staff who are not admins.
-fn admin_only(staff: &Staff) -> Result<(), PageError> {
-    if staff.is_admin() {
-        Ok(())
-    } else {
-        Err(PageError::new(
-            StatusCode::FORBIDDEN,
-            "managing users, teams and profiles is for admins; you are signed in as an expert",
-        ))
-    }
-}
-
 fn store_error(e: impl std::fmt::Display) -> PageError {
     PageError::new(StatusCode::BAD_REQUEST, e.to_string())
 }
 
 /// `GET /admin/users`.
 pub async fn users(State(state): State<Arc<WebState>>, staff: Staff) -> Result<Markup, PageError> {
-    admin_only(&staff)?;
+    staff.require_admin("managing users, teams and profiles")?;
     let flash = state.sessions.take_flash(&staff.session);
     users_page(&state, &staff, flash.as_deref(), None)
 }
@@ -108,7 +96,7 @@ pub async fn add_user(
     Form(form): Form<NewUser>,
 ) -> Result<Markup, PageError> {
     staff.check_csrf(&form.csrf)?;
-    admin_only(&staff)?;
+    staff.require_admin("managing users, teams and profiles")?;
     let role = match form.role.as_str() {
         "expert" => StaffRole::Expert,
         "admin" => StaffRole::Admin,
@@ -158,7 +146,7 @@ pub async fn revoke_user(
     Form(form): Form<super::auth::Csrf>,
 ) -> Result<Redirect, PageError> {
     staff.check_csrf(&form.csrf)?;
-    admin_only(&staff)?;
+    staff.require_admin("managing users, teams and profiles")?;
     state.shared.users().revoke(&name).map_err(store_error)?;
     state
         .shared
@@ -176,7 +164,7 @@ pub async fn revoke_user(
 
 /// `GET /admin/teams`.
 pub async fn teams(State(state): State<Arc<WebState>>, staff: Staff) -> Result<Markup, PageError> {
-    admin_only(&staff)?;
+    staff.require_admin("managing users, teams and profiles")?;
     let groups = state.shared.users().groups().map_err(store_error)?;
     let public = state.shared.users().public_groups().map_err(store_error)?;
     let notice = state.shared.users().notice().map_err(store_error)?;
@@ -237,7 +225,7 @@ pub async fn add_team(
     Form(form): Form<NewTeam>,
 ) -> Result<Redirect, PageError> {
     staff.check_csrf(&form.csrf)?;
-    admin_only(&staff)?;
+    staff.require_admin("managing users, teams and profiles")?;
     let name = form.name.trim();
     state.shared.users().add_group(name).map_err(store_error)?;
     state
@@ -267,7 +255,7 @@ pub async fn set_public(
     Form(form): Form<PublicFlag>,
 ) -> Result<Redirect, PageError> {
     staff.check_csrf(&form.csrf)?;
-    admin_only(&staff)?;
+    staff.require_admin("managing users, teams and profiles")?;
     let public = form.public == "true";
     state
         .shared
@@ -308,7 +296,7 @@ pub async fn set_notice(
     Form(form): Form<NoticeForm>,
 ) -> Result<Redirect, PageError> {
     staff.check_csrf(&form.csrf)?;
-    admin_only(&staff)?;
+    staff.require_admin("managing users, teams and profiles")?;
     let text = Some(form.text.trim()).filter(|t| !t.is_empty());
     state.shared.users().set_notice(text).map_err(store_error)?;
     let (action, selector) = match text {
@@ -337,7 +325,7 @@ pub async fn profiles(
     staff: Staff,
     headers: HeaderMap,
 ) -> Result<Markup, PageError> {
-    admin_only(&staff)?;
+    staff.require_admin("managing users, teams and profiles")?;
     let groups = state.shared.users().groups().map_err(store_error)?;
     // Customers dial the host the admin's browser reached, at the QUIC port.
     let host = headers
@@ -382,7 +370,7 @@ pub async fn download_profile(
     Form(form): Form<NewProfile>,
 ) -> Result<Response, PageError> {
     staff.check_csrf(&form.csrf)?;
-    admin_only(&staff)?;
+    staff.require_admin("managing users, teams and profiles")?;
     let group = Some(form.group.trim().to_string()).filter(|g| !g.is_empty());
     if let Some(group) = &group {
         if !state

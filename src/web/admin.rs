@@ -24,18 +24,6 @@ const PAGE_ROWS: u32 = 50;
 /// Cases per page read while exporting CSV (the protocol's largest page).
 const EXPORT_PAGE: u32 = sosq::protocol::MAX_PAGE_ITEMS;
 
-/// Refuses staff who are not admins, with the wire's words.
-fn admin_only(staff: &Staff) -> Result<(), PageError> {
-    if staff.is_admin() {
-        Ok(())
-    } else {
-        Err(PageError::new(
-            StatusCode::FORBIDDEN,
-            "listing and deleting all cases is for admins; you are signed in as an expert",
-        ))
-    }
-}
-
 /// One page of cases matching `filter`, after `after`.
 async fn fetch(
     state: &WebState,
@@ -87,7 +75,7 @@ pub async fn cases(
     staff: Staff,
     Query(filter): Query<Filter>,
 ) -> Result<Markup, PageError> {
-    admin_only(&staff)?;
+    staff.require_admin("listing and deleting all cases")?;
     let page_of = fetch(&state, &staff, &filter, cursor(&filter.after)?, PAGE_ROWS).await?;
     let matching = state
         .shared
@@ -184,7 +172,7 @@ pub async fn delete(
 ) -> Result<Response, PageError> {
     let form = DeleteForm::parse(&body);
     staff.check_csrf(&form.csrf)?;
-    admin_only(&staff)?;
+    staff.require_admin("listing and deleting all cases")?;
     let (selector, what) = match form.scope.as_str() {
         "ticked" if form.codes.is_empty() => {
             return Err(PageError::new(
@@ -294,7 +282,7 @@ pub async fn cases_csv(
     staff: Staff,
     Query(filter): Query<Filter>,
 ) -> Result<Response, PageError> {
-    admin_only(&staff)?;
+    staff.require_admin("listing and deleting all cases")?;
     filter.to_wire()?;
     let header_row = csv_row(
         &[

@@ -27,24 +27,13 @@ pub struct AuditView {
     before: Option<u64>,
 }
 
-fn admin_only(staff: &Staff) -> Result<(), PageError> {
-    if staff.is_admin() {
-        Ok(())
-    } else {
-        Err(PageError::new(
-            StatusCode::FORBIDDEN,
-            "the audit log is for admins; you are signed in as an expert",
-        ))
-    }
-}
-
 /// `GET /admin/audit`.
 pub async fn show(
     State(state): State<Arc<WebState>>,
     staff: Staff,
     Query(view): Query<AuditView>,
 ) -> Result<Markup, PageError> {
-    admin_only(&staff)?;
+    staff.require_admin("the audit log")?;
     let entries = state
         .shared
         .audit_page(view.before, PAGE_ENTRIES)
@@ -78,7 +67,7 @@ pub async fn show(
 
 /// `GET /admin/audit.csv`: the whole log, newest first.
 pub async fn csv(State(state): State<Arc<WebState>>, staff: Staff) -> Result<Response, PageError> {
-    admin_only(&staff)?;
+    staff.require_admin("the audit log")?;
     let header_row =
         csv_row(&["at", "actor", "address", "action", "selector", "count"].map(String::from));
     let stream = futures_util::stream::unfold(

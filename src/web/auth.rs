@@ -223,6 +223,19 @@ impl Staff {
         self.user.role == StaffRole::Admin
     }
 
+    /// Refuses staff who are not admins: `what` (in words, "the audit log") is for admins.
+    /// The console's admin pages mirror `sosqd` commands, which the role matrix does not
+    /// cover; their requests to the daemon are checked by it again.
+    pub fn require_admin(&self, what: &str) -> Result<(), PageError> {
+        if self.is_admin() {
+            return Ok(());
+        }
+        Err(PageError::new(
+            StatusCode::FORBIDDEN,
+            format!("{what}: for admins; you are signed in as an expert"),
+        ))
+    }
+
     /// Refuses a state-changing request whose form does not carry this session's token.
     pub fn check_csrf(&self, token: &str) -> Result<(), PageError> {
         check_csrf(&self.csrf, token)

@@ -36,12 +36,7 @@ pub async fn show(
     staff: Staff,
     Query(period): Query<Period>,
 ) -> Result<Markup, PageError> {
-    if !staff.is_admin() {
-        return Err(PageError::new(
-            StatusCode::FORBIDDEN,
-            "reports are for admins; you are signed in as an expert",
-        ));
-    }
+    staff.require_admin("reports")?;
     let days = period.days.clamp(1, MAX_DAYS);
     let window = state.shared.report_window(days);
     let reports = state
