@@ -255,6 +255,42 @@ fn departure_of(connection: &quinn::Connection, refused: bool) -> Departure {
     }
 }
 
+/// A hello with another node's console delegation token (`delegation.rs`): the staff
+/// member it names, if the token is this cluster's, unexpired, and the user still exists.
+fn delegated(
+    shared: &Shared,
+    party: crate::broker::PartyId,
+    address: SocketAddr,
+    token: &str,
+) -> Result<Caller, (ErrorKind, String, u32)> {
+    let user = shared
+        .delegation
+        .get()
+        .and_then(|delegation| delegation.verify(token, shared.now()))
+        .and_then(|name| {
+            let users = shared.users.list().ok()?;
+            users.into_iter().find(|user| user.name == name)
+        });
+    match user {
+        Some(user) => Ok(Caller {
+            party,
+            role: user.role.role(),
+            name: user.name.clone(),
+            user: Some(user),
+            address,
+            channel: Channel::Console,
+        }),
+        None => {
+            tracing::warn!(%address, "refused a console delegation token");
+            Err((
+                ErrorKind::Unauthenticated,
+                "this console delegation token is not valid here (another cluster, expired, or its user is gone)".to_string(),
+                close_code::UNAUTHENTICATED,
+            ))
+        }
+    }
+}
+
 /// Checks the hello: protocol version, then the token if any.
 fn greet(
     shared: &Shared,
@@ -280,6 +316,9 @@ fn greet(
             channel: Channel::Quic,
         });
     };
+    if super::delegation::Delegation::is_delegation(&token) {
+        return delegated(shared, party, address, &token);
+    }
     match shared.users.authenticate(&token) {
         Ok(Some(user)) => Ok(Caller {
             party,

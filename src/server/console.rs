@@ -210,6 +210,39 @@ impl Shared {
         ticket.await.map(|_| ()).map_err(|e| e.to_string())
     }
 
+    /// Runs a console request that `redirect` sent to another node of the cluster, there,
+    /// on behalf of `user` (a delegation token stands for the user's own: `delegation.rs`).
+    /// Errors: in words, when this daemon is no cluster node or the other node cannot be
+    /// reached or refuses.
+    pub(crate) async fn forward(
+        &self,
+        redirect: &sosq::protocol::Redirect,
+        user: &User,
+    ) -> Result<sosq::protocol::Reply, String> {
+        let delegation = self
+            .delegation
+            .get()
+            .ok_or("this sosqd is not a cluster node")?;
+        let options = sosq::ConnectOptions {
+            server: redirect.address.clone(),
+            fingerprint: self.fingerprint()?,
+            token: Some(delegation.token(&user.name, self.now())),
+            ca: None,
+        };
+        let mut client = sosq::Client::connect(&options)
+            .await
+            .map_err(|e| format!("cannot reach the node at {}: {e}", redirect.address))?;
+        let reply = client
+            .request(sosq::protocol::Request::Redeem {
+                ticket: redirect.ticket.clone(),
+                request: redirect.request.clone(),
+            })
+            .await
+            .map_err(|e| format!("the node at {} did not answer: {e}", redirect.address));
+        client.close().await;
+        reply
+    }
+
     /// The daemon's certificate fingerprint, for support profiles made in the console.
     pub(crate) fn fingerprint(&self) -> Result<String, String> {
         crate::transport::Identity::from_config(&self.config())

@@ -97,7 +97,13 @@ impl Server {
             }
             None => None,
         };
+        let is_cluster = cluster.is_some();
         let shared = Arc::new(Shared::new(config, store, clock, cluster)?);
+        if is_cluster {
+            let _ = shared
+                .delegation
+                .set(super::delegation::Delegation::from_identity(&identity));
+        }
         Ok(Server {
             shared,
             endpoint,

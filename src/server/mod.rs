@@ -14,6 +14,7 @@ pub mod commands;
 mod connection;
 mod console;
 mod daemon;
+mod delegation;
 mod dispatch;
 mod drains;
 mod error;
@@ -132,6 +133,9 @@ pub struct Shared {
     /// The web console's HTTPS setup while the console is on; a reload with a new
     /// certificate swaps it, as it does the QUIC endpoint's.
     web_tls: RwLock<Option<Arc<rustls::ServerConfig>>>,
+    /// On a cluster node: the key of the console's delegation tokens (see
+    /// [`delegation`]); unset on a single node, which never issues nor accepts one.
+    delegation: std::sync::OnceLock<delegation::Delegation>,
 }
 
 impl Shared {
@@ -207,6 +211,7 @@ impl Shared {
             endpoint_gate: Mutex::new(()),
             placement,
             web_tls: RwLock::new(None),
+            delegation: std::sync::OnceLock::new(),
         })
     }
 

@@ -180,6 +180,22 @@ fn history_table(history: &HistoryPage) -> Markup {
     }
 }
 
+/// The page that says a case's action must be taken on another node (the forwarding
+/// failed for `why`), with a link to that node's console.
+fn elsewhere(staff: &Staff, code: &str, address: &str, why: &str) -> Response {
+    let there = format!("https://{address}/cases/{}", code.trim());
+    let body = page(
+        "On another node",
+        Some(&staff.viewer()),
+        None,
+        html! {
+            p.warning role="alert" { "Case " (code) " is served by the cluster node at " (address) ", which alone may change it, and this console could not reach it: " (why) "." }
+            p { a #home-node href=(there) { "Open case " (code) " on that node's console" } " (sign in there with your token), or run the action with " code { "sosq" } ", which follows the node by itself." }
+        },
+    );
+    (StatusCode::MISDIRECTED_REQUEST, body).into_response()
+}
+
 /// The fields of every action form; each action reads the ones it needs.
 #[derive(Debug, Default, Deserialize)]
 pub struct ActionForm {
@@ -258,23 +274,20 @@ pub async fn act(
             ))
         }
     };
-    let done = match state.run(&staff.caller, request).await {
+    let mut reply = state.run(&staff.caller, request).await;
+    if let Reply::Redirect(redirect) = &reply {
+        // The case's parties are connected to another node of the cluster, which alone may
+        // change it: this node runs the request there for the signed-in user.
+        match state.shared.forward(redirect, &staff.user).await {
+            Ok(answer) => reply = answer,
+            Err(why) => return Ok(elsewhere(&staff, &code, &redirect.address, &why)),
+        }
+    }
+    let done = match reply {
         Reply::Error(e) => return Err(PageError::from_reply(e.kind, e.message)),
         Reply::Redirect(redirect) => {
-            // The case's parties are connected to another node of the cluster, which
-            // alone may change it; its console is at the same port number (web_listen's
-            // default). Console sessions live in each node's memory: sign in there.
-            let there = format!("https://{}/cases/{}", redirect.address, code.trim());
-            let body = page(
-                "On another node",
-                Some(&staff.viewer()),
-                None,
-                html! {
-                    p.warning role="alert" { "Case " (code) " is served by the cluster node at " (redirect.address) ", which alone may change it." }
-                    p { a #home-node href=(there) { "Open case " (code) " on that node's console" } " (sign in there with your token), or run the action with " code { "sosq" } ", which follows the node by itself." }
-                },
-            );
-            return Ok((StatusCode::MISDIRECTED_REQUEST, body).into_response());
+            let why = "the case moved again; try once more";
+            return Ok(elsewhere(&staff, &code, &redirect.address, why));
         }
         _ => match action.as_str() {
             "take" => format!(
