@@ -113,6 +113,9 @@ async fn state_changes_need_the_sessions_csrf_token_and_this_origin() {
 
     let response = console.post(&path, &[("csrf", &csrf)]).await;
     assert_eq!(response.status(), 303);
+    // Taking it again (a double click) writes no second assignment.
+    let response = console.post(&path, &[("csrf", &csrf)]).await;
+    assert_eq!(response.status(), 303);
     let page = console.page(&format!("/cases/{code}")).await;
     assert!(page.contains(&format!("sosq connect {code}")), "{page}");
     assert!(page.contains("is assigned to you"), "{page}");
@@ -120,10 +123,9 @@ async fn state_changes_need_the_sessions_csrf_token_and_this_origin() {
     assert_eq!(status["assigned_to"], "ana");
     let history = daemon.json(Some(&expert), &["history", &code]);
     let entries = history["history"].as_array().unwrap();
-    let assigned = entries
-        .iter()
-        .find(|e| e["kind"] == "assigned")
-        .expect("an assigned entry");
+    let assigned: Vec<_> = entries.iter().filter(|e| e["kind"] == "assigned").collect();
+    assert_eq!(assigned.len(), 1, "{history}");
+    let assigned = assigned[0];
     assert!(
         assigned["address"]
             .as_str()
@@ -311,6 +313,13 @@ async fn an_admin_manages_users_teams_and_profiles_and_the_audit_log_says_via_co
     assert_eq!(response.status(), 303);
     assert_eq!(bea.get("/queue").await.status(), 303, "bea's session ended");
 
+    // The form offers the host this browser reached, at the QUIC port.
+    let host = console.base.trim_start_matches("https://").to_string();
+    let form = console.page("/admin/profiles").await;
+    assert!(
+        form.contains(&format!("name=\"server\" value=\"{host}\"")),
+        "{form}"
+    );
     let response = console
         .post(
             "/admin/profiles",
@@ -472,7 +481,25 @@ async fn the_admin_table_filters_counts_and_deletes_all_that_match_and_the_audit
     assert_eq!(response.status(), 400);
     assert!(response.text().await.unwrap().contains("is not a day"));
 
+    // Ages work as in `sosq cases --created-after 7d`.
+    assert!(console
+        .page("/admin/cases?created_after=7d")
+        .await
+        .contains("3 case(s) match"));
     let csrf = hidden_value(&page, "csrf").unwrap();
+    // "All that match" with no filter is refused before any confirmation.
+    let response = console
+        .post(
+            "/admin/delete",
+            &[("csrf", csrf.as_str()), ("scope", "all")],
+        )
+        .await;
+    assert_eq!(response.status(), 400);
+    assert!(response
+        .text()
+        .await
+        .unwrap()
+        .contains("refusing to delete every case"));
     let fields = [("csrf", csrf.as_str()), ("scope", "all"), ("text", "vpn")];
     let confirm = console
         .post("/admin/delete", &fields)

@@ -243,6 +243,13 @@ impl Shared {
         reply
     }
 
+    /// The UDP port the QUIC endpoint listens on (as bound).
+    pub(crate) fn quic_port(&self) -> u16 {
+        self.quic_addr
+            .get()
+            .map_or_else(|| self.config().listen.port(), |addr| addr.port())
+    }
+
     /// The daemon's certificate fingerprint, for support profiles made in the console.
     pub(crate) fn fingerprint(&self) -> Result<String, String> {
         crate::transport::Identity::from_config(&self.config())

@@ -99,6 +99,9 @@ impl Server {
         };
         let is_cluster = cluster.is_some();
         let shared = Arc::new(Shared::new(config, store, clock, cluster)?);
+        if let Ok(bound) = endpoint.local_addr() {
+            let _ = shared.quic_addr.set(bound);
+        }
         if is_cluster {
             let _ = shared
                 .delegation

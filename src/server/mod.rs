@@ -136,6 +136,9 @@ pub struct Shared {
     /// On a cluster node: the key of the console's delegation tokens (see
     /// [`delegation`]); unset on a single node, which never issues nor accepts one.
     delegation: std::sync::OnceLock<delegation::Delegation>,
+    /// The address the QUIC endpoint bound (its port chosen when `listen` says 0), for
+    /// what the console tells customers to dial.
+    quic_addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 impl Shared {
@@ -212,6 +215,7 @@ impl Shared {
             placement,
             web_tls: RwLock::new(None),
             delegation: std::sync::OnceLock::new(),
+            quic_addr: std::sync::OnceLock::new(),
         })
     }
 

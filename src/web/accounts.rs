@@ -323,17 +323,22 @@ pub async fn set_notice(
 pub async fn profiles(
     State(state): State<Arc<WebState>>,
     staff: Staff,
+    uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Result<Markup, PageError> {
     staff.require_admin("managing users, teams and profiles")?;
     let groups = state.shared.users().groups().map_err(store_error)?;
     // Customers dial the host the admin's browser reached, at the QUIC port.
+    // HTTP/1.1 names it in `Host`, HTTP/2 in the request's authority.
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.rsplit_once(':').map(|(host, _)| host.to_string()))
-        .unwrap_or_default();
-    let server = format!("{host}:{}", state.shared.config().listen.port());
+        .map(str::to_string)
+        .or_else(|| uri.authority().map(|a| a.as_str().to_string()))
+        .and_then(|h| h.parse::<axum::http::uri::Authority>().ok())
+        .map(|a| a.host().to_string())
+        .unwrap_or_else(|| "HOST".to_string());
+    let server = format!("{host}:{}", state.shared.quic_port());
     Ok(page(
         "Support profiles",
         Some(&staff.viewer()),
@@ -386,7 +391,7 @@ pub async fn download_profile(
         }
     }
     let server = form.server.trim().to_string();
-    if server.is_empty() || !server.contains(':') {
+    if server.starts_with(':') || server.starts_with("HOST:") || !server.contains(':') {
         return Err(PageError::new(
             StatusCode::BAD_REQUEST,
             "give the broker's address as customers reach it, host:port",
@@ -409,7 +414,7 @@ pub async fn download_profile(
             (header::CONTENT_TYPE, "application/json"),
             (
                 header::CONTENT_DISPOSITION,
-                "attachment; filename=\"sosq-profile.json\"",
+                "attachment; filename=\"support.sosq\"",
             ),
         ],
         text,

@@ -195,6 +195,13 @@ pub async fn delete(
         }
         "all" => {
             let wire = form.filter.to_wire()?;
+            if wire.is_empty() {
+                // The daemon refuses it too; say so before a confirmation offers it.
+                return Err(PageError::new(
+                    StatusCode::BAD_REQUEST,
+                    "a bulk delete needs a filter; refusing to delete every case (tick the cases instead)",
+                ));
+            }
             let matching = state
                 .shared
                 .count_cases(&wire)

@@ -180,6 +180,18 @@ fn history_table(history: &HistoryPage) -> Markup {
     }
 }
 
+/// Whether the case `code` is already assigned to the signed-in expert.
+async fn assigned_to_me(state: &WebState, staff: &Staff, code: &str) -> bool {
+    let status = Request::Status {
+        code: code.to_string(),
+        resume_secret: None,
+    };
+    matches!(
+        state.run(&staff.caller, status).await,
+        Reply::Case(case) if case.assigned_to.as_deref() == Some(staff.user.name.as_str())
+    )
+}
+
 /// The page that says a case's action must be taken on another node (the forwarding
 /// failed for `why`), with a link to that node's console.
 fn elsewhere(staff: &Staff, code: &str, address: &str, why: &str) -> Response {
@@ -220,7 +232,8 @@ impl ActionForm {
         let to = self.to.trim().to_string();
         match self.kind.as_str() {
             "expert" => Ok(Assignee::Expert(to)),
-            "team" => Ok(Assignee::Group(to)),
+            // The console says team; `sosq` and the replies say group: both mean a queue.
+            "team" | "group" => Ok(Assignee::Group(to)),
             other => Err(PageError::new(
                 StatusCode::BAD_REQUEST,
                 format!("assign to an expert or a team, not {other:?}"),
@@ -238,6 +251,16 @@ pub async fn act(
     Form(form): Form<ActionForm>,
 ) -> Result<Response, PageError> {
     staff.check_csrf(&form.csrf)?;
+    if action == "take" && assigned_to_me(&state, &staff, &code).await {
+        // Taking it twice (a double click, a reload) writes no second assignment.
+        let taken = format!(
+            "Case {code} is assigned to you: run sosq connect {code} to start the session."
+        );
+        state.sessions.flash(&staff.session, taken);
+        return Ok(
+            Redirect::to(&format!("/cases/{}", super::queue::encode(code.trim()))).into_response(),
+        );
+    }
     let request = match action.as_str() {
         "take" => Request::Assign {
             code: code.clone(),

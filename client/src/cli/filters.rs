@@ -113,7 +113,9 @@ fn parse_time(given: &str) -> Result<Timestamp, String> {
     if let Ok(ms) = given.parse::<u64>() {
         return Ok(Timestamp(ms));
     }
-    if let Ok(at) = humantime::parse_rfc3339_weak(given) {
+    // A day alone (`2026-11-30`, as the console's date fields send it) is its midnight UTC.
+    let day = (given.len() == 10).then(|| format!("{given}T00:00:00Z"));
+    if let Ok(at) = humantime::parse_rfc3339_weak(day.as_deref().unwrap_or(given)) {
         let ms = at
             .duration_since(std::time::UNIX_EPOCH)
             .map_err(|_| format!("{given:?} is before 1970"))?
@@ -127,8 +129,8 @@ fn parse_time(given: &str) -> Result<Timestamp, String> {
             )))
         }
         Err(_) => Err(format!(
-            "{given:?} is not a time: give an age (\"7d\", \"12h\"), an RFC 3339 time \
-             (\"2026-11-30T10:00:00Z\") or milliseconds since the epoch"
+            "{given:?} is not a time: give an age (\"7d\", \"12h\"), a day (\"2026-11-30\"), \
+             an RFC 3339 time (\"2026-11-30T10:00:00Z\") or milliseconds since the epoch"
         )),
     }
 }
@@ -175,6 +177,7 @@ mod tests {
             parse_time("2025-11-30T18:40:00Z"),
             Ok(Timestamp(1_764_528_000_000))
         );
+        assert_eq!(parse_time("2025-11-30"), Ok(Timestamp(1_764_460_800_000)));
         let before = Timestamp::now().0;
         let aged = parse_time("1h").unwrap().0;
         // An hour before a now read no earlier than `before`.
