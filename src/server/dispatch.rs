@@ -357,9 +357,9 @@ pub(super) fn describe_selector(selector: &DeleteSelector, now: Timestamp) -> St
             }
             if let Some(ms) = filter.older_than_ms {
                 parts.push(format!(
-                    "older than {} (created before {} ms since the epoch)",
+                    "created more than {} ago (before {})",
                     crate::broker::humanize(std::time::Duration::from_millis(ms)),
-                    now.0.saturating_sub(ms)
+                    utc(Timestamp(now.0.saturating_sub(ms)))
                 ));
             }
             if let Some(team) = &filter.team {
@@ -382,15 +382,20 @@ pub(super) fn describe_selector(selector: &DeleteSelector, now: Timestamp) -> St
     }
 }
 
-/// A time range `[from, to)` in words (milliseconds since the epoch, as stored), or None
-/// when neither end is given.
+/// A time range `[from, to)` in words (UTC times), or None when neither end is given.
 fn describe_range(from: Option<Timestamp>, to: Option<Timestamp>) -> Option<String> {
     match (from, to) {
         (None, None) => None,
-        (Some(from), None) => Some(format!("at or after {} ms", from.0)),
-        (None, Some(to)) => Some(format!("before {} ms", to.0)),
-        (Some(from), Some(to)) => Some(format!("at or after {} ms and before {} ms", from.0, to.0)),
+        (Some(from), None) => Some(format!("at or after {}", utc(from))),
+        (None, Some(to)) => Some(format!("before {}", utc(to))),
+        (Some(from), Some(to)) => Some(format!("at or after {} and before {}", utc(from), utc(to))),
     }
+}
+
+/// `2026-11-30T10:00:00Z`: a time in the audit log, as `sosq` prints and reads them.
+fn utc(at: Timestamp) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(at.0);
+    humantime::format_rfc3339_seconds(time).to_string()
 }
 
 /// For staff: a code that is not open may still be a closed or expired case; say so.
