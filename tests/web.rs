@@ -416,6 +416,19 @@ async fn notes_stay_with_staff_and_the_status_page_shows_public_teams_and_the_no
     let admin_console = Console::new(&daemon);
     admin_console.sign_in(&admin).await;
     let csrf = hidden_value(&admin_console.page("/admin/teams").await, "csrf").unwrap();
+    // A form or query string that does not parse gets the console's page, in words.
+    let response = admin_console
+        .post("/admin/teams/general/public", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(response.status(), 422);
+    let page = response.text().await.unwrap();
+    assert!(
+        page.contains("role=\"alert\"") && page.contains("could not be read"),
+        "{page}"
+    );
+    let response = admin_console.get("/admin/reports?days=abc").await;
+    assert_eq!(response.status(), 400);
+    assert!(response.text().await.unwrap().contains("could not be read"));
     let response = admin_console
         .post(
             "/admin/teams/general/public",

@@ -138,6 +138,37 @@ impl IntoResponse for PageError {
     }
 }
 
+/// Turns the framework's own plain-text refusals (a query string or form that does not
+/// parse: "Failed to deserialize form body: missing field `public`") into the console's
+/// error page, with words for people.
+pub async fn styled_refusals(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    let status = response.status();
+    if !plain || !status.is_client_error() {
+        return response;
+    }
+    let body = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .unwrap_or_default();
+    let said = String::from_utf8_lossy(&body);
+    PageError::new(
+        status,
+        format!(
+            "this request's fields could not be read ({}); go back and check them",
+            said.trim()
+        ),
+    )
+    .into_response()
+}
+
 /// Any path the console does not serve.
 pub async fn not_found() -> PageError {
     PageError::new(StatusCode::NOT_FOUND, "there is no such page")

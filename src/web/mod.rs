@@ -144,6 +144,7 @@ pub fn router(state: Arc<WebState>) -> Router {
         .route("/assets/{file}", get(layout::asset))
         .fallback(layout::not_found);
     pages
+        .layer(axum::middleware::from_fn(layout::styled_refusals))
         .layer(axum::middleware::from_fn(auth::same_origin))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(SetResponseHeaderLayer::overriding(
