@@ -203,7 +203,7 @@ async fn html_from_customers_is_shown_as_text() {
 #[tokio::test]
 async fn a_customer_follows_its_case_with_code_and_secret_and_can_close_it() {
     let daemon = Daemon::start(&[]);
-    let (_customer, code, secret) = customer_asks(&daemon, "Carol", "no sound").await;
+    let (customer, code, secret) = customer_asks(&daemon, "Carol", "no sound").await;
     let console = Console::new(&daemon);
 
     let response = console
@@ -220,6 +220,18 @@ async fn a_customer_follows_its_case_with_code_and_secret_and_can_close_it() {
     let page = console.page("/case/view").await;
     assert!(page.contains("waiting for an expert"), "{page}");
     assert!(page.contains("id=\"position\">1<"), "{page}");
+    assert!(!page.contains("id=\"offline\""), "{page}");
+    // Its sosq goes away (the window closed): the page says the case keeps its place.
+    customer.close().await;
+    let mut page = String::new();
+    for _ in 0..(common::PATIENCE.as_millis() / 100) {
+        page = console.page("/case/view").await;
+        if page.contains("id=\"offline\"") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(page.contains("keeps its place"), "{page}");
     let csrf = hidden_value(&page, "csrf").unwrap();
     let response = console.post("/case/close", &[("csrf", &csrf)]).await;
     assert_eq!(response.status(), 200);

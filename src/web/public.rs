@@ -229,6 +229,9 @@ fn case_fragment(state: &WebState, follower: &Follower) -> Markup {
                 @if let Some(position) = view.position {
                     dt { "Place in the queue" } dd #position { (position) }
                 }
+                @if !view.info.customer_online && view.info.state.is_open() {
+                    dt { "Your sosq" } dd #offline { "not connected: your request keeps its place while sosq reconnects (or run " code { "sosq join " (view.info.code) " --secret …" } ")" }
+                }
                 @if let Some(expert) = &view.info.expert {
                     dt { "Expert" } dd #expert { (expert) }
                 }
