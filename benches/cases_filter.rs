@@ -13,17 +13,18 @@
 //! SQLite always; PostgreSQL too when `SOSQ_TEST_DATABASE_URL` names a server (in a schema
 //! of its own, dropped at the end). `SOSQ_BENCH_DIR` chooses where the SQLite file goes.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+#[path = "common/fill.rs"]
+mod fill;
+use fill::{cursor_at, fill_sql, median, RUNS, T0};
 
 use sosq::protocol::{CaseState, Timestamp};
-use sosq::SessionCode;
 use sosqd::broker::CaseSelection;
 use sosqd::store::{CaseStore, PgStore, SqliteStore, DEFAULT_COUNT_CAP};
 
 /// How many cases the store holds.
 const CASES: u64 = 1_000_000;
-/// Creation time of case 1; case n is created `n` seconds later.
-const T0: u64 = 1_700_000_000_000;
 /// A page of the admin table.
 const PAGE: usize = 100;
 /// How deep the deep page is, in pages.
@@ -32,50 +33,6 @@ const DEEP_PAGES: u64 = 5_000;
 const EXPORT_PAGE: usize = 1_000;
 /// The export's filter selects the cases created in the first this many seconds.
 const EXPORTED: u64 = 100_000;
-/// Runs per figure (the median is kept).
-const RUNS: usize = 7;
-
-/// The columns the fill writes, for either database: case `n` is in one of 8 teams and 4
-/// priorities, 78% closed, 20% expired, 1% pending, 1% in progress; one in 1,000 has "VPN"
-/// in its description. Codes are spread over the code space like drawn codes are.
-fn fill_sql(series: &str) -> String {
-    format!(
-        "INSERT INTO cases (code, origin, created_by, customer, description, state,
-             created_at, updated_at, expires_at, waiting_since, resume_secret_hash,
-             history_len, team, assigned_to, priority, response_due, first_response_at)
-         SELECT (x * 997) % 1000000000, 'sos', NULL, 'customer ' || x,
-             CASE WHEN x % 1000 = 7 THEN 'VPN down at site ' || x ELSE 'printer on fire' END,
-             CASE WHEN x % 100 = 0 THEN 'pending' WHEN x % 100 = 1 THEN 'in_progress'
-                  WHEN x % 100 < 80 THEN 'closed' ELSE 'expired' END,
-             {T0} + x * 1000, {T0} + x * 1000 + 600000, {T0} + x * 1000 + 86400000,
-             NULL, NULL, 0, 'team' || (x % 8), NULL,
-             CASE x % 4 WHEN 0 THEN 'critical' WHEN 1 THEN 'high' WHEN 2 THEN 'normal'
-                  ELSE 'low' END,
-             NULL, NULL
-         FROM {series}"
-    )
-}
-
-/// The keyset cursor of the case at 0-based position `i` in creation order.
-fn cursor_at(i: u64) -> (Timestamp, SessionCode) {
-    let n = i + 1;
-    let code = SessionCode::from_number(n * 997 % 1_000_000_000).expect("a code");
-    (Timestamp(T0 + n * 1_000), code)
-}
-
-/// The median of `RUNS` timings of `work`.
-fn median(mut work: impl FnMut()) -> Duration {
-    work(); // warm the caches and prepared statements once
-    let mut taken: Vec<Duration> = (0..RUNS)
-        .map(|_| {
-            let started = Instant::now();
-            work();
-            started.elapsed()
-        })
-        .collect();
-    taken.sort_unstable();
-    taken[RUNS / 2]
-}
 
 /// Times each figure on `store` and prints the table.
 fn measure(name: &str, store: &dyn CaseStore) {

@@ -33,10 +33,13 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+#[path = "common/fill.rs"]
+mod fill;
+use fill::{cursor_at, fill_sql, median, RUNS, T0};
 
 use sosq::protocol::{CasesCursor, Timestamp};
-use sosq::SessionCode;
 use sosqd::store::users::{StaffRole, UserDirectory};
 use sosqd::store::SqliteStore;
 
@@ -44,39 +47,14 @@ use sosqd::store::SqliteStore;
 const CASES: u64 = 1_000_000;
 /// How many cases the small store (for scale) holds.
 const SMALL: u64 = 10_000;
-/// Creation time of case 1; case n is created `n` seconds later.
-const T0: u64 = 1_700_000_000_000;
 /// Rows on a page of the admin table (`PAGE_ROWS` in src/web/admin.rs).
 const PAGE: u64 = 50;
 /// How deep the deep page is, in pages (half way through the big store).
 const DEEP_PAGES: u64 = 10_000;
 /// The export's filter selects the cases created in the first this many seconds.
 const EXPORTED: u64 = 100_000;
-/// Runs per figure (the median is kept).
-const RUNS: usize = 7;
 /// How long to wait for the daemon (start-up, expiring the fill's open cases, a request).
 const PATIENCE: Duration = Duration::from_secs(180);
-
-/// The fill of `benches/cases_filter.rs`: case `n` is in one of 8 teams and 4 priorities,
-/// 78% closed, 20% expired, 1% pending, 1% in progress; one in 1,000 has "VPN" in its
-/// description. Codes are spread over the code space like drawn codes are.
-fn fill_sql(series: &str) -> String {
-    format!(
-        "INSERT INTO cases (code, origin, created_by, customer, description, state,
-             created_at, updated_at, expires_at, waiting_since, resume_secret_hash,
-             history_len, team, assigned_to, priority, response_due, first_response_at)
-         SELECT (x * 997) % 1000000000, 'sos', NULL, 'customer ' || x,
-             CASE WHEN x % 1000 = 7 THEN 'VPN down at site ' || x ELSE 'printer on fire' END,
-             CASE WHEN x % 100 = 0 THEN 'pending' WHEN x % 100 = 1 THEN 'in_progress'
-                  WHEN x % 100 < 80 THEN 'closed' ELSE 'expired' END,
-             {T0} + x * 1000, {T0} + x * 1000 + 600000, {T0} + x * 1000 + 86400000,
-             NULL, NULL, 0, 'team' || (x % 8), NULL,
-             CASE x % 4 WHEN 0 THEN 'critical' WHEN 1 THEN 'high' WHEN 2 THEN 'normal'
-                  ELSE 'low' END,
-             NULL, NULL
-         FROM {series}"
-    )
-}
 
 /// Makes the daemon's store in `dir` and fills it with `cases` cases.
 fn fill(dir: &Path, cases: u64) {
@@ -94,19 +72,10 @@ fn fill(dir: &Path, cases: u64) {
     println!("{cases} cases filled in {:.1?}", started.elapsed());
 }
 
-/// The `after=` token of the case at 0-based position `i` in creation order.
+/// The `after=` token of the page that starts right after the case at 0-based place `i`.
 fn token_at(i: u64) -> String {
-    let n = i + 1;
-    CasesCursor {
-        created_at: Timestamp(T0 + n * 1_000),
-        code: SessionCode::from_number(n * 997 % 1_000_000_000).expect("a code"),
-    }
-    .to_string()
-}
-
-/// A time `ms` after the epoch as the console's date fields take it (RFC 3339).
-fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+    let (created_at, code) = cursor_at(i);
+    CasesCursor { created_at, code }.to_string()
 }
 
 /// A running `sosqd serve`, killed when dropped.
@@ -311,20 +280,6 @@ impl Console {
     }
 }
 
-/// The median of `RUNS` timings of `work`.
-fn median(mut work: impl FnMut()) -> Duration {
-    work(); // warm the caches and prepared statements once
-    let mut taken: Vec<Duration> = (0..RUNS)
-        .map(|_| {
-            let started = Instant::now();
-            work();
-            started.elapsed()
-        })
-        .collect();
-    taken.sort_unstable();
-    taken[RUNS / 2]
-}
-
 /// Fills `dir` with `cases` cases, adds an admin, starts `sosqd` on it and signs in with
 /// an HTTP/2 client and an HTTP/1.1 one.
 fn serve(dir: &Path, cases: u64) -> (Daemon, [Console; 2]) {
@@ -413,7 +368,10 @@ fn main() {
     let deep = token_at(DEEP_PAGES * PAGE - 1);
     let state_team = [("state", "closed"), ("team", "team3")];
     let text = [("text", "vpn")];
-    let (from, before) = (rfc3339(T0 + 1_000), rfc3339(T0 + (EXPORTED + 1) * 1_000));
+    let (from, before) = (
+        Timestamp(T0 + 1_000).rfc3339(),
+        Timestamp(T0 + (EXPORTED + 1) * 1_000).rfc3339(),
+    );
     let exported = [
         ("created_after", from.as_str()),
         ("created_before", before.as_str()),

@@ -504,7 +504,12 @@ async fn the_admin_table_filters_counts_and_deletes_all_that_match_and_the_audit
     assert_eq!(csv.lines().count(), 3, "{csv}");
     let response = console.get("/admin/cases?created_after=not-a-day").await;
     assert_eq!(response.status(), 400);
-    assert!(response.text().await.unwrap().contains("is not a day"));
+    let refusal = response.text().await.unwrap();
+    assert!(
+        refusal.contains("created after: &quot;not-a-day&quot; is not a time")
+            && refusal.contains("a day"),
+        "{refusal}"
+    );
 
     // Ages work as in `sosq cases --created-after 7d`.
     assert!(console

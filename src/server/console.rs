@@ -225,7 +225,7 @@ impl Shared {
             .ok_or("this sosqd is not a cluster node")?;
         let options = sosq::ConnectOptions {
             server: redirect.address.clone(),
-            fingerprint: self.fingerprint()?,
+            fingerprint: self.fingerprint(),
             token: Some(delegation.token(&user.name, self.now())),
             ca: None,
         };
@@ -250,10 +250,17 @@ impl Shared {
             .map_or_else(|| self.config().listen.port(), |addr| addr.port())
     }
 
-    /// The daemon's certificate fingerprint, for support profiles made in the console.
-    pub(crate) fn fingerprint(&self) -> Result<String, String> {
-        crate::transport::Identity::from_config(&self.config())
-            .map(|identity| identity.fingerprint())
-            .map_err(|e| e.to_string())
+    /// The daemon's certificate fingerprint, for support profiles made in the console and
+    /// for pinning the other nodes of its cluster (they share the certificate).
+    pub(crate) fn fingerprint(&self) -> String {
+        self.fingerprint
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts the fingerprint of the certificate now in force on record (start, reload).
+    pub(crate) fn set_fingerprint(&self, fingerprint: String) {
+        *self.fingerprint.write().unwrap_or_else(|p| p.into_inner()) = fingerprint;
     }
 }

@@ -102,6 +102,7 @@ impl Server {
         if let Ok(bound) = endpoint.local_addr() {
             let _ = shared.quic_addr.set(bound);
         }
+        shared.set_fingerprint(fingerprint.clone());
         if is_cluster {
             let _ = shared
                 .delegation

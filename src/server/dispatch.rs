@@ -359,7 +359,7 @@ pub(super) fn describe_selector(selector: &DeleteSelector, now: Timestamp) -> St
                 parts.push(format!(
                     "created more than {} ago (before {})",
                     crate::broker::humanize(std::time::Duration::from_millis(ms)),
-                    utc(Timestamp(now.0.saturating_sub(ms)))
+                    Timestamp(now.0.saturating_sub(ms)).rfc3339()
                 ));
             }
             if let Some(team) = &filter.team {
@@ -386,16 +386,14 @@ pub(super) fn describe_selector(selector: &DeleteSelector, now: Timestamp) -> St
 fn describe_range(from: Option<Timestamp>, to: Option<Timestamp>) -> Option<String> {
     match (from, to) {
         (None, None) => None,
-        (Some(from), None) => Some(format!("at or after {}", utc(from))),
-        (None, Some(to)) => Some(format!("before {}", utc(to))),
-        (Some(from), Some(to)) => Some(format!("at or after {} and before {}", utc(from), utc(to))),
+        (Some(from), None) => Some(format!("at or after {}", from.rfc3339())),
+        (None, Some(to)) => Some(format!("before {}", to.rfc3339())),
+        (Some(from), Some(to)) => Some(format!(
+            "at or after {} and before {}",
+            from.rfc3339(),
+            to.rfc3339()
+        )),
     }
-}
-
-/// `2026-11-30T10:00:00Z`: a time in the audit log, as `sosq` prints and reads them.
-fn utc(at: Timestamp) -> String {
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(at.0);
-    humantime::format_rfc3339_seconds(time).to_string()
 }
 
 /// For staff: a code that is not open may still be a closed or expired case; say so.

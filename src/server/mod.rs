@@ -139,6 +139,9 @@ pub struct Shared {
     /// The address the QUIC endpoint bound (its port chosen when `listen` says 0), for
     /// what the console tells customers to dial.
     quic_addr: std::sync::OnceLock<std::net::SocketAddr>,
+    /// The fingerprint of the certificate in force (set at start, swapped by a reload),
+    /// for what the console hands out and pins.
+    fingerprint: RwLock<String>,
 }
 
 impl Shared {
@@ -216,6 +219,7 @@ impl Shared {
             web_tls: RwLock::new(None),
             delegation: std::sync::OnceLock::new(),
             quic_addr: std::sync::OnceLock::new(),
+            fingerprint: RwLock::new(String::new()),
         })
     }
 

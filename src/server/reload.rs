@@ -152,6 +152,7 @@ impl Reloader {
                 return Err(ServerError::ShuttingDown);
             }
             let fingerprint = identity.fingerprint();
+            self.shared.set_fingerprint(fingerprint.clone());
             let was = tls
                 .as_ref()
                 .map(|current| format!(", was {}", current.fingerprint))

@@ -399,10 +399,7 @@ pub async fn download_profile(
     }
     let profile = sosq::profile::SupportProfile {
         server,
-        fingerprint: state
-            .shared
-            .fingerprint()
-            .map_err(|e| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?,
+        fingerprint: state.shared.fingerprint(),
         group,
         welcome: Some(form.welcome.trim().to_string()).filter(|w| !w.is_empty()),
     };

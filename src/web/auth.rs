@@ -150,16 +150,6 @@ impl Sessions {
             Holder::Customer { .. } => true,
         });
     }
-
-    /// How many sessions are held (for tests and metrics).
-    pub fn len(&self) -> usize {
-        self.by_id.len()
-    }
-
-    /// Whether no session is held.
-    pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
-    }
 }
 
 /// 32 bytes from the operating system's CSPRNG, hex: a session id or a CSRF token.
@@ -171,15 +161,6 @@ pub fn random_token() -> String {
         .fill(&mut bytes)
         .expect("the operating system's random number generator failed");
     sosq::tls::hex(&bytes)
-}
-
-/// Whether two strings are equal, in time that does not depend on where they differ.
-fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 /// The value of cookie `name` in a request's headers.
@@ -253,7 +234,7 @@ impl Staff {
 
 /// Refuses `token` unless it is `expected` (a missing token included).
 pub fn check_csrf(expected: &str, token: &str) -> Result<(), PageError> {
-    if token.is_empty() || !same_secret(expected, token) {
+    if token.is_empty() || !crate::store::users::same_hash(expected, token) {
         return Err(PageError::new(
             StatusCode::FORBIDDEN,
             "this form is out of date or did not come from this console (CSRF token missing or wrong); reload the page and try again",

@@ -192,16 +192,16 @@ async fn assigned_to_me(state: &WebState, staff: &Staff, code: &str) -> bool {
     )
 }
 
-/// The page that says a case's action must be taken on another node (the forwarding
-/// failed for `why`), with a link to that node's console.
-fn elsewhere(staff: &Staff, code: &str, address: &str, why: &str) -> Response {
+/// The page that says a case's action must be taken on another node, which this console
+/// could not reach, with a link to that node's console.
+fn elsewhere(staff: &Staff, code: &str, address: &str) -> Response {
     let there = format!("https://{address}/cases/{}", code.trim());
     let body = page(
         "On another node",
         Some(&staff.viewer()),
         None,
         html! {
-            p.warning role="alert" { "Case " (code) " is served by the cluster node at " (address) ", which alone may change it, and this console could not reach it: " (why) "." }
+            p.warning role="alert" { "Case " (code) " is served by the cluster node at " (address) ", which alone may change it, and this console could not reach it (the daemon's log says why)." }
             p { a #home-node href=(there) { "Open case " (code) " on that node's console" } " (sign in there with your token), or run the action with " code { "sosq" } ", which follows the node by itself." }
         },
     );
@@ -297,21 +297,10 @@ pub async fn act(
             ))
         }
     };
-    let mut reply = state.run(&staff.caller, request).await;
-    if let Reply::Redirect(redirect) = &reply {
-        // The case's parties are connected to another node of the cluster, which alone may
-        // change it: this node runs the request there for the signed-in user.
-        match state.shared.forward(redirect, &staff.user).await {
-            Ok(answer) => reply = answer,
-            Err(why) => return Ok(elsewhere(&staff, &code, &redirect.address, &why)),
-        }
-    }
-    let done = match reply {
+    let done = match state.run(&staff.caller, request).await {
         Reply::Error(e) => return Err(PageError::from_reply(e.kind, e.message)),
-        Reply::Redirect(redirect) => {
-            let why = "the case moved again; try once more";
-            return Ok(elsewhere(&staff, &code, &redirect.address, why));
-        }
+        // Another node's to change, and this one could not reach it (`WebState::run`).
+        Reply::Redirect(redirect) => return Ok(elsewhere(&staff, &code, &redirect.address)),
         _ => match action.as_str() {
             "take" => format!(
                 "Case {code} is assigned to you: run sosq connect {code} to start the session."

@@ -39,31 +39,10 @@ pub struct Filter {
     pub after: String,
 }
 
-/// A day (`2026-11-30`, midnight UTC), an RFC 3339 time, or an age before now (`7d`, as
-/// `sosq cases --created-after 7d`), as ms since the epoch.
+/// A time as `sosq cases --created-after` takes it ([`Timestamp::parse_given`]), ages
+/// counted back from now; errors name the field.
 fn parse_time(field: &str, given: &str) -> Result<Timestamp, PageError> {
-    let given = given.trim();
-    let full = if given.len() == 10 {
-        format!("{given}T00:00:00Z")
-    } else {
-        given.to_string()
-    };
-    if let Ok(at) = humantime::parse_rfc3339_weak(&full) {
-        let ms = at
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
-        return Ok(Timestamp(u64::try_from(ms).unwrap_or(u64::MAX)));
-    }
-    match humantime::parse_duration(given) {
-        Ok(age) => Ok(Timestamp(Timestamp::now().0.saturating_sub(
-            u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
-        ))),
-        Err(_) => Err(PageError::new(
-            StatusCode::BAD_REQUEST,
-            format!("{field}: {given:?} is not a day (2026-11-30), a time (2026-11-30T10:00:00Z) or an age (7d)"),
-        )),
-    }
+    Timestamp::parse_given(given, Timestamp::now()).map_err(|e| bad(format!("{field}: {e}")))
 }
 
 fn bad(message: String) -> PageError {

@@ -2,7 +2,7 @@
 //! a one-time message), the error page, the embedded assets, and how times read on a page.
 //! maud escapes every interpolated value, so text from customers shows as text.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::Path;
 use axum::http::{header, StatusCode};
@@ -193,9 +193,10 @@ pub async fn asset(Path(file): Path<String>) -> Response {
 
 /// `2026-11-25 20:14:03 UTC`.
 pub fn clock_time(at: Timestamp) -> String {
-    let text =
-        humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(at.0)).to_string();
-    format!("{} UTC", text.trim_end_matches('Z').replace('T', " "))
+    format!(
+        "{} UTC",
+        at.rfc3339().trim_end_matches('Z').replace('T', " ")
+    )
 }
 
 /// "3m 12s": how long from `since` to `now` (whole seconds).

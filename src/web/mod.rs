@@ -77,13 +77,28 @@ impl WebState {
     }
 
     /// Runs one request as `caller` through the daemon's dispatch (the wire's path: role
-    /// matrix, throttles, core, store) and returns its reply.
+    /// matrix, throttles, core, store) and returns its reply. A redirect (in a cluster, the
+    /// case is another node's to change) is followed for staff, as `sosq` follows it: this
+    /// node runs the request there on the staff member's behalf (`server/delegation.rs`).
+    /// A redirect that cannot be followed is returned, and its reason logged.
     pub async fn run(
         &self,
         caller: &Caller,
         request: sosq::protocol::Request,
     ) -> sosq::protocol::Reply {
-        crate::server::handle(&self.shared, caller, request).await
+        let reply = crate::server::handle(&self.shared, caller, request).await;
+        match (reply, &caller.user) {
+            (sosq::protocol::Reply::Redirect(redirect), Some(user)) => {
+                match self.shared.forward(&redirect, user).await {
+                    Ok(answer) => answer,
+                    Err(why) => {
+                        tracing::warn!(node = %redirect.address, %why, "the console could not follow a redirect");
+                        sosq::protocol::Reply::Redirect(redirect)
+                    }
+                }
+            }
+            (reply, _) => reply,
+        }
     }
 }
 

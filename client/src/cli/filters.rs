@@ -107,32 +107,9 @@ impl FilterArgs {
     }
 }
 
-/// A TIME flag: milliseconds since the epoch, an RFC 3339 time, or an age before now.
+/// A TIME flag (see [`Timestamp::parse_given`]), ages counted back from this machine's now.
 fn parse_time(given: &str) -> Result<Timestamp, String> {
-    let given = given.trim();
-    if let Ok(ms) = given.parse::<u64>() {
-        return Ok(Timestamp(ms));
-    }
-    // A day alone (`2026-11-30`, as the console's date fields send it) is its midnight UTC.
-    let day = (given.len() == 10).then(|| format!("{given}T00:00:00Z"));
-    if let Ok(at) = humantime::parse_rfc3339_weak(day.as_deref().unwrap_or(given)) {
-        let ms = at
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_err(|_| format!("{given:?} is before 1970"))?
-            .as_millis();
-        return Ok(Timestamp(u64::try_from(ms).unwrap_or(u64::MAX)));
-    }
-    match humantime::parse_duration(given) {
-        Ok(age) => {
-            Ok(Timestamp(Timestamp::now().0.saturating_sub(
-                u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
-            )))
-        }
-        Err(_) => Err(format!(
-            "{given:?} is not a time: give an age (\"7d\", \"12h\"), a day (\"2026-11-30\"), \
-             an RFC 3339 time (\"2026-11-30T10:00:00Z\") or milliseconds since the epoch"
-        )),
-    }
+    Timestamp::parse_given(given, Timestamp::now())
 }
 
 /// Refuses a range that selects nothing before asking the daemon.

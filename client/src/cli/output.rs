@@ -67,8 +67,7 @@ pub fn stdout_line(line: impl std::fmt::Display) {
 
 /// `2026-11-25T20:14:03Z`.
 pub fn clock_time(at: Timestamp) -> String {
-    let time = UNIX_EPOCH + Duration::from_millis(at.0);
-    humantime::format_rfc3339_seconds(time).to_string()
+    at.rfc3339()
 }
 
 /// "3m 12s" since `at`, by this machine's clock.

@@ -24,6 +24,40 @@ impl Timestamp {
         std::time::Duration::from_millis(self.0.saturating_sub(earlier.0))
     }
 
+    /// This time as RFC 3339 in UTC, to the second: `2026-11-30T10:00:00Z`.
+    pub fn rfc3339(self) -> String {
+        let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.0);
+        humantime::format_rfc3339_seconds(time).to_string()
+    }
+
+    /// A time as people give it (`sosq cases --created-after`, the console's filters):
+    /// milliseconds since the epoch, a day (`2026-11-30`, its midnight UTC), an RFC 3339
+    /// time, or an age before `now` (`7d`, `12h`). Errors: what to give instead, in words.
+    pub fn parse_given(given: &str, now: Timestamp) -> Result<Timestamp, String> {
+        let given = given.trim();
+        if let Ok(ms) = given.parse::<u64>() {
+            return Ok(Timestamp(ms));
+        }
+        let day = (given.len() == 10).then(|| format!("{given}T00:00:00Z"));
+        if let Ok(at) = humantime::parse_rfc3339_weak(day.as_deref().unwrap_or(given)) {
+            let ms = at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_err(|_| format!("{given:?} is before 1970"))?
+                .as_millis();
+            return Ok(Timestamp(u64::try_from(ms).unwrap_or(u64::MAX)));
+        }
+        match humantime::parse_duration(given) {
+            Ok(age) => Ok(Timestamp(
+                now.0
+                    .saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
+            )),
+            Err(_) => Err(format!(
+                "{given:?} is not a time: give an age (\"7d\", \"12h\"), a day (\"2026-11-30\"), \
+                 an RFC 3339 time (\"2026-11-30T10:00:00Z\") or milliseconds since the epoch"
+            )),
+        }
+    }
+
     /// The current wall-clock time.
     pub fn now() -> Timestamp {
         let since_epoch = std::time::SystemTime::now()

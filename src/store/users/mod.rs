@@ -257,8 +257,9 @@ impl Roster {
     }
 }
 
-/// Whether two hex hashes are equal, in time that does not depend on where they differ.
-fn same_hash(a: &str, b: &str) -> bool {
+/// Whether two hex hashes (or any two secrets) are equal, in time that does not depend on
+/// where they differ. The console compares its CSRF tokens with it too.
+pub(crate) fn same_hash(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
             .zip(b.bytes())
