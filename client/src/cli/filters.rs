@@ -8,8 +8,8 @@ use sosq::protocol::{CaseFilter, CaseState, Priority, Timestamp, MAX_FILTER_TEXT
 use sosq::ClientError;
 
 /// Which cases: every given flag must match. Times (TIME) are an age ("7d", "12h", the
-/// format `--older-than` takes: that long before now), an RFC 3339 time
-/// ("2026-11-30T10:00:00Z") or milliseconds since the epoch. A range's "after" end is
+/// format `--older-than` takes: that long before now), a day ("2026-11-30"), an RFC 3339
+/// time ("2026-11-30T10:00:00Z") or milliseconds since the epoch. A range's "after" end is
 /// inclusive and its "before" end exclusive.
 #[derive(Args, Debug, Clone, Default)]
 pub struct FilterArgs {
