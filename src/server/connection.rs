@@ -291,6 +291,58 @@ fn delegated(
     }
 }
 
+/// A hello with a web pass (`web_pass.rs`): the web front's in-process party for a
+/// browser, which stands for the browser's address and, for staff, the signed-in user
+/// (revoked since: refused).
+fn web_party(
+    shared: &Shared,
+    party: crate::broker::PartyId,
+    token: &str,
+) -> Result<Caller, (ErrorKind, String, u32)> {
+    let refused = || {
+        tracing::warn!("refused a web pass");
+        Err((
+            ErrorKind::Unauthenticated,
+            "this web pass is not valid here (another daemon's, expired, or its user is gone)"
+                .to_string(),
+            close_code::UNAUTHENTICATED,
+        ))
+    };
+    let Some(pass) = shared
+        .web_pass
+        .get()
+        .and_then(|key| key.verify(token, shared.now()))
+    else {
+        return refused();
+    };
+    let Some(name) = pass.user else {
+        return Ok(Caller {
+            party,
+            role: Role::Customer,
+            name: String::new(),
+            user: None,
+            address: pass.address,
+            channel: Channel::Browser,
+        });
+    };
+    let found = shared
+        .users
+        .list()
+        .ok()
+        .and_then(|users| users.into_iter().find(|user| user.name == name));
+    match found {
+        Some(user) => Ok(Caller {
+            party,
+            role: user.role.role(),
+            name: user.name.clone(),
+            user: Some(user),
+            address: pass.address,
+            channel: Channel::Console,
+        }),
+        None => refused(),
+    }
+}
+
 /// Checks the hello: protocol version, then the token if any.
 fn greet(
     shared: &Shared,
@@ -318,6 +370,9 @@ fn greet(
     };
     if super::delegation::Delegation::is_delegation(&token) {
         return delegated(shared, party, address, &token);
+    }
+    if super::web_pass::WebPassKey::is_web_pass(&token) {
+        return web_party(shared, party, &token);
     }
     match shared.users.authenticate(&token) {
         Ok(Some(user)) => Ok(Caller {

@@ -243,6 +243,46 @@ impl Shared {
         reply
     }
 
+    /// A web pass (`web_pass.rs`) for an in-process party standing for a browser at
+    /// `address`, as staff member `user` or (none) as a customer; none before the daemon
+    /// has its identity.
+    pub(crate) fn web_pass(
+        &self,
+        user: Option<&str>,
+        address: std::net::SocketAddr,
+    ) -> Option<String> {
+        let pass = super::web_pass::WebPass {
+            user: user.map(str::to_string),
+            address,
+        };
+        Some(self.web_pass.get()?.issue(&pass, self.now()))
+    }
+
+    /// Where this daemon's own QUIC endpoint is reached from inside the machine: its
+    /// bound address, with a wildcard IP (`0.0.0.0`, `::`) made the loopback of its family.
+    pub(crate) fn quic_loopback(&self) -> std::net::SocketAddr {
+        let mut addr = self.quic_addr.get().copied().unwrap_or(self.config().listen);
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr.ip() {
+                std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        addr
+    }
+
+    /// The typical wait, in seconds, from asking for help to an expert in `team`'s queue
+    /// since the daemon started (as `/status` shows it); none before its first response.
+    pub(crate) fn typical_wait(&self, team: &str) -> Option<u64> {
+        let broker = self.broker();
+        let stats = broker.stats();
+        stats
+            .first_response_by_team
+            .get(team)
+            .and_then(|histogram| histogram.median_bound())
+            .map(|bound| bound as u64)
+    }
+
     /// The UDP port the QUIC endpoint listens on (as bound).
     pub(crate) fn quic_port(&self) -> u16 {
         self.quic_addr

@@ -103,6 +103,9 @@ impl Server {
             let _ = shared.quic_addr.set(bound);
         }
         shared.set_fingerprint(fingerprint.clone());
+        let _ = shared
+            .web_pass
+            .set(super::web_pass::WebPassKey::from_identity(&identity));
         if is_cluster {
             let _ = shared
                 .delegation

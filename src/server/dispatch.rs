@@ -43,6 +43,8 @@ pub enum Channel {
     Quic,
     /// The web console, signed in with a staff token (or a public page).
     Console,
+    /// A customer's browser (`/help`), through the web front's in-process party.
+    Browser,
 }
 
 impl Caller {
@@ -67,6 +69,7 @@ impl Caller {
         let address = match self.channel {
             Channel::Quic => self.address.to_string(),
             Channel::Console => format!("{} via console", self.address),
+            Channel::Browser => format!("{} via browser", self.address),
         };
         Actor {
             who,

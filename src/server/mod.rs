@@ -29,6 +29,7 @@ mod retention;
 mod roles;
 mod throttle;
 mod waiting_pulls;
+mod web_pass;
 
 /// The core's settings from the daemon's: the case ttl, the open-case cap and the
 /// first-response targets. Built here, in the shell, so the core knows nothing of config
@@ -136,6 +137,9 @@ pub struct Shared {
     /// On a cluster node: the key of the console's delegation tokens (see
     /// [`delegation`]); unset on a single node, which never issues nor accepts one.
     delegation: std::sync::OnceLock<delegation::Delegation>,
+    /// The key of the passes the web front's in-process parties say hello with (see
+    /// [`web_pass`]); set at start.
+    web_pass: std::sync::OnceLock<web_pass::WebPassKey>,
     /// The address the QUIC endpoint bound (its port chosen when `listen` says 0), for
     /// what the console tells customers to dial.
     quic_addr: std::sync::OnceLock<std::net::SocketAddr>,
@@ -218,6 +222,7 @@ impl Shared {
             placement,
             web_tls: RwLock::new(None),
             delegation: std::sync::OnceLock::new(),
+            web_pass: std::sync::OnceLock::new(),
             quic_addr: std::sync::OnceLock::new(),
             fingerprint: RwLock::new(String::new()),
         })

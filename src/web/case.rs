@@ -64,11 +64,34 @@ pub async fn show(
                     pre #connect-command { "sosq connect " (case.code) }
                     button type="button" data-copy="connect-command" { "Copy command" }
                 }
+                (chat_panel(&case))
             }
             (actions(&case, &staff))
             (history_table(&history))
         },
     ))
+}
+
+/// The chat with the customer, from this page (`case_chat.rs`, `assets/chat.js`): joining
+/// it connects this expert to the case as `sosq connect` does.
+fn chat_panel(case: &CaseInfo) -> Markup {
+    html! {
+        section.chat #case-chat data-socket=(format!("/cases/{}/chat", case.code)) {
+            h2 { "Chat" }
+            p { "Or chat with " (case.customer) " from here (text only)." }
+            p #chat-state role="status" {}
+            button #chat-start type="button" { "Chat with the customer" }
+            button #chat-leave type="button" hidden { "Leave the chat" }
+            section #chat hidden {
+                ol.lines #lines aria-live="polite" {}
+            }
+            form #say-form hidden {
+                label { span #say-label { "Message" } input #say name="say" maxlength=(super::chat::MAX_CHAT_LINE_CHARS) autocomplete="off"; }
+                button type="submit" { "Send" }
+            }
+            p #problem.error role="alert" hidden {}
+        }
+    }
 }
 
 fn is_open(case: &CaseInfo) -> bool {

@@ -14,6 +14,8 @@ use sosq::protocol::{ErrorKind, Timestamp};
 const STYLE: &str = include_str!("assets/console.css");
 /// The console's one script (live updates, select-all, copy), embedded in the binary.
 const SCRIPT: &str = include_str!("assets/console.js");
+/// The chat's script (the customer's `/help` page and the chat panel of a case's page).
+const CHAT_SCRIPT: &str = include_str!("assets/chat.js");
 
 /// Who a page is rendered for, to show in the header and pick the navigation.
 pub struct Viewer<'a> {
@@ -36,6 +38,7 @@ pub fn page(title: &str, viewer: Option<&Viewer>, flash: Option<&str>, body: Mar
                 title { (title) " · sosq" }
                 link rel="stylesheet" href="/assets/console.css";
                 script src="/assets/console.js" defer {}
+                script src="/assets/chat.js" defer {}
             }
             body {
                 header {
@@ -179,6 +182,7 @@ pub async fn asset(Path(file): Path<String>) -> Response {
     let (body, kind) = match file.as_str() {
         "console.css" => (STYLE, "text/css; charset=utf-8"),
         "console.js" => (SCRIPT, "text/javascript; charset=utf-8"),
+        "chat.js" => (CHAT_SCRIPT, "text/javascript; charset=utf-8"),
         _ => return not_found().await.into_response(),
     };
     (

@@ -16,20 +16,29 @@
 //! - `audit.rs`: the audit log and its CSV export;
 //! - `accounts.rs`: users, teams and support profiles;
 //! - `reports.rs`: the admin's charts;
-//! - `public.rs`: `/status`, `/case` (a customer follows its request) and `/healthz`.
+//! - `public.rs`: `/status`, `/case` (a customer follows its request) and `/healthz`;
+//! - `help.rs`: `/help`, where a customer with nothing installed asks for help and chats,
+//!   and `case_chat.rs`, the expert's side of that chat on a case's page. Both talk over a
+//!   WebSocket (`socket.rs`, messages in `chat.rs`) to an in-process party (`bridge.rs`)
+//!   that is a real QUIC party of the broker.
 
 mod accounts;
 mod admin;
 mod audit;
 mod auth;
+mod bridge;
 mod case;
+mod case_chat;
 mod case_filter;
+mod chat;
+mod help;
 mod layout;
 pub(crate) mod public;
 mod queue;
 mod reports;
 mod serve;
 mod signin;
+mod socket;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,6 +71,8 @@ pub struct WebState {
     pub signins: signin::SignInThrottle,
     /// `/status`, computed at most once a second whatever the traffic.
     pub status: public::StatusCache,
+    /// The in-process parties of browser customers and of experts chatting in the console.
+    pub bridges: Arc<bridge::Bridges>,
 }
 
 impl WebState {
@@ -72,6 +83,7 @@ impl WebState {
             sessions: auth::Sessions::new(config.web_session_idle),
             signins: signin::SignInThrottle::new(config.web_signin_attempts),
             status: public::StatusCache::default(),
+            bridges: Arc::default(),
             shared,
         })
     }
@@ -128,6 +140,7 @@ pub fn router(state: Arc<WebState>) -> Router {
         .route("/queue", get(queue::show))
         .route("/queue/live", get(queue::live))
         .route("/cases/{code}", get(case::show))
+        .route("/cases/{code}/chat", get(case_chat::staff_socket))
         .route("/cases/{code}/{action}", post(case::act))
         .route("/admin/cases", get(admin::cases))
         .route("/admin/cases.csv", get(admin::cases_csv))
@@ -155,6 +168,8 @@ pub fn router(state: Arc<WebState>) -> Router {
         .route("/case/view", get(public::case_view))
         .route("/case/live", get(public::case_live))
         .route("/case/close", post(public::case_close))
+        .route("/help", get(help::form))
+        .route("/chat/customer", get(help::customer_socket))
         .route("/healthz", get(public::healthz))
         .route("/assets/{file}", get(layout::asset))
         .fallback(layout::not_found);

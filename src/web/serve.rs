@@ -109,7 +109,8 @@ async fn accept(state: Arc<WebState>, listener: TcpListener) {
     }
 }
 
-/// One HTTPS connection: HTTP/1.1 or HTTP/2, each request told where it came from.
+/// One HTTPS connection: HTTP/1.1 (with upgrades, for the chat's WebSocket) or HTTP/2, each
+/// request told where it came from.
 async fn serve_connection(
     stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
     remote: SocketAddr,
@@ -127,7 +128,7 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(HANDSHAKE_TIMEOUT);
     let result = builder
-        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+        .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
         .await;
     if let Err(error) = result {
         tracing::debug!(%remote, %error, "console connection ended with an error");

@@ -1,0 +1,289 @@
+// The chat of a customer's /help page and of a case page's chat panel: one WebSocket to
+// the daemon, JSON messages (src/web/chat.rs says what each means). Every text from the
+// network goes in with textContent, never as HTML.
+(function () {
+  'use strict';
+  var help = document.getElementById('help');
+  var panel = document.getElementById('case-chat');
+  if (!help && !panel) { return; }
+
+  var CASE_KEY = 'sosq.help.case';
+  var LINES_KEY = 'sosq.help.lines';
+  var KEPT_LINES = 200;
+  var socket = null;
+  var over = false;
+  var retries = 0;
+  var paired = false;
+  var lastAttached = null;
+
+  function $(id) { return document.getElementById(id); }
+  function show(id, on) { var el = $(id); if (el) { el.hidden = !on; } }
+  function say(id, words) { var el = $(id); if (el) { el.textContent = words; } }
+  function load(key) {
+    try { return JSON.parse(sessionStorage.getItem(key) || 'null'); } catch (e) { return null; }
+  }
+  function store(key, value) {
+    try { sessionStorage.setItem(key, JSON.stringify(value)); } catch (e) { /* private mode */ }
+  }
+  function forget() {
+    try { sessionStorage.removeItem(CASE_KEY); sessionStorage.removeItem(LINES_KEY); } catch (e) { /* ignore */ }
+  }
+  function socketUrl(path) {
+    return (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + path;
+  }
+  function clock(ms) {
+    var at = new Date(ms);
+    return at.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+  }
+  function minutes(seconds) {
+    if (seconds < 90) { return 'about a minute'; }
+    return 'about ' + Math.round(seconds / 60) + ' minutes';
+  }
+  // "s204-771-630" read aloud: "s 2 0 4, 7 7 1, 6 3 0".
+  function spoken(code) {
+    return code.split('-').map(function (part) { return part.split('').join(' '); }).join(', ');
+  }
+
+  // One line of the transcript; `line` is {from, name, at_ms, text} or {system: words}.
+  function addLine(line, keep) {
+    var list = $('lines');
+    if (!list) { return; }
+    var item = document.createElement('li');
+    if (line.system) {
+      item.className = 'system';
+      item.textContent = line.system;
+    } else {
+      item.className = line.from === 'you' ? 'you' : 'peer';
+      var when = document.createElement('time');
+      when.textContent = clock(line.at_ms);
+      var who = document.createElement('b');
+      who.textContent = (line.from === 'you' ? 'You' : line.name) + ': ';
+      var words = document.createElement('span');
+      words.textContent = line.text;
+      item.appendChild(when);
+      item.appendChild(document.createTextNode(' '));
+      item.appendChild(who);
+      item.appendChild(words);
+    }
+    list.appendChild(item);
+    while (list.children.length > KEPT_LINES) { list.removeChild(list.firstChild); }
+    item.scrollIntoView({ block: 'nearest' });
+    if (help && keep !== false) {
+      var kept = load(LINES_KEY) || [];
+      kept.push(line);
+      store(LINES_KEY, kept.slice(-KEPT_LINES));
+    }
+  }
+
+  var problemTimer = null;
+  function problem(words) {
+    say('problem', words);
+    show('problem', true);
+    clearTimeout(problemTimer);
+    problemTimer = setTimeout(function () { show('problem', false); }, 8000);
+  }
+
+  function place(position, typical) {
+    if (!position) { say('place', ''); return; }
+    var words = position === 1 ? 'You are next in the queue.' : 'You are number ' + position + ' in the queue.';
+    if (typical) { words += ' The usual wait is ' + minutes(typical) + '.'; }
+    say('place', words);
+  }
+
+  function handle(message) {
+    switch (message.type) {
+      case 'attached':
+        lastAttached = message;
+        if (help) {
+          var kept = load(CASE_KEY) || {};
+          store(CASE_KEY, { code: message.code, secret: message.secret || kept.secret, name: message.customer });
+          show('ask', false);
+          show('waiting', !paired);
+          say('code', message.code);
+          say('spoken', 'Read aloud: ' + spoken(message.code));
+          place(message.position, message.typical_wait_seconds);
+          show('say-form', true);
+          show('end', true);
+          say('end', 'End session');
+        } else {
+          say('chat-state', 'Waiting for ' + message.customer + ' to be connected…');
+        }
+        break;
+      case 'position':
+        place(message.position, lastAttached && lastAttached.typical_wait_seconds);
+        break;
+      case 'paired':
+        paired = true;
+        show('waiting', false);
+        show('chat', true);
+        show('say-form', true);
+        say('say-label', 'Message');
+        say('with', 'Chat with ' + message.name);
+        say('chat-state', 'Connected to ' + message.name);
+        addLine({ system: message.takes_over ? message.name + ' takes over.' : message.name + ' is with you.' });
+        break;
+      case 'peer_left':
+        paired = false;
+        addLine({ system: 'The connection to the other side dropped (' + message.reason + '); waiting for it to come back.' });
+        say('chat-state', 'Waiting for the other side to come back…');
+        break;
+      case 'line':
+        show('chat', true);
+        addLine(message);
+        break;
+      case 'notice':
+        addLine({ system: message.text });
+        break;
+      case 'refused':
+        problem(message.text);
+        break;
+      case 'ended':
+        finish(message.reason);
+        break;
+      case 'failed':
+        if (message.retry) {
+          say('status', message.text);
+        } else if (help && !load(CASE_KEY)) {
+          problem(message.text);
+          enableForm(true);
+        } else {
+          finish(message.text);
+        }
+        break;
+    }
+  }
+
+  function finish(reason) {
+    over = true;
+    if (help) {
+      forget();
+      show('waiting', false);
+      show('say-form', false);
+      show('end', false);
+      show('over', true);
+      say('over-text', reason);
+    } else {
+      say('chat-state', reason);
+      show('say-form', false);
+      show('chat-leave', false);
+      show('chat-start', true);
+    }
+    if (socket) { socket.close(); }
+  }
+
+  function connect(path, first) {
+    over = false;
+    var opened = new WebSocket(socketUrl(path));
+    socket = opened;
+    opened.onopen = function () {
+      retries = 0;
+      say('status', '');
+      if (first) { opened.send(JSON.stringify(first)); }
+    };
+    opened.onmessage = function (event) {
+      var message;
+      try { message = JSON.parse(event.data); } catch (e) { return; }
+      handle(message);
+    };
+    opened.onclose = function () {
+      if (socket === opened) { socket = null; }
+      if (over) { return; }
+      var again = reconnection();
+      if (!again) { return; }
+      retries += 1;
+      var wait = Math.min(10000, 500 * Math.pow(2, retries));
+      say('status', 'Connection lost; reconnecting…');
+      setTimeout(function () { if (!over && !socket) { connect(again.path, again.first); } }, wait);
+    };
+  }
+
+  // Where to reconnect, and with what: a customer resumes its saved case.
+  function reconnection() {
+    if (help) {
+      var saved = load(CASE_KEY);
+      if (!saved) { return null; }
+      return { path: '/chat/customer', first: { type: 'resume', code: saved.code, secret: saved.secret, name: saved.name } };
+    }
+    return { path: panel.dataset.socket, first: null };
+  }
+
+  function send(message) {
+    if (!socket || socket.readyState !== WebSocket.OPEN) {
+      problem('Not connected right now; try again in a moment.');
+      return false;
+    }
+    socket.send(JSON.stringify(message));
+    return true;
+  }
+
+  var sayForm = $('say-form');
+  if (sayForm) {
+    sayForm.addEventListener('submit', function (event) {
+      event.preventDefault();
+      var input = $('say');
+      var words = input.value;
+      if (!words.trim()) { return; }
+      if (send({ type: 'say', text: words })) { input.value = ''; }
+    });
+  }
+
+  var endButton = $('end');
+  if (endButton) {
+    endButton.addEventListener('click', function () {
+      if (window.confirm('End this support session? Your request will be closed.')) { send({ type: 'end' }); }
+    });
+  }
+
+  function enableForm(on) {
+    var button = document.querySelector('#ask-form button');
+    if (button) { button.disabled = !on; }
+  }
+
+  if (help) {
+    var kept = load(LINES_KEY) || [];
+    kept.forEach(function (line) { addLine(line, false); });
+    if (kept.length) { show('chat', true); }
+    var saved = load(CASE_KEY);
+    if (saved) {
+      show('ask', false);
+      show('waiting', true);
+      say('code', saved.code);
+      say('status', 'Reconnecting to your request…');
+      var again = reconnection();
+      connect(again.path, again.first);
+    }
+    var form = $('ask-form');
+    form.addEventListener('submit', function (event) {
+      event.preventDefault();
+      enableForm(false);
+      var priority = $('ask-priority');
+      connect('/chat/customer', {
+        type: 'open',
+        name: $('ask-name').value,
+        description: $('ask-description').value,
+        priority: priority ? priority.value : null,
+        profile: help.dataset.profile || null
+      });
+    });
+    var again = $('again');
+    if (again) { again.href = location.pathname; }
+    var copy = $('invite-copy');
+    if (copy) {
+      copy.addEventListener('click', function () {
+        if (navigator.clipboard) { navigator.clipboard.writeText($('invite-command').textContent); }
+      });
+    }
+  } else {
+    var start = $('chat-start');
+    start.addEventListener('click', function () {
+      show('chat-start', false);
+      show('chat-leave', true);
+      show('chat', true);
+      show('say-form', true);
+      say('chat-state', 'Connecting…');
+      connect(panel.dataset.socket, null);
+    });
+    var leave = $('chat-leave');
+    leave.addEventListener('click', function () { send({ type: 'end' }); });
+  }
+}());

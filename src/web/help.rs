@@ -1,0 +1,237 @@
+//! `/help`: where a customer with nothing installed asks for help, waits, and chats.
+//!
+//! The page is a form (name, what is wrong, priority) and, once sent, the session code
+//! (large, read-aloud friendly), the live place in the queue with the typical wait, and the
+//! chat with the expert who takes the case. Everything after the form goes over one
+//! WebSocket (`/chat/customer`, `socket.rs`) to the customer's in-process party
+//! (`bridge.rs`), which opens the case with the same `Request::OpenSos` as `sosq request`.
+//! The page keeps the case's code and secret in the tab's session storage, so a reload or
+//! a dropped network resumes the same case (and the same chat).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use maud::{html, Markup, DOCTYPE};
+use serde::Deserialize;
+use sosq::protocol::Priority;
+
+use super::bridge::{page_link, Start};
+use super::chat::{ToBrowser, MAX_CHAT_LINE_CHARS};
+use super::layout::PageError;
+use super::socket;
+use super::WebState;
+use crate::broker::{MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS};
+
+/// What a customer's page asks first on its socket.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Hello {
+    /// The form was sent.
+    Open {
+        name: String,
+        description: String,
+        #[serde(default)]
+        priority: Option<String>,
+        #[serde(default)]
+        profile: Option<String>,
+    },
+    /// The page comes back to its case.
+    Resume {
+        code: String,
+        secret: String,
+        #[serde(default)]
+        name: String,
+    },
+}
+
+/// `GET /help`: the form.
+pub async fn form() -> Markup {
+    help_page(&HelpView::general())
+}
+
+/// What the page shows for a support profile (or the general queue).
+struct HelpView {
+    /// The profile's name, sent back with the form; none: the general queue.
+    profile: Option<String>,
+    /// The company name in the header.
+    company: String,
+    /// Shown above the form and while waiting.
+    welcome: Option<String>,
+    /// What the customer may choose; empty: no choice (normal).
+    priorities: Vec<Priority>,
+}
+
+impl HelpView {
+    fn general() -> HelpView {
+        HelpView {
+            profile: None,
+            company: "Support".into(),
+            welcome: None,
+            priorities: vec![Priority::Normal, Priority::High, Priority::Critical],
+        }
+    }
+}
+
+/// The customer's page: form, waiting, chat and ending, switched by `chat.js`.
+fn help_page(view: &HelpView) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "Ask for help · " (view.company) }
+                link rel="stylesheet" href="/assets/console.css";
+                script src="/assets/chat.js" defer {}
+            }
+            body.help {
+                header { span.brand { (view.company) } }
+                main #help data-profile=(view.profile.as_deref().unwrap_or("")) {
+                    section #ask {
+                        h1 { "Ask for help" }
+                        @if let Some(welcome) = &view.welcome { p.welcome { (welcome) } }
+                        noscript { p.error { "This page needs JavaScript for the live chat. You can also call us, or run " code { "sosq request" } "." } }
+                        form #ask-form {
+                            label { "Your name" input #ask-name name="name" required maxlength=(MAX_NAME_CHARS) autocomplete="name"; }
+                            label { "What is wrong?" textarea #ask-description name="description" required maxlength=(MAX_DESCRIPTION_CHARS) rows="4" {} }
+                            @if !view.priorities.is_empty() {
+                                label { "How badly does it hurt your work?"
+                                    select #ask-priority name="priority" {
+                                        @for priority in &view.priorities {
+                                            option value=(priority.as_str()) selected[*priority == Priority::Normal] { (priority_words(*priority)) }
+                                        }
+                                    }
+                                }
+                            }
+                            button type="submit" { "Ask for help" }
+                        }
+                    }
+                    section #waiting hidden {
+                        h1 { "Your request is in" }
+                        p { "Your session code:" }
+                        p.session-code #code {}
+                        p.spoken #spoken {}
+                        p #place {}
+                        @if let Some(welcome) = &view.welcome { p.welcome { (welcome) } }
+                        p.hint { "Keep this page open. You can add to your request below; an expert sees it before taking your case." }
+                    }
+                    section #chat hidden {
+                        h2 #with {}
+                        ol.lines #lines aria-live="polite" {}
+                    }
+                    section #invite hidden {
+                        h2 { "Your expert asks you to share your screen" }
+                        p { "1. Download " a #invite-profile download="support.sosq" href="#" { "the support file" } "." }
+                        p { "2. Run this command (copy it):" }
+                        pre #invite-command {}
+                        button.copy #invite-copy type="button" { "Copy" }
+                    }
+                    form #say-form hidden {
+                        label { span #say-label { "Add a message" }
+                            input #say name="say" maxlength=(MAX_CHAT_LINE_CHARS) autocomplete="off";
+                        }
+                        button type="submit" { "Send" }
+                    }
+                    p #status role="status" aria-live="polite" {}
+                    p #problem.error role="alert" hidden {}
+                    button #end type="button" hidden { "End session" }
+                    section #over hidden {
+                        h1 { "Session over" }
+                        p #over-text {}
+                        p { a href="" #again { "Ask for help again" } }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn priority_words(priority: Priority) -> &'static str {
+    match priority {
+        Priority::Critical => "My work has stopped",
+        Priority::High => "Badly",
+        Priority::Normal => "Somewhat",
+        Priority::Low => "Not at all: a question",
+    }
+}
+
+/// `GET /chat/customer`: the customer page's WebSocket.
+pub async fn customer_socket(
+    State(state): State<Arc<WebState>>,
+    ConnectInfo(address): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if !socket::from_this_origin(&headers) {
+        return PageError::new(
+            StatusCode::FORBIDDEN,
+            "a chat from another site was refused (it did not come from this server)",
+        )
+        .into_response();
+    }
+    upgrade
+        .max_message_size(socket::MAX_MESSAGE_BYTES)
+        .max_frame_size(socket::MAX_MESSAGE_BYTES)
+        .on_upgrade(move |mut ws| async move {
+            let start = match socket::first_message::<Hello>(&mut ws).await {
+                Ok(hello) => start_of(hello),
+                Err(text) => Err(text),
+            };
+            let start = match start {
+                Ok(start) => start,
+                Err(text) => {
+                    socket::send(&mut ws, &ToBrowser::Failed { text, retry: false }).await;
+                    return;
+                }
+            };
+            let (link, end) = page_link();
+            state
+                .bridges
+                .attach(&state.shared, start, address, link)
+                .await;
+            socket::pump(ws, end, state.shared.config().idle_timeout).await;
+        })
+}
+
+/// What the party starts with. Errors: the words to tell the page.
+fn start_of(hello: Hello) -> Result<Start, String> {
+    match hello {
+        Hello::Open {
+            name,
+            description,
+            priority,
+            profile,
+        } => {
+            let view = match profile.filter(|p| !p.is_empty()) {
+                None => HelpView::general(),
+                Some(profile) => return Err(format!("there is no support profile {profile:?}")),
+            };
+            let priority = match priority.filter(|p| !p.is_empty()) {
+                None => Priority::Normal,
+                Some(given) => {
+                    let priority: Priority = given.parse()?;
+                    if !view.priorities.contains(&priority) {
+                        return Err(format!("priority {priority} cannot be chosen here"));
+                    }
+                    priority
+                }
+            };
+            Ok(Start::Open {
+                name,
+                description,
+                priority,
+                team: None,
+            })
+        }
+        Hello::Resume { code, secret, name } => {
+            let code: sosq::SessionCode = code
+                .parse()
+                .map_err(|_| format!("{code:?} is not a session code"))?;
+            Ok(Start::Resume { code, secret, name })
+        }
+    }
+}
