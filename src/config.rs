@@ -142,6 +142,11 @@ pub struct Config {
     pub wrong_codes_total_burst: u32,
     /// Wrong session codes per minute all addresses together earn back.
     pub wrong_codes_total_per_minute: u32,
+    /// SOS requests (`sosq request`, the `/help` page) one address (an IPv6 address's
+    /// whole /64) may open in a burst.
+    pub sos_per_address_burst: u32,
+    /// SOS requests per minute one address earns back after its burst.
+    pub sos_per_address_per_minute: u32,
     /// Closed and expired cases unchanged for this long are deleted by the daemon.
     #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub retention: Duration,
@@ -240,6 +245,10 @@ impl Default for Config {
             wrong_codes_per_address_per_minute: 10,
             wrong_codes_total_burst: 50,
             wrong_codes_total_per_minute: 20,
+            // An office behind one NAT: ten people asking at once, then one every 6 s; a
+            // script filling the queue from one machine gets ten.
+            sos_per_address_burst: 10,
+            sos_per_address_per_minute: 10,
             retention: Duration::from_secs(30 * 24 * 60 * 60),
             max_streams_per_session: 16,
             relay_idle_timeout: Duration::ZERO,
@@ -486,6 +495,8 @@ impl Config {
                 "wrong_codes_total_per_minute",
                 self.wrong_codes_total_per_minute,
             ),
+            ("sos_per_address_burst", self.sos_per_address_burst),
+            ("sos_per_address_per_minute", self.sos_per_address_per_minute),
         ] {
             if value == 0 {
                 return invalid(option, "must be at least 1");

@@ -143,7 +143,7 @@ pub(super) async fn run(
     let actor = &caller.actor();
     match commands::route(&request) {
         Route::Durable => {
-            check_names(shared, &request)?;
+            check_names(shared, caller, &request)?;
             let committed = shared
                 .execute(actor, |b, now, out| {
                     commands::command(b, caller, &request, now, out)
@@ -226,10 +226,12 @@ async fn add_note(
 }
 
 /// Refuses a command naming a team or expert the users file does not have, before the
-/// core runs it: an SOS request's team, an assignment's or transfer's target.
-fn check_names(shared: &Shared, request: &Request) -> Result<(), ServerError> {
+/// core runs it: an SOS request's team, an assignment's or transfer's target; and an SOS
+/// request from an address whose SOS budget is spent.
+fn check_names(shared: &Shared, caller: &Caller, request: &Request) -> Result<(), ServerError> {
     match request {
         Request::OpenSos { group, .. } => {
+            shared.take_sos(caller.address.ip())?;
             let group = group.as_deref().unwrap_or(GENERAL);
             if !shared.users.group_exists(group)? {
                 return Err(no_such_team(group).into());

@@ -28,6 +28,9 @@ pub enum ServerError {
     /// Too many wrong codes from this connection, its address, or in total.
     #[error("too many wrong session codes; wait {} and try again", crate::broker::humanize(Duration::from_secs(.0.as_secs() + 1)))]
     Throttled(Duration),
+    /// Too many SOS requests from this address (`sos_throttle.rs`).
+    #[error("too many requests for help from your address; wait {} and try again", crate::broker::humanize(Duration::from_secs(.0.as_secs() + 1)))]
+    SosThrottled(Duration),
     /// TLS identity problems.
     #[error(transparent)]
     Tls(#[from] TlsError),
@@ -56,7 +59,9 @@ impl ServerError {
         let (kind, message) = match self {
             ServerError::Broker(e) => (e.kind(), e.to_string()),
             ServerError::Forbidden(message) => (ErrorKind::Forbidden, message.clone()),
-            ServerError::Throttled(_) => (ErrorKind::Throttled, self.to_string()),
+            ServerError::Throttled(_) | ServerError::SosThrottled(_) => {
+                (ErrorKind::Throttled, self.to_string())
+            }
             ServerError::Cluster(error) => {
                 tracing::error!(%error, "request failed on the cluster's database");
                 (

@@ -27,6 +27,7 @@ mod reload;
 mod reports;
 mod retention;
 mod roles;
+mod sos_throttle;
 mod throttle;
 mod waiting_pulls;
 mod web_pass;
@@ -105,6 +106,8 @@ pub struct Shared {
     clock: Clock,
     next_party: AtomicU64,
     throttle: Mutex<Throttle>,
+    /// SOS requests per address (`sos_throttle.rs`).
+    sos_throttle: Mutex<sos_throttle::SosThrottle>,
     /// Signalled when a command changed the queue.
     queue_changed: Notify,
     /// The queue's version after each batch of live updates, for the web console's live
@@ -165,6 +168,7 @@ impl Shared {
     ) -> Result<Shared, ServerError> {
         let rng = rand::rngs::StdRng::from_os_rng();
         let config_throttle = ThrottleLimits::from_config(&config);
+        let config_sos = sos_budget(&config);
         let config_admission = AdmissionLimits::from_config(&config);
         let mut broker = Broker::new(broker_config(&config), Box::new(rng));
         broker.set_clock_skew(clock.skew_ms());
@@ -215,6 +219,7 @@ impl Shared {
             drains,
             drained: Mutex::new(Some(drained)),
             throttle: Mutex::new(Throttle::new(config_throttle, tokio::time::Instant::now())),
+            sos_throttle: Mutex::new(sos_throttle::SosThrottle::new(config_sos)),
             admission: Admission::new(config_admission),
             started: std::time::Instant::now(),
             shutting_down: AtomicBool::new(false),
@@ -243,6 +248,10 @@ impl Shared {
         self.broker().set_config(broker_config(&config));
         self.throttle()
             .set_limits(ThrottleLimits::from_config(&config));
+        self.sos_throttle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_budget(sos_budget(&config));
         self.admission
             .set_limits(AdmissionLimits::from_config(&config));
         *self
@@ -476,6 +485,16 @@ impl Shared {
             .map_err(ServerError::Throttled)
     }
 
+    /// Takes one SOS request from `address`'s budget. Errors: the budget is spent (with
+    /// how long to wait).
+    fn take_sos(&self, address: std::net::IpAddr) -> Result<(), ServerError> {
+        self.sos_throttle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(address, tokio::time::Instant::now())
+            .map_err(ServerError::SosThrottled)
+    }
+
     /// Charges a wrong session code to `party`, its `address` and the total.
     fn charge_wrong_code(&self, party: PartyId, address: std::net::IpAddr) {
         self.throttle()
@@ -549,5 +568,13 @@ pub(crate) fn deletion(
         DeleteSelector::Filter(filter) => {
             Ok(Persist::DeleteWhere(CaseSelection::resolve(filter, now)?))
         }
+    }
+}
+
+/// The SOS budget per address from the daemon's settings.
+fn sos_budget(config: &Config) -> throttle::Budget {
+    throttle::Budget {
+        burst: config.sos_per_address_burst,
+        per_minute: config.sos_per_address_per_minute,
     }
 }

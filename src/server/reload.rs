@@ -120,6 +120,8 @@ impl Reloader {
             wrong_codes_per_address_per_minute: new.wrong_codes_per_address_per_minute,
             wrong_codes_total_burst: new.wrong_codes_total_burst,
             wrong_codes_total_per_minute: new.wrong_codes_total_per_minute,
+            sos_per_address_burst: new.sos_per_address_burst,
+            sos_per_address_per_minute: new.sos_per_address_per_minute,
             retention: new.retention,
             ..running
         };

@@ -107,7 +107,7 @@ impl Bucket {
 /// its /64 (the rest zeroed). An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, how a
 /// dual-stack socket sees IPv4 clients) is its IPv4 address, not the /64 every IPv4
 /// client would then share.
-fn charged_address(address: IpAddr) -> IpAddr {
+pub(super) fn charged_address(address: IpAddr) -> IpAddr {
     match address {
         IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
