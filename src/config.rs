@@ -496,7 +496,10 @@ impl Config {
                 self.wrong_codes_total_per_minute,
             ),
             ("sos_per_address_burst", self.sos_per_address_burst),
-            ("sos_per_address_per_minute", self.sos_per_address_per_minute),
+            (
+                "sos_per_address_per_minute",
+                self.sos_per_address_per_minute,
+            ),
         ] {
             if value == 0 {
                 return invalid(option, "must be at least 1");

@@ -102,7 +102,22 @@ impl Admission {
         self.open.fetch_add(1, Ordering::Relaxed);
         Decision::Accept(AdmissionGuard {
             admission: self.clone(),
-            address,
+            address: Some(address),
+        })
+    }
+
+    /// Decides on a connection of the daemon's own web front (`crate::web::bridge`): one
+    /// per browser party, all from one loopback address, so only the total limit applies
+    /// here; the web front holds each browser address to `max_connections_per_address`
+    /// itself.
+    pub fn decide_web_front(self: &Arc<Self>) -> Decision {
+        if self.open.load(Ordering::Relaxed) >= self.limits().max_connections {
+            return Decision::Refuse("the server is at its connection limit");
+        }
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Decision::Accept(AdmissionGuard {
+            admission: self.clone(),
+            address: None,
         })
     }
 
@@ -120,8 +135,11 @@ impl Admission {
         window.1 > threshold
     }
 
-    fn release(&self, address: IpAddr) {
+    fn release(&self, address: Option<IpAddr>) {
         self.open.fetch_sub(1, Ordering::Relaxed);
+        let Some(address) = address else {
+            return;
+        };
         let now_empty = match self.per_address.get_mut(&address) {
             Some(mut count) => {
                 *count = count.saturating_sub(1);
@@ -138,7 +156,8 @@ impl Admission {
 /// Holds one connection's place; frees it when dropped.
 pub struct AdmissionGuard {
     admission: Arc<Admission>,
-    address: IpAddr,
+    /// None: a web front connection, not counted per address.
+    address: Option<IpAddr>,
 }
 
 impl Drop for AdmissionGuard {

@@ -258,10 +258,25 @@ impl Shared {
         Some(self.web_pass.get()?.issue(&pass, self.now()))
     }
 
+    /// Puts on record the address the web front's client endpoint is bound to, so its
+    /// connections are admitted as the web front's (see `Admission::decide_web_front`).
+    pub(crate) fn set_web_front(&self, address: std::net::SocketAddr) {
+        *self.web_front.write().unwrap_or_else(|p| p.into_inner()) = Some(address);
+    }
+
+    /// Whether a connection from `remote` is the web front's own.
+    pub(crate) fn is_web_front(&self, remote: std::net::SocketAddr) -> bool {
+        *self.web_front.read().unwrap_or_else(|p| p.into_inner()) == Some(remote)
+    }
+
     /// Where this daemon's own QUIC endpoint is reached from inside the machine: its
     /// bound address, with a wildcard IP (`0.0.0.0`, `::`) made the loopback of its family.
     pub(crate) fn quic_loopback(&self) -> std::net::SocketAddr {
-        let mut addr = self.quic_addr.get().copied().unwrap_or(self.config().listen);
+        let mut addr = self
+            .quic_addr
+            .get()
+            .copied()
+            .unwrap_or(self.config().listen);
         if addr.ip().is_unspecified() {
             addr.set_ip(match addr.ip() {
                 std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),

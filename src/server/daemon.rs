@@ -190,7 +190,12 @@ impl Server {
                     incoming.refuse();
                     continue;
                 }
-                match admission.decide(remote.ip(), incoming.remote_address_validated()) {
+                let decision = if self.shared.is_web_front(remote) {
+                    admission.decide_web_front()
+                } else {
+                    admission.decide(remote.ip(), incoming.remote_address_validated())
+                };
+                match decision {
                     Decision::Accept(guard) => {
                         tokio::spawn(connection::serve(self.shared.clone(), incoming, guard));
                     }

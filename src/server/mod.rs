@@ -143,6 +143,9 @@ pub struct Shared {
     /// The key of the passes the web front's in-process parties say hello with (see
     /// [`web_pass`]); set at start.
     web_pass: std::sync::OnceLock<web_pass::WebPassKey>,
+    /// The local address of the web front's client endpoint, whose connections are the
+    /// browser parties' (admitted apart: see `Admission::decide_web_front`).
+    web_front: RwLock<Option<std::net::SocketAddr>>,
     /// The address the QUIC endpoint bound (its port chosen when `listen` says 0), for
     /// what the console tells customers to dial.
     quic_addr: std::sync::OnceLock<std::net::SocketAddr>,
@@ -228,6 +231,7 @@ impl Shared {
             web_tls: RwLock::new(None),
             delegation: std::sync::OnceLock::new(),
             web_pass: std::sync::OnceLock::new(),
+            web_front: RwLock::new(None),
             quic_addr: std::sync::OnceLock::new(),
             fingerprint: RwLock::new(String::new()),
         })

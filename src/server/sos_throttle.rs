@@ -96,6 +96,8 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(throttle.take(home, now), Ok(()));
         }
-        assert!(throttle.take("2001:db8:1:2::99".parse().unwrap(), now).is_err());
+        assert!(throttle
+            .take("2001:db8:1:2::99".parse().unwrap(), now)
+            .is_err());
     }
 }

@@ -113,6 +113,26 @@ pub struct Bridges {
     customers: DashMap<SessionCode, Registered>,
     staff: DashMap<(String, SessionCode), Registered>,
     next_id: AtomicU64,
+    /// Live parties per browser address: the web front holds each address to
+    /// `max_connections_per_address`, as admission holds a native client's.
+    per_address: DashMap<std::net::IpAddr, usize>,
+}
+
+/// A party's place in [`Bridges::per_address`], given back on drop.
+struct AddressPlace {
+    bridges: Arc<Bridges>,
+    address: std::net::IpAddr,
+}
+
+impl Drop for AddressPlace {
+    fn drop(&mut self) {
+        if let Some(mut count) = self.bridges.per_address.get_mut(&self.address) {
+            *count = count.saturating_sub(1);
+        }
+        self.bridges
+            .per_address
+            .remove_if(&self.address, |_, count| *count == 0);
+    }
 }
 
 impl Bridges {
@@ -157,13 +177,35 @@ impl Bridges {
             }
             Start::Open { .. } => link,
         };
+        let party = Party::new(shared, &start, link);
+        let Some(place) = self.place_for(address.ip(), shared.config().max_connections_per_address)
+        else {
+            return party.tell_final(ToBrowser::Failed {
+                text: "too many support sessions from your address; close some and try again"
+                    .into(),
+                retry: false,
+            });
+        };
         let bridges = self.clone();
         let shared = shared.clone();
         tokio::spawn(async move {
+            let _place = place;
             let id = bridges.next_id.fetch_add(1, Ordering::Relaxed);
-            let party = Party::new(&shared, &start, link);
             party.run(&bridges, &shared, start, address, id).await;
         });
+    }
+
+    /// A place for one more party from `address`, unless it has `most` already.
+    fn place_for(self: &Arc<Self>, address: std::net::IpAddr, most: usize) -> Option<AddressPlace> {
+        let mut count = self.per_address.entry(address).or_insert(0);
+        if *count >= most {
+            return None;
+        }
+        *count += 1;
+        Some(AddressPlace {
+            bridges: self.clone(),
+            address,
+        })
     }
 
     /// The client endpoint the parties share, opened (again) for the certificate now in
@@ -191,6 +233,9 @@ impl Bridges {
         let endpoint = SharedEndpoint::open(&options, bind)
             .await
             .map_err(|e| format!("cannot open the web front's client endpoint: {e}"))?;
+        if let Ok(local) = endpoint.endpoint().local_addr() {
+            shared.set_web_front(local);
+        }
         *cached = Some((fingerprint, endpoint.clone()));
         Ok(endpoint)
     }
@@ -209,7 +254,8 @@ impl Bridges {
     fn unregister(&self, start: &Start, code: SessionCode, id: u64) {
         match start {
             Start::Chat { user, .. } => {
-                self.staff.remove_if(&(user.clone(), code), |_, party| party.id == id);
+                self.staff
+                    .remove_if(&(user.clone(), code), |_, party| party.id == id);
             }
             _ => {
                 self.customers.remove_if(&code, |_, party| party.id == id);
@@ -577,10 +623,17 @@ async fn sleep_until_some(deadline: Option<Instant>) {
 }
 
 /// Sends the lines typed before the chat opened.
-async fn send_early(chat: &mut Option<(quinn::SendStream, quinn::RecvStream)>, early: &mut Vec<String>) {
+async fn send_early(
+    chat: &mut Option<(quinn::SendStream, quinn::RecvStream)>,
+    early: &mut Vec<String>,
+) {
     if let Some((send, _)) = chat.as_mut() {
         for line in early.drain(..) {
-            if send.write_all(format!("{line}\n").as_bytes()).await.is_err() {
+            if send
+                .write_all(format!("{line}\n").as_bytes())
+                .await
+                .is_err()
+            {
                 break;
             }
         }

@@ -34,8 +34,11 @@ pub async fn staff_socket(
         .into_response();
     }
     let Ok(code) = code.parse::<sosq::SessionCode>() else {
-        return PageError::new(StatusCode::NOT_FOUND, format!("{code:?} is not a session code"))
-            .into_response();
+        return PageError::new(
+            StatusCode::NOT_FOUND,
+            format!("{code:?} is not a session code"),
+        )
+        .into_response();
     };
     let user = staff.user.name.clone();
     upgrade

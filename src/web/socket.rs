@@ -128,9 +128,13 @@ mod tests {
             }
             headers
         };
-        assert!(from_this_origin(&headers(Some("https://support.example:4433"))));
+        assert!(from_this_origin(&headers(Some(
+            "https://support.example:4433"
+        ))));
         assert!(!from_this_origin(&headers(Some("https://evil.example"))));
-        assert!(!from_this_origin(&headers(Some("http://support.example:4433"))));
+        assert!(!from_this_origin(&headers(Some(
+            "http://support.example:4433"
+        ))));
         assert!(!from_this_origin(&headers(Some("null"))));
         assert!(!from_this_origin(&headers(None)));
     }

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod chat_socket;
 pub mod cluster;
 pub mod fake_node;
 pub mod postgres;
