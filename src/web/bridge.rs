@@ -308,17 +308,15 @@ impl Party {
     /// Sends `message` to the page, or keeps it while the page is away (or too slow: it is
     /// let go, and gets the backlog when it comes back).
     fn tell(&mut self, message: ToBrowser) {
-        if let Some(page) = &self.page {
-            match page.to_page.try_send(message) {
-                Ok(()) => return,
-                Err(mpsc::error::TrySendError::Full(message))
-                | Err(mpsc::error::TrySendError::Closed(message)) => {
-                    self.page = None;
-                    self.away_since = Some(Instant::now());
-                    self.backlog.keep(message);
-                }
-            }
-        } else {
+        let Some(page) = &self.page else {
+            return self.backlog.keep(message);
+        };
+        if let Err(
+            mpsc::error::TrySendError::Full(message) | mpsc::error::TrySendError::Closed(message),
+        ) = page.to_page.try_send(message)
+        {
+            self.page = None;
+            self.away_since = Some(Instant::now());
             self.backlog.keep(message);
         }
     }
