@@ -142,6 +142,15 @@ pub struct Config {
     pub wrong_codes_total_burst: u32,
     /// Wrong session codes per minute all addresses together earn back.
     pub wrong_codes_total_per_minute: u32,
+    /// Messages one case's customer may add per minute (and at once).
+    pub customer_messages_per_minute: u32,
+    /// The largest file a customer may attach to a case, in bytes.
+    pub max_attachment_bytes: u64,
+    /// The most files a customer may attach to one case (0: none).
+    pub max_attachments_per_case: u32,
+    /// Bytes of unfinished uploads the daemon holds at once, all connections together
+    /// (each connection holds at most one upload, of at most `max_attachment_bytes`).
+    pub max_upload_bytes_in_flight: u64,
     /// Closed and expired cases unchanged for this long are deleted by the daemon.
     #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub retention: Duration,
@@ -240,6 +249,10 @@ impl Default for Config {
             wrong_codes_per_address_per_minute: 10,
             wrong_codes_total_burst: 50,
             wrong_codes_total_per_minute: 20,
+            customer_messages_per_minute: 20,
+            max_attachment_bytes: crate::broker::DEFAULT_MAX_ATTACHMENT_BYTES,
+            max_attachments_per_case: crate::broker::DEFAULT_MAX_ATTACHMENTS_PER_CASE,
+            max_upload_bytes_in_flight: 64 * 1024 * 1024,
             retention: Duration::from_secs(30 * 24 * 60 * 60),
             max_streams_per_session: 16,
             relay_idle_timeout: Duration::ZERO,
@@ -491,6 +504,7 @@ impl Config {
                 return invalid(option, "must be at least 1");
             }
         }
+        customers::validate(self)?;
         if self.retention.is_zero() {
             return invalid("retention", "must be longer than zero");
         }
@@ -593,6 +607,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{text:?} is not a duration like \"24h\" or \"90s\": {e}"))
 }
 
+#[path = "config_customers.rs"]
+mod customers;
 #[cfg(test)]
 #[path = "config_tests.rs"]
 mod tests;

@@ -28,6 +28,10 @@ pub enum ServerError {
     /// Too many wrong codes from this connection, its address, or in total.
     #[error("too many wrong session codes; wait {} and try again", crate::broker::humanize(Duration::from_secs(.0.as_secs() + 1)))]
     Throttled(Duration),
+    /// A limit on how often or how much (a case's messages per minute, the bytes being
+    /// uploaded at once) is reached for now: the sentence says which and how long to wait.
+    #[error("{0}")]
+    Busy(String),
     /// TLS identity problems.
     #[error(transparent)]
     Tls(#[from] TlsError),
@@ -56,7 +60,9 @@ impl ServerError {
         let (kind, message) = match self {
             ServerError::Broker(e) => (e.kind(), e.to_string()),
             ServerError::Forbidden(message) => (ErrorKind::Forbidden, message.clone()),
-            ServerError::Throttled(_) => (ErrorKind::Throttled, self.to_string()),
+            ServerError::Throttled(_) | ServerError::Busy(_) => {
+                (ErrorKind::Throttled, self.to_string())
+            }
             ServerError::Cluster(error) => {
                 tracing::error!(%error, "request failed on the cluster's database");
                 (
