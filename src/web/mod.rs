@@ -11,7 +11,7 @@
 //! `auth.rs` (who is signed in, CSRF), then one page module, which renders with
 //! `layout.rs`:
 //! - `queue.rs`: the expert's live queue (server-sent events);
-//! - `case.rs`: a case's page and its actions;
+//! - `case.rs`: a case's page and its actions; `attachments.rs`: its customer's files;
 //! - `admin.rs` (with `case_filter.rs`): the admin's case table, bulk delete, CSV export;
 //! - `audit.rs`: the audit log and its CSV export;
 //! - `accounts.rs`: users, teams and support profiles;
@@ -20,6 +20,7 @@
 
 mod accounts;
 mod admin;
+mod attachments;
 mod audit;
 mod auth;
 mod case;
@@ -129,6 +130,10 @@ pub fn router(state: Arc<WebState>) -> Router {
         .route("/queue/live", get(queue::live))
         .route("/cases/{code}", get(case::show))
         .route("/cases/{code}/{action}", post(case::act))
+        .route(
+            "/cases/{code}/attachments/{id}",
+            get(attachments::download),
+        )
         .route("/admin/cases", get(admin::cases))
         .route("/admin/cases.csv", get(admin::cases_csv))
         .route("/admin/delete", post(admin::delete))
