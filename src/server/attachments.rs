@@ -15,16 +15,27 @@ use super::{ServerError, Shared};
 use crate::broker::{may_begin_accepted, AttachmentBytes, BrokerError, NewAttachment};
 
 /// A customer's message: refused while its case's budget is spent, else the core command,
-/// charged to the case once taken (so a stranger's refused try spends nothing).
+/// charged to the case once taken (so a stranger's refused try spends nothing, and learns
+/// nothing of the budget).
 pub(super) async fn add_message(
     shared: &Shared,
     caller: &Caller,
     request: Request,
 ) -> Result<Reply, ServerError> {
-    let Request::AddMessage { code: typed, .. } = &request else {
+    let Request::AddMessage {
+        code: typed,
+        resume_secret,
+        ..
+    } = &request
+    else {
         return Err(BrokerError::InvalidInput("a message names a case".into()).into());
     };
-    let code: SessionCode = typed.parse().map_err(BrokerError::from)?;
+    // Whose case it is first: a stranger is told so, never whether the case's budget is
+    // spent (which would say the code is a case's).
+    let code = shared
+        .broker()
+        .customer_view(caller.party, typed, resume_secret.as_deref())?
+        .code;
     let now = tokio::time::Instant::now();
     if let Err(wait) = shared.throttle().message_wait(code, now) {
         let per_minute = shared.config().customer_messages_per_minute;
