@@ -10,9 +10,8 @@ pub const MOST_ATTACHMENT_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Checks the customer limits' ranges.
 pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
-    let invalid = |option: &'static str, message: String| {
-        Err(ConfigError::Invalid { option, message })
-    };
+    let invalid =
+        |option: &'static str, message: String| Err(ConfigError::Invalid { option, message });
     // A budget of 0 would refuse every message, and earn none back.
     if config.customer_messages_per_minute == 0 {
         return invalid("customer_messages_per_minute", "must be at least 1".into());

@@ -56,7 +56,10 @@ async fn a_customer_adds_words_and_files_and_staff_read_them_whole() {
     let secret = attached["resume_secret"].as_str().unwrap().to_string();
 
     // A message, from another connection with the secret; staff see it as the latest.
-    let said = daemon.run(None, &["message", &code, "it also beeps", "--secret", &secret]);
+    let said = daemon.run(
+        None,
+        &["message", &code, "it also beeps", "--secret", &secret],
+    );
     assert!(said.status.success(), "{said:?}");
     assert_eq!(
         String::from_utf8_lossy(&said.stdout).trim(),
@@ -94,18 +97,37 @@ async fn a_customer_adds_words_and_files_and_staff_read_them_whole() {
     // Staff download it byte for byte; an existing file is kept unless --force.
     let out = files.path().join("got.png");
     let out_arg = out.to_string_lossy().into_owned();
-    let got = daemon.json(Some(&root), &["attachments", &code, "--get", "1", "--out", &out_arg]);
+    let got = daemon.json(
+        Some(&root),
+        &["attachments", &code, "--get", "1", "--out", &out_arg],
+    );
     assert_eq!(got["size"], 100_000);
     assert_eq!(std::fs::read(&out).unwrap(), shot);
     let again = daemon.run(
         Some(&ana),
-        &["--json", "attachments", &code, "--get", "1", "--out", &out_arg],
+        &[
+            "--json",
+            "attachments",
+            &code,
+            "--get",
+            "1",
+            "--out",
+            &out_arg,
+        ],
     );
     assert!(refused(&again, "bad_option").contains("--force"));
     std::fs::write(&out, b"old").unwrap();
     let forced = daemon.run(
         Some(&ana),
-        &["attachments", &code, "--get", "1", "--out", &out_arg, "--force"],
+        &[
+            "attachments",
+            &code,
+            "--get",
+            "1",
+            "--out",
+            &out_arg,
+            "--force",
+        ],
     );
     assert!(forced.status.success(), "{forced:?}");
     assert_eq!(std::fs::read(&out).unwrap(), shot);
@@ -118,9 +140,8 @@ async fn a_customer_adds_words_and_files_and_staff_read_them_whole() {
 
     // A customer cannot list nor read them, not even its own case's.
     let listing = daemon.run(None, &["--json", "attachments", &code]);
-    assert!(
-        refused(&listing, "not_allowed").contains("listing a case's attachments is for experts and admins"),
-    );
+    assert!(refused(&listing, "not_allowed")
+        .contains("listing a case's attachments is for experts and admins"),);
     let mut own = Client::connect(&daemon.options(None)).await.unwrap();
     let fetch = own
         .request(Request::Attachment {
@@ -138,23 +159,41 @@ async fn a_customer_adds_words_and_files_and_staff_read_them_whole() {
     // Too large, the wrong type (refused at its first part), then a second file and the
     // cap.
     let big = write(files.path(), "big.png", &png(200_001));
-    let too_big = daemon.run(None, &["--json", "attach", &code, &big, "--secret", &secret]);
+    let too_big = daemon.run(
+        None,
+        &["--json", "attach", &code, &big, "--secret", &secret],
+    );
     assert_eq!(
         refused(&too_big, "invalid_input"),
         "the file is 200,001 bytes; an attachment may have at most 200,000 bytes"
     );
-    let program = write(files.path(), "setup.exe", b"MZ\x90\0\x03\0\0\0\x04\0\0\0\xff\xff");
-    let wrong = daemon.run(None, &["--json", "attach", &code, &program, "--secret", &secret]);
+    let program = write(
+        files.path(),
+        "setup.exe",
+        b"MZ\x90\0\x03\0\0\0\x04\0\0\0\xff\xff",
+    );
+    let wrong = daemon.run(
+        None,
+        &["--json", "attach", &code, &program, "--secret", &secret],
+    );
     let why = refused(&wrong, "invalid_input");
     assert!(
-        why.contains("not accepted") && why.contains("PNG, JPEG, GIF or WebP images, PDF documents and plain UTF-8 text"),
+        why.contains("not accepted")
+            && why.contains("PNG, JPEG, GIF or WebP images, PDF documents and plain UTF-8 text"),
         "{why}"
     );
-    let log = write(files.path(), "printer.log", "Fehler 42: Papierstau\n".as_bytes());
+    let log = write(
+        files.path(),
+        "printer.log",
+        "Fehler 42: Papierstau\n".as_bytes(),
+    );
     let second = daemon.json(None, &["attach", &code, &log, "--secret", &secret]);
     assert_eq!(second["id"], 2);
     assert_eq!(second["content_type"], "text/plain; charset=utf-8");
-    let third = daemon.run(None, &["--json", "attach", &code, &log, "--secret", &secret]);
+    let third = daemon.run(
+        None,
+        &["--json", "attach", &code, &log, "--secret", &secret],
+    );
     assert!(
         refused(&third, "invalid_input").contains("has 2 attachments already"),
         "one too many"
@@ -165,10 +204,16 @@ async fn a_customer_adds_words_and_files_and_staff_read_them_whole() {
         let ok = daemon.run(None, &["message", &code, text, "--secret", &secret]);
         assert!(ok.status.success(), "{ok:?}");
     }
-    let fourth = daemon.run(None, &["--json", "message", &code, "please", "--secret", &secret]);
+    let fourth = daemon.run(
+        None,
+        &["--json", "message", &code, "please", "--secret", &secret],
+    );
     let why = refused(&fourth, "throttled");
     assert!(why.contains("at most 3 messages a minute"), "{why}");
-    let stranger = daemon.run(None, &["--json", "message", &code, "hi", "--secret", "wrong"]);
+    let stranger = daemon.run(
+        None,
+        &["--json", "message", &code, "hi", "--secret", "wrong"],
+    );
     refused(&stranger, "not_allowed");
 
     // The history says it all, for staff.
@@ -186,8 +231,14 @@ async fn a_customer_adds_words_and_files_and_staff_read_them_whole() {
         .collect();
     for wanted in [
         ("message", "customer message: it also beeps"),
-        ("attachment", "customer attached error.png (100,000 bytes, image/png)"),
-        ("attachment", "customer attached printer.log (22 bytes, text/plain)"),
+        (
+            "attachment",
+            "customer attached error.png (100,000 bytes, image/png)",
+        ),
+        (
+            "attachment",
+            "customer attached printer.log (22 bytes, text/plain)",
+        ),
         ("message", "customer message: hello?"),
     ] {
         assert!(
@@ -208,10 +259,20 @@ async fn a_customer_adds_words_and_files_and_staff_read_them_whole() {
     let after = files.path().join("after.png");
     daemon.json(
         Some(&ana),
-        &["attachments", &code, "--get", "1", "--out", &after.to_string_lossy()],
+        &[
+            "attachments",
+            &code,
+            "--get",
+            "1",
+            "--out",
+            &after.to_string_lossy(),
+        ],
     );
     assert_eq!(std::fs::read(&after).unwrap(), shot);
-    assert_eq!(daemon.json(Some(&ana), &["status", &code])["attachments"], 2);
+    assert_eq!(
+        daemon.json(Some(&ana), &["status", &code])["attachments"],
+        2
+    );
 
     // Deleting the case deletes its files.
     let deleted = daemon.json(Some(&root), &["delete", &code]);
@@ -238,7 +299,10 @@ async fn the_console_sends_an_attachment_as_a_download_to_signed_in_staff_only()
     let attached = customer.expect_event("attached");
     let code = attached["code"].as_str().unwrap().to_string();
     let secret = attached["resume_secret"].as_str().unwrap().to_string();
-    let said = daemon.run(None, &["message", &code, "it also beeps", "--secret", &secret]);
+    let said = daemon.run(
+        None,
+        &["message", &code, "it also beeps", "--secret", &secret],
+    );
     assert!(said.status.success(), "{said:?}");
     // Text that a browser would render as a page if it were shown inline.
     let page = "<html><script>alert(1)</script></html>\n";

@@ -134,7 +134,12 @@ fn every_line_a_case_life_prints_matches_the_schema() {
     let said = &schema
         .check_run(
             "case",
-            &daemon.run(None, &["--json", "message", &bob_code, "it beeps", "--secret", secret]),
+            &daemon.run(
+                None,
+                &[
+                    "--json", "message", &bob_code, "it beeps", "--secret", secret,
+                ],
+            ),
         )
         .0[0];
     assert_eq!(said["last_message"], "it beeps");
@@ -145,7 +150,10 @@ fn every_line_a_case_life_prints_matches_the_schema() {
     let attached = &schema
         .check_run(
             "attachment",
-            &daemon.run(None, &["--json", "attach", &bob_code, &file, "--secret", secret]),
+            &daemon.run(
+                None,
+                &["--json", "attach", &bob_code, &file, "--secret", secret],
+            ),
         )
         .0[0];
     assert_eq!(attached["code"], bob_code.as_str());
@@ -157,7 +165,18 @@ fn every_line_a_case_life_prints_matches_the_schema() {
     let got = &schema
         .check_run(
             "download",
-            &daemon.run(ana, &["--json", "attachments", &bob_code, "--get", "1", "--out", &out]),
+            &daemon.run(
+                ana,
+                &[
+                    "--json",
+                    "attachments",
+                    &bob_code,
+                    "--get",
+                    "1",
+                    "--out",
+                    &out,
+                ],
+            ),
         )
         .0[0];
     assert_eq!(got["size"], 10);

@@ -705,9 +705,14 @@ impl Sim {
                     name: &file.name,
                     bytes: AttachmentBytes::new(file.bytes),
                 };
-                let info =
-                    self.broker
-                        .attach(self.now, party, &file.typed, file.secret.as_deref(), new, out)?;
+                let info = self.broker.attach(
+                    self.now,
+                    party,
+                    &file.typed,
+                    file.secret.as_deref(),
+                    new,
+                    out,
+                )?;
                 Ok(Reply::AttachmentAdded(info))
             }
             _ => Err(BrokerError::InvalidInput("not an upload".into())),
@@ -733,7 +738,9 @@ impl Sim {
                     .find(|(_, a)| a.info.id == id)
                     .ok_or_else(|| BrokerError::InvalidInput("no such attachment".into()))?;
                 let bytes = found.bytes.as_slice();
-                let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
+                let start = usize::try_from(offset)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
                 let end = (start + sosq::protocol::MAX_PART_BYTES).min(bytes.len());
                 Ok(Reply::AttachmentPart(sosq::protocol::AttachmentPart {
                     code,

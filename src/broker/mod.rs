@@ -48,8 +48,8 @@ use sosq::SessionCode;
 
 pub use actor::{Actor, AuditEntry};
 pub use attachments::{
-    clean_name, may_begin_accepted, sniff_type, AttachmentBytes, NewAttachment,
-    StoredAttachment, DEFAULT_MAX_ATTACHMENTS_PER_CASE, DEFAULT_MAX_ATTACHMENT_BYTES, TEXT_TYPE,
+    clean_name, may_begin_accepted, sniff_type, AttachmentBytes, NewAttachment, StoredAttachment,
+    DEFAULT_MAX_ATTACHMENTS_PER_CASE, DEFAULT_MAX_ATTACHMENT_BYTES, TEXT_TYPE,
 };
 pub use case::{Case, CaseRecord, ExpertSeat, PartyId, FOLD_MARK, MAX_HISTORY_ENTRIES};
 pub use codes::{hash_secret, secret_matches, CodeBook, SecureRandom};

@@ -3,9 +3,7 @@
 //! connection (`uploads.rs`) until the core attaches the whole file, and staff reading a
 //! case's attachments from the store.
 
-use sosq::protocol::{
-    AttachmentList, AttachmentPart, Reply, Request, MAX_PART_BYTES,
-};
+use sosq::protocol::{AttachmentList, AttachmentPart, Reply, Request, MAX_PART_BYTES};
 use sosq::SessionCode;
 
 use super::commands;

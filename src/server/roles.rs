@@ -33,14 +33,10 @@ pub fn authorize(role: Role, request: &Request) -> Result<(), ServerError> {
         Request::AttachStart { .. } | Request::AttachPart { .. } | Request::AttachFinish { .. } => {
             ("attaching a file to one's case", &[Role::Customer])
         }
-        Request::Attachments { .. } => (
-            "listing a case's attachments",
-            &[Role::Expert, Role::Admin],
-        ),
-        Request::Attachment { .. } => (
-            "reading a case's attachment",
-            &[Role::Expert, Role::Admin],
-        ),
+        Request::Attachments { .. } => {
+            ("listing a case's attachments", &[Role::Expert, Role::Admin])
+        }
+        Request::Attachment { .. } => ("reading a case's attachment", &[Role::Expert, Role::Admin]),
         // A redirect's request is judged as itself; a ticket adds no right.
         Request::Redeem { request, .. } => match **request {
             Request::Redeem { .. } => {

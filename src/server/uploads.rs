@@ -58,13 +58,19 @@ impl Uploads {
     /// bytes of `most_in_flight`. Returns its number.
     ///
     /// Errors: [`ServerError::Busy`] when the reservation does not fit.
-    pub fn start(&self, party: PartyId, upload: NewUpload, most_in_flight: u64) -> Result<u64, ServerError> {
+    pub fn start(
+        &self,
+        party: PartyId,
+        upload: NewUpload,
+        most_in_flight: u64,
+    ) -> Result<u64, ServerError> {
         self.drop_party(party);
         let size = upload.size;
         let reserved = self
             .reserved
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                held.checked_add(size).filter(|&total| total <= most_in_flight)
+                held.checked_add(size)
+                    .filter(|&total| total <= most_in_flight)
             });
         if reserved.is_err() {
             return Err(ServerError::Busy(
@@ -220,13 +226,19 @@ mod tests {
         // A new start replaces the unfinished one and its reservation.
         let replaced = uploads.start(one, new(10), 100).unwrap();
         assert_eq!(uploads.reserved(), 50);
-        assert!(uploads.part(one, first, b"x", any).is_err(), "the old one is gone");
+        assert!(
+            uploads.part(one, first, b"x", any).is_err(),
+            "the old one is gone"
+        );
         // Finishing, a refusal and a connection's end each release.
         assert_eq!(uploads.part(one, replaced, &[b'a'; 10], any).unwrap(), 10);
         let done = uploads.finish(one, replaced).unwrap();
         assert_eq!(done.bytes, vec![b'a'; 10]);
         assert_eq!(uploads.reserved(), 40);
-        assert!(uploads.part(two, second, &[0; 41], any).is_err(), "past the size");
+        assert!(
+            uploads.part(two, second, &[0; 41], any).is_err(),
+            "past the size"
+        );
         assert_eq!(uploads.reserved(), 0);
         uploads.start(three, new(5), 100).unwrap();
         uploads.drop_party(three);

@@ -482,7 +482,12 @@ fn make_postgres(_: &Path) -> Arc<dyn CaseStore> {
 
 /// The PostgreSQL store [`make_postgres`] made last, opened again.
 fn reopen_postgres(_: &Path) -> Arc<dyn CaseStore> {
-    let schema = PG_SCHEMAS.lock().unwrap().last().cloned().expect("made one");
+    let schema = PG_SCHEMAS
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .expect("made one");
     Arc::new(super::PgStore::open(&set_postgres_url(), Some(&schema)).expect("open PgStore"))
 }
 

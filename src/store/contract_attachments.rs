@@ -89,14 +89,20 @@ pub(super) async fn keeps_attachments_with_their_case(make: Make) {
         .attachment_part(code(1), 1, 1_000, 3)
         .unwrap()
         .unwrap();
-    assert_eq!((total, part.as_slice()), (big as u64, &bytes(big)[1_000..1_003]));
+    assert_eq!(
+        (total, part.as_slice()),
+        (big as u64, &bytes(big)[1_000..1_003])
+    );
     let (_, tail) = store
         .attachment_part(code(1), 1, big as u64 - 2, 10)
         .unwrap()
         .unwrap();
     assert_eq!(tail, bytes(big)[big - 2..].to_vec());
     for past in [big as u64, big as u64 + 5, u64::MAX] {
-        let (_, none) = store.attachment_part(code(1), 1, past, 10).unwrap().unwrap();
+        let (_, none) = store
+            .attachment_part(code(1), 1, past, 10)
+            .unwrap()
+            .unwrap();
         assert!(none.is_empty(), "offset {past}");
     }
     assert_eq!(store.attachment_part(code(1), 3, 0, 10).unwrap(), None);
@@ -116,7 +122,10 @@ pub(super) async fn keeps_attachments_with_their_case(make: Make) {
     // with none.
     commit(&store, attach(2, 1, "a.png", 5)).await;
     commit(&store, attach(3, 1, "b.png", 5)).await;
-    assert_eq!(commit(&store, vec![Persist::Delete(vec![code(1)])]).await, vec![code(1)]);
+    assert_eq!(
+        commit(&store, vec![Persist::Delete(vec![code(1)])]).await,
+        vec![code(1)]
+    );
     assert_eq!(store.attachments(code(1)).unwrap(), Vec::new());
     assert_eq!(store.attachment_part(code(1), 1, 0, 10).unwrap(), None);
     let by_state = CaseSelection {
@@ -136,7 +145,10 @@ pub(super) async fn keeps_attachments_with_their_case(make: Make) {
 
 /// A durable store's attachments are there after it is closed and opened again: `reopen`
 /// opens the store `make` made in the same directory.
-pub(super) async fn attachments_survive_reopening(make: Make, reopen: fn(&Path) -> Arc<dyn CaseStore>) {
+pub(super) async fn attachments_survive_reopening(
+    make: Make,
+    reopen: fn(&Path) -> Arc<dyn CaseStore>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let store = make(dir.path());
     commit(&store, attach(4, 1, "error.png", 70_000)).await;

@@ -25,8 +25,7 @@ struct Tables {
 impl Tables {
     /// Deletes a case and its attachments; whether there was one.
     fn delete(&mut self, code: SessionCode) -> bool {
-        self.attachments
-            .retain(|(of, _), _| *of != code);
+        self.attachments.retain(|(of, _), _| *of != code);
         self.cases.remove(&code).is_some()
     }
 }
@@ -126,12 +125,18 @@ impl CaseStore for MemoryStore {
         offset: u64,
         len: usize,
     ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
-        Ok(self.locked()?.attachments.get(&(code, id)).map(|attachment| {
-            let bytes = attachment.bytes.as_slice();
-            let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
-            let end = start.saturating_add(len).min(bytes.len());
-            (bytes.len() as u64, bytes[start..end].to_vec())
-        }))
+        Ok(self
+            .locked()?
+            .attachments
+            .get(&(code, id))
+            .map(|attachment| {
+                let bytes = attachment.bytes.as_slice();
+                let start = usize::try_from(offset)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                let end = start.saturating_add(len).min(bytes.len());
+                (bytes.len() as u64, bytes[start..end].to_vec())
+            }))
     }
 
     fn list(&self, selection: &CaseSelection) -> Result<Vec<CaseRecord>, StoreError> {

@@ -78,7 +78,10 @@ pub async fn download(
         // Never a cut file that looks whole.
         return Err(PageError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("attachment {id} of case {} could not be read whole; try again", list.code),
+            format!(
+                "attachment {id} of case {} could not be read whole; try again",
+                list.code
+            ),
         ));
     }
     let disposition = HeaderValue::from_str(&content_disposition(&info.name))

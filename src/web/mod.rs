@@ -130,10 +130,7 @@ pub fn router(state: Arc<WebState>) -> Router {
         .route("/queue/live", get(queue::live))
         .route("/cases/{code}", get(case::show))
         .route("/cases/{code}/{action}", post(case::act))
-        .route(
-            "/cases/{code}/attachments/{id}",
-            get(attachments::download),
-        )
+        .route("/cases/{code}/attachments/{id}", get(attachments::download))
         .route("/admin/cases", get(admin::cases))
         .route("/admin/cases.csv", get(admin::cases_csv))
         .route("/admin/delete", post(admin::delete))

@@ -107,8 +107,7 @@ fn arrange<'p>(entries: &'p [QueueEntry], view: &View, me: &str) -> Vec<&'p Queu
             needle.is_empty()
                 || e.customer.to_lowercase().contains(&needle)
                 || e.description.to_lowercase().contains(&needle)
-                || e
-                    .last_message
+                || e.last_message
                     .as_deref()
                     .is_some_and(|message| message.to_lowercase().contains(&needle))
                 || e.code.to_string().contains(&needle)

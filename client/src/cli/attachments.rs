@@ -75,7 +75,11 @@ pub struct AttachmentsArgs {
 }
 
 /// Adds a message to the customer's case.
-pub async fn message(client: &mut Client, out: &Output, args: MessageArgs) -> Result<(), ClientError> {
+pub async fn message(
+    client: &mut Client,
+    out: &Output,
+    args: MessageArgs,
+) -> Result<(), ClientError> {
     let reply = client
         .request(Request::AddMessage {
             code: args.code,
@@ -94,10 +98,13 @@ pub async fn message(client: &mut Client, out: &Output, args: MessageArgs) -> Re
 }
 
 /// Uploads a file to the customer's case: start, parts, finish.
-pub async fn attach(client: &mut Client, out: &Output, args: AttachArgs) -> Result<(), ClientError> {
-    let local = |e: std::io::Error| {
-        ClientError::Local(format!("cannot read {}: {e}", args.file.display()))
-    };
+pub async fn attach(
+    client: &mut Client,
+    out: &Output,
+    args: AttachArgs,
+) -> Result<(), ClientError> {
+    let local =
+        |e: std::io::Error| ClientError::Local(format!("cannot read {}: {e}", args.file.display()));
     let mut file = tokio::fs::File::open(&args.file).await.map_err(local)?;
     let size = file.metadata().await.map_err(local)?.len();
     let name = args
@@ -200,11 +207,7 @@ pub async fn attachments(
     let target = args.out.unwrap_or_else(|| local_name(info));
     let written = download(client, &args.code, info, &target, args.force).await?;
     out.print(
-        format!(
-            "wrote {} ({} bytes)",
-            target.display(),
-            thousands(written)
-        ),
+        format!("wrote {} ({} bytes)", target.display(), thousands(written)),
         json!({
             "code": list.code,
             "id": id,
@@ -254,9 +257,8 @@ async fn download(
         )));
     }
     let partial = partial_path(target);
-    let local = |e: std::io::Error| {
-        ClientError::Local(format!("cannot write {}: {e}", partial.display()))
-    };
+    let local =
+        |e: std::io::Error| ClientError::Local(format!("cannot write {}: {e}", partial.display()));
     let mut file = tokio::fs::File::create(&partial).await.map_err(local)?;
     let fetched = fetch_into(client, code, info.id, &mut file).await;
     let finished = match fetched {
@@ -267,7 +269,10 @@ async fn download(
     match finished {
         Ok(written) => {
             tokio::fs::rename(&partial, target).await.map_err(|e| {
-                ClientError::Local(format!("cannot move the download to {}: {e}", target.display()))
+                ClientError::Local(format!(
+                    "cannot move the download to {}: {e}",
+                    target.display()
+                ))
             })?;
             Ok(written)
         }

@@ -21,7 +21,8 @@ pub const MAX_ATTACHMENT_NAME_CHARS: usize = 100;
 
 /// The content types the daemon accepts, as it names them, decided by the file's first
 /// bytes (never by its name or a client's word).
-pub const ACCEPTED_TYPES: &str = "PNG, JPEG, GIF or WebP images, PDF documents and plain UTF-8 text";
+pub const ACCEPTED_TYPES: &str =
+    "PNG, JPEG, GIF or WebP images, PDF documents and plain UTF-8 text";
 
 /// A number with its thousands grouped by commas, as sizes are shown: `34,567`.
 pub fn thousands(n: u64) -> String {
@@ -152,7 +153,10 @@ mod tests {
             bytes: vec![0xff; MAX_PART_BYTES],
         });
         let frame = codec::encode(&request).expect("fits");
-        assert_eq!(codec::decode::<ClientMessage>(&frame[4..]).unwrap(), request);
+        assert_eq!(
+            codec::decode::<ClientMessage>(&frame[4..]).unwrap(),
+            request
+        );
         let reply = ServerMessage::Reply(Reply::AttachmentPart(AttachmentPart {
             code: SessionCode::from_number(1).unwrap(),
             id: u32::MAX,

@@ -40,7 +40,10 @@ fn a_customers_message_goes_into_the_history_and_is_the_cases_latest() {
         .expect("with the secret");
     let page = b.queue_page(QueueViewer::Everyone, None, 10);
     let shown = page.entries[0].last_message.clone().unwrap();
-    assert_eq!(shown.chars().count(), sosq::protocol::MAX_QUEUE_MESSAGE_CHARS);
+    assert_eq!(
+        shown.chars().count(),
+        sosq::protocol::MAX_QUEUE_MESSAGE_CHARS
+    );
     assert!(shown.ends_with('…'));
     assert_eq!(info(&b, code).last_message.as_deref(), Some(long.as_str()));
 }
@@ -52,7 +55,10 @@ fn a_message_from_a_stranger_an_empty_or_too_long_one_or_to_a_closed_case_is_ref
     let stranger = refused(&mut b, &[code], |b, out| {
         b.add_message(at(5), C2, &typed, Some("wrong"), "hi", out)
     });
-    assert!(matches!(stranger, BrokerError::NotYourCase(_)), "{stranger}");
+    assert!(
+        matches!(stranger, BrokerError::NotYourCase(_)),
+        "{stranger}"
+    );
     let empty = refused(&mut b, &[code], |b, out| {
         b.add_message(at(5), C1, &typed, None, " \n ", out)
     });
@@ -77,7 +83,14 @@ fn an_attachment_is_counted_numbered_recorded_and_handed_to_the_store() {
     let typed = code.to_string();
     let mut out = Vec::new();
     let added = b
-        .attach(at(5), C2, &typed, Some(&secret), file("C:\\Users\\al\\error.png", png(34_567)), &mut out)
+        .attach(
+            at(5),
+            C2,
+            &typed,
+            Some(&secret),
+            file("C:\\Users\\al\\error.png", png(34_567)),
+            &mut out,
+        )
         .expect("a PNG from its customer");
     assert_eq!(added.id, 1);
     assert_eq!(added.name, "error.png", "no folders");
@@ -93,8 +106,10 @@ fn an_attachment_is_counted_numbered_recorded_and_handed_to_the_store() {
         "customer attached error.png (34,567 bytes, image/png)"
     );
     match out.as_slice() {
-        [Effect::Persist(Persist::Save(saved)), Effect::Persist(Persist::Attach { code: to, attachment })] =>
-        {
+        [Effect::Persist(Persist::Save(saved)), Effect::Persist(Persist::Attach {
+            code: to,
+            attachment,
+        })] => {
             assert_eq!(saved.attachments, 1);
             assert_eq!(*to, code);
             assert_eq!(attachment.info, added);
@@ -103,7 +118,14 @@ fn an_attachment_is_counted_numbered_recorded_and_handed_to_the_store() {
         other => panic!("expected a save then an attach, got {other:?}"),
     }
     let second = b
-        .attach(at(6), C1, &typed, None, file("log.txt", b"line 1\nline 2\n".to_vec()), &mut Vec::new())
+        .attach(
+            at(6),
+            C1,
+            &typed,
+            None,
+            file("log.txt", b"line 1\nline 2\n".to_vec()),
+            &mut Vec::new(),
+        )
         .expect("text from its connection");
     assert_eq!(second.id, 2);
     assert_eq!(second.content_type, TEXT_TYPE);
@@ -134,14 +156,27 @@ fn attachments_stop_at_the_cap_and_the_size_limit_and_a_stranger_gets_nothing() 
     });
     assert!(matches!(stranger, BrokerError::NotYourCase(_)));
     for n in 0..2 {
-        b.attach(at(2 + n), C1, &typed, None, file("a.png", png(10)), &mut Vec::new())
-            .expect("under the cap");
+        b.attach(
+            at(2 + n),
+            C1,
+            &typed,
+            None,
+            file("a.png", png(10)),
+            &mut Vec::new(),
+        )
+        .expect("under the cap");
     }
     let full = refused(&mut b, &[code], |b, out| {
         b.attach(at(9), C1, &typed, None, file("a.png", png(10)), out)
     });
-    assert!(full.to_string().contains("has 2 attachments already"), "{full}");
-    assert!(b.may_attach(C1, &typed, None, "a.png", 10).is_err(), "checked at the start too");
+    assert!(
+        full.to_string().contains("has 2 attachments already"),
+        "{full}"
+    );
+    assert!(
+        b.may_attach(C1, &typed, None, "a.png", 10).is_err(),
+        "checked at the start too"
+    );
 }
 
 #[test]
@@ -153,17 +188,20 @@ fn the_type_is_judged_by_content_and_only_accepted_ones_pass() {
         (b"GIF87a....", "image/gif"),
         (b"RIFF\x10\0\0\0WEBPVP8 ", "image/webp"),
         (b"%PDF-1.7\n", "application/pdf"),
-        ("the printer says: Fehler 42 – ünknown\r\n\tok".as_bytes(), TEXT_TYPE),
+        (
+            "the printer says: Fehler 42 – ünknown\r\n\tok".as_bytes(),
+            TEXT_TYPE,
+        ),
     ];
     for (bytes, kind) in accepted {
         assert_eq!(sniff_type(bytes).unwrap(), kind);
         assert!(may_begin_accepted(bytes).is_ok());
     }
     let refused_types: [&[u8]; 4] = [
-        b"MZ\x90\0\x03\0\0\0",          // a Windows program
-        b"PK\x03\x04zip",               // a zip archive
-        b"plain until a NUL\0",         // binary that starts like text
-        b"\xff\xfe\0t\0e\0x\0t",        // UTF-16
+        b"MZ\x90\0\x03\0\0\0",   // a Windows program
+        b"PK\x03\x04zip",        // a zip archive
+        b"plain until a NUL\0",  // binary that starts like text
+        b"\xff\xfe\0t\0e\0x\0t", // UTF-16
     ];
     for bytes in refused_types {
         let refusal = sniff_type(bytes).unwrap_err().to_string();
@@ -190,7 +228,10 @@ fn names_lose_folders_control_characters_direction_marks_and_length_but_keep_the
     assert_eq!(clean_name("dir/"), "attachment");
     let long = format!("{}.png", "n".repeat(300));
     let kept = clean_name(&long);
-    assert_eq!(kept.chars().count(), sosq::protocol::MAX_ATTACHMENT_NAME_CHARS);
+    assert_eq!(
+        kept.chars().count(),
+        sosq::protocol::MAX_ATTACHMENT_NAME_CHARS
+    );
     assert!(kept.ends_with(".png"), "{kept}");
     let no_extension = "é".repeat(300);
     assert_eq!(
@@ -204,7 +245,14 @@ fn a_wrong_type_or_a_closed_case_at_the_finish_changes_nothing() {
     let (mut b, code, _) = sos_case();
     let typed = code.to_string();
     let wrong = refused(&mut b, &[code], |b, out| {
-        b.attach(at(1), C1, &typed, None, file("a.exe", b"MZ\x90\0".to_vec()), out)
+        b.attach(
+            at(1),
+            C1,
+            &typed,
+            None,
+            file("a.exe", b"MZ\x90\0".to_vec()),
+            out,
+        )
     });
     assert!(matches!(wrong, BrokerError::InvalidInput(_)));
     assert_eq!(record(&b, code).attachments, 0);

@@ -540,7 +540,9 @@ pub async fn attachment_part(
     len: usize,
 ) -> Result<Option<(u64, Vec<u8>)>, Failure> {
     // substring() counts bytes from 1; a start past the end gives none.
-    let start = i64::try_from(offset).unwrap_or(i64::MAX - 1).saturating_add(1);
+    let start = i64::try_from(offset)
+        .unwrap_or(i64::MAX - 1)
+        .saturating_add(1);
     let row = client
         .query_opt(
             "SELECT size, substring(data FROM $3::BIGINT::INT FOR $4::BIGINT::INT)
@@ -549,7 +551,9 @@ pub async fn attachment_part(
                 &code_column(code),
                 &i64::from(id),
                 &start.min(i64::from(i32::MAX)),
-                &i64::try_from(len).unwrap_or(i64::MAX).min(i64::from(i32::MAX)),
+                &i64::try_from(len)
+                    .unwrap_or(i64::MAX)
+                    .min(i64::from(i32::MAX)),
             ],
         )
         .await?;

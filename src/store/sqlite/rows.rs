@@ -114,7 +114,9 @@ pub fn attachment_part(
     len: usize,
 ) -> rusqlite::Result<Option<(u64, Vec<u8>)>> {
     // substr() counts bytes of a BLOB from 1; an offset past the end gives none.
-    let start = i64::try_from(offset).unwrap_or(i64::MAX - 1).saturating_add(1);
+    let start = i64::try_from(offset)
+        .unwrap_or(i64::MAX - 1)
+        .saturating_add(1);
     conn.prepare_cached(
         "SELECT size, substr(data, ?3, ?4) FROM attachments WHERE code = ?1 AND id = ?2",
     )?
