@@ -117,6 +117,8 @@ fn record(n: u64, now: Timestamp) -> CaseRecord {
         expires_at: now.plus(Duration::from_secs(3_600)),
         waiting_since: Some(created),
         resume_secret_hash: Some("ab".repeat(32)),
+        last_message: None,
+        attachments: 0,
         group: sosqd::broker::GENERAL.into(),
         assigned_to: None,
         priority: sosq::protocol::Priority::Normal,

@@ -147,6 +147,15 @@ pub struct Config {
     pub sos_per_address_burst: u32,
     /// SOS requests per minute one address earns back after its burst.
     pub sos_per_address_per_minute: u32,
+    /// Messages one case's customer may add per minute (and at once).
+    pub customer_messages_per_minute: u32,
+    /// The largest file a customer may attach to a case, in bytes.
+    pub max_attachment_bytes: u64,
+    /// The most files a customer may attach to one case (0: none).
+    pub max_attachments_per_case: u32,
+    /// Bytes of unfinished uploads the daemon holds at once, all connections together
+    /// (each connection holds at most one upload, of at most `max_attachment_bytes`).
+    pub max_upload_bytes_in_flight: u64,
     /// Closed and expired cases unchanged for this long are deleted by the daemon.
     #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub retention: Duration,
@@ -249,6 +258,10 @@ impl Default for Config {
             // script filling the queue from one machine gets ten.
             sos_per_address_burst: 10,
             sos_per_address_per_minute: 10,
+            customer_messages_per_minute: 20,
+            max_attachment_bytes: crate::broker::DEFAULT_MAX_ATTACHMENT_BYTES,
+            max_attachments_per_case: crate::broker::DEFAULT_MAX_ATTACHMENTS_PER_CASE,
+            max_upload_bytes_in_flight: 64 * 1024 * 1024,
             retention: Duration::from_secs(30 * 24 * 60 * 60),
             max_streams_per_session: 16,
             relay_idle_timeout: Duration::ZERO,
@@ -505,6 +518,7 @@ impl Config {
                 return invalid(option, "must be at least 1");
             }
         }
+        customers::validate(self)?;
         if self.retention.is_zero() {
             return invalid("retention", "must be longer than zero");
         }
@@ -607,6 +621,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{text:?} is not a duration like \"24h\" or \"90s\": {e}"))
 }
 
+#[path = "config_customers.rs"]
+mod customers;
 #[cfg(test)]
 #[path = "config_tests.rs"]
 mod tests;

@@ -136,6 +136,28 @@ fn control_handler_regressions_never_panic() {
                     sim.replies
                 );
             }
+            "message_and_attachment" => {
+                let png_size = 12;
+                assert!(
+                    sim.replies.iter().any(|r| matches!(r,
+                        Reply::AttachmentAdded(info) if info.size == png_size)),
+                    "{name}: {:?}",
+                    sim.replies
+                );
+                assert!(
+                    sim.replies.iter().any(|r| matches!(r,
+                        Reply::AttachmentPart(part) if part.total == png_size
+                            && part.bytes.len() as u64 == png_size)),
+                    "{name}: {:?}",
+                    sim.replies
+                );
+                assert_eq!(
+                    errors,
+                    vec![ErrorKind::InvalidInput, ErrorKind::Forbidden],
+                    "{name}: the wrong type, then a customer's read: {:?}",
+                    sim.replies
+                );
+            }
             "request_before_hello" => {
                 assert_eq!(errors, vec![ErrorKind::InvalidInput], "{name}");
             }
@@ -268,6 +290,50 @@ fn regenerate_structured_seeds() {
         })
     };
     let ch = "control_handler";
+    let png = b"\x89PNG\r\n\x1a\n\0\0\0\r".to_vec();
+    write(
+        ch,
+        "message_and_attachment",
+        script(vec![
+            hello(None),
+            sos("Ana", "printer"),
+            req(Request::AddMessage {
+                code: "@0".into(),
+                resume_secret: None,
+                text: "it also beeps".into(),
+            }),
+            req(Request::AttachStart {
+                code: "@0".into(),
+                resume_secret: None,
+                name: "setup.exe".into(),
+                size: 4,
+            }),
+            req(Request::AttachPart {
+                upload: 1,
+                bytes: b"MZ\x90\0".to_vec(),
+            }),
+            req(Request::AttachStart {
+                code: "@0".into(),
+                resume_secret: None,
+                name: "../error.png".into(),
+                size: png.len() as u64,
+            }),
+            req(Request::AttachPart {
+                upload: 1,
+                bytes: png.clone(),
+            }),
+            req(Request::AttachFinish { upload: 1 }),
+            hello(Some("e")),
+            req(Request::Attachments { code: "@0".into() }),
+            req(Request::Attachment {
+                code: "@0".into(),
+                id: 1,
+                offset: 0,
+            }),
+            hello(None),
+            req(Request::Attachments { code: "@0".into() }),
+        ]),
+    );
     write(
         ch,
         "admin_delete_and_list",

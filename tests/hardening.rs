@@ -95,6 +95,35 @@ async fn the_authorization_matrix_holds_cell_by_cell() {
                 },
             ),
             (
+                "message other",
+                Request::AddMessage {
+                    code: code.into(),
+                    resume_secret: None,
+                    text: "it beeps".into(),
+                },
+            ),
+            (
+                "attach other",
+                Request::AttachStart {
+                    code: code.into(),
+                    resume_secret: None,
+                    name: "a.png".into(),
+                    size: 10,
+                },
+            ),
+            (
+                "attachments other",
+                Request::Attachments { code: code.into() },
+            ),
+            (
+                "attachment other",
+                Request::Attachment {
+                    code: code.into(),
+                    id: 1,
+                    offset: 0,
+                },
+            ),
+            (
                 "cases",
                 Request::Cases {
                     filter: Default::default(),
@@ -110,7 +139,7 @@ async fn the_authorization_matrix_holds_cell_by_cell() {
     };
     // Columns: customer, expert, admin. For customers, "other" cases are refused as not
     // theirs (Forbidden), which is the point of the matrix.
-    let allowed: [(&str, [bool; 3]); 12] = [
+    let allowed: [(&str, [bool; 3]); 16] = [
         ("request", [true, false, false]),
         ("join other", [false, false, false]),
         ("queue", [false, true, true]),
@@ -123,6 +152,12 @@ async fn the_authorization_matrix_holds_cell_by_cell() {
         // The expert's note lands on the case its "close other" closed: a note is for any
         // stored case, open or not.
         ("note other", [false, true, true]),
+        // A customer adds words and files to its own case only; staff never do.
+        ("message other", [false, false, false]),
+        ("attach other", [false, false, false]),
+        // Staff read any case's files; a customer none, not even its own.
+        ("attachments other", [false, true, true]),
+        ("attachment other", [false, true, true]),
         ("cases", [false, false, true]),
         ("delete", [false, false, true]),
     ];

@@ -126,7 +126,60 @@ fn every_line_a_case_life_prints_matches_the_schema() {
         .expect("a code")
         .to_string();
     let mut bob = daemon.session(None, &["request", "--name", "Bob"]);
-    bob.expect_event("attached");
+    let bob_attached = bob.expect_event("attached");
+
+    // Bob's message prints his case; his file, its list and its download print theirs.
+    let bob_code = bob_attached["code"].as_str().expect("a code").to_string();
+    let secret = bob_attached["resume_secret"].as_str().expect("a secret");
+    let said = &schema
+        .check_run(
+            "case",
+            &daemon.run(
+                None,
+                &[
+                    "--json", "message", &bob_code, "it beeps", "--secret", secret,
+                ],
+            ),
+        )
+        .0[0];
+    assert_eq!(said["last_message"], "it beeps");
+    let files = tempfile::tempdir().unwrap();
+    let file = files.path().join("log.txt");
+    std::fs::write(&file, "paper jam\n").unwrap();
+    let file = file.to_string_lossy().into_owned();
+    let attached = &schema
+        .check_run(
+            "attachment",
+            &daemon.run(
+                None,
+                &["--json", "attach", &bob_code, &file, "--secret", secret],
+            ),
+        )
+        .0[0];
+    assert_eq!(attached["code"], bob_code.as_str());
+    schema.check_run(
+        "attachments",
+        &daemon.run(ana, &["--json", "attachments", &bob_code]),
+    );
+    let out = files.path().join("got.txt").to_string_lossy().into_owned();
+    let got = &schema
+        .check_run(
+            "download",
+            &daemon.run(
+                ana,
+                &[
+                    "--json",
+                    "attachments",
+                    &bob_code,
+                    "--get",
+                    "1",
+                    "--out",
+                    &out,
+                ],
+            ),
+        )
+        .0[0];
+    assert_eq!(got["size"], 10);
 
     // The queue, a page of one with the token of the next, and all of it line by line.
     let (page, more) = schema.check_run(

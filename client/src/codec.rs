@@ -311,6 +311,8 @@ mod tests {
             group: "g".into(),
             assigned_to: None,
             online: true,
+            last_message: None,
+            attachments: 0,
         };
         let mut budget = PageBudget::new(usize::MAX);
         let entries: Vec<QueueEntry> = std::iter::repeat(smallest)

@@ -31,11 +31,16 @@ use sosq::protocol::{
 use sosq::SessionCode;
 use sosqd::broker::{
     Broker, BrokerConfig, BrokerError, CaseRecord, CaseSelection, Departure, Effect, PartyId,
-    Persist, QueueViewer,
+    Persist, QueueViewer, StoredAttachment,
 };
 use sosqd::server::commands::{self, Answer, Route};
 use sosqd::server::{pages, Caller};
 use sosqd::store::CommitReport;
+
+// Customers' uploads and staff's reads of attachments in the simulation.
+#[path = "sim_attachments.rs"]
+mod sim_attachments;
+use sim_attachments::Upload;
 use tokio::io::{AsyncRead, ReadBuf};
 
 // ----- allocation accounting -----------------------------------------------------------
@@ -257,6 +262,10 @@ pub struct Sim {
     secrets: Vec<(SessionCode, String)>,
     /// Every reply sent, in order.
     pub replies: Vec<Reply>,
+    /// Each connection's upload in progress, as `server::uploads` keeps them.
+    uploads: Vec<(PartyId, Upload)>,
+    /// The attachments the store keeps, by case.
+    attachments: Vec<(SessionCode, StoredAttachment)>,
 }
 
 impl Default for Sim {
@@ -282,6 +291,8 @@ impl Sim {
             current: None,
             secrets: Vec::new(),
             replies: Vec::new(),
+            uploads: Vec::new(),
+            attachments: Vec::new(),
         }
     }
 
@@ -335,6 +346,7 @@ impl Sim {
             return;
         };
         let connection = self.connections.remove(current);
+        self.uploads.retain(|(party, _)| *party != connection.party);
         let mut out = Vec::new();
         self.broker
             .disconnect(self.now, connection.party, Departure::Lost, &mut out);
@@ -389,7 +401,7 @@ impl Sim {
         let result: Result<Answer, BrokerError> = match commands::route(&request) {
             // A bulk delete runs in steps in the daemon; here in one, through the same
             // core command.
-            Route::Durable | Route::Pairing | Route::BulkDelete => {
+            Route::Durable | Route::Pairing | Route::BulkDelete | Route::Message => {
                 commands::command(&mut self.broker, &caller, &request, now, &mut out)
             }
             Route::Read => self
@@ -410,6 +422,12 @@ impl Sim {
                 }
                 _ => Err(BrokerError::InvalidInput("not a note".into())),
             },
+            Route::Upload => self
+                .upload(&caller, request, &mut out)
+                .map(|reply| Answer::Reply(Box::new(reply))),
+            Route::Attachments => self
+                .attachments_read(request)
+                .map(|reply| Answer::Reply(Box::new(reply))),
         };
         if result.is_err() {
             assert!(out.is_empty(), "a refused request pushed {out:?}");
@@ -533,6 +551,42 @@ impl Sim {
             Request::Delete(DeleteSelector::Codes(codes)) => {
                 Request::Delete(DeleteSelector::Codes(self.codes(&codes)))
             }
+            Request::AddMessage {
+                code,
+                resume_secret,
+                text,
+            } => {
+                let code = self.code(&code);
+                let resume_secret = self.secret(&code, resume_secret);
+                Request::AddMessage {
+                    code,
+                    resume_secret,
+                    text,
+                }
+            }
+            Request::AttachStart {
+                code,
+                resume_secret,
+                name,
+                size,
+            } => {
+                let code = self.code(&code);
+                let resume_secret = self.secret(&code, resume_secret);
+                Request::AttachStart {
+                    code,
+                    resume_secret,
+                    name,
+                    size,
+                }
+            }
+            Request::Attachments { code } => Request::Attachments {
+                code: self.code(&code),
+            },
+            Request::Attachment { code, id, offset } => Request::Attachment {
+                code: self.code(&code),
+                id,
+                offset,
+            },
             other => other,
         }
     }
@@ -648,11 +702,24 @@ impl Sim {
                         record.history.push(entry.clone());
                     }
                 }
+                Persist::Attach { code, attachment } => {
+                    let Some(record) = self.store.iter().find(|r| r.code == *code) else {
+                        continue;
+                    };
+                    self.attachments.push((*code, attachment.clone()));
+                    let held = self.attachments.iter().filter(|(c, _)| c == code).count();
+                    assert_eq!(
+                        held as u32, record.attachments,
+                        "the record counts every attachment of {code}"
+                    );
+                    assert!(held as u32 <= self.broker.config().max_attachments_per_case);
+                }
                 // The audit log is the store's business; the simulation keeps none.
                 Persist::Audit(_) => {}
             }
         }
         if !deleted.is_empty() {
+            self.attachments.retain(|(code, _)| !deleted.contains(code));
             self.broker.release_codes(&deleted);
         }
         deleted

@@ -49,6 +49,14 @@ pub struct CaseRecord {
     pub resume_secret_hash: Option<String>,
     /// Every transition and event, oldest first.
     pub history: Vec<HistoryEntry>,
+    /// The customer's latest message (`Request::AddMessage`), shown to staff.
+    #[serde(default)]
+    pub last_message: Option<String>,
+    /// How many files the customer attached: the number of the latest (attachments are
+    /// numbered from 1), and what the per-case cap is checked against. The files
+    /// themselves are only in the store.
+    #[serde(default)]
+    pub attachments: u32,
 }
 
 impl CaseRecord {
@@ -159,6 +167,8 @@ impl CaseRecord {
             response_target_met: self.response_target_met(),
             customer_online,
             expert,
+            last_message: self.last_message.clone(),
+            attachments: self.attachments,
         }
     }
 }

@@ -83,7 +83,10 @@ impl Broker {
                 .filter(|case| filter.matches(&case.record))
                 .map(|case| case.record.code)
                 .collect(),
-            Persist::Save(_) | Persist::Note { .. } | Persist::Audit(_) => {
+            Persist::Save(_)
+            | Persist::Note { .. }
+            | Persist::Attach { .. }
+            | Persist::Audit(_) => {
                 return Err(BrokerError::InvalidInput(
                     "a delete needs codes or a filter".into(),
                 ))

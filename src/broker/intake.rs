@@ -136,6 +136,8 @@ impl Broker {
             first_response_at: None,
             resume_secret_hash: None,
             history: Vec::new(),
+            last_message: None,
+            attachments: 0,
         };
         record.note(now, HistoryKind::Created, created_by);
         self.deadlines.set(code, expires_at);

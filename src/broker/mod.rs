@@ -13,6 +13,7 @@
 //! (what parties and metrics see). This file holds the types and the `Broker` itself.
 
 mod actor;
+mod attachments;
 mod case;
 mod codes;
 mod deadlines;
@@ -20,6 +21,7 @@ mod ending;
 mod error;
 mod homing;
 mod intake;
+mod messages;
 mod notes;
 mod pairing;
 mod presence;
@@ -45,11 +47,16 @@ use sosq::protocol::{CaseInfo, CaseState, Event, HistoryKind, Priority, Timestam
 use sosq::SessionCode;
 
 pub use actor::{Actor, AuditEntry};
+pub use attachments::{
+    clean_name, may_begin_accepted, sniff_type, AttachmentBytes, NewAttachment, StoredAttachment,
+    DEFAULT_MAX_ATTACHMENTS_PER_CASE, DEFAULT_MAX_ATTACHMENT_BYTES, TEXT_TYPE,
+};
 pub use case::{Case, CaseRecord, ExpertSeat, PartyId, FOLD_MARK, MAX_HISTORY_ENTRIES};
 pub use codes::{hash_secret, secret_matches, CodeBook, SecureRandom};
 pub use deadlines::Deadlines;
 pub use error::{BrokerError, Searched};
 pub use intake::SosRequest;
+pub use messages::MAX_MESSAGE_CHARS;
 pub use notes::{MAX_NOTE_CHARS, NOTE_ROOM};
 pub use pairing::{PullRequest, EXPERT_CONNECTED};
 pub use presence::Departure;
@@ -73,6 +80,10 @@ pub struct BrokerConfig {
     pub max_open_cases: usize,
     /// How soon an expert should pick up a waiting SOS case, by priority.
     pub response_targets: ResponseTargets,
+    /// The largest file a customer may attach, in bytes.
+    pub max_attachment_bytes: u64,
+    /// The most files a customer may attach to one case.
+    pub max_attachments_per_case: u32,
 }
 
 impl Default for BrokerConfig {
@@ -81,6 +92,8 @@ impl Default for BrokerConfig {
             case_ttl: Duration::from_secs(24 * 60 * 60),
             max_open_cases: 200_000,
             response_targets: ResponseTargets::default(),
+            max_attachment_bytes: DEFAULT_MAX_ATTACHMENT_BYTES,
+            max_attachments_per_case: DEFAULT_MAX_ATTACHMENTS_PER_CASE,
         }
     }
 }
@@ -185,6 +198,15 @@ pub enum Persist {
         code: SessionCode,
         /// The note's entry (its actor stamped by [`Broker::attribute`]).
         entry: sosq::protocol::HistoryEntry,
+    },
+    /// Keep this attachment of an open case, whose record (saved just before, in the same
+    /// submission) counts it; nothing if the case is no longer stored. Deleting the case
+    /// deletes its attachments.
+    Attach {
+        /// The case.
+        code: SessionCode,
+        /// The file and what staff see of it.
+        attachment: StoredAttachment,
     },
     /// Append to the audit log; the store records its `count` (cases removed by earlier
     /// steps of the same delete, else 0) plus the number of cases the deletes earlier in the

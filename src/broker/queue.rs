@@ -277,6 +277,17 @@ impl Queue {
         self.version
     }
 
+    /// Marks that what the queue shows changed while nobody moved (a waiting customer's
+    /// new message), so staff watching it are sent a fresh page.
+    pub fn touch(&mut self) {
+        self.version += 1;
+    }
+
+    /// Whether `code` waits in a line, its customer online or not.
+    pub fn contains(&self, code: SessionCode) -> bool {
+        self.place.contains_key(&code) || self.away_place.contains_key(&code)
+    }
+
     /// The case the next pull from these queues takes.
     pub fn front_among(&self, ids: &[QueueId]) -> Option<SessionCode> {
         ids.iter()

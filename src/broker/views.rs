@@ -6,7 +6,9 @@
 //! the one `queue --watch` and most people see, counts nothing).
 
 use sosq::codec::PageBudget;
-use sosq::protocol::{CaseInfo, CaseState, QueueCursor, QueueEntry, QueuePage, Timestamp};
+use sosq::protocol::{
+    queue_message, CaseInfo, CaseState, QueueCursor, QueueEntry, QueuePage, Timestamp,
+};
 use sosq::SessionCode;
 
 use std::collections::HashMap;
@@ -249,6 +251,8 @@ impl Broker {
             group: record.group.clone(),
             assigned_to: record.assigned_to.clone(),
             online,
+            last_message: record.last_message.as_deref().map(queue_message),
+            attachments: record.attachments,
         })
     }
 }

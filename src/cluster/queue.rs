@@ -62,7 +62,7 @@ impl Cluster {
                      COALESCE(c.waiting_since, c.created_at) AS since, c.priority,
                      COALESCE(c.response_due, c.expires_at) AS due, c.team, c.assigned_to,
                      c.queued = 'online' AND {HOME_LIVE} AS online,
-                     {RANK} AS rank
+                     {RANK} AS rank, c.last_message, c.attachments
                  FROM cases c
                  WHERE c.queued IS NOT NULL AND c.state = 'pending'
                    AND ($1 OR (c.assigned_to IS NULL AND c.team = ANY($2)) OR c.assigned_to = $3)"
@@ -78,7 +78,7 @@ impl Cluster {
                          ROWS UNBOUNDED PRECEDING) AS position
                      FROM shown s)
                  SELECT code, customer, description, since, priority, due, team, assigned_to,
-                        online, position
+                        online, position, last_message, attachments
                  FROM placed
                  WHERE (rank, due, since, code) > ($4, $5, $6, $7)
                  ORDER BY rank, due, since, code
@@ -121,6 +121,11 @@ impl Cluster {
                     group: row.try_get(6)?,
                     assigned_to: row.try_get(7)?,
                     online,
+                    last_message: row
+                        .try_get::<_, Option<String>>(10)?
+                        .as_deref()
+                        .map(sosq::protocol::queue_message),
+                    attachments: u32::try_from(row.try_get::<_, i64>(11)?).unwrap_or(0),
                 };
                 if !budget.admit(&entry) {
                     more = true;

@@ -108,6 +108,8 @@ fn finished_record(
         expires_at: now.plus(Duration::from_secs(3_600)),
         waiting_since: Some(created),
         resume_secret_hash: None,
+        last_message: None,
+        attachments: 0,
         group: GENERAL.into(),
         assigned_to: None,
         priority: Priority::Normal,

@@ -31,6 +31,14 @@ pub enum Route {
     /// A staff note: a core command that needs the stored record first when the core does
     /// not hold the case (a closed or expired one; see `broker/notes.rs`).
     Note,
+    /// A customer's message: a [`Route::Durable`] command, charged first to its case's
+    /// message budget (see `case_rate.rs`).
+    Message,
+    /// A step of a customer's upload (start, part, finish), kept with the connection until
+    /// it finishes (see `uploads.rs`).
+    Upload,
+    /// Staff reading a case's attachments from the store.
+    Attachments,
 }
 
 /// Which of the [`Route`]s `request` takes.
@@ -58,6 +66,11 @@ pub fn route(request: &Request) -> Route {
         | Request::History { .. } => Route::Read,
         Request::Redeem { .. } => Route::Redeem,
         Request::Note { .. } => Route::Note,
+        Request::AddMessage { .. } => Route::Message,
+        Request::AttachStart { .. } | Request::AttachPart { .. } | Request::AttachFinish { .. } => {
+            Route::Upload
+        }
+        Request::Attachments { .. } | Request::Attachment { .. } => Route::Attachments,
     }
 }
 
@@ -190,15 +203,26 @@ pub fn command(
             resume_secret: None,
             position: None,
         },
+        Request::AddMessage {
+            code,
+            resume_secret,
+            text,
+        } => Reply::Case(broker.add_message(now, me, code, resume_secret.as_deref(), text, out)?),
         Request::Queue { .. }
         | Request::WatchQueue { .. }
         | Request::Status { .. }
         | Request::Cases { .. }
         | Request::History { .. }
         | Request::Redeem { .. }
-        | Request::Note { .. } => {
+        | Request::Note { .. }
+        | Request::AttachStart { .. }
+        | Request::AttachPart { .. }
+        | Request::AttachFinish { .. }
+        | Request::Attachments { .. }
+        | Request::Attachment { .. } => {
             return Err(BrokerError::InvalidInput(
-                "a read, a redirect's ticket or a note is not a plain core command".into(),
+                "a read, a redirect's ticket, a note or an upload is not a plain core command"
+                    .into(),
             ))
         }
     };

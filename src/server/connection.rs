@@ -228,6 +228,11 @@ fn reply_kind(reply: &Reply) -> &'static str {
         Reply::Cases(_) => "cases",
         Reply::History(_) => "history",
         Reply::Deleted { .. } => "deleted",
+        Reply::UploadStarted { .. } => "upload started",
+        Reply::UploadReceived { .. } => "upload received",
+        Reply::AttachmentAdded(_) => "attachment added",
+        Reply::Attachments(_) => "attachments",
+        Reply::AttachmentPart(_) => "attachment part",
         Reply::Redirect(_) => "redirect",
         Reply::Error(_) => "error",
     }

@@ -111,6 +111,8 @@ async fn throttled(
             | Request::Connect { .. }
             | Request::Close { .. }
             | Request::Status { .. }
+            | Request::AddMessage { .. }
+            | Request::AttachStart { .. }
     );
     if !looks_up_code || caller.role != Role::Customer {
         return run(shared, caller, request).await;
@@ -184,6 +186,9 @@ pub(super) async fn run(
             };
             add_note(shared, actor, code, text).await
         }
+        Route::Message => super::attachments::add_message(shared, caller, request).await,
+        Route::Upload => super::attachments::upload(shared, caller, request).await,
+        Route::Attachments => super::attachments::read(shared, request).await,
         Route::Redeem => Err(BrokerError::InvalidInput(
             "this sosqd is not a cluster node: it never redirects, so it has no ticket to redeem"
                 .into(),

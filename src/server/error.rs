@@ -31,6 +31,10 @@ pub enum ServerError {
     /// Too many SOS requests from this address (`sos_throttle.rs`).
     #[error("too many requests for help from your address; wait {} and try again", crate::broker::humanize(Duration::from_secs(.0.as_secs() + 1)))]
     SosThrottled(Duration),
+    /// A limit on how often or how much (a case's messages per minute, the bytes being
+    /// uploaded at once) is reached for now: the sentence says which and how long to wait.
+    #[error("{0}")]
+    Busy(String),
     /// TLS identity problems.
     #[error(transparent)]
     Tls(#[from] TlsError),
@@ -59,7 +63,7 @@ impl ServerError {
         let (kind, message) = match self {
             ServerError::Broker(e) => (e.kind(), e.to_string()),
             ServerError::Forbidden(message) => (ErrorKind::Forbidden, message.clone()),
-            ServerError::Throttled(_) | ServerError::SosThrottled(_) => {
+            ServerError::Throttled(_) | ServerError::SosThrottled(_) | ServerError::Busy(_) => {
                 (ErrorKind::Throttled, self.to_string())
             }
             ServerError::Cluster(error) => {

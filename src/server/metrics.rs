@@ -235,6 +235,15 @@ pub fn render(shared: &Shared) -> String {
 
     let name = family(
         &mut out,
+        "sosqd_upload_bytes_in_flight",
+        "gauge",
+        "Bytes reserved by customers' unfinished attachment uploads (max_upload_bytes_in_flight bounds it).",
+    );
+    lines.push(format!("{name} {}", shared.uploads.reserved()));
+    flush(&mut out, &mut lines);
+
+    let name = family(
+        &mut out,
         "sosqd_connected_parties",
         "gauge",
         "Parties connected now (past their hello), by role.",

@@ -9,6 +9,7 @@
 //! caller replies. So a reply never announces a change the store has not kept.
 
 mod admission;
+mod attachments;
 mod cluster_node;
 pub mod commands;
 mod connection;
@@ -29,6 +30,7 @@ mod retention;
 mod roles;
 mod sos_throttle;
 mod throttle;
+mod uploads;
 mod waiting_pulls;
 mod web_pass;
 
@@ -45,6 +47,8 @@ fn broker_config(config: &Config) -> crate::broker::BrokerConfig {
             normal: config.response_target_normal,
             low: config.response_target_low,
         },
+        max_attachment_bytes: config.max_attachment_bytes,
+        max_attachments_per_case: config.max_attachments_per_case,
     }
 }
 
@@ -152,6 +156,8 @@ pub struct Shared {
     /// The fingerprint of the certificate in force (set at start, swapped by a reload),
     /// for what the console hands out and pins.
     fingerprint: RwLock<String>,
+    /// Customers' uploads in progress, one per connection at most.
+    uploads: uploads::Uploads,
 }
 
 impl Shared {
@@ -234,6 +240,7 @@ impl Shared {
             web_front: RwLock::new(None),
             quic_addr: std::sync::OnceLock::new(),
             fingerprint: RwLock::new(String::new()),
+            uploads: uploads::Uploads::default(),
         })
     }
 
@@ -539,6 +546,7 @@ impl Shared {
     async fn party_left(&self, party: PartyId, actor: &Actor, departure: Departure) {
         self.parties.remove(&party);
         self.queue_watchers.remove(&party);
+        self.uploads.drop_party(party);
         self.throttle().forget(party);
         let left = self
             .execute(actor, |broker, now, out| {

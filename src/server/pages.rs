@@ -88,6 +88,8 @@ mod tests {
             response_target_met: None,
             customer_online: false,
             expert: None,
+            last_message: None,
+            attachments: 0,
         }
     }
 

@@ -29,6 +29,14 @@ pub fn authorize(role: Role, request: &Request) -> Result<(), ServerError> {
         Request::Delete(_) => ("deleting cases", &[Role::Admin]),
         Request::History { .. } => ("viewing a case's history", &[Role::Expert, Role::Admin]),
         Request::Note { .. } => ("adding a staff note", &[Role::Expert, Role::Admin]),
+        Request::AddMessage { .. } => ("adding a message to one's case", &[Role::Customer]),
+        Request::AttachStart { .. } | Request::AttachPart { .. } | Request::AttachFinish { .. } => {
+            ("attaching a file to one's case", &[Role::Customer])
+        }
+        Request::Attachments { .. } => {
+            ("listing a case's attachments", &[Role::Expert, Role::Admin])
+        }
+        Request::Attachment { .. } => ("reading a case's attachment", &[Role::Expert, Role::Admin]),
         // A redirect's request is judged as itself; a ticket adds no right.
         Request::Redeem { request, .. } => match **request {
             Request::Redeem { .. } => {

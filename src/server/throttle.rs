@@ -9,6 +9,9 @@
 //! same office NAT. IPv6 addresses are charged by their /64, because one household or
 //! office gets a whole /64 and could otherwise use a fresh address for every guess.
 //! Time is an argument, like in the broker core.
+//!
+//! The same buckets bound how often a case's customer may add a message
+//! ([`Throttle::message`]): per case, not per connection, so reconnecting buys nothing.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -16,6 +19,8 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use sosq::SessionCode;
 
 use crate::broker::PartyId;
 
@@ -37,6 +42,8 @@ pub struct ThrottleLimits {
     pub per_address: Budget,
     /// All connections' together.
     pub total: Budget,
+    /// Messages one case's customer may add per minute (and at once).
+    pub messages_per_minute: u32,
 }
 
 impl ThrottleLimits {
@@ -55,6 +62,7 @@ impl ThrottleLimits {
                 burst: config.wrong_codes_total_burst,
                 per_minute: config.wrong_codes_total_per_minute,
             },
+            messages_per_minute: config.customer_messages_per_minute,
         }
     }
 }
@@ -127,6 +135,9 @@ pub struct Throttle {
     /// Only addresses that made a failure; pruned of refilled buckets when it grows.
     addresses: HashMap<IpAddr, Bucket>,
     total: Bucket,
+    /// Only cases whose customer added a message; pruned of refilled buckets when it
+    /// grows, like the addresses.
+    messages: HashMap<SessionCode, Bucket>,
 }
 
 /// How many address buckets to keep before forgetting the ones that have refilled.
@@ -140,6 +151,7 @@ impl Throttle {
             connections: HashMap::new(),
             addresses: HashMap::new(),
             total: Bucket::full(limits.total, now),
+            messages: HashMap::new(),
         }
     }
 
@@ -203,6 +215,39 @@ impl Throttle {
         self.total.charge(limits.total, now);
     }
 
+    /// `Err(wait)` while case `code`'s message budget is spent: a minute's worth at once,
+    /// then one back every `60 / messages_per_minute` seconds. Checked before a message,
+    /// charged ([`Throttle::message_sent`]) only once it was taken, so a stranger's refused
+    /// message never spends a customer's budget.
+    pub fn message_wait(&mut self, code: SessionCode, now: Instant) -> Result<(), Duration> {
+        let budget = self.message_budget();
+        let wait = wait_in(&mut self.messages, &code, budget, now);
+        if wait.is_zero() {
+            Ok(())
+        } else {
+            Err(wait)
+        }
+    }
+
+    /// Charges one message to case `code`'s budget.
+    pub fn message_sent(&mut self, code: SessionCode, now: Instant) {
+        let budget = self.message_budget();
+        if self.messages.len() >= PRUNE_ABOVE {
+            self.messages.retain(|_, bucket| {
+                bucket.refill(budget, now);
+                !bucket.is_full(budget)
+            });
+        }
+        charge_in(&mut self.messages, code, budget, now);
+    }
+
+    fn message_budget(&self) -> Budget {
+        Budget {
+            burst: self.limits.messages_per_minute,
+            per_minute: self.limits.messages_per_minute,
+        }
+    }
+
     /// Drops the budget of a connection that ended. What it spent stays charged to its
     /// address and the total, so reconnecting buys only a fresh per-connection budget.
     pub fn forget(&mut self, connection: PartyId) {
@@ -256,6 +301,7 @@ mod tests {
                 burst: 100,
                 per_minute: 60,
             },
+            messages_per_minute: 20,
         }
     }
 
@@ -381,6 +427,31 @@ mod tests {
             charged_address("2001:db8::1:2:3:4".parse().unwrap()),
             "2001:db8::".parse::<IpAddr>().unwrap()
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_case_takes_a_minutes_worth_of_messages_at_once_then_one_every_few_seconds() {
+        let now = Instant::now();
+        let mut limits = limits();
+        limits.messages_per_minute = 3;
+        let mut throttle = Throttle::new(limits, now);
+        let code = SessionCode::from_number(7).unwrap();
+        let other = SessionCode::from_number(8).unwrap();
+        let send = |throttle: &mut Throttle, code, at| {
+            let allowed = throttle.message_wait(code, at);
+            if allowed.is_ok() {
+                throttle.message_sent(code, at);
+            }
+            allowed
+        };
+        for _ in 0..3 {
+            assert_eq!(send(&mut throttle, code, now), Ok(()));
+        }
+        assert_eq!(send(&mut throttle, code, now), Err(Duration::from_secs(20)));
+        assert_eq!(send(&mut throttle, other, now), Ok(()), "each case its own");
+        let later = now + Duration::from_secs(20);
+        assert_eq!(send(&mut throttle, code, later), Ok(()));
+        assert!(send(&mut throttle, code, later).is_err());
     }
 
     #[tokio::test(start_paused = true)]

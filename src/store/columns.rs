@@ -8,7 +8,12 @@ use sosq::SessionCode;
 /// The columns of `cases`, in the order each store's row reader takes them.
 pub const CASE_COLUMNS: &str = "code, origin, created_by, customer, description, state, \
      created_at, updated_at, expires_at, waiting_since, resume_secret_hash, team, assigned_to, \
-     priority, response_due, first_response_at";
+     priority, response_due, first_response_at, last_message, attachments";
+
+/// A stored attachment count (a negative one, which no sosqd writes, reads as none).
+pub fn count_from(value: i64) -> u32 {
+    u32::try_from(value).unwrap_or(0)
+}
 
 /// A stored time.
 pub fn millis(at: Timestamp) -> i64 {

@@ -56,6 +56,8 @@ pub(super) fn case(n: u64, state: CaseState, created: u64, updated: u64) -> Case
         expires_at: Timestamp(created + 86_400_000),
         waiting_since: (n.is_multiple_of(2)).then_some(Timestamp(created)),
         resume_secret_hash: (n.is_multiple_of(2)).then(|| "ab".repeat(32)),
+        last_message: (n.is_multiple_of(2)).then(|| format!("it also beeps {n}")),
+        attachments: (n % 4) as u32,
         // Every field takes a non-default value for some n, so a lost column shows.
         group: if n.is_multiple_of(3) {
             "billing".into()
@@ -426,6 +428,7 @@ async fn contract_suite(make: Make) {
     saves_upserts_and_appends_history(make).await;
     saves_long_histories_and_a_full_historys_folding_entry(make).await;
     appends_notes_to_stored_cases(make).await;
+    super::contract_attachments::keeps_attachments_with_their_case(make).await;
     lists_by_selection_oldest_first(make).await;
     pages_in_creation_order_from_a_cursor(make).await;
     deletes_by_code_and_by_selection_report_what_went(make).await;
@@ -444,7 +447,9 @@ async fn memory_store_meets_the_contract() {
 
 #[tokio::test]
 async fn sqlite_store_meets_the_contract() {
-    contract_suite(|dir| Arc::new(SqliteStore::open_in(dir).expect("open store"))).await;
+    let make: Make = |dir| Arc::new(SqliteStore::open_in(dir).expect("open store"));
+    contract_suite(make).await;
+    super::contract_attachments::attachments_survive_reopening(make, make).await;
 }
 
 /// The variable naming the PostgreSQL server the tests may use (`.ci/run` sets it).
@@ -475,6 +480,17 @@ fn make_postgres(_: &Path) -> Arc<dyn CaseStore> {
     Arc::new(super::PgStore::open(&set_postgres_url(), Some(&schema)).expect("open PgStore"))
 }
 
+/// The PostgreSQL store [`make_postgres`] made last, opened again.
+fn reopen_postgres(_: &Path) -> Arc<dyn CaseStore> {
+    let schema = PG_SCHEMAS
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .expect("made one");
+    Arc::new(super::PgStore::open(&set_postgres_url(), Some(&schema)).expect("open PgStore"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_meets_the_contract() {
     let Some(url) = test_postgres_url() else {
@@ -492,6 +508,8 @@ async fn postgres_store_meets_the_contract() {
     }
     drop_contract_schemas(None);
     contract_suite(make_postgres).await;
+    super::contract_attachments::attachments_survive_reopening(make_postgres, reopen_postgres)
+        .await;
     drop_contract_schemas(Some(std::mem::take(&mut *PG_SCHEMAS.lock().unwrap())));
 }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
-use sosq::protocol::{CaseState, HistoryKind, Priority, Timestamp};
+use sosq::protocol::{AttachmentInfo, CaseState, HistoryKind, Priority, Timestamp};
 use sosq::SessionCode;
 
 use super::reports::{
@@ -12,12 +12,22 @@ use super::reports::{
     RETENTION_ACTOR,
 };
 use super::{AuditRecord, CaseStore, CommitReport, CommitTicket, StoreError};
-use crate::broker::{AuditEntry, CaseRecord, CaseSelection, Persist};
+use crate::broker::{AuditEntry, CaseRecord, CaseSelection, Persist, StoredAttachment};
 
 #[derive(Default)]
 struct Tables {
     cases: BTreeMap<SessionCode, CaseRecord>,
+    /// By case and number, so a case's are together, oldest first.
+    attachments: BTreeMap<(SessionCode, u32), StoredAttachment>,
     audit: Vec<AuditEntry>,
+}
+
+impl Tables {
+    /// Deletes a case and its attachments; whether there was one.
+    fn delete(&mut self, code: SessionCode) -> bool {
+        self.attachments.retain(|(of, _), _| *of != code);
+        self.cases.remove(&code).is_some()
+    }
 }
 
 /// Cases in a map behind a mutex; commits are immediate.
@@ -51,19 +61,29 @@ impl CaseStore for MemoryStore {
                     }
                     Persist::Delete(codes) => {
                         for code in codes {
-                            if tables.cases.remove(&code).is_some() {
+                            if tables.delete(code) {
                                 report.deleted.push(code);
                             }
                         }
                     }
                     Persist::DeleteWhere(selection) => {
-                        tables.cases.retain(|code, record| {
-                            let doomed = selection.matches(record);
-                            if doomed {
-                                report.deleted.push(*code);
-                            }
-                            !doomed
-                        });
+                        let doomed: Vec<SessionCode> = tables
+                            .cases
+                            .values()
+                            .filter(|record| selection.matches(record))
+                            .map(|record| record.code)
+                            .collect();
+                        for code in doomed {
+                            tables.delete(code);
+                            report.deleted.push(code);
+                        }
+                    }
+                    Persist::Attach { code, attachment } => {
+                        if tables.cases.contains_key(&code) {
+                            tables
+                                .attachments
+                                .insert((code, attachment.info.id), attachment);
+                        }
                     }
                     Persist::Note { code, entry } => {
                         if let Some(record) = tables.cases.get_mut(&code) {
@@ -87,6 +107,36 @@ impl CaseStore for MemoryStore {
 
     fn get(&self, code: SessionCode) -> Result<Option<CaseRecord>, StoreError> {
         Ok(self.locked()?.cases.get(&code).cloned())
+    }
+
+    fn attachments(&self, code: SessionCode) -> Result<Vec<AttachmentInfo>, StoreError> {
+        Ok(self
+            .locked()?
+            .attachments
+            .range((code, 0)..=(code, u32::MAX))
+            .map(|(_, attachment)| attachment.info.clone())
+            .collect())
+    }
+
+    fn attachment_part(
+        &self,
+        code: SessionCode,
+        id: u32,
+        offset: u64,
+        len: usize,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        Ok(self
+            .locked()?
+            .attachments
+            .get(&(code, id))
+            .map(|attachment| {
+                let bytes = attachment.bytes.as_slice();
+                let start = usize::try_from(offset)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                let end = start.saturating_add(len).min(bytes.len());
+                (bytes.len() as u64, bytes[start..end].to_vec())
+            }))
     }
 
     fn list(&self, selection: &CaseSelection) -> Result<Vec<CaseRecord>, StoreError> {

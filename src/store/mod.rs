@@ -11,6 +11,8 @@ mod columns;
 #[cfg(test)]
 mod contract;
 #[cfg(test)]
+mod contract_attachments;
+#[cfg(test)]
 mod contract_filters;
 mod filter_sql;
 mod memory;
@@ -24,7 +26,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use sosq::protocol::Timestamp;
+use sosq::protocol::{AttachmentInfo, Timestamp};
 use sosq::SessionCode;
 use tokio::sync::oneshot;
 
@@ -192,6 +194,21 @@ pub trait CaseStore: Send + Sync + 'static {
 
     /// The stored case with this code.
     fn get(&self, code: SessionCode) -> Result<Option<CaseRecord>, StoreError>;
+
+    /// What staff see of the attachments of case `code`, oldest first: none when it has
+    /// none or is not stored.
+    fn attachments(&self, code: SessionCode) -> Result<Vec<AttachmentInfo>, StoreError>;
+
+    /// At most `len` bytes of attachment `id` of case `code`, from `offset` (none at or
+    /// past its end), with the attachment's whole size; `None` when there is no such
+    /// attachment. Reads only the bytes asked for.
+    fn attachment_part(
+        &self,
+        code: SessionCode,
+        id: u32,
+        offset: u64,
+        len: usize,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError>;
 
     /// Every stored case the selection matches, oldest first (by creation, then code),
     /// with histories. Its size grows with the store: for tests and tools, never for a

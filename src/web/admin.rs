@@ -55,14 +55,7 @@ fn cursor(text: &str) -> Result<Option<CasesCursor>, PageError> {
 
 /// "12", or "100,000+" at the count's cap.
 fn count_text(count: u64) -> String {
-    let digits = count.to_string();
-    let mut grouped = String::new();
-    for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            grouped.push(',');
-        }
-        grouped.push(digit);
-    }
+    let mut grouped = sosq::protocol::thousands(count);
     if count >= crate::store::DEFAULT_COUNT_CAP {
         grouped.push('+');
     }

@@ -2,6 +2,8 @@
 //! (paged), and the actions: take it (assign it to oneself; the session itself runs in the
 //! native client, so the page shows the `sosq connect` command to copy), assign, transfer,
 //! escalate with a reason, close, add a note (staff only: never shown to the customer). Each action is the wire's request for it.
+//! The customer's latest message is in the summary, its files listed with download links
+//! (`attachments.rs`).
 
 use std::sync::Arc;
 
@@ -49,6 +51,17 @@ pub async fn show(
         Reply::History(page) => page,
         other => return Err(PageError::unexpected(&other)),
     };
+    // Asked only when there are some: most cases have none.
+    let attachments = match case.attachments {
+        0 => None,
+        _ => match state
+            .run(&staff.caller, Request::Attachments { code: code.clone() })
+            .await
+        {
+            Reply::Attachments(list) => Some(list),
+            other => return Err(PageError::unexpected(&other)),
+        },
+    };
     let flash = state.sessions.take_flash(&staff.session);
     let title = format!("Case {}", case.code);
     Ok(page(
@@ -65,6 +78,9 @@ pub async fn show(
                     button type="button" data-copy="connect-command" { "Copy command" }
                 }
                 (chat_panel(&case))
+            }
+            @if let Some(list) = &attachments {
+                (super::attachments::section(list))
             }
             (actions(&case, &staff))
             (history_table(&history))
@@ -107,6 +123,9 @@ fn summary(case: &CaseInfo, now: sosq::protocol::Timestamp) -> Markup {
             dt { "State" } dd #case-state { (case.state) }
             dt { "Customer" } dd { (case.customer) (if case.customer_online { " (online)" } else { " (offline)" }) }
             dt { "Description" } dd { (case.description) }
+            @if let Some(message) = &case.last_message {
+                dt { "Latest message" } dd #latest-message { (message) }
+            }
             dt { "Expert" } dd { (case.expert.as_deref().unwrap_or("none connected")) }
             dt { "Priority" } dd { (case.priority) }
             dt { "Team" } dd { (case.group) }

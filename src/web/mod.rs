@@ -11,7 +11,7 @@
 //! `auth.rs` (who is signed in, CSRF), then one page module, which renders with
 //! `layout.rs`:
 //! - `queue.rs`: the expert's live queue (server-sent events);
-//! - `case.rs`: a case's page and its actions;
+//! - `case.rs`: a case's page and its actions; `attachments.rs`: its customer's files;
 //! - `admin.rs` (with `case_filter.rs`): the admin's case table, bulk delete, CSV export;
 //! - `audit.rs`: the audit log and its CSV export;
 //! - `accounts.rs`: users, teams and support profiles;
@@ -24,6 +24,7 @@
 
 mod accounts;
 mod admin;
+mod attachments;
 mod audit;
 mod auth;
 mod bridge;
@@ -142,6 +143,7 @@ pub fn router(state: Arc<WebState>) -> Router {
         .route("/cases/{code}", get(case::show))
         .route("/cases/{code}/chat", get(case_chat::staff_socket))
         .route("/cases/{code}/{action}", post(case::act))
+        .route("/cases/{code}/attachments/{id}", get(attachments::download))
         .route("/admin/cases", get(admin::cases))
         .route("/admin/cases.csv", get(admin::cases_csv))
         .route("/admin/delete", post(admin::delete))

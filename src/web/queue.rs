@@ -42,7 +42,8 @@ pub struct View {
     /// `queue` (pull order, the default), `waiting` (longest first), `priority`, `due`.
     #[serde(default)]
     sort: String,
-    /// Only cases whose code, customer or description contains this (any case).
+    /// Only cases whose code, customer, description or latest message contains this (any
+    /// case).
     #[serde(default)]
     q: String,
     /// Only this team's queue.
@@ -106,6 +107,9 @@ fn arrange<'p>(entries: &'p [QueueEntry], view: &View, me: &str) -> Vec<&'p Queu
             needle.is_empty()
                 || e.customer.to_lowercase().contains(&needle)
                 || e.description.to_lowercase().contains(&needle)
+                || e.last_message
+                    .as_deref()
+                    .is_some_and(|message| message.to_lowercase().contains(&needle))
                 || e.code.to_string().contains(&needle)
         })
         .collect();
@@ -133,7 +137,17 @@ fn rows(entries: &[&QueueEntry], now: Timestamp) -> Markup {
                 td { a href={ "/cases/" (e.code) } { (e.code) } }
                 td { span class={ "priority " (e.priority) } { (e.priority) } }
                 td { (e.customer) }
-                td.description { (e.description) }
+                td.description {
+                    (e.description)
+                    @if let Some(message) = &e.last_message {
+                        br;
+                        span.latest-message title="the customer's latest message" { "“" (message) "”" }
+                    }
+                    @if e.attachments > 0 {
+                        br;
+                        span.attachments { (e.attachments) (if e.attachments == 1 { " file" } else { " files" }) " attached" }
+                    }
+                }
                 td { (span(e.waiting_since, now)) }
                 td { (time_left(e.response_due, now)) }
                 td { (e.assigned_to.as_deref().unwrap_or("—")) }

@@ -289,6 +289,8 @@ pub fn case(state: CaseState) -> CaseInfo {
         response_target_met: None,
         customer_online: true,
         expert: None,
+        last_message: None,
+        attachments: 0,
     }
 }
 

@@ -20,6 +20,8 @@ forward one TCP service (VNC, SSH...) the customer shares.
     sosq join CODE --name NAME        join the case whose code an expert read to you
                                       (or come back to yours with --secret SECRET)
     sosq status CODE --secret SECRET  where your case stands
+    sosq message CODE TEXT --secret SECRET    add words while you wait (\"it also beeps\")
+    sosq attach CODE FILE --secret SECRET     attach a screenshot, a PDF or a text file
     sosq close CODE --secret SECRET   close your case
   Experts (--token TOKEN):
     sosq queue [--watch]              the waiting cases of your teams
@@ -30,13 +32,15 @@ forward one TCP service (VNC, SSH...) the customer shares.
     sosq transfer CODE                hand your session's case to another expert or team
     sosq status CODE, history CODE    a case and who did what (open, closed or expired)
     sosq note CODE TEXT               a note in the case's history, for staff only
+    sosq attachments CODE [--get ID]  the customer's files: list, or download one
     sosq close CODE                   close a case
   Admins (--token TOKEN):
     sosq cases                        every stored case, a page at a time; filter flags:
                                       --state, --team, --priority, --text, --older-than,
                                       --created-after/-before, --closed-after/-before
     sosq delete CODE...               delete cases by code, or in bulk by the same flags
-    sosq queue, status, history, note, escalate, assign: as experts, over every team
+    sosq queue, status, history, note, attachments, escalate, assign: as experts, over
+                                      every team
 
 Every command needs the broker's address and certificate: --server ADDR and
 --fingerprint FINGERPRINT (or the environment, or a support profile with --profile FILE).";

@@ -2,6 +2,7 @@
 //! Session commands (`request`, `join`, `pull`, `connect`) start in [`start`]; listings are
 //! in [`lists`]; the others are here.
 
+pub mod attachments;
 pub mod chat;
 pub mod endpoints;
 pub mod events;
@@ -270,6 +271,13 @@ pub enum Command {
         /// The note (at most 2,000 characters).
         text: String,
     },
+    /// Customer: add a message to your waiting case ("it also beeps"); staff see it.
+    Message(attachments::MessageArgs),
+    /// Customer: attach a file to your case (a screenshot of the error): a PNG, JPEG, GIF
+    /// or WebP image, a PDF, or plain text.
+    Attach(attachments::AttachArgs),
+    /// Expert or admin: list a case's attachments, or download one with --get ID.
+    Attachments(attachments::AttachmentsArgs),
     /// Expert or admin: route a case to one expert (offered only to them) or a team queue.
     Assign {
         /// The session code.
@@ -318,6 +326,8 @@ impl Command {
             | Command::Join { profile, .. }
             | Command::Close { profile, .. }
             | Command::Status { profile, .. } => profile.as_deref(),
+            Command::Message(args) => args.profile.as_deref(),
+            Command::Attach(args) => args.profile.as_deref(),
             _ => None,
         }
     }
@@ -521,6 +531,9 @@ async fn one_shot(
             );
             Ok(())
         }
+        Command::Message(args) => attachments::message(client, out, args).await,
+        Command::Attach(args) => attachments::attach(client, out, args).await,
+        Command::Attachments(args) => attachments::attachments(client, out, args).await,
         Command::Status { code, secret, .. } => lists::status(client, out, code, secret).await,
         Command::History { code } => lists::history(client, out, code).await,
         Command::Cases { filter, paging } => lists::cases(client, out, filter, paging).await,

@@ -220,6 +220,15 @@ pub fn case_details(case: &CaseInfo, history: &[HistoryEntry]) -> String {
     if let Some(expert) = &case.expert {
         text.push_str(&format!("expert: {expert} (online)\n"));
     }
+    if let Some(message) = &case.last_message {
+        text.push_str(&format!("latest message: {message}\n"));
+    }
+    if case.attachments > 0 {
+        text.push_str(&format!(
+            "attachments: {} (sosq attachments {})\n",
+            case.attachments, case.code
+        ));
+    }
     if history.is_empty() {
         return text;
     }

@@ -255,6 +255,10 @@ pub struct CaseInfo {
     pub customer_online: bool,
     /// The expert connected right now, if any.
     pub expert: Option<String>,
+    /// The customer's latest message, if any (`Request::AddMessage`).
+    pub last_message: Option<String>,
+    /// How many files the customer attached.
+    pub attachments: u32,
     // No history here: `Request::History` pages through it, so a case's size on the wire
     // never depends on how long it lived.
 }
@@ -286,6 +290,26 @@ pub struct QueueEntry {
     /// Whether the customer is connected (only online customers can be pulled; an offline
     /// one dropped and may come back with its resume secret).
     pub online: bool,
+    /// The customer's latest message, cut to [`MAX_QUEUE_MESSAGE_CHARS`] (the case's own
+    /// view has it whole).
+    pub last_message: Option<String>,
+    /// How many files the customer attached.
+    pub attachments: u32,
+}
+
+/// The most characters of a customer's latest message a queue entry carries: enough to
+/// read at a glance, and a page of the queue stays dense.
+pub const MAX_QUEUE_MESSAGE_CHARS: usize = 200;
+
+/// A customer's latest message as a queue entry carries it: at most
+/// [`MAX_QUEUE_MESSAGE_CHARS`] characters, a cut one ending in an ellipsis.
+pub fn queue_message(message: &str) -> String {
+    if message.chars().count() <= MAX_QUEUE_MESSAGE_CHARS {
+        return message.to_string();
+    }
+    let mut shown: String = message.chars().take(MAX_QUEUE_MESSAGE_CHARS - 1).collect();
+    shown.push('…');
+    shown
 }
 
 /// Whom a case is assigned or transferred to.

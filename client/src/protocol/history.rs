@@ -80,13 +80,17 @@ pub enum HistoryKind {
     /// A staff note (an expert's or admin's words on the case): staff-internal, never
     /// shown to the customer (see [`HistoryEntry::staff_only`]).
     Note,
+    /// The case's customer added a message while waiting ("it also beeps").
+    Message,
+    /// The case's customer attached a file (a screenshot of the error).
+    Attachment,
     /// Anything else, and entries stored before kinds existed that say nothing clearer.
     Event,
 }
 
 impl HistoryKind {
     /// Every kind.
-    pub const ALL: [HistoryKind; 20] = [
+    pub const ALL: [HistoryKind; 22] = [
         HistoryKind::Created,
         HistoryKind::Attached,
         HistoryKind::Started,
@@ -106,6 +110,8 @@ impl HistoryKind {
         HistoryKind::Deleted,
         HistoryKind::Folded,
         HistoryKind::Note,
+        HistoryKind::Message,
+        HistoryKind::Attachment,
         HistoryKind::Event,
     ];
 
@@ -131,6 +137,8 @@ impl HistoryKind {
             HistoryKind::Deleted => "deleted",
             HistoryKind::Folded => "folded",
             HistoryKind::Note => "note",
+            HistoryKind::Message => "message",
+            HistoryKind::Attachment => "attachment",
             HistoryKind::Event => "event",
         }
     }

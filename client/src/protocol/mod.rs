@@ -6,6 +6,7 @@
 //! Frames are encoded by [`crate::codec`]. After pairing, every further stream is relayed to
 //! the other party and starts with a [`StreamKind`] byte so the receiver knows its purpose.
 
+mod attachment;
 mod case;
 mod history;
 mod paging;
@@ -15,6 +16,7 @@ use std::fmt;
 
 use crate::code::SessionCode;
 
+pub use attachment::*;
 pub use case::*;
 pub use history::*;
 pub use paging::*;
@@ -29,7 +31,10 @@ pub use paging::*;
 /// 7: staff notes (`Request::Note`, history entries of kind `note`); a case filter also
 /// selects by team, priority, creation and closing time ranges and text, and `Cases` takes
 /// a whole filter instead of a state.
-pub const PROTOCOL_VERSION: u16 = 7;
+/// 8: customers' messages and attachments (`AddMessage`, `AttachStart`/`AttachPart`/
+/// `AttachFinish`; staff read them with `Attachments` and `Attachment`); cases and queue
+/// entries carry the latest message and the number of attachments.
+pub const PROTOCOL_VERSION: u16 = 8;
 
 /// What to tell a user whose client and daemon speak different protocol versions: which
 /// side is older and so needs upgrading. Both the daemon's refusal and the client's check
@@ -185,6 +190,63 @@ pub enum Request {
         /// The note, in words (at most 2,000 characters, as a description).
         text: String,
     },
+    /// The case's own customer (on its connection, or with the resume secret): add a
+    /// message to the open case ("it also beeps"), kept in its history and shown to staff
+    /// as the case's latest message. Answered with [`Reply::Case`].
+    AddMessage {
+        /// The code as typed.
+        code: String,
+        /// For a customer on another connection: the resume secret of the case.
+        resume_secret: Option<String>,
+        /// The message (at most 2,000 characters, as a description).
+        text: String,
+    },
+    /// The case's own customer: begin attaching a file of `size` bytes to the open case.
+    /// Answered with [`Reply::UploadStarted`]; the bytes follow in [`Request::AttachPart`]s
+    /// and [`Request::AttachFinish`] ends it. A connection has one upload at a time: a new
+    /// start drops an unfinished one, and a connection's end drops it too. The daemon
+    /// decides the file's type from its first bytes, never from its name.
+    AttachStart {
+        /// The code as typed.
+        code: String,
+        /// For a customer on another connection: the resume secret of the case.
+        resume_secret: Option<String>,
+        /// The file's name (folders are dropped, the rest cleaned).
+        name: String,
+        /// The file's size in bytes, exactly.
+        size: u64,
+    },
+    /// The next bytes of the upload begun on this connection, in order. Answered with
+    /// [`Reply::UploadReceived`].
+    AttachPart {
+        /// The upload's number from [`Reply::UploadStarted`].
+        upload: u64,
+        /// At most [`MAX_PART_BYTES`] bytes.
+        #[serde(with = "attachment::part_bytes")]
+        bytes: Vec<u8>,
+    },
+    /// Every byte of the upload was sent: check and keep it. Answered with
+    /// [`Reply::AttachmentAdded`].
+    AttachFinish {
+        /// The upload's number from [`Reply::UploadStarted`].
+        upload: u64,
+    },
+    /// Expert or admin: the attachments of a case, open or not. Answered with
+    /// [`Reply::Attachments`].
+    Attachments {
+        /// The code as typed.
+        code: String,
+    },
+    /// Expert or admin: part of one attachment's bytes, from `offset`. Answered with
+    /// [`Reply::AttachmentPart`].
+    Attachment {
+        /// The code as typed.
+        code: String,
+        /// The attachment's number in its case.
+        id: u32,
+        /// The first byte wanted.
+        offset: u64,
+    },
     /// The request a [`Reply::Redirect`] sent here, with its ticket: a cluster node
     /// answers `request` as if it had come first, holding what the redirecting node
     /// claimed for this caller (a pulled case). Only what a redirect named is accepted.
@@ -247,6 +309,24 @@ pub enum Reply {
         /// [`MAX_CODES_PER_DELETE`]. Empty for a delete by filter.
         not_found: Vec<SessionCode>,
     },
+    /// An upload began ([`Request::AttachStart`]): send its bytes under this number.
+    UploadStarted {
+        /// The upload's number, for its parts and its finish.
+        upload: u64,
+    },
+    /// A part of an upload was taken.
+    UploadReceived {
+        /// The upload.
+        upload: u64,
+        /// Bytes received so far.
+        received: u64,
+    },
+    /// The upload is kept: the case's new attachment.
+    AttachmentAdded(AttachmentInfo),
+    /// A case's attachments.
+    Attachments(AttachmentList),
+    /// Part of an attachment's bytes.
+    AttachmentPart(AttachmentPart),
     /// In a cluster: the case lives on another node. Connect to `address` (the same
     /// certificate pin or CA) and send `Request::Redeem { ticket, request }` there.
     Redirect(Redirect),

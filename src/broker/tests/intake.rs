@@ -60,6 +60,8 @@ fn sos_case_is_pending_from_creation_with_customer_attached_and_queued() {
             group: GENERAL.to_string(),
             assigned_to: None,
             online: true,
+            last_message: None,
+            attachments: 0,
         }]
     );
     assert_eq!(out, vec![saved(&b, code)]);

@@ -29,6 +29,7 @@ use sosq::SessionCode;
 use super::*;
 
 mod access;
+mod attachments;
 mod ending;
 mod intake;
 mod lifecycle;
@@ -282,6 +283,8 @@ fn record_in(state: CaseState, code: SessionCode) -> CaseRecord {
         response_due: Some(T0.plus(Duration::from_secs(15 * 60))),
         first_response_at: None,
         resume_secret_hash: None,
+        last_message: None,
+        attachments: 0,
         history: vec![HistoryEntry {
             at: T0,
             state,

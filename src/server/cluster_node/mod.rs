@@ -271,7 +271,9 @@ impl ClusterNode {
             | Request::Assign { code, .. }
             | Request::Transfer { code, .. }
             | Request::Escalate { code, .. }
-            | Request::Note { code, .. } => {
+            | Request::Note { code, .. }
+            | Request::AddMessage { code, .. }
+            | Request::AttachStart { code, .. } => {
                 self.bring_here(shared, caller, code, request).await?;
                 Ok(None)
             }
@@ -429,6 +431,8 @@ fn named_code(request: &Request) -> Option<SessionCode> {
         | Request::Transfer { code, .. }
         | Request::Escalate { code, .. }
         | Request::Note { code, .. }
+        | Request::AddMessage { code, .. }
+        | Request::AttachStart { code, .. }
         | Request::Status { code, .. } => code.parse().ok(),
         _ => None,
     }

@@ -339,6 +339,32 @@ fn refusals(scene: &mut Scene) -> Result<Vec<ServerError>, TestCaseError> {
             Ok(_) => return Err(TestCaseError::fail("the core took a bad note")),
         }
     }
+    // A message past its limit; a file past any size, of a type refused; a full case.
+    let party = PartyId(9_997);
+    let request = SosRequest {
+        customer: "A",
+        description: "",
+        priority: Priority::Normal,
+        group: "general",
+    };
+    let typed_open = match broker.open_sos(now, party, request, &mut out) {
+        Ok(attached) => attached.case.code.to_string(),
+        Err(_) => return Err(TestCaseError::fail("the core refused a plain SOS")),
+    };
+    if let Err(e) = broker.add_message(now, party, &typed_open, None, &long_text, &mut out) {
+        errors.push(e.into());
+    }
+    if let Err(e) = broker.may_attach(party, &typed_open, None, &w.typed, u64::MAX) {
+        errors.push(e.into());
+    }
+    if let Err(e) = crate::broker::sniff_type(b"\0") {
+        errors.push(e.into());
+    }
+    errors.push(ServerError::Busy(format!(
+        "case {code} takes at most {} messages a minute; wait {} and send it again",
+        u32::MAX,
+        crate::broker::humanize(Duration::from_secs(u64::from(u32::MAX)))
+    )));
     // Every request a role may not make.
     let requests = [
         Request::OpenSos {
@@ -392,6 +418,30 @@ fn refusals(scene: &mut Scene) -> Result<Vec<ServerError>, TestCaseError> {
         Request::Note {
             code: w.typed.clone(),
             text: w.typed.clone(),
+        },
+        Request::AddMessage {
+            code: w.typed.clone(),
+            resume_secret: Some(w.typed.clone()),
+            text: w.typed.clone(),
+        },
+        Request::AttachStart {
+            code: w.typed.clone(),
+            resume_secret: Some(w.typed.clone()),
+            name: w.typed.clone(),
+            size: u64::MAX,
+        },
+        Request::AttachPart {
+            upload: u64::MAX,
+            bytes: vec![0; sosq::protocol::MAX_PART_BYTES],
+        },
+        Request::AttachFinish { upload: u64::MAX },
+        Request::Attachments {
+            code: w.typed.clone(),
+        },
+        Request::Attachment {
+            code: w.typed.clone(),
+            id: u32::MAX,
+            offset: u64::MAX,
         },
     ];
     for role in [Role::Customer, Role::Expert, Role::Admin] {

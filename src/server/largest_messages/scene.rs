@@ -278,6 +278,8 @@ pub(super) fn full_closed_record(code: SessionCode) -> crate::broker::CaseRecord
         first_response_at: None,
         resume_secret_hash: None,
         history: vec![entry; crate::broker::NOTE_ROOM],
+        last_message: None,
+        attachments: 0,
     }
 }
 
@@ -299,5 +301,8 @@ pub(super) fn widest_case(w: &Widest, description: &str) -> CaseInfo {
         response_target_met: Some(false),
         customer_online: true,
         expert: Some(w.expert.clone()),
+        // A customer's message is as long as a description may be.
+        last_message: Some(description.to_string()),
+        attachments: u32::MAX,
     }
 }

@@ -90,6 +90,8 @@ impl Case {
             expires_at: Timestamp(self.created + DAY_MS),
             waiting_since: self.due_after.map(|_| Timestamp(self.created)),
             resume_secret_hash: None,
+            last_message: None,
+            attachments: 0,
             group: crate::broker::GENERAL.into(),
             assigned_to: None,
             priority: self.priority,

@@ -22,7 +22,7 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use sosq::protocol::Timestamp;
+use sosq::protocol::{AttachmentInfo, Timestamp};
 use sosq::SessionCode;
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
@@ -359,6 +359,26 @@ impl CaseStore for PgStore {
                     }
                     None => Ok(None),
                 }
+            })
+        })
+    }
+
+    fn attachments(&self, code: SessionCode) -> Result<Vec<AttachmentInfo>, StoreError> {
+        self.read(move |runtime, client| {
+            within(runtime, async { rows::attachments_of(client, code).await })
+        })
+    }
+
+    fn attachment_part(
+        &self,
+        code: SessionCode,
+        id: u32,
+        offset: u64,
+        len: usize,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        self.read(move |runtime, client| {
+            within(runtime, async {
+                rows::attachment_part(client, code, id, offset, len).await
             })
         })
     }

@@ -71,7 +71,7 @@ impl From<tokio_postgres::Error> for Failure {
 }
 
 /// The schema version this build writes (`sosq_meta`); a newer database is refused.
-const SCHEMA_VERSION: i32 = 3;
+const SCHEMA_VERSION: i32 = 4;
 
 /// Makes the tables if missing (in `schema`, made if missing, when given) and checks the
 /// version. Errors: the database refuses, or it was written by a newer sosqd.
@@ -171,6 +171,10 @@ async fn migrate_once(
     client.batch_execute(CLUSTER_TABLES).await?;
     client.batch_execute(REPORT_INDEXES).await?;
     client.batch_execute(FILTER_INDEXES).await?;
+    client.batch_execute(ATTACHMENTS).await?;
+    if version.is_none_or(|version| version < 4) {
+        client.batch_execute(ATTACHMENTS_STORAGE).await?;
+    }
     match version {
         None => {
             client
@@ -253,6 +257,29 @@ const FILTER_INDEXES: &str = "
     CREATE INDEX IF NOT EXISTS cases_by_team_creation ON cases (team, created_at, code);
     CREATE INDEX IF NOT EXISTS cases_by_priority_creation ON cases (priority, created_at, code);";
 
+/// Version 4: customers' messages and attachments, as in the SQLite store's schema 6: the
+/// case keeps its latest message and how many files it holds; the files are rows of their
+/// own, deleted with their case (by the foreign key, as the history is). Their bytes are
+/// stored `EXTERNAL` (out of line, uncompressed): images and PDFs are compressed already,
+/// and an uncompressed value lets `substring` fetch only the part a reader asks for.
+const ATTACHMENTS: &str = "
+    ALTER TABLE cases ADD COLUMN IF NOT EXISTS last_message TEXT;
+    ALTER TABLE cases ADD COLUMN IF NOT EXISTS attachments BIGINT NOT NULL DEFAULT 0;
+    CREATE TABLE IF NOT EXISTS attachments (
+        code BIGINT NOT NULL REFERENCES cases (code) ON DELETE CASCADE,
+        id BIGINT NOT NULL,
+        name TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        size BIGINT NOT NULL,
+        attached_at BIGINT NOT NULL,
+        data BYTEA NOT NULL,
+        PRIMARY KEY (code, id)
+    );";
+
+/// Run once, when the table is made (version 4): an `ALTER TABLE` takes the table's lock,
+/// which every start of every node need not take again.
+const ATTACHMENTS_STORAGE: &str = "ALTER TABLE attachments ALTER COLUMN data SET STORAGE EXTERNAL";
+
 pub use crate::store::columns::timestamp;
 use crate::store::columns::{actor_from_columns, code_from_column, origin_from_columns};
 pub use crate::store::columns::{code_column, millis, CASE_COLUMNS};
@@ -296,13 +323,16 @@ pub fn case_from_row_at(row: &Row, at: usize) -> Result<CaseRecord, Failure> {
         response_due: time(14)?,
         first_response_at: time(15)?,
         history: Vec::new(),
+        last_message: row.try_get(at + 16)?,
+        attachments: crate::store::columns::count_from(row.try_get(at + 17)?),
     })
 }
 
 /// [`CASE_COLUMNS`] of the table aliased `c`.
 pub const CASE_COLUMNS_PREFIXED: &str = "c.code, c.origin, c.created_by, c.customer, \
      c.description, c.state, c.created_at, c.updated_at, c.expires_at, c.waiting_since, \
-     c.resume_secret_hash, c.team, c.assigned_to, c.priority, c.response_due, c.first_response_at";
+     c.resume_secret_hash, c.team, c.assigned_to, c.priority, c.response_due, c.first_response_at, \
+     c.last_message, c.attachments";
 
 /// The history of one case, oldest first.
 pub async fn history_of(
@@ -390,6 +420,7 @@ pub(super) async fn apply(
                 }
             }
             Persist::Note { code, entry } => note(client, *code, entry).await?,
+            Persist::Attach { code, attachment } => attach(client, *code, attachment).await?,
             Persist::Audit(entry) => {
                 let count = entry.count + report.deleted.len() as u64;
                 client
@@ -443,6 +474,94 @@ async fn note(
         )
         .await?;
     Ok(())
+}
+
+/// Keeps an attachment of a stored case; nothing when the case is gone (see
+/// `Persist::Attach`).
+async fn attach(
+    client: &impl GenericClient,
+    code: SessionCode,
+    attachment: &crate::broker::StoredAttachment,
+) -> Result<(), Failure> {
+    let info = &attachment.info;
+    client
+        .execute(
+            "INSERT INTO attachments (code, id, name, content_type, size, attached_at, data)
+             SELECT code, $2, $3, $4, $5, $6, $7 FROM cases WHERE code = $1
+             ON CONFLICT (code, id) DO UPDATE SET name = excluded.name,
+                 content_type = excluded.content_type, size = excluded.size,
+                 attached_at = excluded.attached_at, data = excluded.data",
+            &[
+                &code_column(code),
+                &i64::from(info.id),
+                &info.name,
+                &info.content_type,
+                &i64::try_from(info.size).unwrap_or(i64::MAX),
+                &millis(info.attached_at),
+                &attachment.bytes.as_slice(),
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// What staff see of one case's attachments, oldest first.
+pub async fn attachments_of(
+    client: &impl GenericClient,
+    code: SessionCode,
+) -> Result<Vec<sosq::protocol::AttachmentInfo>, Failure> {
+    let rows = client
+        .query(
+            "SELECT id, name, content_type, size, attached_at FROM attachments
+             WHERE code = $1 ORDER BY id",
+            &[&code_column(code)],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(sosq::protocol::AttachmentInfo {
+                id: u32::try_from(row.try_get::<_, i64>(0)?).unwrap_or(0),
+                name: row.try_get(1)?,
+                content_type: row.try_get(2)?,
+                size: u64::try_from(row.try_get::<_, i64>(3)?).unwrap_or(0),
+                attached_at: timestamp(row.try_get(4)?),
+            })
+        })
+        .collect()
+}
+
+/// At most `len` bytes of one attachment from `offset`, with its size (see
+/// `CaseStore::attachment_part`).
+pub async fn attachment_part(
+    client: &impl GenericClient,
+    code: SessionCode,
+    id: u32,
+    offset: u64,
+    len: usize,
+) -> Result<Option<(u64, Vec<u8>)>, Failure> {
+    // substring() counts bytes from 1; a start past the end gives none.
+    let start = i64::try_from(offset)
+        .unwrap_or(i64::MAX - 1)
+        .saturating_add(1);
+    let row = client
+        .query_opt(
+            "SELECT size, substring(data FROM $3::BIGINT::INT FOR $4::BIGINT::INT)
+             FROM attachments WHERE code = $1 AND id = $2",
+            &[
+                &code_column(code),
+                &i64::from(id),
+                &start.min(i64::from(i32::MAX)),
+                &i64::try_from(len)
+                    .unwrap_or(i64::MAX)
+                    .min(i64::from(i32::MAX)),
+            ],
+        )
+        .await?;
+    row.map(|row| {
+        let size = u64::try_from(row.try_get::<_, i64>(0)?).unwrap_or(0);
+        Ok((size, row.try_get::<_, Vec<u8>>(1)?))
+    })
+    .transpose()
 }
 
 /// Deletes a case (its history goes with it); whether there was one.

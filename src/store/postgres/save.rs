@@ -64,9 +64,9 @@ impl Statements {
     /// Prepares them on `client` (after the tables are made). Errors: the database's.
     pub(super) async fn prepare(client: &Client) -> Result<Statements, Failure> {
         Ok(Statements {
-            upsert_case: client.prepare(&with_entries(UPSERT_CASE, 18)).await?,
-            insert_node_case: client.prepare(&with_entries(INSERT_NODE_CASE, 21)).await?,
-            update_node_case: client.prepare(&with_entries(UPDATE_NODE_CASE, 22)).await?,
+            upsert_case: client.prepare(&with_entries(UPSERT_CASE, 20)).await?,
+            insert_node_case: client.prepare(&with_entries(INSERT_NODE_CASE, 23)).await?,
+            update_node_case: client.prepare(&with_entries(UPDATE_NODE_CASE, 24)).await?,
             insert_history: client
                 .prepare(&format!("{INSERT_HISTORY} {ENTRY_CONFLICT}"))
                 .await?,
@@ -101,6 +101,7 @@ pub(super) async fn save(
     let waiting_since = record.waiting_since.map(millis);
     let response_due = record.response_due.map(millis);
     let first_response_at = record.first_response_at.map(millis);
+    let attachments = i64::from(record.attachments);
     let mut params: Vec<Param<'_>> = vec![
         &code,
         &origin,
@@ -119,6 +120,8 @@ pub(super) async fn save(
         &priority,
         &response_due,
         &first_response_at,
+        &record.last_message,
+        &attachments,
     ];
     // A full history's last entry folds every later event into itself (see
     // `CaseRecord::note`), so it is written again whenever it changed: entries from
@@ -309,9 +312,12 @@ const NOTIFY_QUEUE: &str = "SELECT pg_notify('sosq_queue', wake) FROM unnest($1:
 /// A single node's save: insert, or replace every column.
 const UPSERT_CASE: &str = "INSERT INTO cases (code, origin, created_by, customer, description,
         state, created_at, updated_at, expires_at, waiting_since, resume_secret_hash,
-        history_len, team, assigned_to, priority, response_due, first_response_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+        history_len, team, assigned_to, priority, response_due, first_response_at,
+        last_message, attachments)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+        $18, $19)
      ON CONFLICT (code) DO UPDATE SET
+         last_message = excluded.last_message, attachments = excluded.attachments,
          origin = excluded.origin, created_by = excluded.created_by,
          customer = excluded.customer, description = excluded.description,
          state = excluded.state, created_at = excluded.created_at,
@@ -328,9 +334,9 @@ const UPSERT_CASE: &str = "INSERT INTO cases (code, origin, created_by, customer
 const INSERT_NODE_CASE: &str = "INSERT INTO cases (code, origin, created_by, customer,
         description, state, created_at, updated_at, expires_at, waiting_since,
         resume_secret_hash, history_len, team, assigned_to, priority, response_due,
-        first_response_at, home_node, queued, expert, epoch)
+        first_response_at, last_message, attachments, home_node, queued, expert, epoch)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-        $18, $19, $20, 1)
+        $18, $19, $20, $21, $22, 1)
      ON CONFLICT (code) DO NOTHING";
 
 /// A cluster node's later saves: only while the row is still homed here at its epoch. A
@@ -341,7 +347,7 @@ const UPDATE_NODE_CASE: &str = "UPDATE cases SET origin = $2, created_by = $3, c
         waiting_since = $10, resume_secret_hash = $11,
         history_len = GREATEST(history_len, $12), team = $13,
         assigned_to = $14, priority = $15, response_due = $16, first_response_at = $17,
-        queued = $19, expert = $20,
-        claimed_by = CASE WHEN $19::TEXT IS NULL THEN NULL ELSE claimed_by END,
-        claim_until = CASE WHEN $19::TEXT IS NULL THEN NULL ELSE claim_until END
-     WHERE code = $1 AND home_node = $18 AND epoch = $21";
+        last_message = $18, attachments = $19, queued = $21, expert = $22,
+        claimed_by = CASE WHEN $21::TEXT IS NULL THEN NULL ELSE claimed_by END,
+        claim_until = CASE WHEN $21::TEXT IS NULL THEN NULL ELSE claim_until END
+     WHERE code = $1 AND home_node = $20 AND epoch = $23";

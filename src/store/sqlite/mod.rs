@@ -24,7 +24,7 @@ use std::sync::{mpsc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
-use sosq::protocol::Timestamp;
+use sosq::protocol::{AttachmentInfo, Timestamp};
 use sosq::SessionCode;
 
 use super::reports::{DayOutcomes, ExpertsReport, FirstResponse, QueueSeries, ReportWindow};
@@ -200,6 +200,20 @@ impl CaseStore for SqliteStore {
                 None => Ok(None),
             }
         })
+    }
+
+    fn attachments(&self, code: SessionCode) -> Result<Vec<AttachmentInfo>, StoreError> {
+        self.read(|conn| rows::attachments_of(conn, code))
+    }
+
+    fn attachment_part(
+        &self,
+        code: SessionCode,
+        id: u32,
+        offset: u64,
+        len: usize,
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        self.read(|conn| rows::attachment_part(conn, code, id, offset, len))
     }
 
     fn list(&self, selection: &CaseSelection) -> Result<Vec<CaseRecord>, StoreError> {

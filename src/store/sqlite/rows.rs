@@ -2,8 +2,8 @@
 //! as the words the CLI uses, times as milliseconds since the epoch.
 
 use rusqlite::types::Type;
-use rusqlite::{params, Connection, Row};
-use sosq::protocol::{Actor, CaseState, HistoryEntry, HistoryKind, Priority};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use sosq::protocol::{Actor, AttachmentInfo, CaseState, HistoryEntry, HistoryKind, Priority};
 use sosq::SessionCode;
 
 use crate::broker::{AuditEntry, CaseRecord};
@@ -51,6 +51,8 @@ pub fn case_from_row(row: &Row<'_>) -> rusqlite::Result<CaseRecord> {
         response_due: row.get::<_, Option<i64>>(14)?.map(timestamp),
         first_response_at: row.get::<_, Option<i64>>(15)?.map(timestamp),
         history: Vec::new(),
+        last_message: row.get(16)?,
+        attachments: crate::store::columns::count_from(row.get(17)?),
     })
 }
 
@@ -77,6 +79,62 @@ pub fn history_of(conn: &Connection, code: SessionCode) -> rusqlite::Result<Vec<
         })?
         .collect();
     entries
+}
+
+/// What staff see of one case's attachments, oldest first.
+pub fn attachments_of(
+    conn: &Connection,
+    code: SessionCode,
+) -> rusqlite::Result<Vec<AttachmentInfo>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT id, name, content_type, size, attached_at FROM attachments
+         WHERE code = ?1 ORDER BY id",
+    )?;
+    let infos = statement
+        .query_map(params![code_column(code)], |row| {
+            Ok(AttachmentInfo {
+                id: u32::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
+                name: row.get(1)?,
+                content_type: row.get(2)?,
+                size: u64::try_from(row.get::<_, i64>(3)?).unwrap_or(0),
+                attached_at: timestamp(row.get(4)?),
+            })
+        })?
+        .collect();
+    infos
+}
+
+/// At most `len` bytes of one attachment from `offset`, with its size (see
+/// `CaseStore::attachment_part`).
+pub fn attachment_part(
+    conn: &Connection,
+    code: SessionCode,
+    id: u32,
+    offset: u64,
+    len: usize,
+) -> rusqlite::Result<Option<(u64, Vec<u8>)>> {
+    // substr() counts bytes of a BLOB from 1; an offset past the end gives none.
+    let start = i64::try_from(offset)
+        .unwrap_or(i64::MAX - 1)
+        .saturating_add(1);
+    conn.prepare_cached(
+        "SELECT size, substr(data, ?3, ?4) FROM attachments WHERE code = ?1 AND id = ?2",
+    )?
+    .query_row(
+        params![
+            code_column(code),
+            i64::from(id),
+            start,
+            i64::try_from(len).unwrap_or(i64::MAX)
+        ],
+        |row| {
+            let size = u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0);
+            // An empty BLOB slice comes back as NULL or text-less: none.
+            let bytes: Option<Vec<u8>> = row.get(1)?;
+            Ok((size, bytes.unwrap_or_default()))
+        },
+    )
+    .optional()
 }
 
 /// Cases from a query over `cases` selecting [`CASE_COLUMNS`], each with its history.

@@ -110,6 +110,22 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "CREATE INDEX cases_by_state_creation ON cases (state, created_at);
     CREATE INDEX cases_by_team_creation ON cases (team, created_at);
     CREATE INDEX cases_by_priority_creation ON cases (priority, created_at);",
+    // 6: customers' messages and attachments. The case keeps its latest message and how
+    // many files it holds; the files are rows of their own, deleted with their case. A
+    // rowid table (not WITHOUT ROWID): its rows are megabytes, which belong in overflow
+    // pages, not in the leaves of the primary key's b-tree.
+    "ALTER TABLE cases ADD COLUMN last_message TEXT;
+    ALTER TABLE cases ADD COLUMN attachments INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE attachments (
+        code         INTEGER NOT NULL,
+        id           INTEGER NOT NULL,
+        name         TEXT    NOT NULL,
+        content_type TEXT    NOT NULL,
+        size         INTEGER NOT NULL,
+        attached_at  INTEGER NOT NULL,
+        data         BLOB    NOT NULL,
+        PRIMARY KEY (code, id)
+    );",
 ];
 
 /// The first 16 bytes of every SQLite database file.

@@ -21,6 +21,8 @@ pub(super) fn record(n: u64) -> CaseRecord {
         expires_at: Timestamp(2),
         waiting_since: None,
         resume_secret_hash: None,
+        last_message: None,
+        attachments: 0,
         group: crate::broker::GENERAL.into(),
         assigned_to: None,
         priority: sosq::protocol::Priority::Normal,

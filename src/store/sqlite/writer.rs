@@ -163,6 +163,7 @@ fn apply(conn: &Connection, ops: &[Persist]) -> rusqlite::Result<CommitReport> {
                 }
             }
             Persist::Note { code, entry } => note(conn, *code, entry)?,
+            Persist::Attach { code, attachment } => attach(conn, *code, attachment)?,
             Persist::Audit(entry) => audit(conn, entry, entry.count + report.deleted.len() as u64)?,
         }
     }
@@ -183,9 +184,11 @@ fn save(conn: &Connection, record: &CaseRecord) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "INSERT INTO cases (code, origin, created_by, customer, description, state, created_at,
              updated_at, expires_at, waiting_since, resume_secret_hash, history_len, team,
-             assigned_to, priority, response_due, first_response_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+             assigned_to, priority, response_due, first_response_at, last_message, attachments)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+             ?18, ?19)
          ON CONFLICT (code) DO UPDATE SET
+             last_message = excluded.last_message, attachments = excluded.attachments,
              team = excluded.team, assigned_to = excluded.assigned_to,
              priority = excluded.priority, response_due = excluded.response_due,
              first_response_at = excluded.first_response_at,
@@ -215,6 +218,8 @@ fn save(conn: &Connection, record: &CaseRecord) -> rusqlite::Result<()> {
         record.priority.as_str(),
         record.response_due.map(millis),
         record.first_response_at.map(millis),
+        record.last_message,
+        i64::from(record.attachments),
     ])?;
     // A full history's last entry folds every later event into itself (see
     // `CaseRecord::note`), so it is written again whenever it changed.
@@ -278,10 +283,37 @@ fn note(
     Ok(())
 }
 
-/// Deletes a case and its history; whether there was one.
+/// Keeps an attachment of a stored case; nothing when the case is gone (see
+/// `Persist::Attach`).
+fn attach(
+    conn: &Connection,
+    code: sosq::SessionCode,
+    attachment: &crate::broker::StoredAttachment,
+) -> rusqlite::Result<()> {
+    let info = &attachment.info;
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO attachments
+             (code, id, name, content_type, size, attached_at, data)
+         SELECT code, ?2, ?3, ?4, ?5, ?6, ?7 FROM cases WHERE code = ?1",
+    )?
+    .execute(params![
+        code_column(code),
+        i64::from(info.id),
+        info.name,
+        info.content_type,
+        i64::try_from(info.size).unwrap_or(i64::MAX),
+        millis(info.attached_at),
+        attachment.bytes.as_slice(),
+    ])?;
+    Ok(())
+}
+
+/// Deletes a case, its history and its attachments; whether there was one.
 fn delete(conn: &Connection, code: sosq::SessionCode) -> rusqlite::Result<bool> {
     let code = code_column(code);
     conn.prepare_cached("DELETE FROM history WHERE code = ?1")?
+        .execute(params![code])?;
+    conn.prepare_cached("DELETE FROM attachments WHERE code = ?1")?
         .execute(params![code])?;
     let removed = conn
         .prepare_cached("DELETE FROM cases WHERE code = ?1")?
