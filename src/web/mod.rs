@@ -150,10 +150,7 @@ pub fn router(state: Arc<WebState>) -> Router {
         )
         .route("/admin/teams/{name}/public", post(accounts::set_public))
         .route("/admin/notice", post(accounts::set_notice))
-        .route(
-            "/admin/profiles",
-            get(profiles::profiles).post(profiles::download_profile),
-        )
+        .route("/admin/profile-file", post(profiles::download_profile))
         .route("/admin/profiles/{name}", get(profiles::edit))
         .route("/admin/profiles/{name}/logo", get(profiles::logo))
         .route("/admin/profiles/{name}/delete", post(profiles::delete))
@@ -167,12 +164,14 @@ pub fn router(state: Arc<WebState>) -> Router {
         .fallback(layout::not_found)
         // Every route above (and the fallback) takes small forms only; a layer applies to
         // the routes added before it, so the profile form after it keeps its own limit.
+        // (Its path is the list's: a path under /admin/profiles/ could be a profile's
+        // name, whose page would then answer "method not allowed".)
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .route(
-            "/admin/profiles/save",
-            post(profiles::save).layer(RequestBodyLimitLayer::new(
-                profiles::MAX_PROFILE_FORM_BYTES,
-            )),
+            "/admin/profiles",
+            get(profiles::profiles).post(profiles::save).layer(
+                RequestBodyLimitLayer::new(profiles::MAX_PROFILE_FORM_BYTES),
+            ),
         );
     pages
         .layer(axum::middleware::from_fn(layout::styled_refusals))

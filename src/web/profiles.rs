@@ -66,7 +66,7 @@ pub async fn profiles(
             (profile_form(&staff, &groups, None))
             h2 { "Support profile file" }
             p { "A support profile file tells " code { "sosq request --profile FILE" } " where the broker is, which certificate to trust and which team's queue to join." }
-            form method="post" action="/admin/profiles" {
+            form method="post" action="/admin/profile-file" {
                 input type="hidden" name="csrf" value=(staff.csrf);
                 label { "Broker address " input type="text" name="server" value=(server) required; }
                 label { "Team " select name="group" { option value="" { "general" } @for g in &groups { option value=(g) { (g) } } } }
@@ -114,7 +114,7 @@ fn profile_row(staff: &Staff, profile: &Profile) -> Markup {
 fn profile_form(staff: &Staff, groups: &[String], existing: Option<&HelpProfile>) -> Markup {
     let offered = |p: Priority| existing.is_some_and(|e| e.priorities.contains(&p));
     html! {
-        form #profile-form method="post" action="/admin/profiles/save" enctype="multipart/form-data" {
+        form #profile-form method="post" action="/admin/profiles" enctype="multipart/form-data" {
             input type="hidden" name="csrf" value=(staff.csrf);
             @if let Some(existing) = existing {
                 input type="hidden" name="name" value=(existing.name);
@@ -264,7 +264,7 @@ impl ProfileForm {
     }
 }
 
-/// `POST /admin/profiles/save`: creates or changes a stored profile, logo included.
+/// `POST /admin/profiles`: creates or changes a stored profile, logo included.
 pub async fn save(
     State(state): State<Arc<WebState>>,
     staff: Staff,
@@ -374,7 +374,7 @@ pub struct NewProfileFile {
     welcome: String,
 }
 
-/// `POST /admin/profiles`: the support profile file, as a download.
+/// `POST /admin/profile-file`: the support profile file, as a download.
 pub async fn download_profile(
     State(state): State<Arc<WebState>>,
     staff: Staff,
