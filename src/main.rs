@@ -51,7 +51,8 @@ enum Command {
     /// Support profiles: without a command, write the file customers run `sosq request
     /// --profile FILE` with; `save`/`list`/`remove` keep the named profiles of the
     /// customers' /help/NAME pages; `desktop-entry` writes the desktop SOS button.
-    Profile(profile::ProfileArgs),
+    // Boxed: its file form and its commands make it the largest by far.
+    Profile(Box<profile::ProfileArgs>),
     /// Manage support teams (groups), each with its own queue.
     #[command(subcommand)]
     Group(GroupCommand),
@@ -250,7 +251,7 @@ fn run() -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
-        Some(Command::Profile(args)) => profile::run(args),
+        Some(Command::Profile(args)) => profile::run(*args),
         Some(Command::Group(GroupCommand::Add { name, public, data })) => {
             directory(&data, Writes::Yes)?.add_group_public(&name, public)?;
             let shown = if public { " (public)" } else { "" };

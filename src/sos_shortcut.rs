@@ -30,7 +30,11 @@ pub enum ShortcutError {
 ///
 /// Errors: [`ShortcutError::Address`] if `server` is not `host:port`, or its host holds
 /// anything but letters, digits, '.', '-' (or an IPv6 address in brackets).
-pub fn help_url(server: &str, web_port: Option<u16>, profile: &str) -> Result<String, ShortcutError> {
+pub fn help_url(
+    server: &str,
+    web_port: Option<u16>,
+    profile: &str,
+) -> Result<String, ShortcutError> {
     let unusable = || {
         ShortcutError::Address(format!(
             "{server:?} is not an address customers can reach, host:port (e.g. support.example.com:4433)"
@@ -40,8 +44,7 @@ pub fn help_url(server: &str, web_port: Option<u16>, profile: &str) -> Result<St
     let port: u16 = port.parse().map_err(|_| unusable())?;
     let plain = |h: &str| {
         !h.is_empty()
-            && h
-                .bytes()
+            && h.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
     };
     let bracketed = host
@@ -97,14 +100,22 @@ fn escape_value(value: &str) -> String {
 /// missing), mode 0644, and returns their paths.
 ///
 /// Errors: [`ShortcutError::Io`].
-pub fn write(dir: &Path, profile: &str, title: &str, url: &str) -> Result<Vec<PathBuf>, ShortcutError> {
+pub fn write(
+    dir: &Path,
+    profile: &str,
+    title: &str,
+    url: &str,
+) -> Result<Vec<PathBuf>, ShortcutError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |cause| ShortcutError::Io { path, cause }
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let files = [
-        (format!("{profile}-support.desktop"), desktop_entry(title, url)),
+        (
+            format!("{profile}-support.desktop"),
+            desktop_entry(title, url),
+        ),
         (format!("{profile}-support.url"), internet_shortcut(url)),
     ];
     let mut written = Vec::new();
@@ -180,7 +191,10 @@ mod tests {
         let written = write(&out, "acme", "ACME support", "https://h:1/help/acme").unwrap();
         assert_eq!(
             written,
-            [out.join("acme-support.desktop"), out.join("acme-support.url")]
+            [
+                out.join("acme-support.desktop"),
+                out.join("acme-support.url")
+            ]
         );
         for path in &written {
             let mode = std::fs::metadata(path).unwrap().permissions().mode();

@@ -45,7 +45,11 @@ fn profile_commands(place: &[&str]) {
     let logo = files.path().join("logo.png");
     std::fs::write(&logo, PNG).unwrap();
     let svg = files.path().join("logo.svg");
-    std::fs::write(&svg, "<svg xmlns='http://www.w3.org/2000/svg'><script/></svg>").unwrap();
+    std::fs::write(
+        &svg,
+        "<svg xmlns='http://www.w3.org/2000/svg'><script/></svg>",
+    )
+    .unwrap();
     let (logo, svg) = (logo.to_str().unwrap(), svg.to_str().unwrap());
 
     let (listed, said) = ok(sosqd(place, &["profile", "list"]));
@@ -92,7 +96,10 @@ fn profile_commands(place: &[&str]) {
     );
 
     // Saving again replaces the words and keeps the logo unless told otherwise.
-    ok(sosqd(place, &["profile", "save", "acme", "--company", "ACME Group"]));
+    ok(sosqd(
+        place,
+        &["profile", "save", "acme", "--company", "ACME Group"],
+    ));
     let (listed, _) = ok(sosqd(place, &["profile", "list"]));
     assert!(
         listed.contains("team general, priority not asked, company \"ACME Group\", png logo"),
@@ -106,16 +113,25 @@ fn profile_commands(place: &[&str]) {
     assert!(said.contains("invalid profile name"), "{said}");
     let said = refused(sosqd(place, &["profile", "save", "acme", "--logo", svg]));
     assert!(said.contains("SVG"), "{said}");
-    let said = refused(sosqd(place, &["profile", "save", "acme", "--team", "sales"]));
+    let said = refused(sosqd(
+        place,
+        &["profile", "save", "acme", "--team", "sales"],
+    ));
     assert!(said.contains("no group named \"sales\""), "{said}");
-    let usage = sosqd(place, &["profile", "save", "acme", "--priorities", "urgent"]);
+    let usage = sosqd(
+        place,
+        &["profile", "save", "acme", "--priorities", "urgent"],
+    );
     assert_eq!(usage.status.code(), Some(2), "{usage:?}");
     assert!(String::from_utf8_lossy(&usage.stderr).contains("unknown priority"));
 
     let (_, said) = ok(sosqd(place, &["profile", "remove", "globex"]));
     assert!(said.contains("/help/globex no longer exists"), "{said}");
     let said = refused(sosqd(place, &["profile", "remove", "globex"]));
-    assert!(said.contains("no support profile named \"globex\""), "{said}");
+    assert!(
+        said.contains("no support profile named \"globex\""),
+        "{said}"
+    );
     let (listed, _) = ok(sosqd(place, &["profile", "list"]));
     assert_eq!(listed.lines().count(), 1, "{listed}");
 }
@@ -163,7 +179,10 @@ fn profiles_are_kept_in_the_data_dir_while_the_daemon_serves() {
             "billing",
         ],
     ));
-    assert!(said.contains("customers run: sosq request --profile"), "{said}");
+    assert!(
+        said.contains("customers run: sosq request --profile"),
+        "{said}"
+    );
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     assert_eq!(written["server"], daemon.addr.as_str());
@@ -292,5 +311,8 @@ fn desktop_entry_writes_both_shortcuts_to_the_help_page() {
             "h:1",
         ],
     ));
-    assert!(said.contains("no support profile named \"nobody\""), "{said}");
+    assert!(
+        said.contains("no support profile named \"nobody\""),
+        "{said}"
+    );
 }

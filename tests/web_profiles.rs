@@ -76,7 +76,10 @@ async fn an_admin_uploads_a_logo_an_expert_cannot_and_a_bad_csrf_is_refused() {
         assert_eq!(response.status(), 403, "token {token:?}");
         assert!(response.text().await.unwrap().contains("CSRF"));
     }
-    assert!(console.page("/admin/profiles").await.contains("No profiles yet."));
+    assert!(console
+        .page("/admin/profiles")
+        .await
+        .contains("No profiles yet."));
 
     // An expert, with its own session's token, is refused.
     let ana = Console::new(&daemon);
@@ -121,17 +124,29 @@ async fn an_admin_uploads_a_logo_an_expert_cannot_and_a_bad_csrf_is_refused() {
 
     // SVG (by its content, whatever its name says) and oversized logos are refused.
     let svg = b"<svg xmlns=\"http://www.w3.org/2000/svg\"><script>alert(1)</script></svg>";
-    let response = save(&console, profile_form(&csrf, "svg", Some((svg, "logo.png")))).await;
+    let response = save(
+        &console,
+        profile_form(&csrf, "svg", Some((svg, "logo.png"))),
+    )
+    .await;
     assert_eq!(response.status(), 400);
     assert!(response.text().await.unwrap().contains("SVG"));
     // Past 256 KiB the store refuses it; past the route's limit the body is not read.
     let mut big = PNG.to_vec();
     big.resize(300 * 1024, 0);
-    let response = save(&console, profile_form(&csrf, "big", Some((&big, "big.png")))).await;
+    let response = save(
+        &console,
+        profile_form(&csrf, "big", Some((&big, "big.png"))),
+    )
+    .await;
     assert_eq!(response.status(), 400);
     assert!(response.text().await.unwrap().contains("at most 256 KiB"));
     big.resize(400 * 1024, 0);
-    let response = save(&console, profile_form(&csrf, "big", Some((&big, "big.png")))).await;
+    let response = save(
+        &console,
+        profile_form(&csrf, "big", Some((&big, "big.png"))),
+    )
+    .await;
     assert_eq!(response.status(), 413);
     // Other forms keep their small limit.
     let long = "x".repeat(100 * 1024);
@@ -140,12 +155,18 @@ async fn an_admin_uploads_a_logo_an_expert_cannot_and_a_bad_csrf_is_refused() {
         .await;
     assert_eq!(response.status(), 413);
     let page = console.page("/admin/profiles").await;
-    assert!(!page.contains("/help/svg") && !page.contains("/help/big"), "{page}");
+    assert!(
+        !page.contains("/help/svg") && !page.contains("/help/big"),
+        "{page}"
+    );
 
     // A profile may be named like the form's own path.
     let response = save(&console, profile_form(&csrf, "save", None)).await;
     assert_eq!(response.status(), 303);
-    assert!(console.page("/admin/profiles/save").await.contains("Save changes"));
+    assert!(console
+        .page("/admin/profiles/save")
+        .await
+        .contains("Save changes"));
     let response = console
         .post("/admin/profiles/save/delete", &[("csrf", &csrf)])
         .await;
@@ -169,7 +190,10 @@ async fn an_admin_uploads_a_logo_an_expert_cannot_and_a_bad_csrf_is_refused() {
         .post("/admin/profiles/acme/delete", &[("csrf", &csrf)])
         .await;
     assert_eq!(response.status(), 303);
-    assert!(console.page("/admin/profiles").await.contains("No profiles yet."));
+    assert!(console
+        .page("/admin/profiles")
+        .await
+        .contains("No profiles yet."));
     assert_eq!(console.get("/admin/profiles/acme").await.status(), 404);
 
     let audit = console.page("/admin/audit").await;

@@ -10,8 +10,7 @@ use crate::store::users::Profile;
 
 /// What the customer's page says to an unreadable store: the details go to the log only,
 /// since anyone may open the page.
-const UNREADABLE: &str =
-    "support requests cannot be taken just now; please try again in a minute";
+const UNREADABLE: &str = "support requests cannot be taken just now; please try again in a minute";
 
 /// What /help/<name> shows and asks.
 #[derive(Debug, Clone, PartialEq, Eq)]

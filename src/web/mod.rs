@@ -169,9 +169,9 @@ pub fn router(state: Arc<WebState>) -> Router {
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .route(
             "/admin/profiles",
-            get(profiles::profiles).post(profiles::save).layer(
-                RequestBodyLimitLayer::new(profiles::MAX_PROFILE_FORM_BYTES),
-            ),
+            get(profiles::profiles)
+                .post(profiles::save)
+                .layer(RequestBodyLimitLayer::new(profiles::MAX_PROFILE_FORM_BYTES)),
         );
     pages
         .layer(axum::middleware::from_fn(layout::styled_refusals))

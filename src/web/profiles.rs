@@ -47,7 +47,11 @@ pub async fn profiles(
     let groups = state.shared.users().groups().map_err(store_error)?;
     let stored = state.shared.users().profiles().map_err(store_error)?;
     let flash = state.sessions.take_flash(&staff.session);
-    let server = format!("{}:{}", reached_host(&uri, &headers), state.shared.quic_port());
+    let server = format!(
+        "{}:{}",
+        reached_host(&uri, &headers),
+        state.shared.quic_port()
+    );
     Ok(page(
         "Support profiles",
         Some(&staff.viewer()),

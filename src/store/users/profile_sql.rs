@@ -128,7 +128,12 @@ pub(super) async fn save(
     let (replace_logo, kind, sha256, image) = match checked.logo {
         CheckedLogo::Keep => (false, None, None, None),
         CheckedLogo::Remove => (true, None, None, None),
-        CheckedLogo::Set(info, bytes) => (true, Some(info.kind.as_str()), Some(info.sha256), Some(bytes)),
+        CheckedLogo::Set(info, bytes) => (
+            true,
+            Some(info.kind.as_str()),
+            Some(info.sha256),
+            Some(bytes),
+        ),
     };
     let priorities: Vec<&str> = profile.priorities.iter().map(|p| p.as_str()).collect();
     let saved_at = i64::try_from(profile.saved_at.0).unwrap_or(i64::MAX);

@@ -290,7 +290,9 @@ pub(super) fn checked(draft: ProfileDraft, now: Timestamp) -> Result<Checked, Us
 
 /// `text` trimmed, or `None` when that leaves nothing.
 fn optional_text(text: &str) -> Option<String> {
-    Some(text.trim()).filter(|t| !t.is_empty()).map(str::to_string)
+    Some(text.trim())
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
 }
 
 /// The SHA-256 of `bytes`, as lowercase hex.

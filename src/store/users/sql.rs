@@ -307,14 +307,10 @@ pub(super) async fn apply(
             let team = [checked.profile.team.clone()];
             match check_groups(&tx, &team).await? {
                 Err(missing) => Err(missing),
-                Ok(()) => profile_sql::save(&tx, checked)
-                    .await?
-                    .map(Written::Profile),
+                Ok(()) => profile_sql::save(&tx, checked).await?.map(Written::Profile),
             }
         }
-        Write::RemoveProfile(name) => profile_sql::remove(&tx, name)
-            .await?
-            .map(Written::Profile),
+        Write::RemoveProfile(name) => profile_sql::remove(&tx, name).await?.map(Written::Profile),
     };
     // A refused write changes nothing: the transaction rolls back when dropped.
     if outcome.is_ok() {

@@ -239,7 +239,10 @@ fn the_file_backend_keeps_logos_beside_the_users_file_and_sweeps_unused_ones() {
     let hash = saved.logo.unwrap().sha256;
     assert_eq!(logo_files(), [format!("profile-logo-{hash}")]);
     let stored = place.stored();
-    assert!(stored.contains(&hash) && !stored.contains("IHDR"), "{stored}");
+    assert!(
+        stored.contains(&hash) && !stored.contains("IHDR"),
+        "{stored}"
+    );
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(place.0.path().join(format!("profile-logo-{hash}")))
             .unwrap()
