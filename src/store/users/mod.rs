@@ -502,58 +502,6 @@ impl UserDirectory {
         Ok(notice)
     }
 
-    /// Saves a named support profile: a new one, or in place of the one with its name
-    /// (keeping that one's place in the list, and its logo if `draft.logo` says
-    /// [`LogoChange::Keep`]). Returns the profile as kept.
-    ///
-    /// Errors: [`UserError::InvalidProfile`] (name, texts, logo), [`UserError::NoSuchGroup`]
-    /// (its team must exist), [`UserError::TooManyProfiles`], or the backend's.
-    pub fn save_profile(&self, draft: ProfileDraft) -> Result<Profile, UserError> {
-        let checked = profiles::checked(draft, Timestamp::now())?;
-        match &self.backend {
-            Backend::File(file) => file.save_profile(checked),
-            Backend::Postgres(pg) => pg.save_profile(checked),
-        }
-    }
-
-    /// Removes a named support profile and its logo, returning what it was.
-    ///
-    /// Errors: [`UserError::NoSuchProfile`], or the backend's.
-    pub fn remove_profile(&self, name: &str) -> Result<Profile, UserError> {
-        match &self.backend {
-            Backend::File(file) => file.remove_profile(name),
-            Backend::Postgres(pg) => pg.remove_profile(name),
-        }
-    }
-
-    /// Every named support profile, in the order they were first saved.
-    pub fn profiles(&self) -> Result<Vec<Profile>, UserError> {
-        self.read(|roster| roster.profiles.clone())
-    }
-
-    /// The support profile with this name, if any.
-    pub fn profile(&self, name: &str) -> Result<Option<Profile>, UserError> {
-        self.read(|roster| roster.profile(name))
-    }
-
-    /// The logo of the support profile with this name, if it exists and has one.
-    ///
-    /// Errors: the backend's, and [`UserError::Corrupt`] for a logo file that is not the
-    /// image the directory names.
-    pub fn profile_logo(&self, name: &str) -> Result<Option<Logo>, UserError> {
-        match &self.backend {
-            Backend::File(file) => file.profile_logo(name),
-            Backend::Postgres(pg) => pg.read(|roster| {
-                let info = roster.profile(name)?.logo?;
-                let bytes = roster.logos.get(&info.sha256)?;
-                Some(Logo {
-                    kind: info.kind,
-                    bytes: bytes.to_vec(),
-                })
-            }),
-        }
-    }
-
     /// Removes a user; its token stops working, on open connections too.
     pub fn revoke(&self, name: &str) -> Result<User, UserError> {
         match &self.backend {

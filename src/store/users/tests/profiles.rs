@@ -276,8 +276,8 @@ fn the_file_backend_keeps_logos_beside_the_users_file_and_sweeps_unused_ones() {
     ));
 }
 
-/// The database keeps the image in the profile's row; the daemon's copy fetches it when
-/// its hash is new and keeps it in memory (a profile's page never waits on the database).
+/// A database a sosqd of user schema 2 wrote (before profiles) migrates to schema 3 on
+/// open, its teams and notice untouched; a profile's image is then kept in its row.
 #[test]
 fn a_schema_2_directory_migrates_to_profiles_and_keeps_its_rows() {
     let Some(place) = PgPlace::new() else {
