@@ -10,6 +10,7 @@
 //! - [`logging`]: log lines on stderr, with a level a reload can change.
 //! - [`datadir`]: one daemon per data dir (its lock).
 //! - [`web`]: the HTTPS web console and public pages, another way in to the same core.
+//! - [`sos_shortcut`]: the desktop SOS button that opens a support profile's help page.
 //! - [`loadgen`]: the load generator of the scale benchmark and its smoke test.
 
 pub mod broker;
@@ -23,6 +24,7 @@ pub mod loadgen;
 pub mod logging;
 pub mod relay;
 pub mod server;
+pub mod sos_shortcut;
 pub mod store;
 pub mod transport;
 pub mod web;

@@ -1,6 +1,6 @@
 //! `sosqd`: run the broker (`serve`, the default), print the certificate fingerprint, add
-//! staff users and teams, set the public status page's notice, write support profiles,
-//! back up and restore the case store.
+//! staff users and teams, set the public status page's notice, keep and write support
+//! profiles (`main/profile.rs`), back up and restore the case store.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,6 +10,8 @@ use sosqd::config::{parse_duration, Config, Overrides};
 use sosqd::store::users::{StaffRole, UserDirectory};
 use sosqd::transport::Identity;
 
+#[path = "main/profile.rs"]
+mod profile;
 #[path = "main/serve.rs"]
 mod serve;
 
@@ -46,24 +48,11 @@ enum Command {
     /// Manage experts and admins.
     #[command(subcommand)]
     User(UserCommand),
-    /// Write a support profile: the file customers run `sosq request --profile FILE` with.
-    Profile {
-        /// Where to write it.
-        #[arg(long, value_name = "FILE")]
-        out: PathBuf,
-        /// The broker's address as customers reach it, host:port [default: the listen
-        /// address, if it is not a wildcard].
-        #[arg(long, value_name = "ADDR")]
-        server: Option<String>,
-        /// The team whose queue the customers land in.
-        #[arg(long)]
-        group: Option<String>,
-        /// Shown to customers while they wait.
-        #[arg(long)]
-        welcome: Option<String>,
-        #[command(flatten)]
-        data: StoreArgs,
-    },
+    /// Support profiles: without a command, write the file customers run `sosq request
+    /// --profile FILE` with; `save`/`list`/`remove` keep the named profiles of the
+    /// customers' /help/NAME pages; `desktop-entry` writes the desktop SOS button.
+    // Boxed: its file form and its commands make it the largest by far.
+    Profile(Box<profile::ProfileArgs>),
     /// Manage support teams (groups), each with its own queue.
     #[command(subcommand)]
     Group(GroupCommand),
@@ -262,44 +251,7 @@ fn run() -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
-        Some(Command::Profile {
-            out,
-            server,
-            group,
-            welcome,
-            data,
-        }) => {
-            let config = store_config(&data)?;
-            let users = UserDirectory::from_config(&config)?;
-            if let Some(group) = &group {
-                if !users.group_exists(group)? {
-                    anyhow::bail!(
-                        "no group named {group:?}; add it with `sosqd group add {group}`"
-                    );
-                }
-            }
-            let server = match server {
-                Some(server) => server,
-                None if !config.listen.ip().is_unspecified() => config.listen.to_string(),
-                None => anyhow::bail!(
-                    "the daemon listens on {}, which customers cannot dial; give --server HOST:PORT",
-                    config.listen
-                ),
-            };
-            let profile = sosq::profile::SupportProfile {
-                server,
-                fingerprint: Identity::from_config(&config)?.fingerprint(),
-                group,
-                welcome,
-            };
-            profile.save(&out)?;
-            eprintln!(
-                "wrote {}; customers run: sosq request --profile {}",
-                out.display(),
-                out.display()
-            );
-            Ok(())
-        }
+        Some(Command::Profile(args)) => profile::run(*args),
         Some(Command::Group(GroupCommand::Add { name, public, data })) => {
             directory(&data, Writes::Yes)?.add_group_public(&name, public)?;
             let shown = if public { " (public)" } else { "" };

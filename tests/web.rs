@@ -334,7 +334,7 @@ async fn an_admin_manages_users_teams_and_profiles_and_the_audit_log_says_via_co
     );
     let response = console
         .post(
-            "/admin/profiles",
+            "/admin/profile-file",
             &[
                 ("csrf", &csrf),
                 ("server", "support.example:4433"),

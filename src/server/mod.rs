@@ -20,6 +20,7 @@ mod dispatch;
 mod drains;
 mod error;
 mod expiry;
+mod help_profiles;
 pub mod metrics;
 pub mod pages;
 mod placement;
@@ -60,6 +61,7 @@ pub use daemon::{console_line, listening_line, parse_console_line, parse_listeni
 pub(crate) use dispatch::handle;
 pub use dispatch::{Caller, Channel};
 pub use error::ServerError;
+pub use help_profiles::HelpProfile;
 pub use reload::{ReloadReport, Reloader};
 pub use reports::TOP_EXPERTS;
 pub use roles::authorize;

@@ -1,13 +1,13 @@
 //! The admin's account pages: users (add, with the token shown once; revoke), teams
-//! (groups; which show on the public status page) and the status page's notice, and support profiles (made here and downloaded: the file customers run
-//! `sosq request --profile FILE` with). They do what `sosqd user`, `sosqd group` and
-//! `sosqd profile` do, on the same users store, and each change goes in the audit log.
+//! (groups; which show on the public status page) and the status page's notice (support
+//! profiles are `profiles.rs`). They do what `sosqd user`, `sosqd group` and `sosqd
+//! notice` do, on the same users store, and each change goes in the audit log.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::http::StatusCode;
+use axum::response::Redirect;
 use axum::Form;
 use maud::{html, Markup};
 use serde::Deserialize;
@@ -17,7 +17,8 @@ use super::layout::{clock_time, page, PageError};
 use super::WebState;
 use crate::store::users::StaffRole;
 
-fn store_error(e: impl std::fmt::Display) -> PageError {
+/// A users-store refusal (a name taken, a team missing...) as a page, in its words.
+pub(super) fn store_error(e: impl std::fmt::Display) -> PageError {
     PageError::new(StatusCode::BAD_REQUEST, e.to_string())
 }
 
@@ -317,104 +318,4 @@ pub async fn set_notice(
         },
     );
     Ok(Redirect::to("/admin/teams"))
-}
-
-/// `GET /admin/profiles`: the form that makes a support profile.
-pub async fn profiles(
-    State(state): State<Arc<WebState>>,
-    staff: Staff,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-) -> Result<Markup, PageError> {
-    staff.require_admin("managing users, teams and profiles")?;
-    let groups = state.shared.users().groups().map_err(store_error)?;
-    // Customers dial the host the admin's browser reached, at the QUIC port.
-    // HTTP/1.1 names it in `Host`, HTTP/2 in the request's authority.
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| uri.authority().map(|a| a.as_str().to_string()))
-        .and_then(|h| h.parse::<axum::http::uri::Authority>().ok())
-        .map(|a| a.host().to_string())
-        .unwrap_or_else(|| "HOST".to_string());
-    let server = format!("{host}:{}", state.shared.quic_port());
-    Ok(page(
-        "Support profiles",
-        Some(&staff.viewer()),
-        None,
-        html! {
-            p { "A support profile tells " code { "sosq request --profile FILE" } " where the broker is, which certificate to trust and which team's queue to join." }
-            form method="post" action="/admin/profiles" {
-                input type="hidden" name="csrf" value=(staff.csrf);
-                label { "Broker address " input type="text" name="server" value=(server) required; }
-                label { "Team " select name="group" { option value="" { "general" } @for g in &groups { option value=(g) { (g) } } } }
-                label { "Welcome text " input type="text" name="welcome" size="40"; }
-                button type="submit" { "Download profile" }
-            }
-        },
-    ))
-}
-
-/// The profile form.
-#[derive(Deserialize)]
-pub struct NewProfile {
-    #[serde(default)]
-    csrf: String,
-    server: String,
-    #[serde(default)]
-    group: String,
-    #[serde(default)]
-    welcome: String,
-}
-
-/// `POST /admin/profiles`: the profile file, as a download.
-pub async fn download_profile(
-    State(state): State<Arc<WebState>>,
-    staff: Staff,
-    Form(form): Form<NewProfile>,
-) -> Result<Response, PageError> {
-    staff.check_csrf(&form.csrf)?;
-    staff.require_admin("managing users, teams and profiles")?;
-    let group = Some(form.group.trim().to_string()).filter(|g| !g.is_empty());
-    if let Some(group) = &group {
-        if !state
-            .shared
-            .users()
-            .group_exists(group)
-            .map_err(store_error)?
-        {
-            return Err(PageError::new(
-                StatusCode::BAD_REQUEST,
-                format!("no team named {group:?}; add it first"),
-            ));
-        }
-    }
-    let server = form.server.trim().to_string();
-    if server.starts_with(':') || server.starts_with("HOST:") || !server.contains(':') {
-        return Err(PageError::new(
-            StatusCode::BAD_REQUEST,
-            "give the broker's address as customers reach it, host:port",
-        ));
-    }
-    let profile = sosq::profile::SupportProfile {
-        server,
-        fingerprint: state.shared.fingerprint(),
-        group,
-        welcome: Some(form.welcome.trim().to_string()).filter(|w| !w.is_empty()),
-    };
-    let text = serde_json::to_string_pretty(&profile)
-        .map_err(|e| PageError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        + "\n";
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/json"),
-            (
-                header::CONTENT_DISPOSITION,
-                "attachment; filename=\"support.sosq\"",
-            ),
-        ],
-        text,
-    )
-        .into_response())
 }

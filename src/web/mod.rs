@@ -14,7 +14,8 @@
 //! - `case.rs`: a case's page and its actions; `attachments.rs`: its customer's files;
 //! - `admin.rs` (with `case_filter.rs`): the admin's case table, bulk delete, CSV export;
 //! - `audit.rs`: the audit log and its CSV export;
-//! - `accounts.rs`: users, teams and support profiles;
+//! - `accounts.rs`: users, teams and the status page's notice;
+//! - `profiles.rs`: support profiles (the customers' `/help/<name>` pages, and files);
 //! - `reports.rs`: the admin's charts;
 //! - `public.rs`: `/status`, `/case` (a customer follows its request) and `/healthz`;
 //! - `help.rs`: `/help`, where a customer with nothing installed asks for help and chats,
@@ -34,6 +35,7 @@ mod case_filter;
 mod chat;
 mod help;
 mod layout;
+mod profiles;
 pub(crate) mod public;
 mod queue;
 mod reports;
@@ -56,6 +58,8 @@ pub use serve::{serve, tls_config, WebError};
 
 /// The most bytes a request body may have: the largest form (a note or an escalation
 /// reason of 2,000 characters in 4-byte characters, plus the CSRF token) fits many times.
+/// The profile form alone, which carries a logo, has a limit of its own
+/// (`profiles::MAX_PROFILE_FORM_BYTES`).
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The Content-Security-Policy of every answer: only this origin's own script and style
@@ -161,10 +165,10 @@ pub fn router(state: Arc<WebState>) -> Router {
         )
         .route("/admin/teams/{name}/public", post(accounts::set_public))
         .route("/admin/notice", post(accounts::set_notice))
-        .route(
-            "/admin/profiles",
-            get(accounts::profiles).post(accounts::download_profile),
-        )
+        .route("/admin/profile-file", post(profiles::download_profile))
+        .route("/admin/profiles/{name}", get(profiles::edit))
+        .route("/admin/profiles/{name}/logo", get(profiles::logo))
+        .route("/admin/profiles/{name}/delete", post(profiles::delete))
         .route("/status", get(public::status))
         .route("/case", get(public::case_form).post(public::case_open))
         .route("/case/view", get(public::case_view))
@@ -174,11 +178,21 @@ pub fn router(state: Arc<WebState>) -> Router {
         .route("/chat/customer", get(help::customer_socket))
         .route("/healthz", get(public::healthz))
         .route("/assets/{file}", get(layout::asset))
-        .fallback(layout::not_found);
+        .fallback(layout::not_found)
+        // Every route above (and the fallback) takes small forms only; a layer applies to
+        // the routes added before it, so the profile form after it keeps its own limit.
+        // (Its path is the list's: a path under /admin/profiles/ could be a profile's
+        // name, whose page would then answer "method not allowed".)
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .route(
+            "/admin/profiles",
+            get(profiles::profiles)
+                .post(profiles::save)
+                .layer(RequestBodyLimitLayer::new(profiles::MAX_PROFILE_FORM_BYTES)),
+        );
     pages
         .layer(axum::middleware::from_fn(layout::styled_refusals))
         .layer(axum::middleware::from_fn(auth::same_origin))
-        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CONTENT_SECURITY_POLICY),

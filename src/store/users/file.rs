@@ -4,12 +4,22 @@
 //! whether or not a daemon is running; a running daemon notices the change by the file's
 //! modification time and size and reloads before the next authentication. Writers take
 //! turns on the data dir's lock, so two admin commands at once do not lose a change.
+//!
+//! A support profile's logo is a file of its own beside `users.json`, named by the image's
+//! SHA-256 (`profile-logo-<hash>`): written before `users.json` names it and removed only
+//! after no profile names it, so a reader never finds a name without its image.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use super::{Notice, Roster, StaffRole, User, UserError, USERS_FILE};
+use super::profiles::{self, Checked, CheckedLogo};
+use super::{
+    Logo, Notice, Profile, Roster, StaffRole, User, UserError, MAX_LOGO_BYTES, USERS_FILE,
+};
+
+/// How a logo file's name starts; its SHA-256 follows.
+const LOGO_FILE_PREFIX: &str = "profile-logo-";
 
 #[derive(Default)]
 struct Cached {
@@ -94,6 +104,123 @@ impl FileUsers {
         self.write_file(&file)
     }
 
+    /// Saves a checked profile (see [`super::UserDirectory::save_profile`]).
+    pub(super) fn save_profile(&self, checked: Checked) -> Result<Profile, UserError> {
+        let _turn = self.writers_turn()?;
+        let mut file = self.read_file()?;
+        let mut profile = checked.profile;
+        if !file.group_exists(&profile.team) {
+            return Err(UserError::NoSuchGroup(profile.team));
+        }
+        file.room_for_profile(&profile.name)?;
+        let index = file.profiles.iter().position(|p| p.name == profile.name);
+        profile.logo = match checked.logo {
+            CheckedLogo::Keep => index.and_then(|i| file.profiles[i].logo.clone()),
+            CheckedLogo::Remove => None,
+            CheckedLogo::Set(info, bytes) => {
+                // Before `users.json` names it; a failure after this leaves an unnamed
+                // file, which the next write sweeps away.
+                let path = self.logo_path(&info.sha256);
+                crate::fsutil::write_private_atomically(&path, &bytes)
+                    .map_err(|cause| UserError::Io { path, cause })?;
+                Some(info)
+            }
+        };
+        match index {
+            Some(i) => file.profiles[i] = profile.clone(),
+            None => file.profiles.push(profile.clone()),
+        }
+        self.write_file(&file)?;
+        self.sweep_logos(&file);
+        Ok(profile)
+    }
+
+    /// Removes a profile and its logo, returning the profile.
+    pub(super) fn remove_profile(&self, name: &str) -> Result<Profile, UserError> {
+        let _turn = self.writers_turn()?;
+        let mut file = self.read_file()?;
+        let Some(index) = file.profiles.iter().position(|p| p.name == name) else {
+            return Err(UserError::NoSuchProfile(name.to_string()));
+        };
+        let profile = file.profiles.remove(index);
+        self.write_file(&file)?;
+        self.sweep_logos(&file);
+        Ok(profile)
+    }
+
+    /// The logo of profile `name`, read from its file and checked against its hash.
+    pub(super) fn profile_logo(&self, name: &str) -> Result<Option<Logo>, UserError> {
+        let Some(info) = self.read(|roster| roster.profile(name).and_then(|p| p.logo))? else {
+            return Ok(None);
+        };
+        let corrupt = |message: String| UserError::Corrupt {
+            path: self.path.clone(),
+            message,
+        };
+        if !profiles::is_sha256_hex(&info.sha256) {
+            return Err(corrupt(format!(
+                "profile {name:?} names its logo {:?}, which is no SHA-256",
+                info.sha256
+            )));
+        }
+        let path = self.logo_path(&info.sha256);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            // Removed since the read above (the profile changed meanwhile): no logo now.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(cause) => {
+                let cause = crate::fsutil::explain_denied(cause, &path);
+                return Err(UserError::Io { path, cause });
+            }
+        };
+        if bytes.len() > MAX_LOGO_BYTES || profiles::sha256_hex(&bytes) != info.sha256 {
+            return Err(UserError::Corrupt {
+                path,
+                message: "the logo file is not the image the users file names".into(),
+            });
+        }
+        Ok(Some(Logo {
+            kind: info.kind,
+            bytes,
+        }))
+    }
+
+    /// Where the logo with this SHA-256 is kept.
+    fn logo_path(&self, sha256: &str) -> PathBuf {
+        self.dir().join(format!("{LOGO_FILE_PREFIX}{sha256}"))
+    }
+
+    /// Removes the logo files no profile of `roster` (just written) names. Best effort: a
+    /// file left behind costs disk space only, and the next write tries again.
+    fn sweep_logos(&self, roster: &Roster) {
+        let Ok(entries) = std::fs::read_dir(self.dir()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(hash) = name.to_str().and_then(|n| n.strip_prefix(LOGO_FILE_PREFIX)) else {
+                continue;
+            };
+            let named = roster
+                .profiles
+                .iter()
+                .any(|p| p.logo.as_ref().is_some_and(|logo| logo.sha256 == hash));
+            if !named {
+                if let Err(error) = std::fs::remove_file(entry.path()) {
+                    tracing::warn!(file = %entry.path().display(), %error, "cannot remove a logo no profile uses");
+                }
+            }
+        }
+    }
+
+    /// The data dir.
+    fn dir(&self) -> &Path {
+        match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        }
+    }
+
     /// Removes a user, returning it.
     pub(super) fn remove_user(&self, name: &str) -> Result<User, UserError> {
         let _turn = self.writers_turn()?;
@@ -145,10 +272,7 @@ impl FileUsers {
             path: self.path.clone(),
             cause,
         };
-        let dir = match self.path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
+        let dir = self.dir();
         crate::fsutil::create_private_dir(dir).map_err(io)?;
         crate::fsutil::lock_dir(dir).map_err(io)
     }

@@ -1,6 +1,7 @@
 //! Experts and admins, and the teams (groups) they work: names, roles and the SHA-256 of
-//! each access token (never the token itself); and what the public status page shows
-//! besides the queue: which teams are public and the maintenance notice (`notice.rs`).
+//! each access token (never the token itself); what the public status page shows besides
+//! the queue: which teams are public and the maintenance notice (`notice.rs`); and the
+//! named support profiles of the customers' `/help/<name>` pages (`profiles.rs`).
 //!
 //! Two backends keep them, with one set of rules (this module) and one contract suite
 //! (`tests`):
@@ -16,11 +17,15 @@
 mod file;
 mod notice;
 mod postgres;
+mod profile_sql;
+mod profiles;
 mod sql;
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -30,6 +35,10 @@ use crate::broker::hash_secret;
 use crate::config::Config;
 
 pub use notice::{Notice, MAX_NOTICE_CHARS};
+pub use profiles::{
+    check_profile_name, Logo, LogoChange, LogoInfo, LogoKind, Profile, ProfileDraft,
+    MAX_COMPANY_CHARS, MAX_LOGO_BYTES, MAX_PROFILES, MAX_PROFILE_NAME, MAX_WELCOME_CHARS,
+};
 
 /// The file name inside the data dir.
 pub const USERS_FILE: &str = "users.json";
@@ -154,6 +163,18 @@ pub enum UserError {
     /// The maintenance notice is unusable (empty, too long, not one line).
     #[error("{0}")]
     InvalidNotice(String),
+    /// A support profile is unusable (its name, texts or logo); says what is wrong.
+    #[error("{0}")]
+    InvalidProfile(String),
+    /// No support profile has that name.
+    #[error("no support profile named {0:?}; `sosqd profile list` shows them")]
+    NoSuchProfile(String),
+    /// The directory holds [`MAX_PROFILES`] profiles already.
+    #[error(
+        "there are {MAX_PROFILES} support profiles already, the most kept; remove one with \
+         `sosqd profile remove NAME` first"
+    )]
+    TooManyProfiles,
 }
 
 fn check_name(name: &str) -> Result<(), UserError> {
@@ -186,6 +207,14 @@ struct Roster {
     /// The maintenance notice of the public status page, if one is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     notice: Option<Notice>,
+    /// The named support profiles, in the order they were first saved. Left out when
+    /// empty, so files without any stay as they were.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    profiles: Vec<Profile>,
+    /// The PostgreSQL backend's copy of the profiles' logos, by SHA-256; the file backend
+    /// keeps each in a file of its own and leaves this empty (never in `users.json`).
+    #[serde(skip)]
+    logos: HashMap<String, Arc<Vec<u8>>>,
 }
 
 impl Roster {
@@ -228,6 +257,24 @@ impl Roster {
             self.public_groups.push(name.to_string());
         }
         Ok(())
+    }
+
+    fn profile(&self, name: &str) -> Option<Profile> {
+        self.profiles
+            .iter()
+            .find(|profile| profile.name == name)
+            .cloned()
+    }
+
+    /// Whether one more profile named `name` may be kept: a new name must leave the
+    /// directory within [`MAX_PROFILES`].
+    fn room_for_profile(&self, name: &str) -> Result<(), UserError> {
+        let replaces = self.profiles.iter().any(|profile| profile.name == name);
+        if replaces || self.profiles.len() < MAX_PROFILES {
+            Ok(())
+        } else {
+            Err(UserError::TooManyProfiles)
+        }
     }
 
     fn expert(&self, name: &str) -> Option<User> {

@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 use tokio_postgres::{Client, NoTls};
 
-use super::sql::{self, Write};
-use super::{Notice, Roster, User, UserError};
+use super::profiles::Checked;
+use super::sql::{self, Write, Written};
+use super::{Notice, Profile, Roster, User, UserError};
 
 /// How often the in-memory copy is reloaded.
 pub(super) const REFRESH_EVERY: Duration = Duration::from_millis(250);
@@ -48,7 +49,7 @@ struct Snapshot {
 }
 
 /// A write for the thread, and where its outcome goes.
-type Job = (Write, mpsc::Sender<Result<Option<User>, UserError>>);
+type Job = (Write, mpsc::Sender<Result<Written, UserError>>);
 
 /// A user directory in a PostgreSQL database. See the module documentation.
 pub(super) struct PgUsers {
@@ -161,8 +162,26 @@ impl PgUsers {
 
     /// See [`super::UserDirectory::set_groups`].
     pub(super) fn set_groups(&self, name: &str, groups: &[String]) -> Result<User, UserError> {
-        self.write(Write::SetGroups(name.to_string(), groups.to_vec()))?
-            .ok_or_else(|| self.database("the update returned no user".into()))
+        match self.write(Write::SetGroups(name.to_string(), groups.to_vec()))? {
+            Written::User(user) => Ok(user),
+            _ => Err(self.database("the update returned no user".into())),
+        }
+    }
+
+    /// Saves a checked profile (see [`super::UserDirectory::save_profile`]).
+    pub(super) fn save_profile(&self, checked: Checked) -> Result<Profile, UserError> {
+        match self.write(Write::SaveProfile(checked))? {
+            Written::Profile(profile) => Ok(profile),
+            _ => Err(self.database("the save returned no profile".into())),
+        }
+    }
+
+    /// Removes a profile, returning it.
+    pub(super) fn remove_profile(&self, name: &str) -> Result<Profile, UserError> {
+        match self.write(Write::RemoveProfile(name.to_string()))? {
+            Written::Profile(profile) => Ok(profile),
+            _ => Err(self.database("the delete returned no profile".into())),
+        }
     }
 
     /// Adds a checked team name that is not `general`, public or not.
@@ -184,12 +203,14 @@ impl PgUsers {
 
     /// Removes a user, returning it.
     pub(super) fn remove_user(&self, name: &str) -> Result<User, UserError> {
-        self.write(Write::Revoke(name.to_string()))?
-            .ok_or_else(|| self.database("the delete returned no user".into()))
+        match self.write(Write::Revoke(name.to_string()))? {
+            Written::User(user) => Ok(user),
+            _ => Err(self.database("the delete returned no user".into())),
+        }
     }
 
     /// Runs `write` on the thread and waits for its outcome.
-    fn write(&self, write: Write) -> Result<Option<User>, UserError> {
+    fn write(&self, write: Write) -> Result<Written, UserError> {
         let stopped = || self.database("the directory's thread has stopped".into());
         let Some(work) = &self.work else {
             return Err(stopped());
@@ -323,7 +344,13 @@ impl Worker {
         let (Some(runtime), Some((client, _))) = (&self.runtime, &self.connection) else {
             return Err("not connected".into());
         };
-        let roster = match runtime.block_on(within(sql::roster(client))) {
+        // The copy being replaced: its logos need not be fetched again.
+        let known = snapshot
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .roster
+            .clone();
+        let roster = match runtime.block_on(within(sql::roster(client, &known))) {
             Ok(Ok(roster)) => roster,
             Ok(Err(cause)) | Err(cause) => {
                 self.drop_connection();
@@ -384,7 +411,7 @@ impl Worker {
     }
 
     /// Runs one write in its transaction.
-    fn write(&mut self, write: Write) -> Result<Option<User>, UserError> {
+    fn write(&mut self, write: Write) -> Result<Written, UserError> {
         let shown = self.shown.clone();
         let database = |cause: String| UserError::Database {
             store: shown.clone(),
@@ -401,7 +428,7 @@ impl Worker {
                 self.drop_connection();
                 Err(database(format!(
                     "{cause}; the change may or may not have been made: check with \
-                     `sosqd user list` or `sosqd group list`"
+                     `sosqd user list`, `sosqd group list` or `sosqd profile list`"
                 )))
             }
         }

@@ -3,14 +3,18 @@
 //! The tables sit beside the case store's, in the same schema; their names start with
 //! `sosq_` (like the case store's `sosq_meta`), and their schema version is their own
 //! (`sosq_users_meta`), so the user directory and the case store migrate independently.
-//! Every write is one transaction; reads take the whole directory in one statement (one
-//! snapshot of both tables).
+//! Every write is one transaction; reads take staff, teams and the status page in one
+//! statement (one snapshot of those tables), then the support profiles in a second
+//! (`profile_sql.rs`): a profile refers to a team only, and teams are never removed, so
+//! the two need no common snapshot.
 
 use sosq::protocol::Timestamp;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, GenericClient, Row};
 
-use super::{Notice, Roster, StaffRole, User, UserError};
+use super::profile_sql;
+use super::profiles::Checked;
+use super::{Notice, Profile, Roster, StaffRole, User, UserError};
 
 /// Schema migrations, in order; the version is how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -39,6 +43,22 @@ const MIGRATIONS: &[&str] = &[
          id INTEGER PRIMARY KEY CHECK (id = 1),
          text TEXT NOT NULL,
          set_at BIGINT NOT NULL
+     );",
+    // 3: named support profiles (the customers' /help/<name> pages). The logo is a
+    // column of the profile's row with its hash beside it, so a reload fetches the image
+    // only when the hash is new to it. New table only, as 2.
+    "CREATE TABLE sosq_profiles (
+         name TEXT PRIMARY KEY,
+         team TEXT NOT NULL,
+         priorities TEXT[] NOT NULL,
+         welcome TEXT,
+         company TEXT,
+         saved_at BIGINT NOT NULL,
+         logo_kind TEXT CHECK (logo_kind IN ('png', 'jpeg')),
+         logo_sha256 TEXT,
+         logo BYTEA,
+         seq BIGSERIAL NOT NULL,
+         CHECK ((logo_kind IS NULL) = (logo IS NULL) AND (logo IS NULL) = (logo_sha256 IS NULL))
      );",
 ];
 
@@ -127,9 +147,10 @@ pub(super) async fn migrate(client: &mut Client, schema: Option<&str>) -> Result
 }
 
 /// Every user and team, the public teams and the notice, in the order they were added:
-/// one statement, so one consistent view of every table (the notice's words ride in the
-/// `name` column, its time in `created_at`).
-pub(super) async fn roster(client: &impl GenericClient) -> Result<Roster, String> {
+/// one statement, so one consistent view of those tables (the notice's words ride in the
+/// `name` column, its time in `created_at`); then the support profiles, with the logos
+/// of `known` (the copy being replaced) kept rather than fetched again.
+pub(super) async fn roster(client: &impl GenericClient, known: &Roster) -> Result<Roster, String> {
     let rows = client
         .query(
             "SELECT 'user' AS kind, name, role, token_hash, created_at, groups, seq
@@ -164,6 +185,7 @@ pub(super) async fn roster(client: &impl GenericClient) -> Result<Roster, String
             _ => roster.users.push(user_from(row, 1)?),
         }
     }
+    (roster.profiles, roster.logos) = profile_sql::profiles(client, &known.logos).await?;
     Ok(roster)
 }
 
@@ -200,6 +222,21 @@ pub(super) enum Write {
     SetNotice(Option<Notice>),
     /// Remove a user.
     Revoke(String),
+    /// Save a checked support profile.
+    SaveProfile(Checked),
+    /// Remove a support profile.
+    RemoveProfile(String),
+}
+
+/// What a write gives back.
+#[derive(Debug)]
+pub(super) enum Written {
+    /// Nothing to tell.
+    Nothing,
+    /// The user it changed or removed.
+    User(User),
+    /// The profile it saved or removed.
+    Profile(Profile),
 }
 
 /// Runs `write` in one transaction. The outer error is the database's (the caller names
@@ -207,11 +244,11 @@ pub(super) enum Write {
 pub(super) async fn apply(
     client: &mut Client,
     write: Write,
-) -> Result<Result<Option<User>, UserError>, String> {
+) -> Result<Result<Written, UserError>, String> {
     let tx = client.transaction().await.map_err(failure)?;
     let outcome = match write {
-        Write::AddUser(user) => add_user(&tx, user).await?.map(|()| None),
-        Write::SetGroups(name, groups) => set_groups(&tx, name, groups).await?.map(Some),
+        Write::AddUser(user) => add_user(&tx, user).await?.map(|()| Written::Nothing),
+        Write::SetGroups(name, groups) => set_groups(&tx, name, groups).await?.map(Written::User),
         Write::AddGroup(name, public) => {
             let added = tx
                 .execute(
@@ -223,10 +260,14 @@ pub(super) async fn apply(
             if added == 0 {
                 Err(UserError::GroupExists(name))
             } else {
-                set_public(&tx, name, public).await?.map(|()| None)
+                set_public(&tx, name, public)
+                    .await?
+                    .map(|()| Written::Nothing)
             }
         }
-        Write::SetPublic(name, public) => set_public(&tx, name, public).await?.map(|()| None),
+        Write::SetPublic(name, public) => set_public(&tx, name, public)
+            .await?
+            .map(|()| Written::Nothing),
         Write::SetNotice(notice) => {
             match notice {
                 Some(notice) => {
@@ -246,7 +287,7 @@ pub(super) async fn apply(
                         .map_err(failure)?;
                 }
             }
-            Ok(None)
+            Ok(Written::Nothing)
         }
         Write::Revoke(name) => {
             let removed = tx
@@ -258,10 +299,18 @@ pub(super) async fn apply(
                 .await
                 .map_err(failure)?;
             match removed {
-                Some(row) => Ok(Some(user_from(&row, 0)?)),
+                Some(row) => Ok(Written::User(user_from(&row, 0)?)),
                 None => Err(UserError::NotFound(name)),
             }
         }
+        Write::SaveProfile(checked) => {
+            let team = [checked.profile.team.clone()];
+            match check_groups(&tx, &team).await? {
+                Err(missing) => Err(missing),
+                Ok(()) => profile_sql::save(&tx, checked).await?.map(Written::Profile),
+            }
+        }
+        Write::RemoveProfile(name) => profile_sql::remove(&tx, name).await?.map(Written::Profile),
     };
     // A refused write changes nothing: the transaction rolls back when dropped.
     if outcome.is_ok() {

@@ -149,6 +149,7 @@ macro_rules! contract {
     };
 }
 
+mod profiles;
 mod public_page;
 
 contract!(

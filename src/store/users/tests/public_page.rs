@@ -151,7 +151,7 @@ fn a_schema_1_directory_migrates_and_keeps_its_rows() {
         &place.url,
         &format!(
             "DROP TABLE {0}.sosq_public_groups; DROP TABLE {0}.sosq_notice;
-             UPDATE {0}.sosq_users_meta SET version = 1",
+             DROP TABLE {0}.sosq_profiles; UPDATE {0}.sosq_users_meta SET version = 1",
             place.schema
         ),
     );
