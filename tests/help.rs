@@ -264,3 +264,83 @@ async fn an_expert_chats_with_two_browser_customers_from_the_console_one_after_t
         panel.expect("ended").await;
     }
 }
+
+#[tokio::test]
+async fn a_profile_page_routes_to_its_team_with_its_priorities_and_waiting_messages_reach_the_case()
+{
+    let daemon = Daemon::start(&[]);
+    let expert = daemon.add_user("ana", "expert");
+    let saved = daemon.admin_command(&[
+        "profile",
+        "save",
+        "acme",
+        "--priorities",
+        "normal,high",
+        "--company",
+        "ACME <Ltd>",
+        "--welcome",
+        "We answer within minutes.",
+    ]);
+    assert!(
+        saved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&saved.stderr)
+    );
+    let console = Console::new(&daemon);
+    let page = console.page("/help/acme").await;
+    assert!(page.contains("ACME &lt;Ltd&gt;"), "escaped company: {page}");
+    assert!(page.contains("We answer within minutes."));
+    assert!(
+        !page.contains("value=\"critical\""),
+        "only the profile's priorities"
+    );
+    assert_eq!(console.get("/help/nope").await.status(), 404);
+
+    let mut refused = ChatSocket::open(&daemon, "/chat/customer").await;
+    refused
+        .send(json!({"type": "open", "name": "Eve", "description": "x", "priority": "critical", "profile": "acme"}))
+        .await;
+    let failed = refused.expect("failed").await;
+    assert!(
+        failed["text"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be chosen"),
+        "{failed}"
+    );
+
+    let mut page = ChatSocket::open(&daemon, "/chat/customer").await;
+    page.send(json!({"type": "open", "name": "Alice", "description": "fax", "priority": "high", "profile": "acme"}))
+        .await;
+    let (code, _) = case_of(&page.expect("attached").await);
+    page.say("it also beeps").await;
+    assert_eq!(page.expect("line").await["from"], "you");
+    let status = daemon.json(Some(&expert), &["status", &code]);
+    assert_eq!(status["priority"], "high", "{status}");
+    assert_eq!(status["last_message"], "it also beeps", "{status}");
+}
+
+#[tokio::test]
+async fn a_transfer_shows_the_customer_who_takes_over() {
+    let daemon = Daemon::start(&[]);
+    let ana = daemon.add_user("ana", "expert");
+    let bob = daemon.add_user("bob", "expert");
+    let mut page = ChatSocket::ask(&daemon, "Alice", "vpn").await;
+    let (code, _) = case_of(&page.expect("attached").await);
+    let mut first = daemon.session(Some(&ana), &["pull"]);
+    first.expect_event("paired");
+    assert_eq!(page.expect("paired").await["name"], "ana");
+    let moved = daemon.run(Some(&ana), &["transfer", &code, "--expert", "bob"]);
+    assert!(
+        moved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&moved.stderr)
+    );
+    let mut second = daemon.session(Some(&bob), &["connect", &code]);
+    second.expect_event("paired");
+    let paired = page.expect("paired").await;
+    assert_eq!(paired["name"], "bob");
+    assert_eq!(paired["takes_over"], true, "{paired}");
+    second.send(b"bob here\n");
+    assert_eq!(page.peer_lines(1).await, vec!["bob here"]);
+}

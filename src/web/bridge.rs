@@ -473,6 +473,16 @@ impl Party {
                             Ok(line) => line,
                             Err(text) => { self.tell(ToBrowser::Refused { text }); continue; }
                         };
+                        if self.customer && self.peer.is_none() {
+                            // Waiting: the line goes to the case, for the expert to read
+                            // in the queue and the case page (as `sosq message`).
+                            let added = client.request(Request::AddMessage { code: code.to_string(), resume_secret: None, text: line.clone() }).await;
+                            match added {
+                                Ok(_) => self.said(line),
+                                Err(e) => self.tell(ToBrowser::Refused { text: e.to_string() }),
+                            }
+                            continue;
+                        }
                         match chat.as_mut() {
                             Some((send, _)) => {
                                 if send.write_all(format!("{line}\n").as_bytes()).await.is_err() {

@@ -12,8 +12,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use maud::{html, Markup, DOCTYPE};
 use serde::Deserialize;
@@ -48,15 +48,71 @@ enum Hello {
     },
 }
 
-/// `GET /help`: the form.
+/// `GET /help`: the form, for the general queue.
 pub async fn form() -> Markup {
     help_page(&HelpView::general())
+}
+
+/// `GET /help/{profile}`: the form of a support profile (its team, priorities, welcome
+/// text, company and logo).
+pub async fn profile_form(
+    State(state): State<Arc<WebState>>,
+    Path(name): Path<String>,
+) -> Result<Markup, PageError> {
+    Ok(help_page(&view_of(&state, &name)?))
+}
+
+/// `GET /help/{profile}/logo`: the profile's logo (PNG or JPEG, checked when uploaded).
+pub async fn profile_logo(
+    State(state): State<Arc<WebState>>,
+    Path(name): Path<String>,
+) -> Result<Response, PageError> {
+    match state.shared.help_profile_logo(&name) {
+        Ok(Some((kind, bytes))) => Ok((
+            [
+                (header::CONTENT_TYPE, kind),
+                (header::CACHE_CONTROL, "public, max-age=300".to_string()),
+            ],
+            bytes,
+        )
+            .into_response()),
+        Ok(None) => Err(PageError::new(
+            StatusCode::NOT_FOUND,
+            "this profile has no logo",
+        )),
+        Err(text) => Err(PageError::new(StatusCode::SERVICE_UNAVAILABLE, text)),
+    }
+}
+
+/// What `/help/{name}` shows. Errors: no such profile, or the store cannot be read.
+fn view_of(state: &WebState, name: &str) -> Result<HelpView, PageError> {
+    match state.shared.help_profile(name) {
+        Ok(Some(profile)) => Ok(HelpView {
+            logo: profile
+                .has_logo
+                .then(|| format!("/help/{}/logo", profile.name)),
+            profile: Some(profile.name),
+            team: Some(profile.team),
+            company: profile.company.unwrap_or_else(|| "Support".into()),
+            welcome: profile.welcome,
+            priorities: profile.priorities,
+        }),
+        Ok(None) => Err(PageError::new(
+            StatusCode::NOT_FOUND,
+            format!("there is no support page {name:?}; check the link you were given"),
+        )),
+        Err(text) => Err(PageError::new(StatusCode::SERVICE_UNAVAILABLE, text)),
+    }
 }
 
 /// What the page shows for a support profile (or the general queue).
 struct HelpView {
     /// The profile's name, sent back with the form; none: the general queue.
     profile: Option<String>,
+    /// The team whose queue requests land in; none: `general`.
+    team: Option<String>,
+    /// Where the profile's logo is served, if it has one.
+    logo: Option<String>,
     /// The company name in the header.
     company: String,
     /// Shown above the form and while waiting.
@@ -69,6 +125,8 @@ impl HelpView {
     fn general() -> HelpView {
         HelpView {
             profile: None,
+            team: None,
+            logo: None,
             company: "Support".into(),
             welcome: None,
             priorities: vec![Priority::Normal, Priority::High, Priority::Critical],
@@ -89,7 +147,10 @@ fn help_page(view: &HelpView) -> Markup {
                 script src="/assets/chat.js" defer {}
             }
             body.help {
-                header { span.brand { (view.company) } }
+                header {
+                    @if let Some(logo) = &view.logo { img.logo src=(logo) alt="" height="32"; }
+                    span.brand { (view.company) }
+                }
                 main #help data-profile=(view.profile.as_deref().unwrap_or("")) {
                     section #ask {
                         h1 { "Ask for help" }
@@ -178,7 +239,7 @@ pub async fn customer_socket(
         .max_frame_size(socket::MAX_MESSAGE_BYTES)
         .on_upgrade(move |mut ws| async move {
             let start = match socket::first_message::<Hello>(&mut ws).await {
-                Ok(hello) => start_of(hello),
+                Ok(hello) => start_of(&state, hello),
                 Err(text) => Err(text),
             };
             let start = match start {
@@ -198,7 +259,7 @@ pub async fn customer_socket(
 }
 
 /// What the party starts with. Errors: the words to tell the page.
-fn start_of(hello: Hello) -> Result<Start, String> {
+fn start_of(state: &WebState, hello: Hello) -> Result<Start, String> {
     match hello {
         Hello::Open {
             name,
@@ -208,7 +269,7 @@ fn start_of(hello: Hello) -> Result<Start, String> {
         } => {
             let view = match profile.filter(|p| !p.is_empty()) {
                 None => HelpView::general(),
-                Some(profile) => return Err(format!("there is no support profile {profile:?}")),
+                Some(profile) => view_of(state, &profile).map_err(|e| e.message)?,
             };
             let priority = match priority.filter(|p| !p.is_empty()) {
                 None => Priority::Normal,
@@ -224,7 +285,7 @@ fn start_of(hello: Hello) -> Result<Start, String> {
                 name,
                 description,
                 priority,
-                team: None,
+                team: view.team,
             })
         }
         Hello::Resume { code, secret, name } => {

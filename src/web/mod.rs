@@ -175,6 +175,8 @@ pub fn router(state: Arc<WebState>) -> Router {
         .route("/case/live", get(public::case_live))
         .route("/case/close", post(public::case_close))
         .route("/help", get(help::form))
+        .route("/help/{profile}", get(help::profile_form))
+        .route("/help/{profile}/logo", get(help::profile_logo))
         .route("/chat/customer", get(help::customer_socket))
         .route("/healthz", get(public::healthz))
         .route("/assets/{file}", get(layout::asset))
