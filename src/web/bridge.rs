@@ -20,20 +20,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use sosq::protocol::{close_code, Event, Priority, Reply, Request, StreamKind};
-use sosq::{Client, ClientError, ConnectOptions, SessionCode, SharedEndpoint};
+use sosq::protocol::Priority;
+use sosq::{ConnectOptions, SessionCode, SharedEndpoint};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
-use super::chat::{self, Backlog, FromBrowser, LineRate, LineSplitter, ToBrowser};
+mod party;
+
+use super::chat::{FromBrowser, ToBrowser};
 use crate::server::Shared;
+use party::Party;
 
 /// Messages queued towards one page before the page counts as too slow and is let go (it
 /// comes back through the backlog).
 const TO_PAGE: usize = 256;
-
-/// Chat lines a browser may send before the chat stream is open, kept until it is.
-const EARLY_LINES: usize = 20;
 
 /// One page's two ends, as its WebSocket holds them.
 pub struct PageLink {
@@ -99,11 +98,11 @@ pub enum Start {
 }
 
 /// A party the pages of its case can attach to.
-struct Registered {
-    id: u64,
+pub(super) struct Registered {
+    pub(super) id: u64,
     /// The customer's resume secret, which a page must show to take the party over.
-    secret: Option<String>,
-    attach: mpsc::Sender<PageLink>,
+    pub(super) secret: Option<String>,
+    pub(super) attach: mpsc::Sender<PageLink>,
 }
 
 /// Every in-process party, and the client endpoint they share.
@@ -210,7 +209,7 @@ impl Bridges {
 
     /// The client endpoint the parties share, opened (again) for the certificate now in
     /// force. Errors: in words.
-    async fn endpoint(&self, shared: &Shared) -> Result<SharedEndpoint, String> {
+    pub(super) async fn endpoint(&self, shared: &Shared) -> Result<SharedEndpoint, String> {
         let fingerprint = shared.fingerprint();
         let mut cached = self.endpoint.lock().await;
         if let Some((pinned, endpoint)) = cached.as_ref() {
@@ -240,7 +239,7 @@ impl Bridges {
         Ok(endpoint)
     }
 
-    fn register(&self, start: &Start, code: SessionCode, entry: Registered) {
+    pub(super) fn register(&self, start: &Start, code: SessionCode, entry: Registered) {
         match start {
             Start::Chat { user, .. } => {
                 self.staff.insert((user.clone(), code), entry);
@@ -251,7 +250,7 @@ impl Bridges {
         }
     }
 
-    fn unregister(&self, start: &Start, code: SessionCode, id: u64) {
+    pub(super) fn unregister(&self, start: &Start, code: SessionCode, id: u64) {
         match start {
             Start::Chat { user, .. } => {
                 self.staff
@@ -260,413 +259,6 @@ impl Bridges {
             _ => {
                 self.customers.remove_if(&code, |_, party| party.id == id);
             }
-        }
-    }
-}
-
-/// One in-process party's state towards its page.
-struct Party {
-    /// Whether this party is the customer (else staff).
-    customer: bool,
-    page: Option<PageLink>,
-    /// When the page went away (the party leaves [`chat::linger`] later).
-    away_since: Option<Instant>,
-    backlog: Backlog,
-    /// What a page that attaches is told first: the case, and the pairing if any.
-    attached: Option<ToBrowser>,
-    paired: Option<ToBrowser>,
-    /// The name of the other party, while paired.
-    peer: Option<String>,
-    /// The last expert this customer was paired with (to tell a transfer).
-    last_expert: Option<String>,
-    /// Own name, for the lines this side sends.
-    own_name: String,
-    /// The daemon, whose clock stamps the lines.
-    shared: Arc<Shared>,
-}
-
-impl Party {
-    fn new(shared: &Arc<Shared>, start: &Start, link: PageLink) -> Party {
-        let (customer, own_name) = match start {
-            Start::Open { name, .. } | Start::Resume { name, .. } => (true, name.clone()),
-            Start::Chat { user, .. } => (false, user.clone()),
-        };
-        Party {
-            customer,
-            page: Some(link),
-            away_since: None,
-            backlog: Backlog::default(),
-            attached: None,
-            paired: None,
-            peer: None,
-            last_expert: None,
-            own_name,
-            shared: shared.clone(),
-        }
-    }
-
-    /// Sends `message` to the page, or keeps it while the page is away (or too slow: it is
-    /// let go, and gets the backlog when it comes back).
-    fn tell(&mut self, message: ToBrowser) {
-        let Some(page) = &self.page else {
-            return self.backlog.keep(message);
-        };
-        if let Err(
-            mpsc::error::TrySendError::Full(message) | mpsc::error::TrySendError::Closed(message),
-        ) = page.to_page.try_send(message)
-        {
-            self.page = None;
-            self.away_since = Some(Instant::now());
-            self.backlog.keep(message);
-        }
-    }
-
-    /// A page takes over: it hears where the case stands, then what it missed.
-    fn take_page(&mut self, link: PageLink) {
-        self.page = Some(link);
-        self.away_since = None;
-        let mut opening: Vec<ToBrowser> = self.attached.iter().cloned().collect();
-        opening.extend(self.paired.iter().cloned());
-        opening.extend(self.backlog.drain());
-        for message in opening {
-            self.tell(message);
-        }
-    }
-
-    /// Connects and works the case until it ends, the connection is lost, or the page has
-    /// been away too long.
-    async fn run(
-        mut self,
-        bridges: &Arc<Bridges>,
-        shared: &Arc<Shared>,
-        start: Start,
-        address: SocketAddr,
-        id: u64,
-    ) {
-        let (first, user) = match &start {
-            Start::Open {
-                name,
-                description,
-                priority,
-                team,
-            } => (
-                Request::OpenSos {
-                    customer: name.clone(),
-                    description: description.clone(),
-                    priority: *priority,
-                    group: team.clone(),
-                },
-                None,
-            ),
-            Start::Resume { code, secret, name } => (
-                Request::Join {
-                    code: code.to_string(),
-                    customer: name.clone(),
-                    resume_secret: Some(secret.clone()),
-                },
-                None,
-            ),
-            Start::Chat { user, code } => (
-                Request::Connect {
-                    code: code.to_string(),
-                    working_queue: false,
-                },
-                Some(user.as_str()),
-            ),
-        };
-        let connected = async {
-            let endpoint = bridges.endpoint(shared).await.map_err(|e| (e, true))?;
-            let pass = shared
-                .web_pass(user, address)
-                .ok_or(("the support service is still starting".to_string(), true))?;
-            Client::connect_on_with(&endpoint, Some(pass), Some(first))
-                .await
-                .map_err(|e| match e {
-                    ClientError::Refused(refusal) => (refusal.message, false),
-                    other => (format!("cannot reach the support service: {other}"), true),
-                })
-        }
-        .await;
-        let (client, case, secret, position) = match connected {
-            Ok((
-                client,
-                Some(Reply::Attached {
-                    case,
-                    resume_secret,
-                    position,
-                }),
-            )) => (client, case, resume_secret, position),
-            Ok((client, other)) => {
-                tracing::warn!(reply = ?other, "a web party got an unexpected first reply");
-                client.close().await;
-                return self.tell_final(ToBrowser::Failed {
-                    text: "the support service gave an unexpected answer".into(),
-                    retry: false,
-                });
-            }
-            Err((text, retry)) => return self.tell_final(ToBrowser::Failed { text, retry }),
-        };
-        let code = case.code;
-        let (attach_tx, attach_rx) = mpsc::channel(4);
-        bridges.register(
-            &start,
-            code,
-            Registered {
-                id,
-                secret: secret.clone(),
-                attach: attach_tx,
-            },
-        );
-        let typical_wait_seconds = shared.typical_wait(&case.group);
-        self.attached = Some(ToBrowser::Attached {
-            code: code.to_string(),
-            secret: secret.filter(|_| self.customer),
-            customer: case.customer.clone(),
-            description: case.description.clone(),
-            team: case.group.clone(),
-            position,
-            typical_wait_seconds,
-        });
-        if let Some(attached) = self.attached.clone() {
-            self.tell(attached);
-        }
-        let linger = chat::linger(client.liveness().idle_timeout);
-        self.work(client, code, attach_rx, linger).await;
-        bridges.unregister(&start, code, id);
-    }
-
-    fn tell_final(mut self, message: ToBrowser) {
-        self.tell(message);
-    }
-
-    /// The party's life on its connection (see the module doc).
-    async fn work(
-        &mut self,
-        mut client: Client,
-        code: SessionCode,
-        mut attach: mpsc::Receiver<PageLink>,
-        linger: std::time::Duration,
-    ) {
-        let Some(mut events) = client.take_events() else {
-            return;
-        };
-        // The customer accepts the chat the expert opens; anything else is refused: a
-        // browser shares no local service.
-        let (chats_tx, mut chats) = mpsc::channel(2);
-        let acceptor = self
-            .customer
-            .then(|| tokio::spawn(accept_chats(client.connection().clone(), chats_tx)));
-        let mut chat: Option<(quinn::SendStream, quinn::RecvStream)> = None;
-        let mut split = LineSplitter::default();
-        let mut early: Vec<String> = Vec::new();
-        let mut rate = LineRate::new(Instant::now());
-        let mut buf = vec![0u8; 16 * 1024];
-        let ending = loop {
-            let away_deadline = self.away_since.map(|since| since + linger);
-            tokio::select! {
-                link = attach.recv() => if let Some(link) = link { self.take_page(link) },
-                asked = next_ask(&mut self.page) => match asked {
-                    Some(FromBrowser::Say { text }) => {
-                        let line = match chat::check_line(&text).and_then(|line| {
-                            rate.take(Instant::now()).map(|()| line.to_string())
-                        }) {
-                            Ok(line) => line,
-                            Err(text) => { self.tell(ToBrowser::Refused { text }); continue; }
-                        };
-                        if self.customer && self.peer.is_none() {
-                            // Waiting: the line goes to the case, for the expert to read
-                            // in the queue and the case page (as `sosq message`).
-                            let added = client.request(Request::AddMessage { code: code.to_string(), resume_secret: None, text: line.clone() }).await;
-                            match added {
-                                Ok(_) => self.said(line),
-                                Err(e) => self.tell(ToBrowser::Refused { text: e.to_string() }),
-                            }
-                            continue;
-                        }
-                        match chat.as_mut() {
-                            Some((send, _)) => {
-                                if send.write_all(format!("{line}\n").as_bytes()).await.is_err() {
-                                    self.tell(ToBrowser::Refused { text: "the line could not be sent: the chat was cut; it resumes when the other side is back".into() });
-                                    chat = None;
-                                    continue;
-                                }
-                                self.said(line);
-                            }
-                            None if early.len() < EARLY_LINES => {
-                                early.push(line.clone());
-                                self.said(line);
-                            }
-                            None => self.tell(ToBrowser::Refused { text: format!("{EARLY_LINES} lines already wait for the chat to open; wait until it does") }),
-                        }
-                    }
-                    Some(FromBrowser::End) => {
-                        if !self.customer {
-                            break ToBrowser::Ended { reason: "you left the chat; the case stays as it is".into() };
-                        }
-                        let closed = client.request(Request::Close { code: code.to_string(), resume_secret: None }).await;
-                        if let Err(e) = closed {
-                            self.tell(ToBrowser::Refused { text: e.to_string() });
-                        }
-                        // The session's end arrives as an event.
-                    }
-                    None => {
-                        self.page = None;
-                        self.away_since = Some(Instant::now());
-                    }
-                },
-                _ = sleep_until_some(away_deadline) => {
-                    tracing::info!(%code, "a web party leaves: its page did not come back");
-                    break ToBrowser::Ended { reason: "this page was away too long".into() };
-                }
-                stream = chats.recv(), if self.customer => {
-                    if let Some(stream) = stream {
-                        chat = Some(stream);
-                        send_early(&mut chat, &mut early).await;
-                    }
-                }
-                read = read_chat(&mut chat, &mut buf) => match read {
-                    Some(n) => {
-                        let lines = split.push(&buf[..n]);
-                        for text in lines { self.heard(text); }
-                    }
-                    None => {
-                        if let Some(rest) = split.finish() { self.heard(rest); }
-                        chat = None;
-                    }
-                },
-                event = events.recv() => match event {
-                    Some(Event::Paired { peer_name, .. }) => {
-                        let takes_over = self.customer
-                            && self.last_expert.as_ref().is_some_and(|last| *last != peer_name);
-                        if self.customer { self.last_expert = Some(peer_name.clone()); }
-                        self.peer = Some(peer_name.clone());
-                        self.paired = Some(ToBrowser::Paired { name: peer_name.clone(), takes_over: false });
-                        self.tell(ToBrowser::Paired { name: peer_name, takes_over });
-                        if !self.customer {
-                            match client.open_stream(StreamKind::Chat).await {
-                                Ok(stream) => {
-                                    chat = Some(stream);
-                                    send_early(&mut chat, &mut early).await;
-                                }
-                                Err(e) => self.tell(ToBrowser::Notice { text: format!("the chat could not be opened: {e}") }),
-                            }
-                        }
-                    }
-                    Some(Event::PeerLeft { reason, .. }) => {
-                        chat = None;
-                        self.peer = None;
-                        self.paired = None;
-                        self.tell(ToBrowser::PeerLeft { reason });
-                    }
-                    Some(Event::QueuePosition { position, .. }) => {
-                        if let Some(ToBrowser::Attached { position: kept, .. }) = self.attached.as_mut() {
-                            *kept = Some(position);
-                        }
-                        self.tell(ToBrowser::Position { position });
-                    }
-                    Some(Event::SessionEnded { reason, .. }) => break ToBrowser::Ended { reason },
-                    Some(Event::Released { reason, .. }) => self.tell(ToBrowser::Notice { text: reason }),
-                    Some(Event::QueueChanged(_)) => {}
-                    None => break ToBrowser::Failed { text: "the connection to the support service was lost (is it restarting?); this page tries again".into(), retry: true },
-                },
-            }
-        };
-        if let Some(acceptor) = acceptor {
-            acceptor.abort();
-        }
-        if let Some((mut send, _)) = chat {
-            let _ = send.finish();
-        }
-        self.tell(ending);
-        client.close().await;
-    }
-
-    /// A line this side sent, echoed to its page.
-    fn said(&mut self, text: String) {
-        let name = self.own_name.clone();
-        self.tell(ToBrowser::Line {
-            from: "you",
-            name,
-            at_ms: self.shared.now().0,
-            text,
-        });
-    }
-
-    /// A line the other side sent.
-    fn heard(&mut self, text: String) {
-        let name = self.peer.clone().unwrap_or_default();
-        self.tell(ToBrowser::Line {
-            from: "peer",
-            name,
-            at_ms: self.shared.now().0,
-            text,
-        });
-    }
-}
-
-/// The page's next request; never, while no page is attached.
-async fn next_ask(page: &mut Option<PageLink>) -> Option<FromBrowser> {
-    match page {
-        Some(page) => page.from_page.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Reads the chat stream; `None` at its end (or reset); never, while there is none.
-async fn read_chat(
-    chat: &mut Option<(quinn::SendStream, quinn::RecvStream)>,
-    buf: &mut [u8],
-) -> Option<usize> {
-    match chat {
-        Some((_, recv)) => recv.read(buf).await.ok().flatten(),
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until_some(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Sends the lines typed before the chat opened.
-async fn send_early(
-    chat: &mut Option<(quinn::SendStream, quinn::RecvStream)>,
-    early: &mut Vec<String>,
-) {
-    if let Some((send, _)) = chat.as_mut() {
-        for line in early.drain(..) {
-            if send
-                .write_all(format!("{line}\n").as_bytes())
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
-    }
-}
-
-/// The customer side: hands each chat stream the expert opens to the party, refuses
-/// forwarded connections (a browser shares nothing).
-async fn accept_chats(
-    connection: quinn::Connection,
-    chats: mpsc::Sender<(quinn::SendStream, quinn::RecvStream)>,
-) {
-    loop {
-        match sosq::client::accept_relayed(&connection).await {
-            Ok((StreamKind::Chat, send, recv)) => {
-                if chats.send((send, recv)).await.is_err() {
-                    return;
-                }
-            }
-            Ok((_, mut send, mut recv)) => {
-                let _ = send.reset(close_code::NOTHING_SHARED.into());
-                let _ = recv.stop(close_code::NOTHING_SHARED.into());
-            }
-            Err(ClientError::Disconnected(_)) => return,
-            Err(_) => continue,
         }
     }
 }

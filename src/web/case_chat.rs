@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::auth::Staff;
-use super::bridge::{page_link, Start};
+use super::bridge::Start;
 use super::layout::PageError;
 use super::socket;
 use super::WebState;
@@ -26,13 +26,6 @@ pub async fn staff_socket(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    if !socket::from_this_origin(&headers) {
-        return PageError::new(
-            StatusCode::FORBIDDEN,
-            "a chat from another site was refused (it did not come from this console)",
-        )
-        .into_response();
-    }
     let Ok(code) = code.parse::<sosq::SessionCode>() else {
         return PageError::new(
             StatusCode::NOT_FOUND,
@@ -40,17 +33,11 @@ pub async fn staff_socket(
         )
         .into_response();
     };
-    let user = staff.user.name.clone();
-    upgrade
-        .max_message_size(socket::MAX_MESSAGE_BYTES)
-        .max_frame_size(socket::MAX_MESSAGE_BYTES)
-        .on_upgrade(move |ws| async move {
-            let (link, end) = page_link();
-            let start = Start::Chat { user, code };
-            state
-                .bridges
-                .attach(&state.shared, start, address, link)
-                .await;
-            socket::pump(ws, end, state.shared.config().idle_timeout).await;
-        })
+    let start = Start::Chat {
+        user: staff.user.name.clone(),
+        code,
+    };
+    socket::accept(&headers, upgrade, move |ws| {
+        socket::join_party(state, ws, start, address)
+    })
 }

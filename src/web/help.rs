@@ -19,7 +19,7 @@ use maud::{html, Markup, DOCTYPE};
 use serde::Deserialize;
 use sosq::protocol::Priority;
 
-use super::bridge::{page_link, Start};
+use super::bridge::Start;
 use super::chat::{ToBrowser, MAX_CHAT_LINE_CHARS};
 use super::layout::PageError;
 use super::socket;
@@ -227,35 +227,18 @@ pub async fn customer_socket(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    if !socket::from_this_origin(&headers) {
-        return PageError::new(
-            StatusCode::FORBIDDEN,
-            "a chat from another site was refused (it did not come from this server)",
-        )
-        .into_response();
-    }
-    upgrade
-        .max_message_size(socket::MAX_MESSAGE_BYTES)
-        .max_frame_size(socket::MAX_MESSAGE_BYTES)
-        .on_upgrade(move |mut ws| async move {
-            let start = match socket::first_message::<Hello>(&mut ws).await {
-                Ok(hello) => start_of(&state, hello),
-                Err(text) => Err(text),
-            };
-            let start = match start {
-                Ok(start) => start,
-                Err(text) => {
-                    socket::send(&mut ws, &ToBrowser::Failed { text, retry: false }).await;
-                    return;
-                }
-            };
-            let (link, end) = page_link();
-            state
-                .bridges
-                .attach(&state.shared, start, address, link)
-                .await;
-            socket::pump(ws, end, state.shared.config().idle_timeout).await;
-        })
+    socket::accept(&headers, upgrade, move |mut ws| async move {
+        let start = match socket::first_message::<Hello>(&mut ws).await {
+            Ok(hello) => start_of(&state, hello),
+            Err(text) => Err(text),
+        };
+        match start {
+            Ok(start) => socket::join_party(state, ws, start, address).await,
+            Err(text) => {
+                socket::send(&mut ws, &ToBrowser::Failed { text, retry: false }).await;
+            }
+        }
+    })
 }
 
 /// What the party starts with. Errors: the words to tell the page.

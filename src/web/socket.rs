@@ -7,12 +7,19 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use axum::http::{header, HeaderMap};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
-use super::bridge::PageEnd;
+use super::bridge::{page_link, PageEnd, Start};
 use super::chat::{FromBrowser, ToBrowser};
+use super::layout::PageError;
+use super::WebState;
 
 /// Largest message a page may send, in bytes: a chat line of the longest allowed length
 /// in 4-byte characters, with its JSON around it, fits.
@@ -32,6 +39,43 @@ pub fn from_this_origin(headers: &HeaderMap) -> bool {
         (Some(host), Some(origin)) => origin == format!("https://{host}"),
         _ => false,
     }
+}
+
+/// Accepts a chat socket's handshake: refused (403) unless it comes from a page of this
+/// server ([`from_this_origin`]); else upgraded with the chat's message limits, and
+/// `serve` runs the socket.
+pub fn accept<F, Fut>(headers: &HeaderMap, upgrade: WebSocketUpgrade, serve: F) -> Response
+where
+    F: FnOnce(WebSocket) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    if !from_this_origin(headers) {
+        return PageError::new(
+            StatusCode::FORBIDDEN,
+            "a chat from another site was refused (it did not come from this server)",
+        )
+        .into_response();
+    }
+    upgrade
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(serve)
+}
+
+/// Gives the page on `socket` to the party `start` names (`bridge.rs`) and carries their
+/// messages until either is done.
+pub async fn join_party(
+    state: Arc<WebState>,
+    socket: WebSocket,
+    start: Start,
+    address: SocketAddr,
+) {
+    let (link, end) = page_link();
+    state
+        .bridges
+        .attach(&state.shared, start, address, link)
+        .await;
+    pump(socket, end, state.shared.config().idle_timeout).await;
 }
 
 /// Reads the page's first message as a `T`, within [`FIRST_MESSAGE_WITHIN`]. Errors: the
