@@ -6,8 +6,12 @@
 //! from their own customer: the one attached on this connection, or one proving it with
 //! the resume secret, as for closing. How often a case may take one is the shell's to
 //! bound (`server::case_rate`): the core has no clock of its own to count minutes by.
+//!
+//! The other way, the expert in a session may ask its customer to run the native client
+//! ([`Broker::invite_native`]): a browser customer cannot share a screen or a service, so
+//! the expert's word reaches the customer's page as an event, and the history records it.
 
-use sosq::protocol::{CaseInfo, HistoryKind, Timestamp};
+use sosq::protocol::{CaseInfo, Event, HistoryKind, Timestamp};
 
 use super::{Broker, BrokerError, Effect, PartyId, Persist, MAX_DESCRIPTION_CHARS};
 
@@ -50,6 +54,58 @@ impl Broker {
             self.queue.touch();
         }
         Ok(info)
+    }
+
+    /// The expert `expert` (by user name, from any of its connections), in a session on
+    /// `typed`, asks the case's customer to run the native client and share the local
+    /// service `share` (`host:port`, as `sosq join --share` takes it). Pushes one
+    /// [`Persist::Save`] (the history records it) and an [`Event::NativeInvite`] to the
+    /// customer. Returns the case.
+    ///
+    /// Errors: a malformed or unknown code; [`BrokerError::InvalidInput`] when `expert` is
+    /// not the case's expert, the customer is not connected, or `share` is not an address.
+    pub fn invite_native(
+        &mut self,
+        now: Timestamp,
+        expert: &str,
+        typed: &str,
+        share: &str,
+        out: &mut Vec<Effect>,
+    ) -> Result<CaseInfo, BrokerError> {
+        let code = self.open_code(typed)?;
+        let share = share.trim();
+        if share.parse::<std::net::SocketAddr>().is_err() {
+            return Err(BrokerError::InvalidInput(format!(
+                "{share:?} is not an address to share; give host:port on the customer's machine, e.g. 127.0.0.1:5900 for its screen"
+            )));
+        }
+        let case = &self.cases[&code];
+        if !case.expert.as_ref().is_some_and(|seat| seat.name == expert) {
+            return Err(BrokerError::InvalidInput(format!(
+                "you are not the expert in a session on case {code}; connect to it first"
+            )));
+        }
+        let Some(customer) = case.customer else {
+            return Err(BrokerError::InvalidInput(format!(
+                "the customer of case {code} is not connected; ask again once it is back"
+            )));
+        };
+        let case = self.case_mut(code);
+        case.record.note(
+            now,
+            HistoryKind::NativeInvite,
+            format!("expert {expert} asked the customer to run sosq and share {share}"),
+        );
+        out.push(Effect::Persist(Persist::Save(case.record.clone())));
+        out.push(Effect::Notify {
+            party: customer,
+            event: Event::NativeInvite {
+                code,
+                expert: expert.to_string(),
+                share: share.to_string(),
+            },
+        });
+        Ok(case.info())
     }
 }
 

@@ -48,6 +48,7 @@ pub fn route(request: &Request) -> Route {
         | Request::Join { .. }
         | Request::Assign { .. }
         | Request::Transfer { .. }
+        | Request::InviteNative { .. }
         | Request::Escalate { .. }
         | Request::Create { .. }
         | Request::Close { .. } => Route::Durable,
@@ -140,6 +141,9 @@ pub fn command(
         } => attached_reply(broker.join(now, me, code, customer, resume_secret.as_deref(), out)?),
         Request::Assign { code, to } => Reply::Case(broker.assign(now, &staff(), code, to, out)?),
         Request::Transfer { code, to } => Reply::Case(broker.transfer(now, name, code, to, out)?),
+        Request::InviteNative { code, share } => {
+            Reply::Case(broker.invite_native(now, name, code, share, out)?)
+        }
         Request::Escalate {
             code,
             priority,

@@ -25,6 +25,7 @@ use sosq::{ConnectOptions, SessionCode, SharedEndpoint};
 use tokio::sync::mpsc;
 
 mod party;
+mod upload;
 
 use super::chat::{FromBrowser, ToBrowser};
 use crate::server::Shared;
@@ -33,6 +34,11 @@ use party::Party;
 /// Messages queued towards one page before the page counts as too slow and is let go (it
 /// comes back through the backlog).
 const TO_PAGE: usize = 256;
+
+/// A page's requests queued towards its party; the socket stops reading when it is full.
+/// An upload's parts in flight fit, so a page sending a file never waits on itself.
+const FROM_PAGE: usize = 16;
+const _: () = assert!(upload::PARTS_IN_FLIGHT <= FROM_PAGE);
 
 /// One page's two ends, as its WebSocket holds them.
 pub struct PageLink {
@@ -53,7 +59,7 @@ pub struct PageEnd {
 /// A pair of linked ends.
 pub fn page_link() -> (PageLink, PageEnd) {
     let (to_tx, to_rx) = mpsc::channel(TO_PAGE);
-    let (from_tx, from_rx) = mpsc::channel(16);
+    let (from_tx, from_rx) = mpsc::channel(FROM_PAGE);
     (
         PageLink {
             to_page: to_tx,

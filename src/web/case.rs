@@ -186,6 +186,14 @@ fn actions(case: &CaseInfo, staff: &Staff) -> Markup {
                     input type="text" name="reason" required placeholder="why" aria-label="reason";
                     button type="submit" { "Change priority" }
                 }
+                @if !staff.is_admin() && case.customer_online {
+                    form #invite-form method="post" action=(action("invite")) {
+                        input type="hidden" name="csrf" value=(staff.csrf);
+                        label { "Ask the customer to run sosq and share " input type="text" name="share" value="127.0.0.1:5900" required size="22" aria-label="service to share, host:port"; }
+                        button type="submit" { "Ask for the native client" }
+                        span.hint { " 127.0.0.1:5900: the screen (VNC); 127.0.0.1:22: SSH. You must be in the session." }
+                    }
+                }
                 @if !staff.is_admin() {
                     form method="post" action=(action("close")) {
                         input type="hidden" name="csrf" value=(staff.csrf);
@@ -267,6 +275,9 @@ pub struct ActionForm {
     /// Why, for escalate; the note's text, for note.
     #[serde(default)]
     reason: String,
+    /// The customer's local service to share (`host:port`), for invite.
+    #[serde(default)]
+    share: String,
 }
 
 impl ActionForm {
@@ -332,6 +343,10 @@ pub async fn act(
             code: code.clone(),
             text: form.reason.clone(),
         },
+        "invite" => Request::InviteNative {
+            code: code.clone(),
+            share: form.share.clone(),
+        },
         _ => {
             return Err(PageError::new(
                 StatusCode::NOT_FOUND,
@@ -351,6 +366,10 @@ pub async fn act(
             "transfer" => format!("Transferred to {}.", form.assignee()?),
             "escalate" => format!("Priority is now {}.", form.priority),
             "note" => "Note added.".to_string(),
+            "invite" => format!(
+                "The customer was asked to run sosq and share {}; you are connected when it joins.",
+                form.share.trim()
+            ),
             _ => "Closed.".to_string(),
         },
     };

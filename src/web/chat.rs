@@ -41,6 +41,20 @@ pub enum FromBrowser {
     },
     /// The customer ends the session (closes its case); staff leave the chat.
     End,
+    /// The customer begins attaching a file (`bridge/upload.rs`).
+    AttachStart {
+        /// The file's name, as the browser gives it.
+        name: String,
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// The file's next bytes, in base64 (at most `upload::PAGE_PART_BYTES` decoded).
+    AttachPart {
+        /// The bytes, base64 (standard alphabet, padded).
+        data: String,
+    },
+    /// Every byte was sent: the daemon checks the file and keeps it.
+    AttachFinish,
 }
 
 /// What a party tells its browser.
@@ -102,6 +116,41 @@ pub enum ToBrowser {
         /// The words.
         text: String,
     },
+    /// An upload's progress: the answer to its start and to each part.
+    Upload {
+        /// The file's name.
+        name: String,
+        /// Bytes the daemon holds so far.
+        received: u64,
+        /// The file's size in bytes.
+        size: u64,
+    },
+    /// The file is attached to the case (in words).
+    Uploaded {
+        /// The words.
+        text: String,
+    },
+    /// The upload was refused or failed (in words); the page may attach again.
+    UploadFailed {
+        /// The words.
+        text: String,
+    },
+    /// The expert asks the customer to run the native client (`web/invite.rs`).
+    Invite {
+        /// The expert who asks.
+        expert: String,
+        /// The service to share, `host:port` on the customer's machine.
+        share: String,
+        /// The `sosq join` command for each system, prefilled.
+        commands: Vec<crate::web::invite::InviteCommand>,
+    },
+    /// The case's customer seat was taken by another connection with the case's secret
+    /// (the native client the expert asked for, or this page open in another tab); this
+    /// page lets go and nothing more comes (it may take the seat back by resuming).
+    Elsewhere {
+        /// Why, in words.
+        text: String,
+    },
     /// The case is over (closed, expired or deleted); nothing more comes.
     Ended {
         /// Why, in words.
@@ -120,7 +169,10 @@ pub enum ToBrowser {
 impl ToBrowser {
     /// Whether nothing follows this message.
     pub fn is_final(&self) -> bool {
-        matches!(self, ToBrowser::Ended { .. } | ToBrowser::Failed { .. })
+        matches!(
+            self,
+            ToBrowser::Ended { .. } | ToBrowser::Failed { .. } | ToBrowser::Elsewhere { .. }
+        )
     }
 }
 

@@ -21,6 +21,7 @@ use sosq::protocol::Priority;
 
 use super::bridge::Start;
 use super::chat::{ToBrowser, MAX_CHAT_LINE_CHARS};
+use super::invite::PROFILE_FILE;
 use super::layout::PageError;
 use super::socket;
 use super::WebState;
@@ -49,8 +50,8 @@ enum Hello {
 }
 
 /// `GET /help`: the form, for the general queue.
-pub async fn form() -> Markup {
-    help_page(&HelpView::general())
+pub async fn form(State(state): State<Arc<WebState>>) -> Markup {
+    help_page(&HelpView::general(), &FileLimits::of(&state))
 }
 
 /// `GET /help/{profile}`: the form of a support profile (its team, priorities, welcome
@@ -59,7 +60,7 @@ pub async fn profile_form(
     State(state): State<Arc<WebState>>,
     Path(name): Path<String>,
 ) -> Result<Markup, PageError> {
-    Ok(help_page(&view_of(&state, &name)?))
+    Ok(help_page(&view_of(&state, &name)?, &FileLimits::of(&state)))
 }
 
 /// `GET /help/{profile}/logo`: the profile's logo (PNG or JPEG, checked when uploaded).
@@ -134,8 +135,40 @@ impl HelpView {
     }
 }
 
+/// What the page says of attachments (the daemon's `max_attachment_bytes` and
+/// `max_attachments_per_case`), so a customer knows before choosing a file.
+struct FileLimits {
+    bytes: u64,
+    count: u32,
+}
+
+impl FileLimits {
+    fn of(state: &WebState) -> FileLimits {
+        let config = state.shared.config();
+        FileLimits {
+            bytes: config.max_attachment_bytes,
+            count: config.max_attachments_per_case,
+        }
+    }
+
+    /// "up to 4 MB each, 5 files".
+    fn words(&self) -> String {
+        let mb = self.bytes as f64 / (1024.0 * 1024.0);
+        let size = if mb >= 1.0 {
+            format!("{} MB", (mb * 10.0).round() / 10.0)
+        } else {
+            format!("{} KB", self.bytes.div_ceil(1024))
+        };
+        format!(
+            "{}; up to {size} each, {} files",
+            sosq::protocol::ACCEPTED_TYPES,
+            self.count
+        )
+    }
+}
+
 /// The customer's page: form, waiting, chat and ending, switched by `chat.js`.
-fn help_page(view: &HelpView) -> Markup {
+fn help_page(view: &HelpView, files: &FileLimits) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -185,11 +218,14 @@ fn help_page(view: &HelpView) -> Markup {
                         ol.lines #lines aria-live="polite" {}
                     }
                     section #invite hidden {
-                        h2 { "Your expert asks you to share your screen" }
-                        p { "1. Download " a #invite-profile download="support.sosq" href="#" { "the support file" } "." }
-                        p { "2. Run this command (copy it):" }
+                        h2 #invite-title { "Your expert asks you to run the support program" }
+                        p #invite-why {}
+                        p { "1. Download " a #invite-profile download=(PROFILE_FILE) href=(profile_file_url(view)) { "the support file" } " (it goes to your Downloads folder)." }
+                        p { "2. Open a terminal (on Windows: PowerShell) and run this command:" }
                         pre #invite-command {}
-                        button.copy #invite-copy type="button" { "Copy" }
+                        button.copy #invite-copy type="button" { "Copy the command" }
+                        details { summary { "On another system" } pre #invite-other {} }
+                        p.hint { "When the program connects, this page lets go: the session goes on there. Keep this page open until then." }
                     }
                     form #say-form hidden {
                         label { span #say-label { "Add a message" }
@@ -197,17 +233,34 @@ fn help_page(view: &HelpView) -> Markup {
                         }
                         button type="submit" { "Send" }
                     }
+                    form #attach-form hidden {
+                        label { "Attach a file (a screenshot of the error)"
+                            input #attach-file type="file" name="file" accept="image/png,image/jpeg,image/gif,image/webp,application/pdf,text/plain";
+                        }
+                        button type="submit" { "Attach" }
+                        progress #attach-progress max="100" value="0" hidden {}
+                        p.hint #attach-limits { (files.words()) "." }
+                    }
                     p #status role="status" aria-live="polite" {}
                     p #problem.error role="alert" hidden {}
                     button #end type="button" hidden { "End session" }
                     section #over hidden {
                         h1 { "Session over" }
                         p #over-text {}
+                        button #take-back type="button" hidden { "Continue in this window" }
                         p { a href="" #again { "Ask for help again" } }
                     }
                 }
             }
         }
+    }
+}
+
+/// Where this page's support profile file is served (`invite.rs`).
+fn profile_file_url(view: &HelpView) -> String {
+    match &view.profile {
+        Some(profile) => format!("/help/{profile}/{PROFILE_FILE}"),
+        None => format!("/help/{PROFILE_FILE}"),
     }
 }
 

@@ -34,6 +34,7 @@ mod case_chat;
 mod case_filter;
 mod chat;
 mod help;
+mod invite;
 mod layout;
 mod profiles;
 pub(crate) mod public;
@@ -177,6 +178,8 @@ pub fn router(state: Arc<WebState>) -> Router {
         .route("/help", get(help::form))
         .route("/help/{profile}", get(help::profile_form))
         .route("/help/{profile}/logo", get(help::profile_logo))
+        .route("/help/support.sosq", get(invite::general_profile))
+        .route("/help/{profile}/support.sosq", get(invite::named_profile))
         .route("/chat/customer", get(help::customer_socket))
         .route("/healthz", get(public::healthz))
         .route("/assets/{file}", get(layout::asset))

@@ -21,9 +21,10 @@ use super::chat::{FromBrowser, ToBrowser};
 use super::layout::PageError;
 use super::WebState;
 
-/// Largest message a page may send, in bytes: a chat line of the longest allowed length
-/// in 4-byte characters, with its JSON around it, fits.
-pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+/// Largest message a page may send, in bytes: a part of an attachment (its base64 and JSON
+/// around it, `bridge/upload.rs`) fits, and so does a chat line of the longest allowed
+/// length in 4-byte characters.
+pub const MAX_MESSAGE_BYTES: usize = 40 * 1024;
 
 /// How long a page has to say what it wants after the socket opens.
 pub const FIRST_MESSAGE_WITHIN: Duration = Duration::from_secs(10);

@@ -65,6 +65,18 @@ pub fn report(out: &Output, event: Event) {
             json!({"code": code, "position": position}),
         ),
         Event::SessionEnded { code, reason } => report_ended(out, code, &reason),
+        // Already in the native client: say what is asked; sharing is `--share`.
+        Event::NativeInvite {
+            code,
+            expert,
+            share,
+        } => out.status(
+            "native_invite",
+            format!(
+                "expert {expert} asks you to share {share}: leave (Ctrl-C) and run sosq join {code} --secret YOUR_SECRET --share {share}"
+            ),
+            json!({"code": code, "expert": expert, "share": share}),
+        ),
         Event::Released { .. } | Event::Paired { .. } | Event::QueueChanged(_) => {}
     }
 }

@@ -293,6 +293,17 @@ pub enum Command {
         #[command(flatten)]
         to: AssigneeArgs,
     },
+    /// Expert in a session: ask the customer (in a browser, most often) to run sosq and
+    /// share a local service; the customer's page shows the download and the exact
+    /// `sosq join` command, prefilled with its code and secret.
+    InviteNative {
+        /// The session code.
+        code: String,
+        /// The service on the customer's machine to share, host:port (127.0.0.1:5900: its
+        /// screen over VNC; 127.0.0.1:22: SSH).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5900")]
+        share: SocketAddr,
+    },
     /// Expert or admin: show the whole history of a case (open, closed or expired): every
     /// transition and action with its time, who did it and from which address.
     History {
@@ -495,6 +506,25 @@ async fn one_shot(
             };
             out.print(
                 format!("handed case {} to {to}", case.code),
+                shapes::case(&case),
+            );
+            Ok(())
+        }
+        Command::InviteNative { code, share } => {
+            let reply = client
+                .request(Request::InviteNative {
+                    code,
+                    share: share.to_string(),
+                })
+                .await?;
+            let Reply::Case(case) = reply else {
+                return Err(unexpected());
+            };
+            out.print(
+                format!(
+                    "asked the customer of case {} to run sosq and share {share}",
+                    case.code
+                ),
                 shapes::case(&case),
             );
             Ok(())

@@ -84,13 +84,15 @@ pub enum HistoryKind {
     Message,
     /// The case's customer attached a file (a screenshot of the error).
     Attachment,
+    /// The expert asked the customer to run the native client (`sosq invite-native`).
+    NativeInvite,
     /// Anything else, and entries stored before kinds existed that say nothing clearer.
     Event,
 }
 
 impl HistoryKind {
     /// Every kind.
-    pub const ALL: [HistoryKind; 22] = [
+    pub const ALL: [HistoryKind; 23] = [
         HistoryKind::Created,
         HistoryKind::Attached,
         HistoryKind::Started,
@@ -112,6 +114,7 @@ impl HistoryKind {
         HistoryKind::Note,
         HistoryKind::Message,
         HistoryKind::Attachment,
+        HistoryKind::NativeInvite,
         HistoryKind::Event,
     ];
 
@@ -139,6 +142,7 @@ impl HistoryKind {
             HistoryKind::Note => "note",
             HistoryKind::Message => "message",
             HistoryKind::Attachment => "attachment",
+            HistoryKind::NativeInvite => "native_invite",
             HistoryKind::Event => "event",
         }
     }

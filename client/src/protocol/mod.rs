@@ -34,7 +34,9 @@ pub use paging::*;
 /// 8: customers' messages and attachments (`AddMessage`, `AttachStart`/`AttachPart`/
 /// `AttachFinish`; staff read them with `Attachments` and `Attachment`); cases and queue
 /// entries carry the latest message and the number of attachments.
-pub const PROTOCOL_VERSION: u16 = 8;
+/// 9: the expert in a session asks its customer to run the native client
+/// (`InviteNative`, pushed to the customer as [`Event::NativeInvite`]).
+pub const PROTOCOL_VERSION: u16 = 9;
 
 /// What to tell a user whose client and daemon speak different protocol versions: which
 /// side is older and so needs upgrading. Both the daemon's refusal and the client's check
@@ -247,6 +249,16 @@ pub enum Request {
         /// The first byte wanted.
         offset: u64,
     },
+    /// The expert in a session on the case: ask its customer (a browser customer, most
+    /// often) to run the native client and share the local service at `share`. The
+    /// customer is sent [`Event::NativeInvite`]. Answered with [`Reply::Case`].
+    InviteNative {
+        /// The code as typed.
+        code: String,
+        /// The local service the customer is asked to share, `host:port` on the customer's
+        /// machine (`127.0.0.1:5900` for its screen over VNC).
+        share: String,
+    },
     /// The request a [`Reply::Redirect`] sent here, with its ticket: a cluster node
     /// answers `request` as if it had come first, holding what the redirecting node
     /// claimed for this caller (a pulled case). Only what a redirect named is accepted.
@@ -378,6 +390,17 @@ pub enum Event {
         code: SessionCode,
         /// 1 = next.
         position: u32,
+    },
+    /// To the case's customer: the expert asks it to run the native client
+    /// (`sosq join CODE --secret ... --share SHARE`) on the same case
+    /// ([`Request::InviteNative`]).
+    NativeInvite {
+        /// The case.
+        code: SessionCode,
+        /// The expert who asks.
+        expert: String,
+        /// The local service to share, `host:port` on the customer's machine.
+        share: String,
     },
 }
 

@@ -270,6 +270,7 @@ impl ClusterNode {
             | Request::Close { code, .. }
             | Request::Assign { code, .. }
             | Request::Transfer { code, .. }
+            | Request::InviteNative { code, .. }
             | Request::Escalate { code, .. }
             | Request::Note { code, .. }
             | Request::AddMessage { code, .. }
@@ -429,6 +430,7 @@ fn named_code(request: &Request) -> Option<SessionCode> {
         | Request::Close { code, .. }
         | Request::Assign { code, .. }
         | Request::Transfer { code, .. }
+        | Request::InviteNative { code, .. }
         | Request::Escalate { code, .. }
         | Request::Note { code, .. }
         | Request::AddMessage { code, .. }

@@ -155,6 +155,10 @@ fn everything_fits(w: Widest) -> Result<(), TestCaseError> {
     })?;
     let to = Assignee::Expert(w.assignee.clone());
     let typed = pulled.code.to_string();
+    let widest_share = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535";
+    reply(Reply::Case(scene.run(|b, now, out| {
+        b.invite_native(now, &name, &typed, widest_share, out)
+    })?))?;
     reply(Reply::Case(scene.run(|b, now, out| {
         b.transfer(now, &name, &typed, &to, out)
     })?))?;
@@ -179,8 +183,9 @@ fn everything_fits(w: Widest) -> Result<(), TestCaseError> {
     prop_assert!(
         pushed(|e| matches!(e, Event::Paired { .. }))
             && pushed(|e| matches!(e, Event::PeerLeft { .. }))
-            && pushed(|e| matches!(e, Event::SessionEnded { .. })),
-        "the session side pushed no pairing, departure or end"
+            && pushed(|e| matches!(e, Event::SessionEnded { .. }))
+            && pushed(|e| matches!(e, Event::NativeInvite { .. })),
+        "the session side pushed no pairing, departure, end or invitation"
     );
     for pushed in scene.events.clone() {
         event(pushed)?;
@@ -403,6 +408,10 @@ fn refusals(scene: &mut Scene) -> Result<Vec<ServerError>, TestCaseError> {
         Request::Transfer {
             code: w.typed.clone(),
             to: Assignee::Group(w.typed.clone()),
+        },
+        Request::InviteNative {
+            code: w.typed.clone(),
+            share: w.typed.clone(),
         },
         Request::Cases {
             filter: CaseFilter::default(),

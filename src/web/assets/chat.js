@@ -103,6 +103,7 @@
           say('spoken', 'Read aloud: ' + spoken(message.code));
           place(message.position, message.typical_wait_seconds);
           show('say-form', true);
+          show('attach-form', true);
           show('end', true);
           say('end', 'End session');
         } else {
@@ -137,6 +138,23 @@
       case 'refused':
         problem(message.text);
         break;
+      case 'upload':
+        uploadProgress(message);
+        break;
+      case 'uploaded':
+        uploadDone();
+        addLine({ system: message.text });
+        break;
+      case 'upload_failed':
+        uploadDone();
+        problem(message.text);
+        break;
+      case 'invite':
+        invite(message);
+        break;
+      case 'elsewhere':
+        letGo(message.text);
+        break;
       case 'ended':
         finish(message.reason);
         break;
@@ -158,9 +176,12 @@
     if (help) {
       forget();
       show('waiting', false);
+      show('invite', false);
       show('say-form', false);
+      show('attach-form', false);
       show('end', false);
       show('over', true);
+      show('take-back', false);
       say('over-text', reason);
     } else {
       say('chat-state', reason);
@@ -169,6 +190,88 @@
       show('chat-start', true);
     }
     if (socket) { socket.close(); }
+  }
+
+  // The expert asks for the native client: the command of this system first.
+  function invite(message) {
+    var windows = /Win/.test(navigator.platform || navigator.userAgent);
+    var mine = message.commands.filter(function (c) { return (c.system === 'windows') === windows; })[0];
+    var other = message.commands.filter(function (c) { return c !== mine; })[0];
+    say('invite-why', message.expert + ' asks you to run the support program and share ' + message.share + ' with them.');
+    say('invite-command', mine ? mine.command : '');
+    say('invite-other', other ? other.command : '');
+    show('invite', true);
+    addLine({ system: message.expert + ' asks you to run the support program (see below).' });
+    var section = $('invite');
+    if (section) { section.scrollIntoView({ block: 'nearest' }); }
+  }
+
+  // Another window or the native client took the case: this page stops, keeping the
+  // case, and may take it back.
+  function letGo(words) {
+    over = true;
+    if (help) {
+      var saved = load(CASE_KEY);
+      if (saved) { saved.elsewhere = words; store(CASE_KEY, saved); }
+      show('waiting', false);
+      show('invite', false);
+      show('say-form', false);
+      show('attach-form', false);
+      show('end', false);
+      show('over', true);
+      say('over-text', words);
+      show('take-back', true);
+    } else {
+      say('chat-state', words);
+      show('say-form', false);
+      show('chat-leave', false);
+      show('chat-start', true);
+    }
+    if (socket) { socket.close(); }
+  }
+
+  // A file on its way: PART bytes a message, at most IN_FLIGHT unanswered.
+  var PART = 24 * 1024;
+  var IN_FLIGHT = 4;
+  var upload = null;
+  function base64(buffer) {
+    var bytes = new Uint8Array(buffer);
+    var text = '';
+    for (var i = 0; i < bytes.length; i += 0x8000) {
+      text += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+    }
+    return btoa(text);
+  }
+  function uploadProgress(message) {
+    if (!upload) { return; }
+    if (upload.started) { upload.inFlight -= 1; } else { upload.started = true; }
+    var bar = $('attach-progress');
+    if (bar) { bar.value = message.size ? Math.floor(100 * message.received / message.size) : 100; }
+    if (message.received >= message.size) {
+      send({ type: 'attach_finish' });
+      return;
+    }
+    while (upload.inFlight < IN_FLIGHT && upload.next < upload.file.size) {
+      var slice = upload.file.slice(upload.next, upload.next + PART);
+      upload.next += PART;
+      upload.inFlight += 1;
+      var sending = upload;
+      sending.chain = sending.chain.then(function (blob) {
+        return function () {
+          return blob.arrayBuffer().then(function (buffer) {
+            if (upload === sending) { send({ type: 'attach_part', data: base64(buffer) }); }
+          });
+        };
+      }(slice));
+    }
+  }
+  function uploadDone() {
+    upload = null;
+    show('attach-progress', false);
+    var button = document.querySelector('#attach-form button');
+    if (button) { button.disabled = false; }
+    var input = $('attach-file');
+    if (input) { input.value = ''; }
   }
 
   function connect(path, first) {
@@ -187,6 +290,10 @@
     };
     opened.onclose = function () {
       if (socket === opened) { socket = null; }
+      if (upload) {
+        uploadDone();
+        problem('The connection dropped while the file was sent; attach it again.');
+      }
       if (over) { return; }
       var again = reconnection();
       if (!again) { return; }
@@ -244,7 +351,11 @@
     kept.forEach(function (line) { addLine(line, false); });
     if (kept.length) { show('chat', true); }
     var saved = load(CASE_KEY);
-    if (saved) {
+    if (saved && saved.elsewhere) {
+      // A reload must not take the case back from the program that has it.
+      show('ask', false);
+      letGo(saved.elsewhere);
+    } else if (saved) {
       show('ask', false);
       show('waiting', true);
       say('code', saved.code);
@@ -266,7 +377,38 @@
       });
     });
     var again = $('again');
-    if (again) { again.href = location.pathname; }
+    if (again) {
+      again.href = location.pathname;
+      again.addEventListener('click', function () { forget(); });
+    }
+    var takeBack = $('take-back');
+    if (takeBack) {
+      takeBack.addEventListener('click', function () {
+        var back = reconnection();
+        if (!back) { return; }
+        var saved = load(CASE_KEY);
+        if (saved) { delete saved.elsewhere; store(CASE_KEY, saved); }
+        show('over', false);
+        show('take-back', false);
+        show('waiting', !paired);
+        say('status', 'Reconnecting to your request…');
+        connect(back.path, back.first);
+      });
+    }
+    var attachForm = $('attach-form');
+    if (attachForm) {
+      attachForm.addEventListener('submit', function (event) {
+        event.preventDefault();
+        var input = $('attach-file');
+        var file = input.files && input.files[0];
+        if (!file || upload) { return; }
+        upload = { file: file, next: 0, inFlight: 0, started: false, chain: Promise.resolve() };
+        if (!send({ type: 'attach_start', name: file.name, size: file.size })) { upload = null; return; }
+        attachForm.querySelector('button').disabled = true;
+        var bar = $('attach-progress');
+        if (bar) { bar.value = 0; bar.hidden = false; }
+      });
+    }
     var copy = $('invite-copy');
     if (copy) {
       copy.addEventListener('click', function () {

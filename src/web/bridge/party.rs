@@ -9,6 +9,7 @@ use sosq::{Client, ClientError, SessionCode};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::upload::PageUpload;
 use super::{Bridges, PageLink, Registered, Start};
 use crate::server::Shared;
 use crate::web::chat::{self, Backlog, FromBrowser, LineRate, LineSplitter, ToBrowser};
@@ -33,6 +34,8 @@ pub(super) struct Party {
     last_expert: Option<String>,
     /// Own name, for the lines this side sends.
     own_name: String,
+    /// The customer's resume secret (customers only), for the native client's command.
+    secret: Option<String>,
     /// The daemon, whose clock stamps the lines.
     shared: Arc<Shared>,
 }
@@ -53,6 +56,7 @@ impl Party {
             peer: None,
             last_expert: None,
             own_name,
+            secret: None,
             shared: shared.clone(),
         }
     }
@@ -75,6 +79,13 @@ impl Party {
 
     /// A page takes over: it hears where the case stands, then what it missed.
     fn take_page(&mut self, link: PageLink) {
+        if let Some(old) = self.page.take() {
+            // Told, not just dropped: a page whose socket merely closed would come back
+            // and take the party again, and two tabs would take turns forever.
+            let _ = old.to_page.try_send(ToBrowser::Elsewhere {
+                text: "this chat continues in another window".into(),
+            });
+        }
         self.page = Some(link);
         self.away_since = None;
         let mut opening: Vec<ToBrowser> = self.attached.iter().cloned().collect();
@@ -159,6 +170,12 @@ impl Party {
             Err((text, retry)) => return self.tell_final(ToBrowser::Failed { text, retry }),
         };
         let code = case.code;
+        // A resumed case gets no new secret: the page's own is the case's.
+        let secret = secret.or_else(|| match &start {
+            Start::Resume { secret, .. } => Some(secret.clone()),
+            _ => None,
+        });
+        self.secret = secret.clone().filter(|_| self.customer);
         let (attach_tx, attach_rx) = mpsc::channel(4);
         bridges.register(
             &start,
@@ -212,6 +229,7 @@ impl Party {
         let mut split = LineSplitter::default();
         let mut early: Vec<String> = Vec::new();
         let mut rate = LineRate::new(Instant::now());
+        let mut upload = PageUpload::default();
         let mut buf = vec![0u8; 16 * 1024];
         let ending = loop {
             let away_deadline = self.away_since.map(|since| since + linger);
@@ -249,6 +267,15 @@ impl Party {
                                 self.said(line);
                             }
                             None => self.tell(ToBrowser::Refused { text: format!("{EARLY_LINES} lines already wait for the chat to open; wait until it does") }),
+                        }
+                    }
+                    Some(asked @ (FromBrowser::AttachStart { .. } | FromBrowser::AttachPart { .. } | FromBrowser::AttachFinish)) => {
+                        if !self.customer {
+                            self.tell(ToBrowser::Refused { text: "files are attached by the customer".into() });
+                            continue;
+                        }
+                        if let Some(told) = upload.step(&mut client, code, asked).await {
+                            self.tell(told);
                         }
                     }
                     Some(FromBrowser::End) => {
@@ -318,7 +345,13 @@ impl Party {
                     }
                     Some(Event::SessionEnded { reason, .. }) => break ToBrowser::Ended { reason },
                     Some(Event::Released { reason, .. }) => self.tell(ToBrowser::Notice { text: reason }),
+                    Some(Event::NativeInvite { code, expert, share }) => {
+                        let secret = self.secret.clone().unwrap_or_default();
+                        let commands = crate::web::invite::commands(&code.to_string(), &self.own_name, &secret, &share);
+                        self.tell(ToBrowser::Invite { expert, share, commands });
+                    }
                     Some(Event::QueueChanged(_)) => {}
+                    None if replaced(&client) => break ToBrowser::Elsewhere { text: "your session continues in the sosq program (or another window) that joined with this case's secret".into() },
                     None => break ToBrowser::Failed { text: "the connection to the support service was lost (is it restarting?); this page tries again".into(), retry: true },
                 },
             }
@@ -354,6 +387,16 @@ impl Party {
             text,
         });
     }
+}
+
+/// Whether the daemon closed `client` because a newer connection took its seat (the
+/// native client with the case's secret, or the case resumed from another tab).
+fn replaced(client: &Client) -> bool {
+    matches!(
+        client.connection().close_reason(),
+        Some(quinn::ConnectionError::ApplicationClosed(close))
+            if close.error_code == close_code::REPLACED.into()
+    )
 }
 
 /// The page's next request; never, while no page is attached.
