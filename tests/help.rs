@@ -106,6 +106,37 @@ async fn a_reloaded_page_resumes_its_case_and_chat_and_the_expert_notices_nothin
     terminal.send(b"welcome back\n");
     assert_eq!(page.peer_lines(1).await, vec!["welcome back"]);
 
+    // A second reload finds the same party too (a resumed party keeps the case's secret):
+    // the chat goes on, and the case never saw a new connection.
+    page.drop_page().await;
+    let mut page = ChatSocket::open(&daemon, "/chat/customer").await;
+    page.send(json!({"type": "resume", "code": code, "secret": secret, "name": "Alice"}))
+        .await;
+    page.expect("attached").await;
+    page.say("after the second reload").await;
+    terminal.stdout_lines_until(|line| line == "after the second reload");
+    let history = daemon.json(Some(&expert), &["history", &code]);
+    assert!(
+        !history.to_string().contains("\"replaced\""),
+        "no connection was replaced: {history}"
+    );
+    // The same case opened in a second tab: the first is told, and lets go for good
+    // (rather than coming back and taking turns with the second).
+    let mut second_tab = ChatSocket::open(&daemon, "/chat/customer").await;
+    second_tab
+        .send(json!({"type": "resume", "code": code, "secret": secret, "name": "Alice"}))
+        .await;
+    second_tab.expect("attached").await;
+    let elsewhere = page.expect("elsewhere").await;
+    assert!(
+        elsewhere["text"]
+            .as_str()
+            .unwrap()
+            .contains("another window"),
+        "{elsewhere}"
+    );
+    let mut page = second_tab;
+
     // A wrong secret takes nothing over: it is a wrong code for the throttle, and the page
     // is told its request is not there.
     let mut stranger = ChatSocket::open(&daemon, "/chat/customer").await;

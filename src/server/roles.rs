@@ -17,7 +17,9 @@ pub fn authorize(role: Role, request: &Request) -> Result<(), ServerError> {
         Request::WatchQueue { .. } => ("watching the queue", &[Role::Expert, Role::Admin]),
         Request::Assign { .. } => ("assigning a case", &[Role::Expert, Role::Admin]),
         Request::Transfer { .. } => ("transferring a case", &[Role::Expert]),
-        Request::InviteNative { .. } => ("inviting a customer to the native client", &[Role::Expert]),
+        Request::InviteNative { .. } => {
+            ("inviting a customer to the native client", &[Role::Expert])
+        }
         Request::Pull { .. } => ("pulling a case", &[Role::Expert]),
         Request::Connect { .. } => ("connecting to a case by code", &[Role::Expert]),
         Request::Create { .. } => ("creating a case", &[Role::Expert]),

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -88,15 +88,17 @@ fn powershell_quote(text: &str) -> String {
 /// `GET /help/support.sosq`: the support profile file for the general queue.
 pub async fn general_profile(
     State(state): State<Arc<WebState>>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
-    profile_file(&state, &headers, None, None)
+    profile_file(&state, &uri, &headers, None, None)
 }
 
 /// `GET /help/{profile}/support.sosq`: a support profile's file (its team and welcome).
 pub async fn named_profile(
     State(state): State<Arc<WebState>>,
     Path(name): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
     let profile = match state.shared.help_profile(&name) {
@@ -109,7 +111,7 @@ pub async fn named_profile(
         }
         Err(text) => return Err(PageError::new(StatusCode::SERVICE_UNAVAILABLE, text)),
     };
-    profile_file(&state, &headers, Some(profile.team), profile.welcome)
+    profile_file(&state, &uri, &headers, Some(profile.team), profile.welcome)
 }
 
 /// The profile file (JSON, as `sosq --profile` reads it), as a download. Nothing in it is
@@ -117,11 +119,16 @@ pub async fn named_profile(
 /// the page could learn by connecting.
 fn profile_file(
     state: &WebState,
+    uri: &Uri,
     headers: &HeaderMap,
     group: Option<String>,
     welcome: Option<String>,
 ) -> Result<Response, PageError> {
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    // HTTP/2 names the host in the request's authority, HTTP/1.1 in its Host header.
+    let host = uri
+        .authority()
+        .map(|authority| authority.as_str())
+        .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()));
     let server = server_address(
         &state.shared.config().advertise,
         host,
@@ -172,7 +179,12 @@ mod tests {
 
     #[test]
     fn each_value_is_one_word_for_its_shell() {
-        let commands = commands("s204-771-630", "Ann O'Brien; rm -rf ~", "k3y", "127.0.0.1:5900");
+        let commands = commands(
+            "s204-771-630",
+            "Ann O'Brien; rm -rf ~",
+            "k3y",
+            "127.0.0.1:5900",
+        );
         assert_eq!(
             commands[0].command,
             "sosq join s204-771-630 --name 'Ann O'\\''Brien; rm -rf ~' --secret k3y --profile ~/Downloads/support.sosq --share 127.0.0.1:5900"
@@ -181,7 +193,10 @@ mod tests {
             commands[1].command,
             "sosq join s204-771-630 --name 'Ann O''Brien; rm -rf ~' --secret 'k3y' --profile \"$HOME\\Downloads\\support.sosq\" --share '127.0.0.1:5900'"
         );
-        assert_eq!(powershell_quote("it\u{2019}s $x"), "'it\u{2019}\u{2019}s $x'");
+        assert_eq!(
+            powershell_quote("it\u{2019}s $x"),
+            "'it\u{2019}\u{2019}s $x'"
+        );
         assert_eq!(posix_quote(""), "''");
         assert_eq!(posix_quote("$(id)"), "'$(id)'");
     }
