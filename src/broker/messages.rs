@@ -80,7 +80,7 @@ impl Broker {
             )));
         }
         let case = &self.cases[&code];
-        if !case.expert.as_ref().is_some_and(|seat| seat.name == expert) {
+        if case.expert.as_ref().is_none_or(|seat| seat.name != expert) {
             return Err(BrokerError::InvalidInput(format!(
                 "you are not the expert in a session on case {code}; connect to it first"
             )));
