@@ -404,6 +404,14 @@ impl Browser {
         self.run(&format!("type into {css}"), element.send_keys(text));
     }
 
+    /// Chooses the file at `path` in the file input matching `css` (as a person picking it
+    /// in the file dialog).
+    pub fn choose_file(&self, css: &str, path: &Path) {
+        let element = self.find(css);
+        let path = path.to_string_lossy().into_owned();
+        self.run(&format!("choose a file in {css}"), element.send_keys(&path));
+    }
+
     /// Picks the option with `value` in the select matching `css`.
     pub fn select(&self, css: &str, value: &str) {
         let element = self.find(css);
