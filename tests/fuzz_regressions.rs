@@ -82,6 +82,32 @@ fn frame_decoder_regressions_fail_cleanly() {
     }
 }
 
+/// The structured seeds open with a `Hello` of the protocol they were written for; after a
+/// protocol bump their variant indices may mean other requests, and the named checks below
+/// would fail without saying why. This says why, and how to fix it.
+#[test]
+fn structured_seeds_speak_the_current_protocol() {
+    for (name, data) in inputs("control_handler") {
+        let Some(prefix) = data.get(..4) else {
+            continue;
+        };
+        let length = u32::from_be_bytes(prefix.try_into().expect("4 bytes")) as usize;
+        let Some(payload) = data.get(4..4 + length) else {
+            continue;
+        };
+        let Ok(ClientMessage::Hello { version, .. }) = codec::decode::<ClientMessage>(payload)
+        else {
+            continue;
+        };
+        assert!(
+            version == PROTOCOL_VERSION || version == 0,
+            "fuzz/regressions/control_handler/{name} was written for protocol {version}, this \
+             is protocol {PROTOCOL_VERSION}: run `cargo test -p sosqd --test fuzz_regressions \
+             -- --ignored regenerate_structured_seeds` and commit the seeds"
+        );
+    }
+}
+
 #[test]
 fn control_handler_regressions_never_panic() {
     for (name, data) in inputs("control_handler") {
