@@ -23,7 +23,8 @@ pub enum ShortcutError {
     },
 }
 
-/// The address of profile `profile`'s help page: the host of `server` (the broker's
+/// The address of profile `profile`'s help page (`/help/<profile>`, or the plain `/help`
+/// page, whose requests land in the general queue, for `None`): the host of `server` (the broker's
 /// address as customers reach it, `host:port` or `[v6]:port`), at `web_port` if the
 /// console listens on a port of its own, else at `server`'s port (the console shares the
 /// QUIC port's number by default).
@@ -33,7 +34,7 @@ pub enum ShortcutError {
 pub fn help_url(
     server: &str,
     web_port: Option<u16>,
-    profile: &str,
+    profile: Option<&str>,
 ) -> Result<String, ShortcutError> {
     let unusable = || {
         ShortcutError::Address(format!(
@@ -55,7 +56,10 @@ pub fn help_url(
         return Err(unusable());
     }
     let port = web_port.unwrap_or(port);
-    Ok(format!("https://{host}:{port}/help/{profile}"))
+    match profile {
+        Some(profile) => Ok(format!("https://{host}:{port}/help/{profile}")),
+        None => Ok(format!("https://{host}:{port}/help")),
+    }
 }
 
 /// The Desktop Entry (`.desktop`) of a link to `url` named `title`, as the Desktop Entry
@@ -96,13 +100,14 @@ fn escape_value(value: &str) -> String {
     out
 }
 
-/// Writes `<profile>-support.desktop` and `<profile>-support.url` into `dir` (made if
-/// missing), mode 0644, and returns their paths.
+/// Writes `<stem>-support.desktop` and `<stem>-support.url` into `dir` (made if
+/// missing), mode 0644, and returns their paths; `stem` is the profile's name, or `sos`
+/// for the plain `/help` page.
 ///
 /// Errors: [`ShortcutError::Io`].
 pub fn write(
     dir: &Path,
-    profile: &str,
+    stem: &str,
     title: &str,
     url: &str,
 ) -> Result<Vec<PathBuf>, ShortcutError> {
@@ -112,11 +117,8 @@ pub fn write(
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let files = [
-        (
-            format!("{profile}-support.desktop"),
-            desktop_entry(title, url),
-        ),
-        (format!("{profile}-support.url"), internet_shortcut(url)),
+        (format!("{stem}-support.desktop"), desktop_entry(title, url)),
+        (format!("{stem}-support.url"), internet_shortcut(url)),
     ];
     let mut written = Vec::new();
     for (name, text) in files {
@@ -136,12 +138,14 @@ mod tests {
 
     #[test]
     fn the_help_url_takes_the_host_of_the_server_and_the_consoles_port() {
-        let url = help_url("support.example.com:4433", None, "acme").unwrap();
+        let url = help_url("support.example.com:4433", None, Some("acme")).unwrap();
         assert_eq!(url, "https://support.example.com:4433/help/acme");
-        let url = help_url("10.0.0.5:4433", Some(8443), "acme").unwrap();
+        let url = help_url("10.0.0.5:4433", Some(8443), Some("acme")).unwrap();
         assert_eq!(url, "https://10.0.0.5:8443/help/acme");
-        let url = help_url("[2001:db8::1]:4433", None, "a").unwrap();
+        let url = help_url("[2001:db8::1]:4433", None, Some("a")).unwrap();
         assert_eq!(url, "https://[2001:db8::1]:4433/help/a");
+        let url = help_url("support.example.com:4433", None, None).unwrap();
+        assert_eq!(url, "https://support.example.com:4433/help");
         for bad in [
             "support.example.com",
             "host:port",
@@ -154,7 +158,10 @@ mod tests {
             "[not-v6]:4433",
         ] {
             assert!(
-                matches!(help_url(bad, None, "acme"), Err(ShortcutError::Address(_))),
+                matches!(
+                    help_url(bad, None, Some("acme")),
+                    Err(ShortcutError::Address(_))
+                ),
                 "{bad:?}"
             );
         }

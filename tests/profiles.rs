@@ -316,3 +316,71 @@ fn desktop_entry_writes_both_shortcuts_to_the_help_page() {
         "{said}"
     );
 }
+
+/// `sosqd profile --out FILE --desktop-entry`: the support profile file and, beside it, the
+/// SOS button to the plain /help page (or, with a value, to a named profile's page).
+#[test]
+fn the_profile_file_form_writes_the_desktop_button_beside_the_file() {
+    let data = tempfile::tempdir().unwrap();
+    let place = ["--data-dir", data.path().to_str().unwrap()];
+    ok(sosqd(
+        &place,
+        &["profile", "save", "acme", "--company", "ACME"],
+    ));
+    // The file carries the certificate's fingerprint, so the certificate must exist.
+    ok(sosqd(&place, &["fingerprint", "--create"]));
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("support.sosq");
+    let file_form = |desktop_entry: &[&str]| {
+        let mut args = vec![
+            "profile",
+            "--out",
+            file.to_str().unwrap(),
+            "--server",
+            "support.example.com:4433",
+        ];
+        args.extend_from_slice(desktop_entry);
+        sosqd(&place, &args)
+    };
+
+    let (printed, said) = ok(file_form(&["--desktop-entry"]));
+    assert!(file.exists(), "the profile file is written too");
+    assert!(
+        said.contains("customers run: sosq request --profile"),
+        "{said}"
+    );
+    assert!(
+        said.contains("opens https://support.example.com:4433/help\n"),
+        "{said}"
+    );
+    let entry_path = out.path().join("sos-support.desktop");
+    let url_path = out.path().join("sos-support.url");
+    assert_eq!(
+        printed,
+        format!("{}\n{}\n", entry_path.display(), url_path.display())
+    );
+    let entry = std::fs::read_to_string(&entry_path).unwrap();
+    assert!(entry.lines().any(|l| l == "Name=Remote support"), "{entry}");
+    assert!(
+        entry
+            .lines()
+            .any(|l| l == "URL=https://support.example.com:4433/help"),
+        "{entry}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&url_path).unwrap(),
+        "[InternetShortcut]\r\nURL=https://support.example.com:4433/help\r\n"
+    );
+
+    let (_, said) = ok(file_form(&["--desktop-entry", "acme"]));
+    assert!(
+        said.contains("\"ACME support\", which opens https://support.example.com:4433/help/acme"),
+        "{said}"
+    );
+    assert!(out.path().join("acme-support.desktop").exists());
+    let said = refused(file_form(&["--desktop-entry", "nobody"]));
+    assert!(
+        said.contains("no support profile named \"nobody\""),
+        "{said}"
+    );
+}

@@ -1,5 +1,6 @@
 //! `sosqd profile`: support profiles. Without a subcommand it writes a support profile
-//! file (`support.sosq`, what `sosq request --profile FILE` reads); `save`, `list` and
+//! file (`support.sosq`, what `sosq request --profile FILE` reads), and with
+//! `--desktop-entry` the desktop SOS button beside it; `save`, `list` and
 //! `remove` keep the named profiles of the customers' `/help/NAME` pages in the users
 //! store (whether or not a daemon runs, as `sosqd user` does); `desktop-entry` writes the
 //! desktop SOS button that opens such a page.
@@ -34,6 +35,11 @@ pub(crate) struct ProfileArgs {
     /// Shown to customers while they wait.
     #[arg(long)]
     welcome: Option<String>,
+    /// Also write the desktop SOS button beside the file, for customers who install
+    /// nothing: it opens the named profile PAGE's /help/PAGE, or the plain /help page
+    /// without a value.
+    #[arg(long, value_name = "PAGE", num_args = 0..=1, default_missing_value = "")]
+    desktop_entry: Option<String>,
     #[command(flatten)]
     data: StoreArgs,
 }
@@ -100,7 +106,24 @@ pub(crate) fn run(args: ProfileArgs) -> anyhow::Result<()> {
             let out = args
                 .out
                 .ok_or_else(|| anyhow::anyhow!("give --out FILE, or a command (save, list...)"))?;
-            write_file(&out, args.server, args.group, args.welcome, &args.data)
+            write_file(
+                &out,
+                args.server.clone(),
+                args.group,
+                args.welcome,
+                &args.data,
+            )?;
+            match args.desktop_entry {
+                None => Ok(()),
+                Some(page) => {
+                    let page = Some(page.as_str()).filter(|p| !p.is_empty());
+                    let beside = match out.parent() {
+                        Some(dir) if !dir.as_os_str().is_empty() => dir,
+                        _ => Path::new("."),
+                    };
+                    desktop_entry(page, beside, args.server, &args.data)
+                }
+            }
         }
         Some(ProfileCommand::Save {
             name,
@@ -172,7 +195,7 @@ pub(crate) fn run(args: ProfileArgs) -> anyhow::Result<()> {
             out,
             server,
             data,
-        }) => desktop_entry(&name, &out, server, &data),
+        }) => desktop_entry(Some(&name), &out, server, &data),
     }
 }
 
@@ -261,32 +284,41 @@ fn write_file(
     Ok(())
 }
 
-/// `sosqd profile desktop-entry NAME --out DIR`.
+/// `sosqd profile desktop-entry NAME --out DIR` (`page` is `Some(NAME)`), or
+/// `sosqd profile --out FILE --desktop-entry` (the plain /help page, `page` is `None`):
+/// the two shortcut files in `out`.
 fn desktop_entry(
-    name: &str,
+    page: Option<&str>,
     out: &Path,
     server: Option<String>,
     data: &StoreArgs,
 ) -> anyhow::Result<()> {
     let config = store_config(data)?;
-    let profile = directory(data, Writes::No)?
-        .profile(name)?
-        .ok_or_else(|| sosqd::store::users::UserError::NoSuchProfile(name.to_string()))?;
+    let (stem, title) = match page {
+        Some(name) => {
+            let profile = directory(data, Writes::No)?
+                .profile(name)?
+                .ok_or_else(|| sosqd::store::users::UserError::NoSuchProfile(name.to_string()))?;
+            let title = format!(
+                "{} support",
+                profile.company.as_deref().unwrap_or(&profile.name)
+            );
+            (profile.name, title)
+        }
+        None => ("sos".to_string(), "Remote support".to_string()),
+    };
+    let path = format!("/help{}", page.map(|p| format!("/{p}")).unwrap_or_default());
     // The console shares the QUIC port's number unless `web_listen` gives it its own.
     let web_port = match config.web_listen.as_deref().map(str::trim) {
         None => None,
         Some("") => anyhow::bail!(
-            "the web console is off (web_listen = \"\"), so there is no /help/{name} page to open"
+            "the web console is off (web_listen = \"\"), so there is no {path} page to open"
         ),
         Some(_) => config.web_address(config.listen)?.map(|addr| addr.port()),
     };
     let server = customer_server(&config, server)?;
-    let url = sosqd::sos_shortcut::help_url(&server, web_port, &profile.name)?;
-    let title = format!(
-        "{} support",
-        profile.company.as_deref().unwrap_or(&profile.name)
-    );
-    for path in sosqd::sos_shortcut::write(out, &profile.name, &title, &url)? {
+    let url = sosqd::sos_shortcut::help_url(&server, web_port, page)?;
+    for path in sosqd::sos_shortcut::write(out, &stem, &title, &url)? {
         println!("{}", path.display());
     }
     eprintln!("wrote the SOS button \"{title}\", which opens {url}");
