@@ -375,3 +375,43 @@ async fn a_transfer_shows_the_customer_who_takes_over() {
     second.send(b"bob here\n");
     assert_eq!(page.peer_lines(1).await, vec!["bob here"]);
 }
+
+#[tokio::test]
+async fn a_page_is_told_plainly_when_its_case_is_deleted_or_expires_and_after_a_reload() {
+    // Long enough for the deletion to come first on a loaded machine.
+    let daemon = Daemon::start(&["--case-ttl", "8s"]);
+    let root = daemon.add_user("root", "admin");
+    let mut deleted_page = ChatSocket::ask(&daemon, "Bob", "spam, deleted at once").await;
+    let (deleted_code, _) = case_of(&deleted_page.expect("attached").await);
+    let deleted = daemon.run(Some(&root), &["delete", &deleted_code]);
+    assert!(deleted.status.success(), "{deleted:?}");
+    let ended = deleted_page.expect("ended").await;
+    assert!(
+        ended["reason"].as_str().unwrap().contains("deleted"),
+        "{ended}"
+    );
+
+    let mut page = ChatSocket::ask(&daemon, "Alice", "screen is black").await;
+    let (code, secret) = case_of(&page.expect("attached").await);
+    let ended = page.expect("ended").await;
+    // In the daemon's words, as a native customer hears it (not "connection lost").
+    let reason = ended["reason"].as_str().unwrap();
+    assert!(reason.contains("expired"), "{ended}");
+    assert!(page.next().await.is_none(), "nothing follows the end");
+
+    // The customer reloads the page later: it is told the case is over, and not to retry.
+    let mut page = ChatSocket::open(&daemon, "/chat/customer").await;
+    page.send(json!({"type": "resume", "code": code, "secret": secret, "name": "Alice"}))
+        .await;
+    let answer = page.next().await.expect("an answer");
+    eprintln!("RELOAD {answer} / {ended}");
+    assert_eq!(answer["type"], "failed", "{answer}");
+    assert_eq!(answer["retry"], false, "{answer}");
+    assert!(
+        answer["text"]
+            .as_str()
+            .unwrap()
+            .contains("no open case has code"),
+        "{answer}"
+    );
+}

@@ -351,8 +351,7 @@ impl Party {
                         self.tell(ToBrowser::Invite { expert, share, commands });
                     }
                     Some(Event::QueueChanged(_)) => {}
-                    None if replaced(&client) => break ToBrowser::Elsewhere { text: "your session continues in the sosq program (or another window) that joined with this case's secret".into() },
-                    None => break ToBrowser::Failed { text: "the connection to the support service was lost (is it restarting?); this page tries again".into(), retry: true },
+                    None => break closed_by_daemon(&client),
                 },
             }
         };
@@ -389,14 +388,43 @@ impl Party {
     }
 }
 
-/// Whether the daemon closed `client` because a newer connection took its seat (the
-/// native client with the case's secret, or the case resumed from another tab).
-fn replaced(client: &Client) -> bool {
-    matches!(
-        client.connection().close_reason(),
-        Some(quinn::ConnectionError::ApplicationClosed(close))
-            if close.error_code == close_code::REPLACED.into()
-    )
+/// What to tell the page when the daemon's connection ended without an event: the case
+/// expired or was deleted (over, in the daemon's words), a newer connection took the seat
+/// (the native client with the case's secret, or the case resumed from another tab), or
+/// the connection was lost or the daemon is restarting (the page tries again).
+fn closed_by_daemon(client: &Client) -> ToBrowser {
+    let Some(quinn::ConnectionError::ApplicationClosed(close)) = client.connection().close_reason()
+    else {
+        return lost();
+    };
+    let reason = String::from_utf8_lossy(&close.reason).into_owned();
+    match u32::try_from(close.error_code.into_inner()) {
+        Ok(close_code::REPLACED) => ToBrowser::Elsewhere {
+            text: "your session continues in the sosq program (or another window) that \
+                   joined with this case's secret"
+                .into(),
+        },
+        Ok(close_code::EXPIRED | close_code::DELETED) if !reason.is_empty() => {
+            ToBrowser::Ended { reason }
+        }
+        Ok(close_code::EXPIRED) => ToBrowser::Ended {
+            reason: "the case expired".into(),
+        },
+        Ok(close_code::DELETED) => ToBrowser::Ended {
+            reason: "the case was deleted".into(),
+        },
+        _ => lost(),
+    }
+}
+
+/// The connection to the daemon was lost: the page tries again.
+fn lost() -> ToBrowser {
+    ToBrowser::Failed {
+        text: "the connection to the support service was lost (is it restarting?); this page \
+               tries again"
+            .into(),
+        retry: true,
+    }
 }
 
 /// The page's next request; never, while no page is attached.
