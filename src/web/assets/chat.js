@@ -153,7 +153,7 @@
         invite(message);
         break;
       case 'elsewhere':
-        letGo(message.text);
+        finish(message.text, true);
         break;
       case 'ended':
         finish(message.reason);
@@ -171,17 +171,25 @@
     }
   }
 
-  function finish(reason) {
+  // The page is done: the case is over (`takeBack` false: forget it), or its seat was
+  // taken by the native client or another tab (`takeBack` true: keep the case, so the
+  // customer may take the seat back here).
+  function finish(reason, takeBack) {
     over = true;
     if (help) {
-      forget();
+      if (takeBack) {
+        var saved = load(CASE_KEY);
+        if (saved) { saved.elsewhere = reason; store(CASE_KEY, saved); }
+      } else {
+        forget();
+      }
       show('waiting', false);
       show('invite', false);
       show('say-form', false);
       show('attach-form', false);
       show('end', false);
       show('over', true);
-      show('take-back', false);
+      show('take-back', !!takeBack);
       say('over-text', reason);
     } else {
       say('chat-state', reason);
@@ -208,28 +216,6 @@
 
   // Another window or the native client took the case: this page stops, keeping the
   // case, and may take it back.
-  function letGo(words) {
-    over = true;
-    if (help) {
-      var saved = load(CASE_KEY);
-      if (saved) { saved.elsewhere = words; store(CASE_KEY, saved); }
-      show('waiting', false);
-      show('invite', false);
-      show('say-form', false);
-      show('attach-form', false);
-      show('end', false);
-      show('over', true);
-      say('over-text', words);
-      show('take-back', true);
-    } else {
-      say('chat-state', words);
-      show('say-form', false);
-      show('chat-leave', false);
-      show('chat-start', true);
-    }
-    if (socket) { socket.close(); }
-  }
-
   // A file on its way: PART bytes a message, at most IN_FLIGHT unanswered.
   var PART = 24 * 1024;
   var IN_FLIGHT = 4;
@@ -354,7 +340,7 @@
     if (saved && saved.elsewhere) {
       // A reload must not take the case back from the program that has it.
       show('ask', false);
-      letGo(saved.elsewhere);
+      finish(saved.elsewhere, true);
     } else if (saved) {
       show('ask', false);
       show('waiting', true);
