@@ -535,3 +535,69 @@ fn staff_notes_reach_a_case_homed_on_another_node_open_or_closed() {
         assert_eq!(count_kind(&history, "closed"), 1, "{history}");
     }
 }
+
+/// After a node's loss, its parties come back to the same survivor at once: every request
+/// about the orphaned case takes its turn at taking it over, so the case is taken once and
+/// stays writable (taken twice, its epochs could reach this node's ledger out of order,
+/// and every later write was refused as "served by another node now").
+#[test]
+fn many_requests_at_once_for_a_lost_nodes_case_take_it_over_once() {
+    let Some(db) = FreshDatabase::create() else {
+        return;
+    };
+    let mut cluster = Cluster::start(2, db.url(), SHORT_LEASE);
+    let expert = cluster.add_user("ana", "expert");
+    let code = code_of(&cluster.json(&[0], Some(&expert), &["create", "--customer", "Bob"]));
+    cluster.node_mut(0).kill9();
+    // Past the lease, so that no request waits it out and all of them race.
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let options = cluster.options(&[1], Some(&expert));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let answers = runtime.block_on(async {
+        let mut clients = Vec::new();
+        for _ in 0..16 {
+            clients.push(sosq::Client::connect(&options).await.expect("n2 answers"));
+        }
+        let asks = clients.into_iter().map(|mut client| {
+            let code = code.clone();
+            tokio::spawn(async move {
+                let answer = client
+                    .request(sosq::protocol::Request::Note {
+                        code,
+                        text: "seen after the failover".into(),
+                    })
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+                client.close().await;
+                answer
+            })
+        });
+        let mut answers = Vec::new();
+        for ask in asks.collect::<Vec<_>>() {
+            answers.push(ask.await.unwrap());
+        }
+        answers
+    });
+    for answer in answers {
+        assert_eq!(answer, Ok(()));
+    }
+    // The survivor writes the case as it always could.
+    let escalated = cluster.run(
+        &[1],
+        Some(&expert),
+        &[
+            "escalate",
+            &code,
+            "--priority",
+            "high",
+            "--reason",
+            "after the failover",
+        ],
+    );
+    assert!(escalated.status.success(), "{escalated:?}");
+    let status = cluster.json(&[1], Some(&expert), &["status", &code]);
+    assert_eq!(status["priority"], "high", "{status}");
+    assert_eq!(count_kind(&status, "note"), 16, "{status}");
+}

@@ -30,6 +30,10 @@ use crate::store::CaseStore;
 /// second of intake at the rates measured (README "Performance", "Cluster").
 const CODES_LOW: usize = 1024;
 
+/// How many locks take turns at adopting cases (a case's lock is its code modulo this):
+/// requests for one case wait for each other, others rarely do.
+const ADOPTION_LOCKS: usize = 64;
+
 /// A node of a cluster whose shared state is in PostgreSQL.
 pub struct ClusterNode {
     cluster: Arc<Cluster>,
@@ -40,6 +44,8 @@ pub struct ClusterNode {
     waiting_pulls: WaitingPulls,
     /// Signalled when the reserved codes run low.
     codes_wanted: Notify,
+    /// Turns at taking a case over, by code (see [`ClusterNode::adopt`]).
+    adopting: [tokio::sync::Mutex<()>; ADOPTION_LOCKS],
 }
 
 impl From<ClusterError> for ServerError {
@@ -56,6 +62,7 @@ impl ClusterNode {
             lease_until: Mutex::new(None),
             waiting_pulls: WaitingPulls::new(),
             codes_wanted: Notify::new(),
+            adopting: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
         }
     }
 
@@ -102,8 +109,19 @@ impl ClusterNode {
         }
     }
 
-    /// Takes `code` over and puts it in the core, unless another node was faster.
+    /// Takes `code` over and puts it in the core, unless another node was faster, or a
+    /// request here already did.
     async fn adopt(&self, shared: &Shared, code: SessionCode) -> Result<(), ServerError> {
+        // After a node's loss its customer and expert come back at once, often to the same
+        // survivor. Taking the case over twice would bump its epoch twice, and the two
+        // epochs could reach the ledger in either order, leaving it behind the row: every
+        // later write of the case refused as "served by another node now". One at a time,
+        // and the second finds the case here.
+        let lock = &self.adopting[(code.number() % ADOPTION_LOCKS as u64) as usize];
+        let _turn = lock.lock().await;
+        if shared.broker().case(code).is_some() {
+            return Ok(());
+        }
         let Some(record) = self.cluster.take_over(code).await? else {
             return Ok(());
         };
