@@ -10,7 +10,7 @@ mod common;
 
 use browser::Browser;
 use common::Daemon;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// The texts of the chat's lines from the other side, in the order shown.
 fn peer_lines(page: &Browser) -> Vec<String> {
@@ -200,6 +200,9 @@ fn two_browser_customers_and_a_console_expert_who_chats_with_one_then_the_other(
             expert.screenshot("case-chat");
             expert.goto(&format!("/cases/{code}"));
             expert.click("#invite-form button[type=submit]");
+            // The form reloads the case page: its chat comes back with its lines.
+            expert.wait_for_text("#chat-state", "Connected to Bob");
+            expert.wait_for_text("#lines", "Hi! Thanks.");
             let command = page.wait_text("#invite-command", "the command", |t| !t.is_empty());
             assert!(
                 command.contains(&format!("sosq join {code} --name Bob --secret "))
@@ -207,6 +210,30 @@ fn two_browser_customers_and_a_console_expert_who_chats_with_one_then_the_other(
                 "{command}"
             );
             page.screenshot("invite");
+            // Bob runs the program: the page lets go of the seat, offering it back; he takes
+            // it back here, the program is told it was replaced, and the chat goes on.
+            let secret = command
+                .split("--secret ")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .expect("the command carries the secret")
+                .trim_matches('\'')
+                .to_string();
+            let mut native =
+                daemon.session(None, &["join", code, "--name", "Bob", "--secret", &secret]);
+            native.expect_event("attached");
+            page.wait_text("#over-text", "the seat taken", |t| {
+                t.contains("sosq program")
+            });
+            page.click("#take-back");
+            native.expect_event("replaced");
+            let (status, said) = native.wait();
+            assert!(status.success(), "{said}");
+            page.wait_until("the chat back", |page| {
+                page.js("return document.getElementById('over').hidden;", vec![]) == json!(true)
+            });
+            say(&expert, "Welcome back, Bob.");
+            page.wait_for_text("#lines", "Welcome back, Bob.");
         }
         page.js("window.confirm = () => true;", vec![]);
         page.click("#end");

@@ -8,7 +8,10 @@
   if (!help && !panel) { return; }
 
   var CASE_KEY = 'sosq.help.case';
-  var LINES_KEY = 'sosq.help.lines';
+  // A case page's panel keeps its lines, and whether its chat is open, per case: any form
+  // on the page (a note, the invitation) reloads it, and the chat must come back with it.
+  var LINES_KEY = help ? 'sosq.help.lines' : 'sosq.panel.lines.' + panel.dataset.socket;
+  var PANEL_KEY = help ? null : 'sosq.panel.open.' + panel.dataset.socket;
   var KEPT_LINES = 200;
   var socket = null;
   var over = false;
@@ -68,7 +71,7 @@
     list.appendChild(item);
     while (list.children.length > KEPT_LINES) { list.removeChild(list.firstChild); }
     item.scrollIntoView({ block: 'nearest' });
-    if (help && keep !== false) {
+    if (keep !== false) {
       var kept = load(LINES_KEY) || [];
       kept.push(line);
       store(LINES_KEY, kept.slice(-KEPT_LINES));
@@ -192,6 +195,7 @@
       show('take-back', !!takeBack);
       say('over-text', reason);
     } else {
+      try { sessionStorage.removeItem(PANEL_KEY); } catch (e) { /* ignore */ }
       say('chat-state', reason);
       show('say-form', false);
       show('chat-leave', false);
@@ -403,14 +407,24 @@
     }
   } else {
     var start = $('chat-start');
-    start.addEventListener('click', function () {
+    var open = function () {
+      store(PANEL_KEY, true);
       show('chat-start', false);
       show('chat-leave', true);
       show('chat', true);
       show('say-form', true);
       say('chat-state', 'Connecting…');
       connect(panel.dataset.socket, null);
-    });
+    };
+    start.addEventListener('click', open);
+    if (load(PANEL_KEY)) {
+      // Back on the page after a form on it: the same chat, within the time the daemon
+      // keeps it for a page that went away.
+      (load(LINES_KEY) || []).forEach(function (line) { addLine(line, false); });
+      open();
+    } else {
+      try { sessionStorage.removeItem(LINES_KEY); } catch (e) { /* ignore */ }
+    }
     var leave = $('chat-leave');
     leave.addEventListener('click', function () { send({ type: 'end' }); });
   }
