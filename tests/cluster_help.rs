@@ -126,15 +126,7 @@ async fn a_console_expert_on_one_node_chats_with_a_browser_customer_on_another()
 
     let console_node = cluster.node(1).daemon();
     let console = Console::new(console_node);
-    let response = console.post("/signin", &[("token", &expert)]).await;
-    assert_eq!(response.status(), 303, "signed in");
-    let cookie = response.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = console.session_cookie(&expert).await;
     let origin = console_node.console_url();
     let path = format!("/cases/{code}/chat");
     let mut panel = ChatSocket::open_with(console_node, &path, Some(&origin), Some(&cookie))

@@ -260,14 +260,7 @@ async fn an_expert_chats_with_two_browser_customers_from_the_console_one_after_t
     let daemon = Daemon::start(&[]);
     let expert = daemon.add_user("ana", "expert");
     let console = Console::new(&daemon);
-    let response = console.post("/signin", &[("token", &expert)]).await;
-    let cookie = response.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = console.session_cookie(&expert).await;
     let origin = daemon.console_url();
 
     let mut first = ChatSocket::ask(&daemon, "Alice", "first problem").await;

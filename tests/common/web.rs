@@ -78,6 +78,20 @@ impl Console {
         assert_eq!(response.status(), 303, "sign-in accepted");
     }
 
+    /// Signs in with `token` and returns the session cookie (`name=value`), for a client
+    /// other than this one (a chat socket); panics unless the console accepts it.
+    pub async fn session_cookie(&self, token: &str) -> String {
+        let response = self.post("/signin", &[("token", token)]).await;
+        assert_eq!(response.status(), 303, "sign-in accepted");
+        response.headers()["set-cookie"]
+            .to_str()
+            .expect("an ASCII cookie")
+            .split(';')
+            .next()
+            .expect("name=value")
+            .to_string()
+    }
+
     /// The CSRF token of the signed-in session, read from a page's forms.
     pub async fn csrf(&self) -> String {
         let page = self.page("/queue").await;
