@@ -95,8 +95,13 @@ async fn keep_up(node: &ClusterNode, shared: &Shared) -> Result<(), ServerError>
     let held = cluster.ledger().held();
     let homed: HashMap<SessionCode, i64> = cluster.homed_here().await?.into_iter().collect();
     for (code, epoch) in held {
-        // Taken over again here meanwhile (a new epoch in the ledger) is ours too.
+        // Taken over again here meanwhile (a new epoch in the ledger) is ours too; if the
+        // listing does not show that epoch yet, it may predate the takeover, and the next
+        // heartbeat looks again rather than letting go of a case just taken.
         let now_held = cluster.ledger().holding(code).0;
+        if now_held != 0 && now_held != epoch && homed.get(&code) != Some(&now_held) {
+            continue;
+        }
         let still_ours = homed
             .get(&code)
             .is_some_and(|stored| *stored == epoch || *stored == now_held);
