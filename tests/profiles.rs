@@ -323,9 +323,20 @@ fn desktop_entry_writes_both_shortcuts_to_the_help_page() {
 fn the_profile_file_form_writes_the_desktop_button_beside_the_file() {
     let data = tempfile::tempdir().unwrap();
     let place = ["--data-dir", data.path().to_str().unwrap()];
+    ok(sosqd(&place, &["group", "add", "billing"]));
     ok(sosqd(
         &place,
-        &["profile", "save", "acme", "--company", "ACME"],
+        &[
+            "profile",
+            "save",
+            "acme",
+            "--company",
+            "ACME",
+            "--team",
+            "billing",
+            "--welcome",
+            "Hello from ACME",
+        ],
     ));
     // The file carries the certificate's fingerprint, so the certificate must exist.
     ok(sosqd(&place, &["fingerprint", "--create"]));
@@ -378,9 +389,17 @@ fn the_profile_file_form_writes_the_desktop_button_beside_the_file() {
         "{said}"
     );
     assert!(out.path().join("acme-support.desktop").exists());
+    // The file beside a named page's button sends its customers where the page does.
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(written["group"], "billing", "{written}");
+    assert_eq!(written["welcome"], "Hello from ACME", "{written}");
+    // A refused button leaves no file behind.
+    std::fs::remove_file(&file).unwrap();
     let said = refused(file_form(&["--desktop-entry", "nobody"]));
     assert!(
         said.contains("no support profile named \"nobody\""),
         "{said}"
     );
+    assert!(!file.exists(), "nothing written");
 }

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use sosq::protocol::Priority;
 use sosqd::config::Config;
-use sosqd::store::users::{LogoChange, Profile, ProfileDraft, UserDirectory, MAX_LOGO_BYTES};
+use sosqd::store::users::{
+    LogoChange, Profile, ProfileDraft, UserDirectory, UserError, MAX_LOGO_BYTES,
+};
 use sosqd::transport::Identity;
 
 use super::{directory, store_config, StoreArgs, Writes};
@@ -106,22 +108,33 @@ pub(crate) fn run(args: ProfileArgs) -> anyhow::Result<()> {
             let out = args
                 .out
                 .ok_or_else(|| anyhow::anyhow!("give --out FILE, or a command (save, list...)"))?;
-            write_file(
-                &out,
-                args.server.clone(),
-                args.group,
-                args.welcome,
-                &args.data,
-            )?;
-            match args.desktop_entry {
-                None => Ok(()),
+            // Everything is checked before anything is written: a refused button leaves no
+            // file behind.
+            let button = match &args.desktop_entry {
+                None => None,
                 Some(page) => {
                     let page = Some(page.as_str()).filter(|p| !p.is_empty());
+                    Some(SosButton::plan(page, args.server.clone(), &args.data)?)
+                }
+            };
+            // The file beside a named page's button sends its customers where the page does
+            // (its team, its welcome), unless the flags say otherwise.
+            let (group, welcome) = match button.as_ref().and_then(|b| b.profile.as_ref()) {
+                Some(profile) => (
+                    args.group.or_else(|| Some(profile.team.clone())),
+                    args.welcome.or_else(|| profile.welcome.clone()),
+                ),
+                None => (args.group, args.welcome),
+            };
+            write_file(&out, args.server, group, welcome, &args.data)?;
+            match button {
+                None => Ok(()),
+                Some(button) => {
                     let beside = match out.parent() {
                         Some(dir) if !dir.as_os_str().is_empty() => dir,
                         _ => Path::new("."),
                     };
-                    desktop_entry(page, beside, args.server, &args.data)
+                    button.write(beside)
                 }
             }
         }
@@ -195,7 +208,7 @@ pub(crate) fn run(args: ProfileArgs) -> anyhow::Result<()> {
             out,
             server,
             data,
-        }) => desktop_entry(Some(&name), &out, server, &data),
+        }) => SosButton::plan(Some(&name), server, &data)?.write(&out),
     }
 }
 
@@ -284,43 +297,70 @@ fn write_file(
     Ok(())
 }
 
-/// `sosqd profile desktop-entry NAME --out DIR` (`page` is `Some(NAME)`), or
-/// `sosqd profile --out FILE --desktop-entry` (the plain /help page, `page` is `None`):
-/// the two shortcut files in `out`.
-fn desktop_entry(
-    page: Option<&str>,
-    out: &Path,
-    server: Option<String>,
-    data: &StoreArgs,
-) -> anyhow::Result<()> {
-    let config = store_config(data)?;
-    let (stem, title) = match page {
-        Some(name) => {
-            let profile = directory(data, Writes::No)?
-                .profile(name)?
-                .ok_or_else(|| sosqd::store::users::UserError::NoSuchProfile(name.to_string()))?;
-            let title = format!(
-                "{} support",
-                profile.company.as_deref().unwrap_or(&profile.name)
-            );
-            (profile.name, title)
-        }
-        None => ("sos".to_string(), "Remote support".to_string()),
-    };
-    let path = format!("/help{}", page.map(|p| format!("/{p}")).unwrap_or_default());
-    // The console shares the QUIC port's number unless `web_listen` gives it its own.
-    let web_port = match config.web_listen.as_deref().map(str::trim) {
-        None => None,
-        Some("") => anyhow::bail!(
-            "the web console is off (web_listen = \"\"), so there is no {path} page to open"
-        ),
-        Some(_) => config.web_address(config.listen)?.map(|addr| addr.port()),
-    };
-    let server = customer_server(&config, server)?;
-    let url = sosqd::sos_shortcut::help_url(&server, web_port, page)?;
-    for path in sosqd::sos_shortcut::write(out, &stem, &title, &url)? {
-        println!("{}", path.display());
+/// The desktop SOS button to write: `sosqd profile desktop-entry NAME --out DIR`, or
+/// `sosqd profile --out FILE --desktop-entry [NAME]` (without NAME: the plain /help page).
+struct SosButton {
+    /// The named profile whose page it opens; `None`: the plain /help page.
+    profile: Option<Profile>,
+    /// The files' names: `<stem>-support.desktop` and `.url`.
+    stem: String,
+    /// The button's name on the desktop.
+    title: String,
+    /// The page it opens.
+    url: String,
+}
+
+impl SosButton {
+    /// Looks up the profile `page` names (if any) and where its page is. Errors: no such
+    /// profile, the web console off, or no address customers can reach.
+    fn plan(page: Option<&str>, server: Option<String>, data: &StoreArgs) -> anyhow::Result<Self> {
+        let config = store_config(data)?;
+        let profile = match page {
+            Some(name) => Some(
+                directory(data, Writes::No)?
+                    .profile(name)?
+                    .ok_or_else(|| UserError::NoSuchProfile(name.to_string()))?,
+            ),
+            None => None,
+        };
+        let (stem, title) = match &profile {
+            Some(profile) => (
+                profile.name.clone(),
+                format!(
+                    "{} support",
+                    profile.company.as_deref().unwrap_or(&profile.name)
+                ),
+            ),
+            None => ("sos".to_string(), "Remote support".to_string()),
+        };
+        let path = format!("/help{}", page.map(|p| format!("/{p}")).unwrap_or_default());
+        // The console shares the QUIC port's number unless `web_listen` gives it its own.
+        let web_port = match config.web_listen.as_deref().map(str::trim) {
+            None => None,
+            Some("") => anyhow::bail!(
+                "the web console is off (web_listen = \"\"), so there is no {path} page to open"
+            ),
+            Some(_) => config.web_address(config.listen)?.map(|addr| addr.port()),
+        };
+        let server = customer_server(&config, server)?;
+        let url = sosqd::sos_shortcut::help_url(&server, web_port, page)?;
+        Ok(SosButton {
+            profile,
+            stem,
+            title,
+            url,
+        })
     }
-    eprintln!("wrote the SOS button \"{title}\", which opens {url}");
-    Ok(())
+
+    /// Writes both files into `out` and says so.
+    fn write(&self, out: &Path) -> anyhow::Result<()> {
+        for path in sosqd::sos_shortcut::write(out, &self.stem, &self.title, &self.url)? {
+            println!("{}", path.display());
+        }
+        eprintln!(
+            "wrote the SOS button \"{}\", which opens {}",
+            self.title, self.url
+        );
+        Ok(())
+    }
 }

@@ -97,6 +97,9 @@
     switch (message.type) {
       case 'attached':
         lastAttached = message;
+        // A refusal of an earlier try (a blank name) is no longer the news.
+        clearTimeout(problemTimer);
+        show('problem', false);
         if (help) {
           var kept = load(CASE_KEY) || {};
           store(CASE_KEY, { code: message.code, secret: message.secret || kept.secret, name: message.customer });
