@@ -205,7 +205,8 @@ fn two_browser_customers_and_a_console_expert_who_chats_with_one_then_the_other(
             expert.wait_for_text("#lines", "Hi! Thanks.");
             let command = page.wait_text("#invite-command", "the command", |t| !t.is_empty());
             assert!(
-                command.contains(&format!("sosq join {code} --name Bob --secret "))
+                command.starts_with("SOSQ_SECRET=")
+                    && command.contains(&format!(" sosq join {code} --name Bob --profile "))
                     && command.ends_with("--share 127.0.0.1:5900"),
                 "{command}"
             );
@@ -213,8 +214,7 @@ fn two_browser_customers_and_a_console_expert_who_chats_with_one_then_the_other(
             // Bob runs the program: the page lets go of the seat, offering it back; he takes
             // it back here, the program is told it was replaced, and the chat goes on.
             let secret = command
-                .split("--secret ")
-                .nth(1)
+                .strip_prefix("SOSQ_SECRET=")
                 .and_then(|rest| rest.split_whitespace().next())
                 .expect("the command carries the secret")
                 .trim_matches('\'')

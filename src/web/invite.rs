@@ -32,17 +32,19 @@ pub struct InviteCommand {
 /// The `sosq join` command for each system, joining `code` as `name` with the case's
 /// `secret` and sharing `share`, with the profile from the customer's Downloads folder.
 /// Every value is quoted for its shell, so a name like `O'Brien; rm -rf ~` stays a name.
+/// The secret goes in `SOSQ_SECRET`, not on the command line: any user of the machine
+/// may read a process's arguments, only its owner its environment.
 pub fn commands(code: &str, name: &str, secret: &str, share: &str) -> Vec<InviteCommand> {
     let unix = format!(
-        "sosq join {code} --name {} --secret {} --profile ~/Downloads/{PROFILE_FILE} --share {}",
-        posix_quote(name),
+        "SOSQ_SECRET={} sosq join {code} --name {} --profile ~/Downloads/{PROFILE_FILE} --share {}",
         posix_quote(secret),
+        posix_quote(name),
         posix_quote(share)
     );
     let windows = format!(
-        "sosq join {code} --name {} --secret {} --profile \"$HOME\\Downloads\\{PROFILE_FILE}\" --share {}",
-        powershell_quote(name),
+        "$env:SOSQ_SECRET = {}; sosq join {code} --name {} --profile \"$HOME\\Downloads\\{PROFILE_FILE}\" --share {}",
         powershell_quote(secret),
+        powershell_quote(name),
         powershell_quote(share)
     );
     vec![
@@ -187,11 +189,11 @@ mod tests {
         );
         assert_eq!(
             commands[0].command,
-            "sosq join s204-771-630 --name 'Ann O'\\''Brien; rm -rf ~' --secret k3y --profile ~/Downloads/support.sosq --share 127.0.0.1:5900"
+            "SOSQ_SECRET=k3y sosq join s204-771-630 --name 'Ann O'\\''Brien; rm -rf ~' --profile ~/Downloads/support.sosq --share 127.0.0.1:5900"
         );
         assert_eq!(
             commands[1].command,
-            "sosq join s204-771-630 --name 'Ann O''Brien; rm -rf ~' --secret 'k3y' --profile \"$HOME\\Downloads\\support.sosq\" --share '127.0.0.1:5900'"
+            "$env:SOSQ_SECRET = 'k3y'; sosq join s204-771-630 --name 'Ann O''Brien; rm -rf ~' --profile \"$HOME\\Downloads\\support.sosq\" --share '127.0.0.1:5900'"
         );
         assert_eq!(
             powershell_quote("it\u{2019}s $x"),
