@@ -73,12 +73,7 @@ impl Broker {
         out: &mut Vec<Effect>,
     ) -> Result<CaseInfo, BrokerError> {
         let code = self.open_code(typed)?;
-        let share = share.trim();
-        if share.parse::<std::net::SocketAddr>().is_err() {
-            return Err(BrokerError::InvalidInput(format!(
-                "{share:?} is not an address to share; give host:port on the customer's machine, e.g. 127.0.0.1:5900 for its screen"
-            )));
-        }
+        let share = sosq::protocol::check_share(share).map_err(BrokerError::InvalidInput)?;
         let case = &self.cases[&code];
         if case.expert.as_ref().is_none_or(|seat| seat.name != expert) {
             return Err(BrokerError::InvalidInput(format!(

@@ -38,6 +38,20 @@ pub use paging::*;
 /// (`InviteNative`, pushed to the customer as [`Event::NativeInvite`]).
 pub const PROTOCOL_VERSION: u16 = 9;
 
+/// The service a [`Request::InviteNative`] names, checked: `host:port` with an IP host, as
+/// `sosq join --share` takes it (so the command the customer is shown will run), trimmed.
+///
+/// Errors: in words, for the expert, when `share` is not such an address.
+pub fn check_share(share: &str) -> Result<&str, String> {
+    let share = share.trim();
+    match share.parse::<std::net::SocketAddr>() {
+        Ok(_) => Ok(share),
+        Err(_) => Err(format!(
+            "{share:?} is not an address to share; give host:port on the customer's machine, e.g. 127.0.0.1:5900 for its screen"
+        )),
+    }
+}
+
 /// What to tell a user whose client and daemon speak different protocol versions: which
 /// side is older and so needs upgrading. Both the daemon's refusal and the client's check
 /// of the welcome use it, so the advice reads the same from either side.
