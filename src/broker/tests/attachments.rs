@@ -1,6 +1,6 @@
 //! Customers' messages and attachments in the core: who may add them, what is kept, the
 //! checks on a file (size, count, type by content, name), and that a refusal changes
-//! nothing.
+//! nothing. Also the expert's invitation to the native client (who may ask, and what).
 
 use super::*;
 
@@ -262,4 +262,61 @@ fn a_wrong_type_or_a_closed_case_at_the_finish_changes_nothing() {
         b.attach(at(3), C1, &typed, None, file("a.png", png(10)), out)
     });
     assert!(matches!(closed, BrokerError::UnknownCode(_)));
+}
+
+#[test]
+fn the_expert_in_the_session_invites_the_connected_customer_to_the_native_client() {
+    let (mut b, code, _) = paired_sos_case();
+    let typed = code.to_string();
+    let mut out = Vec::new();
+    b.invite_native(at(5), "ben", &typed, " 127.0.0.1:5900 ", &mut out)
+        .expect("ben is in the session");
+    assert_eq!(
+        out,
+        vec![
+            saved(&b, code),
+            Effect::Notify {
+                party: C1,
+                event: Event::NativeInvite {
+                    code,
+                    expert: "ben".into(),
+                    share: "127.0.0.1:5900".into(),
+                },
+            },
+        ]
+    );
+    let last = record(&b, code).history.pop().unwrap();
+    assert_eq!(last.kind, HistoryKind::NativeInvite);
+    assert_eq!(
+        last.event,
+        "expert ben asked the customer to run sosq and share 127.0.0.1:5900"
+    );
+}
+
+#[test]
+fn an_invitation_from_another_expert_to_an_absent_customer_or_of_no_address_is_refused() {
+    let (mut b, code, _) = paired_sos_case();
+    let typed = code.to_string();
+    let other = refused(&mut b, &[code], |b, out| {
+        b.invite_native(at(5), "carla", &typed, "127.0.0.1:5900", out)
+    });
+    assert!(
+        other.to_string().contains("not the expert in a session"),
+        "{other}"
+    );
+    let no_address = refused(&mut b, &[code], |b, out| {
+        b.invite_native(at(5), "ben", &typed, "my screen", out)
+    });
+    assert!(
+        matches!(&no_address, BrokerError::InvalidInput(m) if m.contains("not an address to share")),
+        "{no_address}"
+    );
+    // An expert who connected to a case whose customer is not there (yet, or any more).
+    let (mut b, code) = new_case();
+    connect(&mut b, at(1), E1, "ben", code);
+    let typed = code.to_string();
+    let absent = refused(&mut b, &[code], |b, out| {
+        b.invite_native(at(7), "ben", &typed, "127.0.0.1:5900", out)
+    });
+    assert!(absent.to_string().contains("is not connected"), "{absent}");
 }
