@@ -29,9 +29,7 @@ async fn resume(daemon: &Daemon, code: &str, secret: &str) -> (ChatSocket, Vec<V
     let deadline = Instant::now() + PATIENCE;
     let mut refusals = Vec::new();
     loop {
-        let mut page = ChatSocket::open(daemon, "/chat/customer").await;
-        page.send(json!({"type": "resume", "code": code, "secret": secret, "name": "Alice"}))
-            .await;
+        let mut page = ChatSocket::resume(daemon, code, secret, "Alice").await;
         let answer = page.next().await.expect("an answer");
         if answer["type"] == "attached" {
             assert_eq!(answer["code"], code, "{answer}");

@@ -94,9 +94,7 @@ async fn a_reloaded_page_resumes_its_case_and_chat_and_the_expert_notices_nothin
     page.drop_page().await;
     // What the expert says while the page is away waits for it.
     terminal.send(b"said while you were away\n");
-    let mut page = ChatSocket::open(&daemon, "/chat/customer").await;
-    page.send(json!({"type": "resume", "code": code, "secret": secret, "name": "Alice"}))
-        .await;
+    let mut page = ChatSocket::resume(&daemon, &code, &secret, "Alice").await;
     let attached = page.expect("attached").await;
     assert_eq!(attached["code"], code.as_str());
     assert_eq!(page.expect("paired").await["name"], "ana");
@@ -109,9 +107,7 @@ async fn a_reloaded_page_resumes_its_case_and_chat_and_the_expert_notices_nothin
     // A second reload finds the same party too (a resumed party keeps the case's secret):
     // the chat goes on, and the case never saw a new connection.
     page.drop_page().await;
-    let mut page = ChatSocket::open(&daemon, "/chat/customer").await;
-    page.send(json!({"type": "resume", "code": code, "secret": secret, "name": "Alice"}))
-        .await;
+    let mut page = ChatSocket::resume(&daemon, &code, &secret, "Alice").await;
     page.expect("attached").await;
     page.say("after the second reload").await;
     terminal.stdout_lines_until(|line| line == "after the second reload");
@@ -122,10 +118,7 @@ async fn a_reloaded_page_resumes_its_case_and_chat_and_the_expert_notices_nothin
     );
     // The same case opened in a second tab: the first is told, and lets go for good
     // (rather than coming back and taking turns with the second).
-    let mut second_tab = ChatSocket::open(&daemon, "/chat/customer").await;
-    second_tab
-        .send(json!({"type": "resume", "code": code, "secret": secret, "name": "Alice"}))
-        .await;
+    let mut second_tab = ChatSocket::resume(&daemon, &code, &secret, "Alice").await;
     second_tab.expect("attached").await;
     let elsewhere = page.expect("elsewhere").await;
     assert!(
@@ -139,12 +132,7 @@ async fn a_reloaded_page_resumes_its_case_and_chat_and_the_expert_notices_nothin
 
     // A wrong secret takes nothing over: it is a wrong code for the throttle, and the page
     // is told its request is not there.
-    let mut stranger = ChatSocket::open(&daemon, "/chat/customer").await;
-    stranger
-        .send(
-            json!({"type": "resume", "code": code, "secret": "not-the-secret", "name": "Mallory"}),
-        )
-        .await;
+    let mut stranger = ChatSocket::resume(&daemon, &code, "not-the-secret", "Mallory").await;
     let failed = stranger.expect("failed").await;
     assert_eq!(failed["retry"], false, "{failed}");
     // ...and the real page still chats.
@@ -393,9 +381,7 @@ async fn a_page_is_told_plainly_when_its_case_is_deleted_or_expires_and_after_a_
     assert!(page.next().await.is_none(), "nothing follows the end");
 
     // The customer reloads the page later: it is told the case is over, and not to retry.
-    let mut page = ChatSocket::open(&daemon, "/chat/customer").await;
-    page.send(json!({"type": "resume", "code": code, "secret": secret, "name": "Alice"}))
-        .await;
+    let mut page = ChatSocket::resume(&daemon, &code, &secret, "Alice").await;
     let answer = page.next().await.expect("an answer");
     eprintln!("RELOAD {answer} / {ended}");
     assert_eq!(answer["type"], "failed", "{answer}");

@@ -90,6 +90,16 @@ impl ChatSocket {
         socket
     }
 
+    /// A customer's page that comes back (a reload, another tab): opens the customer's
+    /// socket and resumes case `code` with `secret`, as `name`.
+    pub async fn resume(daemon: &Daemon, code: &str, secret: &str, name: &str) -> ChatSocket {
+        let mut socket = ChatSocket::open(daemon, "/chat/customer").await;
+        socket
+            .send(json!({"type": "resume", "code": code, "secret": secret, "name": name}))
+            .await;
+        socket
+    }
+
     /// Sends one JSON message.
     pub async fn send(&mut self, message: Value) {
         self.socket

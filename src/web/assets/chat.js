@@ -28,8 +28,12 @@
   function store(key, value) {
     try { sessionStorage.setItem(key, JSON.stringify(value)); } catch (e) { /* private mode */ }
   }
+  function drop(key) {
+    try { sessionStorage.removeItem(key); } catch (e) { /* private mode */ }
+  }
   function forget() {
-    try { sessionStorage.removeItem(CASE_KEY); sessionStorage.removeItem(LINES_KEY); } catch (e) { /* ignore */ }
+    drop(CASE_KEY);
+    drop(LINES_KEY);
   }
   function socketUrl(path) {
     return (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + path;
@@ -198,7 +202,7 @@
       show('take-back', !!takeBack);
       say('over-text', reason);
     } else {
-      try { sessionStorage.removeItem(PANEL_KEY); } catch (e) { /* ignore */ }
+      drop(PANEL_KEY);
       say('chat-state', reason);
       show('say-form', false);
       show('chat-leave', false);
@@ -221,8 +225,6 @@
     if (section) { section.scrollIntoView({ block: 'nearest' }); }
   }
 
-  // Another window or the native client took the case: this page stops, keeping the
-  // case, and may take it back.
   // A file on its way: PART bytes a message, at most IN_FLIGHT unanswered.
   var PART = 24 * 1024;
   var IN_FLIGHT = 4;
@@ -426,7 +428,7 @@
       (load(LINES_KEY) || []).forEach(function (line) { addLine(line, false); });
       open();
     } else {
-      try { sessionStorage.removeItem(LINES_KEY); } catch (e) { /* ignore */ }
+      drop(LINES_KEY);
     }
     var leave = $('chat-leave');
     leave.addEventListener('click', function () { send({ type: 'end' }); });

@@ -393,25 +393,20 @@ impl Party {
 /// (the native client with the case's secret, or the case resumed from another tab), or
 /// the connection was lost or the daemon is restarting (the page tries again).
 fn closed_by_daemon(client: &Client) -> ToBrowser {
-    let Some(quinn::ConnectionError::ApplicationClosed(close)) = client.connection().close_reason()
-    else {
+    let Some(error) = client.connection().close_reason() else {
         return lost();
     };
-    let reason = String::from_utf8_lossy(&close.reason).into_owned();
+    let quinn::ConnectionError::ApplicationClosed(close) = &error else {
+        return lost();
+    };
     match u32::try_from(close.error_code.into_inner()) {
         Ok(close_code::REPLACED) => ToBrowser::Elsewhere {
             text: "your session continues in the sosq program (or another window) that \
                    joined with this case's secret"
                 .into(),
         },
-        Ok(close_code::EXPIRED | close_code::DELETED) if !reason.is_empty() => {
-            ToBrowser::Ended { reason }
-        }
-        Ok(close_code::EXPIRED) => ToBrowser::Ended {
-            reason: "the case expired".into(),
-        },
-        Ok(close_code::DELETED) => ToBrowser::Ended {
-            reason: "the case was deleted".into(),
+        Ok(close_code::EXPIRED | close_code::DELETED) => ToBrowser::Ended {
+            reason: sosq::client::describe_connection_error(&error),
         },
         _ => lost(),
     }
