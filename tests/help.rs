@@ -394,3 +394,36 @@ async fn a_page_is_told_plainly_when_its_case_is_deleted_or_expires_and_after_a_
         "{answer}"
     );
 }
+
+#[tokio::test]
+async fn a_waiting_page_comes_back_to_its_case_after_the_daemon_is_killed_and_restarted() {
+    let daemon = Daemon::start(&[]);
+    let expert = daemon.add_user("ana", "expert");
+    let mut page = ChatSocket::ask(&daemon, "Alice", "printer").await;
+    let (code, secret) = case_of(&page.expect("attached").await);
+    page.say("it also beeps").await;
+    // The page shows the line once the daemon has it (kept with the case).
+    let echoed = page.expect("line").await;
+    assert_eq!(echoed["from"], "you", "{echoed}");
+
+    // The daemon dies with the page waiting: its socket just closes (the page's script
+    // reconnects to the same address once the daemon is back).
+    let dir = daemon.kill9();
+    assert!(page.next().await.is_none(), "the socket closed");
+    let daemon = Daemon::start_in(dir, &[]);
+    let mut page = ChatSocket::resume(&daemon, &code, &secret, "Alice").await;
+    let attached = page.expect("attached").await;
+    assert_eq!(attached["code"], code.as_str());
+    assert_eq!(attached["position"], 1, "back in line: {attached}");
+
+    // What it said while waiting survived, and the session runs as before.
+    let status = daemon.json(Some(&expert), &["status", &code]);
+    assert_eq!(status["last_message"], "it also beeps", "{status}");
+    let mut terminal = daemon.session(Some(&expert), &["pull"]);
+    terminal.expect_event("paired");
+    page.expect("paired").await;
+    terminal.send(b"back again\n");
+    assert_eq!(page.peer_lines(1).await, vec!["back again"]);
+    page.say("thanks").await;
+    terminal.stdout_lines_until(|line| line == "thanks");
+}
